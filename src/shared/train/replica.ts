@@ -126,8 +126,11 @@ export class Replica {
     return logits.shape[logits.shape.length - 1];
   }
 
-  /** Applies an averaged gradient with SGD (PyTorch semantics) and uploads the new values. */
-  applyGradient(layout: FlatLayout, avgGrad: Float32Array, opts: SgdOptions): void {
+  /**
+   * Applies an averaged gradient with SGD (PyTorch semantics) and uploads the new values. `gateL1` adds the
+   * sparsity term lambda * sign(g) to every gate's gradient, as the paper's code does after backward.
+   */
+  applyGradient(layout: FlatLayout, avgGrad: Float32Array, opts: SgdOptions & { gateL1?: number }): void {
     if (avgGrad.length !== layout.size) throw new Error(`gradient has ${avgGrad.length} values, layout ${layout.size}`);
     const slots = this.slots(layout);
     layout.names.forEach((name, i) => {
@@ -135,7 +138,12 @@ export class Replica {
       let buf = this.momentum.get(name);
       const first = buf === undefined;
       if (!buf) this.momentum.set(name, (buf = new Float32Array(p.length)));
-      sgdStep(p, avgGrad.subarray(layout.offsets[i], layout.offsets[i] + p.length), buf, first, opts);
+      let g = avgGrad.subarray(layout.offsets[i], layout.offsets[i] + p.length);
+      if (opts.gateL1 && isGate(name)) {
+        const l1 = opts.gateL1;
+        g = g.map((v, j) => v + l1 * Math.sign(p[j]));
+      }
+      sgdStep(p, g, buf, first, opts);
       slots[i].set(tf.tensor(p.slice(), layout.shapes[i]));
     });
   }
