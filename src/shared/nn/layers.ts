@@ -1,6 +1,12 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Layer, type Slot } from './module.js';
 import type { Rng } from '../rng.js';
+import { GdpError } from '../errors.js';
+
+function expectChannels(layer: string, got: number, want: number): void {
+  // Caught while tracing, so a model with inconsistent widths fails at load time, not mid-run.
+  if (got !== want) throw new GdpError('SHAPE_MISMATCH', `${layer} expects ${want} input channels but receives ${got}`);
+}
 
 function kaimingNormal(rng: Rng, shape: number[], fanIn: number): tf.Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -62,7 +68,8 @@ export class Conv2d extends Layer {
       return this.bias ? tf.add(y, this.bias.value) : y;
     });
   }
-  outShape([h, w]: readonly number[]): number[] {
+  outShape([h, w, c]: readonly number[]): number[] {
+    expectChannels('Conv2d', c, this.inChannels);
     return [outSize(h, this.kernel, this.stride, this.padding), outSize(w, this.kernel, this.stride, this.padding), this.outChannels];
   }
   keepOutputChannels(keep: readonly number[]): void {
@@ -92,7 +99,8 @@ export class Linear extends Layer {
   forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => tf.add(tf.matMul(x as tf.Tensor2D, this.weight.value as tf.Tensor2D), this.bias.value));
   }
-  outShape(): number[] {
+  outShape(s: readonly number[]): number[] {
+    expectChannels('Linear', s[s.length - 1], this.inFeatures);
     return [this.outFeatures];
   }
   keepInputChannels(keep: readonly number[]): void {
@@ -185,6 +193,7 @@ export class BatchNorm2d extends Layer {
   }
 
   outShape(s: readonly number[]): number[] {
+    expectChannels('BatchNorm2d', s[s.length - 1], this.channels);
     return [...s];
   }
   keepChannels(keep: readonly number[]): void {
