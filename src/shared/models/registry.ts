@@ -2,6 +2,8 @@ import { GdpError } from '../errors.js';
 import type { Module } from '../nn/module.js';
 import { Rng } from '../rng.js';
 import { CifarResNet } from './resnet_cifar.js';
+import { ImageNetResNet } from './resnet_imagenet.js';
+import { CifarVgg, VGG_PLANS } from './vgg_cifar.js';
 
 export interface ArchSpec {
   /** Input shape of one image, HWC. */
@@ -24,6 +26,8 @@ export const ARCHITECTURES: Record<string, ArchSpec> = {
   'cifar.resnet44': cifarResNet(44),
   'cifar.resnet56': cifarResNet(56),
   'cifar.resnet110': cifarResNet(110),
+  'cifar.vgg16': { inputShape: [32, 32, 3], defaultClasses: 10, build: (c, rng) => new CifarVgg(VGG_PLANS.vgg16, c, rng) },
+  resnet50: { inputShape: [224, 224, 3], defaultClasses: 1000, build: (c, rng) => new ImageNetResNet([3, 4, 6, 3], c, rng) },
 };
 
 export function archSpec(name: string): ArchSpec {
