@@ -63,8 +63,8 @@ export function parseSafetensors(buf: Uint8Array, source = 'safetensors'): Safet
     if (!Number.isInteger(begin) || !Number.isInteger(end) || begin < 0 || end > dataLen || end - begin !== count * itemSize) {
       throw bad(`tensor '${name}': data_offsets [${begin}, ${end}] do not fit shape [${shape}] of ${e.dtype} in ${dataLen} data bytes (truncated?)`);
     }
-    const bytes = buf.slice(dataStart + begin, dataStart + end);
-    const bdv = new DataView(bytes.buffer);
+    // A view, not `buf.slice(...).buffer`: a Node Buffer's slice shares (and `.buffer` exposes) the whole pool.
+    const bdv = new DataView(buf.buffer, buf.byteOffset + dataStart + begin, end - begin);
     const data = new Float32Array(count);
     for (let i = 0; i < count; i++) {
       switch (e.dtype) {

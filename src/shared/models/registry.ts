@@ -9,25 +9,28 @@ export interface ArchSpec {
   /** Input shape of one image, HWC. */
   inputShape: [number, number, number];
   defaultClasses: number;
+  /** Path of the final Linear layer, whose output width is the number of classes. */
+  classifier: string;
   build(numClasses: number, rng: Rng): Module;
 }
 
 const cifarResNet = (depth: number): ArchSpec => ({
   inputShape: [32, 32, 3],
   defaultClasses: 10,
+  classifier: 'linear',
   build: (c, rng) => new CifarResNet(depth, c, 3, rng),
 });
 
 /** Architectures by the names the paper's configs use. */
 export const ARCHITECTURES: Record<string, ArchSpec> = {
-  'mnist.resnet20': { inputShape: [28, 28, 1], defaultClasses: 10, build: (c, rng) => new CifarResNet(20, c, 1, rng) },
+  'mnist.resnet20': { inputShape: [28, 28, 1], defaultClasses: 10, classifier: 'linear', build: (c, rng) => new CifarResNet(20, c, 1, rng) },
   'cifar.resnet20': cifarResNet(20),
   'cifar.resnet32': cifarResNet(32),
   'cifar.resnet44': cifarResNet(44),
   'cifar.resnet56': cifarResNet(56),
   'cifar.resnet110': cifarResNet(110),
-  'cifar.vgg16': { inputShape: [32, 32, 3], defaultClasses: 10, build: (c, rng) => new CifarVgg(VGG_PLANS.vgg16, c, rng) },
-  resnet50: { inputShape: [224, 224, 3], defaultClasses: 1000, build: (c, rng) => new ImageNetResNet([3, 4, 6, 3], c, rng) },
+  'cifar.vgg16': { inputShape: [32, 32, 3], defaultClasses: 10, classifier: 'classifier', build: (c, rng) => new CifarVgg(VGG_PLANS.vgg16, c, rng) },
+  resnet50: { inputShape: [224, 224, 3], defaultClasses: 1000, classifier: 'fc', build: (c, rng) => new ImageNetResNet([3, 4, 6, 3], c, rng) },
 };
 
 export function archSpec(name: string): ArchSpec {

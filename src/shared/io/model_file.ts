@@ -1,0 +1,147 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { GdpError } from '../errors.js';
+import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
+import type { Module } from '../nn/module.js';
+import { archSpec, buildModel } from '../models/registry.js';
+import { parseSafetensors, serializeSafetensors, type HostTensor, type SafetensorsFile } from './safetensors.js';
+import { exportTorchState, loadTorchState } from './torch_state.js';
+
+/** Input and output widths of every conv and linear layer, by module path: what pruning changes. */
+export type Widths = Record<string, [number, number]>;
+
+export function layerWidths(model: Module): Widths {
+  const out: Widths = {};
+  for (const [path, m] of model.namedModules()) {
+    if (m instanceof Conv2d) out[path] = [m.inChannels, m.outChannels];
+    else if (m instanceof Linear) out[path] = [m.inFeatures, m.outFeatures];
+  }
+  return out;
+}
+
+export interface ModelDescription {
+  arch: string;
+  numClasses: number;
+}
+
+/**
+ * The file metadata that lets a pruned or melted model load without its config: the architecture, the class count
+ * and the per-layer widths (the tensors carry the widths too; the copy here is checked against them).
+ */
+export function modelMetadata(model: Module, desc: ModelDescription): Record<string, string> {
+  return { format: 'gdp', arch: desc.arch, num_class: String(desc.numClasses), widths: JSON.stringify(layerWidths(model)) };
+}
+
+export function serializeModel(model: Module, desc: ModelDescription): Uint8Array {
+  return serializeSafetensors(exportTorchState(model), modelMetadata(model, desc));
+}
+
+export async function saveModelFile(path: string, model: Module, desc: ModelDescription): Promise<void> {
+  await writeFile(path, serializeModel(model, desc));
+}
+
+export interface LoadedModel {
+  model: Module;
+  arch: string;
+  numClasses: number;
+  /** One image, HWC. */
+  inputShape: [number, number, number];
+  /** Whether any BatchNorm came in the paper's gated (GBN) form. */
+  gated: boolean;
+  metadata: Record<string, string>;
+}
+
+export interface LoadOptions {
+  /** Architecture when the file does not record one (PyTorch checkpoints); must agree when it does. */
+  arch?: string;
+  seed?: number;
+}
+
+/** Prefixes that wrappers add to PyTorch names: the paper's ResNet-50 wrapper and nn.DataParallel. */
+const WRAPPER_PREFIXES = ['backbone.', 'module.'];
+
+function stripWrapperPrefix(tensors: Map<string, HostTensor>): Map<string, HostTensor> {
+  for (const prefix of WRAPPER_PREFIXES) {
+    const names = [...tensors.keys()];
+    if (names.length && names.every((n) => n.startsWith(prefix))) {
+      return new Map([...tensors].map(([n, t]) => [n.slice(prefix.length), t]));
+    }
+  }
+  return tensors;
+}
+
+function parseWidths(raw: string, source: string): Widths {
+  const bad = (msg: string) => new GdpError('BAD_METADATA', `${source}: metadata field 'widths' ${msg}`);
+  let w: unknown;
+  try {
+    w = JSON.parse(raw);
+  } catch (e) {
+    throw bad(`is not JSON (${(e as Error).message})`);
+  }
+  if (typeof w !== 'object' || w === null || Array.isArray(w)) throw bad('must be an object of [in, out] pairs');
+  for (const [k, v] of Object.entries(w)) {
+    if (!Array.isArray(v) || v.length !== 2 || !v.every((d) => Number.isInteger(d) && d > 0)) throw bad(`entry '${k}' must be [in, out] positive integers`);
+  }
+  return w as Widths;
+}
+
+/** Builds the architecture named by the options or the metadata, then loads the tensors (widths from the file). */
+export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source = 'weights'): LoadedModel {
+  const meta = file.metadata;
+  if (opts.arch && meta.arch && opts.arch !== meta.arch) {
+    throw new GdpError('ARCH_MISMATCH', `${source}: the file records arch '${meta.arch}' but '${opts.arch}' was asked for`);
+  }
+  const arch = opts.arch ?? meta.arch;
+  if (!arch) throw new GdpError('MISSING_ARCH', `${source}: metadata field 'arch' is absent (a plain PyTorch checkpoint?): pass --arch`);
+  let spec;
+  try {
+    spec = archSpec(arch);
+  } catch (e) {
+    if (e instanceof GdpError) throw new GdpError(e.code, `${source}: ${e.message}`);
+    throw e;
+  }
+  const tensors = stripWrapperPrefix(file.tensors);
+  let numClasses: number;
+  if (meta.num_class !== undefined) {
+    numClasses = Number(meta.num_class);
+    if (!Number.isInteger(numClasses) || numClasses < 1) {
+      throw new GdpError('BAD_METADATA', `${source}: metadata field 'num_class' must be a positive integer, got '${meta.num_class}'`);
+    }
+  } else {
+    const head = tensors.get(`${spec.classifier}.weight`);
+    if (!head) throw new GdpError('MISSING_TENSOR', `${source}: missing tensor '${spec.classifier}.weight' (the ${arch} classifier)`);
+    numClasses = head.shape[0];
+  }
+  const widths = meta.widths !== undefined ? parseWidths(meta.widths, source) : undefined;
+  const model = buildModel(arch, { numClasses, seed: opts.seed });
+  try {
+    loadTorchState(model, tensors, spec.inputShape, source);
+    if (widths) {
+      const got = layerWidths(model);
+      for (const [path, w] of Object.entries(widths)) {
+        const g = got[path];
+        if (!g) throw new GdpError('BAD_METADATA', `${source}: metadata field 'widths' names layer '${path}', which ${arch} does not have`);
+        if (g[0] !== w[0] || g[1] !== w[1]) {
+          throw new GdpError('SHAPE_MISMATCH', `${source}: layer '${path}' is [${g}] in the tensors but [${w}] in metadata field 'widths'`);
+        }
+      }
+    }
+  } catch (e) {
+    model.dispose();
+    // Width errors found by tracing name the layer; add the file.
+    if (e instanceof GdpError && !e.message.startsWith(source)) throw new GdpError(e.code, `${source}: ${e.message}`);
+    throw e;
+  }
+  const gated = [...model.namedModules()].some(([, m]) => m instanceof BatchNorm2d && m.gated);
+  return { model, arch, numClasses, inputShape: spec.inputShape, gated, metadata: meta };
+}
+
+/** Reads a safetensors file (gdp's own, or a PyTorch checkpoint with `arch` given) into a ready model. */
+export async function loadModelFile(path: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(path);
+  } catch (e) {
+    throw new GdpError('FILE_NOT_FOUND', `cannot read weights file ${path}: ${(e as Error).message}`);
+  }
+  return loadModel(parseSafetensors(bytes, path), opts, path);
+}

@@ -1,0 +1,30 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { tensorOps, type Module } from '../nn/module.js';
+
+/** Eval-mode logits for NHWC images, in chunks of `batch` so large inputs stay within memory. */
+export function predictLogits(model: Module, x: Float32Array, shape: readonly [number, number, number, number], batch = 64): Float32Array {
+  model.eval();
+  const [n, h, w, c] = shape;
+  const per = h * w * c;
+  const parts: Float32Array[] = [];
+  for (let i = 0; i < n; i += batch) {
+    const m = Math.min(batch, n - i);
+    const y = tf.tidy(() => model.apply(tf.tensor4d(x.subarray(i * per, (i + m) * per), [m, h, w, c]), tensorOps));
+    parts.push(y.dataSync() as Float32Array);
+    y.dispose();
+  }
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Infinity;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
+  return d;
+}
