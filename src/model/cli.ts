@@ -1,0 +1,219 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import * as tf from '@tensorflow/tfjs-core';
+import { BACKEND_CHOICES, initBackend, type BackendChoice } from '../shared/backend.js';
+import { GdpError } from '../shared/errors.js';
+import { modelCost } from '../shared/graph/flops.js';
+import { layerWidths, loadModelFile, type LoadedModel } from '../shared/io/model_file.js';
+import { nchwToNhwc, parseShape, readF32, writeF32 } from '../shared/io/raw_tensor.js';
+import { exportTfjs } from '../shared/io/tfjs_export.js';
+import { tfjsDirWriter } from '../shared/io/tfjs_files.js';
+import { predictLogits } from '../shared/models/infer.js';
+import { ARCHITECTURES, archSpec, buildModel } from '../shared/models/registry.js';
+import { BatchNorm2d } from '../shared/nn/layers.js';
+import { measureLatency } from './bench.js';
+
+interface Common {
+  backend: BackendChoice;
+  json?: boolean;
+}
+
+const fmt = (n: number): string => n.toLocaleString('en-US');
+const mega = (n: number): string => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} G` : `${(n / 1e6).toFixed(2)} M`);
+
+/** Human-readable lines go to stdout, or to stderr when stdout carries JSON. */
+function say(o: Common, line: string): void {
+  (o.json ? process.stderr : process.stdout).write(`${line}\n`);
+}
+
+async function startBackend(o: Common): Promise<void> {
+  const info = await initBackend(o.backend);
+  say(o, `backend: ${info.description}`);
+}
+
+function positiveInt(flag: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer`);
+    return n;
+  };
+}
+
+function backendOption(): Option {
+  return new Option('--backend <name>', 'tensor backend').choices([...BACKEND_CHOICES]).default('auto');
+}
+
+function archOption(required: boolean): Option {
+  const o = new Option('--arch <name>', `architecture (${Object.keys(ARCHITECTURES).join(', ')})${required ? '' : '; needed only for files without gdp metadata'}`);
+  return required ? o.makeOptionMandatory() : o;
+}
+
+async function load(weights: string, arch: string | undefined, o: Common): Promise<LoadedModel> {
+  const m = await loadModelFile(weights, { arch });
+  say(o, `model: ${m.arch}, ${m.numClasses} classes, input ${m.inputShape.join('x')} (HWC)${m.gated ? ', gated (GBN) checkpoint' : ''}`);
+  return m;
+}
+
+/** Channels whose GBN mask is 0: pruned in place, still present until melting. */
+function maskedChannels(m: LoadedModel): number {
+  let n = 0;
+  for (const [, mod] of m.model.namedModules()) {
+    if (mod instanceof BatchNorm2d && mod.mask) n += (mod.mask.value.dataSync() as Float32Array).filter((v) => v === 0).length;
+  }
+  return n;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('gdp-model')
+    .description('Inspect, convert, run and benchmark gdp / PyTorch (safetensors) models')
+    .showHelpAfterError()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  program
+    .command('info')
+    .description('layers, widths, MACs and parameters of a weights file')
+    .requiredOption('--weights <file>', 'safetensors file (gdp export or PyTorch state dict)')
+    .addOption(archOption(false))
+    .option('--json', 'print one JSON object')
+    .addOption(backendOption())
+    .action(async (o: Common & { weights: string; arch?: string }) => {
+      await startBackend(o);
+      const m = await load(o.weights, o.arch, o);
+      try {
+        const cost = modelCost(m.model, m.inputShape);
+        const widths = layerWidths(m.model);
+        const layers = cost.layers.map((l) => ({ path: l.path, kind: l.kind, in: widths[l.path][0], out: widths[l.path][1], macs: l.macs }));
+        const masked = m.gated ? maskedChannels(m) : 0;
+        if (o.json) {
+          const out = { arch: m.arch, numClasses: m.numClasses, inputShape: m.inputShape, gated: m.gated, maskedChannels: masked, macs: cost.macs, params: cost.params, layers };
+          process.stdout.write(`${JSON.stringify(out)}\n`);
+          return;
+        }
+        const w = Math.max(...layers.map((l) => l.path.length), 5);
+        say(o, `${'layer'.padEnd(w)}  kind    in    out  MACs`);
+        for (const l of layers) say(o, `${l.path.padEnd(w)}  ${l.kind.padEnd(6)} ${String(l.in).padStart(4)}  ${String(l.out).padStart(5)}  ${fmt(l.macs)}`);
+        say(o, `MACs ${fmt(cost.macs)} (${mega(cost.macs)})  params ${fmt(cost.params)} (${mega(cost.params)})`);
+        if (m.gated) say(o, `masked channels (GBN mask 0, removed by melting): ${masked}`);
+      } finally {
+        m.model.dispose();
+      }
+    });
+
+  program
+    .command('flops')
+    .description('MACs and parameters of an unpruned architecture')
+    .addOption(archOption(true))
+    .option('--num-class <n>', 'number of classes (default: the architecture\'s)', positiveInt('--num-class'))
+    .option('--json', 'print one JSON object')
+    .addOption(backendOption())
+    .action(async (o: Common & { arch: string; numClass?: number }) => {
+      const spec = archSpec(o.arch);
+      await startBackend(o);
+      const numClasses = o.numClass ?? spec.defaultClasses;
+      const model = buildModel(o.arch, { numClasses });
+      try {
+        const { macs, params } = modelCost(model, spec.inputShape);
+        if (o.json) process.stdout.write(`${JSON.stringify({ arch: o.arch, numClasses, inputShape: spec.inputShape, macs, params })}\n`);
+        else say(o, `${o.arch} (${numClasses} classes, input ${spec.inputShape.join('x')}): MACs ${fmt(macs)} (${mega(macs)})  params ${fmt(params)} (${mega(params)})`);
+      } finally {
+        model.dispose();
+      }
+    });
+
+  program
+    .command('predict')
+    .description('eval-mode logits for raw float32 little-endian NCHW images')
+    .addOption(archOption(false))
+    .requiredOption('--weights <file>', 'safetensors file')
+    .requiredOption('--input <file>', 'raw float32 LE, NCHW')
+    .requiredOption('--shape <N,C,H,W>', 'shape of --input')
+    .requiredOption('--out <file>', 'raw float32 LE logits [N, classes]')
+    .option('--batch <n>', 'images per forward pass', positiveInt('--batch'), 64)
+    .addOption(backendOption())
+    .action(async (o: Common & { arch?: string; weights: string; input: string; shape: string; out: string; batch: number }) => {
+      const shape = parseShape(o.shape);
+      if (shape.length !== 4) throw new GdpError('BAD_FLAG', `--shape must have 4 dimensions N,C,H,W, got '${o.shape}'`);
+      await startBackend(o);
+      const m = await load(o.weights, o.arch, o);
+      try {
+        const [n, c, h, w] = shape;
+        const [ih, iw, ic] = m.inputShape;
+        if (c !== ic || h !== ih || w !== iw) {
+          throw new GdpError('BAD_FLAG', `--shape ${o.shape} does not fit ${m.arch}, which takes N,${ic},${ih},${iw}`);
+        }
+        const x = nchwToNhwc(await readF32(o.input, shape), shape);
+        const logits = predictLogits(m.model, x, [n, h, w, c], o.batch);
+        await writeF32(o.out, logits);
+        say(o, `wrote ${n}x${m.numClasses} logits to ${o.out}`);
+      } finally {
+        m.model.dispose();
+      }
+    });
+
+  program
+    .command('export')
+    .description('write a TF.js layers model (model.json + weights.bin, NHWC input) for tf.loadLayersModel')
+    .requiredOption('--weights <file>', 'safetensors file')
+    .addOption(archOption(false))
+    .addOption(new Option('--format <format>', 'output format').choices(['tfjs']).default('tfjs'))
+    .requiredOption('--out <dir>', 'output directory')
+    .addOption(backendOption())
+    .action(async (o: Common & { weights: string; arch?: string; out: string }) => {
+      await startBackend(o);
+      const m = await load(o.weights, o.arch, o);
+      try {
+        const r = await exportTfjs(m.model, m.inputShape, tfjsDirWriter(o.out));
+        say(o, `wrote ${o.out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
+      } finally {
+        m.model.dispose();
+      }
+    });
+
+  program
+    .command('bench')
+    .description('inference latency per image (median of timed runs after a warm-up)')
+    .option('--weights <file>', 'safetensors file (or --arch alone: random weights)')
+    .addOption(archOption(false))
+    .option('--batches <list>', 'batch sizes', '1,64')
+    .option('--runs <n>', 'timed runs per batch size', positiveInt('--runs'), 5)
+    .option('--json', 'print one JSON object')
+    .addOption(backendOption())
+    .action(async (o: Common & { weights?: string; arch?: string; batches: string; runs: number }) => {
+      if (!o.weights && !o.arch) throw new GdpError('BAD_FLAG', 'bench needs --weights or --arch');
+      const batches = parseShape(o.batches, '--batches');
+      await startBackend(o);
+      const m: Pick<LoadedModel, 'model' | 'arch' | 'inputShape'> = o.weights
+        ? await load(o.weights, o.arch, o)
+        : { model: buildModel(o.arch!), arch: o.arch!, inputShape: archSpec(o.arch!).inputShape };
+      try {
+        const { macs } = modelCost(m.model, m.inputShape);
+        const results = batches.map((b) => measureLatency(m.model, m.inputShape, b, { runs: o.runs }));
+        if (o.json) {
+          process.stdout.write(`${JSON.stringify({ arch: m.arch, backend: tf.getBackend(), macs, latency: results })}\n`);
+          return;
+        }
+        say(o, `${m.arch}: MACs ${fmt(macs)} (${mega(macs)}) per image`);
+        for (const r of results) say(o, `batch ${String(r.batch).padStart(3)}: ${r.perImageMs.toFixed(3)} ms/image (median ${r.medianMs.toFixed(1)} ms per batch over ${r.runsMs.length} runs)`);
+      } finally {
+        m.model.dispose();
+      }
+    });
+
+  return program;
+}
+
+/** Exit codes: 0 ok, 2 bad input (GdpError, printed with its code), 1 anything else. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof GdpError) {
+      process.stderr.write(`gdp-model: error [${e.code}]: ${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`gdp-model: ${(e as Error).stack ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv);

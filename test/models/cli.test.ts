@@ -1,0 +1,112 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../../src/shared/backend.js';
+import { readF32 } from '../../src/shared/io/raw_tensor.js';
+import { tfjsDirReader } from '../../src/shared/io/tfjs_files.js';
+import { maxAbsDiff } from '../../src/shared/models/infer.js';
+import { fixture, fixtureInputNhwc, fixtureLogits, hasFixture, INPUT_SHAPE_NHWC, REPO_ROOT } from '../io/fixture.js';
+
+const BIN = join(REPO_ROOT, 'bin', 'gdp-model.js');
+const dir = await mkdtemp(join(tmpdir(), 'gdp-model-cli-'));
+test.after(() => rm(dir, { recursive: true, force: true }));
+const skip = hasFixture ? false : 'the PyTorch fixture ../shared/fixtures/pytorch-resnet56 is absent';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function gdpModel(...args: string[]): Promise<Run> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [BIN, ...args], { maxBuffer: 1 << 24 });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const r = e as { code: number; stdout: string; stderr: string };
+    return { code: r.code, stdout: r.stdout, stderr: r.stderr };
+  }
+}
+
+test('flops --json prints one JSON object with PyTorch MACs and params; the backend goes to stderr', async () => {
+  const r = await gdpModel('flops', '--arch', 'cifar.resnet56', '--json', '--backend', 'cpu');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.macs, 125_747_840);
+  assert.equal(out.params, 855_770);
+  assert.match(r.stderr, /backend: cpu/);
+  const c100 = JSON.parse((await gdpModel('flops', '--arch', 'cifar.vgg16', '--num-class', '100', '--json', '--backend', 'cpu')).stdout);
+  assert.equal(c100.params, 14_728_266 + 90 * 513);
+  assert.equal(c100.macs, 313_201_664 + 90 * 512);
+});
+
+test('bad flags and unknown architectures exit 2 with the code and the culprit named', async () => {
+  const r = await gdpModel('flops', '--arch', 'cifar.resnet57', '--backend', 'cpu');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /UNKNOWN_ARCH.*cifar\.resnet57/);
+  const b = await gdpModel('flops', '--arch', 'cifar.resnet56', '--backend', 'gpu');
+  assert.notEqual(b.code, 0);
+  assert.match(b.stderr, /--backend/);
+});
+
+test('predict reproduces PyTorch logits of the gated checkpoint (wasm) and checks the input size', { skip }, async () => {
+  const out = join(dir, 'logits.f32');
+  const args = ['predict', '--arch', 'cifar.resnet56', '--weights', fixture('resnet56_cifar10_gbn70.safetensors'), '--input', fixture('input_a.f32'), '--out', out, '--backend', 'wasm'];
+  const r = await gdpModel(...args, '--shape', '8,3,32,32', '--batch', '3');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /backend: wasm/);
+  const d = maxAbsDiff(await readF32(out, [8, 10]), await fixtureLogits('gbn70'));
+  assert.ok(d <= 1e-4, `max abs diff ${d}`);
+  const bad = await gdpModel(...args, '--shape', '7,3,32,32');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /BAD_INPUT.*input_a\.f32.*98304 bytes.*\[7,3,32,32\]/);
+  const wrongImage = await gdpModel(...args, '--shape', '2,3,64,64');
+  assert.match(wrongImage.stderr, /BAD_FLAG.*N,3,32,32/);
+});
+
+test('info lists layers, widths, MACs and masked channels of the gated checkpoint', { skip }, async () => {
+  const r = await gdpModel('info', '--arch', 'cifar.resnet56', '--weights', fixture('resnet56_cifar10_gbn70.safetensors'), '--json', '--backend', 'cpu');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.gated, true);
+  assert.equal(out.macs, 125_747_840);
+  assert.ok(out.maskedChannels > 0);
+  assert.deepEqual(out.layers.find((l: { path: string }) => l.path === 'layer2.0.shortcut.0'), { path: 'layer2.0.shortcut.0', kind: 'conv', in: 16, out: 32, macs: 16 * 16 * 16 * 32 });
+  const missing = await gdpModel('info', '--weights', fixture('resnet56_cifar10_baseline.safetensors'), '--backend', 'cpu');
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /MISSING_ARCH.*'arch'.*--arch/);
+});
+
+test('export writes a TF.js model that stock tf.loadLayersModel runs with PyTorch logits', { skip }, async () => {
+  const out = join(dir, 'tfjs');
+  const r = await gdpModel('export', '--arch', 'cifar.resnet56', '--weights', fixture('resnet56_cifar10_baseline.safetensors'), '--format', 'tfjs', '--out', out, '--backend', 'wasm');
+  assert.equal(r.code, 0, r.stderr);
+  await initBackend('wasm');
+  const x = await fixtureInputNhwc();
+  const model = await tf.loadLayersModel(tfjsDirReader(out));
+  const logits = tf.tidy(() => (model.predict(tf.tensor4d(x, [...INPUT_SHAPE_NHWC])) as tf.Tensor).dataSync());
+  model.dispose();
+  const d = maxAbsDiff(logits, await fixtureLogits('base'));
+  assert.ok(d <= 1e-4, `max abs diff ${d}`);
+});
+
+test('bench reports per-image latency at each batch size', async () => {
+  const r = await gdpModel('bench', '--arch', 'mnist.resnet20', '--batches', '1,2', '--runs', '2', '--json', '--backend', 'wasm');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.macs, 31_021_952);
+  assert.deepEqual(out.latency.map((l: { batch: number; runsMs: number[] }) => [l.batch, l.runsMs.length]), [[1, 2], [2, 2]]);
+  for (const l of out.latency) assert.ok(l.perImageMs > 0 && Math.abs(l.perImageMs * l.batch - l.medianMs) < 1e-9);
+});
+
+test('a file too short to be safetensors is refused with its name', async () => {
+  await writeFile(join(dir, 'empty.safetensors'), new Uint8Array(4));
+  const r = await gdpModel('info', '--weights', join(dir, 'empty.safetensors'), '--backend', 'cpu');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /BAD_SAFETENSORS.*empty\.safetensors/);
+});
