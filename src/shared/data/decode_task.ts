@@ -30,9 +30,18 @@ export function taskSampleSize(kind: DecodeTask['kind']): number {
   return kind === 'cifar' ? CIFAR_IMAGE_BYTES : IMAGE_SIDE * IMAGE_SIDE * 3;
 }
 
+const tables = new Map<string, Float32Array>();
+
+function tableFor(norm: Normalisation): Float32Array {
+  const key = `${norm.mean.join()}/${norm.std.join()}`;
+  let lut = tables.get(key);
+  if (!lut) tables.set(key, (lut = normalisationTable(norm)));
+  return lut;
+}
+
 export async function runDecodeTask(task: DecodeTask): Promise<Float32Array> {
   const n = task.indices.length;
-  const lut = normalisationTable(task.norm);
+  const lut = tableFor(task.norm);
   const out = new Float32Array(n * taskSampleSize(task.kind));
   const opts = { augment: task.augment, seed: task.seed, lut };
   if (task.kind === 'cifar') {
