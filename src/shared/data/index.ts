@@ -26,7 +26,7 @@ class SubsetDataset implements Dataset {
   get numClasses(): number {
     return this.inner.numClasses;
   }
-  load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
+  async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
     for (let i = 0; i < indices.length; i++) {
       const k = indices[i];
       if (!Number.isInteger(k) || k < 0 || k >= this.size) throw new RangeError(`${this.name}: sample index ${k} out of range [0, ${this.size})`);
