@@ -32,7 +32,7 @@ function colourStats(x: Float32Array, i: number): { mean: number[]; spread: numb
 function imageConfig(dir: string, numClass: number) {
   return parseConfig({
     base: { task_name: 'imagenet_test' },
-    model: { name: 'imagenet.resnet50', num_class: numClass },
+    model: { name: 'resnet50', num_class: numClass },
     train: { max_epoch: 1, steplr: [[1, 0.1]] },
     data: { type: 'imagenet', batch_size: 4, test_batch_size: 4, num_workers: 0, dir },
     loss: { criterion: 'softmax' },
