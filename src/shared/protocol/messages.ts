@@ -67,7 +67,7 @@ export const messageSchema = z.discriminatedUnion('type', [
   /** Compute the gradient SUM of `set` over these training samples; answer with `grad` buckets then `computed`. */
   z.object({ type: z.literal('compute'), seq, set: paramSet, indices: wireTensorSchema, seed: z.number().int() }),
   z.object({ type: z.literal('computed'), seq, stats }),
-  /** Apply the averaged gradient carried by the preceding `avg` buckets with these SGD options. */
+  /** Apply the averaged gradient carried by the `avg` buckets that follow, with these SGD options. */
   z.object({ type: z.literal('apply'), seq, set: paramSet, sgd }),
 
   // --- checks, evaluation, BatchNorm statistics, model updates ---
