@@ -41,6 +41,8 @@ export interface Cluster {
   readonly model: Module;
   readonly config: Config;
   readonly workerIds: string[];
+  /** Every model update applied so far, in order: replaying them on a fresh model rebuilds the architecture. */
+  readonly updates: readonly ModelUpdate[];
   /** Splits `indices` (training samples) across workers, averages their gradients of `set`, applies it everywhere. */
   step(indices: Int32Array, set: ParamSet, sgd: StepSgd): Promise<StepResult>;
   /** Eval-mode loss / top-1 / top-5 sums over these test samples, sharded across workers. */
@@ -78,7 +80,7 @@ export class Coordinator implements Cluster {
   readonly config: Config;
   private readonly links: WorkerLink[] = [];
   private readonly joining: WorkerLink[] = [];
-  private readonly updates: ModelUpdate[] = [];
+  readonly updates: ModelUpdate[] = [];
   private seq = 1;
   private queue: Promise<unknown> = Promise.resolve();
   private waiters: (() => void)[] = [];
@@ -359,9 +361,9 @@ export class Coordinator implements Cluster {
   }
 
   /** Ends every worker's session and refuses new ones. */
-  async shutdown(reason: string): Promise<void> {
+  shutdown(reason: string): void {
+    // Not waiting for a running operation: on Ctrl-C the workers must stop now; their pending answers are dropped.
     this.closed = true;
-    await this.queue.catch(() => undefined);
     for (const l of [...this.links, ...this.joining]) {
       try {
         l.peer.send({ type: 'shutdown', reason });
