@@ -190,10 +190,11 @@ export class Coordinator implements Cluster {
     for (const fn of w) fn();
   }
 
-  /** Resolves once `n` workers are active. */
-  async waitForWorkers(n: number, timeoutMs = Infinity): Promise<void> {
+  /** Resolves once `n` workers are active; `check` may throw to give up early (e.g. local workers died). */
+  async waitForWorkers(n: number, timeoutMs = Infinity, check?: () => void): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (this.active().length < n) {
+      check?.();
       const left = deadline - Date.now();
       if (left <= 0) throw new GdpError('WORKERS_MISSING', `only ${this.active().length} of ${n} workers joined within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { GdpError } from '../shared/errors.js';
 
 const WORKER_CLI = fileURLToPath(new URL('../worker/cli.js', import.meta.url));
 
@@ -32,12 +33,20 @@ export class LocalWorkers {
         if (code !== 0 && code !== null) this.log(`[${id}] worker process exited with code ${code}`);
         else if (signal && signal !== 'SIGTERM') this.log(`[${id}] worker process ended by ${signal}`);
       });
+      this.log(`started worker ${id} (pid ${child.pid})`);
       this.children.push(child);
     }
   }
 
   get pids(): number[] {
     return this.children.map((c) => c.pid!).filter((p) => p !== undefined);
+  }
+
+  /** Throws when every started worker process has exited (nothing left to wait for). */
+  checkAlive(): void {
+    if (this.children.length && this.children.every((c) => c.exitCode !== null || c.signalCode !== null)) {
+      throw new GdpError('WORKERS_EXITED', 'every local worker process exited before the run could start (see their output above)');
+    }
   }
 
   /** Ends every child still running: SIGTERM, then SIGKILL after `graceMs`. */

@@ -98,7 +98,7 @@ async function run(o: Options): Promise<void> {
       log(`gdp-coord: listening on ${url}, waiting for ${o.workers} worker(s)`);
       if (o.local) local.start(o.workers, url, backend.name);
       else log(`start each worker with:\n  gdp-worker --connect ${url}`);
-      await coordinator.waitForWorkers(o.workers, o.local ? 120000 : Infinity);
+      await coordinator.waitForWorkers(o.workers, o.local ? 300000 : Infinity, o.local ? () => local.checkAlive() : undefined);
     }
     const files = new RunFiles(config);
     files.writeConfig(config);

@@ -85,7 +85,8 @@ export class Peer {
     }
     if (msg.type === 'heartbeat') return;
     try {
-      for (const fn of this.handlers) fn(msg);
+      // A copy: a handler may add handlers (for the next messages, not this one).
+      for (const fn of [...this.handlers]) fn(msg);
     } catch (err) {
       this.fail(asGdpError(err));
     }
