@@ -32,6 +32,7 @@ export class BucketAssembler {
   }
 
   add(index: number, data: WireTensor): void {
+    if (this.complete) throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} arrived after all ${this.ranges.length} buckets`);
     if (index !== this.next) {
       throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} arrived, expected bucket ${this.next} of ${this.ranges.length}`);
     }
