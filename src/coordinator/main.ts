@@ -69,16 +69,20 @@ async function run(o: Options): Promise<void> {
   let listener: WsListener | undefined;
   let closeInProcess: (() => Promise<void>) | undefined;
   const local = new LocalWorkers(log);
-  let stopping = false;
-  const stop = async (reason: string) => {
-    if (stopping) return;
-    stopping = true;
+  let stopping: Promise<unknown> | undefined;
+  // Idempotent: the signal handler and the run's own ending both wait for the same, complete stop.
+  const stop = (reason: string) => {
     coordinator?.shutdown(reason);
-    await Promise.all([local.stop(), listener?.close(), closeInProcess?.()]);
+    stopping ??= Promise.all([local.stop(), listener?.close(), closeInProcess?.()]);
+    return stopping;
   };
+  let interruptedBy: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
+    interruptedBy = sig;
     log(`gdp-coord: ${sig}: stopping the workers`);
-    void stop(`coordinator received ${sig}`).finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    // The run below then fails for want of workers and reports the signal; this exit is the fallback for a
+    // coordinator that is only waiting (for workers that never come).
+    void stop(`coordinator received ${sig}`).finally(() => setTimeout(() => process.exit(sig === 'SIGINT' ? 130 : 143), 2000).unref());
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -107,6 +111,9 @@ async function run(o: Options): Promise<void> {
       await getStage(name)({ cluster: coordinator, config, trainSize: data.train.size, testSize: data.test.size, files, log });
     }
     log(`gdp-coord: done; logs in ${files.dir}`);
+  } catch (err) {
+    if (interruptedBy) throw new GdpError('INTERRUPTED', `stopped by ${interruptedBy}`);
+    throw err;
   } finally {
     await stop('run finished');
   }
@@ -137,6 +144,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof GdpError) {
       process.stderr.write(`gdp-coord: error [${err.code}]: ${err.message}\n`);
+      if (err.code === 'INTERRUPTED') return err.message.includes('SIGTERM') ? 143 : 130;
       return err.code === 'BAD_CONFIG' || err.code === 'BAD_FLAG' || err.code === 'UNKNOWN_STAGE' ? 2 : 1;
     }
     throw err;
