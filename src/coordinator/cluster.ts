@@ -12,6 +12,7 @@ import type { Transport } from '../shared/protocol/transport.js';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
 import { addStats, emptyStats, type FlatLayout, type ParamSet, type Replica, type StepStats } from '../shared/train/replica.js';
 import type { SgdOptions } from '../shared/train/sgd.js';
+import { GradientReducer, type ReducerOptions } from './gradient_reducer.js';
 import { WorkerLink, type Hello } from './worker_link.js';
 
 export type StepSgd = SgdOptions & { gateL1?: number };
@@ -61,6 +62,8 @@ export interface ClusterOptions {
   replica: Replica;
   bucketElems: number;
   log: (line: string) => void;
+  /** Thread pool settings of the gradient average. */
+  reducer?: ReducerOptions;
 }
 
 /** Sample ranges [start, end) of a contiguous split of n samples over k workers; sizes differ by at most 1. */
@@ -88,7 +91,10 @@ export class Coordinator implements Cluster {
   /** Data-parallel steps applied so far. */
   steps = 0;
 
+  private readonly reducer: GradientReducer;
+
   constructor(private readonly opts: ClusterOptions) {
+    this.reducer = new GradientReducer(opts.reducer);
     this.replica = opts.replica;
     this.model = opts.model;
     this.config = opts.config;
@@ -243,21 +249,16 @@ export class Coordinator implements Cluster {
     const shards = shardRanges(indices.length, links.length)
       .map(([s, e], r) => ({ link: links[r], idx: indices.subarray(s, e) }))
       .filter((s) => s.idx.length > 0);
+    const allocate = (n: number) => this.reducer.allocate(n, shards.length);
     const answers = await Coordinator.all(
       shards.map(({ link, idx }) =>
-        link.request(seq, 'computed', [{ type: 'compute', seq, set, indices: toWire(idx), seed }], { size: layout.size, bucketElems: this.opts.bucketElems }),
+        link.request(seq, 'computed', [{ type: 'compute', seq, set, indices: toWire(idx), seed }], { size: layout.size, bucketElems: this.opts.bucketElems, allocate }),
       ),
     );
-    // Fixed order (join order), float32 sums: the same arithmetic as one process accumulating shard by shard.
-    const sum = new Float32Array(layout.size);
-    let stats = emptyStats();
-    for (const a of answers) {
-      const g = a.grad;
-      for (let i = 0; i < sum.length; i++) sum[i] += g[i];
-      stats = addStats(stats, a.stats);
-    }
+    const stats = answers.reduce((acc, a) => addStats(acc, a.stats), emptyStats());
     if (stats.count !== indices.length) throw new GdpError('PROTOCOL', `workers report ${stats.count} samples for a batch of ${indices.length}`);
-    for (let i = 0; i < sum.length; i++) sum[i] /= stats.count;
+    // Fixed order (join order), float32 sums: the same arithmetic as one process accumulating shard by shard.
+    const sum = await this.reducer.average(answers.map((a) => a.grad), stats.count);
     const apply: Message = { type: 'apply', seq, set, sgd };
     const buckets: Message[] = splitBuckets(sum, this.opts.bucketElems).map((data, index) => ({ type: 'bucket', stream: 'avg', seq, index, data }));
     // Every active worker applies, including those that had no samples this step.
@@ -363,6 +364,7 @@ export class Coordinator implements Cluster {
 
   /** Ends every worker's session and refuses new ones. */
   shutdown(reason: string): void {
+    void this.reducer.close();
     // Not waiting for a running operation: on Ctrl-C the workers must stop now; their pending answers are dropped.
     this.closed = true;
     for (const l of [...this.links, ...this.joining]) {

@@ -6,12 +6,14 @@ import { bucketElements } from '../shared/protocol/version.js';
 import { Replica } from '../shared/train/replica.js';
 import { WorkerSession } from '../worker/session.js';
 import { Coordinator } from './cluster.js';
+import type { ReducerOptions } from './gradient_reducer.js';
 
 export interface InProcessOptions {
   workers: number;
   backend?: string;
   loadData?: (config: Config) => Promise<DatasetPair>;
   log?: (line: string) => void;
+  reducer?: ReducerOptions;
 }
 
 export interface InProcessCluster {
@@ -22,10 +24,10 @@ export interface InProcessCluster {
 }
 
 /** The coordinator's model and replica, built from the config as every worker builds its own. */
-export function coordinatorFor(config: Config, log: (line: string) => void): Coordinator {
+export function coordinatorFor(config: Config, log: (line: string) => void, reducer?: ReducerOptions): Coordinator {
   const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
   const replica = new Replica(model, archSpec(config.model.name).inputShape);
-  return new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log });
+  return new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, reducer });
 }
 
 /**
@@ -34,7 +36,7 @@ export function coordinatorFor(config: Config, log: (line: string) => void): Coo
  */
 export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
   const log = opts.log ?? (() => {});
-  const coordinator = coordinatorFor(config, log);
+  const coordinator = coordinatorFor(config, log, opts.reducer);
   const workers: WorkerSession[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < opts.workers; i++) {

@@ -61,7 +61,12 @@ export class WorkerLink {
   }
 
   /** Sends `messages` and resolves with the answer of type `type` to request `seq`. */
-  request<T extends AnswerType>(seq: number, type: T, messages: Message[], gradSize?: { size: number; bucketElems: number }): Promise<Answers[T]> {
+  request<T extends AnswerType>(
+    seq: number,
+    type: T,
+    messages: Message[],
+    gradSize?: { size: number; bucketElems: number; allocate?: (n: number) => Float32Array },
+  ): Promise<Answers[T]> {
     return new Promise<Answers[T]>((resolve, reject) => {
       if (this.peer.closed) {
         reject(new GdpError('WORKER_LOST', `worker ${this.id} left: ${this.lostReason ?? 'closed'}`));
@@ -69,7 +74,7 @@ export class WorkerLink {
       }
       const timer = setTimeout(() => this.peer.fail(new GdpError('STEP_TIMEOUT', `no '${type}' answer to request ${seq} within ${this.timeoutMs} ms`)), this.timeoutMs);
       timer.unref();
-      const assembler = gradSize ? new BucketAssembler(`gradient from worker ${this.id} for request ${seq}`, gradSize.size, gradSize.bucketElems) : undefined;
+      const assembler = gradSize ? new BucketAssembler(`gradient from worker ${this.id} for request ${seq}`, gradSize.size, gradSize.bucketElems, gradSize.allocate) : undefined;
       this.pending.set(seq, { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), assembler });
       try {
         for (const m of messages) this.peer.send(m);

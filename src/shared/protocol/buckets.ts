@@ -26,8 +26,10 @@ export class BucketAssembler {
     readonly what: string,
     size: number,
     bucketElems: number,
+    /** Where the vector goes (e.g. shared memory for a thread pool to read). */
+    allocate: (size: number) => Float32Array = (n) => new Float32Array(n),
   ) {
-    this.out = new Float32Array(size);
+    this.out = allocate(size);
     this.ranges = bucketRanges(size, bucketElems);
   }
 
