@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Config } from '../shared/config/schema.js';
+import { sampleSeed } from '../shared/data/dataset.js';
 import { GdpError } from '../shared/errors.js';
 import type { Module } from '../shared/nn/module.js';
 import { splitBuckets } from '../shared/protocol/buckets.js';
@@ -139,7 +140,7 @@ export class Coordinator implements Cluster {
       }
       const link = new WorkerLink(peer, m, d.step_timeout_ms);
       peer.onClose(() => {
-        if (link.active) this.log(`worker ${link.id} left: ${link.lostReason}; ${this.active().length} remain`);
+        if (link.active && !this.closed) this.log(`worker ${link.id} left: ${link.lostReason}; ${this.active().length} remain`);
       });
       this.joining.push(link);
       void this.exclusive(() => this.admit()).catch((err) => this.log(`error: admitting worker ${m.workerId}: ${asGdpError(err).message}`));
@@ -245,7 +246,9 @@ export class Coordinator implements Cluster {
   private async stepOnce(links: WorkerLink[], indices: Int32Array, set: ParamSet, sgd: StepSgd): Promise<StepResult> {
     const layout = this.replica.layout(set);
     const seq = this.seq++;
-    const seed = this.config.base.seed;
+    // Augmentation draws from sampleSeed(seed, sample index): independent of which worker runs a sample, and
+    // different at every step so that a sample seen again in a later epoch is augmented afresh.
+    const seed = sampleSeed(this.config.base.seed, this.steps);
     const shards = shardRanges(indices.length, links.length)
       .map(([s, e], r) => ({ link: links[r], idx: indices.subarray(s, e) }))
       .filter((s) => s.idx.length > 0);

@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
+import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { loadConfig } from '../shared/config/load.js';
@@ -99,9 +100,11 @@ async function run(o: Options): Promise<void> {
       coordinator = coord;
       listener = await listenWs(host, port, (t) => coord.accept(t));
       const url = `ws://${listener.host}:${listener.port}`;
+      // Listening on every interface: workers on other machines need this machine's name, not 0.0.0.0.
+      const shown = listener.host === '0.0.0.0' || listener.host === '::' ? `ws://${hostname()}:${listener.port}` : url;
       log(`gdp-coord: listening on ${url}, waiting for ${o.workers} worker(s)`);
       if (o.local) local.start(o.workers, url, backend.name);
-      else log(`start each worker with:\n  gdp-worker --connect ${url}`);
+      else log(`start each worker with:\n  gdp-worker --connect ${shown}`);
       await coordinator.waitForWorkers(o.workers, o.local ? 300000 : Infinity, o.local ? () => local.checkAlive() : undefined);
     }
     const files = new RunFiles(config);

@@ -25,7 +25,7 @@ export class StepProgress {
   }
 
   update(step: number, imgsPerSec: number, loss: number): void {
-    const imgs = imgsPerSec.toFixed(1);
+    const imgs = imgsPerSec >= 100 ? imgsPerSec.toFixed(0) : imgsPerSec.toPrecision(3);
     const l = loss.toFixed(4);
     if (this.bar) this.bar.update(step, { imgs, loss: l });
     else if (step === 1 || step === this.total || step % this.every === 0) this.log(`${this.label} step ${step}/${this.total}  ${imgs} img/s  loss ${l}`);

@@ -71,14 +71,19 @@ export async function trainStage(ctx: StageContext): Promise<void> {
     ctx.files.appendEpoch(record);
     log(
       `train epoch ${epoch}/${t.max_epoch}  lr ${lr}  loss ${record.train_loss.toFixed(4)}  train top-1 ${pct(record.train_acc)} top-5 ${pct(stats.correct5 / stats.count)}  ` +
-        `test loss ${test.loss.toFixed(4)}  top-1 ${pct(test.acc1)}  top-5 ${pct(test.acc5)}  ${imgS.toFixed(1)} img/s ` +
-        `(${Object.entries(perWorker).map(([id, v]) => `${id} ${v.toFixed(1)}`).join(', ')})`,
+        `test loss ${test.loss.toFixed(4)}  top-1 ${pct(test.acc1)}  top-5 ${pct(test.acc5)}  ${rate(imgS)} img/s ` +
+        `(${Object.entries(perWorker).map(([id, v]) => `${id} ${rate(v)}`).join(', ')})`,
     );
     if (epoch % config.base.model_saving_interval === 0 || epoch === t.max_epoch) {
       const path = await ctx.files.saveCheckpoint(cluster, `train-epoch${epoch}`, { stage: 'train', epoch, rng: rng.state() });
       log(`checkpoint ${path}`);
     }
   }
+}
+
+/** Rates keep 3 significant digits: a cpu smoke run does well under 1 img/s. */
+export function rate(x: number): string {
+  return x >= 100 ? x.toFixed(0) : x.toPrecision(3);
 }
 
 function pct(x: number): string {

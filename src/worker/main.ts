@@ -10,6 +10,7 @@ interface Options {
   gpu?: number;
   backend: string;
   id?: string;
+  dataDir?: string;
 }
 
 function log(line: string): void {
@@ -23,7 +24,7 @@ async function run(o: Options): Promise<void> {
   const id = o.id ?? `${hostname()}-${process.pid}`;
   log(`gdp-worker ${id}: backend ${backend.description}; connecting to ${o.connect}`);
   const transport = await connectWs(o.connect);
-  const session = new WorkerSession(transport, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, log });
+  const session = new WorkerSession(transport, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, dataDir: o.dataDir, log });
   const onSignal = (sig: NodeJS.Signals) => {
     log(`gdp-worker ${id}: ${sig}: leaving`);
     session.close(`worker received ${sig}`);
@@ -45,6 +46,7 @@ export async function main(argv: string[]): Promise<number> {
     })
     .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
     .option('--id <id>', 'worker id shown in logs (default HOST-PID)')
+    .option('--data-dir <dir>', "this machine's dataset folder (overrides the config's data.dir)")
     .exitOverride();
   try {
     program.parse(argv, { from: 'user' });

@@ -24,6 +24,8 @@ export interface WorkerOptions {
   pid: number;
   /** Where the data comes from; tests inject small datasets. */
   loadData?: (config: Config) => Promise<DatasetPair>;
+  /** This machine's dataset folder (--data-dir), over the config's data.dir. */
+  dataDir?: string;
   /** Sent in hello; tests send a wrong one on purpose. */
   protocol?: number;
   log: (line: string) => void;
@@ -214,7 +216,7 @@ export class WorkerSession {
         return [e.name, flat.subarray(start, start + e.shape.reduce((a, b) => a * b, 1))];
       }),
     );
-    const data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c)))(p.config);
+    const data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c, this.opts.dataDir)))(p.config);
     this.state = { config: p.config, model: p.model, replica, data };
     this.opts.log(`welcomed: ${p.config.model.name}, ${replica.layout('all').size} parameters, data ${data.train.name} (${data.train.size} samples)`);
     this.peer.send({ type: 'ready', checksum: stateChecksum(p.model) });

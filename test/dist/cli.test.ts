@@ -124,3 +124,17 @@ test('--local: Ctrl-C ends the coordinator and its workers', async () => {
     rmSync(logDir, { recursive: true, force: true });
   }
 });
+
+test('without --local: prints the exact worker command, and SIGTERM while waiting ends it', async () => {
+  let command = '';
+  const r = await coord(['--workers', '1', '--listen', '127.0.0.1:0', '--backend', 'cpu', '--set', 'stages=["train"]'], 60000, (out, kill) => {
+    const m = /gdp-worker --connect ws:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+    if (m && !command) {
+      command = m[0];
+      kill('SIGTERM');
+    }
+  });
+  assert.ok(Number(/:(\d+)$/.exec(command)?.[1]) > 0, r.out);
+  assert.match(r.out, /backend cpu/);
+  assert.equal(r.code, 143, r.out + r.err);
+});
