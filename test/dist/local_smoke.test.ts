@@ -1,0 +1,31 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { alive, coord, smokeArgs, workerPids } from './cli_helpers.js';
+
+// Its own file: on the cpu backend one step of mnist.resnet20 takes most of this file's time.
+test('--local: the smoke run trains with 2 worker processes, writes its files, and leaves no process behind', async () => {
+  const logDir = mkdtempSync(join(tmpdir(), 'gdp-cli-'));
+  try {
+    const r = await coord(smokeArgs(logDir), 240000);
+    assert.equal(r.code, 0, `exit ${r.code} ${r.signal}\n${r.out}\n${r.err}`);
+    assert.match(r.out, /backend cpu/);
+    assert.match(r.out, /train epoch 1\/1 .* img\/s \(local\d [\d.]+, local\d [\d.]+\)/);
+    const dir = join(logDir, 'smoke');
+    const log = JSON.parse(readFileSync(join(dir, 'log.json'), 'utf8'));
+    assert.equal(log.length, 1);
+    for (const k of ['epoch', 'lr', 'train_loss', 'train_acc', 'test_loss', 'acc@1', 'acc@5', 'img_s']) assert.equal(typeof log[0][k], 'number', k);
+    assert.equal(Object.keys(log[0].worker_img_s).length, 2);
+    assert.ok(existsSync(join(dir, 'cfg.json')));
+    assert.ok(existsSync(join(dir, 'train-epoch1.ckpt')));
+    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
+    const pids = workerPids(r.out);
+    assert.equal(pids.length, 2);
+    for (const pid of pids) assert.ok(!alive(pid), `worker ${pid} still running`);
+  } finally {
+    rmSync(logDir, { recursive: true, force: true });
+  }
+});
+
