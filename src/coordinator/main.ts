@@ -64,7 +64,9 @@ async function run(o: Options): Promise<void> {
   const { host, port } = parseListen(o.listen);
   const backend = await initBackend(o.backend as BackendChoice);
   log(`gdp-coord: backend ${backend.description}`);
-  const data = await loadDataset(config, o.dataDir);
+  // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.
+  const data = await loadDataset(config, { dataDir: o.dataDir, numWorkers: 0 });
+  await data.close?.();
 
   let coordinator: Coordinator | undefined;
   let listener: WsListener | undefined;

@@ -216,7 +216,7 @@ export class WorkerSession {
         return [e.name, flat.subarray(start, start + e.shape.reduce((a, b) => a * b, 1))];
       }),
     );
-    const data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c, this.opts.dataDir)))(p.config);
+    const data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c, { dataDir: this.opts.dataDir })))(p.config);
     this.state = { config: p.config, model: p.model, replica, data };
     this.opts.log(`welcomed: ${p.config.model.name}, ${replica.layout('all').size} parameters, data ${data.train.name} (${data.train.size} samples)`);
     this.peer.send({ type: 'ready', checksum: stateChecksum(p.model) });
@@ -251,6 +251,7 @@ export class WorkerSession {
   }
 
   private dispose(): void {
+    void this.state?.data.close?.();
     this.state?.model.dispose();
     this.state = undefined;
     this.pendingState?.model.dispose();

@@ -1,3 +1,4 @@
+import { GdpError } from '../errors.js';
 import type { Layer, Module, Ops } from '../nn/module.js';
 
 /** One node of a traced forward pass: a leaf layer, an addition, a flatten, or the input. */
@@ -39,7 +40,14 @@ export function trace(model: Module, inputShape: readonly number[]): Graph {
   const ops: Ops<Sym> = {
     layer(m, x) {
       const inShape = nodes[x.node].shape;
-      return push({ kind: 'layer', path: paths.get(m) ?? '?', layer: m, inputs: [x.node], shape: m.outShape(inShape), inShape });
+      let shape: number[];
+      try {
+        shape = m.outShape(inShape);
+      } catch (e) {
+        if (e instanceof GdpError) throw new GdpError(e.code, `${paths.get(m) ?? '?'}: ${e.message}`);
+        throw e;
+      }
+      return push({ kind: 'layer', path: paths.get(m) ?? '?', layer: m, inputs: [x.node], shape, inShape });
     },
     add(a, b) {
       const sa = nodes[a.node].shape;
