@@ -127,9 +127,15 @@ export class Coordinator implements Cluster {
     const d = this.config.dist;
     const peer = new Peer(transport, { name: `worker at ${transport.remote}`, heartbeatMs: d.heartbeat_ms, timeoutMs: d.step_timeout_ms, log: this.opts.log });
     let greeted = false;
+    // A connection that never introduces itself (a port scanner, a wrong client) is not kept open.
+    const helloMs = Math.max(10 * d.heartbeat_ms, 30000);
+    const helloTimer = setTimeout(() => peer.fail(new GdpError('HELLO_TIMEOUT', `no 'hello' within ${helloMs} ms of connecting`)), helloMs);
+    helloTimer.unref();
+    peer.onClose(() => clearTimeout(helloTimer));
     peer.onMessage((m) => {
       if (greeted) return;
       greeted = true;
+      clearTimeout(helloTimer);
       if (m.type !== 'hello') throw new GdpError('PROTOCOL', `the first message must be 'hello', got '${m.type}'`);
       const refusal = this.refusal(m);
       if (refusal) {
