@@ -130,6 +130,7 @@ export class WorkerSession {
       case 'compute':
         return this.compute(m);
       case 'apply': {
+        if (this.pendingApply) throw new GdpError('PROTOCOL', `'apply' ${m.seq} before the buckets of 'apply' ${this.pendingApply.seq} were complete`);
         const layout = this.need().replica.layout(m.set);
         const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems);
         this.pendingApply = { seq: m.seq, layout, sgd: m.sgd, assembler };
@@ -224,6 +225,7 @@ export class WorkerSession {
 
   private async compute(m: MessageOf<'compute'>): Promise<void> {
     const { replica, data } = this.need();
+    if (this.pendingApply) throw new GdpError('PROTOCOL', `'compute' ${m.seq} before the update of step ${this.pendingApply.seq} was complete`);
     const indices = int32FromWire(m.indices, 'compute indices');
     const layout = replica.layout(m.set);
     const batch = await data.train.load(indices, { augment: true, seed: m.seed });

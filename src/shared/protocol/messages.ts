@@ -4,8 +4,10 @@ import { namedTensorSchema, wireTensorSchema } from './tensor.js';
 
 /**
  * Every message of the coordinator <-> worker protocol, defined once. Requests carry a `seq` that the answer
- * echoes. Large float vectors (gradients, parameters, model state) never travel inside a request: they follow as
- * `bucket` messages of bounded size, in index order, before the message that completes them.
+ * echoes. Large float vectors (gradients, parameters, model state) never travel inside a request: they travel as
+ * `bucket` messages of bounded size, in index order, with a header message that gives their layout: `welcome` then
+ * its `state` buckets, `apply` then its `avg` buckets; a worker's `grad` buckets answer `compute` (whose layout the
+ * coordinator knows) and are closed by `computed`.
  */
 const seq = z.number().int().nonnegative();
 const paramSet = z.enum(['all', 'gates']);
