@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
-import { packBlob } from '../shared/protocol/codec.js';
+import { serializeSafetensors } from '../shared/io/safetensors.js';
+import { exportTorchState } from '../shared/io/torch_state.js';
 import type { Cluster } from './cluster.js';
 import { writeFileAtomic } from './atomic_write.js';
 
@@ -38,22 +39,20 @@ export class RunFiles {
   }
 
   /**
-   * Saves the coordinator replica's full state (after averaging BN statistics over workers) with the model-update
-   * log that rebuilds the architecture. msgpack of named float32 tensors plus JSON state, until the safetensors
-   * writer lands in src/shared/io/.
+   * Saves the coordinator replica's state after averaging BN statistics over the workers: `<name>.safetensors` in
+   * PyTorch's names and layouts (the paper's GBN form when gated; loadTorchState reads it back, widths included),
+   * with the config, the run state and the model-update log as metadata; and `<name>.optim.safetensors` with the
+   * SGD momentum by gdp parameter name. Both written atomically.
    */
   async saveCheckpoint(cluster: Cluster, name: string, state: Record<string, unknown>): Promise<string> {
     await cluster.syncBatchNormStats();
-    const tensors = [...cluster.model.namedSlots()].map(([n, s]) => {
-      const v = s.value.dataSync() as Float32Array;
-      return { name: n, shape: s.value.shape, data: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) };
-    });
-    const momentum = cluster.replica.momentumState().map(([n, b]) => ({ name: n, shape: [b.length], data: new Uint8Array(b.buffer, b.byteOffset, b.byteLength) }));
-    const path = join(this.dir, `${name}.ckpt`);
-    writeFileAtomic(
-      path,
-      packBlob({ format: 'gdp-checkpoint-msgpack/1', config: cluster.config, updates: cluster.updates, state, tensors, momentum }),
-    );
+    // Binary fields of updates (masks, custom tensors) as base64, so the log fits JSON metadata.
+    const updates = JSON.stringify(cluster.updates, (_k, v: unknown) => (v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v));
+    const metadata = { format: 'gdp-checkpoint/1', config: JSON.stringify(cluster.config), state: JSON.stringify(state), updates };
+    const path = join(this.dir, `${name}.safetensors`);
+    writeFileAtomic(path, serializeSafetensors(exportTorchState(cluster.model), metadata));
+    const momentum = new Map(cluster.replica.momentumState().map(([n, b]) => [n, { shape: [b.length], data: b }]));
+    writeFileAtomic(join(this.dir, `${name}.optim.safetensors`), serializeSafetensors(momentum, { format: 'gdp-momentum/1' }));
     return path;
   }
 }

@@ -3,7 +3,10 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { unpackBlob } from '../../src/shared/protocol/codec.js';
+import { parseSafetensors } from '../../src/shared/io/safetensors.js';
+import { loadTorchState } from '../../src/shared/io/torch_state.js';
+import { buildModel } from '../../src/shared/models/registry.js';
+import { setup } from './helpers.js';
 import { alive, coord, smokeArgs, workerPids } from './cli_helpers.js';
 
 // Its own file: real processes training mnist.resnet20 take most of a test budget.
@@ -20,11 +23,18 @@ test('--local: the smoke run trains with 2 worker processes, writes its files, a
     for (const k of ['epoch', 'lr', 'train_loss', 'train_acc', 'test_loss', 'acc@1', 'acc@5', 'img_s']) assert.equal(typeof log[0][k], 'number', k);
     assert.equal(Object.keys(log[0].worker_img_s).length, 2);
     assert.ok(existsSync(join(dir, 'cfg.json')));
-    const ckpt = unpackBlob(readFileSync(join(dir, 'train-epoch1.ckpt'))) as { format: string; tensors: { name: string; shape: number[]; data: Uint8Array }[] };
-    assert.equal(ckpt.format, 'gdp-checkpoint-msgpack/1');
-    const conv1 = ckpt.tensors.find((t) => t.name === 'conv1.weight');
-    assert.deepEqual(conv1?.shape, [3, 3, 1, 16]);
-    assert.equal(conv1?.data.byteLength, 3 * 3 * 16 * 4);
+    // The checkpoint is a PyTorch state dict (OIHW convolutions) that loads back into a fresh model.
+    const ckpt = parseSafetensors(readFileSync(join(dir, 'train-epoch1.safetensors')));
+    assert.equal(ckpt.metadata.format, 'gdp-checkpoint/1');
+    assert.equal(JSON.parse(ckpt.metadata.state).epoch, 1);
+    assert.deepEqual(ckpt.tensors.get('conv1.weight')?.shape, [16, 1, 3, 3]);
+    await setup();
+    const model = buildModel('mnist.resnet20');
+    loadTorchState(model, ckpt.tensors, [28, 28, 1]);
+    assert.deepEqual(model.slot('linear.bias').value.dataSync(), ckpt.tensors.get('linear.bias')!.data);
+    model.dispose();
+    const optim = parseSafetensors(readFileSync(join(dir, 'train-epoch1.optim.safetensors')));
+    assert.equal(optim.tensors.get('conv1.weight')?.data.length, 3 * 3 * 16);
     assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
     const pids = workerPids(r.out);
     assert.equal(pids.length, 2);
