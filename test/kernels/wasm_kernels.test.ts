@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import {before, describe, it} from 'node:test';
+import {after, before, describe, it} from 'node:test';
 
 import {
   AvgPoolGrad,
@@ -11,6 +11,7 @@ import {
   MaxPoolGrad,
 } from '@tensorflow/tfjs-core';
 
+import {conv2DBackpropFilterOptions} from '../../src/shared/kernels/wasm/Conv2DBackpropFilter.js';
 import {registerWasmTrainingKernels, wasmTrainingKernels} from '../../src/shared/kernels/wasm/register_all.js';
 
 import {
@@ -166,11 +167,23 @@ describe('registration', () => {
   });
 });
 
-describe('Conv2DBackpropFilter vs cpu', () => {
-  convCases().forEach((c, i) => {
-    it(describeCase(c), () => checkBackpropFilter(c, 100 + 7 * i));
+for (const strategy of ['auto', 'im2col', 'swapped'] as const) {
+  describe(`Conv2DBackpropFilter (${strategy}) vs cpu`, () => {
+    before(() => {
+      conv2DBackpropFilterOptions.strategy = strategy;
+      // Small chunks so that the grid exercises chunk boundaries.
+      conv2DBackpropFilterOptions.chunkFloats =
+          strategy === 'im2col' ? 1000 : 1 << 18;
+    });
+    after(() => {
+      conv2DBackpropFilterOptions.strategy = 'auto';
+      conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
+    });
+    convCases().forEach((c, i) => {
+      it(describeCase(c), () => checkBackpropFilter(c, 100 + 7 * i));
+    });
   });
-});
+}
 
 describe('Conv2DBackpropInput vs cpu', () => {
   convCases().forEach((c, i) => {
