@@ -90,7 +90,8 @@ export function conv2DBackpropFilter(
   const taps = kh * kw;
 
   const strategy = conv2DBackpropFilterOptions.strategy === 'auto' ?
-      (n >= SWAPPED_MIN_BATCH && oh * ow <= SWAPPED_MAX_OUT_PIXELS ?
+      (taps > 1 && n >= SWAPPED_MIN_BATCH &&
+               oh * ow <= SWAPPED_MAX_OUT_PIXELS ?
            'swapped' :
            'im2col') :
       conv2DBackpropFilterOptions.strategy;
@@ -121,12 +122,19 @@ export function conv2DBackpropFilter(
         s.free(rows);
       }
     }
-    if (taps === 1 && sw === 1) {
-      // 1x1 (any stride): the phase image is the im2col matrix.
+    if (taps === 1) {
+      // 1x1 kernel: the row phase is the im2col matrix. With a column stride
+      // it also holds the unused column phases; multiplying them too (a
+      // small matmul) is cheaper than extracting phase 0 pixel by pixel.
       const grad = s.run(
           BatchMatMul, {a: phases[0], b: s.view(dyq, [len, co])},
           {transposeA: false, transposeB: false});
-      return runKernel(Reshape, backend, {x: grad}, {shape: filterShape});
+      if (sw === 1) {
+        return runKernel(Reshape, backend, {x: grad}, {shape: filterShape});
+      }
+      const out = backend.makeOutput(filterShape, 'float32');
+      copyRuns(backend, grad, 0, ci * co, out, 0, ci * co, ci * co, 1);
+      return out;
     }
     // The reduction over len is split into chunks whose im2col block and dy
     // rows stay in cache; a single [K, len] @ [len, co] product is bound by
