@@ -267,6 +267,25 @@ describe('pooling gradients vs cpu', () => {
     });
   });
 
+  it('MaxPoolGrad breaks ties like the cpu backend (first maximum)', async () => {
+    // Post-ReLU activations: many windows are all zeros, others tie too.
+    const shape = [2, 9, 9, 4];
+    const values = randomArray(size(shape), 950).map(v => Math.max(0, Math.round(v * 2) / 2));
+    const outShape = tf.backend_util.computePool2DInfo(
+        shape as Shape4, 3, 2, 1, 'same').outShape;
+    const inputs = [
+      {values, shape},
+      {values: randomArray(size(outShape), 951), shape: outShape},
+    ];
+    const run = (x: tf.Tensor, dy: tf.Tensor) => tf.engine().runKernel(
+        MaxPoolGrad, {dy, input: x, output: tf.maxPool(x as tf.Tensor4D, 3, 2, 'same')},
+        {filterSize: 3, strides: 2, pad: 'same'}) as tf.Tensor;
+    const [want] = await runOn('cpu', inputs, run);
+    const [got] = await runOn('wasm', inputs, run);
+    // Same routing; overlapping windows may sum in another order.
+    assertClose(got, want, 1e-6, 'MaxPoolGrad with ties');
+  });
+
   it('MaxPoolGrad routes each window to exactly one input on ties', () => {
     // Post-ReLU activations: most windows are all zeros.
     const x = tf.relu(tf.tensor(randomArray(2 * 9 * 9 * 4, 900), [2, 9, 9, 4]))
@@ -492,6 +511,34 @@ describe('no leaks', () => {
         },
         {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
         tf.Tensor,
+    [Conv2DBackpropFilter + ' chunked im2col']: () => {
+      conv2DBackpropFilterOptions.chunkFloats = 500;
+      try {
+        return tf.engine().runKernel(
+            Conv2DBackpropFilter, {
+              x: tf.ones([c.n, c.h, c.w, c.ci]),
+              dy: tf.ones(info.outShape),
+            },
+            {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
+            tf.Tensor;
+      } finally {
+        conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
+      }
+    },
+    [Conv2DBackpropFilter + ' swapped']: () => {
+      conv2DBackpropFilterOptions.strategy = 'swapped';
+      try {
+        return tf.engine().runKernel(
+            Conv2DBackpropFilter, {
+              x: tf.ones([c.n, c.h, c.w, c.ci]),
+              dy: tf.ones(info.outShape),
+            },
+            {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
+            tf.Tensor;
+      } finally {
+        conv2DBackpropFilterOptions.strategy = 'auto';
+      }
+    },
     [Conv2DBackpropInput]: () => tf.engine().runKernel(
         Conv2DBackpropInput, {
           dy: tf.ones(info.outShape),
