@@ -9,6 +9,8 @@ import {
   getKernel,
   getKernelsForBackend,
   MaxPoolGrad,
+  Mean,
+  Sum,
 } from '@tensorflow/tfjs-core';
 
 import {conv2DBackpropFilterOptions} from '../../src/shared/kernels/wasm/Conv2DBackpropFilter.js';
@@ -149,7 +151,7 @@ describe('registration', () => {
     assert.deepEqual(
         names,
         [AvgPoolGrad, BatchMatMul, Conv2DBackpropFilter, Conv2DBackpropInput,
-         MaxPoolGrad].sort());
+         MaxPoolGrad, Mean, Sum].sort());
     for (const config of wasmTrainingKernels) {
       assert.equal(config.backendName, 'wasm');
       assert.equal(getKernel(config.kernelName, 'wasm'), config);
@@ -214,6 +216,60 @@ describe('BatchMatMul with transposes vs cpu', () => {
          const [got] = await runOn('wasm', inputs, run);
          assertClose(got, want, 1e-5, 'matMul');
        });
+  });
+});
+
+describe('Sum and Mean vs cpu', () => {
+  const cases: Array<{shape: number[], axis: number[], keepDims: boolean}> = [
+    {shape: [8, 9, 7, 16], axis: [0, 1, 2], keepDims: false},
+    {shape: [8, 9, 7, 16], axis: [2, 0, 1], keepDims: true},
+    {shape: [8, 9, 7, 3], axis: [0], keepDims: false},
+    {shape: [5, 6], axis: [0, 1], keepDims: false},
+    {shape: [300, 7], axis: [0], keepDims: true},
+    // Not leading axes: the stock kernels run.
+    {shape: [8, 9, 7, 16], axis: [1, 2], keepDims: false},
+    {shape: [8, 9, 7, 16], axis: [3], keepDims: true},
+  ];
+  cases.forEach((c, i) => {
+    for (const op of ['sum', 'mean'] as const) {
+      it(`${op} [${c.shape}] axis ${c.axis} keepDims ${c.keepDims}`, async () => {
+        const inputs = [{values: randomArray(size(c.shape), 1800 + i), shape: c.shape}];
+        const run = (x: tf.Tensor) => tf[op](x, c.axis, c.keepDims);
+        const [want] = await runOn('cpu', inputs, run);
+        const wantShape = c.keepDims ?
+            c.shape.map((d, j) => c.axis.includes(j) ? 1 : d) :
+            c.shape.filter((_, j) => !c.axis.includes(j));
+        const got = await runOn('wasm', inputs, x => {
+          const out = run(x);
+          assert.deepEqual(out.shape, wantShape);
+          return out;
+        });
+        assertClose(got[0], want, 1e-5, op);
+      });
+    }
+  });
+
+  it('int32 sums still work (stock kernel)', () => {
+    const x = tf.tensor([[1, 2], [3, 4]], [2, 2], 'int32');
+    assert.deepEqual(Array.from(tf.sum(x, 0).dataSync()), [4, 6]);
+  });
+});
+
+describe('BatchMatMul with the same data as B under two shapes', () => {
+  // The stock kernel caches XNNPACK operators by B's tensor id; a reshape
+  // shares the id, so the second product used to reuse the first's packed B.
+  it('gives the cpu results for both shapes', async () => {
+    const inputs = [{values: randomArray(64 * 16, 1900), shape: [64, 16]}];
+    const run = (x: tf.Tensor) => {
+      const first = tf.matMul(tf.ones([1, 64]), x);
+      first.dataSync();
+      const second = tf.matMul(tf.ones([3, 32]), tf.reshape(x, [32, 32]));
+      const third = tf.sum(x);  // Sum over all axes: B [1024, 1]
+      return [first, second, third];
+    };
+    const want = await runOn('cpu', inputs, run);
+    const got = await runOn('wasm', inputs, run);
+    want.forEach((w, i) => assertClose(got[i], w, 1e-5, `product ${i}`));
   });
 });
 
@@ -553,6 +609,8 @@ describe('no leaks', () => {
         },
         {strides: 1, pad: 'same', inputShape: [2, 9, 9, 3]}) as tf.Tensor,
     [BatchMatMul]: () => tf.matMul(tf.ones([4, 3]), tf.ones([5, 4]), true, true),
+    [Sum]: () => tf.sum(tf.ones([4, 3, 5]), [0, 1]),
+    [Mean]: () => tf.mean(tf.ones([4, 3, 5]), [0, 1], true),
     [MaxPoolGrad]: () =>
         tf.grad((x: tf.Tensor) => tf.maxPool(x as tf.Tensor4D, 3, 2, 'same'))(
             tf.randomUniform([2, 9, 9, 3])),
