@@ -8,6 +8,7 @@ import {
   Conv2DBackpropInput,
   getKernel,
   getKernelsForBackend,
+  Identity,
   MaxPoolGrad,
   Mean,
   Sum,
@@ -151,7 +152,7 @@ describe('registration', () => {
     assert.deepEqual(
         names,
         [AvgPoolGrad, BatchMatMul, Conv2DBackpropFilter, Conv2DBackpropInput,
-         MaxPoolGrad, Mean, Sum].sort());
+         Identity, MaxPoolGrad, Mean, Sum].sort());
     for (const config of wasmTrainingKernels) {
       assert.equal(config.backendName, 'wasm');
       assert.equal(getKernel(config.kernelName, 'wasm'), config);
@@ -226,6 +227,7 @@ describe('Sum and Mean vs cpu', () => {
     {shape: [8, 9, 7, 3], axis: [0], keepDims: false},
     {shape: [5, 6], axis: [0, 1], keepDims: false},
     {shape: [300, 7], axis: [0], keepDims: true},
+    {shape: [64, 16, 16, 8], axis: [0, 1, 2], keepDims: false},
     // Not leading axes: the stock kernels run.
     {shape: [8, 9, 7, 16], axis: [1, 2], keepDims: false},
     {shape: [8, 9, 7, 16], axis: [3], keepDims: true},
@@ -270,6 +272,20 @@ describe('BatchMatMul with the same data as B under two shapes', () => {
     const want = await runOn('cpu', inputs, run);
     const got = await runOn('wasm', inputs, run);
     want.forEach((w, i) => assertClose(got[i], w, 1e-5, `product ${i}`));
+  });
+});
+
+describe('Identity', () => {
+  it('clones share data and survive the original', () => {
+    const x = tf.tensor([1, 2, 3, 4], [2, 2]);
+    const ids = wasmDataIds();
+    const y = tf.clone(x);
+    assert.equal(wasmDataIds(), ids, 'no new buffer');
+    x.dispose();
+    assert.deepEqual(Array.from(y.dataSync()), [1, 2, 3, 4]);
+    assert.deepEqual(y.shape, [2, 2]);
+    y.dispose();
+    assert.equal(wasmDataIds(), ids - 1, 'buffer freed with the last owner');
   });
 });
 
@@ -610,6 +626,7 @@ describe('no leaks', () => {
         {strides: 1, pad: 'same', inputShape: [2, 9, 9, 3]}) as tf.Tensor,
     [BatchMatMul]: () => tf.matMul(tf.ones([4, 3]), tf.ones([5, 4]), true, true),
     [Sum]: () => tf.sum(tf.ones([4, 3, 5]), [0, 1]),
+    [Identity]: () => tf.clone(tf.ones([4, 3])),
     [Mean]: () => tf.mean(tf.ones([4, 3, 5]), [0, 1], true),
     [MaxPoolGrad]: () =>
         tf.grad((x: tf.Tensor) => tf.maxPool(x as tf.Tensor4D, 3, 2, 'same'))(

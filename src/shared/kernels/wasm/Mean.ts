@@ -1,6 +1,6 @@
 /**
  * Mean for the wasm backend: reductions over leading axes (batch-norm
- * statistics) as a matmul with a 1/M row, see leading_reduce.ts;
+ * statistics) by native average pooling, see leading_reduce.ts;
  * everything else goes to the stock kernel.
  */
 import {
@@ -27,7 +27,7 @@ export function mean(args: WasmKernelArgs<MeanInputs, MeanAttrs>): TensorInfo {
   if (k == null) {
     return runStockKernel(Mean, backend, inputs, attrs);
   }
-  return reduceLeading(backend, x, k, attrs.keepDims, count => 1 / count);
+  return reduceLeading(backend, x, k, attrs.keepDims, false);
 }
 
 export const meanConfig: KernelConfig = {

@@ -1,6 +1,6 @@
 /**
  * Sum for the wasm backend: reductions over leading axes (bias and
- * batch-norm gradients) as a matmul with a ones row, see leading_reduce.ts;
+ * batch-norm gradients) by native average pooling, see leading_reduce.ts;
  * everything else goes to the stock kernel.
  */
 import {
@@ -27,7 +27,7 @@ export function sum(args: WasmKernelArgs<SumInputs, SumAttrs>): TensorInfo {
   if (k == null) {
     return runStockKernel(Sum, backend, inputs, attrs);
   }
-  return reduceLeading(backend, x, k, attrs.keepDims, () => 1);
+  return reduceLeading(backend, x, k, attrs.keepDims, true);
 }
 
 export const sumConfig: KernelConfig = {

@@ -1,14 +1,16 @@
 /**
- * Reduction over leading axes as a matmul: for x viewed as [M, R] (the
- * reduced axes first), sum/mean over the M rows is ones[1, M] @ x[M, R]
- * (BatchMatMul). The stock Sum/Mean transpose the reduced axes innermost
- * first and run 5-18x slower than the matmul; these reductions (over
- * [0, 1, 2] of NHWC activations) are what batch-norm statistics and
- * bias/scale gradients need.
+ * Sum/mean over leading axes via the native average pooling: x viewed as
+ * [1, A, B, R] (A*B = the reduced leading elements, R the rest, contiguous
+ * per row) pooled with one [A, B] window gives the mean of every column.
+ * The stock Sum/Mean first transpose the reduced axes innermost and run
+ * 3-10x slower; these reductions (over [0, 1, 2] of NHWC activations) are
+ * what batch-norm statistics and bias/scale gradients need. A matmul with a
+ * ones row is no faster: XNNPACK packs the data operand on every call.
  */
 import {
-  BatchMatMul,
+  AvgPool,
   Fill,
+  Multiply,
   Reshape,
   TensorInfo,
   util,
@@ -23,32 +25,39 @@ import {runKernel, Scratch} from './kernel_utils.js';
  */
 export function leadingAxes(
     x: TensorInfo, axis: number|number[]): number|null {
-  if (x.dtype !== 'float32' || x.shape.length === 0) {
+  if (x.dtype !== 'float32' || x.shape.length === 0 ||
+      util.sizeFromShape(x.shape) === 0) {
     return null;
   }
-  const axes = util.parseAxisParam(axis, x.shape).slice().sort((a, b) => a - b);
+  const axes =
+      util.parseAxisParam(axis, x.shape).slice().sort((a, b) => a - b);
   if (axes.length === 0 || axes.some((a, i) => a !== i)) {
     return null;
   }
   return axes.length;
 }
 
+/** Mean (or sum, `sum` = true) over the first k axes of x. */
 export function reduceLeading(
     backend: BackendWasm, x: TensorInfo, k: number, keepDims: boolean,
-    scale: (count: number) => number): TensorInfo {
-  const m = util.sizeFromShape(x.shape.slice(0, k));
+    sum: boolean): TensorInfo {
+  const lead = x.shape.slice(0, k);
   const rest = x.shape.slice(k);
-  const r = util.sizeFromShape(rest);
-  const outShape = keepDims ? [...x.shape.slice(0, k).map(() => 1), ...rest] :
-                              rest;
+  const count = util.sizeFromShape(lead);
+  const cols = lead[k - 1];
+  const rows = count / cols;
+  const outShape =
+      keepDims ? [...lead.map(() => 1), ...rest] : rest;
   const s = new Scratch(backend);
   try {
-    const weights = s.run(
-        Fill, {}, {shape: [1, m], value: scale(m), dtype: 'float32'});
-    const out = s.run(
-        BatchMatMul,
-        {a: weights, b: s.view(x, [m, r])},
-        {transposeA: false, transposeB: false});
+    let out = s.run(
+        AvgPool, {x: s.view(x, [1, rows, cols, util.sizeFromShape(rest)])},
+        {filterSize: [rows, cols], strides: [1, 1], pad: 'valid'});
+    if (sum) {
+      const scale =
+          s.run(Fill, {}, {shape: [], value: count, dtype: 'float32'});
+      out = s.run(Multiply, {a: out, b: scale});
+    }
     return runKernel(Reshape, backend, {x: out}, {shape: outShape});
   } finally {
     s.dispose();

@@ -16,6 +16,7 @@ import {batchMatMulConfig} from './BatchMatMul.js';
 import {conv2DBackpropFilterConfig} from './Conv2DBackpropFilter.js';
 import {conv2DBackpropInputConfig} from './Conv2DBackpropInput.js';
 import {rememberStockKernel, WASM} from './kernel_utils.js';
+import {identityConfig} from './Identity.js';
 import {maxPoolGradConfig} from './MaxPoolGrad.js';
 import {meanConfig} from './Mean.js';
 import {sumConfig} from './Sum.js';
@@ -28,6 +29,7 @@ export const wasmTrainingKernels: readonly KernelConfig[] = [
   avgPoolGradConfig,
   sumConfig,
   meanConfig,
+  identityConfig,
 ];
 
 export function registerWasmTrainingKernels(): void {
