@@ -4,8 +4,8 @@
  * dW[kh, kw, ci, co] = sum over (n, oh, ow) of
  *   xpad[n, s*oh + kh, s*ow + kw, ci] * dy[n, oh, ow, co]
  *
- * computed as one matmul colsT[K, L] @ dy[L, co] with K = kh*kw*ci, whose
- * [K, co] result is already HWIO. colsT is the transposed im2col matrix, built
+ * im2col path: colsT[K, L] @ dy[L, co] with K = kh*kw*ci, whose [K, co]
+ * result is already HWIO. colsT is the transposed im2col matrix, built
  * without per-element work:
  *  - pad x spatially (PadV2) so that its height/width are multiples of the
  *    stride s, and split it into stride phases (row phase by row copies; the
@@ -16,8 +16,12 @@
  *    phase rows starting at o (one memmove per channel per tap);
  *  - dy is zero-padded to the phase grid [N, Hq, Wq, co] (PadV2) so that the
  *    flat index of dy matches the flat index of the shifted phase image; the
- *    padded entries are zero and cancel the wrapped-around columns.
- * For 1x1 stride-1 unpadded convs this is transpose(x) @ dy (no im2col).
+ *    padded entries are zero and cancel the wrapped-around columns;
+ *  - the reduction over L runs in cache-sized chunks (one BatchMatMul each,
+ *    summed with Add), the chunk of colsT being built just before its use.
+ *
+ * swapped path (deep stages: small OH*OW, large batch): a forward Conv2D
+ * with batch and channels exchanged, see swappedConv.
  */
 import {
   Add,
@@ -122,26 +126,15 @@ export function conv2DBackpropFilter(
         s.free(rows);
       }
     }
-    if (taps === 1) {
-      // 1x1 kernel: the row phase is the im2col matrix. With a column stride
-      // it also holds the unused column phases; multiplying them too (a
-      // small matmul) is cheaper than extracting phase 0 pixel by pixel.
-      const grad = s.run(
-          BatchMatMul, {a: phases[0], b: s.view(dyq, [len, co])},
-          {transposeA: false, transposeB: false});
-      if (sw === 1) {
-        return runKernel(Reshape, backend, {x: grad}, {shape: filterShape});
-      }
-      const out = backend.makeOutput(filterShape, 'float32');
-      copyRuns(backend, grad, 0, ci * co, out, 0, ci * co, ci * co, 1);
-      return out;
-    }
     // The reduction over len is split into chunks whose im2col block and dy
-    // rows stay in cache; a single [K, len] @ [len, co] product is bound by
+    // rows ([k + co] floats per position) stay in cache; a single [K, len] @ [len, co] product is bound by
     // memory traffic (it streams the whole im2col matrix once per 8 output
     // columns).
     const k = taps * ci;
-    const chunk = Math.max(64, Math.min(len, Math.floor(conv2DBackpropFilterOptions.chunkFloats / k)));
+    const chunk = Math.max(
+        64,
+        Math.min(
+            len, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (k + co))));
     const block = s.alloc([k * chunk]);
     let acc: TensorInfo|null = null;
     for (let l0 = 0; l0 < len; l0 += chunk) {
@@ -176,7 +169,10 @@ export function conv2DBackpropFilter(
         acc = sum;
       }
     }
-    return runKernel(Reshape, backend, {x: acc!}, {shape: filterShape});
+    if (acc == null) {
+      throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
+    }
+    return runKernel(Reshape, backend, {x: acc}, {shape: filterShape});
   } finally {
     s.dispose();
   }
