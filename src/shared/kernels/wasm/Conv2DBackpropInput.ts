@@ -30,7 +30,6 @@ import {
   copyRuns,
   fillRuns,
   getStockKernel,
-  runKernel,
   runStockKernel,
   required,
   Scratch,
@@ -49,7 +48,7 @@ import {PhasePlan, planPhases} from './transposed_conv_plan.js';
 function phaseFilter(
     s: Scratch, swapped: TensorInfo, bh: number, ph: PhasePlan,
     pw: PhasePlan): TensorInfo {
-  const [kh, kw, co, ci] = swapped.shape;
+  const [, kw, co, ci] = swapped.shape;
   const th = ph.taps[bh];
   const width = pw.maxTaps;
   const sw = pw.stride;

@@ -51,18 +51,6 @@ function single(out: TensorInfo | TensorInfo[], name: string): TensorInfo {
  * typed loosely because tfjs' NamedAttrMap does not model every attribute
  * shape kernels accept (explicit paddings are number[][]).
  */
-export function runKernelMulti(
-    name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
-    attrs: object = {}): TensorInfo[] {
-  const config = getKernel(name, WASM);
-  if (config == null) {
-    throw new Error(`wasm kernel ${name} is not registered`);
-  }
-  const out = config.kernelFunc(
-      {inputs, backend, attrs: attrs as unknown as NamedAttrMap});
-  return Array.isArray(out) ? out : [out];
-}
-
 export function runKernel(
     name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
     attrs: object = {}): TensorInfo {
