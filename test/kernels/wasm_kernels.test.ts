@@ -583,6 +583,17 @@ describe('no leaks', () => {
         },
         {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
         tf.Tensor,
+    [Conv2DBackpropFilter + ' 1x1 chunked']: () => {
+      conv2DBackpropFilterOptions.chunkFloats = 500;
+      try {
+        return tf.engine().runKernel(
+            Conv2DBackpropFilter,
+            {x: tf.ones([2, 9, 9, 3]), dy: tf.ones([2, 9, 9, 8])},
+            {strides: 1, pad: 'valid', filterShape: [1, 1, 3, 8]}) as tf.Tensor;
+      } finally {
+        conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
+      }
+    },
     [Conv2DBackpropFilter + ' chunked im2col']: () => {
       conv2DBackpropFilterOptions.chunkFloats = 500;
       try {

@@ -19,6 +19,7 @@
  *    padded entries are zero and cancel the wrapped-around columns;
  *  - the reduction over L runs in cache-sized chunks (one BatchMatMul each,
  *    summed with Add), the chunk of colsT being built just before its use.
+ * Unpadded 1x1 stride-1 convs skip im2col (see pointwise).
  *
  * swapped path (deep stages: small OH*OW, large batch): a forward Conv2D
  * with batch and channels exchanged, see swappedConv.
@@ -36,6 +37,7 @@ import {
   Reshape,
   TensorInfo,
   Transpose,
+  util,
 } from '@tensorflow/tfjs-core';
 
 import {
@@ -101,6 +103,11 @@ export function conv2DBackpropFilter(
       conv2DBackpropFilterOptions.strategy;
   if (strategy === 'swapped') {
     return swappedConv(backend, x, dy, info, filterShape);
+  }
+
+  if (taps === 1 && sh === 1 && sw === 1 && pt === 0 && pl === 0 &&
+      oh === h && ow === w) {
+    return pointwise(backend, x, dy, filterShape);
   }
 
   const s = new Scratch(backend);
@@ -173,6 +180,56 @@ export function conv2DBackpropFilter(
       throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
     }
     return runKernel(Reshape, backend, {x: acc}, {shape: filterShape});
+  } finally {
+    s.dispose();
+  }
+}
+
+/**
+ * 1x1, stride 1, unpadded: dW = x^T @ dy over the M = N*H*W positions, in
+ * cache-sized chunks of rows; each chunk of x (a zero-copy sub-view) is
+ * transposed while in cache, so x is never transposed or copied as a whole.
+ */
+function pointwise(
+    backend: BackendWasm, x: TensorInfo, dy: TensorInfo,
+    filterShape: number[]): TensorInfo {
+  const ci = x.shape[3], co = dy.shape[3];
+  const m = util.sizeFromShape(x.shape) / ci;
+  // The wider operand is transposed and streamed (A); the narrower one is
+  // XNNPACK's packed B, which then stays small in cache.
+  const swap = co > ci;
+  const [left, right] = swap ? [dy, x] : [x, dy];
+  const cl = swap ? co : ci, cr = swap ? ci : co;
+  const chunk = Math.max(
+      64,
+      Math.min(m, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (ci + co))));
+  const s = new Scratch(backend);
+  try {
+    let acc: TensorInfo|null = null;
+    for (let l0 = 0; l0 < m; l0 += chunk) {
+      const lc = Math.min(chunk, m - l0);
+      const rows = s.subView(left, l0 * cl, [lc, cl]);
+      const a = s.run(Transpose, {x: rows}, {perm: [1, 0]});
+      s.dropView(rows);
+      const b = s.subView(right, l0 * cr, [lc, cr]);
+      const part = s.run(
+          BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
+      s.dropView(b);
+      s.free(a);
+      if (acc == null) {
+        acc = part;
+      } else {
+        const sum = s.run(Add, {a: acc, b: part});
+        s.free(acc);
+        s.free(part);
+        acc = sum;
+      }
+    }
+    if (acc == null) {
+      throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
+    }
+    const grad = swap ? s.run(Transpose, {x: acc}, {perm: [1, 0]}) : acc;
+    return runKernel(Reshape, backend, {x: grad}, {shape: filterShape});
   } finally {
     s.dispose();
   }
