@@ -19,7 +19,7 @@
  *    padded entries are zero and cancel the wrapped-around columns;
  *  - the reduction over L runs in cache-sized chunks (one BatchMatMul each,
  *    summed with Add), the chunk of colsT being built just before its use.
- * Unpadded 1x1 stride-1 convs skip im2col (see pointwise).
+ * 1x1 kernels skip im2col (see pointwiseProduct).
  *
  * swapped path (deep stages: small OH*OW, large batch): a forward Conv2D
  * with batch and channels exchanged, see swappedConv.
@@ -37,7 +37,6 @@ import {
   Reshape,
   TensorInfo,
   Transpose,
-  util,
 } from '@tensorflow/tfjs-core';
 
 import {
@@ -105,19 +104,32 @@ export function conv2DBackpropFilter(
     return swappedConv(backend, x, dy, info, filterShape);
   }
 
-  if (taps === 1 && sh === 1 && sw === 1 && pt === 0 && pl === 0 &&
-      oh === h && ow === w) {
-    return pointwise(backend, x, dy, filterShape);
-  }
-
   const s = new Scratch(backend);
   try {
     const xq = windowNHWC(s, x, -pt, sh * hq, -pl, sw * wq);
     const dyq = windowNHWC(s, dy, 0, hq, 0, wq);
-    // Channel-major row phases: phases[bh] is [sw*ci, len], row bw*ci + c
-    // holding channel c of column phase bw.
     const phaseWidth = sw * ci;
     const rowLen = wq * phaseWidth;
+    if (taps === 1) {
+      // 1x1: the row phase, with the column phases folded into its channels
+      // ([len, sw*ci]), is the im2col matrix; the extra column phases cost a
+      // wider (small) product instead of a pixel-by-pixel extraction.
+      let rows = xq;
+      if (sh > 1) {
+        rows = s.alloc([n * hq, rowLen]);
+        copyRuns(backend, xq, 0, sh * rowLen, rows, 0, rowLen, rowLen, n * hq);
+      }
+      const grad = pointwiseProduct(
+          s, s.view(rows, [len, phaseWidth]), s.view(dyq, [len, co]));
+      if (sw === 1) {
+        return runKernel(Reshape, backend, {x: grad}, {shape: filterShape});
+      }
+      const out = backend.makeOutput(filterShape, 'float32');
+      copyRuns(backend, grad, 0, ci * co, out, 0, ci * co, ci * co, 1);
+      return out;
+    }
+    // Channel-major row phases: phases[bh] is [sw*ci, len], row bw*ci + c
+    // holding channel c of column phase bw.
     const phases: TensorInfo[] = [];
     for (let bh = 0; bh < Math.min(sh, kh); bh++) {
       let rows = xq;
@@ -186,53 +198,46 @@ export function conv2DBackpropFilter(
 }
 
 /**
- * 1x1, stride 1, unpadded: dW = x^T @ dy over the M = N*H*W positions, in
- * cache-sized chunks of rows; each chunk of x (a zero-copy sub-view) is
- * transposed while in cache, so x is never transposed or copied as a whole.
+ * xm^T @ dym for xm [M, cx] and dym [M, co] (1x1 filter gradients), in
+ * cache-sized chunks of rows: each chunk (a zero-copy sub-view) is
+ * transposed while in cache, so nothing is transposed or copied as a whole.
+ * The wider operand is transposed and streamed (A); the narrower one is
+ * XNNPACK's packed B, which then stays small in cache. Returns [cx, co].
  */
-function pointwise(
-    backend: BackendWasm, x: TensorInfo, dy: TensorInfo,
-    filterShape: number[]): TensorInfo {
-  const ci = x.shape[3], co = dy.shape[3];
-  const m = util.sizeFromShape(x.shape) / ci;
-  // The wider operand is transposed and streamed (A); the narrower one is
-  // XNNPACK's packed B, which then stays small in cache.
-  const swap = co > ci;
-  const [left, right] = swap ? [dy, x] : [x, dy];
-  const cl = swap ? co : ci, cr = swap ? ci : co;
+function pointwiseProduct(
+    s: Scratch, xm: TensorInfo, dym: TensorInfo): TensorInfo {
+  const [m, cx] = xm.shape;
+  const co = dym.shape[1];
+  const swap = co > cx;
+  const [left, right] = swap ? [dym, xm] : [xm, dym];
+  const cl = swap ? co : cx, cr = swap ? cx : co;
   const chunk = Math.max(
       64,
-      Math.min(m, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (ci + co))));
-  const s = new Scratch(backend);
-  try {
-    let acc: TensorInfo|null = null;
-    for (let l0 = 0; l0 < m; l0 += chunk) {
-      const lc = Math.min(chunk, m - l0);
-      const rows = s.subView(left, l0 * cl, [lc, cl]);
-      const a = s.run(Transpose, {x: rows}, {perm: [1, 0]});
-      s.dropView(rows);
-      const b = s.subView(right, l0 * cr, [lc, cr]);
-      const part = s.run(
-          BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
-      s.dropView(b);
-      s.free(a);
-      if (acc == null) {
-        acc = part;
-      } else {
-        const sum = s.run(Add, {a: acc, b: part});
-        s.free(acc);
-        s.free(part);
-        acc = sum;
-      }
-    }
+      Math.min(m, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (cx + co))));
+  let acc: TensorInfo|null = null;
+  for (let l0 = 0; l0 < m; l0 += chunk) {
+    const lc = Math.min(chunk, m - l0);
+    const rows = s.subView(left, l0 * cl, [lc, cl]);
+    const a = s.run(Transpose, {x: rows}, {perm: [1, 0]});
+    s.dropView(rows);
+    const b = s.subView(right, l0 * cr, [lc, cr]);
+    const part =
+        s.run(BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
+    s.dropView(b);
+    s.free(a);
     if (acc == null) {
-      throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
+      acc = part;
+    } else {
+      const sum = s.run(Add, {a: acc, b: part});
+      s.free(acc);
+      s.free(part);
+      acc = sum;
     }
-    const grad = swap ? s.run(Transpose, {x: acc}, {perm: [1, 0]}) : acc;
-    return runKernel(Reshape, backend, {x: grad}, {shape: filterShape});
-  } finally {
-    s.dispose();
   }
+  if (acc == null) {
+    throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
+  }
+  return swap ? s.run(Transpose, {x: acc}, {perm: [1, 0]}) : acc;
 }
 
 /**
