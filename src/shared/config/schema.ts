@@ -1,0 +1,130 @@
+import { z } from 'zod';
+
+/**
+ * The paper's JSON config (`base`, `model`, `train`, `data`, `loss`, `gbn`), accepted as the paper's code writes
+ * it, plus gdp's own keys (marked "gdp:"). Every object is strict: an unknown key is an error with its path.
+ */
+const base = z
+  .object({
+    task_name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, dot, dash and underscore only (it names a folder)'),
+    cuda: z.boolean().default(false),
+    seed: z.number().int().default(0),
+    checkpoint_path: z.string().default(''),
+    epoch: z.number().int().min(0).default(0),
+    model_saving_interval: z.number().int().positive().default(10),
+    multi_gpus: z.boolean().default(false),
+    fp16: z.boolean().default(false),
+    /** gdp: where logs/<task_name>/ goes. */
+    log_dir: z.string().default('logs'),
+  })
+  .strict();
+
+const model = z
+  .object({
+    name: z.string(),
+    num_class: z.number().int().positive(),
+    pretrained: z.boolean().default(false),
+    /** gdp: safetensors weights to start from (PyTorch names and layout). */
+    weights: z.string().optional(),
+  })
+  .strict();
+
+const sgdr = z
+  .object({
+    lr_min: z.number().nonnegative(),
+    lr_max: z.number().positive(),
+    restart_period: z.number().positive(),
+    warm_up: z.number().nonnegative().default(0),
+  })
+  .strict();
+
+const train = z
+  .object({
+    trainer: z.enum(['normal']).default('normal'),
+    max_epoch: z.number().int().nonnegative(),
+    optim: z.enum(['sgd']).default('sgd'),
+    steplr: z.array(z.tuple([z.number().int().positive(), z.number().nonnegative()])).min(1).optional(),
+    sgdr: sgdr.optional(),
+    weight_decay: z.number().nonnegative().default(0),
+    momentum: z.number().min(0).max(1).default(0),
+    nesterov: z.boolean().default(false),
+    /** gdp: stop each epoch after this many global batches (smoke runs). */
+    max_steps_per_epoch: z.number().int().positive().optional(),
+  })
+  .strict()
+  .refine((t) => t.steplr !== undefined || t.sgdr !== undefined || t.max_epoch === 0, {
+    message: 'train needs a learning-rate schedule: steplr or sgdr',
+  });
+
+const data = z
+  .object({
+    type: z.enum(['mnist', 'cifar10', 'cifar100', 'imagenet']),
+    shuffle: z.boolean().default(true),
+    batch_size: z.number().int().positive(),
+    test_batch_size: z.number().int().positive(),
+    num_workers: z.number().int().nonnegative().default(2),
+    /** gdp: dataset folder (CIFAR binary batches, ImageNet train/ and val/); `--data-dir` overrides. */
+    dir: z.string().optional(),
+    /** gdp: use only the first N test samples (smoke runs). */
+    test_subset: z.number().int().positive().optional(),
+  })
+  .strict();
+
+const loss = z.object({ criterion: z.enum(['softmax']) }).strict();
+
+const gbn = z
+  .object({
+    sparse_lambda: z.number().nonnegative(),
+    flops_eta: z.number().nonnegative().default(0),
+    lr_min: z.number().nonnegative(),
+    lr_max: z.number().positive(),
+    tock_epoch: z.number().int().nonnegative(),
+    T: z.number().int().positive(),
+    p: z.number().gt(0).lt(1),
+    finetune_epoch: z.number().int().nonnegative(),
+    /** gdp: stop pruning when MACs fall to this fraction of the baseline's. */
+    target_flops: z.number().gt(0).lt(1).optional(),
+    /** gdp: save a checkpoint the first time the MACs ratio falls under each of these fractions. */
+    save_points: z.array(z.number().gt(0).lt(1)).default([]),
+    /** gdp: channel importance. */
+    criterion: z.enum(['gate', 'l1', 'random']).default('gate'),
+    /** gdp: every layer keeps at least this fraction of its channels. */
+    minimal_ratio: z.number().gt(0).max(1).default(0.1),
+    /** gdp: global batches per Tick (the paper's demos use a subset of the training data). */
+    tick_batches: z.number().int().positive().default(10),
+    /** gdp: momentum while finetuning (the paper's code uses 0). */
+    finetune_momentum: z.number().min(0).max(1).default(0),
+    /** gdp: at most this many Ticks (safety bound). */
+    max_ticks: z.number().int().positive().default(10000),
+  })
+  .strict();
+
+/** gdp: distributed settings. */
+const dist = z
+  .object({
+    checksum_every: z.number().int().positive().default(50),
+    bucket_mib: z.number().positive().max(64).default(16),
+    grad_dtype: z.enum(['float32', 'float16']).default('float32'),
+    heartbeat_ms: z.number().int().positive().default(2000),
+    step_timeout_ms: z.number().int().positive().default(600000),
+  })
+  .strict();
+
+export const STAGES = ['train', 'prune', 'finetune'] as const;
+
+export const configSchema = z
+  .object({
+    base,
+    model,
+    train,
+    data,
+    loss,
+    gbn: gbn.optional(),
+    dist: dist.default(dist.parse({})),
+    /** gdp: stages to run, in order: train the baseline, prune with Tick-Tock (then melt), finetune. */
+    stages: z.array(z.enum(STAGES)).min(1).default(['train']),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;

@@ -1,0 +1,36 @@
+/** A batch in the model's layout: images NHWC, normalised, and integer labels. */
+export interface Batch {
+  x: Float32Array;
+  y: Int32Array;
+  n: number;
+}
+
+/**
+ * A dataset is indexed by sample number, so that the coordinator can hand out shards as index lists and every
+ * worker (each with its own copy of the data) builds the same images. Augmentation draws from a seed derived
+ * from (seed, sample index), never from which worker happens to run the sample.
+ */
+export interface Dataset {
+  readonly name: string;
+  readonly size: number;
+  /** One image, HWC. */
+  readonly shape: [number, number, number];
+  readonly numClasses: number;
+  readonly labels: Int32Array;
+  load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch>;
+}
+
+export interface DatasetPair {
+  train: Dataset;
+  test: Dataset;
+  /** Stops the decode threads, if any (idle threads never hold the process open, but tests should not wait). */
+  close?(): Promise<void>;
+}
+
+/** Mixes a seed and a sample index into an independent 32-bit seed (murmur3 finaliser). */
+export function sampleSeed(seed: number, index: number): number {
+  let h = (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + index) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}

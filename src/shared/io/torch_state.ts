@@ -1,0 +1,114 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { GdpError } from '../errors.js';
+import { trace } from '../graph/trace.js';
+import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
+import type { Module, Slot } from '../nn/module.js';
+import type { HostTensor } from './safetensors.js';
+
+/** Tensors PyTorch checkpoints carry that gdp does not use (GBN bookkeeping, BN step counters). */
+const IGNORED_SUFFIXES = ['.score', '.area', '.num_batches_tracked'];
+
+const hwioFromOihw = (t: HostTensor): tf.Tensor => tf.tidy(() => tf.transpose(tf.tensor(t.data, t.shape), [2, 3, 1, 0]));
+const oihwFromHwio = (t: tf.Tensor): tf.Tensor => tf.transpose(t, [3, 2, 0, 1]);
+
+function take(tensors: Map<string, HostTensor>, used: Set<string>, name: string, source: string): HostTensor {
+  const t = tensors.get(name);
+  if (!t) throw new GdpError('MISSING_TENSOR', `${source}: missing tensor '${name}'`);
+  used.add(name);
+  return t;
+}
+
+function expectShape(name: string, t: HostTensor, want: number[], source: string): void {
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  const m = want.reduce((a, b) => a * b, 1);
+  if (n !== m) throw new GdpError('SHAPE_MISMATCH', `${source}: tensor '${name}' has shape [${t.shape}], expected [${want}]`);
+}
+
+/**
+ * Loads a PyTorch state dict (names and layouts as PyTorch writes them: conv OIHW, linear [out,in]) into the
+ * model, plain or in the paper's gated form (`X.bn.weight`, `X.g`, `X.bn_mask`). Layer widths follow the file,
+ * so pruned and melted networks load into their architecture's default build; the result is traced to check
+ * that every width fits its neighbours.
+ */
+export function loadTorchState(model: Module, tensors: Map<string, HostTensor>, inputShape: readonly number[], source = 'weights'): void {
+  const used = new Set<string>();
+  for (const [path, m] of model.namedModules()) {
+    const p = path ? `${path}.` : '';
+    if (m instanceof Conv2d) {
+      const w = take(tensors, used, `${p}weight`, source);
+      if (w.shape.length !== 4 || w.shape[2] !== m.kernel || w.shape[3] !== m.kernel) {
+        throw new GdpError('SHAPE_MISMATCH', `${source}: tensor '${p}weight' has shape [${w.shape}], expected [O, I, ${m.kernel}, ${m.kernel}]`);
+      }
+      m.weight.set(hwioFromOihw(w));
+      m.outChannels = w.shape[0];
+      m.inChannels = w.shape[1];
+      if (m.bias) {
+        const b = take(tensors, used, `${p}bias`, source);
+        expectShape(`${p}bias`, b, [m.outChannels], source);
+        m.bias.set(tf.tensor(b.data, [m.outChannels]));
+      }
+    } else if (m instanceof Linear) {
+      const w = take(tensors, used, `${p}weight`, source);
+      if (w.shape.length !== 2 || w.shape[0] !== m.outFeatures) {
+        throw new GdpError('SHAPE_MISMATCH', `${source}: tensor '${p}weight' has shape [${w.shape}], expected [${m.outFeatures}, in]`);
+      }
+      m.weight.set(tf.tidy(() => tf.transpose(tf.tensor2d(w.data, [w.shape[0], w.shape[1]]))));
+      m.inFeatures = w.shape[1];
+      const b = take(tensors, used, `${p}bias`, source);
+      expectShape(`${p}bias`, b, [m.outFeatures], source);
+      m.bias.set(tf.tensor(b.data, [m.outFeatures]));
+    } else if (m instanceof BatchNorm2d) {
+      const gated = tensors.has(`${p}bn.weight`);
+      const q = gated ? `${p}bn.` : p;
+      const w = take(tensors, used, `${q}weight`, source);
+      const c = w.shape[0];
+      if (gated && !m.gated) m.addGate();
+      m.channels = c;
+      const vec = (name: string): tf.Tensor => {
+        const t = take(tensors, used, name, source);
+        expectShape(name, t, [c], source);
+        return tf.tensor1d(t.data);
+      };
+      m.weight.set(tf.tensor1d(w.data));
+      m.bias.set(vec(`${q}bias`));
+      m.runningMean.set(vec(`${q}running_mean`));
+      m.runningVar.set(vec(`${q}running_var`));
+      if (gated) {
+        m.gate!.set(vec(`${p}g`));
+        m.mask!.set(vec(`${p}bn_mask`));
+      }
+    }
+  }
+  const unused = [...tensors.keys()].filter((k) => !used.has(k) && !IGNORED_SUFFIXES.some((s) => k.endsWith(s)));
+  if (unused.length) throw new GdpError('UNEXPECTED_TENSOR', `${source}: tensors the model does not have: ${unused.slice(0, 8).join(', ')}${unused.length > 8 ? ', ...' : ''}`);
+  trace(model, inputShape);
+}
+
+/** The model's state in PyTorch's names and layouts; gated BNs in the paper's GBN form. */
+export function exportTorchState(model: Module): Map<string, HostTensor> {
+  const out = new Map<string, HostTensor>();
+  const put = (name: string, t: tf.Tensor, shape?: number[]) => out.set(name, { shape: shape ?? t.shape, data: t.dataSync() as Float32Array });
+  for (const [path, m] of model.namedModules()) {
+    const p = path ? `${path}.` : '';
+    if (m instanceof Conv2d) {
+      tf.tidy(() => {
+        put(`${p}weight`, oihwFromHwio(m.weight.value));
+      });
+      if (m.bias) put(`${p}bias`, m.bias.value);
+    } else if (m instanceof Linear) {
+      tf.tidy(() => {
+        put(`${p}weight`, tf.transpose(m.weight.value));
+      });
+      put(`${p}bias`, m.bias.value);
+    } else if (m instanceof BatchNorm2d) {
+      const q = m.gated ? `${p}bn.` : p;
+      const slots: [string, Slot][] = [['weight', m.weight], ['bias', m.bias], ['running_mean', m.runningMean], ['running_var', m.runningVar]];
+      for (const [n, s] of slots) put(`${q}${n}`, s.value);
+      if (m.gate && m.mask) {
+        put(`${p}g`, m.gate.value, [1, m.channels, 1, 1]);
+        put(`${p}bn_mask`, m.mask.value, [1, m.channels, 1, 1]);
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,267 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { Layer, type Slot } from './module.js';
+import type { Rng } from '../rng.js';
+import { GdpError } from '../errors.js';
+import { batchNormTrain } from './batchnorm_train.js';
+
+function expectChannels(layer: string, got: number, want: number): void {
+  // Caught while tracing, so a model with inconsistent widths fails at load time, not mid-run.
+  if (got !== want) throw new GdpError('SHAPE_MISMATCH', `${layer} expects ${want} input channels but receives ${got}`);
+}
+
+function kaimingNormal(rng: Rng, shape: number[], fanIn: number): tf.Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const std = Math.sqrt(2 / fanIn);
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) v[i] = rng.normal() * std;
+  return tf.tensor(v, shape);
+}
+
+function uniform(rng: Rng, shape: number[], bound: number): tf.Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) v[i] = (rng.next() * 2 - 1) * bound;
+  return tf.tensor(v, shape);
+}
+
+/** Keeps the given indices of `axis` (sorted ascending) of a slot's tensor. */
+function keepAlong(s: Slot, axis: number, keep: readonly number[]): void {
+  s.set(tf.tidy(() => tf.gather(s.value, tf.tensor1d(Array.from(keep), 'int32'), axis)));
+}
+
+function outSize(inSize: number, k: number, stride: number, pad: number): number {
+  return Math.floor((inSize + 2 * pad - k) / stride) + 1;
+}
+
+export interface Conv2dOptions {
+  stride?: number;
+  padding?: number;
+  bias?: boolean;
+}
+
+/** 2-D convolution, NHWC activations, HWIO weight (PyTorch's OIHW is converted at import and export). */
+export class Conv2d extends Layer {
+  readonly weight: Slot;
+  readonly bias?: Slot;
+  readonly kernel: number;
+  readonly stride: number;
+  readonly padding: number;
+  constructor(
+    public inChannels: number,
+    public outChannels: number,
+    kernel: number,
+    rng: Rng,
+    opts: Conv2dOptions = {},
+  ) {
+    super();
+    this.kernel = kernel;
+    this.stride = opts.stride ?? 1;
+    this.padding = opts.padding ?? 0;
+    const fanIn = inChannels * kernel * kernel;
+    this.weight = this.addSlot('weight', kaimingNormal(rng, [kernel, kernel, inChannels, outChannels], fanIn), true);
+    if (opts.bias) this.bias = this.addSlot('bias', uniform(rng, [outChannels], 1 / Math.sqrt(fanIn)), true);
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const p = this.padding;
+      const pad: [[number, number], [number, number], [number, number], [number, number]] = [[0, 0], [p, p], [p, p], [0, 0]];
+      const y = tf.conv2d(x as tf.Tensor4D, this.weight.value as tf.Tensor4D, this.stride, p === 0 ? 'valid' : pad);
+      return this.bias ? tf.add(y, this.bias.value) : y;
+    });
+  }
+  outShape([h, w, c]: readonly number[]): number[] {
+    expectChannels('Conv2d', c, this.inChannels);
+    return [outSize(h, this.kernel, this.stride, this.padding), outSize(w, this.kernel, this.stride, this.padding), this.outChannels];
+  }
+  keepOutputChannels(keep: readonly number[]): void {
+    keepAlong(this.weight, 3, keep);
+    if (this.bias) keepAlong(this.bias, 0, keep);
+    this.outChannels = keep.length;
+  }
+  keepInputChannels(keep: readonly number[]): void {
+    keepAlong(this.weight, 2, keep);
+    this.inChannels = keep.length;
+  }
+}
+
+/** Fully connected layer; weight stored [in, out]. */
+export class Linear extends Layer {
+  readonly weight: Slot;
+  readonly bias: Slot;
+  constructor(
+    public inFeatures: number,
+    public outFeatures: number,
+    rng: Rng,
+  ) {
+    super();
+    this.weight = this.addSlot('weight', kaimingNormal(rng, [inFeatures, outFeatures], inFeatures), true);
+    this.bias = this.addSlot('bias', uniform(rng, [outFeatures], 1 / Math.sqrt(inFeatures)), true);
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => tf.add(tf.matMul(x as tf.Tensor2D, this.weight.value as tf.Tensor2D), this.bias.value));
+  }
+  outShape(s: readonly number[]): number[] {
+    expectChannels('Linear', s[s.length - 1], this.inFeatures);
+    return [this.outFeatures];
+  }
+  keepInputChannels(keep: readonly number[]): void {
+    keepAlong(this.weight, 0, keep);
+    this.inFeatures = keep.length;
+  }
+}
+
+/**
+ * BatchNorm2d (eps 1e-5, momentum 0.1, PyTorch semantics), optionally gated: `bn(x) * g * mask` with one gate `g`
+ * per channel (Gate Decorator's GBN). A gated BN has its weight fixed to 1 and frozen.
+ */
+export class BatchNorm2d extends Layer {
+  readonly weight: Slot;
+  readonly bias: Slot;
+  readonly runningMean: Slot;
+  readonly runningVar: Slot;
+  gate?: Slot;
+  mask?: Slot;
+  readonly eps = 1e-5;
+  readonly momentum = 0.1;
+  constructor(public channels: number) {
+    super();
+    this.weight = this.addSlot('weight', tf.ones([channels]), true);
+    this.bias = this.addSlot('bias', tf.zeros([channels]), true);
+    this.runningMean = this.addSlot('running_mean', tf.zeros([channels]), false);
+    this.runningVar = this.addSlot('running_var', tf.ones([channels]), false);
+  }
+  get gated(): boolean {
+    return this.gate !== undefined;
+  }
+
+  /** Turns this BN into a GBN as the paper's code does: bias <- clamp(bias/weight, -10, 10), g <- weight, weight <- 1. */
+  addGate(): void {
+    if (this.gate) return;
+    const w = this.weight.value;
+    this.bias.set(tf.tidy(() => tf.clipByValue(tf.div(this.bias.value, w), -10, 10)));
+    this.gate = this.addSlot('g', w.clone(), true);
+    this.mask = this.addSlot('bn_mask', tf.ones([this.channels]), false);
+    this.weight.set(tf.ones([this.channels]));
+    this.weight.trainable = false;
+  }
+
+  /** Folds gate and mask into weight and bias (melting); the module becomes a plain BN again. */
+  removeGate(): void {
+    const g = this.gate;
+    const m = this.mask;
+    if (!g || !m) return;
+    const gm = tf.tidy(() => tf.mul(g.value, m.value));
+    this.weight.set(tf.tidy(() => tf.mul(this.weight.value, gm)));
+    this.bias.set(tf.tidy(() => tf.mul(this.bias.value, gm)));
+    gm.dispose();
+    this.removeSlot('g');
+    this.removeSlot('bn_mask');
+    this.gate = undefined;
+    this.mask = undefined;
+    this.weight.trainable = true;
+  }
+
+  /** Per-channel factor and offset applied to the normalised input: a = weight*g*mask, c = bias*g*mask. */
+  private affine(): [tf.Tensor1D, tf.Tensor1D] {
+    if (this.gate && this.mask) {
+      const gm = tf.mul(this.gate.value, this.mask.value);
+      return [tf.mul(this.weight.value, gm) as tf.Tensor1D, tf.mul(this.bias.value, gm) as tf.Tensor1D];
+    }
+    return [this.weight.value as tf.Tensor1D, this.bias.value as tf.Tensor1D];
+  }
+
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const [a, c] = this.affine();
+      if (this.training) {
+        return batchNormTrain(x as tf.Tensor4D, a, c, this.eps, (mean, variance) => {
+          this.updateRunningStats(mean, variance, x.size / this.channels);
+        });
+      }
+      // Eval: y = x * scale + shift with the running statistics, two passes over the activation.
+      const scale = tf.mul(a, tf.rsqrt(tf.add(this.runningVar.value, this.eps)));
+      const shift = tf.sub(c, tf.mul(this.runningMean.value, scale));
+      return tf.add(tf.mul(x, scale), shift);
+    });
+  }
+
+  private updateRunningStats(mean: tf.Tensor, variance: tf.Tensor, n: number): void {
+    const m = this.momentum;
+    const unbiased = n > 1 ? n / (n - 1) : 1;
+    const [rm, rv] = tf.tidy(() => [
+      tf.add(tf.mul(this.runningMean.value, 1 - m), tf.mul(mean, m)),
+      tf.add(tf.mul(this.runningVar.value, 1 - m), tf.mul(variance, m * unbiased)),
+    ]);
+    this.runningMean.set(rm);
+    this.runningVar.set(rv);
+  }
+
+  outShape(s: readonly number[]): number[] {
+    expectChannels('BatchNorm2d', s[s.length - 1], this.channels);
+    return [...s];
+  }
+  keepChannels(keep: readonly number[]): void {
+    for (const s of [this.weight, this.bias, this.runningMean, this.runningVar, this.gate, this.mask]) {
+      if (s) keepAlong(s, 0, keep);
+    }
+    this.channels = keep.length;
+  }
+}
+
+export class ReLU extends Layer {
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.relu(x);
+  }
+  outShape(s: readonly number[]): number[] {
+    return [...s];
+  }
+}
+
+/** Max pooling with PyTorch's symmetric padding. */
+export class MaxPool2d extends Layer {
+  constructor(
+    readonly kernel: number,
+    readonly stride: number,
+    readonly padding = 0,
+  ) {
+    super();
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const p = this.padding;
+      // -Infinity padding keeps PyTorch's semantics (padded cells never win the max).
+      const xp = p > 0 ? tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], -1e30) : x;
+      return tf.maxPool(xp as tf.Tensor4D, this.kernel, this.stride, 'valid');
+    });
+  }
+  outShape([h, w, c]: readonly number[]): number[] {
+    return [outSize(h, this.kernel, this.stride, this.padding), outSize(w, this.kernel, this.stride, this.padding), c];
+  }
+}
+
+/** Mean over the spatial dimensions, keeping [N,1,1,C] (PyTorch's avg_pool over the whole map). */
+export class GlobalAvgPool extends Layer {
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.mean(x, [1, 2], true);
+  }
+  outShape([, , c]: readonly number[]): number[] {
+    return [1, 1, c];
+  }
+}
+
+/** Average pooling kernel k stride k (VGG's trailing AvgPool2d(1,1) is the identity). */
+export class AvgPool2d extends Layer {
+  constructor(
+    readonly kernel: number,
+    readonly stride: number,
+  ) {
+    super();
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    if (this.kernel === 1 && this.stride === 1) return tf.clone(x);
+    return tf.avgPool(x as tf.Tensor4D, this.kernel, this.stride, 'valid');
+  }
+  outShape([h, w, c]: readonly number[]): number[] {
+    return [outSize(h, this.kernel, this.stride, 0), outSize(w, this.kernel, this.stride, 0), c];
+  }
+}

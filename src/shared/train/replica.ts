@@ -1,0 +1,188 @@
+import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs-core';
+import type { Batch } from '../data/dataset.js';
+import { tensorOps, type Module, type Slot } from '../nn/module.js';
+import { sgdStep, type SgdOptions } from './sgd.js';
+
+/** Which parameters a step trains: all trainable ones, or only the Gate Decorator gates (a Tick). */
+export type ParamSet = 'all' | 'gates';
+
+/** The flat layout of a parameter set: names in model order with shapes and offsets into one float32 vector. */
+export interface FlatLayout {
+  names: string[];
+  shapes: number[][];
+  offsets: number[];
+  size: number;
+}
+
+export interface StepStats {
+  lossSum: number;
+  correct1: number;
+  correct5: number;
+  count: number;
+}
+
+export const emptyStats = (): StepStats => ({ lossSum: 0, correct1: 0, correct5: 0, count: 0 });
+export function addStats(a: StepStats, b: StepStats): StepStats {
+  return { lossSum: a.lossSum + b.lossSum, correct1: a.correct1 + b.correct1, correct5: a.correct5 + b.correct5, count: a.count + b.count };
+}
+
+function isGate(name: string): boolean {
+  return name === 'g' || name.endsWith('.g');
+}
+
+/**
+ * One copy of the model with its host-side parameter vectors. Workers compute gradient sums on their shards;
+ * every replica (the coordinator's too) applies the same averaged update in plain float32 arithmetic.
+ */
+export class Replica {
+  /** Authoritative host copy of every trainable parameter; device tensors are uploaded from it. */
+  private host = new Map<string, Float32Array>();
+  private momentum = new Map<string, Float32Array>();
+
+  constructor(
+    readonly model: Module,
+    readonly inputShape: readonly [number, number, number],
+  ) {
+    this.pullFromDevice();
+  }
+
+  /** Re-reads parameters from the model's tensors: after construction, loading or surgery. */
+  pullFromDevice(): void {
+    this.host.clear();
+    for (const [name, s] of this.model.namedParameters()) this.host.set(name, s.value.dataSync() as Float32Array);
+    for (const name of [...this.momentum.keys()]) {
+      if (this.host.get(name)?.length !== this.momentum.get(name)?.length) this.momentum.delete(name);
+    }
+  }
+
+  layout(set: ParamSet): FlatLayout {
+    const names: string[] = [];
+    const shapes: number[][] = [];
+    const offsets: number[] = [];
+    let size = 0;
+    for (const [name, s] of this.model.namedParameters()) {
+      if (set === 'gates' && !isGate(name)) continue;
+      names.push(name);
+      shapes.push(s.value.shape);
+      offsets.push(size);
+      size += s.value.size;
+    }
+    return { names, shapes, offsets, size };
+  }
+
+  private slots(layout: FlatLayout): Slot[] {
+    const byName = new Map(this.model.namedParameters());
+    return layout.names.map((n) => {
+      const s = byName.get(n);
+      if (!s) throw new Error(`parameter '${n}' is not in the model`);
+      return s;
+    });
+  }
+
+  private input(batch: Batch): tf.Tensor4D {
+    const [h, w, c] = this.inputShape;
+    return tf.tensor4d(batch.x, [batch.n, h, w, c]);
+  }
+
+  /**
+   * Sum over the batch of the cross-entropy gradient for `layout`'s parameters, as one flat vector, with loss and
+   * top-1/top-5 counts. Batch statistics of BN are this batch's (per shard in data-parallel training).
+   */
+  gradients(batch: Batch, layout: FlatLayout): { grad: Float32Array; stats: StepStats } {
+    this.model.train();
+    const slots = this.slots(layout);
+    const grad = new Float32Array(layout.size);
+    let stats = emptyStats();
+    tf.tidy(() => {
+      const x = this.input(batch);
+      const labels = tf.tensor1d(batch.y, 'int32');
+      let logits: tf.Tensor | undefined;
+      const f = () => {
+        logits = tf.keep(this.model.apply(x, tensorOps));
+        return sumCrossEntropy(logits, labels, this.numClasses(logits));
+      };
+      const { value, grads } = tf.valueAndGrads(f)(slots.map((s) => s.value));
+      grads.forEach((g, i) => grad.set(g.dataSync() as Float32Array, layout.offsets[i]));
+      stats = countCorrect(logits!, batch.y, value.dataSync()[0]);
+      logits!.dispose();
+    });
+    return { grad, stats };
+  }
+
+  /** Eval-mode loss and accuracy sums for a batch. */
+  evaluate(batch: Batch): StepStats {
+    this.model.eval();
+    let stats = emptyStats();
+    tf.tidy(() => {
+      const logits = this.model.apply(this.input(batch), tensorOps);
+      const loss = sumCrossEntropy(logits, tf.tensor1d(batch.y, 'int32'), this.numClasses(logits));
+      stats = countCorrect(logits, batch.y, loss.dataSync()[0]);
+    });
+    return stats;
+  }
+
+  private numClasses(logits: tf.Tensor): number {
+    return logits.shape[logits.shape.length - 1];
+  }
+
+  /**
+   * Applies an averaged gradient with SGD (PyTorch semantics) and uploads the new values. `gateL1` adds the
+   * sparsity term lambda * sign(g) to every gate's gradient, as the paper's code does after backward.
+   */
+  applyGradient(layout: FlatLayout, avgGrad: Float32Array, opts: SgdOptions & { gateL1?: number }): void {
+    if (avgGrad.length !== layout.size) throw new Error(`gradient has ${avgGrad.length} values, layout ${layout.size}`);
+    const slots = this.slots(layout);
+    layout.names.forEach((name, i) => {
+      const p = this.host.get(name)!;
+      let buf = this.momentum.get(name);
+      const first = buf === undefined;
+      if (!buf) this.momentum.set(name, (buf = new Float32Array(p.length)));
+      let g = avgGrad.subarray(layout.offsets[i], layout.offsets[i] + p.length);
+      if (opts.gateL1 && isGate(name)) {
+        const l1 = opts.gateL1;
+        g = g.map((v, j) => v + l1 * Math.sign(p[j]));
+      }
+      sgdStep(p, g, buf, first, opts);
+      slots[i].set(tf.tensor(p.slice(), layout.shapes[i]));
+    });
+  }
+
+  /** Drops momentum (the paper's code builds a fresh optimizer per stage). */
+  resetMomentum(): void {
+    this.momentum.clear();
+  }
+
+  readParams(layout: FlatLayout): Float32Array {
+    const out = new Float32Array(layout.size);
+    layout.names.forEach((n, i) => out.set(this.host.get(n)!, layout.offsets[i]));
+    return out;
+  }
+
+  /** SHA-256 over every trainable parameter in model order: equal on replicas that stayed identical. */
+  checksum(): string {
+    const h = createHash('sha256');
+    for (const [name, p] of this.host) {
+      h.update(name);
+      h.update(new Uint8Array(p.buffer, p.byteOffset, p.byteLength));
+    }
+    return h.digest('hex').slice(0, 16);
+  }
+}
+
+function sumCrossEntropy(logits: tf.Tensor, labels: tf.Tensor1D, classes: number): tf.Scalar {
+  const onehot = tf.oneHot(labels, classes);
+  return tf.neg(tf.sum(tf.mul(onehot, tf.logSoftmax(logits)))) as tf.Scalar;
+}
+
+function countCorrect(logits: tf.Tensor, y: Int32Array, lossSum: number): StepStats {
+  const k = Math.min(5, logits.shape[1]!);
+  const top = tf.topk(logits, k).indices.dataSync();
+  let c1 = 0;
+  let c5 = 0;
+  for (let i = 0; i < y.length; i++) {
+    if (top[i * k] === y[i]) c1++;
+    for (let j = 0; j < k; j++) if (top[i * k + j] === y[i]) c5++;
+  }
+  return { lossSum, correct1: c1, correct5: c5, count: y.length };
+}

@@ -1,0 +1,37 @@
+export interface SgdOptions {
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  nesterov: boolean;
+  dampening?: number;
+}
+
+/**
+ * SGD with PyTorch's exact semantics, on flat float32 buffers in plain JavaScript: every replica runs the same
+ * IEEE arithmetic whatever its tensor backend, so replicas that apply the same averaged gradient stay bit-identical.
+ *
+ *   d = grad + wd * p;  buf = d (first step) or momentum * buf + (1 - dampening) * d;
+ *   d = nesterov ? d + momentum * buf : buf;  p -= lr * d
+ */
+export function sgdStep(
+  params: Float32Array,
+  grad: Float32Array,
+  momentumBuf: Float32Array,
+  firstStep: boolean,
+  o: SgdOptions,
+): void {
+  const n = params.length;
+  if (grad.length !== n || momentumBuf.length !== n) throw new Error(`sgdStep: length mismatch ${n}/${grad.length}/${momentumBuf.length}`);
+  const { lr, momentum, weightDecay: wd, nesterov } = o;
+  const damp = 1 - (o.dampening ?? 0);
+  for (let i = 0; i < n; i++) {
+    let d = grad[i];
+    if (wd !== 0) d = Math.fround(d + Math.fround(wd * params[i]));
+    if (momentum !== 0) {
+      const b = firstStep ? d : Math.fround(Math.fround(momentum * momentumBuf[i]) + Math.fround(damp * d));
+      momentumBuf[i] = b;
+      d = nesterov ? Math.fround(d + Math.fround(momentum * b)) : b;
+    }
+    params[i] = Math.fround(params[i] - Math.fround(lr * d));
+  }
+}
