@@ -54,9 +54,19 @@ for (const { arch, hw, batch } of cases) {
       }
       assert.ok(diff <= 2e-3 * scale + 1e-4 * global, `${name}: gradient differs by ${diff} (scale ${scale})`);
     });
-    let pd = 0;
-    for (let k = 0; k < cpu.params.length; k++) pd = Math.max(pd, Math.abs(cpu.params[k] - wasm.params[k]));
-    assert.ok(pd < 1e-4, `updated parameters differ by ${pd}`);
+    // Per tensor, 1e-4 scaled by the size of the applied step (lr 0.1 times the batch-mean gradient): float32
+    // rounding through deep nets moves gradients by ~1e-5 of their scale (conv1 of resnet56 here: scale 70).
+    cpu.names.forEach((name, i) => {
+      const lo = cpu.offsets[i];
+      const hi = i + 1 < cpu.offsets.length ? cpu.offsets[i + 1] : cpu.params.length;
+      let scale = 0;
+      let pd = 0;
+      for (let k = lo; k < hi; k++) {
+        scale = Math.max(scale, Math.abs(cpu.grad[k]));
+        pd = Math.max(pd, Math.abs(cpu.params[k] - wasm.params[k]));
+      }
+      assert.ok(pd < 1e-4 * (1 + (0.1 * scale) / batch), `${name}: updated parameters differ by ${pd}`);
+    });
     cpu.bn.forEach((v, i) => {
       for (let k = 0; k < v.length; k++) assert.ok(Math.abs(v[k] - wasm.bn[i][k]) < 1e-4 * (1 + Math.abs(v[k])), 'BN running stats differ');
     });
