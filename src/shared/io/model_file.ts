@@ -106,6 +106,8 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
     if (!Number.isInteger(numClasses) || numClasses < 1) {
       throw new GdpError('BAD_METADATA', `${source}: metadata field 'num_class' must be a positive integer, got '${meta.num_class}'`);
     }
+  } else if (!spec.classifier) {
+    numClasses = spec.defaultClasses;
   } else {
     const head = tensors.get(`${spec.classifier}.weight`);
     if (!head) throw new GdpError('MISSING_TENSOR', `${source}: missing tensor '${spec.classifier}.weight' (the ${arch} classifier)`);

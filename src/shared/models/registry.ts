@@ -9,8 +9,8 @@ export interface ArchSpec {
   /** Input shape of one image, HWC. */
   inputShape: [number, number, number];
   defaultClasses: number;
-  /** Path of the final Linear layer, whose output width is the number of classes. */
-  classifier: string;
+  /** Path of the final Linear layer, whose output width is the number of classes (read from checkpoints without metadata). */
+  classifier?: string;
   build(numClasses: number, rng: Rng): Module;
 }
 
