@@ -93,6 +93,11 @@ export abstract class Module {
     return this.train(false);
   }
 
+  /** Runs the module on a tensor; intermediates are freed (tidy), only the output is returned. */
+  run(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => this.apply(x, tensorOps));
+  }
+
   /** Runs the module on real tensors or, while tracing, on symbols. Composite modules only use `F`. */
   abstract apply<T>(x: T, F: Ops<T>): T;
 
