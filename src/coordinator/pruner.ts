@@ -1,0 +1,314 @@
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../shared/config/schema.js';
+import { GdpError } from '../shared/errors.js';
+import { modelCost, type ModelCost } from '../shared/graph/flops.js';
+import { serializeSafetensors } from '../shared/io/safetensors.js';
+import { exportTorchState } from '../shared/io/torch_state.js';
+import { effectiveCost } from '../shared/pruning/cost.js';
+import { globalPrune, type GlobalPruneInfo, type GroupScores } from '../shared/pruning/decision.js';
+import { batchNorms, groupMask } from '../shared/pruning/gates.js';
+import { channelStructure, prunableGroups, type ChannelStructure } from '../shared/pruning/groups.js';
+import { GateScoreAccumulator, gateImportance, l1Importance, randomImportance, type Criterion } from '../shared/pruning/importance.js';
+import { planMelt, type MeltRecord } from '../shared/pruning/melt.js';
+import { pruningUpdate, type PruningUpdate } from '../shared/pruning/updates.js';
+import { Rng } from '../shared/rng.js';
+import type { SgdOptions } from '../shared/train/sgd.js';
+import type { FlatLayout, ParamSet, Replica, StepStats } from '../shared/train/replica.js';
+
+/** A model update the pruner broadcasts: a pruning record as a `custom` update, or a momentum reset. */
+export type ClusterUpdate = PruningUpdate | { kind: 'reset_momentum' };
+
+/**
+ * What the pruner needs from the coordinator's cluster. Every replica (the coordinator's `replica` included)
+ * applies each step's averaged update and each broadcast update, so decisions made on `replica.model` hold
+ * everywhere.
+ */
+export interface Cluster {
+  readonly replica: Replica;
+  /** One global batch: workers' gradient sums averaged over the batch, applied on every replica, and returned. */
+  step(indices: Int32Array, set: ParamSet, sgd: SgdOptions & { gateL1?: number }): Promise<{ avgGrad: Float32Array; layout: FlatLayout; stats: StepStats }>;
+  /** Eval-mode accuracy (percent) and mean loss on the test set. */
+  evaluate(): Promise<{ acc1: number; loss: number }>;
+  broadcastModelUpdate(u: ClusterUpdate): Promise<void>;
+}
+
+export type GbnConfig = NonNullable<Config['gbn']>;
+
+export interface PruneRunOptions {
+  gbn: GbnConfig;
+  /** momentum, weight decay and nesterov of the `train` section (the paper's optimizer keeps them while pruning). */
+  sgd: Omit<SgdOptions, 'lr'>;
+  batchSize: number;
+  trainSize: number;
+  /** Input of one image, HWC. */
+  inputShape: readonly [number, number, number];
+  seed: number;
+  /** logs/<task_name>: where save-point checkpoints go. */
+  checkpointDir: string;
+  /** Cut every epoch (Tock, finetune) after this many global batches (smoke runs). */
+  maxStepsPerEpoch?: number;
+  log?: (e: PruneEvent) => void;
+}
+
+export type PruneEvent =
+  | { type: 'tock' | 'finetune'; epoch: number; trainLoss: number; acc1: number; loss: number; lr: number }
+  | {
+      type: 'tick';
+      tick: number;
+      flopsRatio: number;
+      paramsRatio: number;
+      filtersLeft: number;
+      pruned: number;
+      trainLoss: number;
+      acc1: number;
+      loss: number;
+      info: GlobalPruneInfo;
+    }
+  | { type: 'checkpoint'; tick: number; savePoint: number; path: string; flopsRatio: number }
+  | { type: 'melt'; macs: number; params: number; flopsRatio: number; paramsRatio: number };
+
+export interface PruneResult {
+  ticks: number;
+  baseline: ModelCost;
+  /** Cost of the melted network. */
+  final: { macs: number; params: number };
+  melt: MeltRecord;
+  checkpoints: string[];
+  stoppedBy: 'target_flops' | 'max_ticks' | 'save_points' | 'nothing_to_prune';
+}
+
+/**
+ * The paper's triangular cycle (Tock and finetune), per iteration: `step` is 1-based over `total` iterations;
+ * lr rises linearly from lr_min to lr_max at total/2 and falls back to lr_min at the last step.
+ */
+export function triangularLr(step: number, total: number, lrMin: number, lrMax: number): number {
+  const half = total / 2;
+  if (step < half) return (1 - step / half) * lrMin + (step / half) * lrMax;
+  const s = step - half;
+  return Math.max(0, (1 - s / half) * lrMax + (s / half) * lrMin);
+}
+
+/** Global batches as index lists over a seeded permutation that is redrawn whenever it runs out. */
+export class BatchSampler {
+  private order = new Int32Array(0);
+  private cursor = 0;
+  private readonly rng: Rng;
+  constructor(
+    readonly size: number,
+    readonly batchSize: number,
+    seed: number,
+  ) {
+    if (size < 1 || batchSize < 1) throw new GdpError('BAD_CONFIG', `cannot sample batches of ${batchSize} from ${size} samples`);
+    this.rng = new Rng(seed);
+  }
+  next(): Int32Array {
+    if (this.cursor >= this.order.length) {
+      this.order = Int32Array.from({ length: this.size }, (_, i) => i);
+      this.rng.shuffle(this.order);
+      this.cursor = 0;
+    }
+    const b = this.order.slice(this.cursor, this.cursor + this.batchSize);
+    this.cursor += b.length;
+    return b;
+  }
+  /** Starts a fresh permutation: the next `stepsPerEpoch` batches are one epoch. */
+  restart(): void {
+    this.cursor = this.order.length;
+  }
+  get stepsPerEpoch(): number {
+    return Math.ceil(this.size / this.batchSize);
+  }
+}
+
+const mean = (s: StepStats) => (s.count ? s.lossSum / s.count : 0);
+
+/** `epochs` epochs over the training data with the triangular schedule (a Tock, or the finetune). */
+async function cycle(
+  cluster: Cluster,
+  o: PruneRunOptions,
+  sampler: BatchSampler,
+  epochs: number,
+  sgd: Omit<SgdOptions, 'lr'> & { gateL1?: number },
+  type: 'tock' | 'finetune',
+): Promise<void> {
+  const perEpoch = Math.min(sampler.stepsPerEpoch, o.maxStepsPerEpoch ?? Infinity);
+  const total = perEpoch * epochs;
+  for (let e = 0; e < epochs; e++) {
+    sampler.restart();
+    let lossSum = 0;
+    let count = 0;
+    let lr = 0;
+    for (let i = 0; i < perEpoch; i++) {
+      lr = triangularLr(e * perEpoch + i + 1, total, o.gbn.lr_min, o.gbn.lr_max);
+      const { stats } = await cluster.step(sampler.next(), 'all', { ...sgd, lr });
+      lossSum += stats.lossSum;
+      count += stats.count;
+    }
+    const ev = await cluster.evaluate();
+    o.log?.({ type, epoch: e, trainLoss: count ? lossSum / count : 0, acc1: ev.acc1, loss: ev.loss, lr });
+  }
+}
+
+function minArea(s: ChannelStructure): number {
+  const areas = s.groups.flatMap((g) => g.areas);
+  return areas.length ? Math.min(...areas) : 1;
+}
+
+/** One Tick's importance per group, for the configured criterion. */
+function scoresFor(criterion: Criterion, s: ChannelStructure, cluster: Cluster, acc: GateScoreAccumulator, rng: Rng): GroupScores[] {
+  const model = cluster.replica.model;
+  return prunableGroups(s).map((group) => {
+    const scores =
+      criterion === 'gate' ? gateImportance(group, acc.perBn()) : criterion === 'l1' ? l1Importance(group, model) : randomImportance(group, rng);
+    return { group, scores, mask: groupMask(model, group) };
+  });
+}
+
+/** Writes a checkpoint atomically (temp file + rename), so a crash never leaves a truncated file under the final name. */
+export function writeCheckpoint(path: string, bytes: Uint8Array): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, bytes);
+  renameSync(tmp, path);
+}
+
+export function savePointName(point: number): string {
+  return `gbn_${Math.round(point * 100)}.safetensors`;
+}
+
+/**
+ * The Gate Decorator's Tick-Tock pruning, driven over the cluster: gate every BN, one Tock, then Ticks (convs
+ * frozen: only gates train at lr_min for `tick_batches` global batches while scores accumulate, then a global
+ * prune of p * the remaining filters) with a Tock every T Ticks, until `target_flops` (or `max_ticks`), saving a
+ * checkpoint the first time the FLOPs ratio falls under each save point; finally the melt is broadcast.
+ */
+export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<PruneResult> {
+  const gbn = o.gbn;
+  const model = cluster.replica.model;
+  const baseline = modelCost(model, o.inputShape);
+  const ungated = [...batchNorms(model)].filter(([, bn]) => !bn.gated).map(([p]) => p);
+  if (ungated.length) {
+    await cluster.broadcastModelUpdate(pruningUpdate({ kind: 'gate', layers: ungated }));
+    // The paper builds a fresh optimizer once the BNs are gated.
+    await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
+  }
+  const s = channelStructure(model, o.inputShape);
+  const groups = prunableGroups(s);
+  if (!groups.length) throw new GdpError('NOTHING_TO_PRUNE', 'the model has no prunable channel group');
+  const totalFilters = groups.reduce((a, g) => a + g.width * g.bns.length, 0);
+  const area = minArea(s);
+  const sampler = new BatchSampler(o.trainSize, o.batchSize, o.seed);
+  const rng = new Rng(o.seed ^ 0x5eed);
+  const tockSgd = { ...o.sgd, gateL1: gbn.sparse_lambda };
+  const pending = [...new Set(gbn.save_points)].sort((a, b) => b - a);
+  const checkpoints: string[] = [];
+  mkdirSync(o.checkpointDir, { recursive: true });
+
+  await cycle(cluster, o, sampler, gbn.tock_epoch, tockSgd, 'tock');
+  let tick = 0;
+  let stoppedBy: PruneResult['stoppedBy'] = 'max_ticks';
+  while (tick < gbn.max_ticks) {
+    tick++;
+    const layout = cluster.replica.layout('gates');
+    const acc = new GateScoreAccumulator(layout);
+    let lossSum = 0;
+    let count = 0;
+    for (let b = 0; b < gbn.tick_batches; b++) {
+      const gates = cluster.replica.readParams(layout);
+      const r = await cluster.step(sampler.next(), 'gates', { ...o.sgd, lr: gbn.lr_min });
+      if (r.layout.size !== layout.size) throw new GdpError('BAD_LAYOUT', `Tick step returned ${r.layout.size} gradients, the gates are ${layout.size}`);
+      acc.add(gates, r.avgGrad);
+      lossSum += r.stats.lossSum;
+      count += r.stats.count;
+    }
+    const entries = scoresFor(gbn.criterion, s, cluster, acc, rng);
+    const left = entries.reduce((a, e) => a + e.group.bns.length * countAlive(e.mask), 0);
+    const { decision, info } = globalPrune(entries, {
+      num: Math.floor(left * gbn.p),
+      minimalRatio: gbn.minimal_ratio,
+      flopsEta: gbn.flops_eta,
+      minArea: area,
+    });
+    if (!Object.keys(decision.groups).length) {
+      stoppedBy = 'nothing_to_prune';
+      break;
+    }
+    await cluster.broadcastModelUpdate(pruningUpdate(decision));
+    const cost = effectiveCost(model, s);
+    const flopsRatio = cost.macs / baseline.macs;
+    const ev = await cluster.evaluate();
+    o.log?.({
+      type: 'tick',
+      tick,
+      flopsRatio,
+      paramsRatio: cost.params / baseline.params,
+      filtersLeft: info.left - info.toPrune,
+      pruned: totalFilters - (info.left - info.toPrune),
+      trainLoss: mean({ lossSum, count, correct1: 0, correct5: 0 }),
+      acc1: ev.acc1,
+      loss: ev.loss,
+      info,
+    });
+    while (pending.length && flopsRatio <= pending[0]) {
+      const point = pending.shift()!;
+      const path = join(o.checkpointDir, savePointName(point));
+      const metadata = {
+        format: 'gdp-gbn',
+        stage: 'prune',
+        tick: String(tick),
+        save_point: String(point),
+        flops_ratio: String(flopsRatio),
+        macs: String(cost.macs),
+        params: String(cost.params),
+      };
+      writeCheckpoint(path, serializeSafetensors(exportTorchState(model), metadata));
+      checkpoints.push(path);
+      o.log?.({ type: 'checkpoint', tick, savePoint: point, path, flopsRatio });
+    }
+    if (gbn.target_flops !== undefined && flopsRatio <= gbn.target_flops) {
+      stoppedBy = 'target_flops';
+      break;
+    }
+    if (gbn.target_flops === undefined && gbn.save_points.length && !pending.length) {
+      stoppedBy = 'save_points';
+      break;
+    }
+    if (tick % gbn.T === 0 && tick < gbn.max_ticks) await cycle(cluster, o, sampler, gbn.tock_epoch, tockSgd, 'tock');
+  }
+
+  const melt = planMelt(model, s);
+  await cluster.broadcastModelUpdate(pruningUpdate(melt));
+  await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
+  const final = modelCost(model, o.inputShape);
+  o.log?.({ type: 'melt', macs: final.macs, params: final.params, flopsRatio: final.macs / baseline.macs, paramsRatio: final.params / baseline.params });
+  return { ticks: tick, baseline, final: { macs: final.macs, params: final.params }, melt, checkpoints, stoppedBy };
+}
+
+function countAlive(mask: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) n++;
+  return n;
+}
+
+/** Finetuning the melted network: `finetune_epoch` triangular epochs with `finetune_momentum` (a fresh optimizer). */
+export async function runFinetune(cluster: Cluster, o: PruneRunOptions): Promise<void> {
+  await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
+  const sampler = new BatchSampler(o.trainSize, o.batchSize, o.seed + 1);
+  await cycle(cluster, o, sampler, o.gbn.finetune_epoch, { ...o.sgd, momentum: o.gbn.finetune_momentum }, 'finetune');
+}
+
+/** One human-readable line per event, in the paper's log style. */
+export function formatPruneEvent(e: PruneEvent): string {
+  const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+  switch (e.type) {
+    case 'tick':
+      return `Tick ${e.tick}: FLOPs ${pct(e.flopsRatio)}, params ${pct(e.paramsRatio)}, filters left ${e.filtersLeft}, train loss ${e.trainLoss.toFixed(4)}, acc after prune ${e.acc1.toFixed(2)}`;
+    case 'tock':
+    case 'finetune':
+      return `${e.type === 'tock' ? 'Tock' : 'Finetune'} epoch ${e.epoch}: train loss ${e.trainLoss.toFixed(4)}, test loss ${e.loss.toFixed(4)}, acc ${e.acc1.toFixed(2)}, lr ${e.lr.toFixed(5)}`;
+    case 'checkpoint':
+      return `Saved ${e.path} (FLOPs ${pct(e.flopsRatio)} <= ${pct(e.savePoint)})`;
+    case 'melt':
+      return `Melted: ${e.macs} MACs (${pct(e.flopsRatio)}), ${e.params} params (${pct(e.paramsRatio)})`;
+  }
+}
