@@ -4,12 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import { runFinetune, runPrune, savePointName, triangularLr, type PruneEvent, type PruneRunOptions } from '../../src/coordinator/pruner.js';
+import { formatPruneEvent, runFinetune, runPrune, savePointName, triangularLr, type PruneEvent, type PruneRunOptions } from '../../src/coordinator/pruner.js';
 import { configSchema } from '../../src/shared/config/schema.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
 import { parseSafetensors } from '../../src/shared/io/safetensors.js';
 import { loadTorchState } from '../../src/shared/io/torch_state.js';
-import { buildModel } from '../../src/shared/models/registry.js';
+import { CifarResNet } from '../../src/shared/models/resnet_cifar.js';
+import { Rng } from '../../src/shared/rng.js';
 import { effectiveCost } from '../../src/shared/pruning/cost.js';
 import { channelStructure } from '../../src/shared/pruning/groups.js';
 import { Replica } from '../../src/shared/train/replica.js';
@@ -25,7 +26,7 @@ function options(dir: string, gbn: Record<string, unknown>, log: PruneEvent[]): 
     train: { max_epoch: 0, momentum: 0.9, weight_decay: 5e-4 },
     data: { type: 'mnist', batch_size: 4, test_batch_size: 8 },
     loss: { criterion: 'softmax' },
-    gbn: { sparse_lambda: 1e-3, lr_min: 1e-3, lr_max: 1e-2, tock_epoch: 1, T: 2, p: 0.2, finetune_epoch: 1, tick_batches: 2, ...gbn },
+    gbn: { sparse_lambda: 1e-3, lr_min: 1e-3, lr_max: 1e-2, tock_epoch: 1, T: 2, p: 0.2, finetune_epoch: 1, tick_batches: 1, ...gbn },
   });
   return {
     gbn: cfg.gbn!,
@@ -35,13 +36,21 @@ function options(dir: string, gbn: Record<string, unknown>, log: PruneEvent[]): 
     inputShape: SHAPE,
     seed: 3,
     checkpointDir: dir,
-    maxStepsPerEpoch: 2,
-    log: (e) => log.push(e),
+    maxStepsPerEpoch: 1,
+    log: (e) => {
+      log.push(e);
+      if (process.env.GDP_TEST_VERBOSE) console.log(formatPruneEvent(e));
+    },
   };
 }
 
+/** ResNet-8 (one block per stage, shortcuts included): the smallest net with every kind of group, cheap on cpu. */
+function tinyResNet(seed: number): CifarResNet {
+  return new CifarResNet(8, 10, 1, new Rng(seed));
+}
+
 function cluster(seed = 1): LocalCluster {
-  const model = buildModel('mnist.resnet20', { seed });
+  const model = tinyResNet(seed);
   return new LocalCluster(new Replica(model, SHAPE), syntheticDataset(16, SHAPE, 1), syntheticDataset(8, SHAPE, 2));
 }
 
@@ -78,7 +87,7 @@ describe('Tick-Tock pruner', () => {
       const file = parseSafetensors(new Uint8Array(readFileSync(e.path)), e.path);
       assert.equal(file.metadata.tick, String(first.tick));
       // The checkpoint holds the masks of that Tick: reloaded, it costs what the log said.
-      const m = buildModel('mnist.resnet20');
+      const m = tinyResNet(0);
       loadTorchState(m, file.tensors, SHAPE, e.path);
       const reloaded = effectiveCost(m, channelStructure(m, SHAPE)).macs / modelCost(m, SHAPE).macs;
       assert.ok(Math.abs(reloaded - first.flopsRatio) < 1e-12);
@@ -107,7 +116,7 @@ describe('Tick-Tock pruner', () => {
     assert.equal(r.ticks, 2);
     assert.equal(r.stoppedBy, 'max_ticks');
     // A second replica that replays only the broadcast pruning records has the same architecture.
-    const b = buildModel('mnist.resnet20', { seed: 5 });
+    const b = tinyResNet(5);
     const rb = new Replica(b, SHAPE);
     const { applyPruningUpdate } = await import('../../src/shared/pruning/updates.js');
     for (const u of a.updates) if (u.kind === 'custom') applyPruningUpdate(b, u);
