@@ -1,5 +1,5 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { modelCost, type ModelCost } from '../shared/graph/flops.js';
@@ -20,16 +20,18 @@ import type { FlatLayout, ParamSet, Replica, StepStats } from '../shared/train/r
 export type ClusterUpdate = PruningUpdate | { kind: 'reset_momentum' };
 
 /**
- * What the pruner needs from the coordinator's cluster. Every replica (the coordinator's `replica` included)
- * applies each step's averaged update and each broadcast update, so decisions made on `replica.model` hold
- * everywhere.
+ * What the pruner needs from the coordinator's cluster (a subset of the coordinator's `Cluster` on branch dist).
+ * Every replica (the coordinator's `replica` included) applies each step's averaged update and each broadcast
+ * update, so decisions made on `replica.model` hold everywhere.
  */
 export interface Cluster {
   readonly replica: Replica;
   /** One global batch: workers' gradient sums averaged over the batch, applied on every replica, and returned. */
   step(indices: Int32Array, set: ParamSet, sgd: SgdOptions & { gateL1?: number }): Promise<{ avgGrad: Float32Array; layout: FlatLayout; stats: StepStats }>;
-  /** Eval-mode accuracy (percent) and mean loss on the test set. */
-  evaluate(): Promise<{ acc1: number; loss: number }>;
+  /** Eval-mode loss and top-1/top-5 sums over these test samples. */
+  evaluate(indices: Int32Array): Promise<StepStats>;
+  /** Averages BN running statistics over the replicas (before evaluating or saving). */
+  syncBatchNormStats(): Promise<void>;
   broadcastModelUpdate(u: ClusterUpdate): Promise<void>;
 }
 
@@ -41,6 +43,8 @@ export interface PruneRunOptions {
   sgd: Omit<SgdOptions, 'lr'>;
   batchSize: number;
   trainSize: number;
+  /** Test samples 0..testSize-1 are evaluated after every prune and epoch. */
+  testSize: number;
   /** Input of one image, HWC. */
   inputShape: readonly [number, number, number];
   seed: number;
@@ -49,6 +53,8 @@ export interface PruneRunOptions {
   /** Cut every epoch (Tock, finetune) after this many global batches (smoke runs). */
   maxStepsPerEpoch?: number;
   log?: (e: PruneEvent) => void;
+  /** Extra safetensors metadata of every checkpoint (e.g. the architecture name). */
+  metadata?: Record<string, string>;
 }
 
 export type PruneEvent =
@@ -123,6 +129,13 @@ export class BatchSampler {
 
 const mean = (s: StepStats) => (s.count ? s.lossSum / s.count : 0);
 
+/** Top-1 accuracy (fraction) and mean loss on the test samples, with BN statistics averaged first. */
+async function evaluate(cluster: Cluster, o: PruneRunOptions): Promise<{ acc1: number; loss: number }> {
+  await cluster.syncBatchNormStats();
+  const s = await cluster.evaluate(Int32Array.from({ length: o.testSize }, (_, i) => i));
+  return { acc1: s.count ? s.correct1 / s.count : 0, loss: mean(s) };
+}
+
 /** `epochs` epochs over the training data with the triangular schedule (a Tock, or the finetune). */
 async function cycle(
   cluster: Cluster,
@@ -145,7 +158,7 @@ async function cycle(
       lossSum += stats.lossSum;
       count += stats.count;
     }
-    const ev = await cluster.evaluate();
+    const ev = await evaluate(cluster, o);
     o.log?.({ type, epoch: e, trainLoss: count ? lossSum / count : 0, acc1: ev.acc1, loss: ev.loss, lr });
   }
 }
@@ -167,6 +180,7 @@ function scoresFor(criterion: Criterion, s: ChannelStructure, cluster: Cluster, 
 
 /** Writes a checkpoint atomically (temp file + rename), so a crash never leaves a truncated file under the final name. */
 export function writeCheckpoint(path: string, bytes: Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, bytes);
   renameSync(tmp, path);
@@ -202,7 +216,6 @@ export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<Pr
   const tockSgd = { ...o.sgd, gateL1: gbn.sparse_lambda };
   const pending = [...new Set(gbn.save_points)].sort((a, b) => b - a);
   const checkpoints: string[] = [];
-  mkdirSync(o.checkpointDir, { recursive: true });
 
   await cycle(cluster, o, sampler, gbn.tock_epoch, tockSgd, 'tock');
   let tick = 0;
@@ -236,7 +249,7 @@ export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<Pr
     await cluster.broadcastModelUpdate(pruningUpdate(decision));
     const cost = effectiveCost(model, s);
     const flopsRatio = cost.macs / baseline.macs;
-    const ev = await cluster.evaluate();
+    const ev = await evaluate(cluster, o);
     o.log?.({
       type: 'tick',
       tick,
@@ -253,6 +266,7 @@ export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<Pr
       const point = pending.shift()!;
       const path = join(o.checkpointDir, savePointName(point));
       const metadata = {
+        ...o.metadata,
         format: 'gdp-gbn',
         stage: 'prune',
         tick: String(tick),
@@ -261,6 +275,8 @@ export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<Pr
         macs: String(cost.macs),
         params: String(cost.params),
       };
+      // Running statistics differ per worker until averaged; the checkpoint holds the averaged ones.
+      await cluster.syncBatchNormStats();
       writeCheckpoint(path, serializeSafetensors(exportTorchState(model), metadata));
       checkpoints.push(path);
       o.log?.({ type: 'checkpoint', tick, savePoint: point, path, flopsRatio });
@@ -297,15 +313,78 @@ export async function runFinetune(cluster: Cluster, o: PruneRunOptions): Promise
   await cycle(cluster, o, sampler, o.gbn.finetune_epoch, { ...o.sgd, momentum: o.gbn.finetune_momentum }, 'finetune');
 }
 
+/** The part of the coordinator's StageContext the pruning stages use. */
+export interface PruneStageContext {
+  cluster: Cluster;
+  config: Config;
+  trainSize: number;
+  testSize: number;
+  log: (line: string) => void;
+}
+
+/** Runner options from the config: the gbn section, the train section's SGD settings, logs/<task_name>/. */
+export function pruneRunOptions(ctx: PruneStageContext, onEvent?: (e: PruneEvent) => void): PruneRunOptions {
+  const { config } = ctx;
+  if (!config.gbn) throw new GdpError('BAD_CONFIG', `config.stages runs pruning but the config has no 'gbn' section`);
+  const t = config.train;
+  return {
+    gbn: config.gbn,
+    sgd: { momentum: t.momentum, weightDecay: t.weight_decay, nesterov: t.nesterov },
+    batchSize: config.data.batch_size,
+    trainSize: ctx.trainSize,
+    testSize: Math.min(config.data.test_subset ?? ctx.testSize, ctx.testSize),
+    inputShape: ctx.cluster.replica.inputShape,
+    seed: config.base.seed,
+    checkpointDir: join(config.base.log_dir, config.base.task_name),
+    maxStepsPerEpoch: t.max_steps_per_epoch,
+    metadata: { model: config.model.name, num_class: String(config.model.num_class) },
+    log: onEvent,
+  };
+}
+
+/** Logs each event as a line and keeps them all in logs/<task_name>/prune_log.json (rewritten atomically). */
+function eventSink(ctx: PruneStageContext, file: string): (e: PruneEvent) => void {
+  const events: PruneEvent[] = [];
+  return (e) => {
+    events.push(e);
+    ctx.log(formatPruneEvent(e));
+    writeCheckpoint(file, new TextEncoder().encode(JSON.stringify(events, null, 1) + '\n'));
+  };
+}
+
+async function saveModel(ctx: PruneStageContext, o: PruneRunOptions, name: string, stage: string): Promise<string> {
+  await ctx.cluster.syncBatchNormStats();
+  const path = join(o.checkpointDir, name);
+  writeCheckpoint(path, serializeSafetensors(exportTorchState(ctx.cluster.replica.model), { ...o.metadata, format: 'gdp', stage }));
+  return path;
+}
+
+/** The 'prune' stage: Tick-Tock until the target, then the melt; saves the melted network as pruned.safetensors. */
+export async function pruneStage(ctx: PruneStageContext): Promise<PruneResult> {
+  const o = pruneRunOptions(ctx);
+  o.log = eventSink(ctx, join(o.checkpointDir, 'prune_log.json'));
+  const r = await runPrune(ctx.cluster, o);
+  ctx.log(`prune: stopped by ${r.stoppedBy} after ${r.ticks} Ticks; saved ${await saveModel(ctx, o, 'pruned.safetensors', 'prune')}`);
+  return r;
+}
+
+/** The 'finetune' stage; saves finetuned.safetensors. */
+export async function finetuneStage(ctx: PruneStageContext): Promise<void> {
+  const o = pruneRunOptions(ctx);
+  o.log = eventSink(ctx, join(o.checkpointDir, 'finetune_log.json'));
+  await runFinetune(ctx.cluster, o);
+  ctx.log(`finetune: saved ${await saveModel(ctx, o, 'finetuned.safetensors', 'finetune')}`);
+}
+
 /** One human-readable line per event, in the paper's log style. */
 export function formatPruneEvent(e: PruneEvent): string {
   const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
   switch (e.type) {
     case 'tick':
-      return `Tick ${e.tick}: FLOPs ${pct(e.flopsRatio)}, params ${pct(e.paramsRatio)}, filters left ${e.filtersLeft}, train loss ${e.trainLoss.toFixed(4)}, acc after prune ${e.acc1.toFixed(2)}`;
+      return `Tick ${e.tick}: FLOPs ${pct(e.flopsRatio)}, params ${pct(e.paramsRatio)}, filters left ${e.filtersLeft}, train loss ${e.trainLoss.toFixed(4)}, acc after prune ${pct(e.acc1)}`;
     case 'tock':
     case 'finetune':
-      return `${e.type === 'tock' ? 'Tock' : 'Finetune'} epoch ${e.epoch}: train loss ${e.trainLoss.toFixed(4)}, test loss ${e.loss.toFixed(4)}, acc ${e.acc1.toFixed(2)}, lr ${e.lr.toFixed(5)}`;
+      return `${e.type === 'tock' ? 'Tock' : 'Finetune'} epoch ${e.epoch}: train loss ${e.trainLoss.toFixed(4)}, test loss ${e.loss.toFixed(4)}, acc ${pct(e.acc1)}, lr ${e.lr.toFixed(5)}`;
     case 'checkpoint':
       return `Saved ${e.path} (FLOPs ${pct(e.flopsRatio)} <= ${pct(e.savePoint)})`;
     case 'melt':

@@ -8,6 +8,7 @@ import type { SgdOptions } from '../../src/shared/train/sgd.js';
 /** The cluster API on one in-process replica: what the coordinator does with zero workers. */
 export class LocalCluster implements Cluster {
   readonly updates: ClusterUpdate[] = [];
+  syncs = 0;
   constructor(
     readonly replica: Replica,
     private readonly train: Dataset,
@@ -21,10 +22,11 @@ export class LocalCluster implements Cluster {
     this.replica.applyGradient(layout, avgGrad, sgd);
     return { avgGrad, layout, stats };
   }
-  async evaluate() {
-    const all = Int32Array.from({ length: this.test.size }, (_, i) => i);
-    const stats = addStats(emptyStats(), this.replica.evaluate(await this.test.load(all, { augment: false, seed: 0 })));
-    return { acc1: (100 * stats.correct1) / stats.count, loss: stats.lossSum / stats.count };
+  async evaluate(indices: Int32Array) {
+    return addStats(emptyStats(), this.replica.evaluate(await this.test.load(indices, { augment: false, seed: 0 })));
+  }
+  async syncBatchNormStats() {
+    this.syncs++;
   }
   async broadcastModelUpdate(u: ClusterUpdate) {
     this.updates.push(JSON.parse(JSON.stringify(u)));
