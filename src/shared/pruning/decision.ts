@@ -7,12 +7,13 @@ import type { ChannelGroup } from './groups.js';
 /**
  * A pruning decision as replayable data: per group, the channel indices to mask, and the BNs (module paths) that
  * carry the group's mask. JSON-serialisable; `applyDecision` replays it on any replica of the same model.
+ * Records are type aliases, not interfaces, so that they are assignable to the protocol's JSON value type.
  */
-export interface MaskDecision {
+export type MaskDecision = {
   kind: 'mask';
   groups: Record<string, number[]>;
   layers: Record<string, string[]>;
-}
+};
 
 const maskDecisionSchema = z
   .object({

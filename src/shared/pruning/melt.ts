@@ -7,23 +7,23 @@ import { aliveChannels, batchNorms } from './gates.js';
 import { channelStructure, type ChannelStructure } from './groups.js';
 
 /** The layers one group's surgery touches, and the width they must have before it. */
-export interface MeltGroupLayers {
+export type MeltGroupLayers = {
   width: number;
   bns: string[];
   producers: string[];
   consumers: string[];
-}
+};
 
 /**
  * A melt as replayable data: which BNs fold their gates (all gated ones), and per group the channel indices
  * kept. Applying it to any replica of the same masked model gives the same physically smaller model.
  */
-export interface MeltRecord {
+export type MeltRecord = {
   kind: 'melt';
   ungate: string[];
   groups: Record<string, number[]>;
   layers: Record<string, MeltGroupLayers>;
-}
+};
 
 const meltRecordSchema = z
   .object({

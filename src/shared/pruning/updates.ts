@@ -5,10 +5,10 @@ import { bnAt } from './gates.js';
 import { applyMelt, parseMeltRecord, type MeltRecord } from './melt.js';
 
 /** Converts the listed BNs to GBNs. */
-export interface GateRecord {
+export type GateRecord = {
   kind: 'gate';
   layers: string[];
-}
+};
 
 export type PruningRecord = GateRecord | MaskDecision | MeltRecord;
 
