@@ -23,6 +23,8 @@ export interface Dataset {
 export interface DatasetPair {
   train: Dataset;
   test: Dataset;
+  /** Stops the decode threads, if any (idle threads never hold the process open, but tests should not wait). */
+  close?(): Promise<void>;
 }
 
 /** Mixes a seed and a sample index into an independent 32-bit seed (murmur3 finaliser). */

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { Layer, type Slot } from './module.js';
 import type { Rng } from '../rng.js';
 import { GdpError } from '../errors.js';
+import { batchNormTrain } from './batchnorm_train.js';
 
 function expectChannels(layer: string, got: number, want: number): void {
   // Caught while tracing, so a model with inconsistent widths fails at load time, not mid-run.
@@ -160,25 +161,26 @@ export class BatchNorm2d extends Layer {
     this.weight.trainable = true;
   }
 
+  /** Per-channel factor and offset applied to the normalised input: a = weight*g*mask, c = bias*g*mask. */
+  private affine(): [tf.Tensor1D, tf.Tensor1D] {
+    if (this.gate && this.mask) {
+      const gm = tf.mul(this.gate.value, this.mask.value);
+      return [tf.mul(this.weight.value, gm) as tf.Tensor1D, tf.mul(this.bias.value, gm) as tf.Tensor1D];
+    }
+    return [this.weight.value as tf.Tensor1D, this.bias.value as tf.Tensor1D];
+  }
+
   forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
-      let mean: tf.Tensor;
-      let variance: tf.Tensor;
+      const [a, c] = this.affine();
       if (this.training) {
-        ({ mean, variance } = tf.moments(x, [0, 1, 2]));
-        this.updateRunningStats(mean, variance, x.size / this.channels);
-      } else {
-        mean = this.runningMean.value;
-        variance = this.runningVar.value;
+        return batchNormTrain(x as tf.Tensor4D, a, c, this.eps, (mean, variance) => {
+          this.updateRunningStats(mean, variance, x.size / this.channels);
+        });
       }
-      // y = x * scale + shift: per-channel arithmetic on small vectors, two passes over the activation.
-      let scale = tf.mul(this.weight.value, tf.rsqrt(tf.add(variance, this.eps)));
-      let shift = tf.sub(this.bias.value, tf.mul(mean, scale));
-      if (this.gate && this.mask) {
-        const gm = tf.mul(this.gate.value, this.mask.value);
-        scale = tf.mul(scale, gm);
-        shift = tf.mul(shift, gm);
-      }
+      // Eval: y = x * scale + shift with the running statistics, two passes over the activation.
+      const scale = tf.mul(a, tf.rsqrt(tf.add(this.runningVar.value, this.eps)));
+      const shift = tf.sub(c, tf.mul(this.runningMean.value, scale));
       return tf.add(tf.mul(x, scale), shift);
     });
   }
@@ -186,8 +188,10 @@ export class BatchNorm2d extends Layer {
   private updateRunningStats(mean: tf.Tensor, variance: tf.Tensor, n: number): void {
     const m = this.momentum;
     const unbiased = n > 1 ? n / (n - 1) : 1;
-    const rm = tf.add(tf.mul(this.runningMean.value, 1 - m), tf.mul(mean, m));
-    const rv = tf.add(tf.mul(this.runningVar.value, 1 - m), tf.mul(variance, m * unbiased));
+    const [rm, rv] = tf.tidy(() => [
+      tf.add(tf.mul(this.runningMean.value, 1 - m), tf.mul(mean, m)),
+      tf.add(tf.mul(this.runningVar.value, 1 - m), tf.mul(variance, m * unbiased)),
+    ]);
     this.runningMean.set(rm);
     this.runningVar.set(rv);
   }

@@ -1,7 +1,41 @@
-import { registerKernel, type KernelConfig } from '@tensorflow/tfjs-core';
+/**
+ * Registers the wasm training kernels. Kernels the wasm backend already has
+ * (but too slow for training) are replaced; the stock configs are kept so
+ * replacements can delegate to them. Safe to call more than once.
+ */
+import '@tensorflow/tfjs-backend-wasm';
+import {
+  getKernel,
+  KernelConfig,
+  registerKernel,
+  unregisterKernel,
+} from '@tensorflow/tfjs-core';
 
-const kernels: KernelConfig[] = [];
+import {avgPoolGradConfig} from './AvgPoolGrad.js';
+import {batchMatMulConfig} from './BatchMatMul.js';
+import {conv2DBackpropFilterConfig} from './Conv2DBackpropFilter.js';
+import {conv2DBackpropInputConfig} from './Conv2DBackpropInput.js';
+import {rememberStockKernel, WASM} from './kernel_utils.js';
+import {maxPoolGradConfig} from './MaxPoolGrad.js';
+
+export const wasmTrainingKernels: readonly KernelConfig[] = [
+  conv2DBackpropFilterConfig,
+  conv2DBackpropInputConfig,
+  batchMatMulConfig,
+  maxPoolGradConfig,
+  avgPoolGradConfig,
+];
 
 export function registerWasmTrainingKernels(): void {
-  for (const k of kernels) registerKernel(k);
+  for (const config of wasmTrainingKernels) {
+    const existing = getKernel(config.kernelName, WASM);
+    if (existing === config) {
+      continue;
+    }
+    if (existing != null) {
+      rememberStockKernel(existing);
+      unregisterKernel(config.kernelName, WASM);
+    }
+    registerKernel(config);
+  }
 }

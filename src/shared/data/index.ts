@@ -1,0 +1,73 @@
+import type { Config } from '../config/schema.js';
+import { GdpError } from '../errors.js';
+import { loadCifar } from './cifar.js';
+import type { Batch, Dataset, DatasetPair } from './dataset.js';
+import { DecodePool } from './decode_pool.js';
+import { loadImageFolders } from './imagenet.js';
+import { loadMnist } from './mnist.js';
+
+export type { Batch, Dataset, DatasetPair } from './dataset.js';
+export { sampleSeed } from './dataset.js';
+
+/** The first `n` samples of a dataset (data.test_subset: quick evaluations in smoke runs). */
+class SubsetDataset implements Dataset {
+  readonly name: string;
+  readonly labels: Int32Array;
+  constructor(
+    private readonly inner: Dataset,
+    readonly size: number,
+  ) {
+    this.name = `${inner.name}[:${size}]`;
+    this.labels = inner.labels.subarray(0, size);
+  }
+  get shape(): [number, number, number] {
+    return this.inner.shape;
+  }
+  get numClasses(): number {
+    return this.inner.numClasses;
+  }
+  async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
+    for (let i = 0; i < indices.length; i++) {
+      const k = indices[i];
+      if (!Number.isInteger(k) || k < 0 || k >= this.size) throw new RangeError(`${this.name}: sample index ${k} out of range [0, ${this.size})`);
+    }
+    return this.inner.load(indices, opts);
+  }
+}
+
+export interface LoadDatasetOptions {
+  /** `--data-dir`: overrides `data.dir`. */
+  dataDir?: string;
+  /** Overrides `data.num_workers` (0: decode in the calling thread). */
+  numWorkers?: number;
+}
+
+/**
+ * The train and test sets named by `config.data.type`. CIFAR and ImageNet decode and augment on a pool of
+ * `data.num_workers` threads (at most one per core) shared by both sets; call `close()` when done.
+ */
+export async function loadDataset(config: Config, opts: LoadDatasetOptions = {}): Promise<DatasetPair> {
+  const type = config.data.type;
+  let pair: DatasetPair;
+  if (type === 'mnist') {
+    pair = loadMnist();
+  } else {
+    const dir = opts.dataDir ?? config.data.dir;
+    if (!dir) throw new GdpError('BAD_CONFIG', `data.dir: ${type} needs a dataset folder (set data.dir in the config or pass --data-dir)`);
+    const pool = new DecodePool(opts.numWorkers ?? config.data.num_workers);
+    try {
+      pair = type === 'imagenet' ? loadImageFolders(dir, pool) : loadCifar(type, dir, pool);
+    } catch (err) {
+      await pool.close();
+      throw err;
+    }
+    pair.close = () => pool.close();
+  }
+  if (pair.train.numClasses !== config.model.num_class) {
+    await pair.close?.();
+    throw new GdpError('BAD_CONFIG', `model.num_class: ${config.model.num_class}, but ${type} has ${pair.train.numClasses} classes`);
+  }
+  const subset = config.data.test_subset;
+  if (subset !== undefined && subset < pair.test.size) pair = { ...pair, test: new SubsetDataset(pair.test, subset) };
+  return pair;
+}

@@ -1,0 +1,132 @@
+/**
+ * MaxPoolGrad for the wasm backend.
+ *
+ * The stock kernel is 30-70x slower than MaxPool, and the native
+ * MaxPoolWithArgmax cannot replace it: it starts its running max at FLT_MIN,
+ * so windows whose values are all <= 0 (common after ReLU) get a wrong index.
+ *
+ * Composition, exact and with the cpu backend's tie rule (first maximum in
+ * row-major window order):
+ *  - pad x with -inf onto a grid whose sides are multiples of the stride and
+ *    split it into stride phases; window tap (p, q) of output (i, j) is then
+ *    phase (p mod sh, q mod sw) at (i + p div sh, j + q div sw), i.e. a plain
+ *    crop of the phase image;
+ *  - for each tap in window order: eq = (tap values == pooled output); the
+ *    tap takes the still-unrouted gradient where eq holds (Select), which is
+ *    then cleared so later ties get nothing;
+ *  - each tap's contribution is zero-padded back to its phase position and
+ *    summed per phase (PadV2, Add); the phases are interleaved into dx.
+ */
+import {
+  Add,
+  backend_util,
+  Equal,
+  Fill,
+  KernelConfig,
+  KernelFunc,
+  MaxPoolGrad,
+  MaxPoolGradAttrs,
+  MaxPoolGradInputs,
+  Select,
+  TensorInfo,
+} from '@tensorflow/tfjs-core';
+
+import {
+  getStockKernel,
+  interleavePhasesNHWC,
+  phaseNHWC,
+  required,
+  runStockKernel,
+  Scratch,
+  WasmKernelArgs,
+  windowNHWC,
+} from './kernel_utils.js';
+
+export function maxPoolGrad(
+    args: WasmKernelArgs<MaxPoolGradInputs, MaxPoolGradAttrs>): TensorInfo {
+  const {inputs, backend, attrs} = args;
+  const dy = required(inputs.dy, 'dy');
+  const input = required(inputs.input, 'input');
+  const output = required(inputs.output, 'output');
+  const {filterSize, strides, pad, dimRoundingMode} = attrs;
+  if (input.dtype !== 'float32' || dy.dtype !== 'float32') {
+    return runStockKernel(MaxPoolGrad, backend, inputs, attrs);
+  }
+  const info = backend_util.computePool2DInfo(
+      input.shape as [number, number, number, number], filterSize, strides,
+      1, pad, dimRoundingMode);
+  const {
+    batchSize: n,
+    inHeight: h,
+    inWidth: w,
+    inChannels: c,
+    outHeight: oh,
+    outWidth: ow,
+    filterHeight: kh,
+    filterWidth: kw,
+    strideHeight: sh,
+    strideWidth: sw,
+  } = info;
+  const pt = info.padInfo.top, pl = info.padInfo.left;
+  const hq = Math.max(Math.ceil((pt + h) / sh), oh + Math.ceil(kh / sh) - 1);
+  const wq = Math.max(Math.ceil((pl + w) / sw), ow + Math.ceil(kw / sw) - 1);
+
+  const s = new Scratch(backend);
+  try {
+    const xq = windowNHWC(s, input, -pt, sh * hq, -pl, sw * wq, -Infinity);
+    const zeros = s.run(
+        Fill, {}, {shape: [n, oh, ow, c], value: 0, dtype: 'float32'});
+    const phaseX: Array<Array<TensorInfo|null>> =
+        Array.from({length: sh}, () => new Array<TensorInfo|null>(sw).fill(null));
+    const phaseDx: Array<Array<TensorInfo|null>> =
+        Array.from({length: sh}, () => new Array<TensorInfo|null>(sw).fill(null));
+    let remaining = dy;
+    for (let p = 0; p < kh; p++) {
+      for (let q = 0; q < kw; q++) {
+        const bh = p % sh, bw = q % sw;
+        const ah = (p - bh) / sh, aw = (q - bw) / sw;
+        const px = phaseX[bh][bw] ?? phaseNHWC(s, xq, sh, sw, bh, bw);
+        phaseX[bh][bw] = px;
+        const taps = windowNHWC(s, px, ah, oh, aw, ow);
+        const eq = s.run(Equal, {a: taps, b: output});
+        if (taps !== px) {
+          s.free(taps);
+        }
+        const routed = s.run(Select, {condition: eq, t: remaining, e: zeros});
+        if (p < kh - 1 || q < kw - 1) {
+          const next = s.run(Select, {condition: eq, t: zeros, e: remaining});
+          if (remaining !== dy) {
+            s.free(remaining);
+          }
+          remaining = next;
+        }
+        s.free(eq);
+        const placed = windowNHWC(s, routed, -ah, hq, -aw, wq);
+        const prev = phaseDx[bh][bw];
+        phaseDx[bh][bw] =
+            prev == null ? placed : s.run(Add, {a: prev, b: placed});
+        if (prev != null) {
+          s.free(prev);
+          s.free(placed);
+        }
+        if (placed !== routed) {
+          s.free(routed);
+        }
+      }
+    }
+    return s.release(interleavePhasesNHWC(s, phaseDx, [n, h, w, c], pt, pl));
+  } finally {
+    s.dispose();
+  }
+}
+
+export const maxPoolGradConfig: KernelConfig = {
+  kernelName: MaxPoolGrad,
+  backendName: 'wasm',
+  // We may delegate to the stock kernel, which needs its setup to have run.
+  setupFunc: (backend: {}) => {
+    getStockKernel(MaxPoolGrad)?.setupFunc?.(backend);
+  },
+  // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
+  kernelFunc: maxPoolGrad as unknown as KernelFunc,
+};

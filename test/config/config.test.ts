@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { applyOverrides, loadConfig, parseConfig, readConfigFile } from '../../src/shared/config/load.js';
+import { GdpError } from '../../src/shared/errors.js';
+
+/** The paper's VGG-16 demo config (run/vgg16/prune.json with multi_gpus off), verbatim. */
+const VGG16_DEMO = JSON.parse(`{"base": {"task_name": "vgg16_cifar10", "cuda": true, "seed": 0, "checkpoint_path": "", "epoch": 0, "model_saving_interval": 80, "multi_gpus": false, "fp16": false}, "model": {"name": "cifar.vgg16", "num_class": 10, "pretrained": false}, "train": {"trainer": "normal", "max_epoch": 160, "optim": "sgd", "steplr": [[80, 0.1], [120, 0.01], [160, 0.001]], "weight_decay": 5e-4, "momentum": 0.9, "nesterov": false}, "data": {"type": "cifar10", "shuffle": true, "batch_size": 128, "test_batch_size": 128, "num_workers": 8}, "loss": {"criterion": "softmax"}, "gbn": {"sparse_lambda": 1e-3, "flops_eta": 0, "lr_min": 1e-3, "lr_max": 1e-2, "tock_epoch": 10, "T": 10, "p": 0.005, "finetune_epoch": 40}}`);
+
+// dist/test/config/ -> repository root
+const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..');
+
+function rejectsWith(fn: () => unknown, code: string, ...mustMention: string[]): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof GdpError, `expected GdpError, got ${String(err)}`);
+    assert.equal(err.code, code);
+    for (const s of mustMention) assert.ok(err.message.includes(s), `message should mention '${s}': ${err.message}`);
+    return true;
+  });
+}
+
+describe('paper config parity', () => {
+  it("loads the paper's VGG-16 demo unchanged, keeping its values", () => {
+    const c = parseConfig(structuredClone(VGG16_DEMO));
+    assert.equal(c.base.task_name, 'vgg16_cifar10');
+    assert.equal(c.base.cuda, true);
+    assert.equal(c.model.name, 'cifar.vgg16');
+    assert.deepEqual(c.train.steplr, [[80, 0.1], [120, 0.01], [160, 0.001]]);
+    assert.equal(c.train.weight_decay, 5e-4);
+    assert.equal(c.data.num_workers, 8);
+    assert.equal(c.gbn?.p, 0.005);
+    assert.equal(c.gbn?.T, 10);
+    assert.equal(c.gbn?.finetune_epoch, 40);
+    // Keys the paper does not have take their defaults.
+    assert.deepEqual(c.stages, ['train']);
+    assert.equal(c.data.dir, undefined);
+  });
+
+  it('names an unknown key by its path', () => {
+    const raw = structuredClone(VGG16_DEMO);
+    raw.gbn.tock_epochs = 10;
+    rejectsWith(() => parseConfig(raw), 'BAD_CONFIG', 'gbn', "'tock_epochs'");
+    const top = { ...structuredClone(VGG16_DEMO), optimiser: {} };
+    rejectsWith(() => parseConfig(top), 'BAD_CONFIG', "'optimiser'");
+  });
+
+  it('names a wrongly typed key by its path', () => {
+    const raw = structuredClone(VGG16_DEMO);
+    raw.data.batch_size = '128';
+    rejectsWith(() => parseConfig(raw), 'BAD_CONFIG', 'data.batch_size');
+    const steps = structuredClone(VGG16_DEMO);
+    steps.train.steplr[1][1] = 'x';
+    rejectsWith(() => parseConfig(steps), 'BAD_CONFIG', 'train.steplr.1.1');
+  });
+
+  it('applies --set overrides and validates the result', () => {
+    const raw = applyOverrides(structuredClone(VGG16_DEMO), ['gbn.p=0.01', 'data.dir=/x', 'stages=["prune","finetune"]']);
+    const c = parseConfig(raw);
+    assert.equal(c.gbn?.p, 0.01);
+    assert.equal(c.data.dir, '/x');
+    assert.deepEqual(c.stages, ['prune', 'finetune']);
+    // The original object is untouched.
+    assert.equal(VGG16_DEMO.gbn.p, 0.005);
+    rejectsWith(() => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), ['gbn.p=2'])), 'BAD_CONFIG', 'gbn.p');
+    rejectsWith(() => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), ['data.colour=1'])), 'BAD_CONFIG', 'data', "'colour'");
+    rejectsWith(() => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), ['data.type=svhn'])), 'BAD_CONFIG', 'data.type');
+    rejectsWith(() => applyOverrides(structuredClone(VGG16_DEMO), ['gbn.p']), 'BAD_FLAG', 'gbn.p');
+    rejectsWith(() => applyOverrides(structuredClone(VGG16_DEMO), ['gbn.p.x=1']), 'BAD_FLAG', "'p' is not a section");
+  });
+});
+
+describe('shipped configs', () => {
+  const dir = join(ROOT, 'configs');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+
+  it('are all there', () => {
+    for (const f of ['cifar10-resnet56.json', 'cifar10-vgg16.json', 'imagenet-resnet50.json', 'mnist-resnet20.json']) assert.ok(files.includes(f), f);
+  });
+
+  for (const f of files) {
+    it(`${f} loads under the strict schema`, () => {
+      const c = loadConfig(join(dir, f));
+      if (c.stages.includes('prune')) assert.ok(c.gbn, `${f}: pruning needs a gbn section`);
+      if (c.stages[0] !== 'train' && c.stages.includes('prune')) assert.ok(c.model.weights, `${f}: pruning without training needs model.weights`);
+      if (c.gbn?.target_flops !== undefined) for (const s of c.gbn.save_points) assert.ok(s >= c.gbn.target_flops, `${f}: save point ${s} below the target`);
+    });
+  }
+
+  it("keeps the paper's ResNet-56 Tick-Tock settings", () => {
+    const c = loadConfig(join(dir, 'cifar10-resnet56.json'));
+    assert.deepEqual(
+      { ...c.gbn, criterion: undefined, minimal_ratio: undefined, finetune_momentum: undefined, max_ticks: undefined },
+      {
+        sparse_lambda: 1e-3,
+        flops_eta: 0,
+        lr_min: 1e-3,
+        lr_max: 1e-2,
+        tock_epoch: 10,
+        T: 10,
+        p: 0.002,
+        finetune_epoch: 40,
+        target_flops: 0.3,
+        save_points: [0.4, 0.38, 0.35, 0.32, 0.3],
+        tick_batches: 391,
+        criterion: undefined,
+        minimal_ratio: undefined,
+        finetune_momentum: undefined,
+        max_ticks: undefined,
+      },
+    );
+  });
+
+  it('the shipped VGG-16 config is the demo plus gdp keys only', () => {
+    const shipped = readConfigFile(join(dir, 'cifar10-vgg16.json')) as Record<string, Record<string, unknown>>;
+    for (const [section, values] of Object.entries(VGG16_DEMO as Record<string, Record<string, unknown>>))
+      for (const [key, value] of Object.entries(values)) assert.deepEqual(shipped[section][key], value, `${section}.${key}`);
+  });
+});
