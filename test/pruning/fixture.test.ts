@@ -54,6 +54,6 @@ describe('the paper\'s pruned ResNet-56 (gbn70 fixture)', { skip: existsSync(FIX
     const ratio = cost.macs / BASELINE_MACS;
     assert.ok(ratio > 0.25 && ratio < 0.35, `MACs ratio ${ratio}`);
     assert.ok(Object.keys(record.groups).length > 20);
-    console.log(`# gbn70 melted: ${cost.macs} MACs (${(100 * ratio).toFixed(2)}% of baseline), ${cost.params} params`);
+    console.log(`# gbn70 melted: ${cost.macs} MACs (${(100 * ratio).toFixed(2)}% of baseline), ${cost.params} params; max |logit - PyTorch| masked ${maxAbsDiff(masked, want)}, melted ${maxAbsDiff(melted, want)}`);
   });
 });
