@@ -117,4 +117,19 @@ describe('melt', () => {
     assert.throws(() => applyMelt(fresh, record), (e: Error & { code?: string }) => e.code === 'BAD_MELT');
     assert.ok([...fresh.namedSlots()].some(([n]) => n.endsWith('.g')), 'still gated');
   });
+
+  it('refuses masks that differ inside a group, or a group with every channel masked', () => {
+    const shape = SMALL[0];
+    const model = buildModel('cifar.resnet20');
+    addGates(model);
+    const s = channelStructure(model, shape);
+    const stream = prunableGroups(s).find((g) => g.id === 'bn1')!;
+    const bnAt = new Map([...model.namedModules()]);
+    const bn2 = bnAt.get('layer1.1.bn2') as BatchNorm2d;
+    const half = Float32Array.from({ length: 16 }, (_, i) => (i === 3 ? 0 : 1));
+    bn2.mask!.set(tf.tensor1d(half));
+    assert.throws(() => melt(model, shape), (e: Error & { code?: string }) => e.code === 'INCONSISTENT_MASK' && /channel 3/.test(e.message));
+    for (const p of stream.bns) (bnAt.get(p) as BatchNorm2d).mask!.set(tf.zeros([16]));
+    assert.throws(() => melt(model, shape), (e: Error & { code?: string }) => e.code === 'EMPTY_GROUP');
+  });
 });
