@@ -53,7 +53,7 @@ export interface PruneRunOptions {
   /** Cut every epoch (Tock, finetune) after this many global batches (smoke runs). */
   maxStepsPerEpoch?: number;
   log?: (e: PruneEvent) => void;
-  /** Extra safetensors metadata of every checkpoint (e.g. the architecture name). */
+  /** Extra safetensors metadata of every checkpoint (arch, num_class). */
   metadata?: Record<string, string>;
 }
 
@@ -178,6 +178,24 @@ function scoresFor(criterion: Criterion, s: ChannelStructure, cluster: Cluster, 
   });
 }
 
+/** A Tick's training: `tick_batches` global batches on the gates alone at lr_min, accumulating gate scores. */
+async function tickSteps(cluster: Cluster, o: PruneRunOptions, sampler: BatchSampler): Promise<{ acc: GateScoreAccumulator; trainLoss: number }> {
+  const layout = cluster.replica.layout('gates');
+  const acc = new GateScoreAccumulator(layout);
+  let lossSum = 0;
+  let count = 0;
+  for (let b = 0; b < o.gbn.tick_batches; b++) {
+    // The score uses the gate values the gradient was computed at, i.e. before this step's update.
+    const gates = cluster.replica.readParams(layout);
+    const r = await cluster.step(sampler.next(), 'gates', { ...o.sgd, lr: o.gbn.lr_min });
+    if (r.layout.size !== layout.size) throw new GdpError('BAD_LAYOUT', `Tick step returned ${r.layout.size} gradients, the gates are ${layout.size}`);
+    acc.add(gates, r.avgGrad);
+    lossSum += r.stats.lossSum;
+    count += r.stats.count;
+  }
+  return { acc, trainLoss: count ? lossSum / count : 0 };
+}
+
 /** Writes a checkpoint atomically (temp file + rename), so a crash never leaves a truncated file under the final name. */
 export function writeCheckpoint(path: string, bytes: Uint8Array): void {
   mkdirSync(dirname(path), { recursive: true });
@@ -222,18 +240,7 @@ export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<Pr
   let stoppedBy: PruneResult['stoppedBy'] = 'max_ticks';
   while (tick < gbn.max_ticks) {
     tick++;
-    const layout = cluster.replica.layout('gates');
-    const acc = new GateScoreAccumulator(layout);
-    let lossSum = 0;
-    let count = 0;
-    for (let b = 0; b < gbn.tick_batches; b++) {
-      const gates = cluster.replica.readParams(layout);
-      const r = await cluster.step(sampler.next(), 'gates', { ...o.sgd, lr: gbn.lr_min });
-      if (r.layout.size !== layout.size) throw new GdpError('BAD_LAYOUT', `Tick step returned ${r.layout.size} gradients, the gates are ${layout.size}`);
-      acc.add(gates, r.avgGrad);
-      lossSum += r.stats.lossSum;
-      count += r.stats.count;
-    }
+    const { acc, trainLoss } = await tickSteps(cluster, o, sampler);
     const entries = scoresFor(gbn.criterion, s, cluster, acc, rng);
     const left = entries.reduce((a, e) => a + e.group.bns.length * countAlive(e.mask), 0);
     const { decision, info } = globalPrune(entries, {
@@ -257,7 +264,7 @@ export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<Pr
       paramsRatio: cost.params / baseline.params,
       filtersLeft: info.left - info.toPrune,
       pruned: totalFilters - (info.left - info.toPrune),
-      trainLoss: mean({ lossSum, count, correct1: 0, correct5: 0 }),
+      trainLoss,
       acc1: ev.acc1,
       loss: ev.loss,
       info,
@@ -267,7 +274,7 @@ export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<Pr
       const path = join(o.checkpointDir, savePointName(point));
       const metadata = {
         ...o.metadata,
-        format: 'gdp-gbn',
+        format: 'gdp',
         stage: 'prune',
         tick: String(tick),
         save_point: String(point),
@@ -337,7 +344,8 @@ export function pruneRunOptions(ctx: PruneStageContext, onEvent?: (e: PruneEvent
     seed: config.base.seed,
     checkpointDir: join(config.base.log_dir, config.base.task_name),
     maxStepsPerEpoch: t.max_steps_per_epoch,
-    metadata: { model: config.model.name, num_class: String(config.model.num_class) },
+    // The model-file fields (arch, num_class) that let gdp-model load a checkpoint without its config.
+    metadata: { arch: config.model.name, num_class: String(config.model.num_class) },
     log: onEvent,
   };
 }

@@ -88,7 +88,8 @@ describe('Tick-Tock pruner', () => {
       assert.equal(e.path, join(run, savePointName(e.savePoint)));
       const file = parseSafetensors(new Uint8Array(readFileSync(e.path)), e.path);
       assert.equal(file.metadata.tick, String(first.tick));
-      assert.equal(file.metadata.model, 'mnist.resnet20');
+      assert.equal(file.metadata.arch, 'mnist.resnet20');
+      assert.equal(file.metadata.num_class, '10');
       // The checkpoint holds that Tick's masks: reloaded, it costs what the log said.
       const m = tinyResNet(0);
       loadTorchState(m, file.tensors, SHAPE, e.path);
