@@ -123,17 +123,6 @@ export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOp
   return { decision, info };
 }
 
-/** Builds a decision that prunes given channels of given groups (tests, replays, imported masks). */
-export function maskDecision(pruned: ReadonlyMap<ChannelGroup, readonly number[]>): MaskDecision {
-  const d: MaskDecision = { kind: 'mask', groups: {}, layers: {} };
-  for (const [g, ch] of pruned) {
-    if (!ch.length) continue;
-    d.groups[g.id] = [...ch].sort((a, b) => a - b);
-    d.layers[g.id] = [...g.bns];
-  }
-  return d;
-}
-
 /** Checks a decision that arrived as untyped data (a message, a file). */
 export function parseMaskDecision(data: unknown, source = 'mask decision'): MaskDecision {
   const r = maskDecisionSchema.safeParse(data);
