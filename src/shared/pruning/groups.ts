@@ -67,10 +67,8 @@ export function channelStructure(model: Module, inputShape: readonly number[]): 
   const { nodes } = graph;
   const uf = new UnionFind();
   const space: number[] = [];
-  const blocked = new Map<number, string>();
-  const block = (s: number, why: string) => {
-    if (!blocked.has(s)) blocked.set(s, why);
-  };
+  // Why a space must keep all its channels; resolved to groups once every merge is known.
+  const reasons: [number, string][] = [];
   const firstUse = new Map<Module, GraphNode>();
 
   for (const n of nodes) {
@@ -83,8 +81,7 @@ export function channelStructure(model: Module, inputShape: readonly number[]): 
       space.push(uf.make());
       if (!(n.layer instanceof Conv2d) && !(n.layer instanceof Linear)) {
         // An unknown layer may mix channels: neither its input nor its output can lose channels.
-        block(space[n.id], `'${n.path}' is a layer pruning does not know`);
-        block(space[n.inputs[0]], `'${n.path}' is a layer pruning does not know`);
+        reasons.push([space[n.id], `'${n.path}' is a layer pruning does not know`], [space[n.inputs[0]], `'${n.path}' is a layer pruning does not know`]);
       }
     }
     if (n.layer) {
@@ -95,8 +92,7 @@ export function channelStructure(model: Module, inputShape: readonly number[]): 
       } else firstUse.set(n.layer, n);
     }
   }
-  block(space[0], 'it is the network input');
-  block(space[graph.output], 'it is the network output');
+  reasons.unshift([space[0], 'it is the network input'], [space[graph.output], 'it is the network output']);
 
   // A masked channel is exactly zero only downstream of a gated BN; a consumer reading a value that bypasses every
   // BN of the space (e.g. a raw conv output joined by an add) would see a nonzero channel disappear.
@@ -120,38 +116,32 @@ export function channelStructure(model: Module, inputShape: readonly number[]): 
     if (gi === undefined) {
       gi = groups.length;
       rootIndex.set(root, gi);
-      groups.push({ id: '', width: n.shape[n.shape.length - 1], bns: [], areas: [], producers: [], consumers: [], prunable: true });
+      const id = n.layer instanceof BatchNorm2d ? n.path : `@${n.path || 'input'}`;
+      groups.push({ id, width: n.shape[n.shape.length - 1], bns: [], areas: [], producers: [], consumers: [], prunable: true });
     }
     groupOfNode.push(gi);
     const g = groups[gi];
-    for (const b of [space[n.id], ...n.inputs.map((i) => space[i])]) {
-      const why = blocked.get(b);
-      if (why && uf.find(b) === root) block(root, why);
-    }
     if (n.layer instanceof BatchNorm2d && !g.bns.includes(n.path)) {
+      if (!g.bns.length) g.id = n.path;
       g.bns.push(n.path);
       g.areas.push(n.shape.length === 3 ? n.shape[0] * n.shape[1] : 1);
     }
     if (n.layer instanceof Conv2d) pushUnique(g.producers, n.path);
-    if (n.layer instanceof Linear) {
-      // A linear output is a new space nobody may prune (no BN on it; usually the classifier).
-      block(root, `'${n.path}' output is not a feature map`);
+    if (n.layer instanceof Linear) reasons.push([space[n.id], `'${n.path}' output is not a feature map`]);
+    if (n.layer instanceof Conv2d || n.layer instanceof Linear) {
+      pushUnique(groups[groupOfNode[n.inputs[0]]].consumers, n.path);
+      if (!zeroWhenMasked[n.inputs[0]]) reasons.push([space[n.inputs[0]], `'${n.path}' reads it without a BN in between`]);
     }
   }
-  for (const n of nodes) {
-    if (!(n.layer instanceof Conv2d || n.layer instanceof Linear)) continue;
-    const gi = groupOfNode[n.inputs[0]];
-    pushUnique(groups[gi].consumers, n.path);
-    if (!zeroWhenMasked[n.inputs[0]]) block(uf.find(space[n.inputs[0]]), `'${n.path}' reads it without a BN in between`);
-  }
-  for (const [root, gi] of rootIndex) {
-    const g = groups[gi];
-    g.id = g.bns.length ? g.bns[0] : `@${nodes[groupOfNode.indexOf(gi)].path || 'input'}`;
-    const why = blocked.get(root);
-    if (why) {
+  for (const [sp, why] of reasons) {
+    const g = groups[rootIndex.get(uf.find(sp))!];
+    if (g.prunable) {
       g.prunable = false;
       g.blockReason = why;
-    } else if (!g.bns.length) {
+    }
+  }
+  for (const g of groups) {
+    if (g.prunable && !g.bns.length) {
       g.prunable = false;
       g.blockReason = 'it has no BN to carry a gate';
     }
