@@ -41,6 +41,7 @@ describe('every registered architecture', () => {
       assert.deepEqual(full.groups.flatMap((g) => g.bns).sort(), [...bns].sort());
       for (const g of prunableGroups(full)) assert.ok(g.producers.length > 0 && g.consumers.length > 0, `${g.id} has producers and consumers`);
 
+      assert.deepEqual(effectiveCost(model, full).macs, modelCost(model, spec.inputShape).macs, 'a plain network is whole');
       const shape = smallInput(model, spec.inputShape[2]);
       randomiseBatchNorms(model, rng);
       addGates(model);

@@ -1,7 +1,7 @@
 import { countParams } from '../graph/flops.js';
 import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
-import { groupMask } from './gates.js';
+import { batchNorms, groupMask } from './gates.js';
 import type { ChannelStructure } from './groups.js';
 
 export interface EffectiveCost {
@@ -18,8 +18,10 @@ export interface EffectiveCost {
  * Only prunable groups lose channels (melt removes nothing else), so this equals `modelCost` after `melt`.
  */
 export function effectiveCost(model: Module, s: ChannelStructure): EffectiveCost {
+  const bns = batchNorms(model);
   const alive = s.groups.map((g) => {
-    if (!g.prunable || !g.bns.length) return g.width;
+    // Ungated BNs have no mask: the group is whole (a plain network costs what modelCost says).
+    if (!g.prunable || !bns.get(g.bns[0])?.gated) return g.width;
     let n = 0;
     for (const v of groupMask(model, g)) if (v !== 0) n++;
     return n;
