@@ -39,11 +39,11 @@ const meltRecordSchema = z
 
 /** The melt of the model's current masks: every prunable group keeps its alive channels. */
 export function planMelt(model: Module, s: ChannelStructure): MeltRecord {
-  const ungate = [...batchNorms(model)].filter(([, bn]) => bn.gated).map(([p]) => p);
+  const bns = batchNorms(model);
+  const ungate = [...bns].filter(([, bn]) => bn.gated).map(([p]) => p);
   const record: MeltRecord = { kind: 'melt', ungate, groups: {}, layers: {} };
   for (const g of s.groups) {
-    if (!g.prunable) continue;
-    if (!batchNorms(model).get(g.bns[0])?.gated) continue;
+    if (!g.prunable || !bns.get(g.bns[0])?.gated) continue;
     const keep = aliveChannels(model, g);
     if (keep.length === g.width) continue;
     if (keep.length === 0) throw new GdpError('EMPTY_GROUP', `group '${g.id}' has every channel masked: melting would cut the network`);
@@ -63,12 +63,7 @@ function modulesByPath(model: Module): Map<string, Module> {
  * before anything changes, so a record that does not fit the model leaves it untouched.
  */
 export function applyMelt(model: Module, data: MeltRecord): void {
-  const parsed = meltRecordSchema.safeParse(data);
-  if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    throw new GdpError('BAD_MELT', `melt record: ${i.path.join('.') || '(root)'}: ${i.message}`);
-  }
-  const r = parsed.data;
+  const r = parseMeltRecord(data);
   const mods = modulesByPath(model);
   const need = <T>(p: string, cls: new (...a: never[]) => T, what: string, id: string): T => {
     const m = mods.get(p);
