@@ -9,7 +9,9 @@ import { parseSafetensors } from '../../src/shared/io/safetensors.js';
 import { loadTorchState } from '../../src/shared/io/torch_state.js';
 import { buildModel } from '../../src/shared/models/registry.js';
 import { effectiveCost } from '../../src/shared/pruning/cost.js';
-import { isGated } from '../../src/shared/pruning/gates.js';
+import { applyDecision, type MaskDecision } from '../../src/shared/pruning/decision.js';
+import { addGates, batchNorms, groupMask, isGated } from '../../src/shared/pruning/gates.js';
+import type { Module } from '../../src/shared/nn/module.js';
 import { channelStructure, prunableGroups } from '../../src/shared/pruning/groups.js';
 import { melt } from '../../src/shared/pruning/melt.js';
 import { useBackend } from '../helpers.js';
@@ -57,5 +59,32 @@ describe('the paper\'s pruned ResNet-56 (gbn70 fixture)', () => {
     assert.ok(ratio > 0.25 && ratio < 0.35, `MACs ratio ${ratio}`);
     assert.ok(Object.keys(record.groups).length > 20);
     console.log(`# gbn70 melted: ${cost.macs} MACs (${(100 * ratio).toFixed(2)}% of baseline), ${cost.params} params; max |logit - PyTorch| masked ${maxAbsDiff(masked, want)}, melted ${maxAbsDiff(melted, want)}`);
+  });
+
+  it('the paper\'s masks, as a decision record, replay onto the gated baseline', () => {
+    const load = (name: string) => {
+      const m = buildModel('cifar.resnet56');
+      const file = resolve(FIXTURES, name);
+      loadTorchState(m, parseSafetensors(new Uint8Array(readFileSync(file)), file).tensors, [32, 32, 3], file);
+      return m;
+    };
+    const paper = load('resnet56_cifar10_gbn70.safetensors');
+    const base = load('resnet56_cifar10_baseline.safetensors');
+    addGates(base);
+    const s = channelStructure(paper, [32, 32, 3]);
+    const decision: MaskDecision = { kind: 'mask', groups: {}, layers: {} };
+    for (const g of prunableGroups(s)) {
+      const pruned = [...groupMask(paper, g)].flatMap((v, c) => (v === 0 ? [c] : []));
+      if (pruned.length) {
+        decision.groups[g.id] = pruned;
+        decision.layers[g.id] = g.bns;
+      }
+    }
+    applyDecision(base, JSON.parse(JSON.stringify(decision)));
+    const masks = (m: Module) => [...batchNorms(m)].map(([p, bn]) => [p, Array.from(bn.mask!.value.dataSync())]);
+    assert.deepEqual(masks(base), masks(paper));
+    assert.equal(effectiveCost(base, channelStructure(base, [32, 32, 3])).macs, effectiveCost(paper, s).macs);
+    base.dispose();
+    paper.dispose();
   });
 });
