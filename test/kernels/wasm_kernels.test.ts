@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import {before, describe, it} from 'node:test';
+import {after, before, describe, it} from 'node:test';
 
 import {
   AvgPoolGrad,
@@ -8,9 +8,13 @@ import {
   Conv2DBackpropInput,
   getKernel,
   getKernelsForBackend,
+  Identity,
   MaxPoolGrad,
+  Mean,
+  Sum,
 } from '@tensorflow/tfjs-core';
 
+import {conv2DBackpropFilterOptions} from '../../src/shared/kernels/wasm/Conv2DBackpropFilter.js';
 import {registerWasmTrainingKernels, wasmTrainingKernels} from '../../src/shared/kernels/wasm/register_all.js';
 
 import {
@@ -148,7 +152,7 @@ describe('registration', () => {
     assert.deepEqual(
         names,
         [AvgPoolGrad, BatchMatMul, Conv2DBackpropFilter, Conv2DBackpropInput,
-         MaxPoolGrad].sort());
+         Identity, MaxPoolGrad, Mean, Sum].sort());
     for (const config of wasmTrainingKernels) {
       assert.equal(config.backendName, 'wasm');
       assert.equal(getKernel(config.kernelName, 'wasm'), config);
@@ -166,11 +170,23 @@ describe('registration', () => {
   });
 });
 
-describe('Conv2DBackpropFilter vs cpu', () => {
-  convCases().forEach((c, i) => {
-    it(describeCase(c), () => checkBackpropFilter(c, 100 + 7 * i));
+for (const strategy of ['auto', 'im2col', 'swapped'] as const) {
+  describe(`Conv2DBackpropFilter (${strategy}) vs cpu`, () => {
+    before(() => {
+      conv2DBackpropFilterOptions.strategy = strategy;
+      // Small chunks so that the grid exercises chunk boundaries.
+      conv2DBackpropFilterOptions.chunkFloats =
+          strategy === 'im2col' ? 1000 : 1 << 18;
+    });
+    after(() => {
+      conv2DBackpropFilterOptions.strategy = 'auto';
+      conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
+    });
+    convCases().forEach((c, i) => {
+      it(describeCase(c), () => checkBackpropFilter(c, 100 + 7 * i));
+    });
   });
-});
+}
 
 describe('Conv2DBackpropInput vs cpu', () => {
   convCases().forEach((c, i) => {
@@ -201,6 +217,75 @@ describe('BatchMatMul with transposes vs cpu', () => {
          const [got] = await runOn('wasm', inputs, run);
          assertClose(got, want, 1e-5, 'matMul');
        });
+  });
+});
+
+describe('Sum and Mean vs cpu', () => {
+  const cases: Array<{shape: number[], axis: number[], keepDims: boolean}> = [
+    {shape: [8, 9, 7, 16], axis: [0, 1, 2], keepDims: false},
+    {shape: [8, 9, 7, 16], axis: [2, 0, 1], keepDims: true},
+    {shape: [8, 9, 7, 3], axis: [0], keepDims: false},
+    {shape: [5, 6], axis: [0, 1], keepDims: false},
+    {shape: [300, 7], axis: [0], keepDims: true},
+    {shape: [64, 16, 16, 8], axis: [0, 1, 2], keepDims: false},
+    // Not leading axes: the stock kernels run.
+    {shape: [8, 9, 7, 16], axis: [1, 2], keepDims: false},
+    {shape: [8, 9, 7, 16], axis: [3], keepDims: true},
+  ];
+  cases.forEach((c, i) => {
+    for (const op of ['sum', 'mean'] as const) {
+      it(`${op} [${c.shape}] axis ${c.axis} keepDims ${c.keepDims}`, async () => {
+        const inputs = [{values: randomArray(size(c.shape), 1800 + i), shape: c.shape}];
+        const run = (x: tf.Tensor) => tf[op](x, c.axis, c.keepDims);
+        const [want] = await runOn('cpu', inputs, run);
+        const wantShape = c.keepDims ?
+            c.shape.map((d, j) => c.axis.includes(j) ? 1 : d) :
+            c.shape.filter((_, j) => !c.axis.includes(j));
+        const got = await runOn('wasm', inputs, x => {
+          const out = run(x);
+          assert.deepEqual(out.shape, wantShape);
+          return out;
+        });
+        assertClose(got[0], want, 1e-5, op);
+      });
+    }
+  });
+
+  it('int32 sums still work (stock kernel)', () => {
+    const x = tf.tensor([[1, 2], [3, 4]], [2, 2], 'int32');
+    assert.deepEqual(Array.from(tf.sum(x, 0).dataSync()), [4, 6]);
+  });
+});
+
+describe('BatchMatMul with the same data as B under two shapes', () => {
+  // The stock kernel caches XNNPACK operators by B's tensor id; a reshape
+  // shares the id, so the second product used to reuse the first's packed B.
+  it('gives the cpu results for both shapes', async () => {
+    const inputs = [{values: randomArray(64 * 16, 1900), shape: [64, 16]}];
+    const run = (x: tf.Tensor) => {
+      const first = tf.matMul(tf.ones([1, 64]), x);
+      first.dataSync();
+      const second = tf.matMul(tf.ones([3, 32]), tf.reshape(x, [32, 32]));
+      const third = tf.sum(x);  // Sum over all axes: B [1024, 1]
+      return [first, second, third];
+    };
+    const want = await runOn('cpu', inputs, run);
+    const got = await runOn('wasm', inputs, run);
+    want.forEach((w, i) => assertClose(got[i], w, 1e-5, `product ${i}`));
+  });
+});
+
+describe('Identity', () => {
+  it('clones share data and survive the original', () => {
+    const x = tf.tensor([1, 2, 3, 4], [2, 2]);
+    const ids = wasmDataIds();
+    const y = tf.clone(x);
+    assert.equal(wasmDataIds(), ids, 'no new buffer');
+    x.dispose();
+    assert.deepEqual(Array.from(y.dataSync()), [1, 2, 3, 4]);
+    assert.deepEqual(y.shape, [2, 2]);
+    y.dispose();
+    assert.equal(wasmDataIds(), ids - 1, 'buffer freed with the last owner');
   });
 });
 
@@ -252,6 +337,25 @@ describe('pooling gradients vs cpu', () => {
       const [got] = await runOn('wasm', inputs(outShape), run);
       assertClose(got, want, 1e-5, `AvgPoolGrad ${name}`);
     });
+  });
+
+  it('MaxPoolGrad breaks ties like the cpu backend (first maximum)', async () => {
+    // Post-ReLU activations: many windows are all zeros, others tie too.
+    const shape = [2, 9, 9, 4];
+    const values = randomArray(size(shape), 950).map(v => Math.max(0, Math.round(v * 2) / 2));
+    const outShape = tf.backend_util.computePool2DInfo(
+        shape as Shape4, 3, 2, 1, 'same').outShape;
+    const inputs = [
+      {values, shape},
+      {values: randomArray(size(outShape), 951), shape: outShape},
+    ];
+    const run = (x: tf.Tensor, dy: tf.Tensor) => tf.engine().runKernel(
+        MaxPoolGrad, {dy, input: x, output: tf.maxPool(x as tf.Tensor4D, 3, 2, 'same')},
+        {filterSize: 3, strides: 2, pad: 'same'}) as tf.Tensor;
+    const [want] = await runOn('cpu', inputs, run);
+    const [got] = await runOn('wasm', inputs, run);
+    // Same routing; overlapping windows may sum in another order.
+    assertClose(got, want, 1e-6, 'MaxPoolGrad with ties');
   });
 
   it('MaxPoolGrad routes each window to exactly one input on ties', () => {
@@ -479,6 +583,45 @@ describe('no leaks', () => {
         },
         {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
         tf.Tensor,
+    [Conv2DBackpropFilter + ' 1x1 chunked']: () => {
+      conv2DBackpropFilterOptions.chunkFloats = 500;
+      try {
+        return tf.engine().runKernel(
+            Conv2DBackpropFilter,
+            {x: tf.ones([2, 9, 9, 3]), dy: tf.ones([2, 9, 9, 8])},
+            {strides: 1, pad: 'valid', filterShape: [1, 1, 3, 8]}) as tf.Tensor;
+      } finally {
+        conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
+      }
+    },
+    [Conv2DBackpropFilter + ' chunked im2col']: () => {
+      conv2DBackpropFilterOptions.chunkFloats = 500;
+      try {
+        return tf.engine().runKernel(
+            Conv2DBackpropFilter, {
+              x: tf.ones([c.n, c.h, c.w, c.ci]),
+              dy: tf.ones(info.outShape),
+            },
+            {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
+            tf.Tensor;
+      } finally {
+        conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
+      }
+    },
+    [Conv2DBackpropFilter + ' swapped']: () => {
+      conv2DBackpropFilterOptions.strategy = 'swapped';
+      try {
+        return tf.engine().runKernel(
+            Conv2DBackpropFilter, {
+              x: tf.ones([c.n, c.h, c.w, c.ci]),
+              dy: tf.ones(info.outShape),
+            },
+            {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
+            tf.Tensor;
+      } finally {
+        conv2DBackpropFilterOptions.strategy = 'auto';
+      }
+    },
     [Conv2DBackpropInput]: () => tf.engine().runKernel(
         Conv2DBackpropInput, {
           dy: tf.ones(info.outShape),
@@ -493,6 +636,9 @@ describe('no leaks', () => {
         },
         {strides: 1, pad: 'same', inputShape: [2, 9, 9, 3]}) as tf.Tensor,
     [BatchMatMul]: () => tf.matMul(tf.ones([4, 3]), tf.ones([5, 4]), true, true),
+    [Sum]: () => tf.sum(tf.ones([4, 3, 5]), [0, 1]),
+    [Identity]: () => tf.clone(tf.ones([4, 3])),
+    [Mean]: () => tf.mean(tf.ones([4, 3, 5]), [0, 1], true),
     [MaxPoolGrad]: () =>
         tf.grad((x: tf.Tensor) => tf.maxPool(x as tf.Tensor4D, 3, 2, 'same'))(
             tf.randomUniform([2, 9, 9, 3])),

@@ -148,6 +148,14 @@ export class Replica {
     });
   }
 
+  /** Momentum buffers by parameter name (copies): the optimizer state a joining worker receives. */
+  momentumState(): [string, Float32Array][] {
+    return [...this.momentum].map(([n, b]) => [n, b.slice()]);
+  }
+  setMomentumState(entries: Iterable<[string, Float32Array]>): void {
+    this.momentum = new Map([...entries].map(([n, b]) => [n, b.slice()]));
+  }
+
   /** Drops momentum (the paper's code builds a fresh optimizer per stage). */
   resetMomentum(): void {
     this.momentum.clear();

@@ -4,7 +4,8 @@
  * The stock kernel's transposeA/transposeB paths run at ~1 GFLOP/s versus
  * ~16 GFLOP/s for the plain product (they are hit by every matMul gradient),
  * so a transposed operand is first materialised with the Transpose kernel
- * and the stock kernel then runs without transposes.
+ * and the stock kernel then runs without transposes. It also works around
+ * a stale-operator bug of the stock kernel (see freshIfReshaped).
  */
 import {
   BatchMatMul,
@@ -14,6 +15,7 @@ import {
   KernelFunc,
   TensorInfo,
   Transpose,
+  util,
 } from '@tensorflow/tfjs-core';
 
 import {
@@ -37,17 +39,28 @@ function transposeInner(s: Scratch, x: TensorInfo): TensorInfo {
   return s.run(Transpose, {x}, {perm});
 }
 
+/**
+ * The stock kernel caches XNNPACK operators (with packed B) by B's tensor
+ * id, so the same data used as B under another shape (a reshape shares the
+ * id) gets the stale operator: wrong results or out-of-bounds accesses.
+ * B is therefore passed under a fresh id unless it has its buffer's own
+ * shape; the fresh id is released (with its cached operator) afterwards.
+ */
+function freshIfReshaped(s: Scratch, b: TensorInfo): TensorInfo {
+  const own = s.backend.dataIdMap.get(b.dataId).shape;
+  return util.arraysEqual(own, b.shape) ? b : s.subView(b, 0, b.shape);
+}
+
 export function batchMatMul(
     args: WasmKernelArgs<BatchMatMulInputs, BatchMatMulAttrs>): TensorInfo {
   const {inputs, backend, attrs} = args;
   const {transposeA, transposeB} = attrs;
-  if (!transposeA && !transposeB) {
-    return runStockKernel(BatchMatMul, backend, inputs, attrs);
-  }
   const s = new Scratch(backend);
   try {
-    const a = transposeA ? transposeInner(s, required(inputs.a, 'a')) : inputs.a;
-    const b = transposeB ? transposeInner(s, required(inputs.b, 'b')) : inputs.b;
+    let a = required(inputs.a, 'a');
+    let b = required(inputs.b, 'b');
+    a = transposeA ? transposeInner(s, a) : a;
+    b = freshIfReshaped(s, transposeB ? transposeInner(s, b) : b);
     return runStockKernel(
         BatchMatMul, backend, {a, b}, {transposeA: false, transposeB: false});
   } finally {

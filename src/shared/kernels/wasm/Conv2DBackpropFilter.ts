@@ -4,8 +4,8 @@
  * dW[kh, kw, ci, co] = sum over (n, oh, ow) of
  *   xpad[n, s*oh + kh, s*ow + kw, ci] * dy[n, oh, ow, co]
  *
- * computed as one matmul colsT[K, L] @ dy[L, co] with K = kh*kw*ci, whose
- * [K, co] result is already HWIO. colsT is the transposed im2col matrix, built
+ * im2col path: colsT[K, L] @ dy[L, co] with K = kh*kw*ci, whose [K, co]
+ * result is already HWIO. colsT is the transposed im2col matrix, built
  * without per-element work:
  *  - pad x spatially (PadV2) so that its height/width are multiples of the
  *    stride s, and split it into stride phases (row phase by row copies; the
@@ -16,12 +16,19 @@
  *    phase rows starting at o (one memmove per channel per tap);
  *  - dy is zero-padded to the phase grid [N, Hq, Wq, co] (PadV2) so that the
  *    flat index of dy matches the flat index of the shifted phase image; the
- *    padded entries are zero and cancel the wrapped-around columns.
- * For 1x1 stride-1 unpadded convs this is transpose(x) @ dy (no im2col).
+ *    padded entries are zero and cancel the wrapped-around columns;
+ *  - the reduction over L runs in cache-sized chunks (one BatchMatMul each,
+ *    summed with Add), the chunk of colsT being built just before its use.
+ * 1x1 kernels skip im2col (see pointwiseProduct).
+ *
+ * swapped path (deep stages: small OH*OW, large batch): a forward Conv2D
+ * with batch and channels exchanged, see swappedConv.
  */
 import {
+  Add,
   backend_util,
   BatchMatMul,
+  Conv2D,
   Conv2DBackpropFilter,
   Conv2DBackpropFilterAttrs,
   Conv2DBackpropFilterInputs,
@@ -42,6 +49,7 @@ import {
   WasmKernelArgs,
   windowNHWC,
 } from './kernel_utils.js';
+import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
 
 type Shape4 = [number, number, number, number];
 
@@ -86,13 +94,43 @@ export function conv2DBackpropFilter(
   const len = n * hq * wq;
   const taps = kh * kw;
 
+  const strategy = conv2DBackpropFilterOptions.strategy === 'auto' ?
+      (taps > 1 && n >= SWAPPED_MIN_BATCH &&
+               oh * ow <= SWAPPED_MAX_OUT_PIXELS ?
+           'swapped' :
+           'im2col') :
+      conv2DBackpropFilterOptions.strategy;
+  if (strategy === 'swapped') {
+    return swappedConv(backend, x, dy, info, filterShape);
+  }
+
   const s = new Scratch(backend);
   try {
     const xq = windowNHWC(s, x, -pt, sh * hq, -pl, sw * wq);
-    // colsT[t*ci + c, l]: tap t, channel c, flat phase position l.
-    let colsT: TensorInfo|null = null;
+    const dyq = windowNHWC(s, dy, 0, hq, 0, wq);
     const phaseWidth = sw * ci;
     const rowLen = wq * phaseWidth;
+    if (taps === 1) {
+      // 1x1: the row phase, with the column phases folded into its channels
+      // ([len, sw*ci]), is the im2col matrix; the extra column phases cost a
+      // wider (small) product instead of a pixel-by-pixel extraction.
+      let rows = xq;
+      if (sh > 1) {
+        rows = s.alloc([n * hq, rowLen]);
+        copyRuns(backend, xq, 0, sh * rowLen, rows, 0, rowLen, rowLen, n * hq);
+      }
+      const grad = pointwiseProduct(
+          s, s.view(rows, [len, phaseWidth]), s.view(dyq, [len, co]));
+      if (sw === 1) {
+        return runKernel(Reshape, backend, {x: grad}, {shape: filterShape});
+      }
+      const out = backend.makeOutput(filterShape, 'float32');
+      copyRuns(backend, grad, 0, ci * co, out, 0, ci * co, ci * co, 1);
+      return out;
+    }
+    // Channel-major row phases: phases[bh] is [sw*ci, len], row bw*ci + c
+    // holding channel c of column phase bw.
+    const phases: TensorInfo[] = [];
     for (let bh = 0; bh < Math.min(sh, kh); bh++) {
       let rows = xq;
       if (sh > 1) {
@@ -101,41 +139,163 @@ export function conv2DBackpropFilter(
             backend, xq, bh * rowLen, sh * rowLen, rows, 0, rowLen, rowLen,
             n * hq);
       }
-      const xT = s.run(
-          Transpose, {x: s.view(rows, [len, phaseWidth])}, {perm: [1, 0]});
+      phases.push(s.run(
+          Transpose, {x: s.view(rows, [len, phaseWidth])}, {perm: [1, 0]}));
       if (rows !== xq) {
         s.free(rows);
       }
-      if (taps === 1 && sw === 1) {
-        colsT = xT;  // 1x1 (any stride): the phase image is the im2col.
-        break;
-      }
-      colsT = colsT ?? s.alloc([taps * ci, len]);
-      for (let kRow = bh; kRow < kh; kRow += sh) {
+    }
+    // The reduction over len is split into chunks whose im2col block and dy
+    // rows ([k + co] floats per position) stay in cache; a single [K, len] @ [len, co] product is bound by
+    // memory traffic (it streams the whole im2col matrix once per 8 output
+    // columns).
+    const k = taps * ci;
+    const chunk = Math.max(
+        64,
+        Math.min(
+            len, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (k + co))));
+    const block = s.alloc([k * chunk]);
+    let acc: TensorInfo|null = null;
+    for (let l0 = 0; l0 < len; l0 += chunk) {
+      const lc = Math.min(chunk, len - l0);
+      for (let kRow = 0; kRow < kh; kRow++) {
+        const phase = phases[kRow % sh];
         for (let kCol = 0; kCol < kw; kCol++) {
           const bw = kCol % sw;
           const o = Math.floor(kRow / sh) * wq + Math.floor(kCol / sw);
-          const row0 = (kRow * kw + kCol) * ci;
+          const dst = (kRow * kw + kCol) * ci * lc;
+          // Columns at or past len - o read past the phase row; they meet
+          // zero rows of dyq, so they are zero-filled instead.
+          const valid = Math.max(0, Math.min(lc, len - o - l0));
           copyRuns(
-              backend, xT, bw * ci * len + o, len, colsT, row0 * len, len,
-              len - o, ci);
-          fillRuns(backend, colsT, row0 * len + len - o, len, o, ci);
+              backend, phase, bw * ci * len + o + l0, len, block, dst, lc,
+              valid, ci);
+          fillRuns(backend, block, dst + valid, lc, lc - valid, ci);
         }
       }
-      s.free(xT);
+      const a = s.subView(block, 0, [k, lc]);
+      const b = s.subView(dyq, l0 * co, [lc, co]);
+      const part = s.run(
+          BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
+      s.dropView(a);
+      s.dropView(b);
+      if (acc == null) {
+        acc = part;
+      } else {
+        const sum = s.run(Add, {a: acc, b: part});
+        s.free(acc);
+        s.free(part);
+        acc = sum;
+      }
     }
-    if (colsT == null) {
-      throw new Error(`${Conv2DBackpropFilter}: empty filter`);
+    if (acc == null) {
+      throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
     }
-    const dyq = windowNHWC(s, dy, 0, hq, 0, wq);
-    const grad = s.run(
-        BatchMatMul, {a: colsT, b: s.view(dyq, [len, co])},
-        {transposeA: false, transposeB: false});
-    return runKernel(Reshape, backend, {x: grad}, {shape: filterShape});
+    return runKernel(Reshape, backend, {x: acc}, {shape: filterShape});
   } finally {
     s.dispose();
   }
 }
+
+/**
+ * xm^T @ dym for xm [M, cx] and dym [M, co] (1x1 filter gradients), in
+ * cache-sized chunks of rows: each chunk (a zero-copy sub-view) is
+ * transposed while in cache, so nothing is transposed or copied as a whole.
+ * The wider operand is transposed and streamed (A); the narrower one is
+ * XNNPACK's packed B, which then stays small in cache. Returns [cx, co].
+ */
+function pointwiseProduct(
+    s: Scratch, xm: TensorInfo, dym: TensorInfo): TensorInfo {
+  const [m, cx] = xm.shape;
+  const co = dym.shape[1];
+  const swap = co > cx;
+  const [left, right] = swap ? [dym, xm] : [xm, dym];
+  const cl = swap ? co : cx, cr = swap ? cx : co;
+  const chunk = Math.max(
+      64,
+      Math.min(m, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (cx + co))));
+  let acc: TensorInfo|null = null;
+  for (let l0 = 0; l0 < m; l0 += chunk) {
+    const lc = Math.min(chunk, m - l0);
+    const rows = s.subView(left, l0 * cl, [lc, cl]);
+    const a = s.run(Transpose, {x: rows}, {perm: [1, 0]});
+    s.dropView(rows);
+    const b = s.subView(right, l0 * cr, [lc, cr]);
+    const part =
+        s.run(BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
+    s.dropView(b);
+    s.free(a);
+    if (acc == null) {
+      acc = part;
+    } else {
+      const sum = s.run(Add, {a: acc, b: part});
+      s.free(acc);
+      s.free(part);
+      acc = sum;
+    }
+  }
+  if (acc == null) {
+    throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
+  }
+  return swap ? s.run(Transpose, {x: acc}, {perm: [1, 0]}) : acc;
+}
+
+/**
+ * The filter gradient as a forward Conv2D with batch and channels swapped:
+ * x as [ci, H, W, N] (ci images of N channels), dy as an [OH, OW, N, co]
+ * filter applied with dilation = stride, giving [ci, kh, kw, co]. XNNPACK
+ * runs this well when N is large and OH*OW small (deep ResNet stages),
+ * where the im2col path wastes work on its padded phase grid.
+ */
+function swappedConv(
+    backend: BackendWasm, x: TensorInfo, dy: TensorInfo,
+    info: backend_util.Conv2DInfo, filterShape: number[]): TensorInfo {
+  const {
+    inHeight: h,
+    inWidth: w,
+    outHeight: oh,
+    outWidth: ow,
+    filterHeight: kh,
+    filterWidth: kw,
+    strideHeight: sh,
+    strideWidth: sw,
+  } = info;
+  const pt = info.padInfo.top, pl = info.padInfo.left;
+  // Rows read: pt + H + pb = kh + sh*(oh - 1); a negative pb crops x.
+  const pb = kh + sh * (oh - 1) - h - pt;
+  const pr = kw + sw * (ow - 1) - w - pl;
+  const s = new Scratch(backend);
+  try {
+    const xs = s.run(Transpose, {x}, {perm: [3, 1, 2, 0]});
+    const xc = windowNHWC(
+        s, xs, 0, h + Math.min(0, pb), 0, w + Math.min(0, pr));
+    const f = s.run(Transpose, {x: dy}, {perm: [1, 2, 0, 3]});
+    const g = s.run(Conv2D, {x: xc, filter: f}, {
+      strides: [1, 1],
+      pad: [[0, 0], [pt, Math.max(0, pb)], [pl, Math.max(0, pr)], [0, 0]],
+      dataFormat: 'NHWC',
+      dilations: [sh, sw],
+    });
+    const out = s.run(Transpose, {x: g}, {perm: [1, 2, 0, 3]});
+    return runKernel(Reshape, backend, {x: out}, {shape: filterShape});
+  } finally {
+    s.dispose();
+  }
+}
+
+/**
+ * Tuning knobs, exported so tests and benchmarks can force each path:
+ * strategy ('auto' picks by shape) and the im2col chunk size in floats
+ * (about 1 MiB by default, sized for L2).
+ */
+export const conv2DBackpropFilterOptions: {
+  strategy: 'auto'|'im2col'|'swapped',
+  chunkFloats: number,
+} = {strategy: 'auto', chunkFloats: 1 << 18};
+
+const SWAPPED_MIN_BATCH = 32;
+const SWAPPED_MAX_OUT_PIXELS = 100;
+
 
 export const conv2DBackpropFilterConfig: KernelConfig = {
   kernelName: Conv2DBackpropFilter,

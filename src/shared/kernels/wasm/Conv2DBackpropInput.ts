@@ -10,12 +10,11 @@
  * phase bh is one Conv2D whose output channels hold the s column phases
  * side by side ([.., Mw, s*ci] == [.., Mw*s, ci], i.e. already interleaved
  * along the width); the filter of column phase bw is zero-padded to the
- * largest phase's width. The row phases are interleaved into dx by row
+ * largest phase's width (filters are assembled by block copies). The row phases are interleaved into dx by row
  * copies, which also crop to the input size.
  */
 import {
   backend_util,
-  Concat,
   Conv2D,
   Conv2DBackpropInput,
   Conv2DBackpropInputAttrs,
@@ -23,10 +22,6 @@ import {
   Fill,
   KernelConfig,
   KernelFunc,
-  NamedTensorInfoMap,
-  PadV2,
-  Reverse,
-  StridedSlice,
   TensorInfo,
   Transpose,
 } from '@tensorflow/tfjs-core';
@@ -35,7 +30,6 @@ import {
   copyRuns,
   fillRuns,
   getStockKernel,
-  runKernel,
   runStockKernel,
   required,
   Scratch,
@@ -46,49 +40,37 @@ import {PhasePlan, planPhases} from './transposed_conv_plan.js';
 
 /**
  * Flipped, in/out-swapped taps of row phase bh, with the column phases
- * concatenated along the output channels: [tapsH, maxTapsW, co, sw*ci].
+ * side by side along the output channels: [tapsH, maxTapsW, co, sw*ci].
+ * Column phase bw's taps are right-aligned (zero taps in front). Built by
+ * block copies from `swapped` = filter as [kh, kw, co, ci]; the stock
+ * StridedSlice/Reverse kernels cost milliseconds even on filters.
  */
 function phaseFilter(
-    s: Scratch, flipped: TensorInfo, bh: number, ph: PhasePlan,
+    s: Scratch, swapped: TensorInfo, bh: number, ph: PhasePlan,
     pw: PhasePlan): TensorInfo {
-  const [kh, kw, co, ci] = flipped.shape;
+  const [, kw, co, ci] = swapped.shape;
   const th = ph.taps[bh];
-  const parts: TensorInfo[] = [];
-  for (let bw = 0; bw < pw.stride; bw++) {
-    const tw = pw.taps[bw];
-    if (tw === 0) {
-      parts.push(s.run(
-          Fill, {}, {shape: [th, pw.maxTaps, co, ci], value: 0,
-                     dtype: 'float32'}));
-      continue;
-    }
-    // Taps k = s*a + b, flipped: flipped[start + s*t] with
-    // start = k - 1 - b - s*(taps - 1).
-    let part = flipped;
-    if (ph.stride > 1 || pw.stride > 1) {
-      part = s.run(StridedSlice, {x: flipped}, {
-        begin: [kh - 1 - bh - ph.stride * (th - 1),
-                kw - 1 - bw - pw.stride * (tw - 1), 0, 0],
-        end: [kh, kw, co, ci],
-        strides: [ph.stride, pw.stride, 1, 1],
-        beginMask: 0,
-        endMask: 0,
-        ellipsisMask: 0,
-        newAxisMask: 0,
-        shrinkAxisMask: 0,
-      });
-    }
-    if (tw < pw.maxTaps) {
-      part = s.run(PadV2, {x: part}, {
-        paddings: [[0, 0], [pw.maxTaps - tw, 0], [0, 0], [0, 0]],
-        constantValue: 0,
-      });
-    }
-    parts.push(part);
+  const width = pw.maxTaps;
+  const sw = pw.stride;
+  const out = s.alloc([th, width, co, sw * ci]);
+  if (pw.taps.some(t => t < width)) {
+    fillRuns(s.backend, out, 0, 0, th * width * co * sw * ci, 1);
   }
-  return parts.length === 1 ?
-      parts[0] :
-      s.run(Concat, parts as unknown as NamedTensorInfoMap, {axis: 3});
+  // Flipped tap t of phase b is kernel tap b + s*(taps - 1 - t).
+  for (let t = 0; t < th; t++) {
+    const p = bh + ph.stride * (th - 1 - t);
+    for (let bw = 0; bw < sw; bw++) {
+      const tw = pw.taps[bw];
+      for (let u = 0; u < tw; u++) {
+        const q = bw + sw * (tw - 1 - u);
+        const slot = width - tw + u;
+        copyRuns(
+            s.backend, swapped, (p * kw + q) * co * ci, ci, out,
+            (t * width + slot) * co * sw * ci + bw * ci, sw * ci, ci, co);
+      }
+    }
+  }
+  return out;
 }
 
 /**
@@ -153,14 +135,12 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
 
   const s = new Scratch(backend);
   try {
-    const flipped = s.run(
-        Reverse,
-        {x: s.run(Transpose, {x: filter}, {perm: [0, 1, 3, 2]})},
-        {dims: [0, 1]});
+    const swapped = s.run(Transpose, {x: filter}, {perm: [0, 1, 3, 2]});
     const padL = pw.padBefore(pw.maxTaps);
     if (sh === 1 && sw === 1) {
       const out = phaseConv(
-          s, dy, flipped, ph.padBefore(kh), ph.padAfter, padL, pw.padAfter);
+          s, dy, phaseFilter(s, swapped, 0, ph, pw), ph.padBefore(kh),
+          ph.padAfter, padL, pw.padAfter);
       if (out == null) {
         return s.release(zeros(s, [n, h, w, ci]));
       }
@@ -178,7 +158,7 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
       const th = ph.taps[bh];
       const out = th === 0 ? null :
                              phaseConv(
-                                 s, dy, phaseFilter(s, flipped, bh, ph, pw),
+                                 s, dy, phaseFilter(s, swapped, bh, ph, pw),
                                  ph.padBefore(th), ph.padAfter, padL,
                                  pw.padAfter);
       for (let b = 0; b < n; b++) {

@@ -11,23 +11,23 @@
  *    split it into stride phases; window tap (p, q) of output (i, j) is then
  *    phase (p mod sh, q mod sw) at (i + p div sh, j + q div sw), i.e. a plain
  *    crop of the phase image;
- *  - for each tap in window order: eq = (tap values == pooled output); the
- *    tap takes the still-unrouted gradient where eq holds (Select), which is
- *    then cleared so later ties get nothing;
+ *  - for each tap in window order, the tap takes the still-unrouted
+ *    gradient where it equals the pooled output (mask from Step(max - tap),
+ *    exact for floats), which is then cleared so later ties get nothing;
  *  - each tap's contribution is zero-padded back to its phase position and
  *    summed per phase (PadV2, Add); the phases are interleaved into dx.
  */
 import {
   Add,
   backend_util,
-  Equal,
-  Fill,
   KernelConfig,
   KernelFunc,
   MaxPoolGrad,
   MaxPoolGradAttrs,
   MaxPoolGradInputs,
-  Select,
+  Multiply,
+  Step,
+  Sub,
   TensorInfo,
 } from '@tensorflow/tfjs-core';
 
@@ -74,8 +74,6 @@ export function maxPoolGrad(
   const s = new Scratch(backend);
   try {
     const xq = windowNHWC(s, input, -pt, sh * hq, -pl, sw * wq, -Infinity);
-    const zeros = s.run(
-        Fill, {}, {shape: [n, oh, ow, c], value: 0, dtype: 'float32'});
     const phaseX: Array<Array<TensorInfo|null>> =
         Array.from({length: sh}, () => new Array<TensorInfo|null>(sw).fill(null));
     const phaseDx: Array<Array<TensorInfo|null>> =
@@ -88,19 +86,21 @@ export function maxPoolGrad(
         const px = phaseX[bh][bw] ?? phaseNHWC(s, xq, sh, sw, bh, bw);
         phaseX[bh][bw] = px;
         const taps = windowNHWC(s, px, ah, oh, aw, ow);
-        const eq = s.run(Equal, {a: taps, b: output});
+        // gap = max - tap >= 0 is exactly 0 where the tap is a maximum, so
+        // Step(gap) is 0 there and 1 elsewhere (also for -inf padding).
+        const gap = s.run(Sub, {a: output, b: taps});
         if (taps !== px) {
           s.free(taps);
         }
-        const routed = s.run(Select, {condition: eq, t: remaining, e: zeros});
-        if (p < kh - 1 || q < kw - 1) {
-          const next = s.run(Select, {condition: eq, t: zeros, e: remaining});
-          if (remaining !== dy) {
-            s.free(remaining);
-          }
-          remaining = next;
+        const notMax = s.run(Step, {x: gap}, {alpha: 0});
+        s.free(gap);
+        const kept = s.run(Multiply, {a: remaining, b: notMax});
+        s.free(notMax);
+        const routed = s.run(Sub, {a: remaining, b: kept});
+        if (remaining !== dy) {
+          s.free(remaining);
         }
-        s.free(eq);
+        remaining = kept;
         const placed = windowNHWC(s, routed, -ah, hq, -aw, wq);
         const prev = phaseDx[bh][bw];
         phaseDx[bh][bw] =

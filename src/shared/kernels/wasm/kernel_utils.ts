@@ -51,18 +51,6 @@ function single(out: TensorInfo | TensorInfo[], name: string): TensorInfo {
  * typed loosely because tfjs' NamedAttrMap does not model every attribute
  * shape kernels accept (explicit paddings are number[][]).
  */
-export function runKernelMulti(
-    name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
-    attrs: object = {}): TensorInfo[] {
-  const config = getKernel(name, WASM);
-  if (config == null) {
-    throw new Error(`wasm kernel ${name} is not registered`);
-  }
-  const out = config.kernelFunc(
-      {inputs, backend, attrs: attrs as unknown as NamedAttrMap});
-  return Array.isArray(out) ? out : [out];
-}
-
 export function runKernel(
     name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
     attrs: object = {}): TensorInfo {
@@ -97,6 +85,7 @@ export function runStockKernel(
  */
 export class Scratch {
   private readonly infos: TensorInfo[] = [];
+  private readonly subViews: TensorInfo[] = [];
 
   constructor(readonly backend: BackendWasm) {}
 
@@ -120,6 +109,41 @@ export class Scratch {
       throw new Error(`view: cannot reshape [${x.shape}] to [${shape}]`);
     }
     return {dataId: x.dataId, shape, dtype: x.dtype};
+  }
+
+  /**
+   * A float32 TensorInfo aliasing `size(shape)` elements of `base` starting
+   * at element `offset`, so that native kernels can read a contiguous part of
+   * a buffer without a copy. It is registered with the backend like a native
+   * kernel output (makeOutput with a memory offset) and unregistered by
+   * dropView/dispose without freeing the memory, which `base` owns. Use only
+   * as a kernel input while `base` lives.
+   */
+  subView(base: TensorInfo, offset: number, shape: number[]): TensorInfo {
+    const end = offset + util.sizeFromShape(shape);
+    if (offset < 0 || end > util.sizeFromShape(base.shape) ||
+        base.dtype !== 'float32') {
+      throw new Error(`subView [${offset}, ${end}) outside [${base.shape}]`);
+    }
+    const byteOffset = this.backend.getMemoryOffset(base.dataId) +
+        offset * Float32Array.BYTES_PER_ELEMENT;
+    const view = this.backend.makeOutput(shape, 'float32', byteOffset);
+    this.subViews.push(view);
+    return view;
+  }
+
+  /** Unregisters a subView (its memory belongs to the base tensor). */
+  dropView(view: TensorInfo): void {
+    const i = this.subViews.lastIndexOf(view);
+    if (i < 0) {
+      return;
+    }
+    this.subViews.splice(i, 1);
+    const data = this.backend.dataIdMap.get(view.dataId);
+    // Releases the id and any native state cached for it (e.g. XNNPACK
+    // operators keyed by tensor id), but not the memory.
+    this.backend.wasm.tfjs.disposeData(data.id);
+    this.backend.dataIdMap.delete(view.dataId);
   }
 
   /** Allocates an uninitialised float32 tensor on the wasm heap. */
@@ -152,6 +176,9 @@ export class Scratch {
   }
 
   dispose(): void {
+    for (const view of this.subViews.slice()) {
+      this.dropView(view);
+    }
     for (const info of this.infos) {
       this.backend.disposeData(info.dataId);
     }

@@ -16,7 +16,10 @@ import {batchMatMulConfig} from './BatchMatMul.js';
 import {conv2DBackpropFilterConfig} from './Conv2DBackpropFilter.js';
 import {conv2DBackpropInputConfig} from './Conv2DBackpropInput.js';
 import {rememberStockKernel, WASM} from './kernel_utils.js';
+import {identityConfig} from './Identity.js';
 import {maxPoolGradConfig} from './MaxPoolGrad.js';
+import {meanConfig} from './Mean.js';
+import {sumConfig} from './Sum.js';
 
 export const wasmTrainingKernels: readonly KernelConfig[] = [
   conv2DBackpropFilterConfig,
@@ -24,6 +27,9 @@ export const wasmTrainingKernels: readonly KernelConfig[] = [
   batchMatMulConfig,
   maxPoolGradConfig,
   avgPoolGradConfig,
+  sumConfig,
+  meanConfig,
+  identityConfig,
 ];
 
 export function registerWasmTrainingKernels(): void {

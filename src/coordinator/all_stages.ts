@@ -1,0 +1,2 @@
+// Every stage runner this build has; each module registers itself. The pruning engine adds its modules here.
+import './train_stage.js';

@@ -1,0 +1,68 @@
+import { availableParallelism } from 'node:os';
+import { Piscina } from 'piscina';
+import { reduceRange } from './reduce.js';
+import type { ReduceTask } from './reduce_task.js';
+
+export interface ReducerOptions {
+  /** Threads for large reductions; 0 or 1 sums on the main thread. Default: cores - 1, at most 8. */
+  threads?: number;
+  /** Below this many values (gradient size x workers) the main thread sums: a thread round trip costs more. */
+  minValues?: number;
+}
+
+/**
+ * Averages worker gradients in a fixed order. Large ones (ResNet-50: 25.6 M values per worker, ~0.15 s per worker
+ * on one core here, plus the finite checks) are split by range over a piscina pool working on SharedArrayBuffers,
+ * so that the coordinator's reduction does not grow with the worker count on a many-core machine. Small models
+ * (ResNet-20: 0.27 M values) and machines with fewer than 3 cores sum inline.
+ */
+export class GradientReducer {
+  private readonly threads: number;
+  private readonly minValues: number;
+  private pool?: Piscina;
+
+  constructor(opts: ReducerOptions = {}) {
+    this.threads = opts.threads ?? Math.min(8, availableParallelism() - 1);
+    this.minValues = opts.minValues ?? 8_000_000;
+  }
+
+  private usePool(size: number, workers: number): boolean {
+    return this.threads >= 2 && size * workers >= this.minValues;
+  }
+
+  /** A buffer for one worker's gradient: shared memory when the pool will read it. */
+  allocate(size: number, workers: number): Float32Array {
+    return this.usePool(size, workers) ? new Float32Array(new SharedArrayBuffer(size * 4)) : new Float32Array(size);
+  }
+
+  async average(grads: readonly Float32Array[], count: number): Promise<Float32Array> {
+    const size = grads[0]?.length ?? 0;
+    const shared = grads.every((g) => g.buffer instanceof SharedArrayBuffer && g.byteOffset === 0 && g.length === size);
+    if (!this.usePool(size, grads.length) || !shared) {
+      const out = new Float32Array(size);
+      reduceRange(grads, out, 0, size, count);
+      return out;
+    }
+    this.pool ??= new Piscina({ filename: new URL('./reduce_task.js', import.meta.url).href, maxThreads: this.threads, minThreads: 0, idleTimeout: 30000 });
+    const outBuf = new SharedArrayBuffer(size * 4);
+    const parts = this.threads;
+    const tasks: Promise<void>[] = [];
+    for (let p = 0; p < parts; p++) {
+      const task: ReduceTask = {
+        grads: grads.map((g) => g.buffer as SharedArrayBuffer),
+        out: outBuf,
+        start: Math.floor((p * size) / parts),
+        end: Math.floor(((p + 1) * size) / parts),
+        count,
+      };
+      tasks.push(this.pool.run(task));
+    }
+    await Promise.all(tasks);
+    return new Float32Array(outBuf);
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.destroy();
+    this.pool = undefined;
+  }
+}

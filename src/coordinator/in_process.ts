@@ -1,0 +1,66 @@
+import type { Config } from '../shared/config/schema.js';
+import type { DatasetPair } from '../shared/data/dataset.js';
+import { archSpec, buildModel } from '../shared/models/registry.js';
+import { memoryPair } from '../shared/protocol/transport.js';
+import { bucketElements } from '../shared/protocol/version.js';
+import { Replica } from '../shared/train/replica.js';
+import { WorkerSession } from '../worker/session.js';
+import { Coordinator } from './cluster.js';
+import type { ReducerOptions } from './gradient_reducer.js';
+
+export interface InProcessOptions {
+  workers: number;
+  backend?: string;
+  loadData?: (config: Config) => Promise<DatasetPair>;
+  log?: (line: string) => void;
+  reducer?: ReducerOptions;
+}
+
+export interface InProcessCluster {
+  coordinator: Coordinator;
+  workers: WorkerSession[];
+  /** Ends every session; resolves when they are closed. */
+  close(): Promise<void>;
+}
+
+/** The coordinator's model and replica, built from the config as every worker builds its own. */
+export function coordinatorFor(config: Config, log: (line: string) => void, reducer?: ReducerOptions): Coordinator {
+  const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
+  const replica = new Replica(model, archSpec(config.model.name).inputShape);
+  return new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, reducer });
+}
+
+/**
+ * A coordinator and N workers in this process, linked by in-memory transports: the same messages and code as
+ * separate processes, for tests and single-process training.
+ */
+export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
+  const log = opts.log ?? (() => {});
+  const coordinator = coordinatorFor(config, log, opts.reducer);
+  const workers: WorkerSession[] = [];
+  const runs: Promise<void>[] = [];
+  for (let i = 0; i < opts.workers; i++) {
+    const [c, w] = memoryPair([`memory:coordinator`, `memory:w${i}`]);
+    coordinator.accept(c);
+    const session = new WorkerSession(w, {
+      workerId: `w${i}`,
+      backend: opts.backend ?? 'in-process',
+      gpu: null,
+      host: 'in-process',
+      pid: process.pid,
+      loadData: opts.loadData,
+      log: (line) => log(`[w${i}] ${line}`),
+    });
+    workers.push(session);
+    runs.push(session.run().catch((err) => log(`[w${i}] ended: ${(err as Error).message}`)));
+  }
+  await coordinator.waitForWorkers(opts.workers, 60000);
+  return {
+    coordinator,
+    workers,
+    close: async () => {
+      coordinator.shutdown('in-process run finished');
+      await Promise.all(runs);
+    },
+  };
+}

@@ -1,0 +1,158 @@
+import { Command, InvalidArgumentError } from 'commander';
+import { hostname } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { initBackend, type BackendChoice } from '../shared/backend.js';
+import { loadConfig } from '../shared/config/load.js';
+import type { Config } from '../shared/config/schema.js';
+import { loadDataset } from '../shared/data/index.js';
+import { GdpError } from '../shared/errors.js';
+import { listenWs, type WsListener } from '../shared/protocol/ws_transport.js';
+import './all_stages.js';
+import type { Coordinator } from './cluster.js';
+import { coordinatorFor, startInProcess } from './in_process.js';
+import { LocalWorkers } from './local_workers.js';
+import { RunFiles } from './run_files.js';
+import { assertStagesAvailable, getStage } from './stages.js';
+
+export const DEFAULT_CONFIG = fileURLToPath(new URL('../../../configs/mnist-resnet20.json', import.meta.url));
+
+function log(line: string): void {
+  process.stdout.write(line + '\n');
+}
+
+function positiveInt(flag: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer, got '${v}'`);
+    return n;
+  };
+}
+
+export function parseListen(v: string): { host: string; port: number } {
+  const i = v.lastIndexOf(':');
+  const host = i > 0 ? v.slice(0, i) : '';
+  const port = Number(v.slice(i + 1));
+  if (!host || !Number.isInteger(port) || port < 0 || port > 65535) throw new GdpError('BAD_FLAG', `--listen expects HOST:PORT (port 0-65535), got '${v}'`);
+  return { host, port };
+}
+
+interface Options {
+  workers: number;
+  config?: string;
+  listen: string;
+  local?: boolean;
+  inProcess?: boolean;
+  backend: string;
+  set: string[];
+  dataDir?: string;
+  dryRun?: boolean;
+}
+
+function resolveConfig(o: Options): Config {
+  const config = loadConfig(o.config ?? DEFAULT_CONFIG, o.set);
+  if (o.dataDir) config.data.dir = o.dataDir;
+  assertStagesAvailable(config.stages);
+  return config;
+}
+
+async function run(o: Options): Promise<void> {
+  const config = resolveConfig(o);
+  if (o.dryRun) {
+    log(JSON.stringify(config, null, 2));
+    return;
+  }
+  const { host, port } = parseListen(o.listen);
+  const backend = await initBackend(o.backend as BackendChoice);
+  log(`gdp-coord: backend ${backend.description}`);
+  // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.
+  const data = await loadDataset(config, { dataDir: o.dataDir, numWorkers: 0 });
+  await data.close?.();
+
+  let coordinator: Coordinator | undefined;
+  let listener: WsListener | undefined;
+  let closeInProcess: (() => Promise<void>) | undefined;
+  const local = new LocalWorkers(log);
+  let stopping: Promise<unknown> | undefined;
+  // Idempotent: the signal handler and the run's own ending both wait for the same, complete stop.
+  const stop = (reason: string) => {
+    coordinator?.shutdown(reason);
+    stopping ??= Promise.all([local.stop(), listener?.close(), closeInProcess?.()]);
+    return stopping;
+  };
+  let interruptedBy: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    interruptedBy = sig;
+    log(`gdp-coord: ${sig}: stopping the workers`);
+    // The run below then fails for want of workers and reports the signal; this exit is the fallback for a
+    // coordinator that is only waiting (for workers that never come).
+    void stop(`coordinator received ${sig}`).finally(() => setTimeout(() => process.exit(sig === 'SIGINT' ? 130 : 143), 2000).unref());
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  process.once('exit', () => local.killNow());
+
+  try {
+    if (o.inProcess) {
+      log(`gdp-coord: ${o.workers} in-process worker(s)`);
+      const c = await startInProcess(config, { workers: o.workers, backend: backend.name, log });
+      coordinator = c.coordinator;
+      closeInProcess = c.close;
+    } else {
+      const coord = coordinatorFor(config, log);
+      coordinator = coord;
+      listener = await listenWs(host, port, (t) => coord.accept(t));
+      const url = `ws://${listener.host}:${listener.port}`;
+      // Listening on every interface: workers on other machines need this machine's name, not 0.0.0.0.
+      const shown = listener.host === '0.0.0.0' || listener.host === '::' ? `ws://${hostname()}:${listener.port}` : url;
+      log(`gdp-coord: listening on ${url}, waiting for ${o.workers} worker(s)`);
+      if (o.local) local.start(o.workers, url, backend.name);
+      else log(`start each worker with:\n  gdp-worker --connect ${shown}`);
+      await coordinator.waitForWorkers(o.workers, o.local ? 300000 : Infinity, o.local ? () => local.checkAlive() : undefined);
+    }
+    const files = new RunFiles(config);
+    files.writeConfig(config);
+    for (const name of config.stages) {
+      log(`gdp-coord: stage '${name}' on ${coordinator.workerIds.length} worker(s)`);
+      await getStage(name)({ cluster: coordinator, config, trainSize: data.train.size, testSize: data.test.size, files, log });
+    }
+    log(`gdp-coord: done; logs in ${files.dir}`);
+  } catch (err) {
+    if (interruptedBy) throw new GdpError('INTERRUPTED', `stopped by ${interruptedBy}`);
+    throw err;
+  } finally {
+    await stop('run finished');
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command('gdp-coord')
+    .description('Coordinator of gdp data-parallel training and Gate Decorator pruning')
+    .requiredOption('--workers <n>', 'number of workers to wait for', positiveInt('--workers'))
+    .option('--config <file>', 'config file (default: configs/mnist-resnet20.json of the package)')
+    .option('--listen <host:port>', 'address to listen on (port 0: any free port)', '127.0.0.1:7070')
+    .option('--local', 'start the workers as child processes of this one')
+    .option('--in-process', 'run the workers inside this process (single-process training)')
+    .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+    .option('--set <key.path=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--data-dir <dir>', "dataset folder (overrides the config's data.dir)")
+    .option('--dry-run', 'validate the config, print it resolved as JSON and exit')
+    .exitOverride();
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (err) {
+    const code = (err as { exitCode?: number }).exitCode;
+    return code ?? 2;
+  }
+  try {
+    await run(program.opts<Options>());
+    return 0;
+  } catch (err) {
+    if (err instanceof GdpError) {
+      process.stderr.write(`gdp-coord: error [${err.code}]: ${err.message}\n`);
+      if (err.code === 'INTERRUPTED') return err.message.includes('SIGTERM') ? 143 : 130;
+      return err.code === 'BAD_CONFIG' || err.code === 'BAD_FLAG' || err.code === 'UNKNOWN_STAGE' ? 2 : 1;
+    }
+    throw err;
+  }
+}
+

@@ -1,0 +1,58 @@
+import { join } from 'node:path';
+import type { Config } from '../shared/config/schema.js';
+import { serializeSafetensors } from '../shared/io/safetensors.js';
+import { exportTorchState } from '../shared/io/torch_state.js';
+import type { Cluster } from './cluster.js';
+import { writeFileAtomic } from './atomic_write.js';
+
+/** One line of logs/<task_name>/log.json. */
+export interface EpochRecord {
+  stage: string;
+  epoch: number;
+  lr: number;
+  train_loss: number;
+  train_acc: number;
+  test_loss: number;
+  'acc@1': number;
+  'acc@5': number;
+  img_s: number;
+  /** Images per second of each worker's own compute (from its answer times). */
+  worker_img_s: Record<string, number>;
+}
+
+/** logs/<task_name>/: cfg.json, log.json (one record per epoch) and checkpoints; every file written atomically. */
+export class RunFiles {
+  readonly dir: string;
+  private records: EpochRecord[] = [];
+
+  constructor(config: Config) {
+    this.dir = join(config.base.log_dir, config.base.task_name);
+  }
+
+  writeConfig(config: Config): void {
+    writeFileAtomic(join(this.dir, 'cfg.json'), JSON.stringify(config, null, 2) + '\n');
+  }
+
+  appendEpoch(r: EpochRecord): void {
+    this.records.push(r);
+    writeFileAtomic(join(this.dir, 'log.json'), JSON.stringify(this.records, null, 2) + '\n');
+  }
+
+  /**
+   * Saves the coordinator replica's state after averaging BN statistics over the workers: `<name>.safetensors` in
+   * PyTorch's names and layouts (the paper's GBN form when gated; loadTorchState reads it back, widths included),
+   * with the config, the run state and the model-update log as metadata; and `<name>.optim.safetensors` with the
+   * SGD momentum by gdp parameter name. Both written atomically.
+   */
+  async saveCheckpoint(cluster: Cluster, name: string, state: Record<string, unknown>): Promise<string> {
+    await cluster.syncBatchNormStats();
+    // Binary fields of updates (masks, custom tensors) as base64, so the log fits JSON metadata.
+    const updates = JSON.stringify(cluster.updates, (_k, v: unknown) => (v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v));
+    const metadata = { format: 'gdp-checkpoint/1', config: JSON.stringify(cluster.config), state: JSON.stringify(state), updates };
+    const path = join(this.dir, `${name}.safetensors`);
+    writeFileAtomic(path, serializeSafetensors(exportTorchState(cluster.model), metadata));
+    const momentum = new Map(cluster.replica.momentumState().map(([n, b]) => [n, { shape: [b.length], data: b }]));
+    writeFileAtomic(join(this.dir, `${name}.optim.safetensors`), serializeSafetensors(momentum, { format: 'gdp-momentum/1' }));
+    return path;
+  }
+}

@@ -1,0 +1,133 @@
+import { GdpError } from '../shared/errors.js';
+import { BucketAssembler } from '../shared/protocol/buckets.js';
+import type { Message, MessageOf } from '../shared/protocol/messages.js';
+import type { Peer } from '../shared/protocol/peer.js';
+import type { StepStats } from '../shared/train/replica.js';
+
+export type Hello = MessageOf<'hello'>;
+
+/** Answers the coordinator waits for, by the request type that asks for them. */
+export interface Answers {
+  ready: MessageOf<'ready'>;
+  computed: { grad: Float32Array; stats: StepStats; ms: number };
+  checksum: MessageOf<'checksum'>;
+  evaluated: MessageOf<'evaluated'>;
+  bn_stats: MessageOf<'bn_stats'>;
+  ack: MessageOf<'ack'>;
+}
+type AnswerType = keyof Answers;
+
+interface Pending {
+  type: AnswerType;
+  resolve: (v: never) => void;
+  reject: (e: GdpError) => void;
+  timer: NodeJS.Timeout;
+  started: number;
+  assembler?: BucketAssembler;
+}
+
+/**
+ * The coordinator's view of one worker: request/answer bookkeeping over its Peer. Every answer is checked
+ * against the request it answers (sequence number, type, bucket layout); anything else ends the connection.
+ * When the connection ends, every pending request is rejected with WORKER_LOST.
+ */
+export class WorkerLink {
+  private pending = new Map<number, Pending>();
+  /** Set once the welcome state is loaded and verified. */
+  active = false;
+  lostReason?: string;
+
+  constructor(
+    readonly peer: Peer,
+    readonly hello: Hello,
+    private readonly timeoutMs: number,
+  ) {
+    peer.onMessage((m) => this.receive(m));
+    peer.onClose((reason, err) => {
+      this.lostReason = err ? `${err.code}: ${err.message}` : reason;
+      for (const [, p] of this.pending) {
+        clearTimeout(p.timer);
+        p.reject(new GdpError('WORKER_LOST', `worker ${this.id} left: ${this.lostReason}`));
+      }
+      this.pending.clear();
+    });
+  }
+
+  get id(): string {
+    return this.hello.workerId;
+  }
+  get closed(): boolean {
+    return this.peer.closed;
+  }
+
+  /** Sends `messages` and resolves with the answer of type `type` to request `seq`. */
+  request<T extends AnswerType>(
+    seq: number,
+    type: T,
+    messages: Message[],
+    gradSize?: { size: number; bucketElems: number; allocate?: (n: number) => Float32Array },
+  ): Promise<Answers[T]> {
+    return new Promise<Answers[T]>((resolve, reject) => {
+      if (this.peer.closed) {
+        reject(new GdpError('WORKER_LOST', `worker ${this.id} left: ${this.lostReason ?? 'closed'}`));
+        return;
+      }
+      const timer = setTimeout(() => this.peer.fail(new GdpError('STEP_TIMEOUT', `no '${type}' answer to request ${seq} within ${this.timeoutMs} ms`)), this.timeoutMs);
+      timer.unref();
+      const assembler = gradSize ? new BucketAssembler(`gradient from worker ${this.id} for request ${seq}`, gradSize.size, gradSize.bucketElems, gradSize.allocate) : undefined;
+      this.pending.set(seq, { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), assembler });
+      try {
+        for (const m of messages) this.peer.send(m);
+      } catch (err) {
+        this.peer.fail(err instanceof GdpError ? err : new GdpError('INTERNAL', String(err)));
+      }
+    });
+  }
+
+  /** Sends without waiting for an answer (the ordered channel makes later requests wait behind it). */
+  post(messages: Message[]): void {
+    for (const m of messages) this.peer.send(m);
+  }
+
+  private take(seq: number, type: AnswerType): Pending {
+    const p = this.pending.get(seq);
+    if (!p || p.type !== type) throw new GdpError('PROTOCOL', `unexpected '${type}' for request ${seq}`);
+    return p;
+  }
+
+  private settle(seq: number, p: Pending, value: unknown): void {
+    clearTimeout(p.timer);
+    this.pending.delete(seq);
+    p.resolve(value as never);
+  }
+
+  private receive(m: Message): void {
+    switch (m.type) {
+      case 'bucket': {
+        if (m.stream !== 'grad') throw new GdpError('PROTOCOL', `workers send only 'grad' buckets, got '${m.stream}'`);
+        const p = this.take(m.seq, 'computed');
+        p.assembler!.add(m.index, m.data);
+        return;
+      }
+      case 'computed': {
+        const p = this.take(m.seq, 'computed');
+        this.settle(m.seq, p, { grad: p.assembler!.result(), stats: m.stats, ms: Date.now() - p.started });
+        return;
+      }
+      case 'checksum':
+      case 'evaluated':
+      case 'bn_stats':
+      case 'ack':
+        this.settle(m.seq, this.take(m.seq, m.type), m);
+        return;
+      case 'ready': {
+        this.settle(0, this.take(0, 'ready'), m);
+        return;
+      }
+      case 'error':
+        throw new GdpError(m.code, `worker reported: ${m.message}`);
+      default:
+        throw new GdpError('PROTOCOL', `unexpected '${m.type}' message from a worker`);
+    }
+  }
+}

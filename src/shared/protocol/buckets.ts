@@ -1,0 +1,59 @@
+import { GdpError } from '../errors.js';
+import { firstNonFinite, float32FromWire, toWire, type WireTensor } from './tensor.js';
+
+/** [start, end) element ranges of the buckets of a flat vector: fixed by (size, bucketElems), so both ends agree. */
+export function bucketRanges(size: number, bucketElems: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let s = 0; s < size; s += bucketElems) out.push([s, Math.min(size, s + bucketElems)]);
+  return out;
+}
+
+/** The bucket payloads of `flat`, views without copying, in index order. */
+export function splitBuckets(flat: Float32Array, bucketElems: number): WireTensor[] {
+  return bucketRanges(flat.length, bucketElems).map(([s, e]) => toWire(flat.subarray(s, e)));
+}
+
+/**
+ * Reassembles a flat vector from its buckets, checking each against the expected layout: index in range, arriving
+ * in order, exact length, finite values. A failure names the stream, bucket and problem.
+ */
+export class BucketAssembler {
+  readonly out: Float32Array;
+  private readonly ranges: [number, number][];
+  private next = 0;
+
+  constructor(
+    readonly what: string,
+    size: number,
+    bucketElems: number,
+    /** Where the vector goes (e.g. shared memory for a thread pool to read). */
+    allocate: (size: number) => Float32Array = (n) => new Float32Array(n),
+  ) {
+    this.out = allocate(size);
+    this.ranges = bucketRanges(size, bucketElems);
+  }
+
+  add(index: number, data: WireTensor): void {
+    if (this.complete) throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} arrived after all ${this.ranges.length} buckets`);
+    if (index !== this.next) {
+      throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} arrived, expected bucket ${this.next} of ${this.ranges.length}`);
+    }
+    const [s, e] = this.ranges[index];
+    const v = float32FromWire(data, `${this.what} bucket ${index}`);
+    if (v.length !== e - s) throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} has ${v.length} values, the layout expects ${e - s}`);
+    const bad = firstNonFinite(v);
+    if (bad >= 0) throw new GdpError('NON_FINITE', `${this.what}: bucket ${index} holds ${v[bad]} at element ${s + bad}`);
+    this.out.set(v, s);
+    this.next++;
+  }
+
+  get complete(): boolean {
+    return this.next === this.ranges.length;
+  }
+
+  /** The vector, once every bucket arrived. */
+  result(): Float32Array {
+    if (!this.complete) throw new GdpError('BAD_BUCKET', `${this.what}: ${this.next} of ${this.ranges.length} buckets arrived`);
+    return this.out;
+  }
+}

@@ -1,0 +1,47 @@
+import { Packr } from 'msgpackr';
+import { z } from 'zod';
+import { GdpError } from '../errors.js';
+import { messageSchema, type Message } from './messages.js';
+import { MAX_FRAME_BYTES } from './version.js';
+
+// Plain msgpack (no msgpackr record extension), so any msgpack implementation can read the frames.
+const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+
+function describe(err: z.ZodError): string {
+  return err.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length ? i.path.join('.') : '(message)'}: ${i.message}`)
+    .join('; ');
+}
+
+/** Encodes a message into one frame; refuses frames over the limit (a sender bug: big data goes in buckets). */
+export function encodeMessage(msg: Message): Uint8Array {
+  const frame = packr.pack(msg);
+  if (frame.byteLength > MAX_FRAME_BYTES) {
+    throw new GdpError('FRAME_TOO_LARGE', `'${msg.type}' message is ${frame.byteLength} bytes, over the ${MAX_FRAME_BYTES}-byte frame limit`);
+  }
+  return frame;
+}
+
+/** Decodes and validates one frame. Every failure is a GdpError('BAD_MESSAGE') saying what is wrong. */
+export function decodeMessage(frame: Uint8Array): Message {
+  if (frame.byteLength > MAX_FRAME_BYTES) throw new GdpError('BAD_MESSAGE', `frame of ${frame.byteLength} bytes is over the limit`);
+  let raw: unknown;
+  try {
+    raw = packr.unpack(frame);
+  } catch (err) {
+    throw new GdpError('BAD_MESSAGE', `frame of ${frame.byteLength} bytes is not msgpack: ${(err as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new GdpError('BAD_MESSAGE', 'frame is not a msgpack map');
+  const r = messageSchema.safeParse(raw);
+  if (!r.success) {
+    const type = (raw as { type?: unknown }).type;
+    throw new GdpError('BAD_MESSAGE', `invalid '${String(type)}' message: ${describe(r.error)}`);
+  }
+  return r.data;
+}
+
+/** Any value as msgpack, unvalidated: lets tests craft frames the codec must reject, without importing msgpackr. */
+export function packBlob(value: unknown): Uint8Array {
+  return packr.pack(value);
+}

@@ -1,0 +1,98 @@
+import { z } from 'zod';
+import { modelUpdateSchema } from './model_update.js';
+import { namedTensorSchema, wireTensorSchema } from './tensor.js';
+
+/**
+ * Every message of the coordinator <-> worker protocol, defined once. Requests carry a `seq` that the answer
+ * echoes. Large float vectors (gradients, parameters, model state) never travel inside a request: they travel as
+ * `bucket` messages of bounded size, in index order, with a header message that gives their layout: `welcome` then
+ * its `state` buckets, `apply` then its `avg` buckets; a worker's `grad` buckets answer `compute` (whose layout the
+ * coordinator knows) and are closed by `computed`.
+ */
+const seq = z.number().int().nonnegative();
+const paramSet = z.enum(['all', 'gates']);
+const stats = z.object({
+  lossSum: z.number(),
+  correct1: z.number().int().nonnegative(),
+  correct5: z.number().int().nonnegative(),
+  count: z.number().int().nonnegative(),
+});
+const sgd = z.object({
+  lr: z.number().nonnegative(),
+  momentum: z.number().min(0).max(1),
+  weightDecay: z.number().nonnegative(),
+  nesterov: z.boolean(),
+  gateL1: z.number().nonnegative().optional(),
+});
+/** Names and shapes of a flat vector's parts, in order (a FlatLayout without offsets). */
+const tensorList = z.array(z.object({ name: z.string().min(1), shape: z.array(z.number().int().nonnegative()) }));
+
+export const messageSchema = z.discriminatedUnion('type', [
+  // --- handshake (worker speaks first) ---
+  z.object({
+    type: z.literal('hello'),
+    protocol: z.number().int(),
+    workerId: z.string().min(1),
+    backend: z.string(),
+    gpu: z.number().int().nonnegative().nullable(),
+    host: z.string(),
+    pid: z.number().int(),
+  }),
+  /**
+   * Accepts a worker. The model is rebuilt from `config` (architecture, seed), `updates` replayed in order, then
+   * every slot and momentum buffer overwritten from the `state` buckets that follow (`slots` then `momentum`).
+   */
+  z.object({
+    type: z.literal('welcome'),
+    protocol: z.number().int(),
+    config: z.record(z.string(), z.unknown()),
+    updates: z.array(modelUpdateSchema),
+    slots: tensorList,
+    momentum: tensorList,
+    bucketElems: z.number().int().positive(),
+  }),
+  z.object({ type: z.literal('refuse'), code: z.string(), reason: z.string() }),
+  /** The worker holds the welcome's state; `checksum` is over every slot (parameters and buffers). */
+  z.object({ type: z.literal('ready'), checksum: z.string() }),
+  z.object({ type: z.literal('heartbeat'), t: z.number() }),
+
+  // --- bulk data ---
+  z.object({
+    type: z.literal('bucket'),
+    stream: z.enum(['state', 'grad', 'avg']),
+    seq,
+    index: z.number().int().nonnegative(),
+    data: wireTensorSchema,
+  }),
+
+  // --- a data-parallel step ---
+  /** Compute the gradient SUM of `set` over these training samples; answer with `grad` buckets then `computed`. */
+  z.object({ type: z.literal('compute'), seq, set: paramSet, indices: wireTensorSchema, seed: z.number().int() }),
+  z.object({ type: z.literal('computed'), seq, stats }),
+  /** Apply the averaged gradient carried by the `avg` buckets that follow, with these SGD options. */
+  z.object({ type: z.literal('apply'), seq, set: paramSet, sgd }),
+
+  // --- checks, evaluation, BatchNorm statistics, model updates ---
+  z.object({ type: z.literal('checksum_request'), seq }),
+  z.object({ type: z.literal('checksum'), seq, checksum: z.string() }),
+  /** Eval-mode loss and accuracy over these test samples, in batches of `batchSize`. */
+  z.object({ type: z.literal('evaluate'), seq, indices: wireTensorSchema, batchSize: z.number().int().positive() }),
+  z.object({ type: z.literal('evaluated'), seq, stats }),
+  z.object({ type: z.literal('bn_request'), seq }),
+  /** Running statistics and the training samples seen since the last synchronisation (the averaging weight). */
+  z.object({ type: z.literal('bn_stats'), seq, samples: z.number().int().nonnegative(), tensors: z.array(namedTensorSchema) }),
+  z.object({ type: z.literal('set_buffers'), seq, tensors: z.array(namedTensorSchema) }),
+  z.object({ type: z.literal('model_update'), seq, update: modelUpdateSchema }),
+  /** Answer to set_buffers and model_update: the full-state checksum after applying. */
+  z.object({ type: z.literal('ack'), seq, checksum: z.string() }),
+
+  // --- ending ---
+  z.object({ type: z.literal('error'), code: z.string(), message: z.string() }),
+  z.object({ type: z.literal('shutdown'), reason: z.string() }),
+]);
+
+export type Message = z.infer<typeof messageSchema>;
+export type MessageType = Message['type'];
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
+export type SgdMessageOptions = z.infer<typeof sgd>;
+export type WireStats = z.infer<typeof stats>;

@@ -1,0 +1,66 @@
+import { Command, InvalidArgumentError } from 'commander';
+import { hostname } from 'node:os';
+import { initBackend, type BackendChoice } from '../shared/backend.js';
+import { GdpError } from '../shared/errors.js';
+import { connectWs } from '../shared/protocol/ws_transport.js';
+import { WorkerSession } from './session.js';
+
+interface Options {
+  connect: string;
+  gpu?: number;
+  backend: string;
+  id?: string;
+  dataDir?: string;
+}
+
+function log(line: string): void {
+  process.stdout.write(line + '\n');
+}
+
+async function run(o: Options): Promise<void> {
+  if (!/^wss?:\/\/[^/]+/.test(o.connect)) throw new GdpError('BAD_FLAG', `--connect expects ws://HOST:PORT, got '${o.connect}'`);
+  // initBackend sets CUDA_VISIBLE_DEVICES before the GPU build of TensorFlow loads.
+  const backend = await initBackend(o.backend as BackendChoice, { gpu: o.gpu });
+  const id = o.id ?? `${hostname()}-${process.pid}`;
+  log(`gdp-worker ${id}: backend ${backend.description}; connecting to ${o.connect}`);
+  const transport = await connectWs(o.connect);
+  const session = new WorkerSession(transport, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, dataDir: o.dataDir, log });
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`gdp-worker ${id}: ${sig}: leaving`);
+    session.close(`worker received ${sig}`);
+    setTimeout(() => process.exit(sig === 'SIGINT' ? 130 : 143), 200).unref();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  await session.run();
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command('gdp-worker')
+    .description('A gdp worker: computes gradients and evaluations for a coordinator')
+    .requiredOption('--connect <url>', 'coordinator address, ws://HOST:PORT')
+    .option('--gpu <k>', 'GPU index (sets CUDA_VISIBLE_DEVICES for the tensorflow backend)', (v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`--gpu must be a GPU index, got '${v}'`);
+      return n;
+    })
+    .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+    .option('--id <id>', 'worker id shown in logs (default HOST-PID)')
+    .option('--data-dir <dir>', "this machine's dataset folder (overrides the config's data.dir)")
+    .exitOverride();
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (err) {
+    return (err as { exitCode?: number }).exitCode ?? 2;
+  }
+  try {
+    await run(program.opts<Options>());
+    return 0;
+  } catch (err) {
+    if (err instanceof GdpError) {
+      process.stderr.write(`gdp-worker: error [${err.code}]: ${err.message}\n`);
+      return err.code === 'BAD_FLAG' ? 2 : 1;
+    }
+    throw err;
+  }
+}

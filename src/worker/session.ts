@@ -1,0 +1,274 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { parseConfig } from '../shared/config/load.js';
+import type { Config } from '../shared/config/schema.js';
+import type { DatasetPair } from '../shared/data/dataset.js';
+import { loadDataset } from '../shared/data/index.js';
+import { GdpError } from '../shared/errors.js';
+import { archSpec, buildModel } from '../shared/models/registry.js';
+import type { Module } from '../shared/nn/module.js';
+import { BucketAssembler, splitBuckets } from '../shared/protocol/buckets.js';
+import type { Message, MessageOf } from '../shared/protocol/messages.js';
+import { applyModelUpdate } from '../shared/protocol/model_update.js';
+import { isRunningStat, layoutOf, loadSlots, stateChecksum, type TensorEntry } from '../shared/protocol/model_state.js';
+import { Peer, asGdpError } from '../shared/protocol/peer.js';
+import { float32FromWire, int32FromWire, toWire, type NamedTensor } from '../shared/protocol/tensor.js';
+import type { Transport } from '../shared/protocol/transport.js';
+import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
+import { Replica, addStats, emptyStats, type FlatLayout, type ParamSet } from '../shared/train/replica.js';
+
+export interface WorkerOptions {
+  workerId: string;
+  backend: string;
+  gpu: number | null;
+  host: string;
+  pid: number;
+  /** Where the data comes from; tests inject small datasets. */
+  loadData?: (config: Config) => Promise<DatasetPair>;
+  /** This machine's dataset folder (--data-dir), over the config's data.dir. */
+  dataDir?: string;
+  /** Sent in hello; tests send a wrong one on purpose. */
+  protocol?: number;
+  log: (line: string) => void;
+}
+
+interface Welcomed {
+  config: Config;
+  model: Module;
+  replica: Replica;
+  data: DatasetPair;
+}
+
+interface PendingState {
+  assembler: BucketAssembler;
+  slots: TensorEntry[];
+  momentum: TensorEntry[];
+  config: Config;
+  model: Module;
+}
+
+interface PendingApply {
+  seq: number;
+  layout: FlatLayout;
+  sgd: MessageOf<'apply'>['sgd'];
+  assembler: BucketAssembler;
+}
+
+/**
+ * A worker: holds one replica, computes what the coordinator asks and applies what it broadcasts. `run()`
+ * resolves when the coordinator ends the session, and rejects on refusal, a protocol error or a lost connection.
+ */
+export class WorkerSession {
+  private readonly peer: Peer;
+  private state?: Welcomed;
+  private pendingState?: PendingState;
+  private pendingApply?: PendingApply;
+  private bucketElems = 1;
+  /** Training samples since the last BN synchronisation: this worker's weight in the average. */
+  private samplesSinceSync = 0;
+  private shutdownReason?: string;
+  private remoteError?: GdpError;
+  private readonly done: Promise<void>;
+  /** Messages are handled one at a time in arrival order, even when one awaits data loading. */
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(
+    transport: Transport,
+    private readonly opts: WorkerOptions,
+  ) {
+    this.peer = new Peer(transport, { name: `coordinator (${transport.remote})`, heartbeatMs: 2000, timeoutMs: 600000, log: opts.log });
+    this.done = new Promise((resolve, reject) => {
+      this.peer.onMessage((m) => {
+        // Noted at once: the close that follows these may arrive before the queue reaches them.
+        if (m.type === 'shutdown') this.shutdownReason = m.reason;
+        if (m.type === 'refuse') this.remoteError = new GdpError(m.code, `coordinator refused this worker: ${m.reason}`);
+        if (m.type === 'error') this.remoteError = new GdpError(m.code, `coordinator reported: ${m.message}`);
+        this.queue = this.queue.then(() => this.handle(m)).catch((err) => this.peer.fail(asGdpError(err)));
+      });
+      this.peer.onClose((reason, err) => {
+        this.dispose();
+        const e = this.remoteError ?? err;
+        if (e) reject(e);
+        else if (this.shutdownReason !== undefined) resolve();
+        else reject(new GdpError('DISCONNECTED', `connection to the coordinator closed: ${reason}`));
+      });
+    });
+    this.peer.send({
+      type: 'hello',
+      protocol: opts.protocol ?? PROTOCOL_VERSION,
+      workerId: opts.workerId,
+      backend: opts.backend,
+      gpu: opts.gpu,
+      host: opts.host,
+      pid: opts.pid,
+    });
+  }
+
+  run(): Promise<void> {
+    return this.done;
+  }
+
+  /** The replica once welcomed (tests compare it with the coordinator's). */
+  get replica(): Replica | undefined {
+    return this.state?.replica;
+  }
+
+  close(reason = 'worker closing'): void {
+    this.peer.close(reason);
+  }
+
+  private need(): Welcomed {
+    if (!this.state) throw new GdpError('PROTOCOL', 'request before the welcome state was complete');
+    return this.state;
+  }
+
+  private async handle(m: Message): Promise<void> {
+    switch (m.type) {
+      case 'welcome':
+        return this.welcome(m);
+      case 'bucket':
+        return this.bucket(m);
+      case 'compute':
+        return this.compute(m);
+      case 'apply': {
+        if (this.pendingApply) throw new GdpError('PROTOCOL', `'apply' ${m.seq} before the buckets of 'apply' ${this.pendingApply.seq} were complete`);
+        const layout = this.need().replica.layout(m.set);
+        const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems);
+        this.pendingApply = { seq: m.seq, layout, sgd: m.sgd, assembler };
+        if (assembler.complete) this.applyPending();
+        return;
+      }
+      case 'checksum_request':
+        this.peer.send({ type: 'checksum', seq: m.seq, checksum: this.need().replica.checksum() });
+        return;
+      case 'evaluate':
+        return this.evaluate(m);
+      case 'bn_request': {
+        const tensors = [...this.need().model.namedBuffers()]
+          .filter(([n]) => isRunningStat(n))
+          .map(([name, s]) => ({ name, tensor: toWire(s.value.dataSync() as Float32Array, s.value.shape) }));
+        this.peer.send({ type: 'bn_stats', seq: m.seq, samples: this.samplesSinceSync, tensors });
+        return;
+      }
+      case 'set_buffers': {
+        const { model } = this.need();
+        setBuffers(model, m.tensors);
+        this.samplesSinceSync = 0;
+        this.peer.send({ type: 'ack', seq: m.seq, checksum: stateChecksum(model) });
+        return;
+      }
+      case 'model_update': {
+        const { model, replica } = this.need();
+        const { resetMomentum } = applyModelUpdate(model, m.update);
+        replica.pullFromDevice();
+        if (resetMomentum) replica.resetMomentum();
+        this.peer.send({ type: 'ack', seq: m.seq, checksum: stateChecksum(model, { runningStats: false }) });
+        return;
+      }
+      case 'shutdown':
+        this.opts.log(`coordinator ended the session: ${m.reason}`);
+        this.peer.close('shutdown');
+        return;
+      case 'refuse':
+        this.peer.close('refused');
+        return;
+      case 'error':
+        this.peer.close('coordinator error');
+        return;
+      default:
+        throw new GdpError('PROTOCOL', `unexpected '${m.type}' message from the coordinator`);
+    }
+  }
+
+  private async welcome(m: MessageOf<'welcome'>): Promise<void> {
+    if (this.state || this.pendingState) throw new GdpError('PROTOCOL', 'second welcome');
+    if (m.protocol !== PROTOCOL_VERSION) throw new GdpError('PROTOCOL_VERSION', `coordinator speaks protocol ${m.protocol}, this worker ${PROTOCOL_VERSION}`);
+    const config = parseConfig(m.config, 'config from the coordinator');
+    this.bucketElems = m.bucketElems;
+    const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
+    for (const u of m.updates) applyModelUpdate(model, u);
+    const size = layoutOf(m.slots).size + layoutOf(m.momentum).size;
+    this.pendingState = { assembler: new BucketAssembler('welcome state', size, m.bucketElems), slots: m.slots, momentum: m.momentum, config, model };
+    if (this.pendingState.assembler.complete) await this.finishWelcome();
+  }
+
+  private async bucket(m: MessageOf<'bucket'>): Promise<void> {
+    if (m.stream === 'state' && this.pendingState) {
+      this.pendingState.assembler.add(m.index, m.data);
+      if (this.pendingState.assembler.complete) await this.finishWelcome();
+    } else if (m.stream === 'avg' && this.pendingApply?.seq === m.seq) {
+      this.pendingApply.assembler.add(m.index, m.data);
+      if (this.pendingApply.assembler.complete) this.applyPending();
+    } else {
+      throw new GdpError('PROTOCOL', `unexpected '${m.stream}' bucket ${m.index} of request ${m.seq}`);
+    }
+  }
+
+  private async finishWelcome(): Promise<void> {
+    const p = this.pendingState!;
+    this.pendingState = undefined;
+    const flat = p.assembler.result();
+    const slotSize = layoutOf(p.slots).size;
+    loadSlots(p.model, p.slots, flat.subarray(0, slotSize));
+    const replica = new Replica(p.model, archSpec(p.config.model.name).inputShape);
+    const mLayout = layoutOf(p.momentum);
+    replica.setMomentumState(
+      p.momentum.map((e, i) => {
+        const start = slotSize + mLayout.offsets[i];
+        return [e.name, flat.subarray(start, start + e.shape.reduce((a, b) => a * b, 1))];
+      }),
+    );
+    const data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c, { dataDir: this.opts.dataDir })))(p.config);
+    this.state = { config: p.config, model: p.model, replica, data };
+    this.opts.log(`welcomed: ${p.config.model.name}, ${replica.layout('all').size} parameters, data ${data.train.name} (${data.train.size} samples)`);
+    this.peer.send({ type: 'ready', checksum: stateChecksum(p.model) });
+  }
+
+  private async compute(m: MessageOf<'compute'>): Promise<void> {
+    const { replica, data } = this.need();
+    if (this.pendingApply) throw new GdpError('PROTOCOL', `'compute' ${m.seq} before the update of step ${this.pendingApply.seq} was complete`);
+    const indices = int32FromWire(m.indices, 'compute indices');
+    const layout = replica.layout(m.set);
+    const batch = await data.train.load(indices, { augment: true, seed: m.seed });
+    const { grad, stats } = replica.gradients(batch, layout);
+    this.samplesSinceSync += batch.n;
+    splitBuckets(grad, this.bucketElems).forEach((b, index) => this.peer.send({ type: 'bucket', stream: 'grad', seq: m.seq, index, data: b }));
+    this.peer.send({ type: 'computed', seq: m.seq, stats });
+  }
+
+  private applyPending(): void {
+    const p = this.pendingApply!;
+    this.pendingApply = undefined;
+    this.need().replica.applyGradient(p.layout, p.assembler.result(), p.sgd);
+  }
+
+  private async evaluate(m: MessageOf<'evaluate'>): Promise<void> {
+    const { replica, data } = this.need();
+    const indices = int32FromWire(m.indices, 'evaluate indices');
+    let stats = emptyStats();
+    for (let s = 0; s < indices.length; s += m.batchSize) {
+      const batch = await data.test.load(indices.subarray(s, s + m.batchSize), { augment: false, seed: 0 });
+      stats = addStats(stats, replica.evaluate(batch));
+    }
+    this.peer.send({ type: 'evaluated', seq: m.seq, stats });
+  }
+
+  private dispose(): void {
+    void this.state?.data.close?.();
+    this.state?.model.dispose();
+    this.state = undefined;
+    this.pendingState?.model.dispose();
+    this.pendingState = undefined;
+  }
+}
+
+/** Overwrites the named buffers (BN running statistics) of a model. */
+export function setBuffers(model: Module, tensors: readonly NamedTensor[]): void {
+  const buffers = new Map(model.namedBuffers());
+  for (const { name, tensor } of tensors) {
+    const s = buffers.get(name);
+    if (!s) throw new GdpError('BAD_STATE', `buffer '${name}' is not in the model`);
+    const v = float32FromWire(tensor, `buffer '${name}'`);
+    if (v.length !== s.value.size) throw new GdpError('BAD_STATE', `buffer '${name}' has ${v.length} values, the model ${s.value.size}`);
+    s.set(tf.tensor(v, s.value.shape));
+  }
+}

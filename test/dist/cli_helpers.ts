@@ -1,0 +1,54 @@
+import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const COORD = join(ROOT, 'bin', 'gdp-coord.js');
+
+export interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  out: string;
+  err: string;
+}
+
+/** Runs gdp-coord; `onOutput` may act on the output so far (e.g. send SIGINT). Killed after `timeoutMs`. */
+export function coord(args: string[], timeoutMs: number, onOutput?: (out: string, kill: (s: NodeJS.Signals) => void) => void): Promise<Result> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [COORD, ...args], { cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      onOutput?.(out, (s) => child.kill(s));
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, out, err });
+    });
+  });
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function workerPids(out: string): number[] {
+  return [...out.matchAll(/started worker local\d \(pid (\d+)\)/g)].map((m) => Number(m[1]));
+}
+
+/** The smoke config as shipped (training stage only until the pruning stages are registered), on wasm. */
+export function smokeArgs(logDir: string): string[] {
+  return [
+    '--workers', '2', '--local', '--listen', '127.0.0.1:0', '--backend', 'wasm', '--config', join(ROOT, 'configs', 'smoke.json'),
+    '--set', 'stages=["train"]', '--set', `base.log_dir=${logDir}`,
+  ];
+}

@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+import { shardRanges } from '../../src/coordinator/cluster.js';
+import { GradientReducer } from '../../src/coordinator/gradient_reducer.js';
+import { startInProcess } from '../../src/coordinator/in_process.js';
+import { GdpError } from '../../src/shared/errors.js';
+import { archSpec, buildModel } from '../../src/shared/models/registry.js';
+import { Rng } from '../../src/shared/rng.js';
+import { Replica } from '../../src/shared/train/replica.js';
+import { maxAbsDiff, noLog, numTensors, setup, tinyConfig, tinyData } from './helpers.js';
+
+before(setup);
+
+const K = 4;
+const SGD = { lr: 0.1, momentum: 0.9, weightDecay: 5e-4, nesterov: false };
+
+function batches(size: number, batch: number, seed: number): Int32Array[] {
+  const order = Int32Array.from({ length: size }, (_, i) => i);
+  new Rng(seed).shuffle(order);
+  return Array.from({ length: K }, (_, s) => order.slice(s * batch, (s + 1) * batch));
+}
+
+async function equivalence(pooled: boolean): Promise<void> {
+  const config = tinyConfig();
+  const data = await tinyData();
+  const steps = batches(data.train.size, 9, 11); // 9 samples: shards of 4 and 5
+
+  // Reference: one replica, gradient sums of each shard accumulated in shard order, then averaged.
+  const ref = new Replica(buildModel(config.model.name, { numClasses: 10, seed: config.base.seed }), archSpec(config.model.name).inputShape);
+  for (const idx of steps) {
+    const layout = ref.layout('all');
+    const sum = new Float32Array(layout.size);
+    for (const [s, e] of shardRanges(idx.length, 2)) {
+      const { grad } = ref.gradients(await data.train.load(idx.subarray(s, e), { augment: true, seed: 0 }), layout);
+      for (let i = 0; i < sum.length; i++) sum[i] += grad[i];
+    }
+    for (let i = 0; i < sum.length; i++) sum[i] /= idx.length;
+    ref.applyGradient(layout, sum, SGD);
+  }
+
+  const reducer = pooled ? { threads: 2, minValues: 0 } : { threads: 0 };
+  const run = await startInProcess(config, { workers: 2, loadData: tinyData, log: noLog, reducer });
+  try {
+    const tensorsBefore = numTensors();
+    for (const idx of steps) await run.coordinator.step(idx, 'all', SGD);
+    await run.coordinator.verifyChecksums();
+    assert.equal(numTensors(), tensorsBefore, 'no tensor leak across steps');
+    const layout = ref.layout('all');
+    const got = run.coordinator.replica.readParams(layout);
+    const diff = maxAbsDiff(got, ref.readParams(layout));
+    assert.ok(diff <= 1e-5, `max abs diff ${diff}`);
+    for (const w of run.workers) assert.equal(w.replica!.checksum(), run.coordinator.replica.checksum());
+    // The run moved the weights (so the comparison is not between two untouched models).
+    const init = new Replica(buildModel(config.model.name, { numClasses: 10, seed: config.base.seed }), archSpec(config.model.name).inputShape);
+    assert.ok(maxAbsDiff(got, init.readParams(layout)) > 1e-3);
+    init.model.dispose();
+  } finally {
+    await run.close();
+    ref.model.dispose();
+  }
+}
+
+test('2 workers end with the weights of 1 process accumulating the same shards', () => equivalence(false));
+test('the same with the average computed on the piscina pool', () => equivalence(true));
+
+test('the pooled average equals the inline one bit for bit', async () => {
+  const size = 100_003;
+  const pooled = new GradientReducer({ threads: 3, minValues: 0 });
+  const inline = new GradientReducer({ threads: 0 });
+  const grads = [0, 1, 2].map((w) => {
+    const g = pooled.allocate(size, 3);
+    for (let i = 0; i < size; i++) g[i] = Math.sin(i * 0.1 + w) * 10 ** ((i % 7) - 3);
+    return g;
+  });
+  assert.ok(grads[0].buffer instanceof SharedArrayBuffer);
+  const a = await pooled.average(grads, 37);
+  const b = await inline.average(grads, 37);
+  assert.ok(a.buffer instanceof SharedArrayBuffer, 'the pool did the work');
+  assert.deepEqual(new Uint32Array(a.buffer), new Uint32Array(b.buffer.slice(0)));
+  await pooled.close();
+});
+
+test('a corrupted replica is detected and named', async () => {
+  const config = tinyConfig({ dist: { checksum_every: 1000, bucket_mib: 0.0001 } });
+  const data = await tinyData();
+  const run = await startInProcess(config, { workers: 3, loadData: tinyData, log: noLog });
+  try {
+    const idx = Int32Array.from({ length: 6 }, (_, i) => i);
+    await run.coordinator.step(idx, 'all', SGD);
+    await run.coordinator.verifyChecksums();
+    // Worker w1 silently drifts: one extra update only it applies.
+    const r = run.workers[1].replica!;
+    const layout = r.layout('all');
+    r.applyGradient(layout, new Float32Array(layout.size).fill(1e-3), SGD);
+    await assert.rejects(run.coordinator.verifyChecksums(), (e: unknown) => e instanceof GdpError && e.code === 'REPLICA_DIVERGED' && /worker w1/.test(e.message));
+    void data;
+  } finally {
+    await run.close();
+  }
+});
+
+test('shards are contiguous and differ in size by at most 1', () => {
+  for (const [n, k] of [[9, 2], [10, 3], [2, 4], [128, 5]]) {
+    const r = shardRanges(n, k);
+    assert.equal(r.length, k);
+    assert.equal(r[0][0], 0);
+    assert.equal(r[k - 1][1], n);
+    for (let i = 1; i < k; i++) assert.equal(r[i][0], r[i - 1][1]);
+    const sizes = r.map(([s, e]) => e - s);
+    assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 1);
+  }
+});

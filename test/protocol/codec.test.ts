@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { decodeMessage, encodeMessage, packBlob } from '../../src/shared/protocol/codec.js';
+import type { Message } from '../../src/shared/protocol/messages.js';
+import { float32FromWire, int32FromWire, toWire } from '../../src/shared/protocol/tensor.js';
+import { MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../src/shared/protocol/version.js';
+import { GdpError } from '../../src/shared/errors.js';
+
+function code(re: RegExp, c = 'BAD_MESSAGE') {
+  return (e: unknown) => e instanceof GdpError && e.code === c && re.test(e.message);
+}
+
+test('messages round-trip, tensors as binary', () => {
+  const grad = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i));
+  const msgs: Message[] = [
+    { type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', backend: 'cpu', gpu: null, host: 'h', pid: 1 },
+    { type: 'bucket', stream: 'grad', seq: 3, index: 0, data: toWire(grad) },
+    { type: 'compute', seq: 4, set: 'gates', indices: toWire(Int32Array.of(5, 1, 9)), seed: 7 },
+    { type: 'apply', seq: 4, set: 'all', sgd: { lr: 0.1, momentum: 0.9, weightDecay: 1e-4, nesterov: true, gateL1: 1e-3 } },
+    { type: 'model_update', seq: 5, update: { kind: 'custom', handler: 'h', record: { keep: [1, 2], name: 'conv1' }, tensors: [{ name: 't', tensor: toWire(Float32Array.of(1, 2), [2, 1]) }] } },
+  ];
+  // Binary fields come back as Buffers (Uint8Array subclass): compare their bytes.
+  const plain = (v: unknown): unknown =>
+    v instanceof Uint8Array ? Array.from(v) : Array.isArray(v) ? v.map(plain) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)])) : v;
+  for (const m of msgs) assert.deepEqual(plain(decodeMessage(encodeMessage(m))), plain(m));
+  const frame = encodeMessage(msgs[1]);
+  // Binary: 4 bytes a value plus a small header, not a list of msgpack floats (5 or 9 bytes each).
+  assert.ok(frame.byteLength < 4000 + 100, `frame is ${frame.byteLength} bytes`);
+  const back = decodeMessage(frame) as Extract<Message, { type: 'bucket' }>;
+  assert.deepEqual(float32FromWire(back.data, 'x'), grad);
+  const c = decodeMessage(encodeMessage(msgs[2])) as Extract<Message, { type: 'compute' }>;
+  assert.deepEqual(int32FromWire(c.indices, 'x'), Int32Array.of(5, 1, 9));
+});
+
+test('bad frames are rejected with what is wrong', () => {
+  assert.throws(() => decodeMessage(Uint8Array.of(0xc1, 0xff, 0x00, 0x13)), code(/not msgpack/));
+  assert.throws(() => decodeMessage(packBlob([1, 2])), code(/not a msgpack map/));
+  assert.throws(() => decodeMessage(packBlob({ type: 'launch_missiles' })), code(/invalid 'launch_missiles' message/));
+  assert.throws(() => decodeMessage(packBlob({ type: 'hello', protocol: 1 })), code(/invalid 'hello' message: workerId/));
+  const bad = { type: 'bucket', stream: 'grad', seq: 1, index: 0, data: { dtype: 'float32', shape: [3], data: new Uint8Array(8) } };
+  assert.throws(() => decodeMessage(packBlob(bad)), code(/data: byte length does not match dtype and shape/));
+  const list = { ...bad, data: { dtype: 'float32', shape: [2], data: [1, 2] } };
+  assert.throws(() => decodeMessage(packBlob(list)), code(/expected binary data/));
+});
+
+test('a frame over the limit is refused at encoding', () => {
+  const big = new Float32Array(MAX_FRAME_BYTES / 4 + 1);
+  assert.throws(() => encodeMessage({ type: 'bucket', stream: 'grad', seq: 1, index: 0, data: toWire(big) }), code(/over the \d+-byte frame limit/, 'FRAME_TOO_LARGE'));
+});
