@@ -1,5 +1,4 @@
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { modelCost, type ModelCost } from '../shared/graph/flops.js';
@@ -14,26 +13,13 @@ import { planMelt, type MeltRecord } from '../shared/pruning/melt.js';
 import { pruningUpdate, type PruningUpdate } from '../shared/pruning/updates.js';
 import { Rng } from '../shared/rng.js';
 import type { SgdOptions } from '../shared/train/sgd.js';
-import type { FlatLayout, ParamSet, Replica, StepStats } from '../shared/train/replica.js';
+import type { StepStats } from '../shared/train/replica.js';
+import { writeFileAtomic } from './atomic_write.js';
+import type { Cluster } from './cluster.js';
+import { registerStage, type StageContext } from './stages.js';
 
-/** A model update the pruner broadcasts: a pruning record as a `custom` update, or a momentum reset. */
-export type ClusterUpdate = PruningUpdate | { kind: 'reset_momentum' };
-
-/**
- * What the pruner needs from the coordinator's cluster (a subset of the coordinator's `Cluster` on branch dist).
- * Every replica (the coordinator's `replica` included) applies each step's averaged update and each broadcast
- * update, so decisions made on `replica.model` hold everywhere.
- */
-export interface Cluster {
-  readonly replica: Replica;
-  /** One global batch: workers' gradient sums averaged over the batch, applied on every replica, and returned. */
-  step(indices: Int32Array, set: ParamSet, sgd: SgdOptions & { gateL1?: number }): Promise<{ avgGrad: Float32Array; layout: FlatLayout; stats: StepStats }>;
-  /** Eval-mode loss and top-1/top-5 sums over these test samples. */
-  evaluate(indices: Int32Array): Promise<StepStats>;
-  /** Averages BN running statistics over the replicas (before evaluating or saving). */
-  syncBatchNormStats(): Promise<void>;
-  broadcastModelUpdate(u: ClusterUpdate): Promise<void>;
-}
+/** What the pruner drives: the coordinator's cluster (or anything with these operations, e.g. a test double). */
+export type PruneCluster = Pick<Cluster, 'replica' | 'step' | 'evaluate' | 'syncBatchNormStats' | 'broadcastModelUpdate'>;
 
 export type GbnConfig = NonNullable<Config['gbn']>;
 
@@ -130,7 +116,7 @@ export class BatchSampler {
 const mean = (s: StepStats) => (s.count ? s.lossSum / s.count : 0);
 
 /** Top-1 accuracy (fraction) and mean loss on the test samples, with BN statistics averaged first. */
-async function evaluate(cluster: Cluster, o: PruneRunOptions): Promise<{ acc1: number; loss: number }> {
+async function evaluate(cluster: PruneCluster, o: PruneRunOptions): Promise<{ acc1: number; loss: number }> {
   await cluster.syncBatchNormStats();
   const s = await cluster.evaluate(Int32Array.from({ length: o.testSize }, (_, i) => i));
   return { acc1: s.count ? s.correct1 / s.count : 0, loss: mean(s) };
@@ -138,7 +124,7 @@ async function evaluate(cluster: Cluster, o: PruneRunOptions): Promise<{ acc1: n
 
 /** `epochs` epochs over the training data with the triangular schedule (a Tock, or the finetune). */
 async function cycle(
-  cluster: Cluster,
+  cluster: PruneCluster,
   o: PruneRunOptions,
   sampler: BatchSampler,
   epochs: number,
@@ -169,7 +155,7 @@ function minArea(s: ChannelStructure): number {
 }
 
 /** One Tick's importance per group, for the configured criterion. */
-function scoresFor(criterion: Criterion, s: ChannelStructure, cluster: Cluster, acc: GateScoreAccumulator, rng: Rng): GroupScores[] {
+function scoresFor(criterion: Criterion, s: ChannelStructure, cluster: PruneCluster, acc: GateScoreAccumulator, rng: Rng): GroupScores[] {
   const model = cluster.replica.model;
   return prunableGroups(s).map((group) => {
     const scores =
@@ -179,7 +165,7 @@ function scoresFor(criterion: Criterion, s: ChannelStructure, cluster: Cluster, 
 }
 
 /** A Tick's training: `tick_batches` global batches on the gates alone at lr_min, accumulating gate scores. */
-async function tickSteps(cluster: Cluster, o: PruneRunOptions, sampler: BatchSampler): Promise<{ acc: GateScoreAccumulator; trainLoss: number }> {
+async function tickSteps(cluster: PruneCluster, o: PruneRunOptions, sampler: BatchSampler): Promise<{ acc: GateScoreAccumulator; trainLoss: number }> {
   const layout = cluster.replica.layout('gates');
   const acc = new GateScoreAccumulator(layout);
   let lossSum = 0;
@@ -196,14 +182,6 @@ async function tickSteps(cluster: Cluster, o: PruneRunOptions, sampler: BatchSam
   return { acc, trainLoss: count ? lossSum / count : 0 };
 }
 
-/** Writes a checkpoint atomically (temp file + rename), so a crash never leaves a truncated file under the final name. */
-export function writeCheckpoint(path: string, bytes: Uint8Array): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, bytes);
-  renameSync(tmp, path);
-}
-
 export function savePointName(point: number): string {
   return `gbn_${Math.round(point * 100)}.safetensors`;
 }
@@ -214,7 +192,7 @@ export function savePointName(point: number): string {
  * prune of p * the remaining filters) with a Tock every T Ticks, until `target_flops` (or `max_ticks`), saving a
  * checkpoint the first time the FLOPs ratio falls under each save point; finally the melt is broadcast.
  */
-export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<PruneResult> {
+export async function runPrune(cluster: PruneCluster, o: PruneRunOptions): Promise<PruneResult> {
   const gbn = o.gbn;
   const model = cluster.replica.model;
   const baseline = modelCost(model, o.inputShape);
@@ -284,7 +262,7 @@ export async function runPrune(cluster: Cluster, o: PruneRunOptions): Promise<Pr
       };
       // Running statistics differ per worker until averaged; the checkpoint holds the averaged ones.
       await cluster.syncBatchNormStats();
-      writeCheckpoint(path, serializeSafetensors(exportTorchState(model), metadata));
+      writeFileAtomic(path, serializeSafetensors(exportTorchState(model), metadata));
       checkpoints.push(path);
       o.log?.({ type: 'checkpoint', tick, savePoint: point, path, flopsRatio });
     }
@@ -314,23 +292,17 @@ function countAlive(mask: ArrayLike<number>): number {
 }
 
 /** Finetuning the melted network: `finetune_epoch` triangular epochs with `finetune_momentum` (a fresh optimizer). */
-export async function runFinetune(cluster: Cluster, o: PruneRunOptions): Promise<void> {
+export async function runFinetune(cluster: PruneCluster, o: PruneRunOptions): Promise<void> {
   await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
   const sampler = new BatchSampler(o.trainSize, o.batchSize, o.seed + 1);
   await cycle(cluster, o, sampler, o.gbn.finetune_epoch, { ...o.sgd, momentum: o.gbn.finetune_momentum }, 'finetune');
 }
 
-/** The part of the coordinator's StageContext the pruning stages use. */
-export interface PruneStageContext {
-  cluster: Cluster;
-  config: Config;
-  trainSize: number;
-  testSize: number;
-  log: (line: string) => void;
-}
+/** The coordinator's StageContext, needing only the pruner's part of the cluster. */
+export type PruneStageContext = Omit<StageContext, 'cluster'> & { cluster: PruneCluster };
 
 /** Runner options from the config: the gbn section, the train section's SGD settings, logs/<task_name>/. */
-export function pruneRunOptions(ctx: PruneStageContext, onEvent?: (e: PruneEvent) => void): PruneRunOptions {
+export function pruneRunOptions(ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'>, onEvent?: (e: PruneEvent) => void): PruneRunOptions {
   const { config } = ctx;
   if (!config.gbn) throw new GdpError('BAD_CONFIG', `config.stages runs pruning but the config has no 'gbn' section`);
   const t = config.train;
@@ -342,7 +314,7 @@ export function pruneRunOptions(ctx: PruneStageContext, onEvent?: (e: PruneEvent
     testSize: Math.min(config.data.test_subset ?? ctx.testSize, ctx.testSize),
     inputShape: ctx.cluster.replica.inputShape,
     seed: config.base.seed,
-    checkpointDir: join(config.base.log_dir, config.base.task_name),
+    checkpointDir: join(config.base.log_dir, config.base.task_name), // RunFiles.dir
     maxStepsPerEpoch: t.max_steps_per_epoch,
     // The model-file fields (arch, num_class) that let gdp-model load a checkpoint without its config.
     metadata: { arch: config.model.name, num_class: String(config.model.num_class) },
@@ -356,14 +328,14 @@ function eventSink(ctx: PruneStageContext, file: string): (e: PruneEvent) => voi
   return (e) => {
     events.push(e);
     ctx.log(formatPruneEvent(e));
-    writeCheckpoint(file, new TextEncoder().encode(JSON.stringify(events, null, 1) + '\n'));
+    writeFileAtomic(file, new TextEncoder().encode(JSON.stringify(events, null, 1) + '\n'));
   };
 }
 
 async function saveModel(ctx: PruneStageContext, o: PruneRunOptions, name: string, stage: string): Promise<string> {
   await ctx.cluster.syncBatchNormStats();
   const path = join(o.checkpointDir, name);
-  writeCheckpoint(path, serializeSafetensors(exportTorchState(ctx.cluster.replica.model), { ...o.metadata, format: 'gdp', stage }));
+  writeFileAtomic(path, serializeSafetensors(exportTorchState(ctx.cluster.replica.model), { ...o.metadata, format: 'gdp', stage }));
   return path;
 }
 
@@ -399,3 +371,8 @@ export function formatPruneEvent(e: PruneEvent): string {
       return `Melted: ${e.macs} MACs (${pct(e.flopsRatio)}), ${e.params} params (${pct(e.paramsRatio)})`;
   }
 }
+
+registerStage('prune', async (ctx) => {
+  await pruneStage(ctx);
+});
+registerStage('finetune', finetuneStage);

@@ -1,26 +1,28 @@
+import type { StepResult } from '../../src/coordinator/cluster.js';
+import type { PruneCluster } from '../../src/coordinator/pruner.js';
 import type { Batch, Dataset } from '../../src/shared/data/dataset.js';
-import type { Cluster, ClusterUpdate } from '../../src/coordinator/pruner.js';
-import { applyPruningUpdate } from '../../src/shared/pruning/updates.js';
+import { applyModelUpdate, type ModelUpdate } from '../../src/shared/protocol/model_update.js';
+import '../../src/shared/pruning/updates.js';
 import { Rng } from '../../src/shared/rng.js';
 import { addStats, emptyStats, type ParamSet, type Replica } from '../../src/shared/train/replica.js';
 import type { SgdOptions } from '../../src/shared/train/sgd.js';
 
-/** The cluster API on one in-process replica: what the coordinator does with zero workers. */
-export class LocalCluster implements Cluster {
-  readonly updates: ClusterUpdate[] = [];
+/** The pruner's cluster operations on one in-process replica: what the coordinator does, without workers. */
+export class LocalCluster implements PruneCluster {
+  readonly updates: ModelUpdate[] = [];
   syncs = 0;
   constructor(
     readonly replica: Replica,
     private readonly train: Dataset,
     private readonly test: Dataset,
   ) {}
-  async step(indices: Int32Array, set: ParamSet, sgd: SgdOptions & { gateL1?: number }) {
+  async step(indices: Int32Array, set: ParamSet, sgd: SgdOptions & { gateL1?: number }): Promise<StepResult> {
     const batch = await this.train.load(indices, { augment: false, seed: 0 });
     const layout = this.replica.layout(set);
     const { grad, stats } = this.replica.gradients(batch, layout);
     const avgGrad = grad.map((v) => v / batch.n);
     this.replica.applyGradient(layout, avgGrad, sgd);
-    return { avgGrad, layout, stats };
+    return { avgGrad, layout, stats, perWorker: [] };
   }
   async evaluate(indices: Int32Array) {
     return addStats(emptyStats(), this.replica.evaluate(await this.test.load(indices, { augment: false, seed: 0 })));
@@ -28,13 +30,12 @@ export class LocalCluster implements Cluster {
   async syncBatchNormStats() {
     this.syncs++;
   }
-  async broadcastModelUpdate(u: ClusterUpdate) {
-    this.updates.push(JSON.parse(JSON.stringify(u)));
-    if (u.kind === 'reset_momentum') this.replica.resetMomentum();
-    else {
-      applyPruningUpdate(this.replica.model, u);
-      this.replica.pullFromDevice();
-    }
+  async broadcastModelUpdate(u: ModelUpdate) {
+    this.updates.push(u);
+    // As the coordinator does: the protocol's own replay (custom updates through the registered handlers).
+    const { resetMomentum } = applyModelUpdate(this.replica.model, u);
+    this.replica.pullFromDevice();
+    if (resetMomentum) this.replica.resetMomentum();
   }
 }
 

@@ -14,6 +14,7 @@ import {
   type PruneEvent,
   type PruneStageContext,
 } from '../../src/coordinator/pruner.js';
+import { RunFiles } from '../../src/coordinator/run_files.js';
 import { configSchema, type ConfigInput } from '../../src/shared/config/schema.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
 import { parseSafetensors } from '../../src/shared/io/safetensors.js';
@@ -21,7 +22,7 @@ import { loadTorchState } from '../../src/shared/io/torch_state.js';
 import { CifarResNet } from '../../src/shared/models/resnet_cifar.js';
 import { effectiveCost } from '../../src/shared/pruning/cost.js';
 import { channelStructure } from '../../src/shared/pruning/groups.js';
-import { applyPruningUpdate } from '../../src/shared/pruning/updates.js';
+import { applyModelUpdate } from '../../src/shared/protocol/model_update.js';
 import { Rng } from '../../src/shared/rng.js';
 import { Replica } from '../../src/shared/train/replica.js';
 import { cpu, evalLogits, maxAbsDiff, randomImages } from './helpers.js';
@@ -50,7 +51,7 @@ function context(logDir: string, gbn: Partial<NonNullable<ConfigInput['gbn']>>, 
     lines.push(l);
     if (process.env.GDP_TEST_VERBOSE) console.log(l);
   };
-  return { cluster, config, trainSize: 16, testSize: 8, log, lines };
+  return { cluster, config, trainSize: 16, testSize: 8, files: new RunFiles(config), log, lines };
 }
 
 type Tick = Extract<PruneEvent, { type: 'tick' }>;
@@ -139,7 +140,7 @@ describe('Tick-Tock pruner', () => {
     assert.equal(r.ticks, 2);
     assert.equal(r.stoppedBy, 'max_ticks');
     const b = tinyResNet(5);
-    for (const u of ctx.cluster.updates) if (u.kind === 'custom') applyPruningUpdate(b, u);
+    for (const u of ctx.cluster.updates) applyModelUpdate(b, u);
     assert.equal(modelCost(b, SHAPE).macs, r.final.macs);
     const a = ctx.cluster.replica.model;
     const shapes = (m: CifarResNet) => [...m.namedSlots()].map(([n, s]) => `${n}:${s.value.shape}`);

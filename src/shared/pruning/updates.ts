@@ -1,5 +1,6 @@
 import { GdpError } from '../errors.js';
 import type { Module } from '../nn/module.js';
+import { registerUpdateHandler } from '../protocol/model_update.js';
 import { applyDecision, parseMaskDecision, type MaskDecision } from './decision.js';
 import { bnAt } from './gates.js';
 import { applyMelt, parseMeltRecord, type MeltRecord } from './melt.js';
@@ -13,8 +14,9 @@ export type GateRecord = {
 export type PruningRecord = GateRecord | MaskDecision | MeltRecord;
 
 /**
- * Handler names of the pruning engine's model updates. They travel as the protocol's `custom` updates; every
- * process holding a replica registers `PRUNING_UPDATE_HANDLERS` so that each record replays identically there.
+ * Handler names of the pruning engine's model updates. They travel as the protocol's `custom` updates; this module
+ * registers their handlers when loaded, and every process holding a replica loads it (the coordinator through its
+ * stages, workers through their session), so each record replays identically everywhere.
  */
 export const PRUNE_HANDLERS = { gate: 'gdp.prune.gate', mask: 'gdp.prune.mask', melt: 'gdp.prune.melt' } as const;
 
@@ -52,3 +54,5 @@ export function applyPruningUpdate(model: Module, u: PruningUpdate): void {
   if (!h) throw new GdpError('UNKNOWN_UPDATE_HANDLER', `no pruning handler '${String(u.handler)}'`);
   h(model, u.record);
 }
+
+for (const [name, fn] of Object.entries(PRUNING_UPDATE_HANDLERS)) registerUpdateHandler(name, (model, record) => fn(model, record));
