@@ -13,7 +13,7 @@ import { planMelt, type MeltRecord } from '../shared/pruning/melt.js';
 import { pruningUpdate, type PruningUpdate } from '../shared/pruning/updates.js';
 import { Rng } from '../shared/rng.js';
 import type { SgdOptions } from '../shared/train/sgd.js';
-import type { StepStats } from '../shared/train/replica.js';
+import { addStats, emptyStats, type StepStats } from '../shared/train/replica.js';
 import { writeFileAtomic } from './atomic_write.js';
 import type { Cluster } from './cluster.js';
 import { registerStage, type StageContext } from './stages.js';
@@ -44,7 +44,20 @@ export interface PruneRunOptions {
 }
 
 export type PruneEvent =
-  | { type: 'tock' | 'finetune'; epoch: number; trainLoss: number; acc1: number; loss: number; lr: number }
+  | {
+      type: 'tock' | 'finetune';
+      epoch: number;
+      trainLoss: number;
+      trainAcc: number;
+      acc1: number;
+      acc5: number;
+      loss: number;
+      /** The rate of the epoch's last step (the paper's "Final LR"). */
+      lr: number;
+      imgS: number;
+      /** Images per second of each worker's own compute. */
+      workerImgS: Record<string, number>;
+    }
   | {
       type: 'tick';
       tick: number;
@@ -116,10 +129,10 @@ export class BatchSampler {
 const mean = (s: StepStats) => (s.count ? s.lossSum / s.count : 0);
 
 /** Top-1 accuracy (fraction) and mean loss on the test samples, with BN statistics averaged first. */
-async function evaluate(cluster: PruneCluster, o: PruneRunOptions): Promise<{ acc1: number; loss: number }> {
+async function evaluate(cluster: PruneCluster, o: PruneRunOptions): Promise<{ acc1: number; acc5: number; loss: number }> {
   await cluster.syncBatchNormStats();
   const s = await cluster.evaluate(Int32Array.from({ length: o.testSize }, (_, i) => i));
-  return { acc1: s.count ? s.correct1 / s.count : 0, loss: mean(s) };
+  return { acc1: s.count ? s.correct1 / s.count : 0, acc5: s.count ? s.correct5 / s.count : 0, loss: mean(s) };
 }
 
 /** `epochs` epochs over the training data with the triangular schedule (a Tock, or the finetune). */
@@ -135,17 +148,34 @@ async function cycle(
   const total = perEpoch * epochs;
   for (let e = 0; e < epochs; e++) {
     sampler.restart();
-    let lossSum = 0;
-    let count = 0;
+    let stats = emptyStats();
     let lr = 0;
+    const started = Date.now();
+    const work = new Map<string, { n: number; ms: number }>();
     for (let i = 0; i < perEpoch; i++) {
       lr = triangularLr(e * perEpoch + i + 1, total, o.gbn.lr_min, o.gbn.lr_max);
-      const { stats } = await cluster.step(sampler.next(), 'all', { ...sgd, lr });
-      lossSum += stats.lossSum;
-      count += stats.count;
+      const r = await cluster.step(sampler.next(), 'all', { ...sgd, lr });
+      stats = addStats(stats, r.stats);
+      for (const w of r.perWorker) {
+        const t = work.get(w.id) ?? { n: 0, ms: 0 };
+        work.set(w.id, { n: t.n + w.count, ms: t.ms + w.ms });
+      }
     }
+    const seconds = Math.max(Date.now() - started, 1) / 1000;
     const ev = await evaluate(cluster, o);
-    o.log?.({ type, epoch: e, trainLoss: count ? lossSum / count : 0, acc1: ev.acc1, loss: ev.loss, lr });
+    const workerImgS = Object.fromEntries([...work].map(([id, t]) => [id, t.n / (Math.max(t.ms, 1) / 1000)]));
+    o.log?.({
+      type,
+      epoch: e,
+      trainLoss: mean(stats),
+      trainAcc: stats.count ? stats.correct1 / stats.count : 0,
+      acc1: ev.acc1,
+      acc5: ev.acc5,
+      loss: ev.loss,
+      lr,
+      imgS: stats.count / seconds,
+      workerImgS,
+    });
   }
 }
 
@@ -322,12 +352,29 @@ export function pruneRunOptions(ctx: Pick<PruneStageContext, 'cluster' | 'config
   };
 }
 
-/** Logs each event as a line and keeps them all in logs/<task_name>/prune_log.json (rewritten atomically). */
+/**
+ * Logs each event as a line and keeps them all in logs/<task_name>/<stage>_log.json (rewritten atomically); Tock
+ * and finetune epochs also go to the run's log.json beside the training epochs.
+ */
 function eventSink(ctx: PruneStageContext, file: string): (e: PruneEvent) => void {
   const events: PruneEvent[] = [];
   return (e) => {
     events.push(e);
     ctx.log(formatPruneEvent(e));
+    if (e.type === 'tock' || e.type === 'finetune') {
+      ctx.files.appendEpoch({
+        stage: e.type,
+        epoch: e.epoch,
+        lr: e.lr,
+        train_loss: e.trainLoss,
+        train_acc: e.trainAcc,
+        test_loss: e.loss,
+        'acc@1': e.acc1,
+        'acc@5': e.acc5,
+        img_s: e.imgS,
+        worker_img_s: e.workerImgS,
+      });
+    }
     writeFileAtomic(file, new TextEncoder().encode(JSON.stringify(events, null, 1) + '\n'));
   };
 }

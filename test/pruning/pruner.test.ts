@@ -127,10 +127,15 @@ describe('Tick-Tock pruner', () => {
       'gbn_35.safetensors',
       'gbn_60.safetensors',
       'gbn_90.safetensors',
+      'log.json',
       'prune_log.json',
       'pruned.safetensors',
     ]);
     assert.ok(ctx.lines.some((l) => l.startsWith('Tick 1: FLOPs')));
+    // Tock and finetune epochs join the run's epoch log, in the training stage's record format.
+    const epochs = JSON.parse(readFileSync(join(run, 'log.json'), 'utf8')) as { stage: string; lr: number }[];
+    assert.deepEqual(epochs.map((e) => e.stage), [...events.filter((e) => e.type === 'tock').map(() => 'tock'), 'finetune']);
+    assert.ok(epochs.every((e) => e.lr === 1e-3), 'one step per epoch ends at lr_min');
     assert.ok(tf.memory().numTensors <= tensors, `tensors: ${tensors} -> ${tf.memory().numTensors}`);
   });
 
