@@ -178,10 +178,9 @@ export class BatchNorm2d extends Layer {
           this.updateRunningStats(mean, variance, x.size / this.channels);
         });
       }
-      // Eval: y = x * scale + shift with the running statistics, two passes over the activation.
+      // Eval: y = x * scale + shift with the running statistics (wasm's FusedBatchNorm is slower than these two).
       const scale = tf.mul(a, tf.rsqrt(tf.add(this.runningVar.value, this.eps)));
-      const shift = tf.sub(c, tf.mul(this.runningMean.value, scale));
-      return tf.add(tf.mul(x, scale), shift);
+      return tf.add(tf.mul(x, scale), tf.sub(c, tf.mul(this.runningMean.value, scale)));
     });
   }
 
