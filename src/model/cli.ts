@@ -1,14 +1,16 @@
+import { writeFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import { BACKEND_CHOICES, initBackend, type BackendChoice } from '../shared/backend.js';
 import { GdpError } from '../shared/errors.js';
 import { modelCost } from '../shared/graph/flops.js';
-import { layerWidths, loadModelFile, type LoadedModel } from '../shared/io/model_file.js';
+import { layerWidths, loadModelFile, saveModelFile, type LoadedModel } from '../shared/io/model_file.js';
 import { nchwToNhwc, parseShape, readF32, writeF32 } from '../shared/io/raw_tensor.js';
 import { exportTfjs } from '../shared/io/tfjs_export.js';
 import { tfjsDirWriter } from '../shared/io/tfjs_files.js';
 import { predictLogits } from '../shared/models/infer.js';
 import { ARCHITECTURES, archSpec, buildModel } from '../shared/models/registry.js';
+import { melt } from '../shared/pruning/melt.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
 import { measureLatency } from './bench.js';
 
@@ -144,6 +146,38 @@ export function buildProgram(): Command {
         const logits = predictLogits(m.model, x, [n, h, w, c], o.batch);
         await writeF32(o.out, logits);
         say(o, `wrote ${n}x${m.numClasses} logits to ${o.out}`);
+      } finally {
+        m.model.dispose();
+      }
+    });
+
+  program
+    .command('melt')
+    .description('fold the GBN gates of a gated checkpoint and cut its masked channels: a smaller plain network')
+    .addOption(archOption(false))
+    .requiredOption('--weights <file>', 'gated safetensors (the paper\'s GBN form)')
+    .requiredOption('--out <file>', 'melted safetensors, with arch, num_class and widths in its metadata')
+    .option('--record <file>', 'also write the melt record (JSON: the kept channels per group)')
+    .option('--json', 'print one JSON object')
+    .addOption(backendOption())
+    .action(async (o: Common & { arch?: string; weights: string; out: string; record?: string }) => {
+      await startBackend(o);
+      const m = await load(o.weights, o.arch, o);
+      try {
+        if (!m.gated) throw new GdpError('NOT_GATED', `${o.weights}: no BatchNorm is gated (no '<name>.g' / '<name>.bn_mask' tensors): nothing to melt`);
+        const before = modelCost(m.model, m.inputShape);
+        const record = melt(m.model, m.inputShape);
+        const after = modelCost(m.model, m.inputShape);
+        await saveModelFile(o.out, m.model, { arch: m.arch, numClasses: m.numClasses });
+        if (o.record) await writeFile(o.record, `${JSON.stringify(record)}\n`);
+        const ratio = after.macs / before.macs;
+        if (o.json) {
+          process.stdout.write(`${JSON.stringify({ arch: m.arch, out: o.out, before: { macs: before.macs, params: before.params }, after: { macs: after.macs, params: after.params }, macsRatio: ratio })}\n`);
+          return;
+        }
+        say(o, `MACs   ${fmt(before.macs)} -> ${fmt(after.macs)} (${(100 * ratio).toFixed(1)}% kept, ${(100 * (1 - ratio)).toFixed(1)}% removed)`);
+        say(o, `params ${fmt(before.params)} -> ${fmt(after.params)} (${((100 * after.params) / before.params).toFixed(1)}% kept)`);
+        say(o, `wrote ${o.out}`);
       } finally {
         m.model.dispose();
       }

@@ -95,6 +95,29 @@ test('export writes a TF.js model that stock tf.loadLayersModel runs with PyTorc
   assert.ok(d <= 1e-4, `max abs diff ${d}`);
 });
 
+test('melt: the gated 70% checkpoint melts to ~30% of the MACs, loads without --arch and keeps PyTorch logits', { skip }, async () => {
+  const melted = join(dir, 'melted.safetensors');
+  const r = await gdpModel('melt', '--arch', 'cifar.resnet56', '--weights', fixture('resnet56_cifar10_gbn70.safetensors'), '--out', melted, '--json', '--backend', 'wasm');
+  assert.equal(r.code, 0, r.stderr);
+  const m = JSON.parse(r.stdout);
+  assert.equal(m.before.macs, 125_747_840);
+  assert.ok(m.macsRatio > 0.25 && m.macsRatio < 0.35, `ratio ${m.macsRatio}`);
+  assert.ok(m.after.params < m.before.params);
+  // The melted file records its architecture: no --arch from here on.
+  const info = JSON.parse((await gdpModel('info', '--weights', melted, '--json', '--backend', 'cpu')).stdout);
+  assert.equal(info.arch, 'cifar.resnet56');
+  assert.equal(info.gated, false);
+  assert.equal(info.macs, m.after.macs);
+  const out = join(dir, 'melted-logits.f32');
+  const p = await gdpModel('predict', '--weights', melted, '--input', fixture('input_a.f32'), '--shape', '8,3,32,32', '--out', out, '--backend', 'wasm');
+  assert.equal(p.code, 0, p.stderr);
+  const d = maxAbsDiff(await readF32(out, [8, 10]), await fixtureLogits('gbn70'));
+  assert.ok(d <= 1e-4, `max abs diff ${d}`);
+  const again = await gdpModel('melt', '--weights', melted, '--out', join(dir, 'twice.safetensors'), '--backend', 'cpu');
+  assert.equal(again.code, 2);
+  assert.match(again.stderr, /NOT_GATED.*melted\.safetensors/);
+});
+
 test('bench reports per-image latency at each batch size', async () => {
   const r = await gdpModel('bench', '--arch', 'mnist.resnet20', '--batches', '1,2', '--runs', '2', '--json', '--backend', 'wasm');
   assert.equal(r.code, 0, r.stderr);
