@@ -12,6 +12,7 @@ import type { Coordinator } from './cluster.js';
 import { coordinatorFor, startInProcess } from './in_process.js';
 import { LocalWorkers } from './local_workers.js';
 import { RunFiles } from './run_files.js';
+import { formatSummary, snapshot, type ModelSnapshot } from './run_summary.js';
 import { assertStagesAvailable, getStage } from './stages.js';
 
 export const DEFAULT_CONFIG = fileURLToPath(new URL('../../../configs/mnist-resnet20.json', import.meta.url));
@@ -111,10 +112,16 @@ async function run(o: Options): Promise<void> {
     }
     const files = new RunFiles(config);
     files.writeConfig(config);
+    const summary: ModelSnapshot[] = [];
     for (const name of config.stages) {
+      // The baseline row of the final table: the model as pruning finds it.
+      if (name === 'prune') summary.push(await snapshot('baseline', coordinator, config, data.test.size));
       log(`gdp-coord: stage '${name}' on ${coordinator.workerIds.length} worker(s)`);
       await getStage(name)({ cluster: coordinator, config, trainSize: data.train.size, testSize: data.test.size, files, log });
     }
+    summary.push(await snapshot(summary.length ? 'pruned' : 'final', coordinator, config, data.test.size));
+    log(`\n${formatSummary(summary)}\n`);
+    files.writeJson('summary.json', summary);
     log(`gdp-coord: done; logs in ${files.dir}`);
   } catch (err) {
     if (interruptedBy) throw new GdpError('INTERRUPTED', `stopped by ${interruptedBy}`);

@@ -33,6 +33,11 @@ export class RunFiles {
     writeFileAtomic(join(this.dir, 'cfg.json'), JSON.stringify(config, null, 2) + '\n');
   }
 
+  /** Any other JSON file of the run (e.g. summary.json), atomically. */
+  writeJson(name: string, value: unknown): void {
+    writeFileAtomic(join(this.dir, name), JSON.stringify(value, null, 2) + '\n');
+  }
+
   appendEpoch(r: EpochRecord): void {
     this.records.push(r);
     writeFileAtomic(join(this.dir, 'log.json'), JSON.stringify(this.records, null, 2) + '\n');
