@@ -15,6 +15,8 @@ import { float32FromWire, int32FromWire, toWire, type NamedTensor } from '../sha
 import type { Transport } from '../shared/protocol/transport.js';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
 import { Replica, addStats, emptyStats, type FlatLayout, type ParamSet } from '../shared/train/replica.js';
+// Registers the pruning engine's model-update handlers (mask decisions, melts) in every worker.
+import '../shared/pruning/updates.js';
 
 export interface WorkerOptions {
   workerId: string;

@@ -1,0 +1,425 @@
+import { join } from 'node:path';
+import type { Config } from '../shared/config/schema.js';
+import { GdpError } from '../shared/errors.js';
+import { modelCost, type ModelCost } from '../shared/graph/flops.js';
+import { serializeSafetensors } from '../shared/io/safetensors.js';
+import { exportTorchState } from '../shared/io/torch_state.js';
+import { effectiveCost } from '../shared/pruning/cost.js';
+import { globalPrune, type GlobalPruneInfo, type GroupScores } from '../shared/pruning/decision.js';
+import { batchNorms, groupMask } from '../shared/pruning/gates.js';
+import { channelStructure, prunableGroups, type ChannelStructure } from '../shared/pruning/groups.js';
+import { GateScoreAccumulator, gateImportance, l1Importance, randomImportance, type Criterion } from '../shared/pruning/importance.js';
+import { planMelt, type MeltRecord } from '../shared/pruning/melt.js';
+import { pruningUpdate, type PruningUpdate } from '../shared/pruning/updates.js';
+import { Rng } from '../shared/rng.js';
+import type { SgdOptions } from '../shared/train/sgd.js';
+import { addStats, emptyStats, type StepStats } from '../shared/train/replica.js';
+import { writeFileAtomic } from './atomic_write.js';
+import type { Cluster } from './cluster.js';
+import { registerStage, type StageContext } from './stages.js';
+
+/** What the pruner drives: the coordinator's cluster (or anything with these operations, e.g. a test double). */
+export type PruneCluster = Pick<Cluster, 'replica' | 'step' | 'evaluate' | 'syncBatchNormStats' | 'broadcastModelUpdate'>;
+
+export type GbnConfig = NonNullable<Config['gbn']>;
+
+export interface PruneRunOptions {
+  gbn: GbnConfig;
+  /** momentum, weight decay and nesterov of the `train` section (the paper's optimizer keeps them while pruning). */
+  sgd: Omit<SgdOptions, 'lr'>;
+  batchSize: number;
+  trainSize: number;
+  /** Test samples 0..testSize-1 are evaluated after every prune and epoch. */
+  testSize: number;
+  /** Input of one image, HWC. */
+  inputShape: readonly [number, number, number];
+  seed: number;
+  /** logs/<task_name>: where save-point checkpoints go. */
+  checkpointDir: string;
+  /** Cut every epoch (Tock, finetune) after this many global batches (smoke runs). */
+  maxStepsPerEpoch?: number;
+  log?: (e: PruneEvent) => void;
+  /** Extra safetensors metadata of every checkpoint (arch, num_class). */
+  metadata?: Record<string, string>;
+}
+
+export type PruneEvent =
+  | {
+      type: 'tock' | 'finetune';
+      epoch: number;
+      trainLoss: number;
+      trainAcc: number;
+      acc1: number;
+      acc5: number;
+      loss: number;
+      /** The rate of the epoch's last step (the paper's "Final LR"). */
+      lr: number;
+      imgS: number;
+      /** Images per second of each worker's own compute. */
+      workerImgS: Record<string, number>;
+    }
+  | {
+      type: 'tick';
+      tick: number;
+      flopsRatio: number;
+      paramsRatio: number;
+      filtersLeft: number;
+      pruned: number;
+      trainLoss: number;
+      acc1: number;
+      loss: number;
+      info: GlobalPruneInfo;
+    }
+  | { type: 'checkpoint'; tick: number; savePoint: number; path: string; flopsRatio: number }
+  | { type: 'melt'; macs: number; params: number; flopsRatio: number; paramsRatio: number };
+
+export interface PruneResult {
+  ticks: number;
+  baseline: ModelCost;
+  /** Cost of the melted network. */
+  final: { macs: number; params: number };
+  melt: MeltRecord;
+  checkpoints: string[];
+  stoppedBy: 'target_flops' | 'max_ticks' | 'save_points' | 'nothing_to_prune';
+}
+
+/**
+ * The paper's triangular cycle (Tock and finetune), per iteration: `step` is 1-based over `total` iterations;
+ * lr rises linearly from lr_min to lr_max at total/2 and falls back to lr_min at the last step.
+ */
+export function triangularLr(step: number, total: number, lrMin: number, lrMax: number): number {
+  const half = total / 2;
+  if (step < half) return (1 - step / half) * lrMin + (step / half) * lrMax;
+  const s = step - half;
+  return Math.max(0, (1 - s / half) * lrMax + (s / half) * lrMin);
+}
+
+/** Global batches as index lists over a seeded permutation that is redrawn whenever it runs out. */
+export class BatchSampler {
+  private order = new Int32Array(0);
+  private cursor = 0;
+  private readonly rng: Rng;
+  constructor(
+    readonly size: number,
+    readonly batchSize: number,
+    seed: number,
+  ) {
+    if (size < 1 || batchSize < 1) throw new GdpError('BAD_CONFIG', `cannot sample batches of ${batchSize} from ${size} samples`);
+    this.rng = new Rng(seed);
+  }
+  next(): Int32Array {
+    if (this.cursor >= this.order.length) {
+      this.order = Int32Array.from({ length: this.size }, (_, i) => i);
+      this.rng.shuffle(this.order);
+      this.cursor = 0;
+    }
+    const b = this.order.slice(this.cursor, this.cursor + this.batchSize);
+    this.cursor += b.length;
+    return b;
+  }
+  /** Starts a fresh permutation: the next `stepsPerEpoch` batches are one epoch. */
+  restart(): void {
+    this.cursor = this.order.length;
+  }
+  get stepsPerEpoch(): number {
+    return Math.ceil(this.size / this.batchSize);
+  }
+}
+
+const mean = (s: StepStats) => (s.count ? s.lossSum / s.count : 0);
+
+/** Top-1 accuracy (fraction) and mean loss on the test samples, with BN statistics averaged first. */
+async function evaluate(cluster: PruneCluster, o: PruneRunOptions): Promise<{ acc1: number; acc5: number; loss: number }> {
+  await cluster.syncBatchNormStats();
+  const s = await cluster.evaluate(Int32Array.from({ length: o.testSize }, (_, i) => i));
+  return { acc1: s.count ? s.correct1 / s.count : 0, acc5: s.count ? s.correct5 / s.count : 0, loss: mean(s) };
+}
+
+/** `epochs` epochs over the training data with the triangular schedule (a Tock, or the finetune). */
+async function cycle(
+  cluster: PruneCluster,
+  o: PruneRunOptions,
+  sampler: BatchSampler,
+  epochs: number,
+  sgd: Omit<SgdOptions, 'lr'> & { gateL1?: number },
+  type: 'tock' | 'finetune',
+): Promise<void> {
+  const perEpoch = Math.min(sampler.stepsPerEpoch, o.maxStepsPerEpoch ?? Infinity);
+  const total = perEpoch * epochs;
+  for (let e = 0; e < epochs; e++) {
+    sampler.restart();
+    let stats = emptyStats();
+    let lr = 0;
+    const started = Date.now();
+    const work = new Map<string, { n: number; ms: number }>();
+    for (let i = 0; i < perEpoch; i++) {
+      lr = triangularLr(e * perEpoch + i + 1, total, o.gbn.lr_min, o.gbn.lr_max);
+      const r = await cluster.step(sampler.next(), 'all', { ...sgd, lr });
+      stats = addStats(stats, r.stats);
+      for (const w of r.perWorker) {
+        const t = work.get(w.id) ?? { n: 0, ms: 0 };
+        work.set(w.id, { n: t.n + w.count, ms: t.ms + w.ms });
+      }
+    }
+    const seconds = Math.max(Date.now() - started, 1) / 1000;
+    const ev = await evaluate(cluster, o);
+    const workerImgS = Object.fromEntries([...work].map(([id, t]) => [id, t.n / (Math.max(t.ms, 1) / 1000)]));
+    o.log?.({
+      type,
+      epoch: e,
+      trainLoss: mean(stats),
+      trainAcc: stats.count ? stats.correct1 / stats.count : 0,
+      acc1: ev.acc1,
+      acc5: ev.acc5,
+      loss: ev.loss,
+      lr,
+      imgS: stats.count / seconds,
+      workerImgS,
+    });
+  }
+}
+
+function minArea(s: ChannelStructure): number {
+  const areas = s.groups.flatMap((g) => g.areas);
+  return areas.length ? Math.min(...areas) : 1;
+}
+
+/** One Tick's importance per group, for the configured criterion. */
+function scoresFor(criterion: Criterion, s: ChannelStructure, cluster: PruneCluster, acc: GateScoreAccumulator, rng: Rng): GroupScores[] {
+  const model = cluster.replica.model;
+  return prunableGroups(s).map((group) => {
+    const scores =
+      criterion === 'gate' ? gateImportance(group, acc.perBn()) : criterion === 'l1' ? l1Importance(group, model) : randomImportance(group, rng);
+    return { group, scores, mask: groupMask(model, group) };
+  });
+}
+
+/** A Tick's training: `tick_batches` global batches on the gates alone at lr_min, accumulating gate scores. */
+async function tickSteps(cluster: PruneCluster, o: PruneRunOptions, sampler: BatchSampler): Promise<{ acc: GateScoreAccumulator; trainLoss: number }> {
+  const layout = cluster.replica.layout('gates');
+  const acc = new GateScoreAccumulator(layout);
+  let lossSum = 0;
+  let count = 0;
+  for (let b = 0; b < o.gbn.tick_batches; b++) {
+    // The score uses the gate values the gradient was computed at, i.e. before this step's update.
+    const gates = cluster.replica.readParams(layout);
+    const r = await cluster.step(sampler.next(), 'gates', { ...o.sgd, lr: o.gbn.lr_min });
+    if (r.layout.size !== layout.size) throw new GdpError('BAD_LAYOUT', `Tick step returned ${r.layout.size} gradients, the gates are ${layout.size}`);
+    acc.add(gates, r.avgGrad);
+    lossSum += r.stats.lossSum;
+    count += r.stats.count;
+  }
+  return { acc, trainLoss: count ? lossSum / count : 0 };
+}
+
+export function savePointName(point: number): string {
+  return `gbn_${Math.round(point * 100)}.safetensors`;
+}
+
+/**
+ * The Gate Decorator's Tick-Tock pruning, driven over the cluster: gate every BN, one Tock, then Ticks (convs
+ * frozen: only gates train at lr_min for `tick_batches` global batches while scores accumulate, then a global
+ * prune of p * the remaining filters) with a Tock every T Ticks, until `target_flops` (or `max_ticks`), saving a
+ * checkpoint the first time the FLOPs ratio falls under each save point; finally the melt is broadcast.
+ */
+export async function runPrune(cluster: PruneCluster, o: PruneRunOptions): Promise<PruneResult> {
+  const gbn = o.gbn;
+  const model = cluster.replica.model;
+  const baseline = modelCost(model, o.inputShape);
+  const ungated = [...batchNorms(model)].filter(([, bn]) => !bn.gated).map(([p]) => p);
+  if (ungated.length) {
+    await cluster.broadcastModelUpdate(pruningUpdate({ kind: 'gate', layers: ungated }));
+    // The paper builds a fresh optimizer once the BNs are gated.
+    await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
+  }
+  const s = channelStructure(model, o.inputShape);
+  const groups = prunableGroups(s);
+  if (!groups.length) throw new GdpError('NOTHING_TO_PRUNE', 'the model has no prunable channel group');
+  const totalFilters = groups.reduce((a, g) => a + g.width * g.bns.length, 0);
+  const area = minArea(s);
+  const sampler = new BatchSampler(o.trainSize, o.batchSize, o.seed);
+  const rng = new Rng(o.seed ^ 0x5eed);
+  const tockSgd = { ...o.sgd, gateL1: gbn.sparse_lambda };
+  const pending = [...new Set(gbn.save_points)].sort((a, b) => b - a);
+  const checkpoints: string[] = [];
+
+  await cycle(cluster, o, sampler, gbn.tock_epoch, tockSgd, 'tock');
+  let tick = 0;
+  let stoppedBy: PruneResult['stoppedBy'] = 'max_ticks';
+  while (tick < gbn.max_ticks) {
+    tick++;
+    const { acc, trainLoss } = await tickSteps(cluster, o, sampler);
+    const entries = scoresFor(gbn.criterion, s, cluster, acc, rng);
+    const left = entries.reduce((a, e) => a + e.group.bns.length * countAlive(e.mask), 0);
+    const { decision, info } = globalPrune(entries, {
+      num: Math.floor(left * gbn.p),
+      minimalRatio: gbn.minimal_ratio,
+      flopsEta: gbn.flops_eta,
+      minArea: area,
+    });
+    if (!Object.keys(decision.groups).length) {
+      stoppedBy = 'nothing_to_prune';
+      break;
+    }
+    await cluster.broadcastModelUpdate(pruningUpdate(decision));
+    const cost = effectiveCost(model, s);
+    const flopsRatio = cost.macs / baseline.macs;
+    const ev = await evaluate(cluster, o);
+    o.log?.({
+      type: 'tick',
+      tick,
+      flopsRatio,
+      paramsRatio: cost.params / baseline.params,
+      filtersLeft: info.left - info.toPrune,
+      pruned: totalFilters - (info.left - info.toPrune),
+      trainLoss,
+      acc1: ev.acc1,
+      loss: ev.loss,
+      info,
+    });
+    while (pending.length && flopsRatio <= pending[0]) {
+      const point = pending.shift()!;
+      const path = join(o.checkpointDir, savePointName(point));
+      const metadata = {
+        ...o.metadata,
+        format: 'gdp',
+        stage: 'prune',
+        tick: String(tick),
+        save_point: String(point),
+        flops_ratio: String(flopsRatio),
+        macs: String(cost.macs),
+        params: String(cost.params),
+      };
+      // Running statistics differ per worker until averaged; the checkpoint holds the averaged ones.
+      await cluster.syncBatchNormStats();
+      writeFileAtomic(path, serializeSafetensors(exportTorchState(model), metadata));
+      checkpoints.push(path);
+      o.log?.({ type: 'checkpoint', tick, savePoint: point, path, flopsRatio });
+    }
+    if (gbn.target_flops !== undefined && flopsRatio <= gbn.target_flops) {
+      stoppedBy = 'target_flops';
+      break;
+    }
+    if (gbn.target_flops === undefined && gbn.save_points.length && !pending.length) {
+      stoppedBy = 'save_points';
+      break;
+    }
+    if (tick % gbn.T === 0 && tick < gbn.max_ticks) await cycle(cluster, o, sampler, gbn.tock_epoch, tockSgd, 'tock');
+  }
+
+  const melt = planMelt(model, s);
+  await cluster.broadcastModelUpdate(pruningUpdate(melt));
+  await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
+  const final = modelCost(model, o.inputShape);
+  o.log?.({ type: 'melt', macs: final.macs, params: final.params, flopsRatio: final.macs / baseline.macs, paramsRatio: final.params / baseline.params });
+  return { ticks: tick, baseline, final: { macs: final.macs, params: final.params }, melt, checkpoints, stoppedBy };
+}
+
+function countAlive(mask: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) n++;
+  return n;
+}
+
+/** Finetuning the melted network: `finetune_epoch` triangular epochs with `finetune_momentum` (a fresh optimizer). */
+export async function runFinetune(cluster: PruneCluster, o: PruneRunOptions): Promise<void> {
+  await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
+  const sampler = new BatchSampler(o.trainSize, o.batchSize, o.seed + 1);
+  await cycle(cluster, o, sampler, o.gbn.finetune_epoch, { ...o.sgd, momentum: o.gbn.finetune_momentum }, 'finetune');
+}
+
+/** The coordinator's StageContext, needing only the pruner's part of the cluster. */
+export type PruneStageContext = Omit<StageContext, 'cluster'> & { cluster: PruneCluster };
+
+/** Runner options from the config: the gbn section, the train section's SGD settings, logs/<task_name>/. */
+export function pruneRunOptions(ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'>, onEvent?: (e: PruneEvent) => void): PruneRunOptions {
+  const { config } = ctx;
+  if (!config.gbn) throw new GdpError('BAD_CONFIG', `config.stages runs pruning but the config has no 'gbn' section`);
+  const t = config.train;
+  return {
+    gbn: config.gbn,
+    sgd: { momentum: t.momentum, weightDecay: t.weight_decay, nesterov: t.nesterov },
+    batchSize: config.data.batch_size,
+    trainSize: ctx.trainSize,
+    testSize: Math.min(config.data.test_subset ?? ctx.testSize, ctx.testSize),
+    inputShape: ctx.cluster.replica.inputShape,
+    seed: config.base.seed,
+    checkpointDir: join(config.base.log_dir, config.base.task_name), // RunFiles.dir
+    maxStepsPerEpoch: t.max_steps_per_epoch,
+    // The model-file fields (arch, num_class) that let gdp-model load a checkpoint without its config.
+    metadata: { arch: config.model.name, num_class: String(config.model.num_class) },
+    log: onEvent,
+  };
+}
+
+/**
+ * Logs each event as a line and keeps them all in logs/<task_name>/<stage>_log.json (rewritten atomically); Tock
+ * and finetune epochs also go to the run's log.json beside the training epochs.
+ */
+function eventSink(ctx: PruneStageContext, file: string): (e: PruneEvent) => void {
+  const events: PruneEvent[] = [];
+  return (e) => {
+    events.push(e);
+    ctx.log(formatPruneEvent(e));
+    if (e.type === 'tock' || e.type === 'finetune') {
+      ctx.files.appendEpoch({
+        stage: e.type,
+        epoch: e.epoch,
+        lr: e.lr,
+        train_loss: e.trainLoss,
+        train_acc: e.trainAcc,
+        test_loss: e.loss,
+        'acc@1': e.acc1,
+        'acc@5': e.acc5,
+        img_s: e.imgS,
+        worker_img_s: e.workerImgS,
+      });
+    }
+    writeFileAtomic(file, new TextEncoder().encode(JSON.stringify(events, null, 1) + '\n'));
+  };
+}
+
+async function saveModel(ctx: PruneStageContext, o: PruneRunOptions, name: string, stage: string): Promise<string> {
+  await ctx.cluster.syncBatchNormStats();
+  const path = join(o.checkpointDir, name);
+  writeFileAtomic(path, serializeSafetensors(exportTorchState(ctx.cluster.replica.model), { ...o.metadata, format: 'gdp', stage }));
+  return path;
+}
+
+/** The 'prune' stage: Tick-Tock until the target, then the melt; saves the melted network as pruned.safetensors. */
+export async function pruneStage(ctx: PruneStageContext): Promise<PruneResult> {
+  const o = pruneRunOptions(ctx);
+  o.log = eventSink(ctx, join(o.checkpointDir, 'prune_log.json'));
+  const r = await runPrune(ctx.cluster, o);
+  ctx.log(`prune: stopped by ${r.stoppedBy} after ${r.ticks} Ticks; saved ${await saveModel(ctx, o, 'pruned.safetensors', 'prune')}`);
+  return r;
+}
+
+/** The 'finetune' stage; saves finetuned.safetensors. */
+export async function finetuneStage(ctx: PruneStageContext): Promise<void> {
+  const o = pruneRunOptions(ctx);
+  o.log = eventSink(ctx, join(o.checkpointDir, 'finetune_log.json'));
+  await runFinetune(ctx.cluster, o);
+  ctx.log(`finetune: saved ${await saveModel(ctx, o, 'finetuned.safetensors', 'finetune')}`);
+}
+
+/** One human-readable line per event, in the paper's log style. */
+export function formatPruneEvent(e: PruneEvent): string {
+  const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+  switch (e.type) {
+    case 'tick':
+      return `Tick ${e.tick}: FLOPs ${pct(e.flopsRatio)}, params ${pct(e.paramsRatio)}, filters left ${e.filtersLeft}, train loss ${e.trainLoss.toFixed(4)}, acc after prune ${pct(e.acc1)}`;
+    case 'tock':
+    case 'finetune':
+      return `${e.type === 'tock' ? 'Tock' : 'Finetune'} epoch ${e.epoch}: train loss ${e.trainLoss.toFixed(4)}, test loss ${e.loss.toFixed(4)}, acc ${pct(e.acc1)}, lr ${e.lr.toFixed(5)}`;
+    case 'checkpoint':
+      return `Saved ${e.path} (FLOPs ${pct(e.flopsRatio)} <= ${pct(e.savePoint)})`;
+    case 'melt':
+      return `Melted: ${e.macs} MACs (${pct(e.flopsRatio)}), ${e.params} params (${pct(e.paramsRatio)})`;
+  }
+}
+
+registerStage('prune', async (ctx) => {
+  await pruneStage(ctx);
+});
+registerStage('finetune', finetuneStage);

@@ -1,0 +1,153 @@
+import { z } from 'zod';
+import { GdpError } from '../errors.js';
+import type { Module } from '../nn/module.js';
+import { bnAt, maskChannels } from './gates.js';
+import type { ChannelGroup } from './groups.js';
+
+/**
+ * A pruning decision as replayable data: per group, the channel indices to mask, and the BNs (module paths) that
+ * carry the group's mask. JSON-serialisable; `applyDecision` replays it on any replica of the same model.
+ * Records are type aliases, not interfaces, so that they are assignable to the protocol's JSON value type.
+ */
+export type MaskDecision = {
+  kind: 'mask';
+  groups: Record<string, number[]>;
+  layers: Record<string, string[]>;
+};
+
+const maskDecisionSchema = z
+  .object({
+    kind: z.literal('mask'),
+    groups: z.record(z.string(), z.array(z.number().int().nonnegative())),
+    layers: z.record(z.string(), z.array(z.string()).min(1)),
+  })
+  .strict();
+
+/** One group's input to the global ranking. */
+export interface GroupScores {
+  group: ChannelGroup;
+  /** Importance per channel (higher = keep), e.g. `gateImportance`. */
+  scores: ArrayLike<number>;
+  /** Current mask per channel (0 = already pruned). */
+  mask: ArrayLike<number>;
+}
+
+export interface GlobalPruneOptions {
+  /** How many filters to prune, counting a group channel once per member BN (the paper's `num`). */
+  num: number;
+  /** Every group keeps at least max(1, ceil(minimalRatio * width)) channels. */
+  minimalRatio: number;
+  /** The paper's flops_eta (0 = plain score ranking). */
+  flopsEta: number;
+  /** The smallest BN feature-map area (H*W) of the network: flops_eta is divided by it, as the paper does. */
+  minArea: number;
+}
+
+export interface GlobalPruneInfo {
+  /** Filters alive before this prune (group channels times member BNs). */
+  left: number;
+  toPrune: number;
+  total: number;
+  totalPrunedRatio: number;
+  threshold: number;
+}
+
+export function minimalChannels(width: number, minimalRatio: number): number {
+  return Math.max(1, Math.ceil(minimalRatio * width - 1e-9));
+}
+
+/**
+ * The score the global ranking uses: importance minus the FLOPs term. As in the paper's `get_score`, each member
+ * BN subtracts eta/minArea * its area * the alive channel count, so the group's term is that times the sum of
+ * its members' areas; pruned channels are out of the ranking.
+ */
+export function flopsAwareScores(e: GroupScores, flopsEta: number, minArea: number): Float64Array {
+  const alive = countAlive(e.mask);
+  const areaSum = e.group.areas.reduce((a, b) => a + b, 0);
+  const reg = flopsEta === 0 ? 0 : (flopsEta / minArea) * areaSum * alive;
+  const out = new Float64Array(e.group.width);
+  for (let c = 0; c < out.length; c++) out[c] = e.scores[c] - reg;
+  return out;
+}
+
+function countAlive(mask: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) n++;
+  return n;
+}
+
+/**
+ * Global pruning over all groups with one threshold, following the paper's `get_threshold`/`set_mask`: each
+ * group's alive channels except its `minimal` best are candidates; every candidate enters the ranking once per
+ * member BN; the threshold is the entry at position `num` (0-based) of the sorted ranking, and every candidate
+ * scoring <= threshold is pruned. Ties inside a group are broken by channel index (lower index ranks lower).
+ */
+export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOptions): { decision: MaskDecision; info: GlobalPruneInfo } {
+  if (!(opts.minArea > 0)) throw new GdpError('BAD_DECISION', `minArea must be positive, got ${opts.minArea}`);
+  const ranking: number[] = [];
+  const candidates: { e: GroupScores; adjusted: Float64Array; channels: number[] }[] = [];
+  let total = 0;
+  let left = 0;
+  for (const e of entries) {
+    const g = e.group;
+    if (e.scores.length !== g.width || e.mask.length !== g.width) {
+      throw new GdpError('SHAPE_MISMATCH', `group '${g.id}': ${e.scores.length} scores and ${e.mask.length} mask values for width ${g.width}`);
+    }
+    const count = g.bns.length;
+    const adjusted = flopsAwareScores(e, opts.flopsEta, opts.minArea);
+    const alive: number[] = [];
+    for (let c = 0; c < g.width; c++) {
+      if (Number.isNaN(adjusted[c])) throw new GdpError('BAD_SCORE', `group '${g.id}': channel ${c} has a NaN score`);
+      if (e.mask[c] !== 0) alive.push(c);
+    }
+    total += g.width * count;
+    left += alive.length * count;
+    const byScore = alive.sort((a, b) => adjusted[a] - adjusted[b] || a - b);
+    const channels = byScore.slice(0, Math.max(0, byScore.length - minimalChannels(g.width, opts.minimalRatio)));
+    candidates.push({ e, adjusted, channels });
+    for (const c of channels) for (let k = 0; k < count; k++) ranking.push(adjusted[c]);
+  }
+  ranking.sort((a, b) => a - b);
+  const num = Math.max(0, Math.floor(opts.num));
+  const threshold = ranking.length === 0 ? -Infinity : num < ranking.length ? ranking[num] : Infinity;
+  const decision: MaskDecision = { kind: 'mask', groups: {}, layers: {} };
+  let toPrune = 0;
+  for (const { e, adjusted, channels } of candidates) {
+    const pruned = channels.filter((c) => adjusted[c] <= threshold).sort((a, b) => a - b);
+    if (!pruned.length) continue;
+    decision.groups[e.group.id] = pruned;
+    decision.layers[e.group.id] = [...e.group.bns];
+    toPrune += pruned.length * e.group.bns.length;
+  }
+  const info: GlobalPruneInfo = { left, toPrune, total, totalPrunedRatio: total ? (total - left + toPrune) / total : 0, threshold };
+  return { decision, info };
+}
+
+/** Checks a decision that arrived as untyped data (a message, a file). */
+export function parseMaskDecision(data: unknown, source = 'mask decision'): MaskDecision {
+  const r = maskDecisionSchema.safeParse(data);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new GdpError('BAD_DECISION', `${source}: ${i.path.join('.') || '(root)'}: ${i.message}`);
+  }
+  for (const id of Object.keys(r.data.groups)) {
+    if (!r.data.layers[id]) throw new GdpError('BAD_DECISION', `${source}: group '${id}' has channels but no layers`);
+  }
+  return r.data;
+}
+
+/** Replays a decision: sets bn_mask to 0 at the given channels of every listed BN. Validates before changing anything. */
+export function applyDecision(model: Module, record: MaskDecision): void {
+  const d = parseMaskDecision(record);
+  const plan: [string, string, number[]][] = [];
+  for (const [id, channels] of Object.entries(d.groups)) {
+    for (const p of d.layers[id]) {
+      const bn = bnAt(model, p, `mask decision, group '${id}'`);
+      if (!bn.mask) throw new GdpError('NOT_GATED', `mask decision, group '${id}': BN '${p}' is not gated`);
+      const bad = channels.find((c) => c >= bn.channels);
+      if (bad !== undefined) throw new GdpError('BAD_DECISION', `mask decision, group '${id}': channel ${bad} but '${p}' has ${bn.channels}`);
+      plan.push([id, p, channels]);
+    }
+  }
+  for (const [id, p, channels] of plan) maskChannels(bnAt(model, p), channels, `mask decision, group '${id}', '${p}'`);
+}

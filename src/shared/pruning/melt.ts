@@ -1,0 +1,122 @@
+import { z } from 'zod';
+import { GdpError } from '../errors.js';
+import { trace } from '../graph/trace.js';
+import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
+import type { Module } from '../nn/module.js';
+import { aliveChannels, batchNorms } from './gates.js';
+import { channelStructure, type ChannelStructure } from './groups.js';
+
+/** The layers one group's surgery touches, and the width they must have before it. */
+export type MeltGroupLayers = {
+  width: number;
+  bns: string[];
+  producers: string[];
+  consumers: string[];
+};
+
+/**
+ * A melt as replayable data: which BNs fold their gates (all gated ones), and per group the channel indices
+ * kept. Applying it to any replica of the same masked model gives the same physically smaller model.
+ */
+export type MeltRecord = {
+  kind: 'melt';
+  ungate: string[];
+  groups: Record<string, number[]>;
+  layers: Record<string, MeltGroupLayers>;
+};
+
+const meltRecordSchema = z
+  .object({
+    kind: z.literal('melt'),
+    ungate: z.array(z.string()),
+    groups: z.record(z.string(), z.array(z.number().int().nonnegative()).min(1)),
+    layers: z.record(
+      z.string(),
+      z.object({ width: z.number().int().positive(), bns: z.array(z.string()), producers: z.array(z.string()), consumers: z.array(z.string()) }).strict(),
+    ),
+  })
+  .strict();
+
+/** The melt of the model's current masks: every prunable group keeps its alive channels. */
+export function planMelt(model: Module, s: ChannelStructure): MeltRecord {
+  const bns = batchNorms(model);
+  const ungate = [...bns].filter(([, bn]) => bn.gated).map(([p]) => p);
+  const record: MeltRecord = { kind: 'melt', ungate, groups: {}, layers: {} };
+  for (const g of s.groups) {
+    if (!g.prunable || !bns.get(g.bns[0])?.gated) continue;
+    const keep = aliveChannels(model, g);
+    if (keep.length === g.width) continue;
+    if (keep.length === 0) throw new GdpError('EMPTY_GROUP', `group '${g.id}' has every channel masked: melting would cut the network`);
+    record.groups[g.id] = keep;
+    record.layers[g.id] = { width: g.width, bns: [...g.bns], producers: [...g.producers], consumers: [...g.consumers] };
+  }
+  return record;
+}
+
+function modulesByPath(model: Module): Map<string, Module> {
+  return new Map(model.namedModules());
+}
+
+/**
+ * Replays a melt: every listed BN folds g*mask into weight and bias (`removeGate`), then each group's masked
+ * channels are cut from its producers' outputs, its BNs and its consumers' inputs. All widths are checked
+ * before anything changes, so a record that does not fit the model leaves it untouched.
+ */
+export function applyMelt(model: Module, data: MeltRecord): void {
+  const r = parseMeltRecord(data);
+  const mods = modulesByPath(model);
+  const need = <T>(p: string, cls: new (...a: never[]) => T, what: string, id: string): T => {
+    const m = mods.get(p);
+    if (!(m instanceof cls)) throw new GdpError('BAD_MELT', `melt record, group '${id}': '${p}' is not a ${what} in this model`);
+    return m;
+  };
+  const surgery: (() => void)[] = [];
+  for (const [id, keep] of Object.entries(r.groups)) {
+    const l = r.layers[id];
+    if (!l) throw new GdpError('BAD_MELT', `melt record: group '${id}' has no layers`);
+    const bad = keep.find((c, i) => c >= l.width || (i > 0 && c <= keep[i - 1]));
+    if (bad !== undefined) throw new GdpError('BAD_MELT', `melt record, group '${id}': kept channels must be ascending and below ${l.width} (saw ${bad})`);
+    const width = (p: string, w: number) => {
+      if (w !== l.width) throw new GdpError('BAD_MELT', `melt record, group '${id}': '${p}' has width ${w}, the record ${l.width}`);
+    };
+    for (const p of l.producers) {
+      const c = need(p, Conv2d, 'Conv2d', id);
+      width(p, c.outChannels);
+      surgery.push(() => c.keepOutputChannels(keep));
+    }
+    for (const p of l.bns) {
+      const bn = need(p, BatchNorm2d, 'BatchNorm2d', id);
+      width(p, bn.channels);
+      surgery.push(() => bn.keepChannels(keep));
+    }
+    for (const p of l.consumers) {
+      const m = mods.get(p);
+      if (m instanceof Conv2d) width(p, m.inChannels);
+      else if (m instanceof Linear) width(p, m.inFeatures);
+      else throw new GdpError('BAD_MELT', `melt record, group '${id}': '${p}' is not a Conv2d or Linear in this model`);
+      surgery.push(() => m.keepInputChannels(keep));
+    }
+  }
+  const bns = r.ungate.map((p) => need(p, BatchNorm2d, 'BatchNorm2d', '(ungate)'));
+  // Folding first: a masked channel's weight and bias become exactly 0, so cutting it changes no output.
+  for (const bn of bns) bn.removeGate();
+  for (const f of surgery) f();
+}
+
+/** Melts the model's masks into a smaller plain network; returns the record that replays the same melt elsewhere. */
+export function melt(model: Module, inputShape: readonly number[]): MeltRecord {
+  const record = planMelt(model, channelStructure(model, inputShape));
+  applyMelt(model, record);
+  trace(model, inputShape);
+  return record;
+}
+
+/** Validates a melt record that arrived as untyped data. */
+export function parseMeltRecord(data: unknown, source = 'melt record'): MeltRecord {
+  const r = meltRecordSchema.safeParse(data);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new GdpError('BAD_MELT', `${source}: ${i.path.join('.') || '(root)'}: ${i.message}`);
+  }
+  return r.data;
+}

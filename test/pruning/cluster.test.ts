@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startInProcess } from '../../src/coordinator/in_process.js';
+import { finetuneStage, pruneStage, type PruneEvent } from '../../src/coordinator/pruner.js';
+import { RunFiles } from '../../src/coordinator/run_files.js';
+import { getStage } from '../../src/coordinator/stages.js';
+import { configSchema } from '../../src/shared/config/schema.js';
+import { modelCost } from '../../src/shared/graph/flops.js';
+import { ARCHITECTURES } from '../../src/shared/models/registry.js';
+import { CifarResNet } from '../../src/shared/models/resnet_cifar.js';
+import { trace } from '../../src/shared/graph/trace.js';
+import { cpu } from './helpers.js';
+import { syntheticDataset } from './local_cluster.js';
+
+const ARCH = 'test.resnet8';
+ARCHITECTURES[ARCH] = { inputShape: [8, 8, 1], defaultClasses: 10, build: (c, rng) => new CifarResNet(8, c, 1, rng) };
+
+// The real coordinator with two in-process workers (same messages as separate processes): every mask decision and
+// the melt travel as custom model updates, and the coordinator's checksums prove each worker replayed them exactly.
+describe('pruning over the coordinator and two workers', () => {
+  let dir: string;
+  before(async () => {
+    await cpu();
+    dir = mkdtempSync(join(tmpdir(), 'gdp-prune-cluster-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('prune then finetune: workers stay identical to the coordinator through gating, masks and the melt', async () => {
+    const config = configSchema.parse({
+      base: { task_name: 'c', seed: 4, log_dir: dir },
+      model: { name: ARCH, num_class: 10 },
+      train: { max_epoch: 0, momentum: 0.9, weight_decay: 5e-4, max_steps_per_epoch: 1 },
+      data: { type: 'mnist', batch_size: 4, test_batch_size: 8 },
+      loss: { criterion: 'softmax' },
+      gbn: { sparse_lambda: 1e-3, lr_min: 1e-3, lr_max: 1e-2, tock_epoch: 1, T: 2, p: 0.25, finetune_epoch: 1, tick_batches: 1, target_flops: 0.5, save_points: [0.7] },
+      dist: { checksum_every: 1 },
+      stages: ['prune', 'finetune'],
+    });
+    const data = { train: syntheticDataset(16, [8, 8, 1], 1), test: syntheticDataset(8, [8, 8, 1], 2) };
+    const run = await startInProcess(config, { workers: 2, loadData: async () => data });
+    try {
+      // Importing the pruner registered both stages (getStage throws UNKNOWN_STAGE otherwise).
+      getStage('prune');
+      getStage('finetune');
+      const lines: string[] = [];
+      const ctx = { cluster: run.coordinator, config, trainSize: 16, testSize: 8, files: new RunFiles(config), log: (l: string) => lines.push(l) };
+      const r = await pruneStage(ctx);
+      assert.equal(r.stoppedBy, 'target_flops');
+      await run.coordinator.verifyChecksums();
+      for (const w of run.workers) assert.equal(w.replica!.checksum(), run.coordinator.replica.checksum());
+      for (const w of run.workers) assert.equal(modelCost(w.replica!.model, [8, 8, 1]).macs, r.final.macs, 'workers melted too');
+      trace(run.coordinator.model, [8, 8, 1]);
+      const handlers = run.coordinator.updates.map((u) => (u.kind === 'custom' ? u.handler : u.kind));
+      assert.ok(handlers.includes('gdp.prune.mask') && handlers.includes('gdp.prune.melt'));
+      const events = JSON.parse(readFileSync(join(dir, 'c', 'prune_log.json'), 'utf8')) as PruneEvent[];
+      assert.ok(events.some((e) => e.type === 'checkpoint' && e.savePoint === 0.7));
+
+      await finetuneStage(ctx);
+      await run.coordinator.verifyChecksums();
+      for (const w of run.workers) assert.equal(w.replica!.checksum(), run.coordinator.replica.checksum());
+    } finally {
+      await run.close();
+    }
+  });
+});

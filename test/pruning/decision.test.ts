@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import { buildModel } from '../../src/shared/models/registry.js';
+import { BatchNorm2d } from '../../src/shared/nn/layers.js';
+import {
+  applyDecision,
+  flopsAwareScores,
+  globalPrune,
+  minimalChannels,
+  parseMaskDecision,
+  type GroupScores,
+} from '../../src/shared/pruning/decision.js';
+import { addGates, groupMask } from '../../src/shared/pruning/gates.js';
+import { channelStructure, prunableGroups, type ChannelGroup } from '../../src/shared/pruning/groups.js';
+import { randomImportance } from '../../src/shared/pruning/importance.js';
+import { Rng } from '../../src/shared/rng.js';
+import { cpu } from './helpers.js';
+
+function group(id: string, width: number, bns: string[], area: number): ChannelGroup {
+  return { id, width, bns, areas: bns.map(() => area), producers: [], consumers: [], prunable: true };
+}
+const ones = (n: number) => new Float32Array(n).fill(1);
+
+describe('global prune decision', () => {
+  before(cpu);
+
+  const a = group('a', 4, ['a'], 16);
+  const b = group('b', 4, ['b1', 'b2'], 16);
+
+  it('prunes every candidate up to the entry at position num, a group counting once per member BN', () => {
+    const entries: GroupScores[] = [
+      { group: a, scores: [0.1, 0.5, 0.3, 0.9], mask: ones(4) },
+      { group: b, scores: [0.2, 0.05, 0.6, 0.4], mask: ones(4) },
+    ];
+    // Ranking (b twice): .05 .05 .1 .2 .2 .3 .4 .4 .5 -> entry 3 is .2
+    const { decision, info } = globalPrune(entries, { num: 3, minimalRatio: 0.25, flopsEta: 0, minArea: 16 });
+    assert.deepEqual(decision.groups, { a: [0], b: [0, 1] });
+    assert.deepEqual(decision.layers, { a: ['a'], b: ['b1', 'b2'] });
+    assert.equal(info.threshold, 0.2);
+    assert.equal(info.left, 12);
+    assert.equal(info.total, 12);
+    assert.equal(info.toPrune, 5);
+    assert.equal(info.totalPrunedRatio, 5 / 12);
+  });
+
+  it('keeps at least ceil(minimal_ratio * width) channels per group, the best ones, and never re-prunes', () => {
+    assert.equal(minimalChannels(16, 0.1), 2);
+    assert.equal(minimalChannels(10, 0.1), 1);
+    assert.equal(minimalChannels(4, 0.01), 1);
+    const entries: GroupScores[] = [
+      { group: a, scores: [0.1, 0.5, 0.3, 0.9], mask: [1, 1, 1, 0] },
+      { group: b, scores: [0.2, 0.05, 0.6, 0.4], mask: ones(4) },
+    ];
+    const { decision, info } = globalPrune(entries, { num: 1000, minimalRatio: 0.5, flopsEta: 0, minArea: 16 });
+    // a keeps its two best alive channels (1, 2); channel 3 was already pruned and is not pruned again.
+    assert.deepEqual(decision.groups, { a: [0], b: [0, 1] });
+    assert.equal(info.left, 3 + 8);
+  });
+
+  it('flops_eta subtracts eta/minArea * area * alive per member, so big feature maps go first', () => {
+    const big = group('big', 2, ['big'], 64);
+    const small = group('small', 2, ['s1', 's2'], 16);
+    const entries: GroupScores[] = [
+      { group: big, scores: [1.0, 2.0], mask: ones(2) },
+      { group: small, scores: [0.9, 2.0], mask: ones(2) },
+    ];
+    const plain = globalPrune(entries, { num: 0, minimalRatio: 0.5, flopsEta: 0, minArea: 16 });
+    assert.deepEqual(plain.decision.groups, { small: [0] });
+    // big: 0.1/16 * 64 * 2 alive = 0.8; small: 0.1/16 * (16 + 16) * 2 alive = 0.4
+    const adj = flopsAwareScores(entries[0], 0.1, 16);
+    assert.ok(Math.abs(adj[0] - 0.2) < 1e-12 && Math.abs(adj[1] - 1.2) < 1e-12);
+    const adjSmall = flopsAwareScores(entries[1], 0.1, 16);
+    assert.ok(Math.abs(adjSmall[0] - 0.5) < 1e-12);
+    const aware = globalPrune(entries, { num: 0, minimalRatio: 0.5, flopsEta: 0.1, minArea: 16 });
+    assert.deepEqual(aware.decision.groups, { big: [0] });
+  });
+
+  it('a decision round-trips through JSON and applies identically to a second model', () => {
+    const shape = [8, 8, 3];
+    const m1 = buildModel('cifar.resnet20', { seed: 1 });
+    const m2 = buildModel('cifar.resnet20', { seed: 2 });
+    addGates(m1);
+    addGates(m2);
+    const s = channelStructure(m1, shape);
+    const rng = new Rng(9);
+    const entries = prunableGroups(s).map((g) => ({ group: g, scores: randomImportance(g, rng), mask: groupMask(m1, g) }));
+    const { decision } = globalPrune(entries, { num: 120, minimalRatio: 0.1, flopsEta: 0, minArea: 4 });
+    applyDecision(m1, decision);
+    applyDecision(m2, parseMaskDecision(JSON.parse(JSON.stringify(decision))));
+    let masked = 0;
+    const bns2 = new Map(m2.namedModules());
+    for (const [p, m] of m1.namedModules()) {
+      if (!(m instanceof BatchNorm2d)) continue;
+      const v1 = m.mask!.value.dataSync();
+      const v2 = (bns2.get(p) as BatchNorm2d).mask!.value.dataSync();
+      assert.deepEqual(v1, v2, p);
+      masked += v1.filter((v) => v === 0).length;
+    }
+    assert.ok(masked >= 121, `${masked} BN channels masked`);
+    for (const g of prunableGroups(s)) groupMask(m1, g); // members of a group agree
+  });
+
+  it('rejects malformed decisions with BAD_DECISION and names the problem', () => {
+    const m = buildModel('cifar.resnet20');
+    addGates(m);
+    const isBad = (e: Error & { code?: string }) => e.code === 'BAD_DECISION';
+    assert.throws(() => parseMaskDecision({ kind: 'mask', groups: { x: [-1] }, layers: { x: ['bn1'] } }), isBad);
+    assert.throws(() => parseMaskDecision({ kind: 'mask', groups: { x: [1] }, layers: {} }), isBad);
+    assert.throws(() => applyDecision(m, { kind: 'mask', groups: { bn1: [16] }, layers: { bn1: ['bn1'] } }), /channel 16/);
+    assert.throws(() => applyDecision(m, { kind: 'mask', groups: { q: [1] }, layers: { q: ['nope'] } }), /no BatchNorm2d at 'nope'/);
+  });
+});

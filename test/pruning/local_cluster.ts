@@ -1,0 +1,65 @@
+import type { StepResult } from '../../src/coordinator/cluster.js';
+import type { PruneCluster } from '../../src/coordinator/pruner.js';
+import type { Batch, Dataset } from '../../src/shared/data/dataset.js';
+import { applyModelUpdate, type ModelUpdate } from '../../src/shared/protocol/model_update.js';
+import '../../src/shared/pruning/updates.js';
+import { Rng } from '../../src/shared/rng.js';
+import { addStats, emptyStats, type ParamSet, type Replica } from '../../src/shared/train/replica.js';
+import type { SgdOptions } from '../../src/shared/train/sgd.js';
+
+/** The pruner's cluster operations on one in-process replica: what the coordinator does, without workers. */
+export class LocalCluster implements PruneCluster {
+  readonly updates: ModelUpdate[] = [];
+  syncs = 0;
+  constructor(
+    readonly replica: Replica,
+    private readonly train: Dataset,
+    private readonly test: Dataset,
+  ) {}
+  async step(indices: Int32Array, set: ParamSet, sgd: SgdOptions & { gateL1?: number }): Promise<StepResult> {
+    const batch = await this.train.load(indices, { augment: false, seed: 0 });
+    const layout = this.replica.layout(set);
+    const { grad, stats } = this.replica.gradients(batch, layout);
+    const avgGrad = grad.map((v) => v / batch.n);
+    this.replica.applyGradient(layout, avgGrad, sgd);
+    return { avgGrad, layout, stats, perWorker: [] };
+  }
+  async evaluate(indices: Int32Array) {
+    return addStats(emptyStats(), this.replica.evaluate(await this.test.load(indices, { augment: false, seed: 0 })));
+  }
+  async syncBatchNormStats() {
+    this.syncs++;
+  }
+  async broadcastModelUpdate(u: ModelUpdate) {
+    this.updates.push(u);
+    // As the coordinator does: the protocol's own replay (custom updates through the registered handlers).
+    const { resetMomentum } = applyModelUpdate(this.replica.model, u);
+    this.replica.pullFromDevice();
+    if (resetMomentum) this.replica.resetMomentum();
+  }
+}
+
+/** Random images whose label is carried by the mean of one channel band: learnable, tiny, deterministic. */
+export function syntheticDataset(size: number, shape: [number, number, number], seed: number, classes = 10): Dataset {
+  const rng = new Rng(seed);
+  const per = shape[0] * shape[1] * shape[2];
+  const labels = Int32Array.from({ length: size }, () => rng.int(classes));
+  const x = Float32Array.from({ length: size * per }, (_, i) => rng.normal() * 0.5 + labels[Math.floor(i / per)] / classes);
+  return {
+    name: 'synthetic',
+    size,
+    shape,
+    numClasses: classes,
+    labels,
+    async load(indices: ArrayLike<number>): Promise<Batch> {
+      const n = indices.length;
+      const bx = new Float32Array(n * per);
+      const by = new Int32Array(n);
+      for (let i = 0; i < n; i++) {
+        bx.set(x.subarray(indices[i] * per, (indices[i] + 1) * per), i * per);
+        by[i] = labels[indices[i]];
+      }
+      return { x: bx, y: by, n };
+    },
+  };
+}

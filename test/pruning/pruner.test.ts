@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  finetuneStage,
+  pruneRunOptions,
+  pruneStage,
+  runPrune,
+  savePointName,
+  triangularLr,
+  type PruneEvent,
+  type PruneStageContext,
+} from '../../src/coordinator/pruner.js';
+import { RunFiles } from '../../src/coordinator/run_files.js';
+import { configSchema, type ConfigInput } from '../../src/shared/config/schema.js';
+import { modelCost } from '../../src/shared/graph/flops.js';
+import { parseSafetensors } from '../../src/shared/io/safetensors.js';
+import { loadTorchState } from '../../src/shared/io/torch_state.js';
+import { CifarResNet } from '../../src/shared/models/resnet_cifar.js';
+import { effectiveCost } from '../../src/shared/pruning/cost.js';
+import { channelStructure } from '../../src/shared/pruning/groups.js';
+import { applyModelUpdate } from '../../src/shared/protocol/model_update.js';
+import { Rng } from '../../src/shared/rng.js';
+import { Replica } from '../../src/shared/train/replica.js';
+import { cpu, evalLogits, maxAbsDiff, randomImages } from './helpers.js';
+import { LocalCluster, syntheticDataset } from './local_cluster.js';
+
+const SHAPE: [number, number, number] = [8, 8, 1];
+
+/** ResNet-8 (one block per stage, shortcuts included): the smallest net with every kind of group, cheap on cpu. */
+function tinyResNet(seed: number): CifarResNet {
+  return new CifarResNet(8, 10, 1, new Rng(seed));
+}
+
+function context(logDir: string, gbn: Partial<NonNullable<ConfigInput['gbn']>>, seed = 1): PruneStageContext & { cluster: LocalCluster; lines: string[] } {
+  const config = configSchema.parse({
+    base: { task_name: 't', seed: 3, log_dir: logDir },
+    model: { name: 'mnist.resnet20', num_class: 10 },
+    train: { max_epoch: 0, momentum: 0.9, weight_decay: 5e-4, max_steps_per_epoch: 1 },
+    data: { type: 'mnist', batch_size: 4, test_batch_size: 8 },
+    loss: { criterion: 'softmax' },
+    gbn: { sparse_lambda: 1e-3, lr_min: 1e-3, lr_max: 1e-2, tock_epoch: 1, T: 2, p: 0.2, finetune_epoch: 1, tick_batches: 1, ...gbn },
+    stages: ['prune', 'finetune'],
+  });
+  const cluster = new LocalCluster(new Replica(tinyResNet(seed), SHAPE), syntheticDataset(16, SHAPE, 1), syntheticDataset(8, SHAPE, 2));
+  const lines: string[] = [];
+  const log = (l: string) => {
+    lines.push(l);
+    if (process.env.GDP_TEST_VERBOSE) console.log(l);
+  };
+  return { cluster, config, trainSize: 16, testSize: 8, files: new RunFiles(config), log, lines };
+}
+
+type Tick = Extract<PruneEvent, { type: 'tick' }>;
+type Saved = Extract<PruneEvent, { type: 'checkpoint' }>;
+
+describe('Tick-Tock pruner', () => {
+  let dir: string;
+  before(async () => {
+    await cpu();
+    dir = mkdtempSync(join(tmpdir(), 'gdp-prune-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('the triangular lr follows the paper: lr_min -> lr_max at half -> lr_min at the last step', () => {
+    assert.equal(triangularLr(0, 10, 1, 3), 1);
+    assert.equal(triangularLr(5, 10, 1, 3), 3);
+    assert.equal(triangularLr(10, 10, 1, 3), 1);
+    assert.equal(triangularLr(2.5, 10, 1, 3), 2);
+  });
+
+  it('prune stage: checkpoints exactly at the save points, stops at target_flops, melts; finetune follows', async () => {
+    const ctx = context(dir, { save_points: [0.9, 0.6, 0.35], target_flops: 0.35, max_ticks: 12 });
+    const run = join(dir, 't');
+    const tensors = tf.memory().numTensors;
+    const r = await pruneStage(ctx);
+    const events = JSON.parse(readFileSync(join(run, 'prune_log.json'), 'utf8')) as PruneEvent[];
+    const ticks = events.filter((e): e is Tick => e.type === 'tick');
+    const saved = events.filter((e): e is Saved => e.type === 'checkpoint');
+    assert.equal(r.stoppedBy, 'target_flops');
+    assert.ok(ticks.at(-1)!.flopsRatio <= 0.35 && ticks.slice(0, -1).every((t) => t.flopsRatio > 0.35));
+    assert.deepEqual(saved.map((e) => e.savePoint), [0.9, 0.6, 0.35]);
+    for (const e of saved) {
+      const first = ticks.find((t) => t.flopsRatio <= e.savePoint)!;
+      assert.equal(e.tick, first.tick, `save point ${e.savePoint}`);
+      assert.equal(e.path, join(run, savePointName(e.savePoint)));
+      const file = parseSafetensors(new Uint8Array(readFileSync(e.path)), e.path);
+      assert.equal(file.metadata.tick, String(first.tick));
+      assert.equal(file.metadata.arch, 'mnist.resnet20');
+      assert.equal(file.metadata.num_class, '10');
+      // The checkpoint holds that Tick's masks: reloaded, it costs what the log said.
+      const m = tinyResNet(0);
+      loadTorchState(m, file.tensors, SHAPE, e.path);
+      const reloaded = effectiveCost(m, channelStructure(m, SHAPE)).macs / modelCost(m, SHAPE).macs;
+      assert.ok(Math.abs(reloaded - first.flopsRatio) < 1e-12);
+      m.dispose();
+    }
+    // Ticks 2, 4, ... are followed by a Tock; one more runs before the first Tick.
+    assert.equal(events.filter((e) => e.type === 'tock').length, 1 + Math.floor((ticks.length - 1) / 2));
+    assert.equal(r.final.macs / r.baseline.macs, ticks.at(-1)!.flopsRatio, 'the melt removes exactly the masked channels');
+    const model = ctx.cluster.replica.model;
+    assert.ok(![...model.namedSlots()].some(([n]) => n.endsWith('.g')), 'no gates after the melt');
+    const kinds = ctx.cluster.updates.map((u) => (u.kind === 'custom' ? u.handler : u.kind));
+    assert.equal(kinds[0], 'gdp.prune.gate');
+    assert.equal(kinds.filter((k) => k === 'gdp.prune.mask').length, ticks.length);
+    assert.equal(kinds.at(-2), 'gdp.prune.melt');
+    assert.ok(ctx.cluster.syncs >= ticks.length, 'BN statistics are averaged before each evaluation');
+
+    // The saved melted network loads into a default build and computes what the cluster's model computes.
+    const x = randomImages(2, SHAPE, new Rng(8));
+    const pruned = parseSafetensors(new Uint8Array(readFileSync(join(run, 'pruned.safetensors'))));
+    const reloaded = tinyResNet(9);
+    loadTorchState(reloaded, pruned.tensors, SHAPE);
+    assert.ok(maxAbsDiff(evalLogits(reloaded, x), evalLogits(model, x)) <= 1e-5);
+    reloaded.dispose();
+    x.dispose();
+
+    await finetuneStage(ctx);
+    const ft = JSON.parse(readFileSync(join(run, 'finetune_log.json'), 'utf8')) as PruneEvent[];
+    assert.deepEqual(ft.map((e) => e.type), ['finetune']);
+    assert.deepEqual(readdirSync(run).sort(), [
+      'finetune_log.json',
+      'finetuned.safetensors',
+      'gbn_35.safetensors',
+      'gbn_60.safetensors',
+      'gbn_90.safetensors',
+      'log.json',
+      'prune_log.json',
+      'pruned.safetensors',
+    ]);
+    assert.ok(ctx.lines.some((l) => l.startsWith('Tick 1: FLOPs')));
+    // Tock and finetune epochs join the run's epoch log, in the training stage's record format.
+    const epochs = JSON.parse(readFileSync(join(run, 'log.json'), 'utf8')) as { stage: string; lr: number }[];
+    assert.deepEqual(epochs.map((e) => e.stage), [...events.filter((e) => e.type === 'tock').map(() => 'tock'), 'finetune']);
+    assert.ok(epochs.every((e) => e.lr === 1e-3), 'one step per epoch ends at lr_min');
+    assert.ok(tf.memory().numTensors <= tensors, `tensors: ${tensors} -> ${tf.memory().numTensors}`);
+  });
+
+  it('a replica replaying the broadcast records ends with the same network (l1 criterion, max_ticks)', async () => {
+    const ctx = context(join(dir, 'l1'), { criterion: 'l1', tock_epoch: 0, max_ticks: 2 }, 5);
+    const r = await runPrune(ctx.cluster, pruneRunOptions(ctx));
+    assert.equal(r.ticks, 2);
+    assert.equal(r.stoppedBy, 'max_ticks');
+    const b = tinyResNet(5);
+    for (const u of ctx.cluster.updates) applyModelUpdate(b, u);
+    assert.equal(modelCost(b, SHAPE).macs, r.final.macs);
+    const a = ctx.cluster.replica.model;
+    const shapes = (m: CifarResNet) => [...m.namedSlots()].map(([n, s]) => `${n}:${s.value.shape}`);
+    assert.deepEqual(shapes(b), shapes(a as CifarResNet));
+  });
+
+  it('refuses to run without a gbn section', () => {
+    const ctx = context(dir, {});
+    const config = { ...ctx.config, gbn: undefined };
+    assert.throws(() => pruneRunOptions({ ...ctx, config }), (e: Error & { code?: string }) => e.code === 'BAD_CONFIG');
+  });
+});
