@@ -10,11 +10,12 @@ import type { Transport } from '../src/shared/protocol/transport.js';
 import { MAX_FRAME_BYTES, bucketElements } from '../src/shared/protocol/version.js';
 import { listenWs } from '../src/shared/protocol/ws_transport.js';
 import { onAbort } from './cleanup.js';
+import { receiveBytes, sendFrames } from './ws_frames.js';
 
 const CHILD = fileURLToPath(new URL('./ws_peer_child.js', import.meta.url));
 const MB = 1e6;
 
-/** Starts the far end; `ready` rejects if it exits first (its stderr in the message). */
+/** Starts the far end; `exited` rejects when it exits (its stderr in the message), so a wait can race it. */
 function startChild(args: string[]): { child: ChildProcess; exited: Promise<never>; stop: () => Promise<void> } {
   const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   const unregister = onAbort(() => child.kill('SIGKILL'));
@@ -36,28 +37,28 @@ function startChild(args: string[]): { child: ChildProcess; exited: Promise<neve
 }
 
 /**
- * Raw ws throughput on 127.0.0.1, one direction, worker -> coordinator (client frames, masked as a worker's
- * gradient upload is): another process sends `totalBytes` in `frameBytes` binary frames; timed from the 'go'
- * sent to the last byte received. No codec, no buckets: the ceiling the protocol can approach.
+ * Raw ws throughput on 127.0.0.1, one direction, between this process and another: `up` is worker ->
+ * coordinator (client frames, which WebSocket masks: what a gradient upload pays), `down` coordinator -> worker
+ * (unmasked: the averaged gradient's way). `totalBytes` in `frameBytes` binary frames, timed from the start
+ * signal to the last byte received. No codec, no buckets: the ceiling the protocol can approach.
  */
-export async function rawWsThroughput(totalBytes: number, frameBytes: number): Promise<{ mbPerSec: number; ms: number }> {
+export async function rawWsThroughput(direction: 'up' | 'down', totalBytes: number, frameBytes: number): Promise<{ mbPerSec: number; ms: number }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, maxPayload: MAX_FRAME_BYTES });
   await new Promise<void>((res) => wss.once('listening', () => res()));
   const port = (wss.address() as { port: number }).port;
-  const peer = startChild(['raw', `ws://127.0.0.1:${port}`, String(totalBytes), String(frameBytes)]);
+  const peer = startChild([`raw-${direction}`, `ws://127.0.0.1:${port}`, String(totalBytes), String(frameBytes)]);
   try {
     const ws = await Promise.race([new Promise<WebSocket>((res) => wss.once('connection', (s) => res(s))), peer.exited]);
-    const done = new Promise<number>((res) => {
-      let got = 0;
-      ws.on('message', (data: Buffer) => {
-        got += data.byteLength;
-        if (got >= totalBytes) res(performance.now());
-      });
-    });
+    let done: Promise<number>;
     const t0 = performance.now();
-    ws.send('go');
-    const t1 = await Promise.race([done, peer.exited]);
-    const ms = t1 - t0;
+    if (direction === 'up') {
+      done = receiveBytes(ws, totalBytes);
+      ws.send('go');
+    } else {
+      done = new Promise<number>((res) => ws.once('message', () => res(performance.now())));
+      void sendFrames(ws, totalBytes, frameBytes).catch(() => undefined);
+    }
+    const ms = (await Promise.race([done, peer.exited])) - t0;
     return { mbPerSec: totalBytes / MB / (ms / 1000), ms };
   } finally {
     for (const c of wss.clients) c.terminate();

@@ -106,11 +106,15 @@ await section('local mode', ['local_img_s_1w', 'local_img_s_2w', 'scaling_effici
 });
 
 // --- communication: raw ws ceiling, then gradients through the real protocol ---
-await section('communication', ['raw_ws_mb_s', 'grad_exchange_mb_s', 'grad_exchange_ms', 'comm_share_resnet56'], async () => {
+await section('communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchange_mb_s', 'grad_exchange_ms', 'comm_share_resnet56'], async () => {
   const total = (quick ? 256 : 1024) * MIB;
-  const raw = await rawWsThroughput(total, 16 * MIB);
-  result.raw_ws_mb_s = round(raw.mbPerSec, 1);
-  rows.push([`raw ws 127.0.0.1, 16 MiB frames, one way`, `${raw.mbPerSec.toFixed(1)} MB/s (${total / MIB} MiB in ${(raw.ms / 1000).toFixed(2)} s)`]);
+  for (const direction of ['up', 'down'] as const) {
+    const raw = await rawWsThroughput(direction, total, 16 * MIB);
+    // The key the issue names is the upload (masked) direction: the one every worker's gradient takes.
+    result[direction === 'up' ? 'raw_ws_mb_s' : 'raw_ws_down_mb_s'] = round(raw.mbPerSec, 1);
+    const what = direction === 'up' ? 'worker -> coordinator (masked)' : 'coordinator -> worker';
+    rows.push([`raw ws 127.0.0.1, 16 MiB frames, ${direction}`, `${raw.mbPerSec.toFixed(1)} MB/s ${what} (${total / MIB} MiB in ${(raw.ms / 1000).toFixed(2)} s)`]);
+  }
   const mbs: Record<string, number> = {};
   const ms: Record<string, number> = {};
   const resnet56Elems = train.cifar_resnet56?.gradElems ?? 855_770;

@@ -1,7 +1,8 @@
 /**
  * The far end of the communication benchmarks, in its own process as a worker would be:
- *   node ws_peer_child.js raw URL TOTAL_BYTES FRAME_BYTES    on 'go', sends TOTAL_BYTES in binary frames
- *   node ws_peer_child.js grad URL SIZE BUCKET_ELEMS         a worker's side of the gradient exchange
+ *   node ws_peer_child.js raw-up URL TOTAL_BYTES FRAME_BYTES    on 'go', sends TOTAL_BYTES in binary frames
+ *   node ws_peer_child.js raw-down URL TOTAL_BYTES FRAME_BYTES  receives TOTAL_BYTES, then sends 'done'
+ *   node ws_peer_child.js grad URL SIZE BUCKET_ELEMS            a worker's side of the gradient exchange
  * In grad mode it speaks the real protocol through Peer (codec, validation) and the real bucket code: it
  * answers `compute` with SIZE floats as `grad` buckets then `computed`, reassembles each `apply`'s `avg`
  * buckets, and answers `checksum_request` (which, on the ordered channel, proves the update arrived).
@@ -12,23 +13,15 @@ import { BucketAssembler, splitBuckets } from '../src/shared/protocol/buckets.js
 import { Peer } from '../src/shared/protocol/peer.js';
 import { PROTOCOL_VERSION, MAX_FRAME_BYTES } from '../src/shared/protocol/version.js';
 import { connectWs } from '../src/shared/protocol/ws_transport.js';
+import { receiveBytes, sendFrames } from './ws_frames.js';
 
 const [mode, url, a, b] = process.argv.slice(2);
 
-function raw(totalBytes: number, frameBytes: number): void {
+/** up: on 'go', sends the bytes (worker -> coordinator); down: receives them, then answers 'done'. */
+function raw(direction: string, totalBytes: number, frameBytes: number): void {
   const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES });
-  const frame = Buffer.alloc(frameBytes, 7);
-  ws.on('message', () => {
-    // A few frames in flight: enough to keep the socket busy without queueing the whole total in memory.
-    let sent = 0;
-    const sendNext = () => {
-      if (sent >= totalBytes) return;
-      const n = Math.min(frameBytes, totalBytes - sent);
-      sent += n;
-      ws.send(n === frameBytes ? frame : frame.subarray(0, n), { binary: true }, (err) => (err ? process.exit(1) : sendNext()));
-    };
-    for (let i = 0; i < 4; i++) sendNext();
-  });
+  if (direction === 'up') ws.once('message', () => void sendFrames(ws, totalBytes, frameBytes).catch(() => process.exit(1)));
+  else ws.once('open', () => void receiveBytes(ws, totalBytes).then(() => ws.send('done')));
   ws.on('close', () => process.exit(0));
   ws.on('error', () => process.exit(1));
 }
@@ -63,7 +56,7 @@ async function grad(size: number, bucketElems: number): Promise<void> {
   peer.send({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'bench-peer', backend: 'none', gpu: null, host: hostname(), pid: process.pid });
 }
 
-if (mode === 'raw') raw(Number(a), Number(b));
+if (mode === 'raw-up' || mode === 'raw-down') raw(mode.slice(4), Number(a), Number(b));
 else if (mode === 'grad') await grad(Number(a), Number(b));
 else {
   process.stderr.write(`ws_peer_child: unknown mode '${mode}'\n`);
