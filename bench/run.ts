@@ -1,41 +1,165 @@
 /**
  * `npm run bench [-- --out FILE.json] [--backend NAME] [--quick]`: prints one table and writes the same figures
- * as JSON.
+ * as JSON. Sections: one replica's training throughput; local mode with 1 and 2 worker processes; raw ws and
+ * protocol gradient-exchange throughput; latency of the paper's ResNet-56 before and after pruning + melting.
+ * A section that fails prints its error and stores null; the exit code is then 1.
  */
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { Command } from 'commander';
 import { initBackend, type BackendChoice } from '../src/shared/backend.js';
-import { trainThroughput } from './train_throughput.js';
+import { installAbortHandlers } from './cleanup.js';
+import { gradExchange, rawWsThroughput } from './comm.js';
+import { localScaling, type LocalScaling } from './local_scaling.js';
+import { meltedLatency } from './melted_latency.js';
+import { trainThroughput, type TrainThroughput } from './train_throughput.js';
+
+/** torchvision ResNet-50 (1000 classes): 25,557,032 parameters, i.e. one full gradient. */
+const RESNET50_PARAMS = 25_557_032;
+const MIB = 2 ** 20;
 
 const program = new Command()
   .name('npm run bench --')
   .option('--out <file>', 'also write the figures as JSON')
   .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
-  .option('--quick', 'fewer timed steps (noisier figures)')
+  .option('--quick', 'fewer timed steps and bytes (noisier figures; under ~3 minutes on 2 cores)')
   .parse();
 const opts = program.opts<{ out?: string; backend: BackendChoice; quick?: boolean }>();
+const quick = !!opts.quick;
 
+installAbortHandlers();
 const info = await initBackend(opts.backend);
-const steps = opts.quick ? 2 : 5;
 const rows: [string, string][] = [];
 const result: Record<string, unknown> = {
   date: new Date().toISOString(),
+  quick,
   machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, mem_gib: Math.round(os.totalmem() / 2 ** 30), node: process.version },
   backend: info.description,
 };
-console.log(`backend: ${info.description}; ${os.cpus().length} cores (${os.cpus()[0]?.model})`);
+console.log(`backend: ${info.description}; ${os.cpus().length} cores (${os.cpus()[0]?.model})${quick ? '; quick' : ''}`);
+let failed = false;
 
-const train: Record<string, number> = {};
-for (const [key, arch] of [
-  ['mnist_resnet20', 'mnist.resnet20'],
-  ['cifar_resnet56', 'cifar.resnet56'],
-] as const) {
-  const r = trainThroughput(arch, 64, steps);
-  train[key] = Number(r.imgPerSec.toFixed(2));
-  rows.push([`train ${arch} b64, 1 worker`, `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step; tensors ${r.tensorsBefore} -> ${r.tensorsAfter})`]);
+const round = (x: number, digits = 2) => Number(x.toFixed(digits));
+
+/** Runs one section; on failure prints a row naming it, and the keys it owns stay null. */
+async function section(name: string, keys: string[], fn: () => Promise<void> | void): Promise<void> {
+  const t0 = performance.now();
+  try {
+    await fn();
+  } catch (err) {
+    failed = true;
+    for (const k of keys) result[k] ??= null;
+    rows.push([`${name}: FAILED`, (err as Error).message]);
+  }
+  process.stderr.write(`  ${name}: ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
 }
-result.train_img_s = train;
+
+// --- one replica, no communication ---
+const train: Record<string, TrainThroughput> = {};
+await section('train throughput', ['train_img_s'], () => {
+  const out: Record<string, number> = {};
+  for (const [key, arch] of [
+    ['mnist_resnet20', 'mnist.resnet20'],
+    ['cifar_resnet56', 'cifar.resnet56'],
+  ] as const) {
+    const r = trainThroughput(arch, 64, quick ? 2 : 5);
+    train[key] = r;
+    out[key] = round(r.imgPerSec);
+    rows.push([`train ${arch} b64, 1 replica`, `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step; tensors ${r.tensorsBefore} -> ${r.tensorsAfter})`]);
+  }
+  result.train_img_s = out;
+});
+
+// --- local mode: real coordinator, real gdp-worker processes over ws ---
+await section('local mode', ['local_img_s_1w', 'local_img_s_2w', 'scaling_efficiency', 'local_step_ms'], async () => {
+  const runs: LocalScaling[] = [];
+  for (const n of [1, 2]) {
+    const r = await localScaling(n, info.name, { batch: 64, steps: quick ? 3 : 10, warmup: quick ? 1 : 2 });
+    runs.push(r);
+    rows.push([
+      `local mnist.resnet20 b64, ${n} worker${n > 1 ? 's' : ''}`,
+      `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step: slowest worker round trip ${r.workerRoundTripMs.toFixed(0)} ms, coordinator ${r.coordinatorMs.toFixed(0)} ms; ${r.steps} steps)`,
+    ]);
+  }
+  // The cluster reports each worker's round trip (compute + gradient upload) but not the split; the protocol
+  // exchange of this model's gradient, measured alone, gives the communication part of a step.
+  const exchange = await gradExchange(train.mnist_resnet20?.gradElems ?? 272_186, { bucketMib: 16, rounds: quick ? 5 : 20, warmup: 1 });
+  rows.push([`  of which communication (resnet20 grad)`, `~${exchange.ms.toFixed(0)} ms per step (protocol exchange of ${((exchange.elems * 4) / 1e6).toFixed(2)} MB up and down, measured alone)`]);
+  const [one, two] = runs;
+  const efficiency = two.imgPerSec / (2 * one.imgPerSec);
+  result.local_img_s_1w = round(one.imgPerSec);
+  result.local_img_s_2w = round(two.imgPerSec);
+  result.scaling_efficiency = round(efficiency, 3);
+  result.local_step_ms = Object.fromEntries(
+    runs.map((r) => [
+      `${r.workers}w`,
+      {
+        step: round(r.msPerStep, 1),
+        worker_round_trip: round(r.workerRoundTripMs, 1),
+        coordinator: round(r.coordinatorMs, 1),
+        communication_estimate: round(exchange.ms, 1),
+        compute_estimate: round(r.workerRoundTripMs - exchange.ms, 1),
+      },
+    ]),
+  );
+  rows.push(['scaling efficiency (2w / 2x 1w)', efficiency.toFixed(3)]);
+});
+
+// --- communication: raw ws ceiling, then gradients through the real protocol ---
+await section('communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchange_mb_s', 'grad_exchange_ms', 'comm_share_resnet56'], async () => {
+  const total = (quick ? 256 : 1024) * MIB;
+  for (const direction of ['up', 'down'] as const) {
+    const raw = await rawWsThroughput(direction, total, 16 * MIB);
+    // The key the issue names is the upload (masked) direction: the one every worker's gradient takes.
+    result[direction === 'up' ? 'raw_ws_mb_s' : 'raw_ws_down_mb_s'] = round(raw.mbPerSec, 1);
+    const what = direction === 'up' ? 'worker -> coordinator (masked)' : 'coordinator -> worker';
+    rows.push([`raw ws 127.0.0.1, 16 MiB frames, ${direction}`, `${raw.mbPerSec.toFixed(1)} MB/s ${what} (${total / MIB} MiB in ${(raw.ms / 1000).toFixed(2)} s)`]);
+  }
+  const mbs: Record<string, number> = {};
+  const ms: Record<string, number> = {};
+  const resnet56Elems = train.cifar_resnet56?.gradElems ?? 855_770;
+  for (const [key, elems, rounds] of [
+    ['cifar_resnet56', resnet56Elems, quick ? 5 : 20],
+    ['resnet50', RESNET50_PARAMS, quick ? 1 : 3],
+  ] as const) {
+    const r = await gradExchange(elems, { bucketMib: 16, rounds, warmup: 1 });
+    mbs[key] = round(r.mbPerSec, 1);
+    ms[key] = round(r.ms, 1);
+    rows.push([`gradient exchange ${key} (${((elems * 4) / 1e6).toFixed(1)} MB)`, `${r.mbPerSec.toFixed(1)} MB/s up+down (${r.ms.toFixed(0)} ms per exchange; ${rounds} rounds)`]);
+  }
+  result.grad_exchange_mb_s = mbs;
+  result.grad_exchange_ms = ms;
+  const step = train.cifar_resnet56?.msPerStep;
+  result.comm_share_resnet56 = step ? round(ms.cifar_resnet56 / step, 4) : null;
+  rows.push([
+    'comm share cifar.resnet56 b64',
+    step ? `${(ms.cifar_resnet56 / step).toFixed(4)} (exchange ${ms.cifar_resnet56.toFixed(0)} ms / train step ${step.toFixed(0)} ms)` : 'no train step figure',
+  ]);
+});
+
+// --- inference: the paper's ResNet-56, baseline vs 70%-FLOPs-pruned and melted ---
+await section('melted latency', ['melted_speedup_resnet56_b64', 'latency_ms', 'melted_macs_ratio'], () => {
+  const batches = [1, 64];
+  const r = meltedLatency(batches, (b) => (b === 1 ? (quick ? 5 : 20) : quick ? 2 : 5));
+  if (!r) {
+    result.melted_speedup_resnet56_b64 = null;
+    result.latency_ms = null;
+    result.melted_macs_ratio = null;
+    rows.push(['ResNet-56 melted latency', 'fixtures not found']);
+    return;
+  }
+  const ratio = r.melted.macs / r.baseline.macs;
+  rows.push(['ResNet-56 MACs baseline -> melted', `${(r.baseline.macs / 1e6).toFixed(1)} M -> ${(r.melted.macs / 1e6).toFixed(1)} M (${(100 * ratio).toFixed(1)}%; params ${r.baseline.params} -> ${r.melted.params}; melted vs PyTorch max |dlogit| ${r.meltMaxDiff.toExponential(1)})`]);
+  for (const b of batches) {
+    rows.push([`ResNet-56 eval b${b}: baseline / melted`, `${r.baseline.ms[b].toFixed(1)} ms / ${r.melted.ms[b].toFixed(1)} ms (x${(r.baseline.ms[b] / r.melted.ms[b]).toFixed(2)})`]);
+  }
+  result.latency_ms = {
+    baseline: Object.fromEntries(batches.map((b) => [`b${b}`, round(r.baseline.ms[b], 2)])),
+    melted: Object.fromEntries(batches.map((b) => [`b${b}`, round(r.melted.ms[b], 2)])),
+  };
+  result.melted_macs_ratio = round(ratio, 4);
+  result.melted_speedup_resnet56_b64 = round(r.baseline.ms[64] / r.melted.ms[64], 3);
+});
 
 const width = Math.max(...rows.map(([k]) => k.length));
 console.log('');
@@ -44,3 +168,4 @@ if (opts.out) {
   writeFileSync(opts.out, JSON.stringify(result, null, 2) + '\n');
   console.log(`\nwrote ${opts.out}`);
 }
+process.exitCode = failed ? 1 : 0;

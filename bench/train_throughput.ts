@@ -6,6 +6,8 @@ import { Rng } from '../src/shared/rng.js';
 export interface TrainThroughput {
   arch: string;
   batch: number;
+  /** Floats in one full gradient (what a worker uploads per step). */
+  gradElems: number;
   imgPerSec: number;
   msPerStep: number;
   tensorsBefore: number;
@@ -37,5 +39,5 @@ export function trainThroughput(arch: string, batch: number, steps: number): Tra
   const ms = (performance.now() - t0) / steps;
   const tensorsAfter = tf.memory().numTensors;
   model.dispose();
-  return { arch, batch, imgPerSec: (batch * 1000) / ms, msPerStep: ms, tensorsBefore, tensorsAfter };
+  return { arch, batch, gradElems: layout.size, imgPerSec: (batch * 1000) / ms, msPerStep: ms, tensorsBefore, tensorsAfter };
 }
