@@ -94,5 +94,9 @@ export async function initBackend(choice: BackendChoice, opts: { gpu?: number } 
     }
   }
   await tf.ready();
+  // The cpu backend prints a "use tfjs-node" banner on its first tensor (helper tensors land there even when
+  // another backend is active); the backend choice is printed by our own CLIs instead.
+  const cpu = tf.findBackend('cpu') as unknown as { firstUse?: boolean } | null;
+  if (cpu && 'firstUse' in cpu) cpu.firstUse = false;
   return { ...info, requested: choice, gpu: opts.gpu };
 }
