@@ -54,7 +54,21 @@ function single(out: TensorInfo | TensorInfo[], name: string): TensorInfo {
 export function runKernel(
     name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
     attrs: object = {}): TensorInfo {
-  const config = getKernel(name, WASM);
+  return callKernel(getKernel(name, WASM), name, backend, inputs, attrs);
+}
+
+/** Runs a stock kernel that we replaced (or the registered one otherwise). */
+export function runStockKernel(
+    name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
+    attrs: object = {}): TensorInfo {
+  return callKernel(
+      stockKernels.get(name) ?? getKernel(name, WASM), name, backend, inputs,
+      attrs);
+}
+
+function callKernel(
+    config: KernelConfig|undefined, name: string, backend: BackendWasm,
+    inputs: NamedTensorInfoMap, attrs: object): TensorInfo {
   if (config == null) {
     throw new Error(`wasm kernel ${name} is not registered`);
   }
@@ -64,18 +78,29 @@ export function runKernel(
       name);
 }
 
-/** Runs a stock kernel that we replaced (or the registered one otherwise). */
-export function runStockKernel(
-    name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
-    attrs: object = {}): TensorInfo {
-  const config = stockKernels.get(name) ?? getKernel(name, WASM);
-  if (config == null) {
-    throw new Error(`wasm kernel ${name} is not registered`);
+/**
+ * setupFunc for a kernel that may delegate to the stock kernel it replaces:
+ * runs the stock kernel's setup (looked up when the backend is set up).
+ */
+export function stockKernelSetup(kernelName: string): (backend: {}) => void {
+  return (backend: {}) => {
+    getStockKernel(kernelName)?.setupFunc?.(backend);
+  };
+}
+
+/**
+ * Runs `f` with a fresh Scratch and frees every intermediate it tracked
+ * afterwards, also when `f` throws; `f` returns the kernel output (released
+ * from the scratch, or made outside it).
+ */
+export function withScratch<T>(backend: BackendWasm, f: (s: Scratch) => T):
+    T {
+  const s = new Scratch(backend);
+  try {
+    return f(s);
+  } finally {
+    s.dispose();
   }
-  return single(
-      config.kernelFunc(
-          {inputs, backend, attrs: attrs as unknown as NamedAttrMap}),
-      name);
 }
 
 /**
