@@ -23,12 +23,12 @@ import {
 } from '@tensorflow/tfjs-core';
 
 import {
-  getStockKernel,
   runKernel,
   runStockKernel,
   required,
-  Scratch,
+  stockKernelSetup,
   WasmKernelArgs,
+  withScratch,
   windowNHWC,
 } from './kernel_utils.js';
 
@@ -57,8 +57,7 @@ export function avgPoolGrad(
   if (!disjoint || input.dtype !== 'float32') {
     return runStockKernel(AvgPoolGrad, backend, inputs, attrs);
   }
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     const scale = s.run(
         Fill, {},
         {shape: [1, 1, kh, 1, kw, 1], value: 1 / (kh * kw), dtype: 'float32'});
@@ -70,18 +69,14 @@ export function avgPoolGrad(
         info.padInfo.left, w);
     // Reshape shares dx's data with a refCount the scratch cleanup respects.
     return runKernel(Reshape, backend, {x: dx}, {shape: [n, h, w, c]});
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 export const avgPoolGradConfig: KernelConfig = {
   kernelName: AvgPoolGrad,
   backendName: 'wasm',
   // We delegate to the stock kernel, which needs its setup to have run.
-  setupFunc: (backend: {}) => {
-    getStockKernel(AvgPoolGrad)?.setupFunc?.(backend);
-  },
+  setupFunc: stockKernelSetup(AvgPoolGrad),
   // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
   kernelFunc: avgPoolGrad as unknown as KernelFunc,
 };

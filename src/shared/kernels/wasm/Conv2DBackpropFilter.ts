@@ -47,6 +47,7 @@ import {
   required,
   Scratch,
   WasmKernelArgs,
+  withScratch,
   windowNHWC,
 } from './kernel_utils.js';
 import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
@@ -104,8 +105,7 @@ export function conv2DBackpropFilter(
     return swappedConv(backend, x, dy, info, filterShape);
   }
 
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     const xq = windowNHWC(s, x, -pt, sh * hq, -pl, sw * wq);
     const dyq = windowNHWC(s, dy, 0, hq, 0, wq);
     const phaseWidth = sw * ci;
@@ -192,9 +192,7 @@ export function conv2DBackpropFilter(
       throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
     }
     return runKernel(Reshape, backend, {x: acc}, {shape: filterShape});
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 /**
@@ -264,8 +262,7 @@ function swappedConv(
   // Rows read: pt + H + pb = kh + sh*(oh - 1); a negative pb crops x.
   const pb = kh + sh * (oh - 1) - h - pt;
   const pr = kw + sw * (ow - 1) - w - pl;
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     const xs = s.run(Transpose, {x}, {perm: [3, 1, 2, 0]});
     const xc = windowNHWC(
         s, xs, 0, h + Math.min(0, pb), 0, w + Math.min(0, pr));
@@ -278,9 +275,7 @@ function swappedConv(
     });
     const out = s.run(Transpose, {x: g}, {perm: [1, 2, 0, 3]});
     return runKernel(Reshape, backend, {x: out}, {shape: filterShape});
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 /**

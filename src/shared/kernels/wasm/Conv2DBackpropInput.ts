@@ -29,11 +29,12 @@ import {
 import {
   copyRuns,
   fillRuns,
-  getStockKernel,
   runStockKernel,
   required,
   Scratch,
+  stockKernelSetup,
   WasmKernelArgs,
+  withScratch,
   windowNHWC,
 } from './kernel_utils.js';
 import {PhasePlan, planPhases} from './transposed_conv_plan.js';
@@ -133,8 +134,7 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
   const ph = planPhases(h, oh, kh, sh, info.padInfo.top);
   const pw = planPhases(w, ow, kw, sw, info.padInfo.left);
 
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     const swapped = s.run(Transpose, {x: filter}, {perm: [0, 1, 3, 2]});
     const padL = pw.padBefore(pw.maxTaps);
     if (sh === 1 && sw === 1) {
@@ -179,9 +179,7 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
       }
     }
     return dx;
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 function zeros(s: Scratch, shape: number[]): TensorInfo {
@@ -191,10 +189,8 @@ function zeros(s: Scratch, shape: number[]): TensorInfo {
 export const conv2DBackpropInputConfig: KernelConfig = {
   kernelName: Conv2DBackpropInput,
   backendName: 'wasm',
-  // Run the stock kernel's setup so that delegating to it works.
-  setupFunc: (backend: {}) => {
-    getStockKernel(Conv2DBackpropInput)?.setupFunc?.(backend);
-  },
+  // We delegate to the stock kernel, which needs its setup to have run.
+  setupFunc: stockKernelSetup(Conv2DBackpropInput),
   // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
   kernelFunc: conv2DBackpropInput as unknown as KernelFunc,
 };

@@ -13,9 +13,9 @@ import {
 } from '@tensorflow/tfjs-core';
 
 import {
-  getStockKernel,
   required,
   runStockKernel,
+  stockKernelSetup,
   WasmKernelArgs,
 } from './kernel_utils.js';
 import {leadingAxes, reduceLeading} from './leading_reduce.js';
@@ -34,9 +34,7 @@ export const meanConfig: KernelConfig = {
   kernelName: Mean,
   backendName: 'wasm',
   // We delegate to the stock kernel, which needs its setup to have run.
-  setupFunc: (backend: {}) => {
-    getStockKernel(Mean)?.setupFunc?.(backend);
-  },
+  setupFunc: stockKernelSetup(Mean),
   // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
   kernelFunc: mean as unknown as KernelFunc,
 };

@@ -13,9 +13,9 @@ import {
 } from '@tensorflow/tfjs-core';
 
 import {
-  getStockKernel,
   required,
   runStockKernel,
+  stockKernelSetup,
   WasmKernelArgs,
 } from './kernel_utils.js';
 import {leadingAxes, reduceLeading} from './leading_reduce.js';
@@ -34,9 +34,7 @@ export const sumConfig: KernelConfig = {
   kernelName: Sum,
   backendName: 'wasm',
   // We delegate to the stock kernel, which needs its setup to have run.
-  setupFunc: (backend: {}) => {
-    getStockKernel(Sum)?.setupFunc?.(backend);
-  },
+  setupFunc: stockKernelSetup(Sum),
   // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
   kernelFunc: sum as unknown as KernelFunc,
 };

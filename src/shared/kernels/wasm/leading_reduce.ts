@@ -17,7 +17,7 @@ import {
 } from '@tensorflow/tfjs-core';
 import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
 
-import {runKernel, Scratch} from './kernel_utils.js';
+import {runKernel, withScratch} from './kernel_utils.js';
 
 /**
  * Number of leading axes reduced if `axis` selects exactly axes 0..k-1 of a
@@ -48,8 +48,7 @@ export function reduceLeading(
   const rows = count / cols;
   const outShape =
       keepDims ? [...lead.map(() => 1), ...rest] : rest;
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     let out = s.run(
         AvgPool, {x: s.view(x, [1, rows, cols, util.sizeFromShape(rest)])},
         {filterSize: [rows, cols], strides: [1, 1], pad: 'valid'});
@@ -59,7 +58,5 @@ export function reduceLeading(
       out = s.run(Multiply, {a: out, b: scale});
     }
     return runKernel(Reshape, backend, {x: out}, {shape: outShape});
-  } finally {
-    s.dispose();
-  }
+  });
 }
