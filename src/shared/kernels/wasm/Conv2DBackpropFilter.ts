@@ -150,14 +150,9 @@ export function conv2DBackpropFilter(
     // memory traffic (it streams the whole im2col matrix once per 8 output
     // columns).
     const k = taps * ci;
-    const chunk = Math.max(
-        64,
-        Math.min(
-            len, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (k + co))));
+    const chunk = chunkRows(len, k + co);
     const block = s.alloc([k * chunk]);
-    let acc: TensorInfo|null = null;
-    for (let l0 = 0; l0 < len; l0 += chunk) {
-      const lc = Math.min(chunk, len - l0);
+    const acc = sumOverChunks(s, len, chunk, (l0, lc) => {
       for (let kRow = 0; kRow < kh; kRow++) {
         const phase = phases[kRow % sh];
         for (let kCol = 0; kCol < kw; kCol++) {
@@ -179,18 +174,8 @@ export function conv2DBackpropFilter(
           BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
       s.dropView(a);
       s.dropView(b);
-      if (acc == null) {
-        acc = part;
-      } else {
-        const sum = s.run(Add, {a: acc, b: part});
-        s.free(acc);
-        s.free(part);
-        acc = sum;
-      }
-    }
-    if (acc == null) {
-      throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
-    }
+      return part;
+    });
     return runKernel(Reshape, backend, {x: acc}, {shape: filterShape});
   });
 }
@@ -209,12 +194,7 @@ function pointwiseProduct(
   const swap = co > cx;
   const [left, right] = swap ? [dym, xm] : [xm, dym];
   const cl = swap ? co : cx, cr = swap ? cx : co;
-  const chunk = Math.max(
-      64,
-      Math.min(m, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (cx + co))));
-  let acc: TensorInfo|null = null;
-  for (let l0 = 0; l0 < m; l0 += chunk) {
-    const lc = Math.min(chunk, m - l0);
+  const acc = sumOverChunks(s, m, chunkRows(m, cx + co), (l0, lc) => {
     const rows = s.subView(left, l0 * cl, [lc, cl]);
     const a = s.run(Transpose, {x: rows}, {perm: [1, 0]});
     s.dropView(rows);
@@ -223,19 +203,46 @@ function pointwiseProduct(
         s.run(BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
     s.dropView(b);
     s.free(a);
+    return part;
+  });
+  return swap ? s.run(Transpose, {x: acc}, {perm: [1, 0]}) : acc;
+}
+
+/**
+ * Rows per chunk of a reduction over `len` rows of `floatsPerRow` floats,
+ * sized so that a chunk's operands stay in cache (at least 64 rows).
+ */
+function chunkRows(len: number, floatsPerRow: number): number {
+  return Math.max(
+      64,
+      Math.min(
+          len,
+          Math.floor(conv2DBackpropFilterOptions.chunkFloats / floatsPerRow)));
+}
+
+/**
+ * Sum of `part(l0, lc)` over the chunks [l0, l0 + lc) of [0, len), each
+ * partial result freed once added.
+ */
+function sumOverChunks(
+    s: Scratch, len: number, chunk: number,
+    part: (l0: number, lc: number) => TensorInfo): TensorInfo {
+  let acc: TensorInfo|null = null;
+  for (let l0 = 0; l0 < len; l0 += chunk) {
+    const p = part(l0, Math.min(chunk, len - l0));
     if (acc == null) {
-      acc = part;
+      acc = p;
     } else {
-      const sum = s.run(Add, {a: acc, b: part});
+      const sum = s.run(Add, {a: acc, b: p});
       s.free(acc);
-      s.free(part);
+      s.free(p);
       acc = sum;
     }
   }
   if (acc == null) {
     throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
   }
-  return swap ? s.run(Transpose, {x: acc}, {perm: [1, 0]}) : acc;
+  return acc;
 }
 
 /**
