@@ -104,44 +104,40 @@ function convGeometry(c: ConvCase) {
       [c.n, c.h, c.w, c.ci], [c.k, c.k, c.ci, c.co], c.strides, 1, c.pad);
 }
 
-async function checkBackpropFilter(c: ConvCase, seed: number): Promise<void> {
-  const info = convGeometry(c);
-  const xShape = [c.n, c.h, c.w, c.ci];
-  const dyShape = info.outShape;
-  const inputs = [
-    {values: randomArray(size(xShape), seed), shape: xShape},
-    {values: randomArray(size(dyShape), seed + 1), shape: dyShape},
-  ];
-  const run = (x: tf.Tensor, dy: tf.Tensor) => tf.engine().runKernel(
-      Conv2DBackpropFilter, {x, dy}, {
-        strides: c.strides,
-        pad: c.pad,
-        dataFormat: 'NHWC',
-        filterShape: [c.k, c.k, c.ci, c.co],
-      }) as tf.Tensor;
-  const [want] = await runOn('cpu', inputs, run);
-  const [got] = await runOn('wasm', inputs, run);
-  assertClose(got, want, 1e-4, `Conv2DBackpropFilter ${describeCase(c)}`);
-}
+/**
+ * The conv gradient kernels as data: their inputs, in seed order, and the
+ * attribute giving the shape each one reconstructs.
+ */
+const backpropKernels = {
+  [Conv2DBackpropFilter]: (c: ConvCase, dyShape: number[]) => ({
+    inputs: [['x', [c.n, c.h, c.w, c.ci]], ['dy', dyShape]] as const,
+    attrs: {filterShape: [c.k, c.k, c.ci, c.co]},
+  }),
+  [Conv2DBackpropInput]: (c: ConvCase, dyShape: number[]) => ({
+    inputs: [['dy', dyShape], ['filter', [c.k, c.k, c.ci, c.co]]] as const,
+    attrs: {inputShape: [c.n, c.h, c.w, c.ci]},
+  }),
+};
 
-async function checkBackpropInput(c: ConvCase, seed: number): Promise<void> {
-  const info = convGeometry(c);
-  const wShape = [c.k, c.k, c.ci, c.co];
-  const dyShape = info.outShape;
-  const inputs = [
-    {values: randomArray(size(dyShape), seed), shape: dyShape},
-    {values: randomArray(size(wShape), seed + 1), shape: wShape},
-  ];
-  const run = (dy: tf.Tensor, filter: tf.Tensor) => tf.engine().runKernel(
-      Conv2DBackpropInput, {dy, filter}, {
+async function checkBackprop(
+    kernel: keyof typeof backpropKernels, c: ConvCase,
+    seed: number): Promise<void> {
+  const {inputs, attrs} =
+      backpropKernels[kernel](c, convGeometry(c).outShape);
+  const arrays = inputs.map(([, shape], i) => ({
+    values: randomArray(size(shape), seed + i),
+    shape: shape.slice(),
+  }));
+  const run = (...xs: tf.Tensor[]) => tf.engine().runKernel(
+      kernel, Object.fromEntries(inputs.map(([name], i) => [name, xs[i]])), {
         strides: c.strides,
         pad: c.pad,
         dataFormat: 'NHWC',
-        inputShape: [c.n, c.h, c.w, c.ci],
+        ...attrs,
       }) as tf.Tensor;
-  const [want] = await runOn('cpu', inputs, run);
-  const [got] = await runOn('wasm', inputs, run);
-  assertClose(got, want, 1e-4, `Conv2DBackpropInput ${describeCase(c)}`);
+  const [want] = await runOn('cpu', arrays, run);
+  const [got] = await runOn('wasm', arrays, run);
+  assertClose(got, want, 1e-4, `${kernel} ${describeCase(c)}`);
 }
 
 before(useWasm);
@@ -183,14 +179,14 @@ for (const strategy of ['auto', 'im2col', 'swapped'] as const) {
       conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
     });
     convCases().forEach((c, i) => {
-      it(describeCase(c), () => checkBackpropFilter(c, 100 + 7 * i));
+      it(describeCase(c), () => checkBackprop(Conv2DBackpropFilter, c, 100 + 7 * i));
     });
   });
 }
 
 describe('Conv2DBackpropInput vs cpu', () => {
   convCases().forEach((c, i) => {
-    it(describeCase(c), () => checkBackpropInput(c, 300 + 7 * i));
+    it(describeCase(c), () => checkBackprop(Conv2DBackpropInput, c, 300 + 7 * i));
   });
 });
 
