@@ -26,6 +26,7 @@ import {
   runKernel,
   runStockKernel,
   required,
+  shortGeometry,
   stockKernelSetup,
   WasmKernelArgs,
   withScratch,
@@ -41,18 +42,7 @@ export function avgPoolGrad(
   const info = backend_util.computePool2DInfo(
       input.shape as [number, number, number, number], filterSize, strides,
       1, pad);
-  const {
-    batchSize: n,
-    inHeight: h,
-    inWidth: w,
-    inChannels: c,
-    outHeight: oh,
-    outWidth: ow,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
+  const {n, h, w, c, oh, ow, kh, kw, sh, sw, pt, pl} = shortGeometry(info);
   const disjoint = (oh === 1 || sh === kh) && (ow === 1 || sw === kw);
   if (!disjoint || input.dtype !== 'float32') {
     return runStockKernel(AvgPoolGrad, backend, inputs, attrs);
@@ -65,8 +55,7 @@ export function avgPoolGrad(
         Multiply, {a: s.view(dy, [n, oh, 1, ow, 1, c]), b: scale});
     // spread covers padded rows [0, oh*kh), i.e. input rows from -padTop.
     const dx = windowNHWC(
-        s, s.view(spread, [n, oh * kh, ow * kw, c]), info.padInfo.top, h,
-        info.padInfo.left, w);
+        s, s.view(spread, [n, oh * kh, ow * kw, c]), pt, h, pl, w);
     // Reshape shares dx's data with a refCount the scratch cleanup respects.
     return runKernel(Reshape, backend, {x: dx}, {shape: [n, h, w, c]});
   });

@@ -43,8 +43,10 @@ import {
   assertNHWC,
   copyRuns,
   fillRuns,
+  phaseGridSize,
   runKernel,
   required,
+  shortGeometry,
   Scratch,
   WasmKernelArgs,
   withScratch,
@@ -65,33 +67,14 @@ export function conv2DBackpropFilter(
   const info = backend_util.computeConv2DInfo(
       x.shape as Shape4, filterShape, strides, 1, pad, dimRoundingMode,
       false, 'channelsLast');
-  const {
-    batchSize: n,
-    inHeight: h,
-    inWidth: w,
-    inChannels: ci,
-    outHeight: oh,
-    outWidth: ow,
-    outChannels: co,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
+  const g = shortGeometry(info);
+  const {n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl} = g;
   if (dy.shape[1] !== oh || dy.shape[2] !== ow || dy.shape[3] !== co) {
     throw new Error(
         `${Conv2DBackpropFilter}: dy shape ${dy.shape} does not match ` +
         `[${n}, ${oh}, ${ow}, ${co}]`);
   }
-  const pt = info.padInfo.top;
-  const pl = info.padInfo.left;
-
-  // Phase grid: xpad[s*q + b] = phase_b[q]; a tap k = s*a + b reads
-  // phase_b[o + a] for output o, so the grid needs o + a < Hq.
-  const ah = Math.ceil(kh / sh);
-  const aw = Math.ceil(kw / sw);
-  const hq = Math.max(Math.ceil((pt + h) / sh), oh + ah - 1);
-  const wq = Math.max(Math.ceil((pl + w) / sw), ow + aw - 1);
+  const [hq, wq] = phaseGridSize(g);
   const len = n * hq * wq;
   const taps = kh * kw;
 
@@ -255,17 +238,7 @@ function sumOverChunks(
 function swappedConv(
     backend: BackendWasm, x: TensorInfo, dy: TensorInfo,
     info: backend_util.Conv2DInfo, filterShape: number[]): TensorInfo {
-  const {
-    inHeight: h,
-    inWidth: w,
-    outHeight: oh,
-    outWidth: ow,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
-  const pt = info.padInfo.top, pl = info.padInfo.left;
+  const {h, w, oh, ow, kh, kw, sh, sw, pt, pl} = shortGeometry(info);
   // Rows read: pt + H + pb = kh + sh*(oh - 1); a negative pb crops x.
   const pb = kh + sh * (oh - 1) - h - pt;
   const pr = kw + sw * (ow - 1) - w - pl;

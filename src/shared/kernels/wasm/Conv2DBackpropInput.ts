@@ -31,6 +31,7 @@ import {
   fillRuns,
   runStockKernel,
   required,
+  shortGeometry,
   Scratch,
   stockKernelSetup,
   WasmKernelArgs,
@@ -114,25 +115,15 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
   const info = backend_util.computeConv2DInfo(
       inputShape, filter.shape as [number, number, number, number], strides,
       1, pad, dimRoundingMode, false, 'channelsLast');
-  const {
-    batchSize: n,
-    inHeight: h,
-    inWidth: w,
-    inChannels: ci,
-    outHeight: oh,
-    outWidth: ow,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
+  const {n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl} =
+      shortGeometry(info);
   if (dy.shape[1] !== oh || dy.shape[2] !== ow) {
     throw new Error(
         `${Conv2DBackpropInput}: dy shape ${dy.shape} does not match the ` +
-        `forward output [${n}, ${oh}, ${ow}, ${info.outChannels}]`);
+        `forward output [${n}, ${oh}, ${ow}, ${co}]`);
   }
-  const ph = planPhases(h, oh, kh, sh, info.padInfo.top);
-  const pw = planPhases(w, ow, kw, sw, info.padInfo.left);
+  const ph = planPhases(h, oh, kh, sh, pt);
+  const pw = planPhases(w, ow, kw, sw, pl);
 
   return withScratch(backend, s => {
     const swapped = s.run(Transpose, {x: filter}, {perm: [0, 1, 3, 2]});

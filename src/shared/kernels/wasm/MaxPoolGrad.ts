@@ -33,8 +33,10 @@ import {
 
 import {
   interleavePhasesNHWC,
+  phaseGridSize,
   phaseNHWC,
   required,
+  shortGeometry,
   runStockKernel,
   stockKernelSetup,
   WasmKernelArgs,
@@ -55,21 +57,9 @@ export function maxPoolGrad(
   const info = backend_util.computePool2DInfo(
       input.shape as [number, number, number, number], filterSize, strides,
       1, pad, dimRoundingMode);
-  const {
-    batchSize: n,
-    inHeight: h,
-    inWidth: w,
-    inChannels: c,
-    outHeight: oh,
-    outWidth: ow,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
-  const pt = info.padInfo.top, pl = info.padInfo.left;
-  const hq = Math.max(Math.ceil((pt + h) / sh), oh + Math.ceil(kh / sh) - 1);
-  const wq = Math.max(Math.ceil((pl + w) / sw), ow + Math.ceil(kw / sw) - 1);
+  const g = shortGeometry(info);
+  const {n, h, w, c, kh, kw, oh, ow, sh, sw, pt, pl} = g;
+  const [hq, wq] = phaseGridSize(g);
 
   return withScratch(backend, s => {
     const xq = windowNHWC(s, input, -pt, sh * hq, -pl, sw * wq, -Infinity);

@@ -4,6 +4,7 @@
  * wasm heap.
  */
 import {
+  backend_util,
   getKernel,
   KernelConfig,
   NamedAttrMap,
@@ -331,6 +332,41 @@ export function windowNHWC(
         base + hLo * outRow + wLo * c, outRow, (wHi - wLo) * c, hHi - hLo);
   }
   return out;
+}
+
+/**
+ * A conv or pool geometry (NHWC) under the short names the kernels' formulas
+ * use; c is the input channel count, pt/pl the top/left padding.
+ */
+export function shortGeometry(info: backend_util.Conv2DInfo) {
+  return {
+    n: info.batchSize,
+    h: info.inHeight,
+    w: info.inWidth,
+    c: info.inChannels,
+    oh: info.outHeight,
+    ow: info.outWidth,
+    co: info.outChannels,
+    kh: info.filterHeight,
+    kw: info.filterWidth,
+    sh: info.strideHeight,
+    sw: info.strideWidth,
+    pt: info.padInfo.top,
+    pl: info.padInfo.left,
+  };
+}
+
+/**
+ * Size [hq, wq] of the stride-phase grid of a padded input: xpad[s*q + b] =
+ * phase_b[q]; a window tap k = s*a + b reads phase_b[o + a] for output o, so
+ * the grid needs o + a < hq, and must hold the padded input (pt + h).
+ */
+export function phaseGridSize(g: ReturnType<typeof shortGeometry>):
+    [number, number] {
+  return [
+    Math.max(Math.ceil((g.pt + g.h) / g.sh), g.oh + Math.ceil(g.kh / g.sh) - 1),
+    Math.max(Math.ceil((g.pl + g.w) / g.sw), g.ow + Math.ceil(g.kw / g.sw) - 1),
+  ];
 }
 
 export function assertNHWC(dataFormat: string|undefined, name: string): void {
