@@ -571,53 +571,37 @@ describe('no leaks', () => {
   const c: ConvCase =
       {n: 2, h: 9, w: 9, ci: 3, co: 4, k: 3, strides: [2, 2], pad: 'same'};
   const info = convGeometry(c);
+  const filterGrad = () => tf.engine().runKernel(
+      Conv2DBackpropFilter, {
+        x: tf.ones([c.n, c.h, c.w, c.ci]),
+        dy: tf.ones(info.outShape),
+      },
+      {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
+      tf.Tensor;
+  /** Runs f with some filter-gradient options set, restoring them after. */
+  const withFilterOptions =
+      (options: Partial<typeof conv2DBackpropFilterOptions>,
+       f: () => tf.Tensor) => () => {
+        const saved = {...conv2DBackpropFilterOptions};
+        Object.assign(conv2DBackpropFilterOptions, options);
+        try {
+          return f();
+        } finally {
+          Object.assign(conv2DBackpropFilterOptions, saved);
+        }
+      };
   const calls: Record<string, () => tf.Tensor> = {
-    [Conv2DBackpropFilter]: () => tf.engine().runKernel(
-        Conv2DBackpropFilter, {
-          x: tf.ones([c.n, c.h, c.w, c.ci]),
-          dy: tf.ones(info.outShape),
-        },
-        {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
-        tf.Tensor,
-    [Conv2DBackpropFilter + ' 1x1 chunked']: () => {
-      conv2DBackpropFilterOptions.chunkFloats = 500;
-      try {
-        return tf.engine().runKernel(
+    [Conv2DBackpropFilter]: filterGrad,
+    [Conv2DBackpropFilter + ' 1x1 chunked']:
+        withFilterOptions({chunkFloats: 500}, () => tf.engine().runKernel(
             Conv2DBackpropFilter,
             {x: tf.ones([2, 9, 9, 3]), dy: tf.ones([2, 9, 9, 8])},
-            {strides: 1, pad: 'valid', filterShape: [1, 1, 3, 8]}) as tf.Tensor;
-      } finally {
-        conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
-      }
-    },
-    [Conv2DBackpropFilter + ' chunked im2col']: () => {
-      conv2DBackpropFilterOptions.chunkFloats = 500;
-      try {
-        return tf.engine().runKernel(
-            Conv2DBackpropFilter, {
-              x: tf.ones([c.n, c.h, c.w, c.ci]),
-              dy: tf.ones(info.outShape),
-            },
-            {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
-            tf.Tensor;
-      } finally {
-        conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
-      }
-    },
-    [Conv2DBackpropFilter + ' swapped']: () => {
-      conv2DBackpropFilterOptions.strategy = 'swapped';
-      try {
-        return tf.engine().runKernel(
-            Conv2DBackpropFilter, {
-              x: tf.ones([c.n, c.h, c.w, c.ci]),
-              dy: tf.ones(info.outShape),
-            },
-            {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
-            tf.Tensor;
-      } finally {
-        conv2DBackpropFilterOptions.strategy = 'auto';
-      }
-    },
+            {strides: 1, pad: 'valid', filterShape: [1, 1, 3, 8]}) as
+            tf.Tensor),
+    [Conv2DBackpropFilter + ' chunked im2col']:
+        withFilterOptions({chunkFloats: 500}, filterGrad),
+    [Conv2DBackpropFilter + ' swapped']:
+        withFilterOptions({strategy: 'swapped'}, filterGrad),
     [Conv2DBackpropInput]: () => tf.engine().runKernel(
         Conv2DBackpropInput, {
           dy: tf.ones(info.outShape),
