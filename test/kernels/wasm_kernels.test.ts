@@ -104,44 +104,40 @@ function convGeometry(c: ConvCase) {
       [c.n, c.h, c.w, c.ci], [c.k, c.k, c.ci, c.co], c.strides, 1, c.pad);
 }
 
-async function checkBackpropFilter(c: ConvCase, seed: number): Promise<void> {
-  const info = convGeometry(c);
-  const xShape = [c.n, c.h, c.w, c.ci];
-  const dyShape = info.outShape;
-  const inputs = [
-    {values: randomArray(size(xShape), seed), shape: xShape},
-    {values: randomArray(size(dyShape), seed + 1), shape: dyShape},
-  ];
-  const run = (x: tf.Tensor, dy: tf.Tensor) => tf.engine().runKernel(
-      Conv2DBackpropFilter, {x, dy}, {
-        strides: c.strides,
-        pad: c.pad,
-        dataFormat: 'NHWC',
-        filterShape: [c.k, c.k, c.ci, c.co],
-      }) as tf.Tensor;
-  const [want] = await runOn('cpu', inputs, run);
-  const [got] = await runOn('wasm', inputs, run);
-  assertClose(got, want, 1e-4, `Conv2DBackpropFilter ${describeCase(c)}`);
-}
+/**
+ * The conv gradient kernels as data: their inputs, in seed order, and the
+ * attribute giving the shape each one reconstructs.
+ */
+const backpropKernels = {
+  [Conv2DBackpropFilter]: (c: ConvCase, dyShape: number[]) => ({
+    inputs: [['x', [c.n, c.h, c.w, c.ci]], ['dy', dyShape]] as const,
+    attrs: {filterShape: [c.k, c.k, c.ci, c.co]},
+  }),
+  [Conv2DBackpropInput]: (c: ConvCase, dyShape: number[]) => ({
+    inputs: [['dy', dyShape], ['filter', [c.k, c.k, c.ci, c.co]]] as const,
+    attrs: {inputShape: [c.n, c.h, c.w, c.ci]},
+  }),
+};
 
-async function checkBackpropInput(c: ConvCase, seed: number): Promise<void> {
-  const info = convGeometry(c);
-  const wShape = [c.k, c.k, c.ci, c.co];
-  const dyShape = info.outShape;
-  const inputs = [
-    {values: randomArray(size(dyShape), seed), shape: dyShape},
-    {values: randomArray(size(wShape), seed + 1), shape: wShape},
-  ];
-  const run = (dy: tf.Tensor, filter: tf.Tensor) => tf.engine().runKernel(
-      Conv2DBackpropInput, {dy, filter}, {
+async function checkBackprop(
+    kernel: keyof typeof backpropKernels, c: ConvCase,
+    seed: number): Promise<void> {
+  const {inputs, attrs} =
+      backpropKernels[kernel](c, convGeometry(c).outShape);
+  const arrays = inputs.map(([, shape], i) => ({
+    values: randomArray(size(shape), seed + i),
+    shape: shape.slice(),
+  }));
+  const run = (...xs: tf.Tensor[]) => tf.engine().runKernel(
+      kernel, Object.fromEntries(inputs.map(([name], i) => [name, xs[i]])), {
         strides: c.strides,
         pad: c.pad,
         dataFormat: 'NHWC',
-        inputShape: [c.n, c.h, c.w, c.ci],
+        ...attrs,
       }) as tf.Tensor;
-  const [want] = await runOn('cpu', inputs, run);
-  const [got] = await runOn('wasm', inputs, run);
-  assertClose(got, want, 1e-4, `Conv2DBackpropInput ${describeCase(c)}`);
+  const [want] = await runOn('cpu', arrays, run);
+  const [got] = await runOn('wasm', arrays, run);
+  assertClose(got, want, 1e-4, `${kernel} ${describeCase(c)}`);
 }
 
 before(useWasm);
@@ -183,14 +179,14 @@ for (const strategy of ['auto', 'im2col', 'swapped'] as const) {
       conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
     });
     convCases().forEach((c, i) => {
-      it(describeCase(c), () => checkBackpropFilter(c, 100 + 7 * i));
+      it(describeCase(c), () => checkBackprop(Conv2DBackpropFilter, c, 100 + 7 * i));
     });
   });
 }
 
 describe('Conv2DBackpropInput vs cpu', () => {
   convCases().forEach((c, i) => {
-    it(describeCase(c), () => checkBackpropInput(c, 300 + 7 * i));
+    it(describeCase(c), () => checkBackprop(Conv2DBackpropInput, c, 300 + 7 * i));
   });
 });
 
@@ -575,53 +571,37 @@ describe('no leaks', () => {
   const c: ConvCase =
       {n: 2, h: 9, w: 9, ci: 3, co: 4, k: 3, strides: [2, 2], pad: 'same'};
   const info = convGeometry(c);
+  const filterGrad = () => tf.engine().runKernel(
+      Conv2DBackpropFilter, {
+        x: tf.ones([c.n, c.h, c.w, c.ci]),
+        dy: tf.ones(info.outShape),
+      },
+      {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
+      tf.Tensor;
+  /** Runs f with some filter-gradient options set, restoring them after. */
+  const withFilterOptions =
+      (options: Partial<typeof conv2DBackpropFilterOptions>,
+       f: () => tf.Tensor) => () => {
+        const saved = {...conv2DBackpropFilterOptions};
+        Object.assign(conv2DBackpropFilterOptions, options);
+        try {
+          return f();
+        } finally {
+          Object.assign(conv2DBackpropFilterOptions, saved);
+        }
+      };
   const calls: Record<string, () => tf.Tensor> = {
-    [Conv2DBackpropFilter]: () => tf.engine().runKernel(
-        Conv2DBackpropFilter, {
-          x: tf.ones([c.n, c.h, c.w, c.ci]),
-          dy: tf.ones(info.outShape),
-        },
-        {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
-        tf.Tensor,
-    [Conv2DBackpropFilter + ' 1x1 chunked']: () => {
-      conv2DBackpropFilterOptions.chunkFloats = 500;
-      try {
-        return tf.engine().runKernel(
+    [Conv2DBackpropFilter]: filterGrad,
+    [Conv2DBackpropFilter + ' 1x1 chunked']:
+        withFilterOptions({chunkFloats: 500}, () => tf.engine().runKernel(
             Conv2DBackpropFilter,
             {x: tf.ones([2, 9, 9, 3]), dy: tf.ones([2, 9, 9, 8])},
-            {strides: 1, pad: 'valid', filterShape: [1, 1, 3, 8]}) as tf.Tensor;
-      } finally {
-        conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
-      }
-    },
-    [Conv2DBackpropFilter + ' chunked im2col']: () => {
-      conv2DBackpropFilterOptions.chunkFloats = 500;
-      try {
-        return tf.engine().runKernel(
-            Conv2DBackpropFilter, {
-              x: tf.ones([c.n, c.h, c.w, c.ci]),
-              dy: tf.ones(info.outShape),
-            },
-            {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
-            tf.Tensor;
-      } finally {
-        conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
-      }
-    },
-    [Conv2DBackpropFilter + ' swapped']: () => {
-      conv2DBackpropFilterOptions.strategy = 'swapped';
-      try {
-        return tf.engine().runKernel(
-            Conv2DBackpropFilter, {
-              x: tf.ones([c.n, c.h, c.w, c.ci]),
-              dy: tf.ones(info.outShape),
-            },
-            {strides: c.strides, pad: c.pad, filterShape: [3, 3, 3, 4]}) as
-            tf.Tensor;
-      } finally {
-        conv2DBackpropFilterOptions.strategy = 'auto';
-      }
-    },
+            {strides: 1, pad: 'valid', filterShape: [1, 1, 3, 8]}) as
+            tf.Tensor),
+    [Conv2DBackpropFilter + ' chunked im2col']:
+        withFilterOptions({chunkFloats: 500}, filterGrad),
+    [Conv2DBackpropFilter + ' swapped']:
+        withFilterOptions({strategy: 'swapped'}, filterGrad),
     [Conv2DBackpropInput]: () => tf.engine().runKernel(
         Conv2DBackpropInput, {
           dy: tf.ones(info.outShape),

@@ -23,12 +23,13 @@ import {
 } from '@tensorflow/tfjs-core';
 
 import {
-  getStockKernel,
   runKernel,
   runStockKernel,
   required,
-  Scratch,
+  shortGeometry,
+  stockKernelSetup,
   WasmKernelArgs,
+  withScratch,
   windowNHWC,
 } from './kernel_utils.js';
 
@@ -41,24 +42,12 @@ export function avgPoolGrad(
   const info = backend_util.computePool2DInfo(
       input.shape as [number, number, number, number], filterSize, strides,
       1, pad);
-  const {
-    batchSize: n,
-    inHeight: h,
-    inWidth: w,
-    inChannels: c,
-    outHeight: oh,
-    outWidth: ow,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
+  const {n, h, w, c, oh, ow, kh, kw, sh, sw, pt, pl} = shortGeometry(info);
   const disjoint = (oh === 1 || sh === kh) && (ow === 1 || sw === kw);
   if (!disjoint || input.dtype !== 'float32') {
     return runStockKernel(AvgPoolGrad, backend, inputs, attrs);
   }
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     const scale = s.run(
         Fill, {},
         {shape: [1, 1, kh, 1, kw, 1], value: 1 / (kh * kw), dtype: 'float32'});
@@ -66,22 +55,17 @@ export function avgPoolGrad(
         Multiply, {a: s.view(dy, [n, oh, 1, ow, 1, c]), b: scale});
     // spread covers padded rows [0, oh*kh), i.e. input rows from -padTop.
     const dx = windowNHWC(
-        s, s.view(spread, [n, oh * kh, ow * kw, c]), info.padInfo.top, h,
-        info.padInfo.left, w);
+        s, s.view(spread, [n, oh * kh, ow * kw, c]), pt, h, pl, w);
     // Reshape shares dx's data with a refCount the scratch cleanup respects.
     return runKernel(Reshape, backend, {x: dx}, {shape: [n, h, w, c]});
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 export const avgPoolGradConfig: KernelConfig = {
   kernelName: AvgPoolGrad,
   backendName: 'wasm',
   // We delegate to the stock kernel, which needs its setup to have run.
-  setupFunc: (backend: {}) => {
-    getStockKernel(AvgPoolGrad)?.setupFunc?.(backend);
-  },
+  setupFunc: stockKernelSetup(AvgPoolGrad),
   // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
   kernelFunc: avgPoolGrad as unknown as KernelFunc,
 };

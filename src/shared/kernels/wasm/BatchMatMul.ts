@@ -19,11 +19,12 @@ import {
 } from '@tensorflow/tfjs-core';
 
 import {
-  getStockKernel,
   runStockKernel,
   required,
   Scratch,
+  stockKernelSetup,
   WasmKernelArgs,
+  withScratch,
 } from './kernel_utils.js';
 
 /** Swaps the last two axes; a pure reshape when one of them has size 1. */
@@ -55,26 +56,21 @@ export function batchMatMul(
     args: WasmKernelArgs<BatchMatMulInputs, BatchMatMulAttrs>): TensorInfo {
   const {inputs, backend, attrs} = args;
   const {transposeA, transposeB} = attrs;
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     let a = required(inputs.a, 'a');
     let b = required(inputs.b, 'b');
     a = transposeA ? transposeInner(s, a) : a;
     b = freshIfReshaped(s, transposeB ? transposeInner(s, b) : b);
     return runStockKernel(
         BatchMatMul, backend, {a, b}, {transposeA: false, transposeB: false});
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 export const batchMatMulConfig: KernelConfig = {
   kernelName: BatchMatMul,
   backendName: 'wasm',
   // We delegate to the stock kernel, which needs its setup to have run.
-  setupFunc: (backend: {}) => {
-    getStockKernel(BatchMatMul)?.setupFunc?.(backend);
-  },
+  setupFunc: stockKernelSetup(BatchMatMul),
   // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
   kernelFunc: batchMatMul as unknown as KernelFunc,
 };

@@ -43,10 +43,13 @@ import {
   assertNHWC,
   copyRuns,
   fillRuns,
+  phaseGridSize,
   runKernel,
   required,
+  shortGeometry,
   Scratch,
   WasmKernelArgs,
+  withScratch,
   windowNHWC,
 } from './kernel_utils.js';
 import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
@@ -64,33 +67,14 @@ export function conv2DBackpropFilter(
   const info = backend_util.computeConv2DInfo(
       x.shape as Shape4, filterShape, strides, 1, pad, dimRoundingMode,
       false, 'channelsLast');
-  const {
-    batchSize: n,
-    inHeight: h,
-    inWidth: w,
-    inChannels: ci,
-    outHeight: oh,
-    outWidth: ow,
-    outChannels: co,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
+  const g = shortGeometry(info);
+  const {n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl} = g;
   if (dy.shape[1] !== oh || dy.shape[2] !== ow || dy.shape[3] !== co) {
     throw new Error(
         `${Conv2DBackpropFilter}: dy shape ${dy.shape} does not match ` +
         `[${n}, ${oh}, ${ow}, ${co}]`);
   }
-  const pt = info.padInfo.top;
-  const pl = info.padInfo.left;
-
-  // Phase grid: xpad[s*q + b] = phase_b[q]; a tap k = s*a + b reads
-  // phase_b[o + a] for output o, so the grid needs o + a < Hq.
-  const ah = Math.ceil(kh / sh);
-  const aw = Math.ceil(kw / sw);
-  const hq = Math.max(Math.ceil((pt + h) / sh), oh + ah - 1);
-  const wq = Math.max(Math.ceil((pl + w) / sw), ow + aw - 1);
+  const [hq, wq] = phaseGridSize(g);
   const len = n * hq * wq;
   const taps = kh * kw;
 
@@ -104,8 +88,7 @@ export function conv2DBackpropFilter(
     return swappedConv(backend, x, dy, info, filterShape);
   }
 
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     const xq = windowNHWC(s, x, -pt, sh * hq, -pl, sw * wq);
     const dyq = windowNHWC(s, dy, 0, hq, 0, wq);
     const phaseWidth = sw * ci;
@@ -150,14 +133,9 @@ export function conv2DBackpropFilter(
     // memory traffic (it streams the whole im2col matrix once per 8 output
     // columns).
     const k = taps * ci;
-    const chunk = Math.max(
-        64,
-        Math.min(
-            len, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (k + co))));
+    const chunk = chunkRows(len, k + co);
     const block = s.alloc([k * chunk]);
-    let acc: TensorInfo|null = null;
-    for (let l0 = 0; l0 < len; l0 += chunk) {
-      const lc = Math.min(chunk, len - l0);
+    const acc = sumOverChunks(s, len, chunk, (l0, lc) => {
       for (let kRow = 0; kRow < kh; kRow++) {
         const phase = phases[kRow % sh];
         for (let kCol = 0; kCol < kw; kCol++) {
@@ -179,22 +157,10 @@ export function conv2DBackpropFilter(
           BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
       s.dropView(a);
       s.dropView(b);
-      if (acc == null) {
-        acc = part;
-      } else {
-        const sum = s.run(Add, {a: acc, b: part});
-        s.free(acc);
-        s.free(part);
-        acc = sum;
-      }
-    }
-    if (acc == null) {
-      throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
-    }
+      return part;
+    });
     return runKernel(Reshape, backend, {x: acc}, {shape: filterShape});
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 /**
@@ -211,12 +177,7 @@ function pointwiseProduct(
   const swap = co > cx;
   const [left, right] = swap ? [dym, xm] : [xm, dym];
   const cl = swap ? co : cx, cr = swap ? cx : co;
-  const chunk = Math.max(
-      64,
-      Math.min(m, Math.floor(conv2DBackpropFilterOptions.chunkFloats / (cx + co))));
-  let acc: TensorInfo|null = null;
-  for (let l0 = 0; l0 < m; l0 += chunk) {
-    const lc = Math.min(chunk, m - l0);
+  const acc = sumOverChunks(s, m, chunkRows(m, cx + co), (l0, lc) => {
     const rows = s.subView(left, l0 * cl, [lc, cl]);
     const a = s.run(Transpose, {x: rows}, {perm: [1, 0]});
     s.dropView(rows);
@@ -225,19 +186,46 @@ function pointwiseProduct(
         s.run(BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
     s.dropView(b);
     s.free(a);
+    return part;
+  });
+  return swap ? s.run(Transpose, {x: acc}, {perm: [1, 0]}) : acc;
+}
+
+/**
+ * Rows per chunk of a reduction over `len` rows of `floatsPerRow` floats,
+ * sized so that a chunk's operands stay in cache (at least 64 rows).
+ */
+function chunkRows(len: number, floatsPerRow: number): number {
+  return Math.max(
+      64,
+      Math.min(
+          len,
+          Math.floor(conv2DBackpropFilterOptions.chunkFloats / floatsPerRow)));
+}
+
+/**
+ * Sum of `part(l0, lc)` over the chunks [l0, l0 + lc) of [0, len), each
+ * partial result freed once added.
+ */
+function sumOverChunks(
+    s: Scratch, len: number, chunk: number,
+    part: (l0: number, lc: number) => TensorInfo): TensorInfo {
+  let acc: TensorInfo|null = null;
+  for (let l0 = 0; l0 < len; l0 += chunk) {
+    const p = part(l0, Math.min(chunk, len - l0));
     if (acc == null) {
-      acc = part;
+      acc = p;
     } else {
-      const sum = s.run(Add, {a: acc, b: part});
+      const sum = s.run(Add, {a: acc, b: p});
       s.free(acc);
-      s.free(part);
+      s.free(p);
       acc = sum;
     }
   }
   if (acc == null) {
     throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
   }
-  return swap ? s.run(Transpose, {x: acc}, {perm: [1, 0]}) : acc;
+  return acc;
 }
 
 /**
@@ -250,22 +238,11 @@ function pointwiseProduct(
 function swappedConv(
     backend: BackendWasm, x: TensorInfo, dy: TensorInfo,
     info: backend_util.Conv2DInfo, filterShape: number[]): TensorInfo {
-  const {
-    inHeight: h,
-    inWidth: w,
-    outHeight: oh,
-    outWidth: ow,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
-  const pt = info.padInfo.top, pl = info.padInfo.left;
+  const {h, w, oh, ow, kh, kw, sh, sw, pt, pl} = shortGeometry(info);
   // Rows read: pt + H + pb = kh + sh*(oh - 1); a negative pb crops x.
   const pb = kh + sh * (oh - 1) - h - pt;
   const pr = kw + sw * (ow - 1) - w - pl;
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     const xs = s.run(Transpose, {x}, {perm: [3, 1, 2, 0]});
     const xc = windowNHWC(
         s, xs, 0, h + Math.min(0, pb), 0, w + Math.min(0, pr));
@@ -278,9 +255,7 @@ function swappedConv(
     });
     const out = s.run(Transpose, {x: g}, {perm: [1, 2, 0, 3]});
     return runKernel(Reshape, backend, {x: out}, {shape: filterShape});
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 /**

@@ -29,11 +29,13 @@ import {
 import {
   copyRuns,
   fillRuns,
-  getStockKernel,
   runStockKernel,
   required,
+  shortGeometry,
   Scratch,
+  stockKernelSetup,
   WasmKernelArgs,
+  withScratch,
   windowNHWC,
 } from './kernel_utils.js';
 import {PhasePlan, planPhases} from './transposed_conv_plan.js';
@@ -113,28 +115,17 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
   const info = backend_util.computeConv2DInfo(
       inputShape, filter.shape as [number, number, number, number], strides,
       1, pad, dimRoundingMode, false, 'channelsLast');
-  const {
-    batchSize: n,
-    inHeight: h,
-    inWidth: w,
-    inChannels: ci,
-    outHeight: oh,
-    outWidth: ow,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
+  const {n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl} =
+      shortGeometry(info);
   if (dy.shape[1] !== oh || dy.shape[2] !== ow) {
     throw new Error(
         `${Conv2DBackpropInput}: dy shape ${dy.shape} does not match the ` +
-        `forward output [${n}, ${oh}, ${ow}, ${info.outChannels}]`);
+        `forward output [${n}, ${oh}, ${ow}, ${co}]`);
   }
-  const ph = planPhases(h, oh, kh, sh, info.padInfo.top);
-  const pw = planPhases(w, ow, kw, sw, info.padInfo.left);
+  const ph = planPhases(h, oh, kh, sh, pt);
+  const pw = planPhases(w, ow, kw, sw, pl);
 
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     const swapped = s.run(Transpose, {x: filter}, {perm: [0, 1, 3, 2]});
     const padL = pw.padBefore(pw.maxTaps);
     if (sh === 1 && sw === 1) {
@@ -179,9 +170,7 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
       }
     }
     return dx;
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 function zeros(s: Scratch, shape: number[]): TensorInfo {
@@ -191,10 +180,8 @@ function zeros(s: Scratch, shape: number[]): TensorInfo {
 export const conv2DBackpropInputConfig: KernelConfig = {
   kernelName: Conv2DBackpropInput,
   backendName: 'wasm',
-  // Run the stock kernel's setup so that delegating to it works.
-  setupFunc: (backend: {}) => {
-    getStockKernel(Conv2DBackpropInput)?.setupFunc?.(backend);
-  },
+  // We delegate to the stock kernel, which needs its setup to have run.
+  setupFunc: stockKernelSetup(Conv2DBackpropInput),
   // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
   kernelFunc: conv2DBackpropInput as unknown as KernelFunc,
 };

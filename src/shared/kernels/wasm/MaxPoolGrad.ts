@@ -32,13 +32,15 @@ import {
 } from '@tensorflow/tfjs-core';
 
 import {
-  getStockKernel,
   interleavePhasesNHWC,
+  phaseGridSize,
   phaseNHWC,
   required,
+  shortGeometry,
   runStockKernel,
-  Scratch,
+  stockKernelSetup,
   WasmKernelArgs,
+  withScratch,
   windowNHWC,
 } from './kernel_utils.js';
 
@@ -55,24 +57,11 @@ export function maxPoolGrad(
   const info = backend_util.computePool2DInfo(
       input.shape as [number, number, number, number], filterSize, strides,
       1, pad, dimRoundingMode);
-  const {
-    batchSize: n,
-    inHeight: h,
-    inWidth: w,
-    inChannels: c,
-    outHeight: oh,
-    outWidth: ow,
-    filterHeight: kh,
-    filterWidth: kw,
-    strideHeight: sh,
-    strideWidth: sw,
-  } = info;
-  const pt = info.padInfo.top, pl = info.padInfo.left;
-  const hq = Math.max(Math.ceil((pt + h) / sh), oh + Math.ceil(kh / sh) - 1);
-  const wq = Math.max(Math.ceil((pl + w) / sw), ow + Math.ceil(kw / sw) - 1);
+  const g = shortGeometry(info);
+  const {n, h, w, c, kh, kw, oh, ow, sh, sw, pt, pl} = g;
+  const [hq, wq] = phaseGridSize(g);
 
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     const xq = windowNHWC(s, input, -pt, sh * hq, -pl, sw * wq, -Infinity);
     const phaseX: Array<Array<TensorInfo|null>> =
         Array.from({length: sh}, () => new Array<TensorInfo|null>(sw).fill(null));
@@ -115,18 +104,14 @@ export function maxPoolGrad(
       }
     }
     return s.release(interleavePhasesNHWC(s, phaseDx, [n, h, w, c], pt, pl));
-  } finally {
-    s.dispose();
-  }
+  });
 }
 
 export const maxPoolGradConfig: KernelConfig = {
   kernelName: MaxPoolGrad,
   backendName: 'wasm',
-  // We may delegate to the stock kernel, which needs its setup to have run.
-  setupFunc: (backend: {}) => {
-    getStockKernel(MaxPoolGrad)?.setupFunc?.(backend);
-  },
+  // We delegate to the stock kernel, which needs its setup to have run.
+  setupFunc: stockKernelSetup(MaxPoolGrad),
   // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
   kernelFunc: maxPoolGrad as unknown as KernelFunc,
 };

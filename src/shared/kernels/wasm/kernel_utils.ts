@@ -4,6 +4,7 @@
  * wasm heap.
  */
 import {
+  backend_util,
   getKernel,
   KernelConfig,
   NamedAttrMap,
@@ -54,7 +55,21 @@ function single(out: TensorInfo | TensorInfo[], name: string): TensorInfo {
 export function runKernel(
     name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
     attrs: object = {}): TensorInfo {
-  const config = getKernel(name, WASM);
+  return callKernel(getKernel(name, WASM), name, backend, inputs, attrs);
+}
+
+/** Runs a stock kernel that we replaced (or the registered one otherwise). */
+export function runStockKernel(
+    name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
+    attrs: object = {}): TensorInfo {
+  return callKernel(
+      stockKernels.get(name) ?? getKernel(name, WASM), name, backend, inputs,
+      attrs);
+}
+
+function callKernel(
+    config: KernelConfig|undefined, name: string, backend: BackendWasm,
+    inputs: NamedTensorInfoMap, attrs: object): TensorInfo {
   if (config == null) {
     throw new Error(`wasm kernel ${name} is not registered`);
   }
@@ -64,18 +79,29 @@ export function runKernel(
       name);
 }
 
-/** Runs a stock kernel that we replaced (or the registered one otherwise). */
-export function runStockKernel(
-    name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
-    attrs: object = {}): TensorInfo {
-  const config = stockKernels.get(name) ?? getKernel(name, WASM);
-  if (config == null) {
-    throw new Error(`wasm kernel ${name} is not registered`);
+/**
+ * setupFunc for a kernel that may delegate to the stock kernel it replaces:
+ * runs the stock kernel's setup (looked up when the backend is set up).
+ */
+export function stockKernelSetup(kernelName: string): (backend: {}) => void {
+  return (backend: {}) => {
+    getStockKernel(kernelName)?.setupFunc?.(backend);
+  };
+}
+
+/**
+ * Runs `f` with a fresh Scratch and frees every intermediate it tracked
+ * afterwards, also when `f` throws; `f` returns the kernel output (released
+ * from the scratch, or made outside it).
+ */
+export function withScratch<T>(backend: BackendWasm, f: (s: Scratch) => T):
+    T {
+  const s = new Scratch(backend);
+  try {
+    return f(s);
+  } finally {
+    s.dispose();
   }
-  return single(
-      config.kernelFunc(
-          {inputs, backend, attrs: attrs as unknown as NamedAttrMap}),
-      name);
 }
 
 /**
@@ -306,6 +332,41 @@ export function windowNHWC(
         base + hLo * outRow + wLo * c, outRow, (wHi - wLo) * c, hHi - hLo);
   }
   return out;
+}
+
+/**
+ * A conv or pool geometry (NHWC) under the short names the kernels' formulas
+ * use; c is the input channel count, pt/pl the top/left padding.
+ */
+export function shortGeometry(info: backend_util.Conv2DInfo) {
+  return {
+    n: info.batchSize,
+    h: info.inHeight,
+    w: info.inWidth,
+    c: info.inChannels,
+    oh: info.outHeight,
+    ow: info.outWidth,
+    co: info.outChannels,
+    kh: info.filterHeight,
+    kw: info.filterWidth,
+    sh: info.strideHeight,
+    sw: info.strideWidth,
+    pt: info.padInfo.top,
+    pl: info.padInfo.left,
+  };
+}
+
+/**
+ * Size [hq, wq] of the stride-phase grid of a padded input: xpad[s*q + b] =
+ * phase_b[q]; a window tap k = s*a + b reads phase_b[o + a] for output o, so
+ * the grid needs o + a < hq, and must hold the padded input (pt + h).
+ */
+export function phaseGridSize(g: ReturnType<typeof shortGeometry>):
+    [number, number] {
+  return [
+    Math.max(Math.ceil((g.pt + g.h) / g.sh), g.oh + Math.ceil(g.kh / g.sh) - 1),
+    Math.max(Math.ceil((g.pl + g.w) / g.sw), g.ow + Math.ceil(g.kw / g.sw) - 1),
+  ];
 }
 
 export function assertNHWC(dataFormat: string|undefined, name: string): void {

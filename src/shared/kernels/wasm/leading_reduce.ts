@@ -10,14 +10,41 @@
 import {
   AvgPool,
   Fill,
+  Mean,
   Multiply,
   Reshape,
+  Sum,
+  SumAttrs,
+  SumInputs,
   TensorInfo,
   util,
 } from '@tensorflow/tfjs-core';
 import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
 
-import {runKernel, Scratch} from './kernel_utils.js';
+import {
+  required,
+  runKernel,
+  runStockKernel,
+  WasmKernelArgs,
+  withScratch,
+} from './kernel_utils.js';
+
+/**
+ * kernelFunc of Sum or Mean (same inputs and attributes): leading-axes
+ * reductions here, everything else by the stock kernel.
+ */
+export function leadingReduceKernel(kernelName: typeof Sum|typeof Mean):
+    (args: WasmKernelArgs<SumInputs, SumAttrs>) => TensorInfo {
+  const sum = kernelName === Sum;
+  return ({inputs, backend, attrs}) => {
+    const x = required(inputs.x, 'x');
+    const k = leadingAxes(x, attrs.axis);
+    if (k == null) {
+      return runStockKernel(kernelName, backend, inputs, attrs);
+    }
+    return reduceLeading(backend, x, k, attrs.keepDims, sum);
+  };
+}
 
 /**
  * Number of leading axes reduced if `axis` selects exactly axes 0..k-1 of a
@@ -48,8 +75,7 @@ export function reduceLeading(
   const rows = count / cols;
   const outShape =
       keepDims ? [...lead.map(() => 1), ...rest] : rest;
-  const s = new Scratch(backend);
-  try {
+  return withScratch(backend, s => {
     let out = s.run(
         AvgPool, {x: s.view(x, [1, rows, cols, util.sizeFromShape(rest)])},
         {filterSize: [rows, cols], strides: [1, 1], pad: 'valid'});
@@ -59,7 +85,5 @@ export function reduceLeading(
       out = s.run(Multiply, {a: out, b: scale});
     }
     return runKernel(Reshape, backend, {x: out}, {shape: outShape});
-  } finally {
-    s.dispose();
-  }
+  });
 }
