@@ -47,6 +47,7 @@ export type PruneEvent =
   | {
       type: 'tock' | 'finetune';
       epoch: number;
+      epochs: number;
       trainLoss: number;
       trainAcc: number;
       acc1: number;
@@ -166,7 +167,9 @@ async function cycle(
     const workerImgS = Object.fromEntries([...work].map(([id, t]) => [id, t.n / (Math.max(t.ms, 1) / 1000)]));
     o.log?.({
       type,
-      epoch: e,
+      // 1-based within its Tock or finetune, as the training stage counts epochs.
+      epoch: e + 1,
+      epochs,
       trainLoss: mean(stats),
       trainAcc: stats.count ? stats.correct1 / stats.count : 0,
       acc1: ev.acc1,
@@ -411,7 +414,7 @@ export function formatPruneEvent(e: PruneEvent): string {
       return `Tick ${e.tick}: FLOPs ${pct(e.flopsRatio)}, params ${pct(e.paramsRatio)}, filters left ${e.filtersLeft}, train loss ${e.trainLoss.toFixed(4)}, acc after prune ${pct(e.acc1)}`;
     case 'tock':
     case 'finetune':
-      return `${e.type === 'tock' ? 'Tock' : 'Finetune'} epoch ${e.epoch}: train loss ${e.trainLoss.toFixed(4)}, test loss ${e.loss.toFixed(4)}, acc ${pct(e.acc1)}, lr ${e.lr.toFixed(5)}`;
+      return `${e.type === 'tock' ? 'Tock' : 'Finetune'} epoch ${e.epoch}/${e.epochs}: train loss ${e.trainLoss.toFixed(4)}, test loss ${e.loss.toFixed(4)}, acc ${pct(e.acc1)}, lr ${e.lr.toFixed(5)}`;
     case 'checkpoint':
       return `Saved ${e.path} (FLOPs ${pct(e.flopsRatio)} <= ${pct(e.savePoint)})`;
     case 'melt':
