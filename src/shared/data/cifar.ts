@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GdpError } from '../errors.js';
-import type { Batch, Dataset, DatasetPair } from './dataset.js';
+import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './dataset.js';
 import type { DecodePool } from './decode_pool.js';
 import { CIFAR10_NORM, CIFAR100_NORM, CIFAR_IMAGE_BYTES, CIFAR_SIDE, type Normalisation } from './transforms.js';
 
@@ -114,13 +114,7 @@ export class CifarDataset implements Dataset {
 
   async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
     const n = indices.length;
-    const idx = Int32Array.from(indices as ArrayLike<number>);
-    const y = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      const k = indices[i];
-      if (!Number.isInteger(k) || k < 0 || k >= this.size) throw new RangeError(`${this.name}: sample index ${k} out of range [0, ${this.size})`);
-      y[i] = this.labels[k];
-    }
+    const { idx, y } = checkedIndices(this.name, this.labels, indices);
     const x = await this.pool.decode(n, 'cifar', (start, end) => {
       const planes = new Uint8Array((end - start) * CIFAR_IMAGE_BYTES);
       for (let i = start; i < end; i++) {

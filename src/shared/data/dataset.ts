@@ -34,3 +34,20 @@ export function sampleSeed(seed: number, index: number): number {
   h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
   return (h ^ (h >>> 16)) >>> 0;
 }
+
+/**
+ * Checks that every index is a whole number in [0, size) and returns them as Int32Array with their labels. Indices
+ * come from the network, so the dataset checks them before touching any memory.
+ */
+export function checkedIndices(name: string, labels: Int32Array, indices: ArrayLike<number>): { idx: Int32Array; y: Int32Array } {
+  const n = indices.length;
+  const idx = new Int32Array(n);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const k = indices[i];
+    if (!Number.isInteger(k) || k < 0 || k >= labels.length) throw new RangeError(`${name}: sample index ${k} out of range [0, ${labels.length})`);
+    idx[i] = k;
+    y[i] = labels[k];
+  }
+  return { idx, y };
+}

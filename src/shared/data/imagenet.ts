@@ -1,7 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { GdpError } from '../errors.js';
-import type { Batch, Dataset, DatasetPair } from './dataset.js';
+import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './dataset.js';
 import type { DecodePool } from './decode_pool.js';
 import { IMAGE_SIDE } from './image_decode.js';
 import { IMAGENET_NORM, type Normalisation } from './transforms.js';
@@ -77,13 +77,7 @@ export class ImageFolderDataset implements Dataset {
 
   async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
     const n = indices.length;
-    const idx = Int32Array.from(indices as ArrayLike<number>);
-    const y = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      const k = idx[i];
-      if (!Number.isInteger(indices[i]) || k < 0 || k >= this.size) throw new RangeError(`${this.name}: sample index ${indices[i]} out of range [0, ${this.size})`);
-      y[i] = this.labels[k];
-    }
+    const { idx, y } = checkedIndices(this.name, this.labels, indices);
     const x = await this.pool.decode(n, 'image', (start, end) => ({
       kind: 'image',
       files: Array.from(idx.subarray(start, end), (k) => this.files[k]),

@@ -1,7 +1,7 @@
 import type { Config } from '../config/schema.js';
 import { GdpError } from '../errors.js';
 import { loadCifar } from './cifar.js';
-import type { Batch, Dataset, DatasetPair } from './dataset.js';
+import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './dataset.js';
 import { DecodePool } from './decode_pool.js';
 import { loadImageFolders } from './imagenet.js';
 import { loadMnist } from './mnist.js';
@@ -27,10 +27,7 @@ class SubsetDataset implements Dataset {
     return this.inner.numClasses;
   }
   async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
-    for (let i = 0; i < indices.length; i++) {
-      const k = indices[i];
-      if (!Number.isInteger(k) || k < 0 || k >= this.size) throw new RangeError(`${this.name}: sample index ${k} out of range [0, ${this.size})`);
-    }
+    checkedIndices(this.name, this.labels, indices);
     return this.inner.load(indices, opts);
   }
 }

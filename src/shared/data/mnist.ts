@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { Batch, Dataset, DatasetPair } from './dataset.js';
+import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './dataset.js';
 
 const SIDE = 28;
 const PIXELS = SIDE * SIDE;
@@ -19,14 +19,9 @@ class ArrayDataset implements Dataset {
   async load(indices: ArrayLike<number>): Promise<Batch> {
     const per = this.shape[0] * this.shape[1] * this.shape[2];
     const n = indices.length;
+    const { idx, y } = checkedIndices(this.name, this.labels, indices);
     const x = new Float32Array(n * per);
-    const y = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      const k = indices[i];
-      if (!Number.isInteger(k) || k < 0 || k >= this.size) throw new RangeError(`${this.name}: sample index ${k} out of range [0, ${this.size})`);
-      x.set(this.images.subarray(k * per, (k + 1) * per), i * per);
-      y[i] = this.labels[k];
-    }
+    for (let i = 0; i < n; i++) x.set(this.images.subarray(idx[i] * per, (idx[i] + 1) * per), i * per);
     return { x, y, n };
   }
 }
