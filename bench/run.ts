@@ -4,6 +4,7 @@
  * protocol gradient-exchange throughput; latency of the paper's ResNet-56 before and after pruning + melting.
  * A section that fails prints its error and stores null; the exit code is then 1.
  */
+import { backendOption } from '../src/shared/cli_options.js';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { Command } from 'commander';
@@ -21,7 +22,7 @@ const MIB = 2 ** 20;
 const program = new Command()
   .name('npm run bench --')
   .option('--out <file>', 'also write the figures as JSON')
-  .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+  .addOption(backendOption())
   .option('--quick', 'fewer timed steps and bytes (noisier figures; under ~3 minutes on 2 cores)')
   .parse();
 const opts = program.opts<{ out?: string; backend: BackendChoice; quick?: boolean }>();

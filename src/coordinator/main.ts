@@ -1,3 +1,4 @@
+import { backendOption } from '../shared/cli_options.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -139,7 +140,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--listen <host:port>', 'address to listen on (port 0: any free port)', '127.0.0.1:7070')
     .option('--local', 'start the workers as child processes of this one')
     .option('--in-process', 'run the workers inside this process (single-process training)')
-    .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+    .addOption(backendOption())
     .option('--set <key.path=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--data-dir <dir>', "dataset folder (overrides the config's data.dir)")
     .option('--dry-run', 'validate the config, print it resolved as JSON and exit')

@@ -1,7 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
-import { BACKEND_CHOICES, initBackend, type BackendChoice } from '../shared/backend.js';
+import { initBackend, type BackendChoice } from '../shared/backend.js';
+import { backendOption } from '../shared/cli_options.js';
 import { GdpError } from '../shared/errors.js';
 import { modelCost } from '../shared/graph/flops.js';
 import { layerWidths, loadModelFile, saveModelFile, type LoadedModel } from '../shared/io/model_file.js';
@@ -38,10 +39,6 @@ function positiveInt(flag: string) {
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer`);
     return n;
   };
-}
-
-function backendOption(): Option {
-  return new Option('--backend <name>', 'tensor backend').choices([...BACKEND_CHOICES]).default('auto');
 }
 
 function archOption(required: boolean): Option {

@@ -1,3 +1,4 @@
+import { backendOption } from '../shared/cli_options.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { hostname } from 'node:os';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
@@ -44,7 +45,7 @@ export async function main(argv: string[]): Promise<number> {
       if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`--gpu must be a GPU index, got '${v}'`);
       return n;
     })
-    .option('--backend <name>', 'auto|tensorflow|wasm|cpu', 'auto')
+    .addOption(backendOption())
     .option('--id <id>', 'worker id shown in logs (default HOST-PID)')
     .option('--data-dir <dir>', "this machine's dataset folder (overrides the config's data.dir)")
     .exitOverride();
