@@ -5,7 +5,8 @@ import { GdpError } from '../shared/errors.js';
 import type { Module } from '../shared/nn/module.js';
 import { splitBuckets } from '../shared/protocol/buckets.js';
 import type { Message } from '../shared/protocol/messages.js';
-import { isRunningStat, layoutOf, slotEntries, slotValues, flatten, stateChecksum } from '../shared/protocol/model_state.js';
+import { concatFloat32 } from '../shared/arrays.js';
+import { isRunningStat, layoutOf, slotEntries, slotValues, stateChecksum } from '../shared/protocol/model_state.js';
 import { applyModelUpdate, type ModelUpdate } from '../shared/protocol/model_update.js';
 import { Peer, asGdpError } from '../shared/protocol/peer.js';
 import { float32FromWire, toWire } from '../shared/protocol/tensor.js';
@@ -170,7 +171,7 @@ export class Coordinator implements Cluster {
     const slots = slotEntries(this.model);
     const momentum = this.replica.momentumState();
     const momentumEntries = momentum.map(([name, b]) => ({ name, shape: [b.length] }));
-    const flat = flatten([...slotValues(this.model), ...momentum.map(([, b]) => b)]);
+    const flat = concatFloat32([...slotValues(this.model), ...momentum.map(([, b]) => b)]);
     const checksum = stateChecksum(this.model);
     const welcome: Message = {
       type: 'welcome',

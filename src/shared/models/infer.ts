@@ -1,3 +1,4 @@
+import { concatFloat32 } from '../arrays.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { tensorOps, type Module } from '../nn/module.js';
 
@@ -13,13 +14,7 @@ export function predictLogits(model: Module, x: Float32Array, shape: readonly [n
     parts.push(y.dataSync() as Float32Array);
     y.dispose();
   }
-  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatFloat32(parts);
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -24,17 +24,6 @@ export function layoutOf(entries: readonly TensorEntry[]): FlatLayout {
   return { names: entries.map((e) => e.name), shapes: entries.map((e) => e.shape), offsets, size };
 }
 
-/** Concatenation of named arrays in the given order. */
-export function flatten(arrays: readonly Float32Array[]): Float32Array {
-  const out = new Float32Array(arrays.reduce((a, b) => a + b.length, 0));
-  let o = 0;
-  for (const a of arrays) {
-    out.set(a, o);
-    o += a.length;
-  }
-  return out;
-}
-
 export function slotValues(model: Module): Float32Array[] {
   return [...model.namedSlots()].map(([, s]) => s.value.dataSync() as Float32Array);
 }
