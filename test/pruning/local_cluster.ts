@@ -1,4 +1,4 @@
-import type { StepResult } from '../../src/coordinator/cluster.js';
+import { shardRanges, type StepResult } from '../../src/coordinator/cluster.js';
 import type { PruneCluster } from '../../src/coordinator/pruner.js';
 import type { Batch, Dataset } from '../../src/shared/data/dataset.js';
 import { applyModelUpdate, type ModelUpdate } from '../../src/shared/protocol/model_update.js';
@@ -7,7 +7,11 @@ import { Rng } from '../../src/shared/rng.js';
 import { addStats, emptyStats, type ParamSet, type Replica } from '../../src/shared/train/replica.js';
 import type { SgdOptions } from '../../src/shared/train/sgd.js';
 
-/** The pruner's cluster operations on one in-process replica: what the coordinator does, without workers. */
+/**
+ * The pruner's cluster operations on one in-process replica: what the coordinator does, without workers. With
+ * `shards` > 1 each batch is cut into the coordinator's contiguous shards and their gradient sums are added in
+ * shard order (BN statistics per shard), i.e. one process computing what that many workers would.
+ */
 export class LocalCluster implements PruneCluster {
   readonly updates: ModelUpdate[] = [];
   syncs = 0;
@@ -15,12 +19,20 @@ export class LocalCluster implements PruneCluster {
     readonly replica: Replica,
     private readonly train: Dataset,
     private readonly test: Dataset,
+    private readonly shards = 1,
   ) {}
   async step(indices: Int32Array, set: ParamSet, sgd: SgdOptions & { gateL1?: number }): Promise<StepResult> {
-    const batch = await this.train.load(indices, { augment: false, seed: 0 });
     const layout = this.replica.layout(set);
-    const { grad, stats } = this.replica.gradients(batch, layout);
-    const avgGrad = grad.map((v) => v / batch.n);
+    const avgGrad = new Float32Array(layout.size);
+    let stats = emptyStats();
+    for (const [s, e] of shardRanges(indices.length, this.shards)) {
+      if (e === s) continue;
+      const batch = await this.train.load(indices.subarray(s, e), { augment: false, seed: 0 });
+      const r = this.replica.gradients(batch, layout);
+      for (let i = 0; i < avgGrad.length; i++) avgGrad[i] += r.grad[i];
+      stats = addStats(stats, r.stats);
+    }
+    for (let i = 0; i < avgGrad.length; i++) avgGrad[i] /= indices.length;
     this.replica.applyGradient(layout, avgGrad, sgd);
     return { avgGrad, layout, stats, perWorker: [] };
   }
