@@ -335,6 +335,15 @@ export class Coordinator implements Cluster {
     return new GdpError('WORKER_LOST', `worker ${link.id}: ${err.message}`);
   }
 
+  /** Applies a model update to the coordinator's model before any worker joins (workers replay it on welcome). */
+  prepare(update: ModelUpdate): void {
+    if (this.links.length || this.joining.length) throw new GdpError('INTERNAL', `prepare('${update.kind}') after workers connected: use broadcastModelUpdate`);
+    const { resetMomentum } = applyModelUpdate(this.model, update);
+    this.replica.pullFromDevice();
+    if (resetMomentum) this.replica.resetMomentum();
+    this.updates.push(update);
+  }
+
   broadcastModelUpdate(update: ModelUpdate): Promise<void> {
     return this.exclusive(async () => {
       const { resetMomentum } = applyModelUpdate(this.model, update);

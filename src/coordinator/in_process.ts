@@ -6,6 +6,7 @@ import { bucketElements } from '../shared/protocol/version.js';
 import { Replica } from '../shared/train/replica.js';
 import { WorkerSession } from '../worker/session.js';
 import { Coordinator } from './cluster.js';
+import { initialWeightsPath, loadInitialWeights } from './initial_weights.js';
 import type { ReducerOptions } from './gradient_reducer.js';
 
 export interface InProcessOptions {
@@ -23,11 +24,17 @@ export interface InProcessCluster {
   close(): Promise<void>;
 }
 
-/** The coordinator's model and replica, built from the config as every worker builds its own. */
+/** The coordinator's model and replica, built from the config as every worker builds its own, with the run's starting weights. */
 export function coordinatorFor(config: Config, log: (line: string) => void, reducer?: ReducerOptions): Coordinator {
   const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
   const replica = new Replica(model, archSpec(config.model.name).inputShape);
-  return new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, reducer });
+  const coordinator = new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, reducer });
+  const weights = initialWeightsPath(config);
+  if (weights) {
+    const { gated } = loadInitialWeights(coordinator, weights);
+    log(`gdp-coord: starting from ${weights}${gated ? ' (gated form)' : ''}`);
+  }
+  return coordinator;
 }
 
 /**

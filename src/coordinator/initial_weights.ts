@@ -1,0 +1,62 @@
+import { readFileSync } from 'node:fs';
+import { concatFloat32 } from '../shared/arrays.js';
+import type { Config } from '../shared/config/schema.js';
+import { GdpError } from '../shared/errors.js';
+import { layerWidths, loadModel } from '../shared/io/model_file.js';
+import { parseSafetensors } from '../shared/io/safetensors.js';
+import { BatchNorm2d } from '../shared/nn/layers.js';
+import { loadSlots, slotEntries, slotValues } from '../shared/protocol/model_state.js';
+import { pruningUpdate } from '../shared/pruning/updates.js';
+import type { Coordinator } from './cluster.js';
+
+/** The weights file a run starts from: `model.weights` (gdp) or the paper's `base.checkpoint_path`. */
+export function initialWeightsPath(config: Config): string | undefined {
+  const a = config.model.weights;
+  const b = config.base.checkpoint_path || undefined;
+  if (a && b && a !== b) {
+    throw new GdpError('BAD_CONFIG', `model.weights ('${a}') and base.checkpoint_path ('${b}') name different files: set one`);
+  }
+  return a ?? b;
+}
+
+/**
+ * Loads the run's starting weights into the coordinator's model before any worker joins; workers then receive them
+ * with the rest of the state. A file in the paper's gated form (e.g. a save point of an earlier run) gates the
+ * model first, as a replayable update, so that workers build the same structure. The file must hold the
+ * architecture the config names at its full widths: a melted network has other layer shapes than the workers
+ * build from the config.
+ */
+export function loadInitialWeights(coordinator: Coordinator, path: string): { gated: boolean } {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    throw new GdpError('FILE_NOT_FOUND', `model.weights: cannot read ${path}: ${(e as Error).message}`);
+  }
+  const config = coordinator.config;
+  const loaded = loadModel(parseSafetensors(bytes, path), { arch: config.model.name }, path);
+  try {
+    if (loaded.numClasses !== config.model.num_class) {
+      throw new GdpError('SHAPE_MISMATCH', `${path}: the classifier has ${loaded.numClasses} classes, config.model.num_class is ${config.model.num_class}`);
+    }
+    const want = layerWidths(coordinator.model);
+    const got = layerWidths(loaded.model);
+    const changed = Object.keys(want).filter((k) => want[k][0] !== got[k]?.[0] || want[k][1] !== got[k]?.[1]);
+    if (changed.length) {
+      throw new GdpError(
+        'SHAPE_MISMATCH',
+        `${path}: layer ${changed[0]} is [${got[changed[0]]}] (in, out), ${config.model.name} builds [${want[changed[0]]}]` +
+          `${changed.length > 1 ? ` (and ${changed.length - 1} more layers)` : ''}: a run starts from a full-width network, gated or not`,
+      );
+    }
+    if (loaded.gated) {
+      const layers = [...loaded.model.namedModules()].filter(([, m]) => m instanceof BatchNorm2d && m.gated).map(([p]) => p);
+      coordinator.prepare(pruningUpdate({ kind: 'gate', layers }));
+    }
+    loadSlots(coordinator.model, slotEntries(loaded.model), concatFloat32(slotValues(loaded.model)));
+    coordinator.replica.pullFromDevice();
+    return { gated: loaded.gated };
+  } finally {
+    loaded.model.dispose();
+  }
+}
