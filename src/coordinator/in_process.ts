@@ -7,6 +7,7 @@ import { Replica } from '../shared/train/replica.js';
 import { WorkerSession } from '../worker/session.js';
 import { Coordinator } from './cluster.js';
 import type { ReducerOptions } from './gradient_reducer.js';
+import { restoreCoordinator, type ResumePoint } from './resume_point.js';
 
 export interface InProcessOptions {
   workers: number;
@@ -14,6 +15,8 @@ export interface InProcessOptions {
   loadData?: (config: Config) => Promise<DatasetPair>;
   log?: (line: string) => void;
   reducer?: ReducerOptions;
+  /** Continue from this resume point: the coordinator is restored before the workers join. */
+  resume?: ResumePoint;
 }
 
 export interface InProcessCluster {
@@ -37,6 +40,7 @@ export function coordinatorFor(config: Config, log: (line: string) => void, redu
 export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
   const log = opts.log ?? (() => {});
   const coordinator = coordinatorFor(config, log, opts.reducer);
+  if (opts.resume) restoreCoordinator(coordinator, opts.resume);
   const workers: WorkerSession[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < opts.workers; i++) {
