@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { z } from 'zod';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { modelCost, type ModelCost } from '../shared/graph/flops.js';
@@ -11,7 +12,6 @@ import { channelStructure, prunableGroups, type ChannelStructure } from '../shar
 import { GateScoreAccumulator, gateImportance, l1Importance, randomImportance, type Criterion } from '../shared/pruning/importance.js';
 import { planMelt, type MeltRecord } from '../shared/pruning/melt.js';
 import { pruningUpdate, type PruningUpdate } from '../shared/pruning/updates.js';
-import { z } from 'zod';
 import { stepStatsSchema } from '../shared/protocol/messages.js';
 import { Rng } from '../shared/rng.js';
 import type { SgdOptions } from '../shared/train/sgd.js';

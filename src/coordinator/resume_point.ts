@@ -92,7 +92,8 @@ export function readResumePoint(dir: string): ResumePoint {
   try {
     parsed = parseSafetensors(bytes, file);
   } catch (err) {
-    throw bad(`not a readable safetensors file: ${(err as Error).message}`);
+    // Its message names the file and what is wrong (e.g. truncated).
+    throw new GdpError('BAD_RESUME', (err as Error).message);
   }
   const { tensors, metadata } = parsed;
   if (metadata.format !== FORMAT) throw bad(`format '${metadata.format ?? '(none)'}', expected '${FORMAT}' (written by another gdp version, or not a resume point)`);
