@@ -70,7 +70,8 @@ export class RunFiles {
     const copy = structuredClone(s);
     this.records = copy.records;
     this.logs = new Map(Object.entries(copy.logs));
-    if (this.records.length) this.writeRecords();
+    // log.json always: one left by the interrupted run may hold epochs past the resume point.
+    this.writeRecords();
     for (const [name, list] of this.logs) this.writeLog(name, list);
   }
 
