@@ -102,6 +102,38 @@ export class Coordinator implements Cluster {
     this.config = opts.config;
   }
 
+  /**
+   * Continues a run from saved state, before any worker joins (they receive it in their welcome): replays the
+   * update log on the freshly built model, then overwrites every slot (parameters and buffers) and the momentum,
+   * and sets the step count (augmentation seeds and checksum timing follow it).
+   */
+  restore(s: { updates: readonly ModelUpdate[]; slots: ReadonlyMap<string, Float32Array>; momentum: [string, Float32Array][]; steps: number }): void {
+    if (this.links.length || this.joining.length || this.updates.length || this.steps) throw new GdpError('INTERNAL', 'restore() is for a coordinator that has not started');
+    for (const u of s.updates) {
+      const { resetMomentum } = applyModelUpdate(this.model, u);
+      this.replica.pullFromDevice();
+      if (resetMomentum) this.replica.resetMomentum();
+      this.updates.push(u);
+    }
+    const slots = [...this.model.namedSlots()];
+    const extra = [...s.slots.keys()].filter((n) => !slots.some(([m]) => m === n));
+    if (extra.length) throw new GdpError('BAD_STATE', `saved state has tensor '${extra[0]}', which the model does not have`);
+    for (const [name, slot] of slots) {
+      const v = s.slots.get(name);
+      if (!v) throw new GdpError('BAD_STATE', `saved state lacks tensor '${name}'`);
+      if (v.length !== slot.value.size) throw new GdpError('BAD_STATE', `saved tensor '${name}' has ${v.length} values, the model [${slot.value.shape}]`);
+      slot.set(tf.tensor(v, slot.value.shape));
+    }
+    this.replica.pullFromDevice();
+    const params = new Map(this.model.namedParameters());
+    for (const [name, b] of s.momentum) {
+      const p = params.get(name);
+      if (!p || p.value.size !== b.length) throw new GdpError('BAD_STATE', `saved momentum '${name}' (${b.length} values) matches no parameter of the model`);
+    }
+    this.replica.setMomentumState(s.momentum);
+    this.steps = s.steps;
+  }
+
   get workerIds(): string[] {
     return this.active().map((l) => l.id);
   }

@@ -8,6 +8,7 @@ import { WorkerSession } from '../worker/session.js';
 import { Coordinator } from './cluster.js';
 import { initialWeightsPath, loadInitialWeights } from './initial_weights.js';
 import type { ReducerOptions } from './gradient_reducer.js';
+import { restoreCoordinator, type ResumePoint } from './resume_point.js';
 
 export interface InProcessOptions {
   workers: number;
@@ -15,6 +16,8 @@ export interface InProcessOptions {
   loadData?: (config: Config) => Promise<DatasetPair>;
   log?: (line: string) => void;
   reducer?: ReducerOptions;
+  /** Continue from this resume point: the coordinator is restored before the workers join. */
+  resume?: ResumePoint;
 }
 
 export interface InProcessCluster {
@@ -24,13 +27,17 @@ export interface InProcessCluster {
   close(): Promise<void>;
 }
 
-/** The coordinator's model and replica, built from the config as every worker builds its own, with the run's starting weights. */
-export function coordinatorFor(config: Config, log: (line: string) => void, reducer?: ReducerOptions): Coordinator {
+/**
+ * The coordinator's model and replica, built from the config as every worker builds its own; then either restored
+ * to a resume point, or loaded with the run's starting weights (model.weights).
+ */
+export function coordinatorFor(config: Config, log: (line: string) => void, reducer?: ReducerOptions, resume?: ResumePoint): Coordinator {
   const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
   const replica = new Replica(model, archSpec(config.model.name).inputShape);
   const coordinator = new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, reducer });
   const weights = initialWeightsPath(config);
-  if (weights) {
+  if (resume) restoreCoordinator(coordinator, resume);
+  else if (weights) {
     const { gated } = loadInitialWeights(coordinator, weights);
     log(`gdp-coord: starting from ${weights}${gated ? ' (gated form)' : ''}`);
   }
@@ -43,7 +50,7 @@ export function coordinatorFor(config: Config, log: (line: string) => void, redu
  */
 export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
   const log = opts.log ?? (() => {});
-  const coordinator = coordinatorFor(config, log, opts.reducer);
+  const coordinator = coordinatorFor(config, log, opts.reducer, opts.resume);
   const workers: WorkerSession[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < opts.workers; i++) {

@@ -17,7 +17,8 @@ export class LocalWorkers {
   start(n: number, url: string, backend: string): void {
     for (let i = 0; i < n; i++) {
       const id = `local${i}`;
-      const child = spawn(process.execPath, [WORKER_CLI, '--connect', url, '--backend', backend, '--id', id], {
+      // --retry-for 0: a local worker lives and dies with this coordinator (a resumed run starts its own).
+      const child = spawn(process.execPath, [WORKER_CLI, '--connect', url, '--backend', backend, '--id', id, '--retry-for', '0'], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       for (const stream of [child.stdout, child.stderr]) {

@@ -12,9 +12,10 @@ import './all_stages.js';
 import type { Coordinator } from './cluster.js';
 import { coordinatorFor, startInProcess } from './in_process.js';
 import { LocalWorkers } from './local_workers.js';
+import { readResumePoint, resumedConfig, type ResumePoint } from './resume_point.js';
+import { checkResumable, runDir, runStages } from './run.js';
 import { RunFiles } from './run_files.js';
-import { formatSummary, snapshot, type ModelSnapshot } from './run_summary.js';
-import { assertStagesAvailable, getStage } from './stages.js';
+import { assertStagesAvailable } from './stages.js';
 
 export const DEFAULT_CONFIG = fileURLToPath(new URL('../../../configs/mnist-resnet20.json', import.meta.url));
 
@@ -48,17 +49,21 @@ interface Options {
   set: string[];
   dataDir?: string;
   dryRun?: boolean;
+  resume?: string;
 }
 
-function resolveConfig(o: Options): Config {
-  const config = loadConfig(o.config ?? DEFAULT_CONFIG, o.set);
+function resolveConfig(o: Options, resume?: ResumePoint): Config {
+  if (resume && o.config) throw new GdpError('BAD_FLAG', `--resume takes the config saved in ${resume.file}; drop --config`);
+  const config = resume ? resumedConfig(resume, o.set) : loadConfig(o.config ?? DEFAULT_CONFIG, o.set);
   if (o.dataDir) config.data.dir = o.dataDir;
   assertStagesAvailable(config.stages);
+  if (resume) checkResumable(config, resume.run, resume.file);
   return config;
 }
 
 async function run(o: Options): Promise<void> {
-  const config = resolveConfig(o);
+  const resume = o.resume === undefined ? undefined : readResumePoint(o.resume);
+  const config = resolveConfig(o, resume);
   if (o.dryRun) {
     log(JSON.stringify(config, null, 2));
     return;
@@ -96,11 +101,11 @@ async function run(o: Options): Promise<void> {
   try {
     if (o.inProcess) {
       log(`gdp-coord: ${o.workers} in-process worker(s)`);
-      const c = await startInProcess(config, { workers: o.workers, backend: backend.name, log });
+      const c = await startInProcess(config, { workers: o.workers, backend: backend.name, log, resume });
       coordinator = c.coordinator;
       closeInProcess = c.close;
     } else {
-      const coord = coordinatorFor(config, log);
+      const coord = coordinatorFor(config, log, undefined, resume);
       coordinator = coord;
       listener = await listenWs(host, port, (t) => coord.accept(t));
       const url = `ws://${listener.host}:${listener.port}`;
@@ -111,18 +116,14 @@ async function run(o: Options): Promise<void> {
       else log(`start each worker with:\n  gdp-worker --connect ${shown}`);
       await coordinator.waitForWorkers(o.workers, o.local ? 300000 : Infinity, o.local ? () => local.checkAlive() : undefined);
     }
-    const files = new RunFiles(config);
+    const files = new RunFiles(config, resume && runDir(config, o.resume!));
     files.writeConfig(config);
-    const summary: ModelSnapshot[] = [];
-    for (const name of config.stages) {
-      // The baseline row of the final table: the model as pruning finds it.
-      if (name === 'prune') summary.push(await snapshot('baseline', coordinator, config, data.test.size));
-      log(`gdp-coord: stage '${name}' on ${coordinator.workerIds.length} worker(s)`);
-      await getStage(name)({ cluster: coordinator, config, trainSize: data.train.size, testSize: data.test.size, files, log });
+    if (resume) {
+      const r = resume.run;
+      log(`gdp-coord: resuming ${resume.file} at stage '${config.stages[r.stage]}', step ${r.steps}`);
+      if (r.workers !== o.workers) log(`gdp-coord: note: the run had ${r.workers} worker(s), now ${o.workers}: its numbers will differ from an uninterrupted run's`);
     }
-    summary.push(await snapshot(summary.length ? 'pruned' : 'final', coordinator, config, data.test.size));
-    log(`\n${formatSummary(summary)}\n`);
-    files.writeJson('summary.json', summary);
+    await runStages({ coordinator, config, trainSize: data.train.size, testSize: data.test.size, files, log, workers: o.workers, resume: resume?.run });
     log(`gdp-coord: done; logs in ${files.dir}`);
   } catch (err) {
     if (interruptedBy) throw new GdpError('INTERRUPTED', `stopped by ${interruptedBy}`);
@@ -144,6 +145,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--set <key.path=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--data-dir <dir>', "dataset folder (overrides the config's data.dir)")
     .option('--dry-run', 'validate the config, print it resolved as JSON and exit')
+    .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config')
     .exitOverride();
   try {
     program.parse(argv, { from: 'user' });
@@ -158,7 +160,7 @@ export async function main(argv: string[]): Promise<number> {
     if (err instanceof GdpError) {
       process.stderr.write(`gdp-coord: error [${err.code}]: ${err.message}\n`);
       if (err.code === 'INTERRUPTED') return err.message.includes('SIGTERM') ? 143 : 130;
-      return err.code === 'BAD_CONFIG' || err.code === 'BAD_FLAG' || err.code === 'UNKNOWN_STAGE' ? 2 : 1;
+      return err.code === 'BAD_CONFIG' || err.code === 'BAD_FLAG' || err.code === 'UNKNOWN_STAGE' || err.code === 'BAD_RESUME' ? 2 : 1;
     }
     throw err;
   }

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { z } from 'zod';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { modelCost, type ModelCost } from '../shared/graph/flops.js';
@@ -11,12 +12,14 @@ import { channelStructure, prunableGroups, type ChannelStructure } from '../shar
 import { GateScoreAccumulator, gateImportance, l1Importance, randomImportance, type Criterion } from '../shared/pruning/importance.js';
 import { planMelt, type MeltRecord } from '../shared/pruning/melt.js';
 import { pruningUpdate, type PruningUpdate } from '../shared/pruning/updates.js';
+import { stepStatsSchema } from '../shared/protocol/messages.js';
 import { Rng } from '../shared/rng.js';
 import type { SgdOptions } from '../shared/train/sgd.js';
 import { addStats, emptyStats, type StepStats } from '../shared/train/replica.js';
 import { writeFileAtomic } from './atomic_write.js';
 import type { Cluster } from './cluster.js';
-import { registerStage, type StageContext } from './stages.js';
+import { rngStateSchema } from './resume_point.js';
+import { registerStage, type ResumeWhen, type StageContext } from './stages.js';
 
 /** What the pruner drives: the coordinator's cluster (or anything with these operations, e.g. a test double). */
 export type PruneCluster = Pick<Cluster, 'replica' | 'step' | 'evaluate' | 'syncBatchNormStats' | 'broadcastModelUpdate'>;
@@ -41,6 +44,8 @@ export interface PruneRunOptions {
   log?: (e: PruneEvent) => void;
   /** Extra safetensors metadata of every checkpoint (arch, num_class). */
   metadata?: Record<string, string>;
+  /** Receives the loop's position after every step and at every Tick/Tock boundary (StageContext.resumePoint). */
+  resumePoint?: StageContext['resumePoint'];
 }
 
 export type PruneEvent =
@@ -95,25 +100,41 @@ export function triangularLr(step: number, total: number, lrMin: number, lrMax: 
   return Math.max(0, (1 - s / half) * lrMax + (s / half) * lrMin);
 }
 
+/** A BatchSampler's position: the Rng before the current permutation was drawn, whether it was, and the cursor. */
+export const samplerStateSchema = z.object({ rng: rngStateSchema, drawn: z.boolean(), cursor: z.number().int().nonnegative() });
+export type SamplerState = z.infer<typeof samplerStateSchema>;
+
 /** Global batches as index lists over a seeded permutation that is redrawn whenever it runs out. */
 export class BatchSampler {
   private order = new Int32Array(0);
   private cursor = 0;
   private readonly rng: Rng;
+  /** The Rng's state before `order` was drawn: a permutation is saved as the state that draws it. */
+  private drawnFrom?: number[];
   constructor(
     readonly size: number,
     readonly batchSize: number,
-    seed: number,
+    from: number | SamplerState,
   ) {
     if (size < 1 || batchSize < 1) throw new GdpError('BAD_CONFIG', `cannot sample batches of ${batchSize} from ${size} samples`);
-    this.rng = new Rng(seed);
+    if (typeof from === 'number') this.rng = new Rng(from);
+    else {
+      this.rng = new Rng(from.rng);
+      if (from.drawn) {
+        this.draw();
+        if (from.cursor > this.order.length) throw new GdpError('BAD_STATE', `sampler cursor ${from.cursor} is past its ${this.order.length} samples`);
+        this.cursor = from.cursor;
+      }
+    }
+  }
+  private draw(): void {
+    this.drawnFrom = this.rng.state();
+    this.order = Int32Array.from({ length: this.size }, (_, i) => i);
+    this.rng.shuffle(this.order);
+    this.cursor = 0;
   }
   next(): Int32Array {
-    if (this.cursor >= this.order.length) {
-      this.order = Int32Array.from({ length: this.size }, (_, i) => i);
-      this.rng.shuffle(this.order);
-      this.cursor = 0;
-    }
+    if (this.cursor >= this.order.length) this.draw();
     const b = this.order.slice(this.cursor, this.cursor + this.batchSize);
     this.cursor += b.length;
     return b;
@@ -124,6 +145,9 @@ export class BatchSampler {
   }
   get stepsPerEpoch(): number {
     return Math.ceil(this.size / this.batchSize);
+  }
+  state(): SamplerState {
+    return this.drawnFrom ? { rng: this.drawnFrom, drawn: true, cursor: this.cursor } : { rng: this.rng.state(), drawn: false, cursor: 0 };
   }
 }
 
@@ -136,7 +160,18 @@ async function evaluate(cluster: PruneCluster, o: PruneRunOptions): Promise<{ ac
   return { acc1: s.count ? s.correct1 / s.count : 0, acc5: s.count ? s.correct5 / s.count : 0, loss: mean(s) };
 }
 
-/** `epochs` epochs over the training data with the triangular schedule (a Tock, or the finetune). */
+/** Where a Tock or the finetune stands: the epoch (0-based) and the steps done in it with their stats. */
+export const cyclePositionSchema = z.object({ epoch: z.number().int().nonnegative(), step: z.number().int().nonnegative(), stats: stepStatsSchema });
+export type CyclePosition = z.infer<typeof cyclePositionSchema>;
+const cycleStart = (): CyclePosition => ({ epoch: 0, step: 0, stats: emptyStats() });
+
+/** Reports a loop's position after a step or at a boundary (see StageContext.resumePoint). */
+type Progress<P> = (when: ResumeWhen, at: () => P) => Promise<void>;
+
+/**
+ * `epochs` epochs over the training data with the triangular schedule (a Tock, or the finetune), from `at`. The
+ * boundaries between its epochs are reported; the end is the caller's.
+ */
 async function cycle(
   cluster: PruneCluster,
   o: PruneRunOptions,
@@ -144,25 +179,31 @@ async function cycle(
   epochs: number,
   sgd: Omit<SgdOptions, 'lr'> & { gateL1?: number },
   type: 'tock' | 'finetune',
+  at: CyclePosition,
+  progress: Progress<CyclePosition>,
 ): Promise<void> {
   const perEpoch = Math.min(sampler.stepsPerEpoch, o.maxStepsPerEpoch ?? Infinity);
   const total = perEpoch * epochs;
-  for (let e = 0; e < epochs; e++) {
-    sampler.restart();
-    let stats = emptyStats();
-    let lr = 0;
+  while (at.epoch < epochs) {
+    const e = at.epoch;
+    if (at.step === 0) sampler.restart();
+    // Images per second count only the steps run by this process (a resumed epoch's first part ran elsewhere).
+    let timed = 0;
     const started = Date.now();
     const work = new Map<string, { n: number; ms: number }>();
-    for (let i = 0; i < perEpoch; i++) {
-      lr = triangularLr(e * perEpoch + i + 1, total, o.gbn.lr_min, o.gbn.lr_max);
+    for (let i = at.step; i < perEpoch; i++) {
+      const lr = triangularLr(e * perEpoch + i + 1, total, o.gbn.lr_min, o.gbn.lr_max);
       const r = await cluster.step(sampler.next(), 'all', { ...sgd, lr });
-      stats = addStats(stats, r.stats);
+      at = { epoch: e, step: i + 1, stats: addStats(at.stats, r.stats) };
+      timed += r.stats.count;
       for (const w of r.perWorker) {
         const t = work.get(w.id) ?? { n: 0, ms: 0 };
         work.set(w.id, { n: t.n + w.count, ms: t.ms + w.ms });
       }
+      await progress('step', () => at);
     }
     const seconds = Math.max(Date.now() - started, 1) / 1000;
+    const stats = at.stats;
     const ev = await evaluate(cluster, o);
     const workerImgS = Object.fromEntries([...work].map(([id, t]) => [id, t.n / (Math.max(t.ms, 1) / 1000)]));
     o.log?.({
@@ -175,10 +216,13 @@ async function cycle(
       acc1: ev.acc1,
       acc5: ev.acc5,
       loss: ev.loss,
-      lr,
-      imgS: stats.count / seconds,
+      // The rate of the epoch's last step.
+      lr: triangularLr((e + 1) * perEpoch, total, o.gbn.lr_min, o.gbn.lr_max),
+      imgS: timed / seconds,
       workerImgS,
     });
+    at = { epoch: e + 1, step: 0, stats: emptyStats() };
+    if (at.epoch < epochs) await progress('boundary', () => at);
   }
 }
 
@@ -197,13 +241,28 @@ function scoresFor(criterion: Criterion, s: ChannelStructure, cluster: PruneClus
   });
 }
 
+/** Where a Tick's training stands: batches done, the gate scores and loss summed over them. */
+const tickPositionSchema = z.object({
+  batch: z.number().int().nonnegative(),
+  scores: z.object({ steps: z.number().int().nonnegative(), scores: z.record(z.string(), z.array(z.number())) }),
+  lossSum: z.number(),
+  count: z.number().int().nonnegative(),
+});
+type TickPosition = z.infer<typeof tickPositionSchema>;
+
 /** A Tick's training: `tick_batches` global batches on the gates alone at lr_min, accumulating gate scores. */
-async function tickSteps(cluster: PruneCluster, o: PruneRunOptions, sampler: BatchSampler): Promise<{ acc: GateScoreAccumulator; trainLoss: number }> {
+async function tickSteps(
+  cluster: PruneCluster,
+  o: PruneRunOptions,
+  sampler: BatchSampler,
+  at: TickPosition | undefined,
+  progress: Progress<TickPosition>,
+): Promise<{ acc: GateScoreAccumulator; trainLoss: number }> {
   const layout = cluster.replica.layout('gates');
   const acc = new GateScoreAccumulator(layout);
-  let lossSum = 0;
-  let count = 0;
-  for (let b = 0; b < o.gbn.tick_batches; b++) {
+  let { batch, lossSum, count } = at ?? { batch: 0, lossSum: 0, count: 0 };
+  if (at) acc.restore(at.scores);
+  for (let b = batch; b < o.gbn.tick_batches; b++) {
     // The score uses the gate values the gradient was computed at, i.e. before this step's update.
     const gates = cluster.replica.readParams(layout);
     const r = await cluster.step(sampler.next(), 'gates', { ...o.sgd, lr: o.gbn.lr_min });
@@ -211,6 +270,7 @@ async function tickSteps(cluster: PruneCluster, o: PruneRunOptions, sampler: Bat
     acc.add(gates, r.avgGrad);
     lossSum += r.stats.lossSum;
     count += r.stats.count;
+    await progress('step', () => ({ batch: b + 1, scores: acc.state(), lossSum, count }));
   }
   return { acc, trainLoss: count ? lossSum / count : 0 };
 }
@@ -219,39 +279,85 @@ export function savePointName(point: number): string {
   return `gbn_${Math.round(point * 100)}.safetensors`;
 }
 
+const stoppedBySchema = z.enum(['target_flops', 'max_ticks', 'save_points', 'nothing_to_prune']);
+
+/** Where Tick-Tock stands (after gating): everything its loop needs to continue exactly. */
+export const prunePositionSchema = z.object({
+  /** The network's cost before gating, which every ratio divides by. */
+  baseline: z.object({ macs: z.number(), params: z.number(), layers: z.array(z.object({ path: z.string(), kind: z.enum(['conv', 'linear']), macs: z.number() })) }),
+  /** Ticks done (each ended by its pruning decision). */
+  ticks: z.number().int().nonnegative(),
+  /** What runs now: a Tock (from this epoch and step), a Tick (from this batch), or the melt that ends pruning. */
+  phase: z.discriminatedUnion('kind', [
+    z.object({ kind: z.literal('tock'), at: cyclePositionSchema }),
+    z.object({ kind: z.literal('tick'), at: tickPositionSchema.optional() }),
+    z.object({ kind: z.literal('melt'), stoppedBy: stoppedBySchema }),
+  ]),
+  sampler: samplerStateSchema,
+  /** The `random` criterion's Rng. */
+  rng: rngStateSchema,
+  /** Save points not reached yet, largest first, and the checkpoints written. */
+  pending: z.array(z.number()),
+  checkpoints: z.array(z.string()),
+});
+export type PrunePosition = z.infer<typeof prunePositionSchema>;
+
 /**
  * The Gate Decorator's Tick-Tock pruning, driven over the cluster: gate every BN, one Tock, then Ticks (convs
  * frozen: only gates train at lr_min for `tick_batches` global batches while scores accumulate, then a global
  * prune of p * the remaining filters) with a Tock every T Ticks, until `target_flops` (or `max_ticks`), saving a
- * checkpoint the first time the FLOPs ratio falls under each save point; finally the melt is broadcast.
+ * checkpoint the first time the FLOPs ratio falls under each save point; finally the melt is broadcast. With
+ * `resume`, continues from a position this run reported through `o.resumePoint`.
  */
-export async function runPrune(cluster: PruneCluster, o: PruneRunOptions): Promise<PruneResult> {
+export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume?: PrunePosition): Promise<PruneResult> {
   const gbn = o.gbn;
   const model = cluster.replica.model;
-  const baseline = modelCost(model, o.inputShape);
-  const ungated = [...batchNorms(model)].filter(([, bn]) => !bn.gated).map(([p]) => p);
-  if (ungated.length) {
-    await cluster.broadcastModelUpdate(pruningUpdate({ kind: 'gate', layers: ungated }));
-    // The paper builds a fresh optimizer once the BNs are gated.
-    await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
+  let p: PrunePosition;
+  if (resume) p = structuredClone(resume);
+  else {
+    const baseline = modelCost(model, o.inputShape);
+    const ungated = [...batchNorms(model)].filter(([, bn]) => !bn.gated).map(([path]) => path);
+    if (ungated.length) {
+      await cluster.broadcastModelUpdate(pruningUpdate({ kind: 'gate', layers: ungated }));
+      // The paper builds a fresh optimizer once the BNs are gated.
+      await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
+    }
+    p = {
+      baseline,
+      ticks: 0,
+      phase: { kind: 'tock', at: cycleStart() },
+      sampler: new BatchSampler(o.trainSize, o.batchSize, o.seed).state(),
+      rng: new Rng(o.seed ^ 0x5eed).state(),
+      pending: [...new Set(gbn.save_points)].sort((a, b) => b - a),
+      checkpoints: [],
+    };
   }
+  const baseline = p.baseline;
   const s = channelStructure(model, o.inputShape);
   const groups = prunableGroups(s);
   if (!groups.length) throw new GdpError('NOTHING_TO_PRUNE', 'the model has no prunable channel group');
   const totalFilters = groups.reduce((a, g) => a + g.width * g.bns.length, 0);
   const area = minArea(s);
-  const sampler = new BatchSampler(o.trainSize, o.batchSize, o.seed);
-  const rng = new Rng(o.seed ^ 0x5eed);
+  const sampler = new BatchSampler(o.trainSize, o.batchSize, p.sampler);
+  const rng = new Rng(p.rng);
   const tockSgd = { ...o.sgd, gateL1: gbn.sparse_lambda };
-  const pending = [...new Set(gbn.save_points)].sort((a, b) => b - a);
-  const checkpoints: string[] = [];
+  const report = (when: ResumeWhen) => o.resumePoint?.(when, () => ({ ...structuredClone(p), sampler: sampler.state(), rng: rng.state() })) ?? Promise.resolve();
 
-  await cycle(cluster, o, sampler, gbn.tock_epoch, tockSgd, 'tock');
-  let tick = 0;
-  let stoppedBy: PruneResult['stoppedBy'] = 'max_ticks';
-  while (tick < gbn.max_ticks) {
-    tick++;
-    const { acc, trainLoss } = await tickSteps(cluster, o, sampler);
+  while (p.phase.kind !== 'melt') {
+    if (p.phase.kind === 'tock') {
+      await cycle(cluster, o, sampler, gbn.tock_epoch, tockSgd, 'tock', p.phase.at, (when, at) => {
+        p.phase = { kind: 'tock', at: at() };
+        return report(when);
+      });
+      p.phase = { kind: 'tick' };
+      await report('boundary');
+      continue;
+    }
+    const { acc, trainLoss } = await tickSteps(cluster, o, sampler, p.phase.at, (when, at) => {
+      p.phase = { kind: 'tick', at: at() };
+      return report(when);
+    });
+    const tick = ++p.ticks;
     const entries = scoresFor(gbn.criterion, s, cluster, acc, rng);
     const left = entries.reduce((a, e) => a + e.group.bns.length * countAlive(e.mask), 0);
     const { decision, info } = globalPrune(entries, {
@@ -261,7 +367,7 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions): Promi
       minArea: area,
     });
     if (!Object.keys(decision.groups).length) {
-      stoppedBy = 'nothing_to_prune';
+      p.phase = { kind: 'melt', stoppedBy: 'nothing_to_prune' };
       break;
     }
     await cluster.broadcastModelUpdate(pruningUpdate(decision));
@@ -280,8 +386,8 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions): Promi
       loss: ev.loss,
       info,
     });
-    while (pending.length && flopsRatio <= pending[0]) {
-      const point = pending.shift()!;
+    while (p.pending.length && flopsRatio <= p.pending[0]) {
+      const point = p.pending.shift()!;
       const path = join(o.checkpointDir, savePointName(point));
       const metadata = {
         ...o.metadata,
@@ -296,18 +402,15 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions): Promi
       // Running statistics differ per worker until averaged; the checkpoint holds the averaged ones.
       await cluster.syncBatchNormStats();
       writeFileAtomic(path, serializeSafetensors(exportTorchState(model), metadata));
-      checkpoints.push(path);
+      p.checkpoints.push(path);
       o.log?.({ type: 'checkpoint', tick, savePoint: point, path, flopsRatio });
     }
-    if (gbn.target_flops !== undefined && flopsRatio <= gbn.target_flops) {
-      stoppedBy = 'target_flops';
-      break;
-    }
-    if (gbn.target_flops === undefined && gbn.save_points.length && !pending.length) {
-      stoppedBy = 'save_points';
-      break;
-    }
-    if (tick % gbn.T === 0 && tick < gbn.max_ticks) await cycle(cluster, o, sampler, gbn.tock_epoch, tockSgd, 'tock');
+    if (gbn.target_flops !== undefined && flopsRatio <= gbn.target_flops) p.phase = { kind: 'melt', stoppedBy: 'target_flops' };
+    else if (gbn.target_flops === undefined && gbn.save_points.length && !p.pending.length) p.phase = { kind: 'melt', stoppedBy: 'save_points' };
+    else if (tick >= gbn.max_ticks) p.phase = { kind: 'melt', stoppedBy: 'max_ticks' };
+    else if (tick % gbn.T === 0) p.phase = { kind: 'tock', at: cycleStart() };
+    else p.phase = { kind: 'tick' };
+    await report('boundary');
   }
 
   const melt = planMelt(model, s);
@@ -315,7 +418,7 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions): Promi
   await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
   const final = modelCost(model, o.inputShape);
   o.log?.({ type: 'melt', macs: final.macs, params: final.params, flopsRatio: final.macs / baseline.macs, paramsRatio: final.params / baseline.params });
-  return { ticks: tick, baseline, final: { macs: final.macs, params: final.params }, melt, checkpoints, stoppedBy };
+  return { ticks: p.ticks, baseline, final: { macs: final.macs, params: final.params }, melt, checkpoints: p.checkpoints, stoppedBy: p.phase.stoppedBy };
 }
 
 function countAlive(mask: ArrayLike<number>): number {
@@ -324,18 +427,28 @@ function countAlive(mask: ArrayLike<number>): number {
   return n;
 }
 
+/** Where the finetune stands. */
+export const finetunePositionSchema = z.object({ sampler: samplerStateSchema, at: cyclePositionSchema });
+export type FinetunePosition = z.infer<typeof finetunePositionSchema>;
+
 /** Finetuning the melted network: `finetune_epoch` triangular epochs with `finetune_momentum` (a fresh optimizer). */
-export async function runFinetune(cluster: PruneCluster, o: PruneRunOptions): Promise<void> {
-  await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
-  const sampler = new BatchSampler(o.trainSize, o.batchSize, o.seed + 1);
-  await cycle(cluster, o, sampler, o.gbn.finetune_epoch, { ...o.sgd, momentum: o.gbn.finetune_momentum }, 'finetune');
+export async function runFinetune(cluster: PruneCluster, o: PruneRunOptions, resume?: FinetunePosition): Promise<void> {
+  if (!resume) await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
+  const sampler = new BatchSampler(o.trainSize, o.batchSize, resume?.sampler ?? o.seed + 1);
+  const sgd = { ...o.sgd, momentum: o.gbn.finetune_momentum };
+  await cycle(cluster, o, sampler, o.gbn.finetune_epoch, sgd, 'finetune', resume?.at ?? cycleStart(), (when, at) =>
+    o.resumePoint?.(when, () => ({ sampler: sampler.state(), at: at() })) ?? Promise.resolve(),
+  );
 }
 
 /** The coordinator's StageContext, needing only the pruner's part of the cluster. */
 export type PruneStageContext = Omit<StageContext, 'cluster'> & { cluster: PruneCluster };
 
 /** Runner options from the config: the gbn section, the train section's SGD settings, logs/<task_name>/. */
-export function pruneRunOptions(ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'>, onEvent?: (e: PruneEvent) => void): PruneRunOptions {
+export function pruneRunOptions(
+  ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'> & Partial<Pick<PruneStageContext, 'files' | 'resumePoint'>>,
+  onEvent?: (e: PruneEvent) => void,
+): PruneRunOptions {
   const { config } = ctx;
   if (!config.gbn) throw new GdpError('BAD_CONFIG', `config.stages runs pruning but the config has no 'gbn' section`);
   const t = config.train;
@@ -347,11 +460,12 @@ export function pruneRunOptions(ctx: Pick<PruneStageContext, 'cluster' | 'config
     testSize: Math.min(config.data.test_subset ?? ctx.testSize, ctx.testSize),
     inputShape: ctx.cluster.replica.inputShape,
     seed: config.base.seed,
-    checkpointDir: join(config.base.log_dir, config.base.task_name), // RunFiles.dir
+    checkpointDir: ctx.files?.dir ?? join(config.base.log_dir, config.base.task_name),
     maxStepsPerEpoch: t.max_steps_per_epoch,
     // The model-file fields (arch, num_class) that let gdp-model load a checkpoint without its config.
     metadata: { arch: config.model.name, num_class: String(config.model.num_class) },
     log: onEvent,
+    resumePoint: ctx.resumePoint,
   };
 }
 
@@ -360,9 +474,7 @@ export function pruneRunOptions(ctx: Pick<PruneStageContext, 'cluster' | 'config
  * and finetune epochs also go to the run's log.json beside the training epochs.
  */
 function eventSink(ctx: PruneStageContext, file: string): (e: PruneEvent) => void {
-  const events: PruneEvent[] = [];
   return (e) => {
-    events.push(e);
     ctx.log(formatPruneEvent(e));
     if (e.type === 'tock' || e.type === 'finetune') {
       ctx.files.appendEpoch({
@@ -378,7 +490,7 @@ function eventSink(ctx: PruneStageContext, file: string): (e: PruneEvent) => voi
         worker_img_s: e.workerImgS,
       });
     }
-    writeFileAtomic(file, new TextEncoder().encode(JSON.stringify(events, null, 1) + '\n'));
+    ctx.files.appendLog(file, e);
   };
 }
 
@@ -392,8 +504,8 @@ async function saveModel(ctx: PruneStageContext, o: PruneRunOptions, name: strin
 /** The 'prune' stage: Tick-Tock until the target, then the melt; saves the melted network as pruned.safetensors. */
 export async function pruneStage(ctx: PruneStageContext): Promise<PruneResult> {
   const o = pruneRunOptions(ctx);
-  o.log = eventSink(ctx, join(o.checkpointDir, 'prune_log.json'));
-  const r = await runPrune(ctx.cluster, o);
+  o.log = eventSink(ctx, 'prune_log.json');
+  const r = await runPrune(ctx.cluster, o, ctx.resume as PrunePosition | undefined);
   ctx.log(`prune: stopped by ${r.stoppedBy} after ${r.ticks} Ticks; saved ${await saveModel(ctx, o, 'pruned.safetensors', 'prune')}`);
   return r;
 }
@@ -401,8 +513,8 @@ export async function pruneStage(ctx: PruneStageContext): Promise<PruneResult> {
 /** The 'finetune' stage; saves finetuned.safetensors. */
 export async function finetuneStage(ctx: PruneStageContext): Promise<void> {
   const o = pruneRunOptions(ctx);
-  o.log = eventSink(ctx, join(o.checkpointDir, 'finetune_log.json'));
-  await runFinetune(ctx.cluster, o);
+  o.log = eventSink(ctx, 'finetune_log.json');
+  await runFinetune(ctx.cluster, o, ctx.resume as FinetunePosition | undefined);
   ctx.log(`finetune: saved ${await saveModel(ctx, o, 'finetuned.safetensors', 'finetune')}`);
 }
 
@@ -422,7 +534,11 @@ export function formatPruneEvent(e: PruneEvent): string {
   }
 }
 
-registerStage('prune', async (ctx) => {
-  await pruneStage(ctx);
-});
-registerStage('finetune', finetuneStage);
+registerStage(
+  'prune',
+  async (ctx) => {
+    await pruneStage(ctx);
+  },
+  prunePositionSchema,
+);
+registerStage('finetune', finetuneStage, finetunePositionSchema);

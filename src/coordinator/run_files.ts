@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { serializeSafetensors } from '../shared/io/safetensors.js';
 import { exportTorchState } from '../shared/io/torch_state.js';
+import { encodeUpdateLog } from '../shared/protocol/model_update.js';
 import type { Cluster } from './cluster.js';
 import { writeFileAtomic } from './atomic_write.js';
 
@@ -20,13 +21,22 @@ export interface EpochRecord {
   worker_img_s: Record<string, number>;
 }
 
+/** Everything the run has logged so far: resume points carry it, so that a resumed run's logs continue it. */
+export interface RunFilesState {
+  records: EpochRecord[];
+  /** Event lists by file name (prune_log.json, finetune_log.json). */
+  logs: Record<string, unknown[]>;
+}
+
 /** logs/<task_name>/: cfg.json, log.json (one record per epoch) and checkpoints; every file written atomically. */
 export class RunFiles {
   readonly dir: string;
   private records: EpochRecord[] = [];
+  private logs = new Map<string, unknown[]>();
 
-  constructor(config: Config) {
-    this.dir = join(config.base.log_dir, config.base.task_name);
+  /** `dir` defaults to logs/<task_name> of the config (base.log_dir, base.task_name). */
+  constructor(config: Config, dir = join(config.base.log_dir, config.base.task_name)) {
+    this.dir = dir;
   }
 
   writeConfig(config: Config): void {
@@ -40,7 +50,37 @@ export class RunFiles {
 
   appendEpoch(r: EpochRecord): void {
     this.records.push(r);
+    this.writeRecords();
+  }
+
+  /** Appends an entry to the JSON list `name` (e.g. prune_log.json) and rewrites that file. */
+  appendLog(name: string, entry: unknown): void {
+    const list = this.logs.get(name) ?? [];
+    list.push(entry);
+    this.logs.set(name, list);
+    this.writeLog(name, list);
+  }
+
+  state(): RunFilesState {
+    return structuredClone({ records: this.records, logs: Object.fromEntries(this.logs) });
+  }
+
+  /** Continues from a resume point's logs: the files are rewritten as they stood then. */
+  restore(s: RunFilesState): void {
+    const copy = structuredClone(s);
+    this.records = copy.records;
+    this.logs = new Map(Object.entries(copy.logs));
+    // log.json always: one left by the interrupted run may hold epochs past the resume point.
+    this.writeRecords();
+    for (const [name, list] of this.logs) this.writeLog(name, list);
+  }
+
+  private writeRecords(): void {
     writeFileAtomic(join(this.dir, 'log.json'), JSON.stringify(this.records, null, 2) + '\n');
+  }
+
+  private writeLog(name: string, list: unknown[]): void {
+    writeFileAtomic(join(this.dir, name), JSON.stringify(list, null, 1) + '\n');
   }
 
   /**
@@ -51,8 +91,7 @@ export class RunFiles {
    */
   async saveCheckpoint(cluster: Cluster, name: string, state: Record<string, unknown>): Promise<string> {
     await cluster.syncBatchNormStats();
-    // Binary fields of updates (masks, custom tensors) as base64, so the log fits JSON metadata.
-    const updates = JSON.stringify(cluster.updates, (_k, v: unknown) => (v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v));
+    const updates = encodeUpdateLog(cluster.updates);
     const metadata = { format: 'gdp-checkpoint/1', config: JSON.stringify(cluster.config), state: JSON.stringify(state), updates };
     const path = join(this.dir, `${name}.safetensors`);
     writeFileAtomic(path, serializeSafetensors(exportTorchState(cluster.model), metadata));

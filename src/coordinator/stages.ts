@@ -1,7 +1,11 @@
+import type { z } from 'zod';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import type { Cluster } from './cluster.js';
 import type { RunFiles } from './run_files.js';
+
+/** A global step ends ('step': a resume point is written if one is due) or the stage reaches a boundary. */
+export type ResumeWhen = 'step' | 'boundary';
 
 /** What a stage gets: the cluster to drive, the config, sizes of the data, and where to write. */
 export interface StageContext {
@@ -11,21 +15,45 @@ export interface StageContext {
   testSize: number;
   files: RunFiles;
   log: (line: string) => void;
+  /** Where to continue from: a position this stage gave `resumePoint` (validated by its schema); absent: start. */
+  resume?: unknown;
+  /**
+   * Called by the stage after every global step and at its boundaries (epochs, Ticks, Tocks), with its position:
+   * everything its loop needs to continue from here. Writes a resume point when one is due (`position` is only
+   * called then). Absent when the stage runs outside a run (tests).
+   */
+  resumePoint?: (when: ResumeWhen, position: () => unknown) => Promise<void>;
 }
 
 export type Stage = (ctx: StageContext) => Promise<void>;
 
-const stages = new Map<string, Stage>();
-
-/** Registers the runner of a `stages` entry ('train' here; the pruning engine registers 'prune' and 'finetune'). */
-export function registerStage(name: string, fn: Stage): void {
-  stages.set(name, fn);
+interface StageEntry {
+  run: Stage;
+  /** The stage's position in resume points. */
+  position: z.ZodType;
 }
 
-export function getStage(name: string): Stage {
+const stages = new Map<string, StageEntry>();
+
+/** Registers the runner of a `stages` entry ('train' here; the pruning engine registers 'prune' and 'finetune'). */
+export function registerStage(name: string, run: Stage, position: z.ZodType): void {
+  stages.set(name, { run, position });
+}
+
+function entry(name: string): StageEntry {
   const s = stages.get(name);
   if (!s) throw new GdpError('UNKNOWN_STAGE', `stage '${name}' is not available in this build (available: ${[...stages.keys()].join(', ') || 'none'})`);
   return s;
+}
+
+export function getStage(name: string): Stage {
+  return entry(name).run;
+}
+
+/** Checks a position read from a resume point against the stage's schema; returns the message of what is wrong. */
+export function positionProblem(name: string, position: unknown): string | undefined {
+  const r = entry(name).position.safeParse(position);
+  return r.success ? undefined : r.error.issues.map((i) => `${i.path.join('.') || '(position)'}: ${i.message}`).join('; ');
 }
 
 /** Checked at start-up (and by --dry-run), so that a missing stage fails now rather than after hours of training. */

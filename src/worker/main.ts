@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { GdpError } from '../shared/errors.js';
 import { connectWs } from '../shared/protocol/ws_transport.js';
+import { Reconnector } from './reconnect.js';
 import { WorkerSession } from './session.js';
 
 interface Options {
@@ -12,6 +13,7 @@ interface Options {
   backend: string;
   id?: string;
   dataDir?: string;
+  retryFor: number;
 }
 
 function log(line: string): void {
@@ -24,16 +26,22 @@ async function run(o: Options): Promise<void> {
   const backend = await initBackend(o.backend as BackendChoice, { gpu: o.gpu });
   const id = o.id ?? `${hostname()}-${process.pid}`;
   log(`gdp-worker ${id}: backend ${backend.description}; connecting to ${o.connect}`);
-  const transport = await connectWs(o.connect);
-  const session = new WorkerSession(transport, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, dataDir: o.dataDir, log });
+  // A coordinator that goes away without a 'shutdown' (killed, restarting with --resume) is waited for.
+  const worker = new Reconnector({
+    url: o.connect,
+    connect: (url) => connectWs(url),
+    session: (t) => new WorkerSession(t, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, dataDir: o.dataDir, log }),
+    retryForMs: o.retryFor * 1000,
+    log: (line) => log(`gdp-worker ${id}: ${line}`),
+  });
   const onSignal = (sig: NodeJS.Signals) => {
     log(`gdp-worker ${id}: ${sig}: leaving`);
-    session.close(`worker received ${sig}`);
+    worker.stop(`worker received ${sig}`);
     setTimeout(() => process.exit(sig === 'SIGINT' ? 130 : 143), 200).unref();
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  await session.run();
+  await worker.run();
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -48,6 +56,11 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(backendOption())
     .option('--id <id>', 'worker id shown in logs (default HOST-PID)')
     .option('--data-dir <dir>', "this machine's dataset folder (overrides the config's data.dir)")
+    .option('--retry-for <seconds>', 'when the coordinator goes away without ending the run, keep reconnecting this long (0: exit)', (v: string) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`--retry-for must be a number of seconds >= 0, got '${v}'`);
+      return n;
+    }, 600)
     .exitOverride();
   try {
     program.parse(argv, { from: 'user' });

@@ -68,6 +68,7 @@ export class WorkerSession {
   /** Training samples since the last BN synchronisation: this worker's weight in the average. */
   private samplesSinceSync = 0;
   private shutdownReason?: string;
+  private wasWelcomed = false;
   private remoteError?: GdpError;
   private readonly done: Promise<void>;
   /** Messages are handled one at a time in arrival order, even when one awaits data loading. */
@@ -107,6 +108,11 @@ export class WorkerSession {
 
   run(): Promise<void> {
     return this.done;
+  }
+
+  /** True once the coordinator's state was loaded (stays true after the session ends). */
+  get welcomed(): boolean {
+    return this.wasWelcomed;
   }
 
   /** The replica once welcomed (tests compare it with the coordinator's). */
@@ -221,6 +227,7 @@ export class WorkerSession {
     );
     const data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c, { dataDir: this.opts.dataDir })))(p.config);
     this.state = { config: p.config, model: p.model, replica, data };
+    this.wasWelcomed = true;
     this.opts.log(`welcomed: ${p.config.model.name}, ${replica.layout('all').size} parameters, data ${data.train.name} (${data.train.size} samples)`);
     this.peer.send({ type: 'ready', checksum: stateChecksum(p.model) });
   }

@@ -16,6 +16,11 @@ const base = z
     fp16: z.boolean().default(false),
     /** gdp: where logs/<task_name>/ goes. */
     log_dir: z.string().default('logs'),
+    /**
+     * gdp: write the resume point (logs/<task_name>/resume.safetensors) every this many global steps, besides the
+     * epoch, Tick/Tock and stage boundaries where it is always written; 0: at the boundaries only.
+     */
+    resume_every_steps: z.number().int().nonnegative().default(100),
   })
   .strict();
 

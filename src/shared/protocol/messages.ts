@@ -11,12 +11,14 @@ import { namedTensorSchema, wireTensorSchema } from './tensor.js';
  */
 const seq = z.number().int().nonnegative();
 const paramSet = z.enum(['all', 'gates']);
-const stats = z.object({
+/** Loss and accuracy sums over some samples (StepStats); also part of resume points. */
+export const stepStatsSchema = z.object({
   lossSum: z.number(),
   correct1: z.number().int().nonnegative(),
   correct5: z.number().int().nonnegative(),
   count: z.number().int().nonnegative(),
 });
+const stats = stepStatsSchema;
 const sgd = z.object({
   lr: z.number().nonnegative(),
   momentum: z.number().min(0).max(1),

@@ -97,3 +97,24 @@ export function applyModelUpdate(model: Module, u: ModelUpdate): { resetMomentum
     }
   }
 }
+
+/** The update log as JSON text (binary tensor data as base64), e.g. for safetensors metadata. */
+export function encodeUpdateLog(updates: readonly ModelUpdate[]): string {
+  return JSON.stringify(updates, (_k, v: unknown) => (v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v));
+}
+
+/** Reads back what encodeUpdateLog wrote, validated like updates from the network. */
+export function decodeUpdateLog(text: string, source: string): ModelUpdate[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text, (_k, v: unknown) => {
+      const b = v as { base64?: unknown } | null;
+      return typeof b === 'object' && b !== null && typeof b.base64 === 'string' && Object.keys(b).length === 1 ? new Uint8Array(Buffer.from(b.base64, 'base64')) : v;
+    });
+  } catch (err) {
+    throw new GdpError('BAD_UPDATE', `${source}: the model-update log is not valid JSON (${(err as Error).message})`);
+  }
+  const r = z.array(modelUpdateSchema).safeParse(raw);
+  if (!r.success) throw new GdpError('BAD_UPDATE', `${source}: invalid model-update log: ${r.error.issues[0].path.join('.')}: ${r.error.issues[0].message}`);
+  return r.data;
+}

@@ -51,7 +51,8 @@ export interface WsListener {
   /** The bound address, e.g. { host: '127.0.0.1', port: 7070 }. */
   host: string;
   port: number;
-  close(): Promise<void>;
+  /** Stops listening and closes every connection, gracefully within `graceMs` (default 3 s), then by force. */
+  close(graceMs?: number): Promise<void>;
 }
 
 /** Listens for workers; every accepted socket becomes a Transport handed to `onConnection`. */
@@ -68,10 +69,18 @@ export function listenWs(host: string, port: number, onConnection: (t: Transport
       const bound = typeof addr === 'string' || addr === null ? { host, port } : { host: addr.address, port: addr.port };
       resolve({
         ...bound,
-        close: () =>
+        close: (graceMs = 3000) =>
           new Promise<void>((res) => {
-            for (const c of wss.clients) c.terminate();
-            wss.close(() => res());
+            // A close handshake first: a socket destroyed while the peer's frames are still unread is reset, and the
+            // reset makes the peer drop the last frames it was sent (a worker would miss its 'shutdown' and retry).
+            for (const c of wss.clients) c.close(1001, 'coordinator closing');
+            const timer = setTimeout(() => {
+              for (const c of wss.clients) c.terminate();
+            }, graceMs);
+            wss.close(() => {
+              clearTimeout(timer);
+              res();
+            });
           }),
       });
     });

@@ -41,6 +41,27 @@ export class GateScoreAccumulator {
   perBn(): BnScores {
     return this.scores;
   }
+  /** The sums so far as plain data (a resume point); JSON keeps float64 values exactly. */
+  state(): GateScoreState {
+    return { steps: this.steps, scores: Object.fromEntries([...this.scores].map(([bn, s]) => [bn, Array.from(s)])) };
+  }
+  /** Continues from `state()` of an accumulator over the same layout. */
+  restore(s: GateScoreState): void {
+    const names = Object.keys(s.scores);
+    if (names.length !== this.scores.size) throw new GdpError('BAD_STATE', `gate scores: saved for ${names.length} BNs, the layout has ${this.scores.size}`);
+    for (const [bn, v] of Object.entries(s.scores)) {
+      const mine = this.scores.get(bn);
+      if (!mine || mine.length !== v.length) throw new GdpError('BAD_STATE', `gate scores: saved '${bn}' (${v.length} channels) does not fit the layout`);
+      mine.set(v);
+    }
+    this.steps = s.steps;
+  }
+}
+
+export interface GateScoreState {
+  steps: number;
+  /** Per BN path, the score of each channel. */
+  scores: Record<string, number[]>;
 }
 
 function sizeOf(shape: readonly number[]): number {

@@ -1,0 +1,78 @@
+import { join, resolve } from 'node:path';
+import type { Config } from '../shared/config/schema.js';
+import { GdpError } from '../shared/errors.js';
+import type { Coordinator } from './cluster.js';
+import { writeResumePoint, type RunPosition } from './resume_point.js';
+import type { EpochRecord, RunFiles } from './run_files.js';
+import { formatSummary, snapshot, type ModelSnapshot } from './run_summary.js';
+import { getStage, positionProblem, type ResumeWhen } from './stages.js';
+
+export interface RunOptions {
+  coordinator: Coordinator;
+  config: Config;
+  trainSize: number;
+  testSize: number;
+  files: RunFiles;
+  log: (line: string) => void;
+  /** Workers the run was started with (recorded in resume points). */
+  workers: number;
+  /** Continue from this position of a resume point (the coordinator already restored to it). */
+  resume?: RunPosition;
+}
+
+/**
+ * Runs `config.stages` in order, then measures the final table. Resume points are written at the start of every
+ * stage, at the boundaries each stage reports, every `base.resume_every_steps` global steps, and at the end; an
+ * uninterrupted run writes them at the same points as a resumed one, so both average BN statistics alike.
+ */
+export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
+  const { coordinator: cluster, config, files, log } = o;
+  const every = config.base.resume_every_steps;
+  const summary: ModelSnapshot[] = [...(o.resume?.summary ?? [])];
+  let stage = o.resume?.stage ?? 0;
+  let position = o.resume?.position;
+  if (o.resume) files.restore({ records: o.resume.files.records as unknown as EpochRecord[], logs: o.resume.files.logs });
+
+  const write = async (pos: unknown) => {
+    const run: RunPosition = { stage, position: pos as RunPosition['position'], steps: cluster.steps, workers: o.workers, files: files.state() as unknown as RunPosition['files'], summary };
+    const path = await writeResumePoint(cluster, files.dir, run);
+    const where = stage < config.stages.length ? `stage '${config.stages[stage]}'${pos === undefined ? ' (start)' : ''}` : 'run finished';
+    log(`resume point: ${where}, step ${cluster.steps}: ${path}`);
+  };
+  const resumePoint = async (when: ResumeWhen, pos: () => unknown) => {
+    if (when === 'step' && (every === 0 || cluster.steps % every !== 0)) return;
+    await write(pos());
+  };
+
+  for (; stage < config.stages.length; stage++) {
+    const name = config.stages[stage];
+    if (position === undefined) {
+      await write(undefined);
+      // The baseline row of the final table: the model as pruning finds it.
+      if (name === 'prune') summary.push(await snapshot('baseline', cluster, config, o.testSize));
+    }
+    log(`gdp-coord: stage '${name}' on ${cluster.workerIds.length} worker(s)${position === undefined ? '' : ', resumed'}`);
+    await getStage(name)({ cluster, config, trainSize: o.trainSize, testSize: o.testSize, files, log, resume: position, resumePoint });
+    position = undefined;
+  }
+  summary.push(await snapshot(summary.length ? 'pruned' : 'final', cluster, config, o.testSize));
+  log(`\n${formatSummary(summary)}\n`);
+  files.writeJson('summary.json', summary);
+  await write(undefined);
+  return summary;
+}
+
+/** Throws unless the resume point's position can continue `config`: a stage still to run, a valid stage position. */
+export function checkResumable(config: Config, run: RunPosition, file: string): void {
+  if (run.stage >= config.stages.length) throw new GdpError('RUN_FINISHED', `${file}: the run already finished (all ${config.stages.length} stages); nothing to resume`);
+  if (run.position === undefined) return;
+  const name = config.stages[run.stage];
+  const problem = positionProblem(name, run.position);
+  if (problem) throw new GdpError('BAD_RESUME', `${file}: its position in stage '${name}' is invalid: ${problem}`);
+}
+
+/** Where a resumed run writes: `dir`, spelled as its config spells it when that is the same folder (paths in its logs stay the same). */
+export function runDir(config: Config, dir: string): string {
+  const own = join(config.base.log_dir, config.base.task_name);
+  return resolve(own) === resolve(dir) ? own : dir;
+}
