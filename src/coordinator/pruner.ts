@@ -18,6 +18,7 @@ import type { SgdOptions } from '../shared/train/sgd.js';
 import { addStats, emptyStats, type StepStats } from '../shared/train/replica.js';
 import { writeFileAtomic } from './atomic_write.js';
 import type { Cluster } from './cluster.js';
+import { StepProgress } from './progress.js';
 import { rngStateSchema } from './resume_point.js';
 import { registerStage, type ResumeWhen, type StageContext } from './stages.js';
 
@@ -46,6 +47,8 @@ export interface PruneRunOptions {
   metadata?: Record<string, string>;
   /** Receives the loop's position after every step and at every Tick/Tock boundary (StageContext.resumePoint). */
   resumePoint?: StageContext['resumePoint'];
+  /** Where per-step progress of Tock and finetune epochs goes (a bar on a terminal, periodic lines otherwise). */
+  progressLog?: (line: string) => void;
 }
 
 export type PruneEvent =
@@ -191,17 +194,20 @@ async function cycle(
     let timed = 0;
     const started = Date.now();
     const work = new Map<string, { n: number; ms: number }>();
+    const bar = o.progressLog && new StepProgress(`${type === 'tock' ? 'Tock' : 'Finetune'} epoch ${e + 1}/${epochs}`, perEpoch, o.progressLog);
     for (let i = at.step; i < perEpoch; i++) {
       const lr = triangularLr(e * perEpoch + i + 1, total, o.gbn.lr_min, o.gbn.lr_max);
       const r = await cluster.step(sampler.next(), 'all', { ...sgd, lr });
       at = { epoch: e, step: i + 1, stats: addStats(at.stats, r.stats) };
       timed += r.stats.count;
+      bar?.update(i + 1, timed / (Math.max(Date.now() - started, 1) / 1000), r.stats.count ? r.stats.lossSum / r.stats.count : 0);
       for (const w of r.perWorker) {
         const t = work.get(w.id) ?? { n: 0, ms: 0 };
         work.set(w.id, { n: t.n + w.count, ms: t.ms + w.ms });
       }
       await progress('step', () => at);
     }
+    bar?.stop();
     const seconds = Math.max(Date.now() - started, 1) / 1000;
     const stats = at.stats;
     const ev = await evaluate(cluster, o);
@@ -446,7 +452,7 @@ export type PruneStageContext = Omit<StageContext, 'cluster'> & { cluster: Prune
 
 /** Runner options from the config: the gbn section, the train section's SGD settings, logs/<task_name>/. */
 export function pruneRunOptions(
-  ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'> & Partial<Pick<PruneStageContext, 'files' | 'resumePoint'>>,
+  ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'> & Partial<Pick<PruneStageContext, 'files' | 'resumePoint' | 'log'>>,
   onEvent?: (e: PruneEvent) => void,
 ): PruneRunOptions {
   const { config } = ctx;
@@ -466,6 +472,7 @@ export function pruneRunOptions(
     metadata: { arch: config.model.name, num_class: String(config.model.num_class) },
     log: onEvent,
     resumePoint: ctx.resumePoint,
+    progressLog: ctx.log,
   };
 }
 
