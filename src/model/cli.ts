@@ -13,6 +13,10 @@ import { predictLogits } from '../shared/models/infer.js';
 import { ARCHITECTURES, archSpec, buildModel } from '../shared/models/registry.js';
 import { melt } from '../shared/pruning/melt.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
+import { configSchema } from '../shared/config/schema.js';
+import { loadDataset } from '../shared/data/index.js';
+import { Rng } from '../shared/rng.js';
+import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { measureLatency } from './bench.js';
 
 interface Common {
@@ -195,6 +199,65 @@ export function buildProgram(): Command {
         const r = await exportTfjs(m.model, m.inputShape, tfjsDirWriter(o.out));
         say(o, `wrote ${o.out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
       } finally {
+        m.model.dispose();
+      }
+    });
+
+  program
+    .command('eval')
+    .description('top-1 / top-5 and loss on the test set of a dataset, optionally re-estimating BN statistics first')
+    .requiredOption('--weights <file>', 'safetensors file (gdp or PyTorch; gated, masked or melted)')
+    .addOption(archOption(false))
+    .addOption(new Option('--data <type>', 'dataset').choices(['mnist', 'cifar10', 'cifar100', 'imagenet']).default('mnist'))
+    .option('--data-dir <dir>', 'dataset folder (CIFAR, ImageNet)')
+    .option('--batch-size <n>', 'images per forward pass', positiveInt('--batch-size'), 500)
+    .option('--test-subset <n>', 'evaluate only the first N test images', positiveInt('--test-subset'))
+    .option('--recalibrate-bn <batches>', 'first re-estimate BN running statistics over this many training batches', positiveInt('--recalibrate-bn'))
+    .option('--seed <n>', 'seed of the training batches drawn for --recalibrate-bn', '0')
+    .option('--json', 'print one JSON object')
+    .addOption(backendOption())
+    .action(async (o: Common & { weights: string; arch?: string; data: string; dataDir?: string; batchSize: number; recalibrateBn?: number; testSubset?: number; seed: string }) => {
+      const seed = Number(o.seed);
+      if (!Number.isInteger(seed)) throw new GdpError('BAD_FLAG', `--seed must be an integer, got '${o.seed}'`);
+      await startBackend(o);
+      const m = await load(o.weights, o.arch, o);
+      const config = configSchema.parse({
+        base: { task_name: 'eval', seed },
+        model: { name: m.arch, num_class: m.numClasses },
+        train: { max_epoch: 0 },
+        data: { type: o.data, batch_size: o.batchSize, test_batch_size: o.batchSize, dir: o.dataDir, num_workers: 1, test_subset: o.testSubset },
+        loss: { criterion: 'softmax' },
+      });
+      const data = await loadDataset(config);
+      try {
+        const shape = data.test.shape;
+        if (shape.join('x') !== m.inputShape.join('x')) {
+          throw new GdpError('SHAPE_MISMATCH', `${o.data} images are ${shape.join('x')} (HWC), ${m.arch} takes ${m.inputShape.join('x')}`);
+        }
+        const replica = new Replica(m.model, m.inputShape);
+        if (o.recalibrateBn) {
+          const order = Int32Array.from({ length: data.train.size }, (_, i) => i);
+          new Rng(seed).shuffle(order);
+          const n = Math.min(o.recalibrateBn, Math.floor(data.train.size / o.batchSize) || 1);
+          const batches = (async function* () {
+            for (let b = 0; b < n; b++) yield await data.train.load(order.subarray(b * o.batchSize, (b + 1) * o.batchSize), { augment: false, seed });
+          })();
+          await replica.recalibrateBatchNorm(batches);
+          say(o, `BN statistics re-estimated over ${n} training batches of ${o.batchSize}`);
+        }
+        let stats = emptyStats();
+        for (let s = 0; s < data.test.size; s += o.batchSize) {
+          const idx = Int32Array.from({ length: Math.min(o.batchSize, data.test.size - s) }, (_, i) => s + i);
+          stats = addStats(stats, replica.evaluate(await data.test.load(idx, { augment: false, seed: 0 })));
+        }
+        const r = { weights: o.weights, data: data.test.name, samples: stats.count, top1: stats.correct1 / stats.count, top5: stats.correct5 / stats.count, loss: stats.lossSum / stats.count, recalibrated_batches: o.recalibrateBn ?? 0 };
+        if (o.json) {
+          process.stdout.write(`${JSON.stringify(r)}\n`);
+          return;
+        }
+        say(o, `${data.test.name}: ${r.samples} images, top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}%, loss ${r.loss.toFixed(4)}`);
+      } finally {
+        await data.close?.();
         m.model.dispose();
       }
     });

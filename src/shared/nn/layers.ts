@@ -122,7 +122,8 @@ export class BatchNorm2d extends Layer {
   gate?: Slot;
   mask?: Slot;
   readonly eps = 1e-5;
-  readonly momentum = 0.1;
+  /** Weight of a new batch in the running statistics (re-estimation sets 1/k for a plain average). */
+  momentum = 0.1;
   constructor(public channels: number) {
     super();
     this.weight = this.addSlot('weight', tf.ones([channels]), true);

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from '../data/dataset.js';
 import { tensorOps, type Module, type Slot } from '../nn/module.js';
+import { BatchNorm2d } from '../nn/layers.js';
 import { sgdStep, type SgdOptions } from './sgd.js';
 
 /** Which parameters a step trains: all trainable ones, or only the Gate Decorator gates (a Tick). */
@@ -108,6 +109,30 @@ export class Replica {
       logits!.dispose();
     });
     return { grad, stats };
+  }
+
+  /**
+   * Re-estimates every BatchNorm's running statistics as the plain average of the batch statistics of `batches`
+   * (PyTorch's momentum=None), by training-mode forward passes that change nothing else. After pruning, the
+   * running statistics of layers downstream of removed channels describe the network before the cut; evaluating
+   * with them says little about what the pruned network can do.
+   */
+  async recalibrateBatchNorm(batches: AsyncIterable<Batch> | Iterable<Batch | Promise<Batch>>): Promise<number> {
+    const bns = [...this.model.namedModules()].map(([, m]) => m).filter((m): m is BatchNorm2d => m instanceof BatchNorm2d);
+    this.model.train();
+    let k = 0;
+    try {
+      for await (const batch of batches) {
+        k++;
+        for (const bn of bns) bn.momentum = 1 / k;
+        tf.tidy(() => {
+          this.model.apply(this.input(batch), tensorOps);
+        });
+      }
+    } finally {
+      for (const bn of bns) bn.momentum = 0.1;
+    }
+    return k;
   }
 
   /** Eval-mode loss and accuracy sums for a batch. */

@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import * as tf from '@tensorflow/tfjs-core';
+import { loadMnist } from '../../src/shared/data/mnist.js';
+import { saveModelFile } from '../../src/shared/io/model_file.js';
+import { buildModel } from '../../src/shared/models/registry.js';
+import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
+import { Rng } from '../../src/shared/rng.js';
+import { Replica, addStats, emptyStats } from '../../src/shared/train/replica.js';
+import { useBackend } from '../helpers.js';
+import { REPO_ROOT } from '../io/fixture.js';
+
+const BIN = join(REPO_ROOT, 'bin', 'gdp-model.js');
+
+async function gdpModel(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [BIN, ...args], { maxBuffer: 1 << 24 });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const r = e as { code: number; stdout: string; stderr: string };
+    return { code: r.code, stdout: r.stdout, stderr: r.stderr };
+  }
+}
+
+describe('BN re-estimation and gdp-model eval', () => {
+  let dir: string;
+  before(async () => {
+    await useBackend('wasm');
+    dir = await mkdtemp(join(tmpdir(), 'gdp-eval-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('recalibrateBatchNorm sets running statistics to the plain average of the batches\' statistics, nothing else', async () => {
+    const model = buildModel('mnist.resnet20', { seed: 2 });
+    const replica = new Replica(model, [28, 28, 1]);
+    const mnist = loadMnist();
+    const batches = [await mnist.train.load(Int32Array.from({ length: 16 }, (_, i) => i), { augment: false, seed: 0 }), await mnist.train.load(Int32Array.from({ length: 24 }, (_, i) => 100 + i), { augment: false, seed: 0 })];
+    const params = replica.readParams(replica.layout('all'));
+    const tensors = tf.memory().numTensors;
+    assert.equal(await replica.recalibrateBatchNorm(batches), 2);
+    assert.equal(tf.memory().numTensors, tensors, 'no tensor leak');
+
+    // The first BN sees conv1 of the input: its expected statistics come straight from the batches.
+    const conv1 = (model as unknown as { conv1: Conv2d }).conv1;
+    const bn1 = (model as unknown as { bn1: BatchNorm2d }).bn1;
+    const want = tf.tidy(() => {
+      const stats = batches.map((b) => {
+        const y = conv1.forward(tf.tensor4d(b.x, [b.n, 28, 28, 1]));
+        const { mean, variance } = tf.moments(y, [0, 1, 2]);
+        const n = y.size / y.shape[3]!;
+        return { mean, variance: tf.mul(variance, n / (n - 1)) };
+      });
+      return [tf.div(tf.add(stats[0].mean, stats[1].mean), 2).dataSync(), tf.div(tf.add(stats[0].variance, stats[1].variance), 2).dataSync()];
+    });
+    const close = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).every((v, i) => Math.abs(v - b[i]) <= 1e-4 * Math.max(1, Math.abs(b[i])));
+    assert.ok(close(bn1.runningMean.value.dataSync(), want[0]), 'running_mean');
+    assert.ok(close(bn1.runningVar.value.dataSync(), want[1]), 'running_var');
+    assert.ok(Math.max(...Array.from(want[0]).map(Math.abs)) > 1e-3, 'the statistics are not the initial zeros');
+    assert.equal(bn1.momentum, 0.1, 'momentum restored');
+    assert.deepEqual(replica.readParams(replica.layout('all')), params, 'parameters untouched');
+    model.dispose();
+  });
+
+  it('eval --json gives the numbers of an in-process evaluation, with and without re-estimation', async () => {
+    const model = buildModel('mnist.resnet20', { seed: 3 });
+    const file = join(dir, 'r20.safetensors');
+    await saveModelFile(file, model, { arch: 'mnist.resnet20', numClasses: 10 });
+    const mnist = loadMnist();
+    const replica = new Replica(model, [28, 28, 1]);
+    const evaluate = async () => {
+      let s = emptyStats();
+      for (let i = 0; i < 300; i += 100) s = addStats(s, replica.evaluate(await mnist.test.load(Int32Array.from({ length: 100 }, (_, j) => i + j), { augment: false, seed: 0 })));
+      return s;
+    };
+
+    const flags = ['--json', '--backend', 'wasm', '--batch-size', '100', '--test-subset', '300'];
+    const plain = await gdpModel('eval', '--weights', file, ...flags);
+    assert.equal(plain.code, 0, plain.stderr);
+    const got = JSON.parse(plain.stdout);
+    const ref = await evaluate();
+    assert.equal(got.samples, 300);
+    assert.equal(got.top1, ref.correct1 / ref.count);
+    assert.ok(Math.abs(got.loss - ref.lossSum / ref.count) < 1e-5);
+
+    const recal = await gdpModel('eval', '--weights', file, ...flags, '--recalibrate-bn', '2', '--seed', '4');
+    assert.equal(recal.code, 0, recal.stderr);
+    const order = Int32Array.from({ length: mnist.train.size }, (_, i) => i);
+    new Rng(4).shuffle(order);
+    await replica.recalibrateBatchNorm([0, 1].map((b) => mnist.train.load(order.subarray(b * 100, (b + 1) * 100), { augment: false, seed: 4 })));
+    const refRecal = await evaluate();
+    const r = JSON.parse(recal.stdout);
+    assert.equal(r.recalibrated_batches, 2);
+    assert.equal(r.top1, refRecal.correct1 / refRecal.count);
+    assert.notEqual(r.loss, got.loss, 'the re-estimated statistics changed the result');
+    model.dispose();
+  });
+
+  it('eval stops with the reason on a dataset the model cannot take or cannot find', async () => {
+    const file = join(dir, 'r56.safetensors');
+    const m = buildModel('cifar.resnet56', { seed: 1 });
+    await saveModelFile(file, m, { arch: 'cifar.resnet56', numClasses: 10 });
+    m.dispose();
+    const wrong = await gdpModel('eval', '--weights', file, '--backend', 'cpu');
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /SHAPE_MISMATCH.*28x28x1.*32x32x3/);
+    const noDir = await gdpModel('eval', '--weights', file, '--data', 'cifar10', '--backend', 'cpu');
+    assert.equal(noDir.code, 2);
+    assert.match(noDir.stderr, /data\.dir|--data-dir/);
+  });
+});
