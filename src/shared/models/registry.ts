@@ -34,7 +34,8 @@ export const ARCHITECTURES: Record<string, ArchSpec> = {
 };
 
 export function archSpec(name: string): ArchSpec {
-  const spec = ARCHITECTURES[name];
+  // Own keys only: 'constructor' or 'toString' must not find Object.prototype's members.
+  const spec = Object.hasOwn(ARCHITECTURES, name) ? ARCHITECTURES[name] : undefined;
   if (!spec) {
     throw new GdpError('UNKNOWN_ARCH', `unknown architecture '${name}'; known: ${Object.keys(ARCHITECTURES).join(', ')}`);
   }
