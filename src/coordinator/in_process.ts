@@ -5,7 +5,7 @@ import { memoryPair } from '../shared/protocol/transport.js';
 import { bucketElements } from '../shared/protocol/version.js';
 import { Replica } from '../shared/train/replica.js';
 import { WorkerSession } from '../worker/session.js';
-import { Coordinator } from './cluster.js';
+import { Coordinator, type ClusterOptions } from './cluster.js';
 import type { ReducerOptions } from './gradient_reducer.js';
 
 export interface InProcessOptions {
@@ -24,10 +24,14 @@ export interface InProcessCluster {
 }
 
 /** The coordinator's model and replica, built from the config as every worker builds its own. */
-export function coordinatorFor(config: Config, log: (line: string) => void, reducer?: ReducerOptions): Coordinator {
+export function coordinatorFor(
+  config: Config,
+  log: (line: string) => void,
+  extra: Pick<ClusterOptions, 'reducer' | 'minWorkers' | 'pauseMs'> = {},
+): Coordinator {
   const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
   const replica = new Replica(model, archSpec(config.model.name).inputShape);
-  return new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, reducer });
+  return new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, ...extra });
 }
 
 /**
@@ -36,7 +40,8 @@ export function coordinatorFor(config: Config, log: (line: string) => void, redu
  */
 export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
   const log = opts.log ?? (() => {});
-  const coordinator = coordinatorFor(config, log, opts.reducer);
+  // No in-process worker comes back once gone: losing every worker fails at once rather than pausing.
+  const coordinator = coordinatorFor(config, log, { reducer: opts.reducer, pauseMs: 0 });
   const workers: WorkerSession[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < opts.workers; i++) {
