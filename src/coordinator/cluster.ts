@@ -73,6 +73,8 @@ export interface ClusterOptions {
    * clusters, where no worker can come back, use 0.
    */
   pauseMs?: number;
+  /** dataFingerprint of the coordinator's dataset: a worker that loaded other data is refused when it is ready. */
+  dataFingerprint?: string;
 }
 
 /** Sample ranges [start, end) of a contiguous split of n samples over k workers; sizes differ by at most 1. */
@@ -251,6 +253,11 @@ export class Coordinator implements Cluster {
         (ready) => {
           if (ready.checksum !== checksum) {
             link.peer.fail(new GdpError('REPLICA_DIVERGED', `worker ${link.id} loaded state with checksum ${ready.checksum}, expected ${checksum}`));
+            return;
+          }
+          const mine = this.opts.dataFingerprint;
+          if (mine !== undefined && ready.data !== mine) {
+            link.peer.fail(new GdpError('BAD_DATA', `worker ${link.id} loaded a different dataset (${ready.data}) than the coordinator (${mine}): check --data-dir on ${link.hello.host}`));
             return;
           }
           link.ready = true;

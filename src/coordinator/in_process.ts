@@ -27,7 +27,7 @@ export interface InProcessCluster {
 export function coordinatorFor(
   config: Config,
   log: (line: string) => void,
-  extra: Pick<ClusterOptions, 'reducer' | 'minWorkers' | 'pauseMs'> = {},
+  extra: Pick<ClusterOptions, 'reducer' | 'minWorkers' | 'pauseMs' | 'dataFingerprint'> = {},
 ): Coordinator {
   const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
   const replica = new Replica(model, archSpec(config.model.name).inputShape);

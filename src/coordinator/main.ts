@@ -6,9 +6,11 @@ import { fileURLToPath } from 'node:url';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { loadConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
-import { loadDataset } from '../shared/data/index.js';
+import { dataFingerprint, loadDataset } from '../shared/data/index.js';
+import { checkModelFitsData } from '../shared/models/registry.js';
 import { GdpError } from '../shared/errors.js';
 import { MIN_TOKEN_LENGTH, isLoopbackHost } from '../shared/protocol/auth.js';
+import { stateChecksum } from '../shared/protocol/model_state.js';
 import { listenWs, type WsListener } from '../shared/protocol/ws_listener.js';
 import './all_stages.js';
 import type { Coordinator } from './cluster.js';
@@ -90,16 +92,17 @@ export function resolveNetwork(o: Pick<Options, 'listen' | 'token' | 'cert' | 'k
 
 async function run(o: Options): Promise<void> {
   const config = resolveConfig(o);
+  const { host, port, token, tls } = resolveNetwork(o);
   if (o.dryRun) {
     log(JSON.stringify(config, null, 2));
     return;
   }
-  const { host, port, token, tls } = resolveNetwork(o);
   const backend = await initBackend(o.backend as BackendChoice);
   log(`gdp-coord: backend ${backend.description}`);
   // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.
   const data = await loadDataset(config, { dataDir: o.dataDir, numWorkers: 0 });
   await data.close?.();
+  checkModelFitsData(config, data.train);
 
   let coordinator: Coordinator | undefined;
   let listener: WsListener | undefined;
@@ -131,7 +134,7 @@ async function run(o: Options): Promise<void> {
       coordinator = c.coordinator;
       closeInProcess = c.close;
     } else {
-      const coord = coordinatorFor(config, log, { minWorkers: o.minWorkers });
+      const coord = coordinatorFor(config, log, { minWorkers: o.minWorkers, dataFingerprint: dataFingerprint(data) });
       coordinator = coord;
       listener = await listenWs(host, port, (t) => coord.accept(t), { token, tls, maxConnections: o.maxConnections, log: (l) => log(`gdp-coord: ${l}`) });
       const url = `${listener.scheme}://${listener.host}:${listener.port}`;
@@ -158,6 +161,9 @@ async function run(o: Options): Promise<void> {
     }
     summary.push(await snapshot(summary.length ? 'pruned' : 'final', coordinator, config, data.test.size));
     log(`\n${formatSummary(summary)}\n`);
+    // The last snapshot synchronised BN statistics (every worker's full state checked); parameters once more.
+    await coordinator.verifyChecksums();
+    log(`gdp-coord: replicas identical on ${coordinator.workerIds.join(', ')}: state checksum ${stateChecksum(coordinator.model)}`);
     files.writeJson('summary.json', summary);
     log(`gdp-coord: done; logs in ${files.dir}`);
   } catch (err) {

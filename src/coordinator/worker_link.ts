@@ -142,7 +142,7 @@ export class WorkerLink {
         return;
       }
       case 'error':
-        throw new GdpError(m.code, `worker reported: ${m.message}`);
+        throw new GdpError(m.code, `worker reported: ${m.message.replace(/\n\s*/g, ' / ')}`);
       default:
         throw new GdpError('PROTOCOL', `unexpected '${m.type}' message from a worker`);
     }

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { GdpError } from '../shared/errors.js';
+import { workerIdSchema } from '../shared/protocol/messages.js';
 import { connectWs } from '../shared/protocol/ws_transport.js';
 import { WorkerSession } from './session.js';
 
@@ -36,6 +37,7 @@ async function run(o: Options): Promise<void> {
   // initBackend sets CUDA_VISIBLE_DEVICES before the GPU build of TensorFlow loads.
   const backend = await initBackend(o.backend as BackendChoice, { gpu: o.gpu });
   const id = o.id ?? `${hostname()}-${process.pid}`;
+  if (!workerIdSchema.safeParse(id).success) throw new GdpError('BAD_FLAG', `--id '${id}': a worker id is 1-128 letters, digits or ._:@-`);
   log(`gdp-worker ${id}: backend ${backend.description}; connecting to ${o.connect}`);
   const transport = await connectWs(o.connect, { token, ca });
   const session = new WorkerSession(transport, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, dataDir: o.dataDir, log });

@@ -2,9 +2,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { parseConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/index.js';
+import { dataFingerprint, loadDataset } from '../shared/data/index.js';
 import { GdpError } from '../shared/errors.js';
-import { archSpec, buildModel } from '../shared/models/registry.js';
+import { archSpec, buildModel, checkModelFitsData } from '../shared/models/registry.js';
 import type { Module } from '../shared/nn/module.js';
 import { BucketAssembler, splitBuckets } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
@@ -184,7 +184,7 @@ export class WorkerSession {
         return;
       }
       case 'shutdown':
-        this.opts.log(`coordinator ended the session: ${m.reason}`);
+        this.opts.log(`coordinator ended the session: ${m.reason}${this.state ? `; state checksum ${stateChecksum(this.state.model)}` : ''}`);
         this.peer.close('shutdown');
         return;
       case 'refuse':
@@ -242,8 +242,9 @@ export class WorkerSession {
     );
     const data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c, { dataDir: this.opts.dataDir })))(p.config);
     this.state = { config: p.config, model: p.model, replica, data };
+    checkModelFitsData(p.config, data.train);
     this.opts.log(`welcomed: ${p.config.model.name}, ${replica.layout('all').size} parameters, data ${data.train.name} (${data.train.size} samples)`);
-    this.peer.send({ type: 'ready', checksum: stateChecksum(p.model) });
+    this.peer.send({ type: 'ready', checksum: stateChecksum(p.model), data: dataFingerprint(data) });
   }
 
   private async compute(m: MessageOf<'compute'>): Promise<void> {

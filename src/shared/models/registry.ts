@@ -46,3 +46,17 @@ export function buildModel(name: string, opts: { numClasses?: number; seed?: num
   const spec = archSpec(name);
   return spec.build(opts.numClasses ?? spec.defaultClasses, new Rng(opts.seed ?? 0));
 }
+
+/**
+ * Checks at start-up that the model takes the data's images and has an output for every label: otherwise the
+ * first step fails, or worse, labels past the last output train nothing.
+ */
+export function checkModelFitsData(config: { model: { name: string; num_class: number }; data: { type: string } }, data: { shape: readonly number[]; numClasses: number }): void {
+  const spec = archSpec(config.model.name);
+  if (spec.inputShape.join('x') !== data.shape.join('x')) {
+    throw new GdpError('BAD_CONFIG', `model.name: '${config.model.name}' takes ${spec.inputShape.join('x')} images (HWC), data.type '${config.data.type}' gives ${data.shape.join('x')}`);
+  }
+  if (config.model.num_class < data.numClasses) {
+    throw new GdpError('BAD_CONFIG', `model.num_class: ${config.model.num_class} outputs, but data.type '${config.data.type}' has ${data.numClasses} classes`);
+  }
+}
