@@ -173,8 +173,8 @@ export class Coordinator implements Cluster {
       log: this.opts.log,
     });
     let greeted = false;
-    // A connection that never introduces itself (a port scanner, a wrong client) is not kept open.
-    const helloMs = Math.max(10 * d.heartbeat_ms, 30000);
+    // A connection that never introduces itself (a port scanner, a wrong client, a stalled peer) is not kept open.
+    const helloMs = d.heartbeat_timeout_ms;
     const helloTimer = setTimeout(() => peer.fail(new GdpError('HELLO_TIMEOUT', `no 'hello' within ${helloMs} ms of connecting`)), helloMs);
     helloTimer.unref();
     peer.onClose(() => clearTimeout(helloTimer));
