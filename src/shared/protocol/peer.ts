@@ -93,7 +93,12 @@ export class Peer {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.timer);
-    this.transport.close(reason);
+    try {
+      this.transport.close(reason);
+    } catch (err) {
+      // Closing must not throw into whoever reads frames; the connection is over either way.
+      this.opts.log(`error: ${this.opts.name}: closing the connection: ${(err as Error).message}`);
+    }
   }
 
   private receive(frame: Uint8Array): void {

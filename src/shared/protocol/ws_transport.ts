@@ -10,6 +10,13 @@ function frameError(err: Error & { code?: string }): GdpError | undefined {
   return undefined;
 }
 
+/** A close reason within the WebSocket limit of 123 bytes of UTF-8 (ws throws beyond it). */
+export function closeReason(reason: string): string {
+  let r = reason.slice(0, 123);
+  while (Buffer.byteLength(r, 'utf8') > 123) r = r.slice(0, -1);
+  return r;
+}
+
 export class WsTransport implements Transport {
   constructor(
     private readonly ws: WebSocket,
@@ -39,8 +46,7 @@ export class WsTransport implements Transport {
     this.ws.on('error', (err) => once(`socket error: ${err.message}`, frameError(err)));
   }
   close(reason = 'closed'): void {
-    // Close reasons are limited to 123 bytes by the WebSocket spec.
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(1000, reason.slice(0, 120));
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(1000, closeReason(reason));
   }
 }
 
