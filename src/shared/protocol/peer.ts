@@ -99,6 +99,9 @@ export class Peer {
       // Closing must not throw into whoever reads frames; the connection is over either way.
       this.opts.log(`error: ${this.opts.name}: closing the connection: ${(err as Error).message}`);
     }
+    // Over for us now, not when the other side acknowledges: a stalled peer never would, and requests waiting on
+    // it must fail at once so that the operation is redone without it.
+    this.finish(reason);
   }
 
   private receive(frame: Uint8Array): void {

@@ -46,7 +46,11 @@ export class WsTransport implements Transport {
     this.ws.on('error', (err) => once(`socket error: ${err.message}`, frameError(err)));
   }
   close(reason = 'closed'): void {
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(1000, closeReason(reason));
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
+      this.ws.close(1000, closeReason(reason));
+      // A peer that does not answer the closing handshake (stopped, stalled) loses its socket soon anyway.
+      setTimeout(() => this.ws.terminate(), 2000).unref();
+    }
   }
 }
 
