@@ -124,7 +124,7 @@ import { WorkerSession } from '../../src/worker/session.js';
 export function connectWorker(
   coordinator: Coordinator,
   id: string,
-  opts: { wrap?: (t: Transport) => Transport; protocol?: number; log?: (l: string) => void; loadData?: () => Promise<DatasetPair> } = {},
+  opts: { wrap?: (t: Transport) => Transport; protocol?: number; log?: (l: string) => void; loadData?: (config: Config) => Promise<DatasetPair> } = {},
 ): { session: WorkerSession; done: Promise<unknown> } {
   const [c, w] = memoryPair(['memory:coordinator', `memory:${id}`]);
   coordinator.accept(c);

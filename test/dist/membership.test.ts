@@ -6,6 +6,7 @@ import { GdpError } from '../../src/shared/errors.js';
 import { decodeMessage } from '../../src/shared/protocol/codec.js';
 import { stateChecksum } from '../../src/shared/protocol/model_state.js';
 import type { Transport } from '../../src/shared/protocol/transport.js';
+import { dataFingerprint } from '../../src/shared/data/dataset.js';
 import { connectWorker, setup, tinyConfig, tinyData } from './helpers.js';
 
 before(setup);
@@ -190,4 +191,34 @@ test('a worker lost mid-step: the step is redone on the others, who undo that at
   assert.ok(mid.lines.some((l) => /^step 3: worker b left: killed; redoing it with 1 worker\(s\)$/.test(l)), mid.lines.join('\n'));
   assert.ok(mid.lines.some((l) => /^worker b lost at step 3 /.test(l)), mid.lines.join('\n'));
   assert.deepEqual(mid.out, before.out);
+});
+
+test('a worker that loaded other data is refused when it joins, naming its host; received paths are never read', async () => {
+  const data = await tinyData();
+  const lines: string[] = [];
+  const config = tinyConfig({ data: { type: 'mnist', batch_size: 8, test_batch_size: 16, dir: '/etc/from-the-network' } });
+  const c = coordinatorFor(config, (l) => lines.push(l), { dataFingerprint: dataFingerprint(data), pauseMs: 0 });
+  let dirSeen: string | undefined = 'not called';
+  const good = connectWorker(c, 'good', { loadData: async () => data });
+  // The same images with one label changed: another copy of the dataset.
+  const labels = data.train.labels.slice();
+  labels[0] = (labels[0] + 1) % 10;
+  const other = connectWorker(c, 'other', { loadData: async () => ({ ...data, train: { ...data.train, labels, load: data.train.load.bind(data.train) } }) });
+  await c.waitForWorkers(1, 30000);
+  const err = await other.done;
+  assert.ok(err instanceof GdpError && err.code === 'BAD_DATA', String(err));
+  assert.ok(lines.some((l) => /BAD_DATA: worker other loaded a different dataset \(train 256, test 64, labels [0-9a-f]{16}\) than the coordinator \(train 256, test 64, labels [0-9a-f]{16}\): check --data-dir on test/.test(l)), lines.join('\n'));
+  assert.deepEqual(c.workerIds, ['good']);
+  // What a worker's data loader is given: the config without the coordinator's folder.
+  const spy = connectWorker(c, 'spy', {
+    loadData: async (received) => {
+      dirSeen = received.data.dir;
+      return data;
+    },
+  });
+  await c.waitForWorkers(2, 30000);
+  assert.equal(dirSeen, undefined);
+  c.shutdown('test done');
+  await Promise.all([good.done, spy.done]);
+  c.model.dispose();
 });
