@@ -244,6 +244,8 @@ test('10,000 random and mutated frames against a live coordinator: no crash, no 
       while ((fuzzing || steps < stepsDuringFuzz + 3) && !aborted) {
         await coordinator.step(batch(steps), 'all', SGD);
         steps++;
+        // Paced: enough steps to see training go on, not so many that the reference run below takes long.
+        await new Promise((r) => setTimeout(r, 100));
         if (fuzzing) stepsDuringFuzz = steps;
       }
     })();
