@@ -8,7 +8,7 @@ import { Peer } from '../src/shared/protocol/peer.js';
 import { toWire } from '../src/shared/protocol/tensor.js';
 import type { Transport } from '../src/shared/protocol/transport.js';
 import { MAX_FRAME_BYTES, bucketElements } from '../src/shared/protocol/version.js';
-import { listenWs } from '../src/shared/protocol/ws_transport.js';
+import { listenWs } from '../src/shared/protocol/ws_listener.js';
 import { onAbort } from './cleanup.js';
 import { receiveBytes, sendFrames } from './ws_frames.js';
 
@@ -99,7 +99,7 @@ export async function gradExchange(elems: number, opts: { bucketMib: number; rou
       new Promise<Hello>((res) => p.onMessage((m) => m.type === 'hello' && res(m))),
       far.exited,
     ]);
-    const link = new WorkerLink(p, hello, 600000);
+    const link = new WorkerLink(p, hello, 600000, 600000);
     const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 0, nesterov: false };
     let seq = 1;
     const exchange = async () => {

@@ -3,7 +3,7 @@ import { coordinatorFor } from '../src/coordinator/in_process.js';
 import { LocalWorkers } from '../src/coordinator/local_workers.js';
 import { loadConfig } from '../src/shared/config/load.js';
 import { loadMnist } from '../src/shared/data/mnist.js';
-import { listenWs } from '../src/shared/protocol/ws_transport.js';
+import { listenWs } from '../src/shared/protocol/ws_listener.js';
 import { Rng } from '../src/shared/rng.js';
 import { onAbort } from './cleanup.js';
 

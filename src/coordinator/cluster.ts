@@ -66,6 +66,15 @@ export interface ClusterOptions {
   log: (line: string) => void;
   /** Thread pool settings of the gradient average. */
   reducer?: ReducerOptions;
+  /** With fewer active workers than this (default 1), operations pause until enough have joined. */
+  minWorkers?: number;
+  /**
+   * How long a pause may last before the operation fails with NO_WORKERS (default: indefinitely). In-process
+   * clusters, where no worker can come back, use 0.
+   */
+  pauseMs?: number;
+  /** dataFingerprint of the coordinator's dataset: a worker that loaded other data is refused when it is ready. */
+  dataFingerprint?: string;
 }
 
 /** Sample ranges [start, end) of a contiguous split of n samples over k workers; sizes differ by at most 1. */
@@ -79,12 +88,26 @@ function isLost(err: unknown): boolean {
   return err instanceof GdpError && err.code === 'WORKER_LOST';
 }
 
+/** Checks a worker's loss and accuracy sums against the samples it was given. */
+function checkStats(s: StepStats, samples: number, what: string): void {
+  if (s.count !== samples) throw new GdpError('BAD_ANSWER', `${what}: reports ${s.count} samples, it was given ${samples}`);
+  if (s.correct1 > s.correct5 || s.correct5 > s.count) throw new GdpError('BAD_ANSWER', `${what}: top-1 ${s.correct1} / top-5 ${s.correct5} correct of ${s.count} is impossible`);
+  if (s.lossSum < 0) throw new GdpError('BAD_ANSWER', `${what}: negative loss sum ${s.lossSum}`);
+}
+
+/**
+ * Workers go through three sets. `joining`: said hello, wait for the next boundary between collective operations.
+ * `following`: welcomed there with the state of that moment; they receive every later update (averaged gradients,
+ * model updates, BN statistics) but no shards, so loading data on a slow machine never holds up training.
+ * `links` (active): their 'ready' checked out; they take shards from the next operation on, in join order.
+ */
 export class Coordinator implements Cluster {
   readonly replica: Replica;
   readonly model: Module;
   readonly config: Config;
   private readonly links: WorkerLink[] = [];
   private readonly joining: WorkerLink[] = [];
+  private readonly following: WorkerLink[] = [];
   readonly updates: ModelUpdate[] = [];
   private seq = 1;
   private queue: Promise<unknown> = Promise.resolve();
@@ -92,6 +115,8 @@ export class Coordinator implements Cluster {
   private closed = false;
   /** Data-parallel steps applied so far. */
   steps = 0;
+  /** Called while paused for workers; may throw to give up (e.g. every local worker process exited). */
+  pauseCheck?: () => void;
 
   private readonly reducer: GradientReducer;
 
@@ -144,13 +169,27 @@ export class Coordinator implements Cluster {
     return [...this.links];
   }
 
+  private followers(): WorkerLink[] {
+    for (let i = this.following.length - 1; i >= 0; i--) if (this.following[i].closed) this.following.splice(i, 1);
+    return [...this.following];
+  }
+
   private log(line: string): void {
     this.opts.log(line);
   }
 
-  /** Runs collective operations one at a time. */
+  /** Runs collective operations one at a time; each starts at a boundary, where waiting workers are admitted. */
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
+    const run = this.queue.then(
+      () => {
+        this.admitPending();
+        return fn();
+      },
+      () => {
+        this.admitPending();
+        return fn();
+      },
+    );
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -158,10 +197,16 @@ export class Coordinator implements Cluster {
   /** A new connection: waits for its hello, then admits it between collective operations. */
   accept(transport: Transport): void {
     const d = this.config.dist;
-    const peer = new Peer(transport, { name: `worker at ${transport.remote}`, heartbeatMs: d.heartbeat_ms, timeoutMs: d.step_timeout_ms, log: this.opts.log });
+    let link: WorkerLink | undefined;
+    const peer = new Peer(transport, {
+      name: `worker at ${transport.remote}`,
+      heartbeatMs: d.heartbeat_ms,
+      timeoutMs: () => link?.silenceLimitMs() ?? d.heartbeat_timeout_ms,
+      log: this.opts.log,
+    });
     let greeted = false;
-    // A connection that never introduces itself (a port scanner, a wrong client) is not kept open.
-    const helloMs = Math.max(10 * d.heartbeat_ms, 30000);
+    // A connection that never introduces itself (a port scanner, a wrong client, a stalled peer) is not kept open.
+    const helloMs = d.heartbeat_timeout_ms;
     const helloTimer = setTimeout(() => peer.fail(new GdpError('HELLO_TIMEOUT', `no 'hello' within ${helloMs} ms of connecting`)), helloMs);
     helloTimer.unref();
     peer.onClose(() => clearTimeout(helloTimer));
@@ -177,12 +222,19 @@ export class Coordinator implements Cluster {
         peer.close('refused');
         return;
       }
-      const link = new WorkerLink(peer, m, d.step_timeout_ms);
+      const l = new WorkerLink(peer, m, d.step_timeout_ms, d.heartbeat_timeout_ms);
+      link = l;
       peer.onClose(() => {
-        if (link.active && !this.closed) this.log(`worker ${link.id} left: ${link.lostReason}; ${this.active().length} remain`);
+        if (this.closed) return;
+        // Step numbers: the worker contributes nothing to step `steps + 1` (a step it was computing is redone).
+        if (l.active) this.log(`worker ${l.id} lost at step ${this.steps + 1} (${l.lostReason}); ${this.active().length} worker(s) remain`);
+        else this.log(`worker ${l.id} left before taking shards (${l.lostReason})`);
+        this.wake();
       });
-      this.joining.push(link);
-      void this.exclusive(() => this.admit()).catch((err) => this.log(`error: admitting worker ${m.workerId}: ${asGdpError(err).message}`));
+      this.joining.push(l);
+      this.wake();
+      // When no operation is running, this one admits it now.
+      void this.exclusive(async () => undefined);
     });
   }
 
@@ -191,15 +243,27 @@ export class Coordinator implements Cluster {
     if (h.protocol !== PROTOCOL_VERSION) {
       return { code: 'PROTOCOL_VERSION', reason: `worker speaks protocol version ${h.protocol}, this coordinator ${PROTOCOL_VERSION}; install the same gdp version on both` };
     }
-    if ([...this.links, ...this.joining].some((l) => l.id === h.workerId && !l.closed)) {
+    if ([...this.links, ...this.following, ...this.joining].some((l) => l.id === h.workerId && !l.closed)) {
       return { code: 'DUPLICATE_WORKER', reason: `a worker with id '${h.workerId}' is already connected` };
     }
     return undefined;
   }
 
-  /** Welcomes every waiting worker with the current state and activates those whose state checks out. */
-  private async admit(): Promise<void> {
-    const batch = this.joining.splice(0);
+  /**
+   * At a boundary (holding the operation lock): activates followers whose state checked out, and welcomes waiting
+   * workers with the current state (weights, optimizer state, masks, the architecture's update log).
+   */
+  private admitPending(): void {
+    for (const link of this.followers()) {
+      if (!link.ready) continue;
+      this.following.splice(this.following.indexOf(link), 1);
+      link.active = true;
+      this.links.push(link);
+      const h = link.hello;
+      this.log(`worker ${h.workerId} joined (${h.host} pid ${h.pid}, ${h.backend}${h.gpu !== null ? `, GPU ${h.gpu}` : ''}); ${this.active().length} active from step ${this.steps + 1}`);
+    }
+    const batch = this.joining.splice(0).filter((l) => !l.closed);
+    if (!batch.length) return;
     const slots = slotEntries(this.model);
     const momentum = this.replica.momentumState();
     const momentumEntries = momentum.map(([name, b]) => ({ name, shape: [b.length] }));
@@ -215,25 +279,42 @@ export class Coordinator implements Cluster {
       bucketElems: this.opts.bucketElems,
     };
     const buckets: Message[] = splitBuckets(flat, this.opts.bucketElems).map((data, index) => ({ type: 'bucket', stream: 'state', seq: 0, index, data }));
-    await Promise.allSettled(
-      batch.map(async (link) => {
-        const ready = await link.request(0, 'ready', [welcome, ...buckets]);
-        if (ready.checksum !== checksum) {
-          link.peer.fail(new GdpError('REPLICA_DIVERGED', `worker ${link.id} loaded state with checksum ${ready.checksum}, expected ${checksum}`));
-          return;
-        }
-        link.active = true;
-        this.links.push(link);
-        const h = link.hello;
-        this.log(`worker ${h.workerId} joined (${h.host} pid ${h.pid}, ${h.backend}${h.gpu !== null ? `, GPU ${h.gpu}` : ''}); ${this.active().length} active`);
-      }),
-    );
-    this.wake();
+    for (const link of batch) {
+      this.following.push(link);
+      link.request(0, 'ready', [welcome, ...buckets]).then(
+        (ready) => {
+          if (ready.checksum !== checksum) {
+            link.peer.fail(new GdpError('REPLICA_DIVERGED', `worker ${link.id} loaded state with checksum ${ready.checksum}, expected ${checksum}`));
+            return;
+          }
+          const mine = this.opts.dataFingerprint;
+          if (mine !== undefined && ready.data !== mine) {
+            link.peer.fail(new GdpError('BAD_DATA', `worker ${link.id} loaded a different dataset (${ready.data}) than the coordinator (${mine}): check --data-dir on ${link.hello.host}`));
+            return;
+          }
+          link.ready = true;
+          this.wake();
+          void this.exclusive(async () => undefined);
+        },
+        () => undefined,
+      );
+    }
   }
 
   private wake(): void {
     const w = this.waiters.splice(0);
     for (const fn of w) fn();
+  }
+
+  /** Resolves after the next change in workers (one joined, became ready or left), or after `ms`. */
+  private changed(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 
   /** Resolves once `n` workers are active; `check` may throw to give up early (e.g. local workers died). */
@@ -243,29 +324,46 @@ export class Coordinator implements Cluster {
       check?.();
       const left = deadline - Date.now();
       if (left <= 0) throw new GdpError('WORKERS_MISSING', `only ${this.active().length} of ${n} workers joined within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 500));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
+      await this.changed(Math.min(left, 500));
     }
   }
 
   /**
-   * Runs `fn` over the active workers; if a worker is lost meanwhile (left, or closed for a bad message), runs it
-   * again over those that remain. Nothing is applied until `fn` succeeds, so a retry is always safe.
+   * Holding the lock at a boundary: returns at once with enough active workers, else pauses (logged) until enough
+   * have joined. Joining workers are admitted here, since no other operation can run meanwhile.
+   */
+  private async untilEnoughWorkers(what: string): Promise<void> {
+    const min = Math.max(1, this.opts.minWorkers ?? 1);
+    if (this.active().length >= min) return;
+    const pauseMs = this.opts.pauseMs ?? Infinity;
+    if (pauseMs <= 0) throw new GdpError('NO_WORKERS', `${what}: ${this.active().length} worker(s) connected, at least ${min} needed`);
+    const started = Date.now();
+    this.log(`paused before ${what}: ${this.active().length} worker(s) active, at least ${min} needed (--min-workers); waiting for workers to join`);
+    while (this.active().length < min) {
+      if (this.closed) throw new GdpError('SHUTTING_DOWN', `${what}: the coordinator is shutting down`);
+      this.pauseCheck?.();
+      if (Date.now() - started > pauseMs) throw new GdpError('NO_WORKERS', `${what}: fewer than ${min} worker(s) for ${pauseMs} ms`);
+      await this.changed(500);
+      this.admitPending();
+    }
+    this.log(`resumed ${what} with ${this.active().length} worker(s) after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  }
+
+  /**
+   * Runs `fn` over the active workers; if a worker is lost meanwhile (left, stalled, or closed for a bad message),
+   * runs it again over those that remain. Nothing is applied until `fn` succeeds, so a retry is always safe.
    */
   private async withWorkers<T>(what: string, fn: (links: WorkerLink[]) => Promise<T>): Promise<T> {
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
+      // A redo starts at a boundary too (nothing was applied): workers that became ready meanwhile take part.
+      if (attempt > 0) this.admitPending();
+      await this.untilEnoughWorkers(what);
       const links = this.active();
-      if (links.length === 0) throw new GdpError('NO_WORKERS', `${what}: no worker is connected`);
       try {
         return await fn(links);
       } catch (err) {
         if (!isLost(err)) throw err;
-        this.log(`${what}: ${(err as Error).message}; retrying with ${this.active().length} worker(s)`);
+        this.log(`${what}: ${(err as Error).message}; redoing it with ${this.active().length} worker(s)`);
       }
     }
   }
@@ -276,6 +374,21 @@ export class Coordinator implements Cluster {
     const bad = rs.find((r) => r.status === 'rejected');
     if (bad) throw (bad as PromiseRejectedResult).reason;
     return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
+  }
+
+  /**
+   * Sends a state change to the followers without waiting (they may still be loading their data); an answer that
+   * disagrees with `checksum` closes that follower.
+   */
+  private tellFollowers(seq: number, msg: Message, checksum: string, what: string): void {
+    for (const link of this.followers()) {
+      link.request(seq, 'ack', [msg]).then(
+        (a) => {
+          if (a.checksum !== checksum) link.peer.fail(new GdpError('REPLICA_DIVERGED', `worker ${link.id} holds state ${a.checksum} after ${what}, the coordinator ${checksum}`));
+        },
+        () => undefined,
+      );
+    }
   }
 
   step(indices: Int32Array, set: ParamSet, sgd: StepSgd): Promise<StepResult> {
@@ -297,14 +410,25 @@ export class Coordinator implements Cluster {
         link.request(seq, 'computed', [{ type: 'compute', seq, set, indices: toWire(idx), seed }], { size: layout.size, bucketElems: this.opts.bucketElems, allocate }),
       ),
     );
+    shards.forEach(({ link, idx }, i) => {
+      try {
+        checkStats(answers[i].stats, idx.length, `worker ${link.id}'s answer to step ${this.steps + 1}`);
+      } catch (err) {
+        throw this.reject(link, err as GdpError);
+      }
+    });
     const stats = answers.reduce((acc, a) => addStats(acc, a.stats), emptyStats());
-    if (stats.count !== indices.length) throw new GdpError('PROTOCOL', `workers report ${stats.count} samples for a batch of ${indices.length}`);
     // Fixed order (join order), float32 sums: the same arithmetic as one process accumulating shard by shard.
     const sum = await this.reducer.average(answers.map((a) => a.grad), stats.count);
+    // The commit point. A worker that left after answering makes the step redone too, so that "lost at step K"
+    // means exactly: step K and later were computed without it.
+    const gone = shards.find((s) => s.link.closed);
+    if (gone) throw new GdpError('WORKER_LOST', `worker ${gone.link.id} left before step ${this.steps + 1} was applied`);
     const apply: Message = { type: 'apply', seq, set, sgd };
     const buckets: Message[] = splitBuckets(sum, this.opts.bucketElems).map((data, index) => ({ type: 'bucket', stream: 'avg', seq, index, data }));
-    // Every active worker applies, including those that had no samples this step.
-    for (const link of this.active()) link.post([apply, ...buckets]);
+    // Every active worker applies, including those that had no samples this step, and so does every follower.
+    for (const link of [...this.active(), ...this.followers()]) link.post([apply, ...buckets]);
+    for (const { link, idx } of shards) link.samplesSinceSync += idx.length;
     this.replica.applyGradient(layout, sum, sgd);
     this.steps++;
     const every = this.config.dist.checksum_every;
@@ -321,6 +445,13 @@ export class Coordinator implements Cluster {
           .map(([s, e], r) => ({ link: links[r], idx: indices.subarray(s, e) }))
           .filter((s) => s.idx.length > 0);
         const answers = await Coordinator.all(shards.map(({ link, idx }) => link.request(seq, 'evaluated', [{ type: 'evaluate', seq, indices: toWire(idx), batchSize }])));
+        shards.forEach(({ link, idx }, i) => {
+          try {
+            checkStats(answers[i].stats, idx.length, `worker ${link.id}'s evaluation`);
+          } catch (err) {
+            throw this.reject(link, err as GdpError);
+          }
+        });
         return answers.reduce((acc, a) => addStats(acc, a.stats), emptyStats());
       }),
     );
@@ -335,16 +466,38 @@ export class Coordinator implements Cluster {
     const answers = await Coordinator.all(links.map((l) => l.request(seq, 'bn_stats', [{ type: 'bn_request', seq }])));
     const buffers = [...this.model.namedBuffers()].filter(([n]) => isRunningStat(n));
     const total = answers.reduce((a, b) => a + b.samples, 0);
+    // Every answer is checked in full before any of it is used.
+    const values = answers.map((a, w) => {
+      const link = links[w];
+      if (a.samples !== link.samplesSinceSync) {
+        throw this.reject(link, new GdpError('BAD_STATE', `BN statistics weighted by ${a.samples} samples; the worker was given ${link.samplesSinceSync} since the last synchronisation`));
+      }
+      const names = a.tensors.map((t) => t.name);
+      if (names.length !== buffers.length || new Set(names).size !== names.length) {
+        throw this.reject(link, new GdpError('BAD_STATE', `BN statistics hold ${names.length} tensors (${new Set(names).size} distinct), the model ${buffers.length}`));
+      }
+      const byName = new Map(a.tensors.map((t) => [t.name, t.tensor]));
+      return buffers.map(([name, s]) => {
+        const t = byName.get(name);
+        if (!t) throw this.reject(link, new GdpError('BAD_STATE', `BN statistics lack '${name}'`));
+        if (t.shape.join('x') !== s.value.shape.join('x')) {
+          throw this.reject(link, new GdpError('BAD_STATE', `BN statistic '${name}' has shape [${t.shape}], the model [${s.value.shape}]`));
+        }
+        let v: Float32Array;
+        try {
+          v = float32FromWire(t, `BN statistic '${name}'`);
+        } catch (err) {
+          throw this.reject(link, err as GdpError);
+        }
+        if (!v.every(Number.isFinite)) throw this.reject(link, new GdpError('NON_FINITE', `BN statistic '${name}' is not finite`));
+        return v;
+      });
+    });
     if (total === 0) return;
     const acc = buffers.map(([, s]) => new Float64Array(s.value.size));
     answers.forEach((a, w) => {
-      const byName = new Map(a.tensors.map((t) => [t.name, t.tensor]));
-      buffers.forEach(([name, s], i) => {
-        const t = byName.get(name);
-        if (!t) throw this.reject(links[w], new GdpError('BAD_STATE', `BN statistics lack '${name}'`));
-        const v = float32FromWire(t, `BN statistic '${name}'`);
-        if (v.length !== s.value.size) throw this.reject(links[w], new GdpError('BAD_STATE', `BN statistic '${name}' has ${v.length} values, expected ${s.value.size}`));
-        if (!v.every(Number.isFinite)) throw this.reject(links[w], new GdpError('NON_FINITE', `BN statistic '${name}' is not finite`));
+      buffers.forEach((_, i) => {
+        const v = values[w][i];
         for (let j = 0; j < v.length; j++) acc[i][j] += a.samples * v[j];
       });
     });
@@ -355,10 +508,16 @@ export class Coordinator implements Cluster {
     });
     const checksum = stateChecksum(this.model);
     const targets = this.active();
-    const acks = await Coordinator.all(targets.map((l) => l.request(seq, 'ack', [{ type: 'set_buffers', seq, tensors }])));
-    acks.forEach((a, i) => {
-      if (a.checksum !== checksum) throw new GdpError('REPLICA_DIVERGED', `worker ${targets[i].id} holds state ${a.checksum} after BN synchronisation, the coordinator ${checksum}`);
-    });
+    const msg: Message = { type: 'set_buffers', seq, tensors };
+    this.tellFollowers(seq, msg, checksum, 'BN synchronisation');
+    for (const l of [...targets, ...this.followers()]) l.samplesSinceSync = 0;
+    const acks = await Promise.allSettled(targets.map((l) => l.request(seq, 'ack', [msg])));
+    this.dropDiverged(
+      targets,
+      acks.map((r) => (r.status === 'fulfilled' ? r.value.checksum : undefined)),
+      checksum,
+      'after BN synchronisation',
+    );
   }
 
   /** Closes a worker's connection for bad data and returns the error that makes the operation retry without it. */
@@ -376,8 +535,23 @@ export class Coordinator implements Cluster {
     this.updates.push(update);
   }
 
+  /**
+   * Closes the connection of every worker whose answered checksum differs from the coordinator's: its replica can
+   * no longer be trusted, the others go on. When all of them differ, the coordinator's own replica is the suspect:
+   * the run stops with REPLICA_DIVERGED.
+   */
+  private dropDiverged(links: WorkerLink[], checksums: (string | undefined)[], mine: string, when: string): void {
+    const answered = links.filter((_, i) => checksums[i] !== undefined);
+    const diverged = links.filter((_, i) => checksums[i] !== undefined && checksums[i] !== mine);
+    if (!diverged.length) return;
+    const detail = diverged.map((l) => `worker ${l.id} has ${checksums[links.indexOf(l)]}`).join(', ');
+    if (diverged.length === answered.length) throw new GdpError('REPLICA_DIVERGED', `${when}: ${detail}, the coordinator ${mine}`);
+    for (const l of diverged) l.peer.fail(new GdpError('REPLICA_DIVERGED', `${when}: worker ${l.id} has checksum ${checksums[links.indexOf(l)]}, the coordinator ${mine}`));
+  }
+
   broadcastModelUpdate(update: ModelUpdate): Promise<void> {
     return this.exclusive(async () => {
+      await this.untilEnoughWorkers(`model update '${update.kind}'`);
       const { resetMomentum } = applyModelUpdate(this.model, update);
       this.replica.pullFromDevice();
       if (resetMomentum) this.replica.resetMomentum();
@@ -385,15 +559,17 @@ export class Coordinator implements Cluster {
       const checksum = stateChecksum(this.model, { runningStats: false });
       const links = this.active();
       const seq = this.seq++;
+      const msg: Message = { type: 'model_update', seq, update };
+      this.tellFollowers(seq, msg, checksum, `a '${update.kind}' update`);
       // A worker lost here is simply gone; the others must all have applied the update.
-      const rs = await Promise.allSettled(links.map((l) => l.request(seq, 'ack', [{ type: 'model_update', seq, update }])));
-      rs.forEach((r, i) => {
-        if (r.status === 'fulfilled' && r.value.checksum !== checksum) {
-          throw new GdpError('REPLICA_DIVERGED', `worker ${links[i].id} holds state ${r.value.checksum} after a '${update.kind}' update, the coordinator ${checksum}`);
-        }
-        if (r.status === 'rejected' && !isLost(r.reason)) throw r.reason;
-      });
-      if (this.active().length === 0) throw new GdpError('NO_WORKERS', 'model update: no worker is connected');
+      const rs = await Promise.allSettled(links.map((l) => l.request(seq, 'ack', [msg])));
+      for (const r of rs) if (r.status === 'rejected' && !isLost(r.reason)) throw r.reason;
+      this.dropDiverged(
+        links,
+        rs.map((r) => (r.status === 'fulfilled' ? r.value.checksum : undefined)),
+        checksum,
+        `after a '${update.kind}' update`,
+      );
     });
   }
 
@@ -405,12 +581,12 @@ export class Coordinator implements Cluster {
     const links = this.active();
     const seq = this.seq++;
     const rs = await Promise.allSettled(links.map((l) => l.request(seq, 'checksum', [{ type: 'checksum_request', seq }])));
-    const mine = this.replica.checksum();
-    rs.forEach((r, i) => {
-      if (r.status === 'fulfilled' && r.value.checksum !== mine) {
-        throw new GdpError('REPLICA_DIVERGED', `worker ${links[i].id} has parameter checksum ${r.value.checksum} after step ${this.steps}, the coordinator ${mine}`);
-      }
-    });
+    this.dropDiverged(
+      links,
+      rs.map((r) => (r.status === 'fulfilled' ? r.value.checksum : undefined)),
+      this.replica.checksum(),
+      `parameter checksums after step ${this.steps}`,
+    );
   }
 
   /** Ends every worker's session and refuses new ones. */
@@ -418,7 +594,7 @@ export class Coordinator implements Cluster {
     void this.reducer.close();
     // Not waiting for a running operation: on Ctrl-C the workers must stop now; their pending answers are dropped.
     this.closed = true;
-    for (const l of [...this.links, ...this.joining]) {
+    for (const l of [...this.links, ...this.following, ...this.joining]) {
       try {
         l.peer.send({ type: 'shutdown', reason });
       } catch {
@@ -426,5 +602,6 @@ export class Coordinator implements Cluster {
       }
       l.peer.close('shutdown');
     }
+    this.wake();
   }
 }

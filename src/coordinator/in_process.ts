@@ -5,7 +5,7 @@ import { memoryPair } from '../shared/protocol/transport.js';
 import { bucketElements } from '../shared/protocol/version.js';
 import { Replica } from '../shared/train/replica.js';
 import { WorkerSession } from '../worker/session.js';
-import { Coordinator } from './cluster.js';
+import { Coordinator, type ClusterOptions } from './cluster.js';
 import { initialWeightsPath, loadInitialWeights } from './initial_weights.js';
 import type { ReducerOptions } from './gradient_reducer.js';
 import { restoreCoordinator, type ResumePoint } from './resume_point.js';
@@ -31,10 +31,15 @@ export interface InProcessCluster {
  * The coordinator's model and replica, built from the config as every worker builds its own; then either restored
  * to a resume point, or loaded with the run's starting weights (model.weights).
  */
-export function coordinatorFor(config: Config, log: (line: string) => void, reducer?: ReducerOptions, resume?: ResumePoint): Coordinator {
+export function coordinatorFor(
+  config: Config,
+  log: (line: string) => void,
+  extra: Pick<ClusterOptions, 'reducer' | 'minWorkers' | 'pauseMs' | 'dataFingerprint'> = {},
+  resume?: ResumePoint,
+): Coordinator {
   const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
   const replica = new Replica(model, archSpec(config.model.name).inputShape);
-  const coordinator = new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, reducer });
+  const coordinator = new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, ...extra });
   const weights = initialWeightsPath(config);
   if (resume) restoreCoordinator(coordinator, resume);
   else if (weights) {
@@ -50,7 +55,8 @@ export function coordinatorFor(config: Config, log: (line: string) => void, redu
  */
 export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
   const log = opts.log ?? (() => {});
-  const coordinator = coordinatorFor(config, log, opts.reducer, opts.resume);
+  // No in-process worker comes back once gone: losing every worker fails at once rather than pausing.
+  const coordinator = coordinatorFor(config, log, { reducer: opts.reducer, pauseMs: 0 }, opts.resume);
   const workers: WorkerSession[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < opts.workers; i++) {

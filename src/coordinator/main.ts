@@ -1,13 +1,17 @@
 import { backendOption } from '../shared/cli_options.js';
 import { Command, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { loadConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
-import { loadDataset } from '../shared/data/index.js';
+import { dataFingerprint, loadDataset } from '../shared/data/index.js';
+import { checkModelFitsData } from '../shared/models/registry.js';
 import { GdpError } from '../shared/errors.js';
-import { listenWs, type WsListener } from '../shared/protocol/ws_transport.js';
+import { MIN_TOKEN_LENGTH, isLoopbackHost } from '../shared/protocol/auth.js';
+import { stateChecksum } from '../shared/protocol/model_state.js';
+import { listenWs, type WsListener } from '../shared/protocol/ws_listener.js';
 import './all_stages.js';
 import type { Coordinator } from './cluster.js';
 import { coordinatorFor, startInProcess } from './in_process.js';
@@ -41,6 +45,11 @@ export function parseListen(v: string): { host: string; port: number } {
 
 interface Options {
   workers: number;
+  minWorkers: number;
+  maxConnections: number;
+  token?: string;
+  cert?: string;
+  key?: string;
   config?: string;
   listen: string;
   local?: boolean;
@@ -61,19 +70,44 @@ function resolveConfig(o: Options, resume?: ResumePoint): Config {
   return config;
 }
 
+function readPem(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new GdpError('BAD_FLAG', `${flag} ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** The network settings, checked before anything starts: a bad flag never surfaces after training began. */
+export function resolveNetwork(o: Pick<Options, 'listen' | 'token' | 'cert' | 'key' | 'minWorkers' | 'workers'>, env: NodeJS.ProcessEnv = process.env) {
+  const { host, port } = parseListen(o.listen);
+  const token = o.token ?? env.GDP_TOKEN;
+  if (token !== undefined && token.length < MIN_TOKEN_LENGTH) {
+    throw new GdpError('BAD_FLAG', `--token / GDP_TOKEN must be at least ${MIN_TOKEN_LENGTH} characters (e.g. the output of 'openssl rand -hex 16')`);
+  }
+  if (!isLoopbackHost(host) && token === undefined) {
+    throw new GdpError('BAD_FLAG', `--listen ${o.listen} is reachable from other machines: set a shared token with --token or GDP_TOKEN (e.g. GDP_TOKEN=$(openssl rand -hex 16))`);
+  }
+  if ((o.cert === undefined) !== (o.key === undefined)) throw new GdpError('BAD_FLAG', '--cert and --key go together');
+  const tls = o.cert && o.key ? { cert: readPem('--cert', o.cert), key: readPem('--key', o.key) } : undefined;
+  if (o.minWorkers > o.workers) throw new GdpError('BAD_FLAG', `--min-workers ${o.minWorkers} is more than --workers ${o.workers}`);
+  return { host, port, token, tls };
+}
+
 async function run(o: Options): Promise<void> {
   const resume = o.resume === undefined ? undefined : readResumePoint(o.resume);
   const config = resolveConfig(o, resume);
+  const { host, port, token, tls } = resolveNetwork(o);
   if (o.dryRun) {
     log(JSON.stringify(config, null, 2));
     return;
   }
-  const { host, port } = parseListen(o.listen);
   const backend = await initBackend(o.backend as BackendChoice);
   log(`gdp-coord: backend ${backend.description}`);
   // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.
   const data = await loadDataset(config, { dataDir: o.dataDir, numWorkers: 0 });
   await data.close?.();
+  checkModelFitsData(config, data.train);
 
   let coordinator: Coordinator | undefined;
   let listener: WsListener | undefined;
@@ -105,15 +139,20 @@ async function run(o: Options): Promise<void> {
       coordinator = c.coordinator;
       closeInProcess = c.close;
     } else {
-      const coord = coordinatorFor(config, log, undefined, resume);
+      const coord = coordinatorFor(config, log, { minWorkers: o.minWorkers, dataFingerprint: dataFingerprint(data) }, resume);
       coordinator = coord;
-      listener = await listenWs(host, port, (t) => coord.accept(t));
-      const url = `ws://${listener.host}:${listener.port}`;
+      listener = await listenWs(host, port, (t) => coord.accept(t), { token, tls, maxConnections: o.maxConnections, log: (l) => log(`gdp-coord: ${l}`) });
+      const url = `${listener.scheme}://${listener.host}:${listener.port}`;
       // Listening on every interface: workers on other machines need this machine's name, not 0.0.0.0.
-      const shown = listener.host === '0.0.0.0' || listener.host === '::' ? `ws://${hostname()}:${listener.port}` : url;
-      log(`gdp-coord: listening on ${url}, waiting for ${o.workers} worker(s)`);
-      if (o.local) local.start(o.workers, url, backend.name);
-      else log(`start each worker with:\n  gdp-worker --connect ${shown}`);
+      const shown = listener.host === '0.0.0.0' || listener.host === '::' ? `${listener.scheme}://${hostname()}:${listener.port}` : url;
+      log(`gdp-coord: listening on ${url}${token !== undefined ? ' (token required)' : ''}, waiting for ${o.workers} worker(s)`);
+      if (!isLoopbackHost(host) && !tls) log('gdp-coord: warning: without --cert/--key the token and all traffic cross the network unencrypted');
+      if (o.local) {
+        local.start(o.workers, url, backend.name, { token, ca: o.cert, dataDir: config.data.dir });
+        coord.pauseCheck = () => local.checkAlive(o.minWorkers);
+      } else {
+        log(`start each worker with:\n  ${token !== undefined ? 'GDP_TOKEN=<the token> ' : ''}gdp-worker --connect ${shown}${tls ? ' [--ca CERT.pem]' : ''}`);
+      }
       await coordinator.waitForWorkers(o.workers, o.local ? 300000 : Infinity, o.local ? () => local.checkAlive() : undefined);
     }
     const files = new RunFiles(config, resume && runDir(config, o.resume!));
@@ -138,7 +177,12 @@ export async function main(argv: string[]): Promise<number> {
     .description('Coordinator of gdp data-parallel training and Gate Decorator pruning')
     .requiredOption('--workers <n>', 'number of workers to wait for', positiveInt('--workers'))
     .option('--config <file>', 'config file (default: configs/mnist-resnet20.json of the package)')
-    .option('--listen <host:port>', 'address to listen on (port 0: any free port)', '127.0.0.1:7070')
+    .option('--listen <host:port>', 'address to listen on (port 0: any free port); other than loopback needs a token', '127.0.0.1:7070')
+    .option('--token <secret>', 'shared token workers must present (default: $GDP_TOKEN); required off loopback')
+    .option('--cert <file>', 'PEM certificate: serve wss:// (TLS), with --key')
+    .option('--key <file>', 'PEM private key of --cert')
+    .option('--max-connections <n>', 'open connections at most; more are refused', positiveInt('--max-connections'), 64)
+    .option('--min-workers <n>', 'with fewer active workers, pause and wait for workers to join', positiveInt('--min-workers'), 1)
     .option('--local', 'start the workers as child processes of this one')
     .option('--in-process', 'run the workers inside this process (single-process training)')
     .addOption(backendOption())

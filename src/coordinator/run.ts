@@ -1,6 +1,7 @@
 import { join, resolve } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
+import { stateChecksum } from '../shared/protocol/model_state.js';
 import type { Coordinator } from './cluster.js';
 import { writeResumePoint, type RunPosition } from './resume_point.js';
 import type { EpochRecord, RunFiles } from './run_files.js';
@@ -57,6 +58,9 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   }
   summary.push(await snapshot(summary.length ? 'pruned' : 'final', cluster, config, o.testSize));
   log(`\n${formatSummary(summary)}\n`);
+  // The last snapshot synchronised BN statistics (every worker's full state checked); parameters once more.
+  await cluster.verifyChecksums();
+  log(`gdp-coord: replicas identical on ${cluster.workerIds.join(', ')}: state checksum ${stateChecksum(cluster.model)}`);
   files.writeJson('summary.json', summary);
   await write(undefined);
   return summary;

@@ -33,14 +33,21 @@ interface Pending {
  */
 export class WorkerLink {
   private pending = new Map<number, Pending>();
-  /** Set once the welcome state is loaded and verified. */
+  /** Set once the welcome state is loaded and verified and the worker takes shards. */
   active = false;
+  /** Set when its 'ready' checked out: it becomes active at the next boundary between collective operations. */
+  ready = false;
   lostReason?: string;
+  /** Training samples of committed steps since the last BN synchronisation: the weight it must report. */
+  samplesSinceSync = 0;
+  /** Longest time it took to answer a compute or evaluate request, in ms. */
+  private longestAnswerMs = 0;
 
   constructor(
     readonly peer: Peer,
     readonly hello: Hello,
     private readonly timeoutMs: number,
+    private readonly heartbeatTimeoutMs: number,
   ) {
     peer.onMessage((m) => this.receive(m));
     peer.onClose((reason, err) => {
@@ -56,8 +63,17 @@ export class WorkerLink {
   get id(): string {
     return this.hello.workerId;
   }
+  /** Closed, or closing (failed for a bad message): either way out of every operation from now on. */
   get closed(): boolean {
-    return this.peer.closed;
+    return this.peer.closed || this.peer.ending;
+  }
+
+  /**
+   * How long this worker may be silent. Its tensor backend blocks its event loop while it computes, so while a
+   * request is outstanding the allowance is twice its longest answer so far (at least the heartbeat timeout).
+   */
+  silenceLimitMs(): number {
+    return this.pending.size > 0 ? Math.max(this.heartbeatTimeoutMs, 2 * this.longestAnswerMs) : this.heartbeatTimeoutMs;
   }
 
   /** Sends `messages` and resolves with the answer of type `type` to request `seq`. */
@@ -68,7 +84,7 @@ export class WorkerLink {
     gradSize?: { size: number; bucketElems: number; allocate?: (n: number) => Float32Array },
   ): Promise<Answers[T]> {
     return new Promise<Answers[T]>((resolve, reject) => {
-      if (this.peer.closed) {
+      if (this.closed) {
         reject(new GdpError('WORKER_LOST', `worker ${this.id} left: ${this.lostReason ?? 'closed'}`));
         return;
       }
@@ -98,6 +114,7 @@ export class WorkerLink {
   private settle(seq: number, p: Pending, value: unknown): void {
     clearTimeout(p.timer);
     this.pending.delete(seq);
+    if (p.type === 'computed' || p.type === 'evaluated') this.longestAnswerMs = Math.max(this.longestAnswerMs, Date.now() - p.started);
     p.resolve(value as never);
   }
 
@@ -125,7 +142,7 @@ export class WorkerLink {
         return;
       }
       case 'error':
-        throw new GdpError(m.code, `worker reported: ${m.message}`);
+        throw new GdpError(m.code, `worker reported: ${m.message.replace(/\n\s*/g, ' / ')}`);
       default:
         throw new GdpError('PROTOCOL', `unexpected '${m.type}' message from a worker`);
     }

@@ -1,14 +1,18 @@
 import { backendOption } from '../shared/cli_options.js';
 import { Command, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { GdpError } from '../shared/errors.js';
+import { workerIdSchema } from '../shared/protocol/messages.js';
 import { connectWs } from '../shared/protocol/ws_transport.js';
 import { Reconnector } from './reconnect.js';
 import { WorkerSession } from './session.js';
 
 interface Options {
   connect: string;
+  token?: string;
+  ca?: string;
   gpu?: number;
   backend: string;
   id?: string;
@@ -21,15 +25,26 @@ function log(line: string): void {
 }
 
 async function run(o: Options): Promise<void> {
-  if (!/^wss?:\/\/[^/]+/.test(o.connect)) throw new GdpError('BAD_FLAG', `--connect expects ws://HOST:PORT, got '${o.connect}'`);
+  if (!/^wss?:\/\/[^/]+/.test(o.connect)) throw new GdpError('BAD_FLAG', `--connect expects ws://HOST:PORT or wss://HOST:PORT, got '${o.connect}'`);
+  const token = o.token ?? process.env.GDP_TOKEN;
+  let ca: Buffer | undefined;
+  if (o.ca !== undefined) {
+    if (!o.connect.startsWith('wss://')) throw new GdpError('BAD_FLAG', `--ca is for wss:// coordinators; --connect is '${o.connect}'`);
+    try {
+      ca = readFileSync(o.ca);
+    } catch (err) {
+      throw new GdpError('BAD_FLAG', `--ca ${o.ca}: ${(err as Error).message}`);
+    }
+  }
   // initBackend sets CUDA_VISIBLE_DEVICES before the GPU build of TensorFlow loads.
   const backend = await initBackend(o.backend as BackendChoice, { gpu: o.gpu });
   const id = o.id ?? `${hostname()}-${process.pid}`;
+  if (!workerIdSchema.safeParse(id).success) throw new GdpError('BAD_FLAG', `--id '${id}': a worker id is 1-128 letters, digits or ._:@-`);
   log(`gdp-worker ${id}: backend ${backend.description}; connecting to ${o.connect}`);
   // A coordinator that goes away without a 'shutdown' (killed, restarting with --resume) is waited for.
   const worker = new Reconnector({
     url: o.connect,
-    connect: (url) => connectWs(url),
+    connect: (url) => connectWs(url, { token, ca }),
     session: (t) => new WorkerSession(t, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, dataDir: o.dataDir, log }),
     retryForMs: o.retryFor * 1000,
     log: (line) => log(`gdp-worker ${id}: ${line}`),
@@ -47,7 +62,9 @@ async function run(o: Options): Promise<void> {
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('gdp-worker')
     .description('A gdp worker: computes gradients and evaluations for a coordinator')
-    .requiredOption('--connect <url>', 'coordinator address, ws://HOST:PORT')
+    .requiredOption('--connect <url>', 'coordinator address, ws://HOST:PORT or wss://HOST:PORT (TLS)')
+    .option('--token <secret>', "the coordinator's shared token (default: $GDP_TOKEN, which other users cannot read in ps)")
+    .option('--ca <file>', "PEM certificate to trust for wss:// (e.g. the coordinator's self-signed one)")
     .option('--gpu <k>', 'GPU index (sets CUDA_VISIBLE_DEVICES for the tensorflow backend)', (v: string) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`--gpu must be a GPU index, got '${v}'`);
@@ -73,7 +90,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof GdpError) {
       process.stderr.write(`gdp-worker: error [${err.code}]: ${err.message}\n`);
-      return err.code === 'BAD_FLAG' ? 2 : 1;
+      return err.code === 'BAD_FLAG' || err.code === 'AUTH_REFUSED' ? 2 : 1;
     }
     throw err;
   }

@@ -28,7 +28,7 @@ export interface ReconnectOptions {
  * restarting), silence, or a refusal because it still holds this worker's previous connection. Anything else (a
  * 'shutdown', a protocol-version refusal, an error the coordinator reports) ends the worker.
  */
-const RETRYABLE = new Set(['CONNECT_FAILED', 'DISCONNECTED', 'PEER_TIMEOUT', 'DUPLICATE_WORKER']);
+const RETRYABLE = new Set(['CONNECT_FAILED', 'DISCONNECTED', 'PEER_TIMEOUT', 'DUPLICATE_WORKER', 'TOO_MANY_CONNECTIONS']);
 
 export function isRetryable(err: unknown): boolean {
   return err instanceof GdpError && RETRYABLE.has(err.code);

@@ -2,9 +2,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { parseConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
-import { loadDataset } from '../shared/data/index.js';
+import { dataFingerprint, loadDataset } from '../shared/data/index.js';
 import { GdpError } from '../shared/errors.js';
-import { archSpec, buildModel } from '../shared/models/registry.js';
+import { archSpec, buildModel, checkModelFitsData } from '../shared/models/registry.js';
 import type { Module } from '../shared/nn/module.js';
 import { BucketAssembler, splitBuckets } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
@@ -48,6 +48,14 @@ interface PendingState {
   model: Module;
 }
 
+/** A computed shard whose step is not applied yet: if the step is redone without it, its side effects are undone. */
+interface Uncommitted {
+  seq: number;
+  /** BN running statistics before the shard's forward pass. */
+  runningStats: [string, Float32Array][];
+  samples: number;
+}
+
 interface PendingApply {
   seq: number;
   layout: FlatLayout;
@@ -64,6 +72,7 @@ export class WorkerSession {
   private state?: Welcomed;
   private pendingState?: PendingState;
   private pendingApply?: PendingApply;
+  private uncommitted?: Uncommitted;
   private bucketElems = 1;
   /** Training samples since the last BN synchronisation: this worker's weight in the average. */
   private samplesSinceSync = 0;
@@ -78,6 +87,7 @@ export class WorkerSession {
     transport: Transport,
     private readonly opts: WorkerOptions,
   ) {
+    // Until the welcome brings the run's settings, the defaults of a config's dist section.
     this.peer = new Peer(transport, { name: `coordinator (${transport.remote})`, heartbeatMs: 2000, timeoutMs: 600000, log: opts.log });
     this.done = new Promise((resolve, reject) => {
       this.peer.onMessage((m) => {
@@ -130,6 +140,9 @@ export class WorkerSession {
   }
 
   private async handle(m: Message): Promise<void> {
+    // The coordinator sends 'apply' right after the answers of a step; anything else means the step was dropped
+    // (another worker was lost) and is being redone: this shard's effects on the BN statistics are undone.
+    if (this.uncommitted && m.type !== 'apply' && m.type !== 'bucket') this.rollback();
     switch (m.type) {
       case 'welcome':
         return this.welcome(m);
@@ -140,6 +153,10 @@ export class WorkerSession {
       case 'apply': {
         if (this.pendingApply) throw new GdpError('PROTOCOL', `'apply' ${m.seq} before the buckets of 'apply' ${this.pendingApply.seq} were complete`);
         const layout = this.need().replica.layout(m.set);
+        if (this.uncommitted) {
+          if (this.uncommitted.seq !== m.seq) this.rollback();
+          this.uncommitted = undefined;
+        }
         const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems);
         this.pendingApply = { seq: m.seq, layout, sgd: m.sgd, assembler };
         if (assembler.complete) this.applyPending();
@@ -173,7 +190,7 @@ export class WorkerSession {
         return;
       }
       case 'shutdown':
-        this.opts.log(`coordinator ended the session: ${m.reason}`);
+        this.opts.log(`coordinator ended the session: ${m.reason}${this.state ? `; state checksum ${stateChecksum(this.state.model)}` : ''}`);
         this.peer.close('shutdown');
         return;
       case 'refuse':
@@ -191,7 +208,11 @@ export class WorkerSession {
     if (this.state || this.pendingState) throw new GdpError('PROTOCOL', 'second welcome');
     if (m.protocol !== PROTOCOL_VERSION) throw new GdpError('PROTOCOL_VERSION', `coordinator speaks protocol ${m.protocol}, this worker ${PROTOCOL_VERSION}`);
     const config = parseConfig(m.config, 'config from the coordinator');
+    // Paths are this machine's business: a folder named by the network is never read (--data-dir is).
+    config.data.dir = undefined;
     this.bucketElems = m.bucketElems;
+    // The coordinator may be busy for a while (evaluation, checkpoints): its silence is bounded by the step timeout.
+    this.peer.configure({ heartbeatMs: config.dist.heartbeat_ms, timeoutMs: config.dist.step_timeout_ms });
     const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
     for (const u of m.updates) applyModelUpdate(model, u);
     const size = layoutOf(m.slots).size + layoutOf(m.momentum).size;
@@ -228,8 +249,9 @@ export class WorkerSession {
     const data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c, { dataDir: this.opts.dataDir })))(p.config);
     this.state = { config: p.config, model: p.model, replica, data };
     this.wasWelcomed = true;
+    checkModelFitsData(p.config, data.train);
     this.opts.log(`welcomed: ${p.config.model.name}, ${replica.layout('all').size} parameters, data ${data.train.name} (${data.train.size} samples)`);
-    this.peer.send({ type: 'ready', checksum: stateChecksum(p.model) });
+    this.peer.send({ type: 'ready', checksum: stateChecksum(p.model), data: dataFingerprint(data) });
   }
 
   private async compute(m: MessageOf<'compute'>): Promise<void> {
@@ -238,10 +260,22 @@ export class WorkerSession {
     const indices = int32FromWire(m.indices, 'compute indices');
     const layout = replica.layout(m.set);
     const batch = await data.train.load(indices, { augment: true, seed: m.seed });
+    const runningStats = [...this.need().model.namedBuffers()].filter(([n]) => isRunningStat(n)).map(([n, s]): [string, Float32Array] => [n, (s.value.dataSync() as Float32Array).slice()]);
     const { grad, stats } = replica.gradients(batch, layout);
+    this.uncommitted = { seq: m.seq, runningStats, samples: batch.n };
     this.samplesSinceSync += batch.n;
     splitBuckets(grad, this.bucketElems).forEach((b, index) => this.peer.send({ type: 'bucket', stream: 'grad', seq: m.seq, index, data: b }));
     this.peer.send({ type: 'computed', seq: m.seq, stats });
+  }
+
+  /** Undoes the BN statistics and sample count of a shard whose step was dropped. */
+  private rollback(): void {
+    const u = this.uncommitted!;
+    this.uncommitted = undefined;
+    const buffers = new Map(this.need().model.namedBuffers());
+    for (const [name, v] of u.runningStats) buffers.get(name)!.set(tf.tensor(v, buffers.get(name)!.value.shape));
+    this.samplesSinceSync -= u.samples;
+    this.opts.log(`step of request ${u.seq} was dropped by the coordinator; its BN statistics are undone`);
   }
 
   private applyPending(): void {
@@ -278,6 +312,7 @@ export function setBuffers(model: Module, tensors: readonly NamedTensor[]): void
     if (!s) throw new GdpError('BAD_STATE', `buffer '${name}' is not in the model`);
     const v = float32FromWire(tensor, `buffer '${name}'`);
     if (v.length !== s.value.size) throw new GdpError('BAD_STATE', `buffer '${name}' has ${v.length} values, the model ${s.value.size}`);
+    if (!v.every(Number.isFinite)) throw new GdpError('NON_FINITE', `buffer '${name}' is not finite`);
     s.set(tf.tensor(v, s.value.shape));
   }
 }

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const COORD = join(ROOT, 'bin', 'gdp-coord.js');
+const WORKER = join(ROOT, 'bin', 'gdp-worker.js');
 
 export interface Result {
   code: number | null;
@@ -14,9 +15,29 @@ export interface Result {
 }
 
 /** Runs gdp-coord; `onOutput` may act on the output so far (e.g. send SIGINT). Killed after `timeoutMs`. */
-export function coord(args: string[], timeoutMs: number, onOutput?: (out: string, kill: (s: NodeJS.Signals) => void) => void): Promise<Result> {
+export function coord(
+  args: string[],
+  timeoutMs: number,
+  onOutput?: (out: string, kill: (s: NodeJS.Signals) => void) => void,
+  env?: NodeJS.ProcessEnv,
+): Promise<Result> {
+  return run(COORD, args, timeoutMs, onOutput, env);
+}
+
+/** Runs gdp-worker, like `coord`. */
+export function worker(args: string[], timeoutMs: number, env?: NodeJS.ProcessEnv): Promise<Result> {
+  return run(WORKER, args, timeoutMs, undefined, env);
+}
+
+function run(
+  bin: string,
+  args: string[],
+  timeoutMs: number,
+  onOutput?: (out: string, kill: (s: NodeJS.Signals) => void) => void,
+  env?: NodeJS.ProcessEnv,
+): Promise<Result> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [COORD, ...args], { cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [bin, ...args], { cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);

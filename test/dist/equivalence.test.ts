@@ -80,10 +80,10 @@ test('the pooled average equals the inline one bit for bit', async () => {
   await pooled.close();
 });
 
-test('a corrupted replica is detected and named', async () => {
+test('a corrupted replica is detected and named: that worker is dropped, the others go on', async () => {
   const config = tinyConfig({ dist: { checksum_every: 1000, bucket_mib: 0.0001 } });
-  const data = await tinyData();
-  const run = await startInProcess(config, { workers: 3, loadData: tinyData, log: noLog });
+  const lines: string[] = [];
+  const run = await startInProcess(config, { workers: 3, loadData: tinyData, log: (l) => lines.push(l) });
   try {
     const idx = Int32Array.from({ length: 6 }, (_, i) => i);
     await run.coordinator.step(idx, 'all', SGD);
@@ -92,8 +92,14 @@ test('a corrupted replica is detected and named', async () => {
     const r = run.workers[1].replica!;
     const layout = r.layout('all');
     r.applyGradient(layout, new Float32Array(layout.size).fill(1e-3), SGD);
-    await assert.rejects(run.coordinator.verifyChecksums(), (e: unknown) => e instanceof GdpError && e.code === 'REPLICA_DIVERGED' && /worker w1/.test(e.message));
-    void data;
+    await run.coordinator.verifyChecksums();
+    assert.deepEqual(run.coordinator.workerIds, ['w0', 'w2']);
+    assert.ok(lines.some((l) => /REPLICA_DIVERGED: .*worker w1 has checksum/.test(l)), lines.join('\n'));
+    await run.coordinator.step(idx, 'all', SGD);
+    await run.coordinator.verifyChecksums();
+    // When every worker disagrees, the coordinator's replica is the suspect: the run stops.
+    for (const w of [run.workers[0], run.workers[2]]) w.replica!.applyGradient(layout, new Float32Array(layout.size).fill(1e-3), SGD);
+    await assert.rejects(run.coordinator.verifyChecksums(), (e: unknown) => e instanceof GdpError && e.code === 'REPLICA_DIVERGED' && /worker w0 .*worker w2/.test(e.message));
   } finally {
     await run.close();
   }

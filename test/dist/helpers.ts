@@ -124,7 +124,7 @@ import { WorkerSession } from '../../src/worker/session.js';
 export function connectWorker(
   coordinator: Coordinator,
   id: string,
-  opts: { wrap?: (t: Transport) => Transport; protocol?: number; log?: (l: string) => void } = {},
+  opts: { wrap?: (t: Transport) => Transport; protocol?: number; log?: (l: string) => void; loadData?: (config: Config) => Promise<DatasetPair> } = {},
 ): { session: WorkerSession; done: Promise<unknown> } {
   const [c, w] = memoryPair(['memory:coordinator', `memory:${id}`]);
   coordinator.accept(c);
@@ -134,7 +134,7 @@ export function connectWorker(
     gpu: null,
     host: 'test',
     pid: process.pid,
-    loadData: tinyData,
+    loadData: opts.loadData ?? tinyData,
     protocol: opts.protocol,
     log: opts.log ?? noLog,
   });

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import { WebSocket } from 'ws';
 import type { Transport } from '../../src/shared/protocol/transport.js';
-import { listenWs } from '../../src/shared/protocol/ws_transport.js';
+import { listenWs } from '../../src/shared/protocol/ws_listener.js';
 
 test('closing the listener lets a client that is behind read what was sent before the close (its last frames are not reset away)', async () => {
   let server: Transport | undefined;

@@ -111,9 +111,20 @@ const dist = z
     bucket_mib: z.number().positive().max(64).default(16),
     grad_dtype: z.enum(['float32', 'float16']).default('float32'),
     heartbeat_ms: z.number().int().positive().default(2000),
+    /**
+     * A worker silent this long (no heartbeat, no answer) is dropped and its shard recomputed by the others. A
+     * worker cannot send heartbeats while its tensor backend computes, so during a request the allowance grows to
+     * twice its longest answer so far.
+     */
+    heartbeat_timeout_ms: z.number().int().positive().default(30000),
+    /** At most this long for any one answer (and for the coordinator's silence, as a worker sees it). */
     step_timeout_ms: z.number().int().positive().default(600000),
   })
-  .strict();
+  .strict()
+  .refine((d) => d.heartbeat_timeout_ms >= 3 * d.heartbeat_ms, {
+    message: 'heartbeat_timeout_ms must be at least 3 heartbeat_ms periods, or a worker on time is dropped',
+    path: ['heartbeat_timeout_ms'],
+  });
 
 export const STAGES = ['train', 'prune', 'finetune'] as const;
 
@@ -129,7 +140,12 @@ export const configSchema = z
     /** gdp: stages to run, in order: train the baseline, prune with Tick-Tock (then melt), finetune. */
     stages: z.array(z.enum(STAGES)).min(1).default(['train']),
   })
-  .strict();
+  .strict()
+  // Checked now rather than when the stage starts, after hours of baseline training.
+  .refine((c) => c.gbn !== undefined || !c.stages.some((s) => s === 'prune' || s === 'finetune'), {
+    message: "stages 'prune' and 'finetune' need a 'gbn' section",
+    path: ['gbn'],
+  });
 
 export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 /** A batch in the model's layout: images NHWC, normalised, and integer labels. */
 export interface Batch {
   x: Float32Array;
@@ -50,4 +51,18 @@ export function checkedIndices(name: string, labels: Int32Array, indices: ArrayL
     y[i] = labels[k];
   }
   return { idx, y };
+}
+
+/**
+ * What two machines must agree on to train together: sizes, image shape, classes and a digest of every label.
+ * Workers load their own copy of the data; a different copy (another split, a truncated download) is refused when
+ * the worker joins, not discovered hours later.
+ */
+export function dataFingerprint(pair: DatasetPair): string {
+  const h = createHash('sha256');
+  for (const d of [pair.train, pair.test]) {
+    h.update(`${d.size}/${d.shape.join('x')}/${d.numClasses};`);
+    h.update(new Uint8Array(d.labels.buffer, d.labels.byteOffset, d.labels.byteLength));
+  }
+  return `train ${pair.train.size}, test ${pair.test.size}, labels ${h.digest('hex').slice(0, 16)}`;
 }

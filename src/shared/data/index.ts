@@ -7,7 +7,7 @@ import { loadImageFolders } from './imagenet.js';
 import { loadMnist } from './mnist.js';
 
 export type { Batch, Dataset, DatasetPair } from './dataset.js';
-export { sampleSeed } from './dataset.js';
+export { dataFingerprint, sampleSeed } from './dataset.js';
 
 /** The first `n` samples of a dataset (data.test_subset: quick evaluations in smoke runs). */
 class SubsetDataset implements Dataset {

@@ -34,7 +34,8 @@ export const ARCHITECTURES: Record<string, ArchSpec> = {
 };
 
 export function archSpec(name: string): ArchSpec {
-  const spec = ARCHITECTURES[name];
+  // Own keys only: 'constructor' or 'toString' must not find Object.prototype's members.
+  const spec = Object.hasOwn(ARCHITECTURES, name) ? ARCHITECTURES[name] : undefined;
   if (!spec) {
     throw new GdpError('UNKNOWN_ARCH', `unknown architecture '${name}'; known: ${Object.keys(ARCHITECTURES).join(', ')}`);
   }
@@ -44,4 +45,18 @@ export function archSpec(name: string): ArchSpec {
 export function buildModel(name: string, opts: { numClasses?: number; seed?: number } = {}): Module {
   const spec = archSpec(name);
   return spec.build(opts.numClasses ?? spec.defaultClasses, new Rng(opts.seed ?? 0));
+}
+
+/**
+ * Checks at start-up that the model takes the data's images and has an output for every label: otherwise the
+ * first step fails, or worse, labels past the last output train nothing.
+ */
+export function checkModelFitsData(config: { model: { name: string; num_class: number }; data: { type: string } }, data: { shape: readonly number[]; numClasses: number }): void {
+  const spec = archSpec(config.model.name);
+  if (spec.inputShape.join('x') !== data.shape.join('x')) {
+    throw new GdpError('BAD_CONFIG', `model.name: '${config.model.name}' takes ${spec.inputShape.join('x')} images (HWC), data.type '${config.data.type}' gives ${data.shape.join('x')}`);
+  }
+  if (config.model.num_class < data.numClasses) {
+    throw new GdpError('BAD_CONFIG', `model.num_class: ${config.model.num_class} outputs, but data.type '${config.data.type}' has ${data.numClasses} classes`);
+  }
 }

@@ -35,8 +35,11 @@ export function decodeMessage(frame: Uint8Array): Message {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new GdpError('BAD_MESSAGE', 'frame is not a msgpack map');
   const r = messageSchema.safeParse(raw);
   if (!r.success) {
-    const type = (raw as { type?: unknown }).type;
-    throw new GdpError('BAD_MESSAGE', `invalid '${String(type)}' message: ${describe(r.error)}`);
+    // The type is the sender's text: shortened and printable before it reaches a log.
+    const type = String((raw as { type?: unknown }).type)
+      .slice(0, 40)
+      .replace(/[^\x20-\x7e]/g, '?');
+    throw new GdpError('BAD_MESSAGE', `invalid '${type}' message: ${describe(r.error)}`);
   }
   return r.data;
 }

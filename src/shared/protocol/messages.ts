@@ -10,6 +10,17 @@ import { namedTensorSchema, wireTensorSchema } from './tensor.js';
  * coordinator knows) and are closed by `computed`.
  */
 const seq = z.number().int().nonnegative();
+/** Text from the other side that ends up in logs: bounded, no control characters (newlines only where allowed). */
+const text = (max: number, lines = false) =>
+  z
+    .string()
+    .max(max)
+    .regex(lines ? /^[^\x00-\x09\x0b-\x1f\x7f]*$/ : /^[^\x00-\x1f\x7f]*$/, 'control characters are not allowed');
+const code = z.string().regex(/^[A-Za-z0-9_]{1,64}$/, 'an error code is 1-64 letters, digits or underscores');
+/** The first 16 hex digits of a SHA-256 (stateChecksum, Replica.checksum). */
+const checksum = z.string().regex(/^[0-9a-f]{16}$/, 'a checksum is 16 hex digits');
+/** Worker ids name workers in logs and refusals. */
+export const workerIdSchema = z.string().regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'a worker id is 1-128 letters, digits or ._:@-');
 const paramSet = z.enum(['all', 'gates']);
 /** Loss and accuracy sums over some samples (StepStats); also part of resume points. */
 export const stepStatsSchema = z.object({
@@ -34,10 +45,10 @@ export const messageSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('hello'),
     protocol: z.number().int(),
-    workerId: z.string().min(1),
-    backend: z.string(),
+    workerId: workerIdSchema,
+    backend: text(200),
     gpu: z.number().int().nonnegative().nullable(),
-    host: z.string(),
+    host: text(255),
     pid: z.number().int(),
   }),
   /**
@@ -53,9 +64,12 @@ export const messageSchema = z.discriminatedUnion('type', [
     momentum: tensorList,
     bucketElems: z.number().int().positive(),
   }),
-  z.object({ type: z.literal('refuse'), code: z.string(), reason: z.string() }),
-  /** The worker holds the welcome's state; `checksum` is over every slot (parameters and buffers). */
-  z.object({ type: z.literal('ready'), checksum: z.string() }),
+  z.object({ type: z.literal('refuse'), code, reason: text(10000, true) }),
+  /**
+   * The worker holds the welcome's state; `checksum` is over every slot (parameters and buffers). `data` describes
+   * the dataset it loaded, which must be the coordinator's (dataFingerprint).
+   */
+  z.object({ type: z.literal('ready'), checksum, data: z.string().max(200) }),
   z.object({ type: z.literal('heartbeat'), t: z.number() }),
 
   // --- bulk data ---
@@ -76,7 +90,7 @@ export const messageSchema = z.discriminatedUnion('type', [
 
   // --- checks, evaluation, BatchNorm statistics, model updates ---
   z.object({ type: z.literal('checksum_request'), seq }),
-  z.object({ type: z.literal('checksum'), seq, checksum: z.string() }),
+  z.object({ type: z.literal('checksum'), seq, checksum }),
   /** Eval-mode loss and accuracy over these test samples, in batches of `batchSize`. */
   z.object({ type: z.literal('evaluate'), seq, indices: wireTensorSchema, batchSize: z.number().int().positive() }),
   z.object({ type: z.literal('evaluated'), seq, stats }),
@@ -86,11 +100,11 @@ export const messageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('set_buffers'), seq, tensors: z.array(namedTensorSchema) }),
   z.object({ type: z.literal('model_update'), seq, update: modelUpdateSchema }),
   /** Answer to set_buffers and model_update: the full-state checksum after applying. */
-  z.object({ type: z.literal('ack'), seq, checksum: z.string() }),
+  z.object({ type: z.literal('ack'), seq, checksum }),
 
   // --- ending ---
-  z.object({ type: z.literal('error'), code: z.string(), message: z.string() }),
-  z.object({ type: z.literal('shutdown'), reason: z.string() }),
+  z.object({ type: z.literal('error'), code, message: text(10000, true) }),
+  z.object({ type: z.literal('shutdown'), reason: text(10000, true) }),
 ]);
 
 export type Message = z.infer<typeof messageSchema>;

@@ -7,8 +7,11 @@ export interface PeerOptions {
   /** For logs: "worker w1 (127.0.0.1:5123)". */
   name: string;
   heartbeatMs: number;
-  /** Silence longer than this closes the connection (generous: a busy peer's event loop may be blocked). */
-  timeoutMs: number;
+  /**
+   * Silence longer than this closes the connection. A function when the allowance depends on what the other side
+   * is doing (a peer computing cannot send heartbeats).
+   */
+  timeoutMs: number | (() => number);
   log: (line: string) => void;
 }
 
@@ -21,6 +24,7 @@ export class Peer {
   private handlers: ((m: Message) => void)[] = [];
   private closeHandlers: ((reason: string, err?: GdpError) => void)[] = [];
   private lastSeen = Date.now();
+  private lastTick = Date.now();
   private timer: NodeJS.Timeout;
   private closing = false;
   closed = false;
@@ -32,13 +36,32 @@ export class Peer {
     private readonly opts: PeerOptions,
   ) {
     transport.onFrame((frame) => this.receive(frame));
-    transport.onClose((reason) => this.finish(reason));
-    this.timer = setInterval(() => this.tick(), opts.heartbeatMs);
-    this.timer.unref();
+    transport.onClose((reason, err) => this.finish(reason, err));
+    this.timer = this.startTimer();
+  }
+
+  private startTimer(): NodeJS.Timeout {
+    const t = setInterval(() => this.tick(), this.opts.heartbeatMs);
+    t.unref();
+    return t;
   }
 
   get name(): string {
     return this.opts.name;
+  }
+
+  /** True from the moment this side decided to close (a failure, a close call): nothing more is sent or read. */
+  get ending(): boolean {
+    return this.closing;
+  }
+
+  /** Changes the heartbeat period and silence timeout (a worker follows the coordinator's config once welcomed). */
+  configure(o: { heartbeatMs: number; timeoutMs: number | (() => number) }): void {
+    this.opts.heartbeatMs = o.heartbeatMs;
+    this.opts.timeoutMs = o.timeoutMs;
+    if (this.closing) return;
+    clearInterval(this.timer);
+    this.timer = this.startTimer();
   }
 
   onMessage(fn: (m: Message) => void): void {
@@ -70,7 +93,15 @@ export class Peer {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.timer);
-    this.transport.close(reason);
+    try {
+      this.transport.close(reason);
+    } catch (err) {
+      // Closing must not throw into whoever reads frames; the connection is over either way.
+      this.opts.log(`error: ${this.opts.name}: closing the connection: ${(err as Error).message}`);
+    }
+    // Over for us now, not when the other side acknowledges: a stalled peer never would, and requests waiting on
+    // it must fail at once so that the operation is redone without it.
+    this.finish(reason);
   }
 
   private receive(frame: Uint8Array): void {
@@ -93,8 +124,14 @@ export class Peer {
   }
 
   private tick(): void {
-    if (Date.now() - this.lastSeen > this.opts.timeoutMs) {
-      this.fail(new GdpError('PEER_TIMEOUT', `nothing received for ${this.opts.timeoutMs} ms`));
+    const now = Date.now();
+    // Our own event loop was blocked (a long computation, a checkpoint): frames that arrived meanwhile are still
+    // unread, and timers run first, so the silence is ours, not the peer's. Start counting afresh.
+    if (now - this.lastTick > 3 * this.opts.heartbeatMs) this.lastSeen = now;
+    this.lastTick = now;
+    const limit = typeof this.opts.timeoutMs === 'function' ? this.opts.timeoutMs() : this.opts.timeoutMs;
+    if (now - this.lastSeen > limit) {
+      this.fail(new GdpError('PEER_TIMEOUT', `nothing received for ${now - this.lastSeen} ms (limit ${limit} ms): the peer stopped or stalled`));
       return;
     }
     try {
@@ -104,8 +141,13 @@ export class Peer {
     }
   }
 
-  private finish(reason: string): void {
+  private finish(reason: string, err?: GdpError): void {
     if (this.closed) return;
+    // The transport refused a frame (oversized, not a valid WebSocket frame): the same clear error as ours.
+    if (err && !this.error && !this.closing) {
+      this.error = err;
+      this.opts.log(`error: ${this.opts.name}: ${err.code}: ${err.message}; connection closed`);
+    }
     this.closed = true;
     this.closing = true;
     clearInterval(this.timer);

@@ -8,7 +8,7 @@ import { GdpError } from '../errors.js';
 export const wireTensorSchema = z
   .object({
     dtype: z.enum(['float32', 'int32']),
-    shape: z.array(z.number().int().nonnegative()),
+    shape: z.array(z.number().int().nonnegative()).max(8),
     data: z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data'),
   })
   .refine((t) => t.data.byteLength === 4 * t.shape.reduce((a, b) => a * b, 1), {

@@ -1,13 +1,15 @@
+import type { GdpError } from '../errors.js';
+
 /**
  * Moves opaque frames between two endpoints; knows nothing of messages. Frames arrive in order; `onClose` fires
- * once, whichever side closed.
+ * once, whichever side closed, with an error when the transport itself refused what the other side sent.
  */
 export interface Transport {
   /** Who is on the other end, for logs (e.g. "127.0.0.1:50212"). */
   readonly remote: string;
   send(frame: Uint8Array): void;
   onFrame(fn: (frame: Uint8Array) => void): void;
-  onClose(fn: (reason: string) => void): void;
+  onClose(fn: (reason: string, err?: GdpError) => void): void;
   close(reason?: string): void;
 }
 

@@ -1,9 +1,23 @@
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocket } from 'ws';
 import { GdpError } from '../errors.js';
 import type { Transport } from './transport.js';
 import { MAX_FRAME_BYTES } from './version.js';
 
-class WsTransport implements Transport {
+/** ws' own refusals of what the other side sent (ws error codes), as GdpErrors; socket-level errors stay plain. */
+function frameError(err: Error & { code?: string }): GdpError | undefined {
+  if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return new GdpError('FRAME_TOO_LARGE', `a frame over the ${MAX_FRAME_BYTES}-byte limit (${err.message})`);
+  if (err.code?.startsWith('WS_ERR_')) return new GdpError('BAD_FRAME', `not a valid WebSocket frame: ${err.message}`);
+  return undefined;
+}
+
+/** A close reason within the WebSocket limit of 123 bytes of UTF-8 (ws throws beyond it). */
+export function closeReason(reason: string): string {
+  let r = reason.slice(0, 123);
+  while (Buffer.byteLength(r, 'utf8') > 123) r = r.slice(0, -1);
+  return r;
+}
+
+export class WsTransport implements Transport {
   constructor(
     private readonly ws: WebSocket,
     readonly remote: string,
@@ -14,75 +28,61 @@ class WsTransport implements Transport {
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(frame, { binary: true });
   }
   onFrame(fn: (frame: Uint8Array) => void): void {
-    this.ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
+    this.ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
       // A text frame is passed on as bytes too: the codec rejects it with a clear error.
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-      void isBinary;
       fn(buf);
     });
   }
-  onClose(fn: (reason: string) => void): void {
+  onClose(fn: (reason: string, err?: GdpError) => void): void {
     let done = false;
-    const once = (r: string) => {
+    const once = (r: string, err?: GdpError) => {
       if (!done) {
         done = true;
-        fn(r);
+        fn(r, err);
       }
     };
     this.ws.on('close', (code, reason) => once(reason.toString() || `socket closed (${code})`));
-    this.ws.on('error', (err) => once(`socket error: ${err.message}`));
+    this.ws.on('error', (err) => once(`socket error: ${err.message}`, frameError(err)));
   }
   close(reason = 'closed'): void {
-    // Close reasons are limited to 123 bytes by the WebSocket spec.
-    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close(1000, reason.slice(0, 120));
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
+      this.ws.close(1000, closeReason(reason));
+      // A peer that does not answer the closing handshake (stopped, stalled) loses its socket soon anyway.
+      setTimeout(() => this.ws.terminate(), 2000).unref();
+    }
   }
 }
 
-/** Connects to a coordinator at ws://host:port. */
-export function connectWs(url: string, timeoutMs = 30000): Promise<Transport> {
+export interface ConnectOptions {
+  /** The coordinator's shared token, sent as `Authorization: Bearer` with the upgrade request. */
+  token?: string;
+  /** PEM certificate(s) to trust for wss:// besides the system's (a self-signed coordinator certificate). */
+  ca?: string | Buffer;
+  timeoutMs?: number;
+}
+
+const REFUSALS: Record<number, [string, string]> = {
+  401: ['AUTH_REFUSED', 'missing or wrong token (give the coordinator\'s token with --token or GDP_TOKEN)'],
+  503: ['TOO_MANY_CONNECTIONS', 'the coordinator is at its connection limit (--max-connections)'],
+};
+
+/** Connects to a coordinator at ws://host:port or wss://host:port. */
+export function connectWs(url: string, opts: ConnectOptions = {}): Promise<Transport> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, handshakeTimeout: timeoutMs });
+    const ws = new WebSocket(url, {
+      maxPayload: MAX_FRAME_BYTES,
+      handshakeTimeout: opts.timeoutMs ?? 30000,
+      headers: opts.token !== undefined ? { authorization: `Bearer ${opts.token}` } : undefined,
+      ca: opts.ca,
+    });
+    // A refusal arrives as a plain HTTP answer to the upgrade request.
+    ws.once('unexpected-response', (req, res) => {
+      const [code, why] = REFUSALS[res.statusCode ?? 0] ?? ['CONNECT_FAILED', `HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim()];
+      reject(new GdpError(code, `the coordinator at ${url} refused the connection: ${why}`));
+      req.destroy();
+    });
     ws.once('open', () => resolve(new WsTransport(ws, url)));
     ws.once('error', (err) => reject(new GdpError('CONNECT_FAILED', `cannot connect to ${url}: ${err.message}`)));
-  });
-}
-
-export interface WsListener {
-  /** The bound address, e.g. { host: '127.0.0.1', port: 7070 }. */
-  host: string;
-  port: number;
-  /** Stops listening and closes every connection, gracefully within `graceMs` (default 3 s), then by force. */
-  close(graceMs?: number): Promise<void>;
-}
-
-/** Listens for workers; every accepted socket becomes a Transport handed to `onConnection`. */
-export function listenWs(host: string, port: number, onConnection: (t: Transport) => void): Promise<WsListener> {
-  return new Promise((resolve, reject) => {
-    const wss = new WebSocketServer({ host, port, maxPayload: MAX_FRAME_BYTES });
-    wss.once('error', (err) => reject(new GdpError('LISTEN_FAILED', `cannot listen on ${host}:${port}: ${err.message}`)));
-    wss.on('connection', (ws, req) => {
-      const remote = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-      onConnection(new WsTransport(ws, remote));
-    });
-    wss.once('listening', () => {
-      const addr = wss.address();
-      const bound = typeof addr === 'string' || addr === null ? { host, port } : { host: addr.address, port: addr.port };
-      resolve({
-        ...bound,
-        close: (graceMs = 3000) =>
-          new Promise<void>((res) => {
-            // A close handshake first: a socket destroyed while the peer's frames are still unread is reset, and the
-            // reset makes the peer drop the last frames it was sent (a worker would miss its 'shutdown' and retry).
-            for (const c of wss.clients) c.close(1001, 'coordinator closing');
-            const timer = setTimeout(() => {
-              for (const c of wss.clients) c.terminate();
-            }, graceMs);
-            wss.close(() => {
-              clearTimeout(timer);
-              res();
-            });
-          }),
-      });
-    });
   });
 }
