@@ -70,10 +70,12 @@ export class WorkerLink {
 
   /**
    * How long this worker may be silent. Its tensor backend blocks its event loop while it computes, so while a
-   * request is outstanding the allowance is twice its longest answer so far (at least the heartbeat timeout).
+   * request is outstanding the allowance is twice its longest answer so far (at least the heartbeat timeout); before
+   * its first answer nothing says how long a shard takes (ResNet-50 on a CPU: minutes), so the step timeout applies.
    */
   silenceLimitMs(): number {
-    return this.pending.size > 0 ? Math.max(this.heartbeatTimeoutMs, 2 * this.longestAnswerMs) : this.heartbeatTimeoutMs;
+    if (this.pending.size === 0) return this.heartbeatTimeoutMs;
+    return Math.max(this.heartbeatTimeoutMs, this.longestAnswerMs > 0 ? 2 * this.longestAnswerMs : this.timeoutMs);
   }
 
   /** Sends `messages` and resolves with the answer of type `type` to request `seq`. */
