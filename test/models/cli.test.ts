@@ -1,37 +1,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/shared/backend.js';
 import { readF32 } from '../../src/shared/io/raw_tensor.js';
 import { tfjsDirReader } from '../../src/shared/io/tfjs_files.js';
 import { maxAbsDiff } from '../../src/shared/models/infer.js';
-import { fixture, fixtureInputNhwc, fixtureLogits, hasFixture, INPUT_SHAPE_NHWC, REPO_ROOT } from '../io/fixture.js';
+import { fixture, fixtureInputNhwc, fixtureLogits, hasFixture, INPUT_SHAPE_NHWC } from '../io/fixture.js';
+import { gdpModel } from './gdp_model.js';
 
-const BIN = join(REPO_ROOT, 'bin', 'gdp-model.js');
 const dir = await mkdtemp(join(tmpdir(), 'gdp-model-cli-'));
 test.after(() => rm(dir, { recursive: true, force: true }));
 const skip = hasFixture ? false : 'the PyTorch fixture ../shared/fixtures/pytorch-resnet56 is absent';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
-async function gdpModel(...args: string[]): Promise<Run> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [BIN, ...args], { maxBuffer: 1 << 24 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const r = e as { code: number; stdout: string; stderr: string };
-    return { code: r.code, stdout: r.stdout, stderr: r.stderr };
-  }
-}
 
 test('flops --json prints one JSON object with PyTorch MACs and params; the backend goes to stderr', async () => {
   const r = await gdpModel('flops', '--arch', 'cifar.resnet56', '--json', '--backend', 'cpu');

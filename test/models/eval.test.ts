@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadMnist } from '../../src/shared/data/mnist.js';
@@ -13,19 +11,9 @@ import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
 import { Rng } from '../../src/shared/rng.js';
 import { Replica, addStats, emptyStats } from '../../src/shared/train/replica.js';
 import { useBackend } from '../helpers.js';
-import { REPO_ROOT } from '../io/fixture.js';
+import { gdpModel } from './gdp_model.js';
 
-const BIN = join(REPO_ROOT, 'bin', 'gdp-model.js');
 
-async function gdpModel(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [BIN, ...args], { maxBuffer: 1 << 24 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const r = e as { code: number; stdout: string; stderr: string };
-    return { code: r.code, stdout: r.stdout, stderr: r.stderr };
-  }
-}
 
 describe('BN re-estimation and gdp-model eval', () => {
   let dir: string;
