@@ -15,6 +15,8 @@ import {
 } from '@tensorflow/tfjs-core';
 
 import {conv2DBackpropFilterOptions} from '../../src/shared/kernels/wasm/Conv2DBackpropFilter.js';
+import {simdKernels} from '../../src/shared/kernels/wasm/simd/module.js';
+import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
 import {registerWasmTrainingKernels, wasmTrainingKernels} from '../../src/shared/kernels/wasm/register_all.js';
 
 import {
@@ -155,6 +157,10 @@ describe('registration', () => {
     }
   });
 
+  it('has the hand-written SIMD kernels on this runtime (else the fast paths fall back)', () => {
+    assert.ok(simdKernels(tf.backend() as unknown as BackendWasm));
+  });
+
   it('is idempotent', () => {
     const before = getKernelsForBackend('wasm').length;
     registerWasmTrainingKernels();
@@ -166,17 +172,19 @@ describe('registration', () => {
   });
 });
 
-for (const strategy of ['auto', 'im2col', 'swapped'] as const) {
+for (const strategy of ['auto', 'im2col', 'swapped', 'simd'] as const) {
   describe(`Conv2DBackpropFilter (${strategy}) vs cpu`, () => {
+    const saved = {...conv2DBackpropFilterOptions};
     before(() => {
       conv2DBackpropFilterOptions.strategy = strategy;
-      // Small chunks so that the grid exercises chunk boundaries.
+      // Small chunks so that the grid exercises chunk boundaries, and one
+      // image per group for the simd path (auto uses whole-batch groups).
       conv2DBackpropFilterOptions.chunkFloats =
           strategy === 'im2col' ? 1000 : 1 << 18;
+      conv2DBackpropFilterOptions.groupBytes = strategy === 'simd' ? 1 : 1 << 19;
     });
     after(() => {
-      conv2DBackpropFilterOptions.strategy = 'auto';
-      conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
+      Object.assign(conv2DBackpropFilterOptions, saved);
     });
     convCases().forEach((c, i) => {
       it(describeCase(c), () => checkBackprop(Conv2DBackpropFilter, c, 100 + 7 * i));
@@ -602,6 +610,10 @@ describe('no leaks', () => {
         withFilterOptions({chunkFloats: 500}, filterGrad),
     [Conv2DBackpropFilter + ' swapped']:
         withFilterOptions({strategy: 'swapped'}, filterGrad),
+    [Conv2DBackpropFilter + ' im2col']:
+        withFilterOptions({strategy: 'im2col'}, filterGrad),
+    [Conv2DBackpropFilter + ' simd, padded channels']:
+        withFilterOptions({strategy: 'simd'}, filterGrad),
     [Conv2DBackpropInput]: () => tf.engine().runKernel(
         Conv2DBackpropInput, {
           dy: tf.ones(info.outShape),
