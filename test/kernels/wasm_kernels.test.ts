@@ -16,6 +16,7 @@ import {
 
 import {conv2DBackpropFilterOptions} from '../../src/shared/kernels/wasm/Conv2DBackpropFilter.js';
 import {simdKernels} from '../../src/shared/kernels/wasm/simd/module.js';
+import {BatchNormTrainBackward, BatchNormTrainForward, ReluGrad} from '../../src/shared/kernels/custom_kernels.js';
 import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
 import {registerWasmTrainingKernels, wasmTrainingKernels} from '../../src/shared/kernels/wasm/register_all.js';
 
@@ -145,12 +146,13 @@ async function checkBackprop(
 before(useWasm);
 
 describe('registration', () => {
-  it('registers every kernel for wasm under tfjs-core kernel names', () => {
+  it('registers every kernel for wasm under tfjs-core or custom_kernels.ts names', () => {
     const names = wasmTrainingKernels.map(k => k.kernelName).sort();
     assert.deepEqual(
         names,
         [AvgPoolGrad, BatchMatMul, Conv2DBackpropFilter, Conv2DBackpropInput,
-         Identity, MaxPoolGrad, Mean, Sum].sort());
+         Identity, MaxPoolGrad, Mean, Sum, BatchNormTrainForward,
+         BatchNormTrainBackward, ReluGrad].sort());
     for (const config of wasmTrainingKernels) {
       assert.equal(config.backendName, 'wasm');
       assert.equal(getKernel(config.kernelName, 'wasm'), config);
