@@ -4,6 +4,7 @@ import {after, before, describe, it} from 'node:test';
 import {
   AvgPoolGrad,
   BatchMatMul,
+  Conv2D,
   Conv2DBackpropFilter,
   Conv2DBackpropInput,
   getKernel,
@@ -150,7 +151,7 @@ describe('registration', () => {
     const names = wasmTrainingKernels.map(k => k.kernelName).sort();
     assert.deepEqual(
         names,
-        [AvgPoolGrad, BatchMatMul, Conv2DBackpropFilter, Conv2DBackpropInput,
+        [AvgPoolGrad, BatchMatMul, Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput,
          Identity, MaxPoolGrad, Mean, Sum, BatchNormTrainForward,
          BatchNormTrainBackward, ReluGrad].sort());
     for (const config of wasmTrainingKernels) {
@@ -193,6 +194,26 @@ for (const strategy of ['auto', 'im2col', 'swapped', 'simd'] as const) {
     });
   });
 }
+
+describe('Conv2D vs cpu (SIMD path for stride 1 and 8k output channels, else stock)', () => {
+  // The grid as is (mostly stock), and with 8 or 16 output channels so that
+  // every stride-1 case runs the SIMD kernel, widths not divisible by 4
+  // included.
+  const cases = convCases().flatMap(c => [c, {...c, co: c.co === 16 ? 16 : 8}]);
+  cases.forEach((c, i) => {
+    it(describeCase(c), async () => {
+      const xs = [
+        {values: randomArray(c.n * c.h * c.w * c.ci, 500 + i), shape: [c.n, c.h, c.w, c.ci]},
+        {values: randomArray(c.k * c.k * c.ci * c.co, 600 + i), shape: [c.k, c.k, c.ci, c.co]},
+      ];
+      const run = (x: tf.Tensor, f: tf.Tensor) =>
+          tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, c.strides, c.pad);
+      const [want] = await runOn('cpu', xs, run);
+      const [got] = await runOn('wasm', xs, run);
+      assertClose(got, want, 1e-4, `Conv2D ${describeCase(c)}`);
+    });
+  });
+});
 
 describe('Conv2DBackpropInput vs cpu', () => {
   convCases().forEach((c, i) => {
@@ -616,6 +637,7 @@ describe('no leaks', () => {
         withFilterOptions({strategy: 'im2col'}, filterGrad),
     [Conv2DBackpropFilter + ' simd, padded channels']:
         withFilterOptions({strategy: 'simd'}, filterGrad),
+    'Conv2D simd': () => tf.conv2d(tf.ones([2, 9, 9, 3]) as tf.Tensor4D, tf.ones([3, 3, 3, 8]) as tf.Tensor4D, 1, 'same'),
     [Conv2DBackpropInput]: () => tf.engine().runKernel(
         Conv2DBackpropInput, {
           dy: tf.ones(info.outShape),

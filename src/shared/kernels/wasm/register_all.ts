@@ -15,6 +15,7 @@ import {avgPoolGradConfig} from './AvgPoolGrad.js';
 import {batchMatMulConfig} from './BatchMatMul.js';
 import {batchNormTrainBackwardConfig} from './BatchNormTrainBackward.js';
 import {batchNormTrainForwardConfig} from './BatchNormTrainForward.js';
+import {conv2DConfig} from './Conv2D.js';
 import {conv2DBackpropFilterConfig} from './Conv2DBackpropFilter.js';
 import {conv2DBackpropInputConfig} from './Conv2DBackpropInput.js';
 import {rememberStockKernel, WASM} from './kernel_utils.js';
@@ -25,6 +26,7 @@ import {reluGradConfig} from './ReluGrad.js';
 import {sumConfig} from './Sum.js';
 
 export const wasmTrainingKernels: readonly KernelConfig[] = [
+  conv2DConfig,
   conv2DBackpropFilterConfig,
   conv2DBackpropInputConfig,
   batchMatMulConfig,

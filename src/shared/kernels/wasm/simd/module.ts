@@ -58,20 +58,26 @@ function countedLoop(label: string, counter: string, count: string, body: string
 
 const advance = (p: string, by: string) => `local.get ${p} local.get ${by} i32.add local.set ${p}`;
 
-const outerTile4x8: WasmFunction = {
-  name: 'outerTile4x8',
-  text: `
+/**
+ * The outer-product tile kernel for `ct` x channels by `4 * ov` dy
+ * channels: ct * ov float32x4 accumulators, x values splatted from memory.
+ */
+export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * ov}`): WasmFunction {
+  const acc = (k: number, v: number) => `$a${k * ov + v}`;
+  return {
+    name,
+    text: `
     (param $x i32) (param $dy i32) (param $w i32) (param $rows i32) (param $cols i32) (param $images i32)
     (param $xRow i32) (param $xCol i32) (param $xImage i32) (param $dyRow i32) (param $dyCol i32) (param $dyImage i32)
     (param $wRow i32)
-    ${range(8).map(i => `(local $a${i} v128)`).join(' ')}
-    (local $s v128) (local $d0 v128) (local $d1 v128)
+    ${range(ct * ov).map(i => `(local $a${i} v128)`).join(' ')}
+    ${range(ov).map(v => `(local $d${v} v128)`).join(' ')}
+    (local $s v128)
     (local $n i32) (local $r i32) (local $c i32) (local $xr i32) (local $dr i32) (local $xq i32) (local $dq i32)
     (local $wq i32)
     local.get $w local.set $wq
-    ${range(4).map(k => `
-      local.get $wq v128.load local.set $a${2 * k}
-      local.get $wq v128.load offset=16 local.set $a${2 * k + 1}
+    ${range(ct).map(k => `
+      ${range(ov).map(v => `local.get $wq v128.load offset=${16 * v} local.set ${acc(k, v)}`).join(' ')}
       ${advance('$wq', '$wRow')}`).join('')}
     ${countedLoop('$image', '$n', '$images', `
       local.get $x local.set $xr
@@ -80,12 +86,11 @@ const outerTile4x8: WasmFunction = {
         local.get $xr local.set $xq
         local.get $dr local.set $dq
         ${countedLoop('$col', '$c', '$cols', `
-          local.get $dq v128.load local.set $d0
-          local.get $dq v128.load offset=16 local.set $d1
-          ${range(4).map(k => `
+          ${range(ov).map(v => `local.get $dq v128.load offset=${16 * v} local.set $d${v}`).join(' ')}
+          ${range(ct).map(k => `
             local.get $xq v128.load32_splat offset=${4 * k} local.set $s
-            local.get $a${2 * k} local.get $s local.get $d0 f32x4.mul f32x4.add local.set $a${2 * k}
-            local.get $a${2 * k + 1} local.get $s local.get $d1 f32x4.mul f32x4.add local.set $a${2 * k + 1}`).join('')}
+            ${range(ov).map(v => `
+            local.get ${acc(k, v)} local.get $s local.get $d${v} f32x4.mul f32x4.add local.set ${acc(k, v)}`).join('')}`).join('')}
           ${advance('$xq', '$xCol')}
           ${advance('$dq', '$dyCol')}`)}
         ${advance('$xr', '$xRow')}
@@ -93,20 +98,77 @@ const outerTile4x8: WasmFunction = {
       ${advance('$x', '$xImage')}
       ${advance('$dy', '$dyImage')}`)}
     local.get $w local.set $wq
-    ${range(4).map(k => `
-      local.get $wq local.get $a${2 * k} v128.store
-      local.get $wq local.get $a${2 * k + 1} v128.store offset=16
+    ${range(ct).map(k => `
+      ${range(ov).map(v => `local.get $wq local.get ${acc(k, v)} v128.store offset=${16 * v}`).join(' ')}
       ${advance('$wq', '$wRow')}`).join('')}
   `,
-};
-
-/** The part of the WebAssembly JS API used here (the project's libs do not declare it). */
-interface WasmApi {
-  Memory: abstract new (...args: never[]) => object;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => {exports: object};
+  };
 }
-const WA = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly;
+
+/**
+ * Forward-convolution kernel over `rows` output rows (starts `xNext` and
+ * `yNext` bytes apart), each `tiles` groups of 4 consecutive output pixels
+ * by `oTiles` groups of 8 output channels, summed over kh x kw taps and ci
+ * channels of a padded NHWC input: 4 x values (one per pixel,
+ * `pixelBytes` = stride * ci * 4 apart, fixed at assembly) are splatted
+ * against 8 filter values. Writes y (no accumulate).
+ */
+export function convTile(pixelBytes: number, name = `convTile_${pixelBytes}`): WasmFunction {
+  const ov = 2;
+  const acc = (k: number, v: number) => `$a${k * ov + v}`;
+  return {
+    name,
+    text: `
+    (param $x i32) (param $w i32) (param $y i32) (param $rows i32) (param $tiles i32) (param $oTiles i32)
+    (param $kh i32) (param $kw i32) (param $ci i32) (param $xRow i32) (param $co4 i32)
+    (param $xNext i32) (param $yNext i32)
+    ${range(4 * ov).map(i => `(local $a${i} v128)`).join(' ')}
+    ${range(ov).map(v => `(local $d${v} v128)`).join(' ')}
+    (local $s v128) (local $zero v128)
+    (local $t i32) (local $o i32) (local $a i32) (local $c i32) (local $r i32) (local $yt i32)
+    (local $xt i32) (local $xa i32) (local $xc i32)
+    (local $wo i32) (local $wa i32) (local $wc i32)
+    (local $yo i32) (local $yq i32) (local $wRow i32) (local $kwci i32)
+    local.get $kw local.get $ci i32.mul local.set $kwci
+    ;; bytes between filter rows: kw * ci * co * 4
+    local.get $kwci local.get $co4 i32.mul local.set $wRow
+    ${countedLoop('$orow', '$r', '$rows', `
+    local.get $x local.set $xt
+    local.get $y local.set $yt
+    ${countedLoop('$tile', '$t', '$tiles', `
+      local.get $w local.set $wo
+      local.get $yt local.set $yo
+      ${countedLoop('$och', '$o', '$oTiles', `
+        ${range(4 * ov).map(i => `local.get $zero local.set $a${i}`).join(' ')}
+        local.get $xt local.set $xa
+        local.get $wo local.set $wa
+        ${countedLoop('$krow', '$a', '$kh', `
+          local.get $xa local.set $xc
+          local.get $wa local.set $wc
+          ;; Taps of one kernel row and their channels are contiguous in x and in w.
+          ${countedLoop('$chan', '$c', '$kwci', `
+            ${range(ov).map(v => `local.get $wc v128.load offset=${16 * v} local.set $d${v}`).join(' ')}
+            ${range(4).map(k => `
+              local.get $xc v128.load32_splat offset=${k * pixelBytes} local.set $s
+              ${range(ov).map(v => `
+              local.get ${acc(k, v)} local.get $s local.get $d${v} f32x4.mul f32x4.add local.set ${acc(k, v)}`).join('')}`).join('')}
+            local.get $xc i32.const 4 i32.add local.set $xc
+            ${advance('$wc', '$co4')}`)}
+          ${advance('$xa', '$xRow')}
+          ${advance('$wa', '$wRow')}`)}
+        local.get $yo local.set $yq
+        ${range(4).map(k => `
+          ${range(ov).map(v => `local.get $yq local.get ${acc(k, v)} v128.store offset=${16 * v}`).join(' ')}
+          ${advance('$yq', '$co4')}`).join('')}
+        local.get $wo i32.const 32 i32.add local.set $wo
+        local.get $yo i32.const 32 i32.add local.set $yo`)}
+      local.get $xt i32.const ${4 * pixelBytes} i32.add local.set $xt
+      local.get $yt local.get $co4 i32.const 2 i32.shl i32.add local.set $yt`)}
+    ${advance('$x', '$xNext')}
+    ${advance('$y', '$yNext')}`)}
+  `,
+  };
+}
 
 /**
  * A loop over `n` vectors with `$k` cycling through [0, period) in steps of
@@ -199,8 +261,37 @@ const channelFunctions: WasmFunction[] = [
   },
 ];
 
+/** The part of the WebAssembly JS API used here (the project's libs do not declare it). */
+interface WasmApi {
+  Memory: abstract new (...args: never[]) => object;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => {exports: object};
+}
+const WA = (globalThis as unknown as {WebAssembly?: WasmApi}).WebAssembly;
+
 let compiled: object|null|undefined;
 const instances = new WeakMap<object, SimdKernels|null>();
+
+export type ConvTileKernel = (
+    x: number, w: number, y: number, rows: number, tiles: number, oTiles: number, kh: number, kw: number,
+    ci: number, xRow: number, co4: number, xNext: number, yNext: number) => void;
+
+const convInstances = new WeakMap<object, Map<number, ConvTileKernel>>();
+
+/** The convTile kernel for `pixelBytes` on `backend`'s heap (assembled once per value), or null. */
+export function convTileKernel(backend: BackendWasm, pixelBytes: number): ConvTileKernel|null {
+  const memory = (backend.wasm as unknown as {asm?: {memory?: unknown}}).asm?.memory;
+  if (simdKernels(backend) == null || WA == null || !(memory instanceof WA.Memory)) return null;
+  let byBytes = convInstances.get(backend.wasm);
+  if (byBytes == null) convInstances.set(backend.wasm, byBytes = new Map());
+  let k = byBytes.get(pixelBytes);
+  if (k == null) {
+    const module = new WA.Module(assemble([convTile(pixelBytes, 'conv')]));
+    k = (new WA.Instance(module, {env: {memory}}).exports as {conv: ConvTileKernel}).conv;
+    byBytes.set(pixelBytes, k);
+  }
+  return k;
+}
 
 /** The kernels bound to `backend`'s heap, or null when unavailable. */
 export function simdKernels(backend: BackendWasm): SimdKernels|null {
@@ -211,7 +302,7 @@ export function simdKernels(backend: BackendWasm): SimdKernels|null {
   const memory = wasm.asm?.memory;
   try {
     if (WA == null) throw new Error('no WebAssembly');
-    if (compiled === undefined) compiled = new WA.Module(assemble([outerTile4x8, ...channelFunctions]));
+    if (compiled === undefined) compiled = new WA.Module(assemble([outerTile(4, 2), ...channelFunctions]));
     if (compiled != null && memory instanceof WA.Memory) {
       const instance = new WA.Instance(compiled, {env: {memory}});
       kernels = instance.exports as unknown as SimdKernels;
