@@ -262,7 +262,12 @@ export class Coordinator implements Cluster {
     const allocate = (n: number) => this.reducer.allocate(n, shards.length);
     const answers = await Coordinator.all(
       shards.map(({ link, idx }) =>
-        link.request(seq, 'computed', [{ type: 'compute', seq, set, indices: toWire(idx), seed }], { size: layout.size, bucketElems: this.opts.bucketElems, allocate }),
+        link.request(seq, 'computed', [{ type: 'compute', seq, set, indices: toWire(idx), seed }], {
+          size: layout.size,
+          bucketElems: this.opts.bucketElems,
+          allocate,
+          dtype: this.config.dist.grad_dtype,
+        }),
       ),
     );
     const stats = answers.reduce((acc, a) => addStats(acc, a.stats), emptyStats());
