@@ -26,7 +26,7 @@ export function batchNormTrainBackward(args: WasmKernelArgs<NamedTensorInfoMap, 
     const [sumDy, sumDyXc] = cp.reduce(
         2,
         (v0, n, [accDy, accDyXc]) => cp.simd!.gradSumsCyclic(
-            cp.ptr(dy) + 16 * v0, cp.ptr(x) + 16 * v0, n, cp.ptr(meanTile), accDy, accDyXc, 4 * cp.period),
+            cp.ptr(dy) + 16 * v0, cp.ptr(x) + 16 * v0, n, meanTile, accDy, accDyXc, 4 * cp.period),
         (h, i, ch, [accDy, accDyXc]) => {
           accDy[ch] += h[dyi + i];
           accDyXc[ch] += h[dyi + i] * (h[xi + i] - mean[ch]);
@@ -41,7 +41,7 @@ export function batchNormTrainBackward(args: WasmKernelArgs<NamedTensorInfoMap, 
     cp.map(
         dx,
         n => cp.simd!.affine2Cyclic(
-            cp.ptr(dy), cp.ptr(x), n, cp.ptr(tiles[0]), cp.ptr(tiles[1]), cp.ptr(tiles[2]), cp.ptr(dx),
+            cp.ptr(dy), cp.ptr(x), n, tiles[0], tiles[1], tiles[2], cp.ptr(dx),
             4 * cp.period),
         (h, i, ch) => {
           h[dxi + i] = h[dyi + i] * A[ch] + h[xi + i] * B[ch] + C[ch];

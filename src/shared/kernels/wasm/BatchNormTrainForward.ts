@@ -31,7 +31,7 @@ export function batchNormTrainForward(
     const [sq] = cp.reduce(
         1,
         (v0, n, [acc]) => cp.simd!.sqDevSumCyclic(
-            cp.ptr(x) + 16 * v0, n, cp.ptr(meanTile), acc, 4 * cp.period),
+            cp.ptr(x) + 16 * v0, n, meanTile, acc, 4 * cp.period),
         (h, i, ch, [acc]) => {
           const d = h[xi + i] - meanF[ch];
           acc[ch] += d * d;
@@ -47,7 +47,7 @@ export function batchNormTrainForward(
     cp.map(
         y,
         n => cp.simd!.affineCyclic(
-            cp.ptr(x), n, cp.ptr(scaleTile), cp.ptr(shiftTile), cp.ptr(y), 4 * cp.period),
+            cp.ptr(x), n, scaleTile, shiftTile, cp.ptr(y), 4 * cp.period),
         (h, i, ch) => {
           h[yi + i] = h[xi + i] * scale[ch] + shift[ch];
         });

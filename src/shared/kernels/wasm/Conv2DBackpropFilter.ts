@@ -314,14 +314,10 @@ function outerProductSum(
               ((sh * i0 + a - pt) * w + sw * j0 + b - pl) * c4 * F;
           const dp = dyBase + n0 * dyImage + (i0 * ow + j0) * o8 * F;
           const wp = wBase + (a * kw + b) * c4 * o8 * F;
-          for (let c = 0; c < c4; c += 4) {
-            for (let o = 0; o < o8; o += 8) {
-              simd.outerTile4x8(
-                  xp + c * F, dp + o * F, wp + (c * o8 + o) * F, i1 - i0,
-                  j1 - j0, images, sh * w * c4 * F, sw * c4 * F, xImage,
-                  ow * o8 * F, o8 * F, dyImage, o8 * F);
-            }
-          }
+          simd.outerTile4x8(
+              xp, dp, wp, i1 - i0, j1 - j0, images, sh * w * c4 * F,
+              sw * c4 * F, xImage, ow * o8 * F, o8 * F, dyImage, o8 * F,
+              c4 / 4, o8 / 8);
         }
       }
     }

@@ -60,14 +60,28 @@ export class ChannelPasses {
     return this.backend.getMemoryOffset(info.dataId);
   }
 
-  /** A heap buffer holding `values` (one per channel) tiled to the period. */
-  tile(values: ArrayLike<number>): TensorInfo {
-    const t = this.s.alloc([this.period]);
-    const {heap, offset} = heapF32(this.backend, t);
-    for (let j = 0; j < this.period; j++) {
-      heap[offset + j] = values[j % this.channels];
+  /**
+   * Byte offset of a heap vector of `period` floats holding `values` (one per channel) tiled to the period. Every
+   * tiled vector and accumulator of one kernel call lives in one scratch arena (one allocation, not one each).
+   */
+  tile(values: ArrayLike<number>): number {
+    const p = this.slot();
+    const heap = this.heap();
+    for (let j = 0, o = p / F; j < this.period; j++) heap[o + j] = values[j % this.channels];
+    return p;
+  }
+
+  private arena: {base: number, used: number}|null = null;
+  private static readonly ARENA_SLOTS = 8;
+
+  /** Byte offset of a fresh (uninitialised) period-sized slot of the arena. */
+  private slot(): number {
+    if (this.arena == null) {
+      const info = this.s.alloc([ChannelPasses.ARENA_SLOTS * this.period]);
+      this.arena = {base: this.ptr(info), used: 0};
     }
-    return t;
+    if (this.arena.used === ChannelPasses.ARENA_SLOTS) throw new Error('ChannelPasses: arena exhausted');
+    return this.arena.base + this.arena.used++ * this.period * F;
   }
 
   /** A new [C] float32 tensor (the caller's output) holding `values`. */
@@ -99,8 +113,7 @@ export class ChannelPasses {
     if (this.simd != null) {
       const periodVectors = this.period / 4;
       const block = periodVectors * Math.max(1, Math.floor(BLOCK_VECTORS / periodVectors));
-      const accs = Array.from({length: count}, () => this.s.alloc([this.period]));
-      const accPtrs = accs.map(a => this.ptr(a));
+      const accPtrs = Array.from({length: count}, () => this.slot());
       for (let v0 = 0; v0 < this.vectors; v0 += block) {
         const n = Math.min(block, this.vectors - v0);
         const h = this.heap();
@@ -111,7 +124,6 @@ export class ChannelPasses {
           for (let j = 0; j < this.period; j++) sum[j % this.channels] += h[p / F + j];
         });
       }
-      accs.forEach(a => this.s.free(a));
       done = this.vectors * 4;
     }
     const heap = this.heap();

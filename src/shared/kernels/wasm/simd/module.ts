@@ -11,14 +11,15 @@ import {assemble, WasmFunction} from './assembler.js';
 
 export interface SimdKernels {
   /**
-   * Filter-gradient tile: for 4 input channels (x) and 8 output channels
-   * (dy), adds sum over images, rows and columns of x[c] * dy[o] to the
-   * 4x8 block at `w` (rows `wRow` bytes apart).
+   * Filter-gradient blocks: for each of cTiles x oTiles blocks of 4 input
+   * channels (x, 16 bytes apart) by 8 output channels (dy, 32 bytes apart),
+   * adds the sum over images, rows and columns of x[c] * dy[o] to the 4x8
+   * block of w (rows `wRow` bytes apart).
    */
   outerTile4x8(
       x: number, dy: number, w: number, rows: number, cols: number,
       images: number, xRow: number, xCol: number, xImage: number,
-      dyRow: number, dyCol: number, dyImage: number, wRow: number): void;
+      dyRow: number, dyCol: number, dyImage: number, wRow: number, cTiles: number, oTiles: number): void;
 
   /*
    * Channel kernels over `n` float32x4 vectors of an NHWC tensor viewed
@@ -67,14 +68,23 @@ export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * o
   return {
     name,
     text: `
-    (param $x i32) (param $dy i32) (param $w i32) (param $rows i32) (param $cols i32) (param $images i32)
+    (param $x0 i32) (param $dy0 i32) (param $w0 i32) (param $rows i32) (param $cols i32) (param $images i32)
     (param $xRow i32) (param $xCol i32) (param $xImage i32) (param $dyRow i32) (param $dyCol i32) (param $dyImage i32)
-    (param $wRow i32)
+    (param $wRow i32) (param $cTiles i32) (param $oTiles i32)
+    (local $x i32) (local $dy i32) (local $w i32) (local $ct i32) (local $ot i32) (local $xc i32) (local $wc i32)
     ${range(ct * ov).map(i => `(local $a${i} v128)`).join(' ')}
     ${range(ov).map(v => `(local $d${v} v128)`).join(' ')}
     (local $s v128)
     (local $n i32) (local $r i32) (local $c i32) (local $xr i32) (local $dr i32) (local $xq i32) (local $dq i32)
     (local $wq i32)
+    ;; Every block of ct x channels by 4 * ov dy channels, each summed over the images, rows and columns.
+    local.get $x0 local.set $xc
+    local.get $w0 local.set $wc
+    ${countedLoop('$ctile', '$ct', '$cTiles', `
+    local.get $wc local.set $w
+    ${countedLoop('$otile', '$ot', '$oTiles', `
+    local.get $xc local.set $x
+    local.get $dy0 local.set $dy
     local.get $w local.set $wq
     ${range(ct).map(k => `
       ${range(ov).map(v => `local.get $wq v128.load offset=${16 * v} local.set ${acc(k, v)}`).join(' ')}
@@ -101,6 +111,11 @@ export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * o
     ${range(ct).map(k => `
       ${range(ov).map(v => `local.get $wq local.get ${acc(k, v)} v128.store offset=${16 * v}`).join(' ')}
       ${advance('$wq', '$wRow')}`).join('')}
+    local.get $dy0 i32.const ${16 * ov} i32.add local.set $dy0
+    local.get $w i32.const ${16 * ov} i32.add local.set $w`)}
+    local.get $dy0 local.get $oTiles i32.const ${16 * ov} i32.mul i32.sub local.set $dy0
+    local.get $xc i32.const ${4 * ct} i32.add local.set $xc
+    local.get $wc local.get $wRow i32.const ${ct} i32.mul i32.add local.set $wc`)}
   `,
   };
 }
