@@ -26,7 +26,7 @@ export interface WorkerStepStats {
 }
 
 export interface StepResult {
-  /** The averaged gradient every replica applied, laid out by `layout`. */
+  /** The averaged gradient every replica applied, laid out by `layout`; valid until the next step (reused). */
   avgGrad: Float32Array;
   layout: FlatLayout;
   /** Loss and accuracy sums over the global batch. */

@@ -67,6 +67,7 @@ export class WorkerSession {
   private bucketElems = 1;
   /** Training samples since the last BN synchronisation: this worker's weight in the average. */
   private samplesSinceSync = 0;
+  private avgBuffer?: Float32Array;
   private shutdownReason?: string;
   private remoteError?: GdpError;
   private readonly done: Promise<void>;
@@ -134,7 +135,11 @@ export class WorkerSession {
       case 'apply': {
         if (this.pendingApply) throw new GdpError('PROTOCOL', `'apply' ${m.seq} before the buckets of 'apply' ${this.pendingApply.seq} were complete`);
         const layout = this.need().replica.layout(m.set);
-        const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems);
+        // One buffer reused across steps: applyGradient consumes the average before the next one arrives.
+        const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems, (n) => {
+          if (this.avgBuffer?.length !== n) this.avgBuffer = new Float32Array(n);
+          return this.avgBuffer;
+        });
         this.pendingApply = { seq: m.seq, layout, sgd: m.sgd, assembler };
         if (assembler.complete) this.applyPending();
         return;
