@@ -195,11 +195,12 @@ for (const strategy of ['auto', 'im2col', 'swapped', 'simd'] as const) {
   });
 }
 
-describe('Conv2D vs cpu (SIMD path for stride 1 and 8k output channels, else stock)', () => {
-  // The grid as is (mostly stock), and with 8 or 16 output channels so that
-  // every stride-1 case runs the SIMD kernel, widths not divisible by 4
-  // included.
-  const cases = convCases().flatMap(c => [c, {...c, co: c.co === 16 ? 16 : 8}]);
+describe('Conv2D vs cpu (SIMD path for stride 1 and 4+ output channels, else stock)', () => {
+  // The grid as is, and with 8 or 16 output channels (blocks of 8 only) and
+  // 5 or 13 (blocks of 8 and 4, overlapping), so that every stride-1 case runs
+  // the SIMD kernel's paths, widths not divisible by 4 included.
+  const cases = convCases().flatMap(
+      (c, i) => [c, {...c, co: c.co === 16 ? 16 : 8}, {...c, co: i % 2 ? 5 : 13}]);
   cases.forEach((c, i) => {
     it(describeCase(c), async () => {
       const xs = [

@@ -126,10 +126,11 @@ export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * o
  * by `oTiles` groups of 8 output channels, summed over kh x kw taps and ci
  * channels of a padded NHWC input: 4 x values (one per pixel,
  * `pixelBytes` = stride * ci * 4 apart, fixed at assembly) are splatted
- * against 8 filter values. Writes y (no accumulate).
+ * against 4 * ov filter values (ov = 2: blocks of 8 output channels; ov = 1:
+ * blocks of 4, for the last channels when C is not a multiple of 8).
+ * Writes y (no accumulate), so overlapping blocks may be recomputed.
  */
-export function convTile(pixelBytes: number, name = `convTile_${pixelBytes}`): WasmFunction {
-  const ov = 2;
+export function convTile(pixelBytes: number, ov = 2, name = `convTile_${pixelBytes}_${ov}`): WasmFunction {
   const acc = (k: number, v: number) => `$a${k * ov + v}`;
   return {
     name,
@@ -175,8 +176,8 @@ export function convTile(pixelBytes: number, name = `convTile_${pixelBytes}`): W
         ${range(4).map(k => `
           ${range(ov).map(v => `local.get $yq local.get ${acc(k, v)} v128.store offset=${16 * v}`).join(' ')}
           ${advance('$yq', '$co4')}`).join('')}
-        local.get $wo i32.const 32 i32.add local.set $wo
-        local.get $yo i32.const 32 i32.add local.set $yo`)}
+        local.get $wo i32.const ${16 * ov} i32.add local.set $wo
+        local.get $yo i32.const ${16 * ov} i32.add local.set $yo`)}
       local.get $xt i32.const ${4 * pixelBytes} i32.add local.set $xt
       local.get $yt local.get $co4 i32.const 2 i32.shl i32.add local.set $yt`)}
     ${advance('$x', '$xNext')}
@@ -293,17 +294,18 @@ export type ConvTileKernel = (
 
 const convInstances = new WeakMap<object, Map<number, ConvTileKernel>>();
 
-/** The convTile kernel for `pixelBytes` on `backend`'s heap (assembled once per value), or null. */
-export function convTileKernel(backend: BackendWasm, pixelBytes: number): ConvTileKernel|null {
+/** The convTile kernel for (`pixelBytes`, `ov`) on `backend`'s heap (assembled once per pair), or null. */
+export function convTileKernel(backend: BackendWasm, pixelBytes: number, ov: 1|2 = 2): ConvTileKernel|null {
   const memory = (backend.wasm as unknown as {asm?: {memory?: unknown}}).asm?.memory;
   if (simdKernels(backend) == null || WA == null || !(memory instanceof WA.Memory)) return null;
   let byBytes = convInstances.get(backend.wasm);
   if (byBytes == null) convInstances.set(backend.wasm, byBytes = new Map());
-  let k = byBytes.get(pixelBytes);
+  const key = 2 * pixelBytes + ov - 1;
+  let k = byBytes.get(key);
   if (k == null) {
-    const module = new WA.Module(assemble([convTile(pixelBytes, 'conv')]));
+    const module = new WA.Module(assemble([convTile(pixelBytes, ov, 'conv')]));
     k = (new WA.Instance(module, {env: {memory}}).exports as {conv: ConvTileKernel}).conv;
-    byBytes.set(pixelBytes, k);
+    byBytes.set(key, k);
   }
   return k;
 }
