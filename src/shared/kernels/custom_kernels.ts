@@ -22,7 +22,10 @@ export const BatchNormTrainBackward = 'GdpBatchNormTrainBackward';
 /** dy where y > 0, else 0: the ReLU gradient from the ReLU's output, in one pass. Inputs dy, y. */
 export const ReluGrad = 'GdpReluGrad';
 
-/** Whether the active backend has `kernelName`. */
+/** Benchmarks switch the custom kernels off to time the tfjs-op compositions on the same backend. */
+export const customKernelOptions = { enabled: true };
+
+/** Whether the active backend has `kernelName` (and custom kernels are enabled). */
 export function hasKernel(kernelName: string): boolean {
-  return getKernel(kernelName, getBackend()) !== undefined;
+  return customKernelOptions.enabled && getKernel(kernelName, getBackend()) !== undefined;
 }

@@ -81,13 +81,11 @@ export function conv2DBackpropFilter(
   const taps = kh * kw;
 
   const simd = simdKernels(backend);
-  const strategy = conv2DBackpropFilterOptions.strategy === 'auto' ?
-      (simd != null ? 'simd' :
-           taps > 1 && n >= SWAPPED_MIN_BATCH &&
-               oh * ow <= SWAPPED_MAX_OUT_PIXELS ?
-                       'swapped' :
-                       'im2col') :
-      conv2DBackpropFilterOptions.strategy;
+  let strategy = conv2DBackpropFilterOptions.strategy;
+  if (strategy === 'auto') strategy = simd != null ? 'simd' : 'xnnpack';
+  if (strategy === 'xnnpack') {
+    strategy = taps > 1 && n >= SWAPPED_MIN_BATCH && oh * ow <= SWAPPED_MAX_OUT_PIXELS ? 'swapped' : 'im2col';
+  }
   if (strategy === 'simd' && simd != null) {
     return outerProductSum(backend, simd, x, dy, info, filterShape);
   }
@@ -346,12 +344,13 @@ function padChannels(s: Scratch, x: TensorInfo, to: number): TensorInfo {
 
 /**
  * Tuning knobs, exported so tests and benchmarks can force each path:
- * strategy ('auto' picks by shape), the im2col chunk size in floats
+ * strategy ('auto': simd where available, else 'xnnpack', which picks
+ * im2col or swapped by shape), the im2col chunk size in floats
  * (about 1 MiB by default, sized for L2), and the bytes of x and dy the simd
  * path keeps in cache per image group.
  */
 export const conv2DBackpropFilterOptions: {
-  strategy: 'auto'|'im2col'|'swapped'|'simd',
+  strategy: 'auto'|'simd'|'xnnpack'|'im2col'|'swapped',
   chunkFloats: number,
   groupBytes: number,
 } = {strategy: 'auto', chunkFloats: 1 << 18, groupBytes: 1 << 19};
