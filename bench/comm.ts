@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { GradientReducer } from '../src/coordinator/gradient_reducer.js';
 import { WorkerLink, type Hello } from '../src/coordinator/worker_link.js';
-import { splitBuckets } from '../src/shared/protocol/buckets.js';
+import { splitBuckets, type BucketDtype } from '../src/shared/protocol/buckets.js';
 import { Peer } from '../src/shared/protocol/peer.js';
 import { toWire } from '../src/shared/protocol/tensor.js';
 import type { Transport } from '../src/shared/protocol/transport.js';
@@ -71,7 +71,7 @@ export interface GradExchange {
   elems: number;
   /** One exchange: worker's gradient up, averaged, averaged gradient down (ms, mean over `rounds`). */
   ms: number;
-  /** Gradient payload moved (up + down) per second. */
+  /** Gradient payload moved (up + down) per second, counted as float32 (a float16 upload moves half the bytes). */
   mbPerSec: number;
   rounds: number;
 }
@@ -83,12 +83,16 @@ export interface GradExchange {
  * -> `apply` + `avg` buckets, closed by a checksum request the far end answers only after the update arrived.
  * The worker's gradient computation and both sides' SGD updates are not included.
  */
-export async function gradExchange(elems: number, opts: { bucketMib: number; rounds: number; warmup: number }): Promise<GradExchange> {
+export async function gradExchange(
+  elems: number,
+  opts: { bucketMib: number; rounds: number; warmup: number; dtype?: BucketDtype },
+): Promise<GradExchange> {
   const bucketElems = bucketElements(opts.bucketMib);
+  const dtype = opts.dtype ?? 'float32';
   let accept!: (t: Transport) => void;
   const accepted = new Promise<Transport>((res) => (accept = res));
   const listener = await listenWs('127.0.0.1', 0, (t) => accept(t));
-  const far = startChild(['grad', `ws://${listener.host}:${listener.port}`, String(elems), String(bucketElems)]);
+  const far = startChild(['grad', `ws://${listener.host}:${listener.port}`, String(elems), String(bucketElems), dtype]);
   const reducer = new GradientReducer();
   let peer: Peer | undefined;
   try {
@@ -109,6 +113,7 @@ export async function gradExchange(elems: number, opts: { bucketMib: number; rou
         size: elems,
         bucketElems,
         allocate: (n) => reducer.allocate(n, 1),
+        dtype,
       });
       const avg = await reducer.average([answer.grad], answer.stats.count);
       link.post([{ type: 'apply', seq: s, set: 'all', sgd }, ...splitBuckets(avg, bucketElems).map((data, index) => ({ type: 'bucket' as const, stream: 'avg' as const, seq: s, index, data }))]);

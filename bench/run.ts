@@ -107,7 +107,7 @@ await section('local mode', ['local_img_s_1w', 'local_img_s_2w', 'scaling_effici
 });
 
 // --- communication: raw ws ceiling, then gradients through the real protocol ---
-await section('communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchange_mb_s', 'grad_exchange_ms', 'comm_share_resnet56'], async () => {
+await section('communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchange_mb_s', 'grad_exchange_ms', 'grad_exchange_fp16', 'comm_share_resnet56'], async () => {
   const total = (quick ? 256 : 1024) * MIB;
   for (const direction of ['up', 'down'] as const) {
     const raw = await rawWsThroughput(direction, total, 16 * MIB);
@@ -130,6 +130,13 @@ await section('communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchang
   }
   result.grad_exchange_mb_s = mbs;
   result.grad_exchange_ms = ms;
+  // dist.grad_dtype float16: workers upload half the bytes (the averaged gradient still comes back as float32).
+  const half = await gradExchange(resnet56Elems, { bucketMib: 16, rounds: quick ? 5 : 20, warmup: 1, dtype: 'float16' });
+  result.grad_exchange_fp16 = { cifar_resnet56_ms: round(half.ms, 1), cifar_resnet56_mb_s: round(half.mbPerSec, 1) };
+  rows.push([
+    'gradient exchange cifar_resnet56, float16 upload',
+    `${half.mbPerSec.toFixed(1)} MB/s up+down as float32 (${half.ms.toFixed(0)} ms per exchange vs ${ms.cifar_resnet56.toFixed(0)} ms float32)`,
+  ]);
   const step = train.cifar_resnet56?.msPerStep;
   result.comm_share_resnet56 = step ? round(ms.cifar_resnet56 / step, 4) : null;
   rows.push([

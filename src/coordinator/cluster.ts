@@ -26,7 +26,7 @@ export interface WorkerStepStats {
 }
 
 export interface StepResult {
-  /** The averaged gradient every replica applied, laid out by `layout`. */
+  /** The averaged gradient every replica applied, laid out by `layout`; valid until the next step (reused). */
   avgGrad: Float32Array;
   layout: FlatLayout;
   /** Loss and accuracy sums over the global batch. */
@@ -407,7 +407,12 @@ export class Coordinator implements Cluster {
     const allocate = (n: number) => this.reducer.allocate(n, shards.length);
     const answers = await Coordinator.all(
       shards.map(({ link, idx }) =>
-        link.request(seq, 'computed', [{ type: 'compute', seq, set, indices: toWire(idx), seed }], { size: layout.size, bucketElems: this.opts.bucketElems, allocate }),
+        link.request(seq, 'computed', [{ type: 'compute', seq, set, indices: toWire(idx), seed }], {
+          size: layout.size,
+          bucketElems: this.opts.bucketElems,
+          allocate,
+          dtype: this.config.dist.grad_dtype,
+        }),
       ),
     );
     shards.forEach(({ link, idx }, i) => {

@@ -1,5 +1,5 @@
 import { GdpError } from '../shared/errors.js';
-import { BucketAssembler } from '../shared/protocol/buckets.js';
+import { BucketAssembler, type BucketDtype } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
 import type { Peer } from '../shared/protocol/peer.js';
 import type { StepStats } from '../shared/train/replica.js';
@@ -83,7 +83,7 @@ export class WorkerLink {
     seq: number,
     type: T,
     messages: Message[],
-    gradSize?: { size: number; bucketElems: number; allocate?: (n: number) => Float32Array },
+    gradSize?: { size: number; bucketElems: number; allocate?: (n: number) => Float32Array; dtype?: BucketDtype },
   ): Promise<Answers[T]> {
     return new Promise<Answers[T]>((resolve, reject) => {
       if (this.closed) {
@@ -92,7 +92,7 @@ export class WorkerLink {
       }
       const timer = setTimeout(() => this.peer.fail(new GdpError('STEP_TIMEOUT', `no '${type}' answer to request ${seq} within ${this.timeoutMs} ms`)), this.timeoutMs);
       timer.unref();
-      const assembler = gradSize ? new BucketAssembler(`gradient from worker ${this.id} for request ${seq}`, gradSize.size, gradSize.bucketElems, gradSize.allocate) : undefined;
+      const assembler = gradSize ? new BucketAssembler(`gradient from worker ${this.id} for request ${seq}`, gradSize.size, gradSize.bucketElems, gradSize.allocate, gradSize.dtype) : undefined;
       this.pending.set(seq, { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), assembler });
       try {
         for (const m of messages) this.peer.send(m);

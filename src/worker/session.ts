@@ -6,12 +6,12 @@ import { dataFingerprint, loadDataset } from '../shared/data/index.js';
 import { GdpError } from '../shared/errors.js';
 import { archSpec, buildModel, checkModelFitsData } from '../shared/models/registry.js';
 import type { Module } from '../shared/nn/module.js';
-import { BucketAssembler, splitBuckets } from '../shared/protocol/buckets.js';
+import { BucketAssembler, bucketRanges } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
 import { applyModelUpdate } from '../shared/protocol/model_update.js';
 import { isRunningStat, layoutOf, loadSlots, stateChecksum, type TensorEntry } from '../shared/protocol/model_state.js';
 import { Peer, asGdpError } from '../shared/protocol/peer.js';
-import { float32FromWire, int32FromWire, toWire, type NamedTensor } from '../shared/protocol/tensor.js';
+import { float32FromWire, int32FromWire, toWire, toWireFloat16, type NamedTensor } from '../shared/protocol/tensor.js';
 import type { Transport } from '../shared/protocol/transport.js';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
 import { Replica, addStats, emptyStats, type FlatLayout, type ParamSet } from '../shared/train/replica.js';
@@ -76,6 +76,7 @@ export class WorkerSession {
   private bucketElems = 1;
   /** Training samples since the last BN synchronisation: this worker's weight in the average. */
   private samplesSinceSync = 0;
+  private avgBuffer?: Float32Array;
   private shutdownReason?: string;
   private wasWelcomed = false;
   private remoteError?: GdpError;
@@ -157,7 +158,11 @@ export class WorkerSession {
           if (this.uncommitted.seq !== m.seq) this.rollback();
           this.uncommitted = undefined;
         }
-        const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems);
+        // One buffer reused across steps: applyGradient consumes the average before the next one arrives.
+        const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems, (n) => {
+          if (this.avgBuffer?.length !== n) this.avgBuffer = new Float32Array(n);
+          return this.avgBuffer;
+        });
         this.pendingApply = { seq: m.seq, layout, sgd: m.sgd, assembler };
         if (assembler.complete) this.applyPending();
         return;
@@ -255,7 +260,7 @@ export class WorkerSession {
   }
 
   private async compute(m: MessageOf<'compute'>): Promise<void> {
-    const { replica, data } = this.need();
+    const { replica, data, config } = this.need();
     if (this.pendingApply) throw new GdpError('PROTOCOL', `'compute' ${m.seq} before the update of step ${this.pendingApply.seq} was complete`);
     const indices = int32FromWire(m.indices, 'compute indices');
     const layout = replica.layout(m.set);
@@ -264,7 +269,12 @@ export class WorkerSession {
     const { grad, stats } = replica.gradients(batch, layout);
     this.uncommitted = { seq: m.seq, runningStats, samples: batch.n };
     this.samplesSinceSync += batch.n;
-    splitBuckets(grad, this.bucketElems).forEach((b, index) => this.peer.send({ type: 'bucket', stream: 'grad', seq: m.seq, index, data: b }));
+    // Sent bucket by bucket, each encoded just before it goes (float16 halves the upload, dist.grad_dtype).
+    const dtype = config.dist.grad_dtype;
+    bucketRanges(grad.length, this.bucketElems).forEach(([s, e], index) => {
+      const data = dtype === 'float16' ? toWireFloat16(grad.subarray(s, e)) : toWire(grad.subarray(s, e));
+      this.peer.send({ type: 'bucket', stream: 'grad', seq: m.seq, index, data });
+    });
     this.peer.send({ type: 'computed', seq: m.seq, stats });
   }
 

@@ -4,6 +4,7 @@ import {after, before, describe, it} from 'node:test';
 import {
   AvgPoolGrad,
   BatchMatMul,
+  Conv2D,
   Conv2DBackpropFilter,
   Conv2DBackpropInput,
   getKernel,
@@ -15,6 +16,9 @@ import {
 } from '@tensorflow/tfjs-core';
 
 import {conv2DBackpropFilterOptions} from '../../src/shared/kernels/wasm/Conv2DBackpropFilter.js';
+import {simdKernels} from '../../src/shared/kernels/wasm/simd/module.js';
+import {BatchNormTrainBackward, BatchNormTrainForward, ReluGrad} from '../../src/shared/kernels/custom_kernels.js';
+import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
 import {registerWasmTrainingKernels, wasmTrainingKernels} from '../../src/shared/kernels/wasm/register_all.js';
 
 import {
@@ -143,16 +147,21 @@ async function checkBackprop(
 before(useWasm);
 
 describe('registration', () => {
-  it('registers every kernel for wasm under tfjs-core kernel names', () => {
+  it('registers every kernel for wasm under tfjs-core or custom_kernels.ts names', () => {
     const names = wasmTrainingKernels.map(k => k.kernelName).sort();
     assert.deepEqual(
         names,
-        [AvgPoolGrad, BatchMatMul, Conv2DBackpropFilter, Conv2DBackpropInput,
-         Identity, MaxPoolGrad, Mean, Sum].sort());
+        [AvgPoolGrad, BatchMatMul, Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput,
+         Identity, MaxPoolGrad, Mean, Sum, BatchNormTrainForward,
+         BatchNormTrainBackward, ReluGrad].sort());
     for (const config of wasmTrainingKernels) {
       assert.equal(config.backendName, 'wasm');
       assert.equal(getKernel(config.kernelName, 'wasm'), config);
     }
+  });
+
+  it('has the hand-written SIMD kernels on this runtime (else the fast paths fall back)', () => {
+    assert.ok(simdKernels(tf.backend() as unknown as BackendWasm));
   });
 
   it('is idempotent', () => {
@@ -166,23 +175,46 @@ describe('registration', () => {
   });
 });
 
-for (const strategy of ['auto', 'im2col', 'swapped'] as const) {
+for (const strategy of ['auto', 'im2col', 'swapped', 'simd'] as const) {
   describe(`Conv2DBackpropFilter (${strategy}) vs cpu`, () => {
+    const saved = {...conv2DBackpropFilterOptions};
     before(() => {
       conv2DBackpropFilterOptions.strategy = strategy;
-      // Small chunks so that the grid exercises chunk boundaries.
+      // Small chunks so that the grid exercises chunk boundaries, and one
+      // image per group for the simd path (auto uses whole-batch groups).
       conv2DBackpropFilterOptions.chunkFloats =
           strategy === 'im2col' ? 1000 : 1 << 18;
+      conv2DBackpropFilterOptions.groupBytes = strategy === 'simd' ? 1 : 1 << 19;
     });
     after(() => {
-      conv2DBackpropFilterOptions.strategy = 'auto';
-      conv2DBackpropFilterOptions.chunkFloats = 1 << 18;
+      Object.assign(conv2DBackpropFilterOptions, saved);
     });
     convCases().forEach((c, i) => {
       it(describeCase(c), () => checkBackprop(Conv2DBackpropFilter, c, 100 + 7 * i));
     });
   });
 }
+
+describe('Conv2D vs cpu (SIMD path for stride 1 and 4+ output channels, else stock)', () => {
+  // The grid as is, and with 8 or 16 output channels (blocks of 8 only) and
+  // 5 or 13 (blocks of 8 and 4, overlapping), so that every stride-1 case runs
+  // the SIMD kernel's paths, widths not divisible by 4 included.
+  const cases = convCases().flatMap(
+      (c, i) => [c, {...c, co: c.co === 16 ? 16 : 8}, {...c, co: i % 2 ? 5 : 13}]);
+  cases.forEach((c, i) => {
+    it(describeCase(c), async () => {
+      const xs = [
+        {values: randomArray(c.n * c.h * c.w * c.ci, 500 + i), shape: [c.n, c.h, c.w, c.ci]},
+        {values: randomArray(c.k * c.k * c.ci * c.co, 600 + i), shape: [c.k, c.k, c.ci, c.co]},
+      ];
+      const run = (x: tf.Tensor, f: tf.Tensor) =>
+          tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, c.strides, c.pad);
+      const [want] = await runOn('cpu', xs, run);
+      const [got] = await runOn('wasm', xs, run);
+      assertClose(got, want, 1e-4, `Conv2D ${describeCase(c)}`);
+    });
+  });
+});
 
 describe('Conv2DBackpropInput vs cpu', () => {
   convCases().forEach((c, i) => {
@@ -602,6 +634,11 @@ describe('no leaks', () => {
         withFilterOptions({chunkFloats: 500}, filterGrad),
     [Conv2DBackpropFilter + ' swapped']:
         withFilterOptions({strategy: 'swapped'}, filterGrad),
+    [Conv2DBackpropFilter + ' im2col']:
+        withFilterOptions({strategy: 'im2col'}, filterGrad),
+    [Conv2DBackpropFilter + ' simd, padded channels']:
+        withFilterOptions({strategy: 'simd'}, filterGrad),
+    'Conv2D simd': () => tf.conv2d(tf.ones([2, 9, 9, 3]) as tf.Tensor4D, tf.ones([3, 3, 3, 8]) as tf.Tensor4D, 1, 'same'),
     [Conv2DBackpropInput]: () => tf.engine().runKernel(
         Conv2DBackpropInput, {
           dy: tf.ones(info.outShape),

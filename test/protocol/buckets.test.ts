@@ -41,3 +41,56 @@ test('buckets out of order, of the wrong size, non-finite or missing are rejecte
   a.add(2, toWire(new Float32Array(2)));
   assert.throws(() => a.add(3, ok), (e: unknown) => e instanceof GdpError && e.code === 'BAD_BUCKET');
 });
+
+test('float16 buckets: half the bytes, decoded within half-precision rounding at any magnitude, scale per bucket', () => {
+  // Buckets of very different magnitudes: sums of 1e6 would overflow plain half precision, 1e-9 would vanish.
+  const flat = Float32Array.from({ length: 3000 }, (_, i) => Math.sin(i) * [1e6, 1, 1e-9][Math.floor(i / 1000)]);
+  const parts = splitBuckets(flat, 1000, 'float16');
+  const a = new BucketAssembler('grad of w0', flat.length, 1000, undefined, 'float16');
+  parts.forEach((data, index) => {
+    assert.equal(data.data.byteLength, 2000);
+    const frame = encodeMessage({ type: 'bucket', stream: 'grad', seq: 1, index, data });
+    assert.ok(frame.byteLength <= 2000 + 200);
+    a.add(index, data);
+  });
+  const got = a.result();
+  for (let b = 0; b < 3; b++) {
+    let max = 0;
+    for (let i = b * 1000; i < (b + 1) * 1000; i++) max = Math.max(max, Math.abs(flat[i]));
+    for (let i = b * 1000; i < (b + 1) * 1000; i++) {
+      // Relative 2^-11 near the top of the bucket; values far below the bucket's largest meet the subnormal step.
+      assert.ok(Math.abs(got[i] - flat[i]) <= Math.abs(flat[i]) * 2 ** -11 + max * 2 ** -24, `element ${i}: ${got[i]} vs ${flat[i]}`);
+    }
+  }
+});
+
+test('a bucket of the wrong dtype or with a non-finite float16 value is rejected', () => {
+  const f16 = () => new BucketAssembler('grad of w1', 4, 4, undefined, 'float16');
+  assert.throws(() => f16().add(0, toWire(new Float32Array(4))), (e: unknown) => e instanceof GdpError && e.code === 'BAD_BUCKET' && /is float32, expected float16/.test(e.message));
+  assert.throws(
+    () => new BucketAssembler('grad of w1', 4, 4).add(0, splitBuckets(new Float32Array(4), 4, 'float16')[0]),
+    (e: unknown) => e instanceof GdpError && /is float16, expected float32/.test(e.message),
+  );
+  // 1e38 and 1e-44 are far outside half precision's range; the bucket's scale brings them in.
+  for (const bad of [NaN, Infinity, 1e38, 1e-44]) {
+    const data = splitBuckets(Float32Array.of(0, bad, bad / 2, -bad), 4, 'float16')[0];
+    if (Number.isFinite(bad)) {
+      const a = f16();
+      a.add(0, data);
+      assert.ok(Math.abs(a.result()[1] - Math.fround(bad)) <= bad * 2 ** -11);
+    } else {
+      assert.throws(() => f16().add(0, data), (e: unknown) => e instanceof GdpError && e.code === 'NON_FINITE');
+    }
+  }
+});
+
+test('float16 bucket bytes at an odd offset of a received frame decode correctly', () => {
+  const values = Float32Array.from({ length: 50 }, (_, i) => i - 20.25);
+  const wire = splitBuckets(values, 50, 'float16')[0];
+  // As a decoded frame can hand it over: a view at an odd offset of a larger buffer.
+  const frame = Buffer.alloc(wire.data.byteLength + 7);
+  frame.set(wire.data, 3);
+  const a = new BucketAssembler('grad of w0', 50, 50, undefined, 'float16');
+  a.add(0, { ...wire, data: frame.subarray(3, 3 + wire.data.byteLength) });
+  assert.deepEqual(a.result(), values);
+});

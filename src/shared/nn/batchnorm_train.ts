@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { BatchNormTrainBackward, BatchNormTrainForward, hasKernel } from '../kernels/custom_kernels.js';
 
 /**
  * Training-mode batch normalisation with a hand-written backward pass:
@@ -9,6 +10,8 @@ import * as tf from '@tensorflow/tfjs-core';
  *
  * `onStats` receives the batch mean and biased variance for the running statistics; they are valid only during
  * the call (the backward pass still needs the mean), so the callee derives what it needs and must not dispose them.
+ *
+ * Backends with the fused kernels (wasm) run the same maths in three passes forward and two backward.
  */
 export function batchNormTrain(
   x: tf.Tensor4D,
@@ -17,6 +20,7 @@ export function batchNormTrain(
   eps: number,
   onStats: (mean: tf.Tensor1D, variance: tf.Tensor1D) => void,
 ): tf.Tensor4D {
+  if (hasKernel(BatchNormTrainForward) && hasKernel(BatchNormTrainBackward)) return fused(x, a, c, eps, onStats);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xIn, aIn, cIn] = args as tf.Tensor[];
     const save = args[3] as tf.GradSaveFunc;
@@ -47,6 +51,32 @@ export function batchNormTrain(
         const dx = tf.add(tf.add(tf.mul(dy, A), tf.mul(xs, B)), C);
         const da = tf.mul(sumDyXc, r);
         return [dx, da, sumDy];
+      },
+    };
+  });
+  return op(x, a, c) as tf.Tensor4D;
+}
+
+function fused(
+  x: tf.Tensor4D,
+  a: tf.Tensor1D,
+  c: tf.Tensor1D,
+  eps: number,
+  onStats: (mean: tf.Tensor1D, variance: tf.Tensor1D) => void,
+): tf.Tensor4D {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xIn, aIn, cIn] = args as tf.Tensor[];
+    const save = args[3] as tf.GradSaveFunc;
+    const [y, mean, variance, rs] = tf.engine().runKernel(BatchNormTrainForward, { x: xIn, a: aIn, c: cIn }, {
+      epsilon: eps,
+    } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    onStats(mean as tf.Tensor1D, variance as tf.Tensor1D);
+    save([xIn, mean, rs, aIn]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [xs, mu, r, av] = saved;
+        return tf.engine().runKernel(BatchNormTrainBackward, { dy, x: xs, mean: mu, rs: r, a: av }, {}) as tf.Tensor[];
       },
     };
   });

@@ -3,6 +3,7 @@ import { Layer, type Slot } from './module.js';
 import type { Rng } from '../rng.js';
 import { GdpError } from '../errors.js';
 import { batchNormTrain } from './batchnorm_train.js';
+import { relu } from './relu.js';
 
 function expectChannels(layer: string, got: number, want: number): void {
   // Caught while tracing, so a model with inconsistent widths fails at load time, not mid-run.
@@ -210,7 +211,7 @@ export class BatchNorm2d extends Layer {
 
 export class ReLU extends Layer {
   forward(x: tf.Tensor): tf.Tensor {
-    return tf.relu(x);
+    return relu(x);
   }
   outShape(s: readonly number[]): number[] {
     return [...s];

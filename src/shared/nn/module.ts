@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { relu } from './relu.js';
 
 /**
  * A named tensor slot. Tensors are immutable, so updating a parameter swaps the tensor; the slot keeps the name
@@ -132,6 +133,6 @@ export class Sequential extends Module {
 export const tensorOps: Ops<tf.Tensor> = {
   layer: (m, x) => m.forward(x),
   add: (a, b) => tf.add(a, b),
-  relu: (x) => tf.relu(x),
+  relu: (x) => relu(x),
   flatten: (x) => tf.reshape(x, [x.shape[0], -1]),
 };

@@ -1,5 +1,8 @@
 import { GdpError } from '../errors.js';
-import { firstNonFinite, float32FromWire, toWire, type WireTensor } from './tensor.js';
+import { firstNonFinite, floatsIntoArray, toWire, toWireFloat16, type WireTensor } from './tensor.js';
+
+/** How gradient buckets travel: float32, or float16 with a per-bucket scale (dist.grad_dtype). */
+export type BucketDtype = 'float32' | 'float16';
 
 /** [start, end) element ranges of the buckets of a flat vector: fixed by (size, bucketElems), so both ends agree. */
 export function bucketRanges(size: number, bucketElems: number): [number, number][] {
@@ -8,9 +11,9 @@ export function bucketRanges(size: number, bucketElems: number): [number, number
   return out;
 }
 
-/** The bucket payloads of `flat`, views without copying, in index order. */
-export function splitBuckets(flat: Float32Array, bucketElems: number): WireTensor[] {
-  return bucketRanges(flat.length, bucketElems).map(([s, e]) => toWire(flat.subarray(s, e)));
+/** The bucket payloads of `flat` in index order: views without copying (float32), or encoded (float16). */
+export function splitBuckets(flat: Float32Array, bucketElems: number, dtype: BucketDtype = 'float32'): WireTensor[] {
+  return bucketRanges(flat.length, bucketElems).map(([s, e]) => (dtype === 'float16' ? toWireFloat16(flat.subarray(s, e)) : toWire(flat.subarray(s, e))));
 }
 
 /**
@@ -28,6 +31,8 @@ export class BucketAssembler {
     bucketElems: number,
     /** Where the vector goes (e.g. shared memory for a thread pool to read). */
     allocate: (size: number) => Float32Array = (n) => new Float32Array(n),
+    /** The dtype every bucket must have; float16 buckets are decoded to float32. */
+    readonly dtype: BucketDtype = 'float32',
   ) {
     this.out = allocate(size);
     this.ranges = bucketRanges(size, bucketElems);
@@ -39,11 +44,15 @@ export class BucketAssembler {
       throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} arrived, expected bucket ${this.next} of ${this.ranges.length}`);
     }
     const [s, e] = this.ranges[index];
-    const v = float32FromWire(data, `${this.what} bucket ${index}`);
-    if (v.length !== e - s) throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} has ${v.length} values, the layout expects ${e - s}`);
+    const what = `${this.what} bucket ${index}`;
+    if (data.dtype !== this.dtype) throw new GdpError('BAD_BUCKET', `${what} is ${data.dtype}, expected ${this.dtype}`);
+    const n = data.shape.reduce((a, b) => a * b, 1);
+    if (n !== e - s) throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} has ${n} values, the layout expects ${e - s}`);
+    // Decoded straight into place; a bad bucket fails the whole vector, so a partly written range is never used.
+    floatsIntoArray(data, this.dtype, this.out, s, what);
+    const v = this.out.subarray(s, e);
     const bad = firstNonFinite(v);
     if (bad >= 0) throw new GdpError('NON_FINITE', `${this.what}: bucket ${index} holds ${v[bad]} at element ${s + bad}`);
-    this.out.set(v, s);
     this.next++;
   }
 

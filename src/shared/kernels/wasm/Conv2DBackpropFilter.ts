@@ -34,6 +34,7 @@ import {
   Conv2DBackpropFilterInputs,
   KernelConfig,
   KernelFunc,
+  PadV2,
   Reshape,
   TensorInfo,
   Transpose,
@@ -52,6 +53,7 @@ import {
   withScratch,
   windowNHWC,
 } from './kernel_utils.js';
+import {SimdKernels, simdKernels} from './simd/module.js';
 import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
 
 type Shape4 = [number, number, number, number];
@@ -78,12 +80,15 @@ export function conv2DBackpropFilter(
   const len = n * hq * wq;
   const taps = kh * kw;
 
-  const strategy = conv2DBackpropFilterOptions.strategy === 'auto' ?
-      (taps > 1 && n >= SWAPPED_MIN_BATCH &&
-               oh * ow <= SWAPPED_MAX_OUT_PIXELS ?
-           'swapped' :
-           'im2col') :
-      conv2DBackpropFilterOptions.strategy;
+  const simd = simdKernels(backend);
+  let strategy = conv2DBackpropFilterOptions.strategy;
+  if (strategy === 'auto') strategy = simd != null ? 'simd' : 'xnnpack';
+  if (strategy === 'xnnpack') {
+    strategy = taps > 1 && n >= SWAPPED_MIN_BATCH && oh * ow <= SWAPPED_MAX_OUT_PIXELS ? 'swapped' : 'im2col';
+  }
+  if (strategy === 'simd' && simd != null) {
+    return outerProductSum(backend, simd, x, dy, info, filterShape);
+  }
   if (strategy === 'swapped') {
     return swappedConv(backend, x, dy, info, filterShape);
   }
@@ -259,14 +264,96 @@ function swappedConv(
 }
 
 /**
+ * The filter gradient straight from x and dy in NHWC, without im2col,
+ * padding or packing: for every tap, a SIMD kernel accumulates 4x8 blocks
+ * of dW over the output pixels whose tap reads inside x (padding
+ * contributes nothing, so those pixels are skipped, not zero-filled).
+ * Channel counts are padded to multiples of 4 (x) and 8 (dy) when needed;
+ * images are processed in groups whose x and dy stay in L2 while every tap
+ * and block of dW passes over them.
+ */
+function outerProductSum(
+    backend: BackendWasm, simd: SimdKernels, x: TensorInfo, dy: TensorInfo,
+    info: backend_util.Conv2DInfo, filterShape: number[]): TensorInfo {
+  const {n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl} =
+      shortGeometry(info);
+  return withScratch(backend, s => {
+    const c4 = Math.ceil(ci / 4) * 4, o8 = Math.ceil(co / 8) * 8;
+    const xs = padChannels(s, x, c4);
+    const dys = padChannels(s, dy, o8);
+    const taps = kh * kw;
+    const grad = ci === c4 && co === o8 ?
+        backend.makeOutput(filterShape, 'float32') :
+        s.alloc([taps * c4 * o8]);
+    fillRuns(backend, grad, 0, 0, taps * c4 * o8, 1);
+    const F = Float32Array.BYTES_PER_ELEMENT;
+    const xBase = backend.getMemoryOffset(xs.dataId);
+    const dyBase = backend.getMemoryOffset(dys.dataId);
+    const wBase = backend.getMemoryOffset(grad.dataId);
+    const xImage = h * w * c4 * F, dyImage = oh * ow * o8 * F;
+    const group = Math.max(
+        1,
+        Math.min(
+            n,
+            Math.floor(
+                conv2DBackpropFilterOptions.groupBytes / (xImage + dyImage))));
+    for (let n0 = 0; n0 < n; n0 += group) {
+      const images = Math.min(group, n - n0);
+      for (let a = 0; a < kh; a++) {
+        // Output rows whose tap row sh*i + a - pt lies inside x.
+        const i0 = Math.max(0, Math.ceil((pt - a) / sh));
+        const i1 = Math.min(oh, Math.floor((h - 1 + pt - a) / sh) + 1);
+        if (i1 <= i0) continue;
+        for (let b = 0; b < kw; b++) {
+          const j0 = Math.max(0, Math.ceil((pl - b) / sw));
+          const j1 = Math.min(ow, Math.floor((w - 1 + pl - b) / sw) + 1);
+          if (j1 <= j0) continue;
+          const xp = xBase + n0 * xImage +
+              ((sh * i0 + a - pt) * w + sw * j0 + b - pl) * c4 * F;
+          const dp = dyBase + n0 * dyImage + (i0 * ow + j0) * o8 * F;
+          const wp = wBase + (a * kw + b) * c4 * o8 * F;
+          simd.outerTile4x8(
+              xp, dp, wp, i1 - i0, j1 - j0, images, sh * w * c4 * F,
+              sw * c4 * F, xImage, ow * o8 * F, o8 * F, dyImage, o8 * F,
+              c4 / 4, o8 / 8);
+        }
+      }
+    }
+    if (ci === c4 && co === o8) {
+      return grad;
+    }
+    const out = backend.makeOutput(filterShape, 'float32');
+    for (let t = 0; t < taps; t++) {
+      copyRuns(backend, grad, t * c4 * o8, o8, out, t * ci * co, co, co, ci);
+    }
+    return out;
+  });
+}
+
+/** x [.., c] with its channels zero-padded to `to` (x itself if c === to). */
+function padChannels(s: Scratch, x: TensorInfo, to: number): TensorInfo {
+  const c = x.shape[x.shape.length - 1];
+  if (c === to) {
+    return x;
+  }
+  const rows = x.shape.reduce((p, d) => p * d, 1) / c;
+  return s.run(
+      PadV2, {x: s.view(x, [rows, c])},
+      {paddings: [[0, 0], [0, to - c]], constantValue: 0});
+}
+
+/**
  * Tuning knobs, exported so tests and benchmarks can force each path:
- * strategy ('auto' picks by shape) and the im2col chunk size in floats
- * (about 1 MiB by default, sized for L2).
+ * strategy ('auto': simd where available, else 'xnnpack', which picks
+ * im2col or swapped by shape), the im2col chunk size in floats
+ * (about 1 MiB by default, sized for L2), and the bytes of x and dy the simd
+ * path keeps in cache per image group.
  */
 export const conv2DBackpropFilterOptions: {
-  strategy: 'auto'|'im2col'|'swapped',
+  strategy: 'auto'|'simd'|'xnnpack'|'im2col'|'swapped',
   chunkFloats: number,
-} = {strategy: 'auto', chunkFloats: 1 << 18};
+  groupBytes: number,
+} = {strategy: 'auto', chunkFloats: 1 << 18, groupBytes: 1 << 19};
 
 const SWAPPED_MIN_BATCH = 32;
 const SWAPPED_MAX_OUT_PIXELS = 100;

@@ -13,15 +13,20 @@ import {
 
 import {avgPoolGradConfig} from './AvgPoolGrad.js';
 import {batchMatMulConfig} from './BatchMatMul.js';
+import {batchNormTrainBackwardConfig} from './BatchNormTrainBackward.js';
+import {batchNormTrainForwardConfig} from './BatchNormTrainForward.js';
+import {conv2DConfig} from './Conv2D.js';
 import {conv2DBackpropFilterConfig} from './Conv2DBackpropFilter.js';
 import {conv2DBackpropInputConfig} from './Conv2DBackpropInput.js';
 import {rememberStockKernel, WASM} from './kernel_utils.js';
 import {identityConfig} from './Identity.js';
 import {maxPoolGradConfig} from './MaxPoolGrad.js';
 import {meanConfig} from './Mean.js';
+import {reluGradConfig} from './ReluGrad.js';
 import {sumConfig} from './Sum.js';
 
 export const wasmTrainingKernels: readonly KernelConfig[] = [
+  conv2DConfig,
   conv2DBackpropFilterConfig,
   conv2DBackpropInputConfig,
   batchMatMulConfig,
@@ -30,6 +35,9 @@ export const wasmTrainingKernels: readonly KernelConfig[] = [
   sumConfig,
   meanConfig,
   identityConfig,
+  batchNormTrainForwardConfig,
+  batchNormTrainBackwardConfig,
+  reluGradConfig,
 ];
 
 export function registerWasmTrainingKernels(): void {

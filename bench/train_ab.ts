@@ -1,0 +1,81 @@
+/**
+ * Interleaved A/B of full training steps on wasm, for measuring kernel changes on a shared machine:
+ *
+ *   node dist/bench/train_ab.js [--arch cifar.resnet56] [--batch 64] [--rounds 5]
+ *
+ * Alternates one step with the XNNPACK-only paths (im2col/swapped filter gradients, stock Conv2D, BatchNorm and
+ * ReLU gradients composed from tfjs ops) and one with the defaults (hand-written SIMD kernels), in the same
+ * process, and prints the median process cpu time per step of each and their ratio. Cpu time rather than wall
+ * time: other processes on the cores lengthen wall time but not (much) the work this process does.
+ */
+import { Command } from 'commander';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../src/shared/backend.js';
+import { customKernelOptions } from '../src/shared/kernels/custom_kernels.js';
+import { conv2DOptions } from '../src/shared/kernels/wasm/Conv2D.js';
+import { conv2DBackpropFilterOptions } from '../src/shared/kernels/wasm/Conv2DBackpropFilter.js';
+import { archSpec, buildModel } from '../src/shared/models/registry.js';
+import { Rng } from '../src/shared/rng.js';
+import { Replica } from '../src/shared/train/replica.js';
+
+const opts = new Command()
+  .name('train_ab')
+  .option('--arch <name>', 'architecture', 'cifar.resnet56')
+  .option('--batch <n>', 'batch size', (v) => Number(v), 64)
+  .option('--rounds <n>', 'timed steps of each variant', (v) => Number(v), 5)
+  .parse()
+  .opts<{ arch: string; batch: number; rounds: number }>();
+
+const variants: Record<string, () => void> = {
+  xnnpack: () => {
+    conv2DBackpropFilterOptions.strategy = 'xnnpack';
+    conv2DOptions.simd = false;
+    customKernelOptions.enabled = false;
+  },
+  simd: () => {
+    conv2DBackpropFilterOptions.strategy = 'auto';
+    conv2DOptions.simd = true;
+    customKernelOptions.enabled = true;
+  },
+};
+
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+await initBackend('wasm');
+const spec = archSpec(opts.arch);
+const model = buildModel(opts.arch, { seed: 1 });
+const replica = new Replica(model, spec.inputShape);
+const layout = replica.layout('all');
+const rng = new Rng(2);
+const [h, w, c] = spec.inputShape;
+const batch = { x: new Float32Array(opts.batch * h * w * c).map(() => rng.normal()), y: Int32Array.from({ length: opts.batch }, () => rng.int(spec.defaultClasses)), n: opts.batch };
+const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 5e-4, nesterov: false };
+const step = () => {
+  const { grad } = replica.gradients(batch, layout);
+  replica.applyGradient(layout, grad.map((v) => v / opts.batch), sgd);
+};
+
+const times: Record<string, number[]> = { xnnpack: [], simd: [] };
+for (const set of Object.values(variants)) {
+  set();
+  step(); // warm-up: kernel set-up, first allocations
+}
+const tensors = tf.memory().numTensors;
+for (let r = 0; r < opts.rounds; r++) {
+  for (const [name, set] of Object.entries(variants)) {
+    set();
+    const t0 = cpuMs();
+    step();
+    times[name].push(cpuMs() - t0);
+  }
+}
+variants.simd();
+const median = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)];
+for (const [name, t] of Object.entries(times)) {
+  console.log(`${name.padEnd(8)} ${median(t).toFixed(0)} cpu ms per step (${((opts.batch * 1000) / median(t)).toFixed(1)} img/s); all: ${t.map((v) => v.toFixed(0)).join(' ')}`);
+}
+console.log(`${opts.arch} b${opts.batch}: simd is ${(median(times.xnnpack) / median(times.simd)).toFixed(3)}x xnnpack; tensors ${tensors} -> ${tf.memory().numTensors}`);
+model.dispose();
