@@ -70,11 +70,13 @@ export class WorkerLink {
 
   /**
    * How long this worker may be silent. Its tensor backend blocks its event loop while it computes, so while a
-   * request is outstanding the allowance is twice its longest answer so far (at least the heartbeat timeout); before
-   * its first answer nothing says how long a shard takes (ResNet-50 on a CPU: minutes), so the step timeout applies.
+   * compute or evaluate request is outstanding the allowance is twice its longest such answer so far (at least the
+   * heartbeat timeout); before its first one nothing says how long a shard takes (ResNet-50 on a CPU: minutes), so
+   * the step timeout applies. Other requests (the welcome, BN statistics, checksums) leave its heartbeats flowing.
    */
   silenceLimitMs(): number {
-    if (this.pending.size === 0) return this.heartbeatTimeoutMs;
+    const computing = [...this.pending.values()].some((p) => p.type === 'computed' || p.type === 'evaluated');
+    if (!computing) return this.heartbeatTimeoutMs;
     return Math.max(this.heartbeatTimeoutMs, this.longestAnswerMs > 0 ? 2 * this.longestAnswerMs : this.timeoutMs);
   }
 
