@@ -10,7 +10,7 @@ import {batchNormTrain} from '../../src/shared/nn/batchnorm_train.js';
 import {relu} from '../../src/shared/nn/relu.js';
 import {channelPassOptions} from '../../src/shared/kernels/wasm/channel_ops.js';
 import {BatchNormTrainForward, hasKernel, ReluGrad} from '../../src/shared/kernels/custom_kernels.js';
-import {assertClose, randomArray, runOn, size, tf, useWasm, wasmDataIds} from './helpers.js';
+import {assertClose, assertNoLeak, randomArray, runOn, size, tf, useWasm} from './helpers.js';
 
 type Shape4 = [number, number, number, number];
 
@@ -111,12 +111,7 @@ describe('fused kernels free what they make', () => {
       out.forEach(t => t.dataSync());
       tf.dispose(out);
     });
-    once();
-    const tensors = tf.memory().numTensors;
-    const ids = wasmDataIds();
-    for (let i = 0; i < 3; i++) once();
-    assert.equal(tf.memory().numTensors, tensors, 'numTensors grew');
-    assert.equal(wasmDataIds(), ids, 'wasm numDataIds grew');
+    assertNoLeak(once);
     tf.dispose([x, a, c, w]);
   });
 });

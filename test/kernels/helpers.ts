@@ -147,3 +147,13 @@ export function finiteDiff(
 export function wasmDataIds(): number {
   return tf.findBackend('wasm')!.numDataIds();
 }
+
+/** Runs `once` to warm up, then three times more: neither tfjs' tensor count nor wasm's data ids may grow. */
+export function assertNoLeak(once: () => void): void {
+  once();
+  const tensors = tf.memory().numTensors;
+  const ids = wasmDataIds();
+  for (let i = 0; i < 3; i++) once();
+  assert.equal(tf.memory().numTensors, tensors, 'numTensors grew');
+  assert.equal(wasmDataIds(), ids, 'wasm numDataIds grew');
+}
