@@ -134,12 +134,7 @@ export class Coordinator implements Cluster {
    */
   restore(s: { updates: readonly ModelUpdate[]; slots: ReadonlyMap<string, Float32Array>; momentum: [string, Float32Array][]; steps: number }): void {
     if (this.links.length || this.joining.length || this.updates.length || this.steps) throw new GdpError('INTERNAL', 'restore() is for a coordinator that has not started');
-    for (const u of s.updates) {
-      const { resetMomentum } = applyModelUpdate(this.model, u);
-      this.replica.pullFromDevice();
-      if (resetMomentum) this.replica.resetMomentum();
-      this.updates.push(u);
-    }
+    for (const u of s.updates) this.prepare(u);
     const slots = [...this.model.namedSlots()];
     const extra = [...s.slots.keys()].filter((n) => !slots.some(([m]) => m === n));
     if (extra.length) throw new GdpError('BAD_STATE', `saved state has tensor '${extra[0]}', which the model does not have`);
