@@ -203,8 +203,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof GdpError) {
       process.stderr.write(`gdp-coord: error [${err.code}]: ${err.message}\n`);
-      if (err.code === 'INTERRUPTED') return err.message.includes('SIGTERM') ? 143 : 130;
-      return err.code === 'BAD_CONFIG' || err.code === 'BAD_FLAG' || err.code === 'UNKNOWN_STAGE' || err.code === 'BAD_RESUME' ? 2 : 1;
+      return err.exitStatus;
     }
     throw err;
   }

@@ -1,4 +1,4 @@
-import { GdpError } from '../shared/errors.js';
+import { GdpError, codeFromRemote } from '../shared/errors.js';
 import { BucketAssembler, type BucketDtype } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
 import type { Peer } from '../shared/protocol/peer.js';
@@ -146,7 +146,7 @@ export class WorkerLink {
         return;
       }
       case 'error':
-        throw new GdpError(m.code, `worker reported: ${m.message.replace(/\n\s*/g, ' / ')}`);
+        throw new GdpError(codeFromRemote(m.code), `worker reported ${m.code}: ${m.message.replace(/\n\s*/g, ' / ')}`);
       default:
         throw new GdpError('PROTOCOL', `unexpected '${m.type}' message from a worker`);
     }

@@ -295,7 +295,7 @@ export function buildProgram(): Command {
   return program;
 }
 
-/** Exit codes: 0 ok, 2 bad input (GdpError, printed with its code), 1 anything else. */
+/** Exit codes: 0 ok; a GdpError's status from the catalogue (2: bad input), printed with its code; 1 anything else. */
 export async function main(argv: string[]): Promise<number> {
   try {
     await buildProgram().parseAsync(argv);
@@ -303,7 +303,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof GdpError) {
       process.stderr.write(`gdp-model: error [${e.code}]: ${e.message}\n`);
-      return 2;
+      return e.exitStatus;
     }
     process.stderr.write(`gdp-model: ${(e as Error).stack ?? String(e)}\n`);
     return 1;

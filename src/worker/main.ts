@@ -90,7 +90,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof GdpError) {
       process.stderr.write(`gdp-worker: error [${err.code}]: ${err.message}\n`);
-      return err.code === 'BAD_FLAG' || err.code === 'AUTH_REFUSED' ? 2 : 1;
+      return err.exitStatus;
     }
     throw err;
   }

@@ -3,7 +3,7 @@ import { parseConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { dataFingerprint, loadDataset } from '../shared/data/index.js';
-import { GdpError } from '../shared/errors.js';
+import { GdpError, codeFromRemote } from '../shared/errors.js';
 import { archSpec, buildModel, checkModelFitsData } from '../shared/models/registry.js';
 import type { Module } from '../shared/nn/module.js';
 import { BucketAssembler, bucketRanges } from '../shared/protocol/buckets.js';
@@ -94,8 +94,8 @@ export class WorkerSession {
       this.peer.onMessage((m) => {
         // Noted at once: the close that follows these may arrive before the queue reaches them.
         if (m.type === 'shutdown') this.shutdownReason = m.reason;
-        if (m.type === 'refuse') this.remoteError = new GdpError(m.code, `coordinator refused this worker: ${m.reason}`);
-        if (m.type === 'error') this.remoteError = new GdpError(m.code, `coordinator reported: ${m.message}`);
+        if (m.type === 'refuse') this.remoteError = new GdpError(codeFromRemote(m.code), `coordinator refused this worker (${m.code}): ${m.reason}`);
+        if (m.type === 'error') this.remoteError = new GdpError(codeFromRemote(m.code), `coordinator reported ${m.code}: ${m.message}`);
         this.queue = this.queue.then(() => this.handle(m)).catch((err) => this.peer.fail(asGdpError(err)));
       });
       this.peer.onClose((reason, err) => {

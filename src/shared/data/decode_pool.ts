@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import { GdpError } from '../errors.js';
+import { GdpError, codeFromRemote } from '../errors.js';
 import { runDecodeTask, taskSampleSize, type DecodeTask } from './decode_task.js';
 import type { DecodeFailure } from './decode_worker.js';
 
@@ -50,7 +50,7 @@ export class DecodePool {
     const transferList = task.kind === 'cifar' ? [task.planes.buffer as ArrayBuffer] : [];
     const r = (await this.pool!.run(task, { transferList })) as Float32Array | DecodeFailure;
     if (r instanceof Float32Array) return r;
-    throw new GdpError(r.code, r.message);
+    throw new GdpError(codeFromRemote(r.code), r.message);
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,5 @@
 import { WebSocket } from 'ws';
-import { GdpError } from '../errors.js';
+import { GdpError, type ErrorCode } from '../errors.js';
 import type { Transport } from './transport.js';
 import { MAX_FRAME_BYTES } from './version.js';
 
@@ -62,7 +62,7 @@ export interface ConnectOptions {
   timeoutMs?: number;
 }
 
-const REFUSALS: Record<number, [string, string]> = {
+const REFUSALS: Record<number, [ErrorCode, string]> = {
   401: ['AUTH_REFUSED', 'missing or wrong token (give the coordinator\'s token with --token or GDP_TOKEN)'],
   503: ['TOO_MANY_CONNECTIONS', 'the coordinator is at its connection limit (--max-connections)'],
 };
