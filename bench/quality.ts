@@ -1,0 +1,160 @@
+/**
+ * `npm run bench:quality -- [--recipe default|paper] [--seeds 0,1,2] [--set key=value ...] [--out FILE.json]`
+ *
+ * Pruning quality over seeds: runs a named recipe end to end (train, prune, finetune) with `gdp-coord --workers 2
+ * --local` once per seed, then prints the mean and standard deviation of the baseline's test top-1, the top-1 right
+ * after pruning (raw, and with BN statistics re-estimated over 20 training batches by `gdp-model eval
+ * --recalibrate-bn 20`), the final top-1, the MACs and parameters left, and the wall time of each stage. Minutes per
+ * seed; not part of `npm test`. Accuracies are correct/total over the whole test split.
+ *
+ * Recipes:
+ * - `default`: the embedded default job (configs/mnist-resnet20.json) as it ships.
+ * - `paper`: the paper code's recipe on the digits (issue 16): baseline 12 epochs (lr 0.1 / 0.01 / 0.001 from epochs
+ *   1 / 7 / 10), p = 0.01, a 2-epoch Tock every 5 Ticks, lr_max 0.01, stop at 30% of the MACs, finetune 6 epochs
+ *   without momentum.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+
+const RECIPES: Record<string, string[]> = {
+  default: [],
+  paper: [
+    'train.max_epoch=12',
+    'train.steplr=[[6,0.1],[9,0.01],[12,0.001]]',
+    'gbn.p=0.01',
+    'gbn.T=5',
+    'gbn.tock_epoch=2',
+    'gbn.lr_max=0.01',
+    'gbn.target_flops=0.3',
+    'gbn.finetune_epoch=6',
+    'gbn.finetune_momentum=0',
+  ],
+};
+
+const COORD = fileURLToPath(new URL('../src/coordinator/cli.js', import.meta.url));
+const MODEL = fileURLToPath(new URL('../src/model/cli.js', import.meta.url));
+
+interface SeedResult {
+  seed: number;
+  baseline_top1: number;
+  pruned_top1_raw: number;
+  pruned_top1_bn: number;
+  final_top1: number;
+  macs_left: number;
+  params_left: number;
+  ticks: number;
+  stage_s: Record<string, number>;
+}
+
+/** Runs a command, echoing its output with a prefix; resolves with stdout and the times its lines arrived. */
+function run(cmd: string[], cwd: string, prefix: string): Promise<{ out: string; lines: [number, string][] }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, cmd, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const lines: [number, string][] = [];
+    let partial = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d;
+      partial += d;
+      const parts = partial.split('\n');
+      partial = parts.pop()!;
+      for (const l of parts) {
+        lines.push([performance.now(), l]);
+        if (/^gdp-coord: stage|^Tick \d|^Tock epoch \d+\/\d+:|^(Train|Finetune) epoch \d+\/\d+:|^model|^(baseline|pruned) /.test(l))
+          process.stderr.write(`${prefix}${l}\n`);
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => process.stderr.write(`${prefix}${d}`));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve({ out, lines }) : reject(new Error(`${cmd.join(' ')} exited ${code}`))));
+  });
+}
+
+/** Seconds spent in each stage, from the times the coordinator announced them. */
+function stageTimes(lines: [number, string][], end: number): Record<string, number> {
+  const starts = lines.flatMap(([t, l]) => {
+    const m = /^gdp-coord: stage '(\w+)'/.exec(l);
+    return m ? [[t, m[1]] as const] : [];
+  });
+  return Object.fromEntries(starts.map(([t, s], i) => [s, Number((((starts[i + 1]?.[0] ?? end) - t) / 1000).toFixed(1))]));
+}
+
+async function oneSeed(recipe: string, seed: number, extra: string[], config: string[], dir: string): Promise<SeedResult> {
+  const task = `quality_${recipe}_${seed}`;
+  const sets = [...RECIPES[recipe], ...extra, `base.seed=${seed}`, `base.task_name=${task}`].flatMap((s) => ['--set', s]);
+  const prefix = `[seed ${seed}] `;
+  const { lines } = await run([COORD, '--workers', '2', '--local', '--listen', '127.0.0.1:0', ...config, ...sets], dir, prefix);
+  const end = performance.now();
+  const logDir = join(dir, 'logs', task);
+  const summary = JSON.parse(readFileSync(join(logDir, 'summary.json'), 'utf8')) as { label: string; macs: number; params: number; acc1: number }[];
+  const pruneLog = JSON.parse(readFileSync(join(logDir, 'prune_log.json'), 'utf8')) as { type: string; acc1?: number }[];
+  const ticks = pruneLog.filter((e) => e.type === 'tick');
+  const evalOut = await run(
+    [MODEL, 'eval', '--weights', join(logDir, 'pruned.safetensors'), '--recalibrate-bn', '20', '--batch-size', '128', '--json'],
+    dir,
+    prefix,
+  );
+  const bn = JSON.parse(evalOut.out.trim().split('\n').pop()!) as { top1: number };
+  const [base, last] = [summary[0], summary[summary.length - 1]];
+  return {
+    seed,
+    baseline_top1: base.acc1,
+    pruned_top1_raw: 100 * (ticks[ticks.length - 1]?.acc1 ?? NaN),
+    pruned_top1_bn: 100 * bn.top1,
+    final_top1: last.acc1,
+    macs_left: (100 * last.macs) / base.macs,
+    params_left: (100 * last.params) / base.params,
+    ticks: ticks.length,
+    stage_s: stageTimes(lines, end),
+  };
+}
+
+function meanStd(xs: number[]): { mean: number; std: number } {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const std = xs.length > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1)) : 0;
+  return { mean: Number(mean.toFixed(3)), std: Number(std.toFixed(3)) };
+}
+
+const program = new Command()
+  .name('npm run bench:quality --')
+  .option('--recipe <name>', `one of ${Object.keys(RECIPES).join(', ')}`, 'default')
+  .option('--seeds <list>', 'comma-separated seeds', '0,1,2')
+  .option(
+    '--set <key=value>',
+    'extra config override for every run (repeatable), e.g. gbn.criterion=l1',
+    (v: string, acc: string[]) => [...acc, v],
+    [] as string[],
+  )
+  .option('--config <file>', "the run's base config (default: the embedded default job's)")
+  .option('--out <file>', 'also write the figures as JSON')
+  .parse();
+const o = program.opts<{ recipe: string; seeds: string; set: string[]; config?: string; out?: string }>();
+if (!RECIPES[o.recipe]) program.error(`--recipe must be one of ${Object.keys(RECIPES).join(', ')}, got '${o.recipe}'`);
+const seeds = o.seeds.split(',').map(Number);
+if (!seeds.length || seeds.some((s) => !Number.isInteger(s))) program.error(`--seeds must be integers, got '${o.seeds}'`);
+
+const dir = mkdtempSync(join(tmpdir(), 'gdp-quality-'));
+process.stderr.write(`bench:quality: recipe '${o.recipe}', seeds ${seeds.join(', ')}; runs in ${dir}\n`);
+const results: SeedResult[] = [];
+for (const seed of seeds) results.push(await oneSeed(o.recipe, seed, o.set, o.config ? ['--config', resolve(o.config)] : [], dir));
+
+const keys = ['baseline_top1', 'pruned_top1_raw', 'pruned_top1_bn', 'final_top1', 'macs_left', 'params_left', 'ticks'] as const;
+const stats = Object.fromEntries(keys.map((k) => [k, meanStd(results.map((r) => r[k]))]));
+const drop = meanStd(results.map((r) => r.baseline_top1 - r.final_top1));
+const stages = [...new Set(results.flatMap((r) => Object.keys(r.stage_s)))];
+const stageStats = Object.fromEntries(stages.map((s) => [s, meanStd(results.map((r) => r.stage_s[s] ?? 0))]));
+
+const fmt = (m: { mean: number; std: number }, unit = '') => `${m.mean.toFixed(2)}${unit} ± ${m.std.toFixed(2)}`;
+console.log(`recipe '${o.recipe}'${o.set.length ? ` with ${o.set.join(' ')}` : ''}, ${seeds.length} seed(s)`);
+for (const k of keys) console.log(`${k.padEnd(18)} ${fmt(stats[k], k === 'ticks' ? '' : '%')}`);
+console.log(`${'drop'.padEnd(18)} ${fmt(drop, ' pts')}`);
+for (const s of stages) console.log(`${`${s} wall`.padEnd(18)} ${fmt(stageStats[s], ' s')}`);
+if (o.out)
+  writeFileSync(
+    o.out,
+    `${JSON.stringify({ recipe: o.recipe, set: o.set, seeds, runs: results, mean_std: { ...stats, drop, stage_s: stageStats } }, null, 2)}\n`,
+  );
