@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   UNEXPECTED_TENSOR: { exit: 2, retryable: false, meaning: 'a weights file holds tensors the model does not have' },
   SHAPE_MISMATCH: { exit: 2, retryable: false, meaning: 'a tensor or layer input has another shape than the model expects' },
   BAD_TFJS_MODEL: { exit: 2, retryable: false, meaning: 'a TF.js model file is malformed' },
+  UNSUPPORTED_LAYER: { exit: 2, retryable: false, meaning: 'an imported model holds a layer or option gdp cannot compute exactly' },
   UNSUPPORTED_EXPORT: { exit: 2, retryable: false, meaning: 'the network holds a layer the export format cannot express' },
   BAD_RESUME: { exit: 2, retryable: false, meaning: 'a resume point is missing, truncated or of another run' },
   RUN_FINISHED: { exit: 2, retryable: false, meaning: 'the run to resume has already finished' },

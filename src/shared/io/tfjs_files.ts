@@ -1,7 +1,8 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { GdpError } from '../errors.js';
+import { readLayersTopology, type ImportedGraph } from './tfjs_graph.js';
 
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'weights.bin';
@@ -29,23 +30,60 @@ export function tfjsDirWriter(dir: string): tf.io.IOHandler {
  * A load handler for a TF.js model directory on disk: Node has no file:// handler without tfjs-node.
  * Works for layers and graph models; weight shards are read in manifest order.
  */
-export function tfjsDirReader(dir: string): tf.io.IOHandler {
+export function tfjsDirReader(dir: string, file = MODEL_JSON): tf.io.IOHandler {
   return {
     load: async () => {
       let json: tf.io.ModelJSON;
       try {
-        json = JSON.parse(await readFile(join(dir, MODEL_JSON), 'utf8'));
+        json = JSON.parse(await readFile(join(dir, file), 'utf8'));
       } catch (e) {
-        throw new GdpError('BAD_TFJS_MODEL', `cannot read ${join(dir, MODEL_JSON)}: ${(e as Error).message}`);
+        throw new GdpError('BAD_TFJS_MODEL', `cannot read ${join(dir, file)}: ${(e as Error).message}`);
       }
       return tf.io.getModelArtifactsForJSON(json, async (manifest) => {
         const specs = manifest.flatMap((g) => g.weights);
-        const shards = await Promise.all(manifest.flatMap((g) => g.paths).map(async (p) => {
-          const b = await readFile(join(dir, p));
-          return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
-        }));
+        const shards = await Promise.all(
+          manifest
+            .flatMap((g) => g.paths)
+            .map(async (p) => {
+              let b: Buffer;
+              try {
+                b = await readFile(join(dir, p));
+              } catch (e) {
+                throw new GdpError('BAD_TFJS_MODEL', `cannot read weight shard ${join(dir, p)}: ${(e as Error).message}`);
+              }
+              return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+            }),
+        );
         return [specs, tf.io.CompositeArrayBuffer.join(shards)];
       });
     },
   };
+}
+
+/**
+ * Reads a TF.js layers model from `path` (its model.json, or the folder holding one) with its weight shards into
+ * the importer's graph (see readLayersTopology). Quantized weights are dequantized to float32 by tfjs.
+ * Throws BAD_TFJS_MODEL (unreadable or malformed files, a graph model) and UNSUPPORTED_LAYER.
+ */
+export async function readTfjsGraph(path: string): Promise<ImportedGraph> {
+  const [dir, file] = path.endsWith('.json') ? [dirname(path), basename(path)] : [path, MODEL_JSON];
+  const artifacts = await tfjsDirReader(dir, file).load!();
+  if (artifacts.format === 'graph-model' || !artifacts.modelTopology || artifacts.modelTopology instanceof ArrayBuffer) {
+    throw new GdpError(
+      'BAD_TFJS_MODEL',
+      `${path}: not a TF.js layers model (format '${artifacts.format ?? '?'}'); convert Keras models with tensorflowjs_converter --output_format tfjs_layers_model`,
+    );
+  }
+  const data = artifacts.weightData ? tf.io.CompositeArrayBuffer.join(artifacts.weightData as ArrayBuffer | ArrayBuffer[]) : new ArrayBuffer(0);
+  let weights: tf.NamedTensorMap;
+  try {
+    weights = tf.io.decodeWeights(data, artifacts.weightSpecs ?? []);
+  } catch (e) {
+    throw new GdpError('BAD_TFJS_MODEL', `${path}: its weights do not match the manifest: ${(e as Error).message}`);
+  }
+  try {
+    return readLayersTopology(artifacts.modelTopology, weights, path);
+  } finally {
+    tf.dispose(Object.values(weights));
+  }
 }
