@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { concatFloat32 } from '../shared/arrays.js';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
-import { layerWidths, loadModel } from '../shared/io/model_file.js';
+import { layerWidths, loadModel, type LoadedModel, type Widths } from '../shared/io/model_file.js';
 import { parseSafetensors } from '../shared/io/safetensors.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
 import { loadSlots, slotEntries, slotValues } from '../shared/protocol/model_state.js';
@@ -20,26 +20,22 @@ export function initialWeightsPath(config: Config): string | undefined {
 }
 
 /**
- * Loads the run's starting weights into the coordinator's model before any worker joins; workers then receive them
- * with the rest of the state. A file in the paper's gated form (e.g. a save point of an earlier run) gates the
- * model first, as a replayable update, so that workers build the same structure. The file must hold the
- * architecture the config names at its full widths: a melted network has other layer shapes than the workers
- * build from the config.
+ * Reads the run's starting weights and checks them against the config: the architecture it names, its class count
+ * and `want` (the widths the config's model builds, [in, out] by layer path). The caller disposes the model.
+ * @throws GdpError FILE_NOT_FOUND, BAD_SAFETENSORS, ARCH_MISMATCH, SHAPE_MISMATCH (and loadModel's codes).
  */
-export function loadInitialWeights(coordinator: Coordinator, path: string): { gated: boolean } {
+export function readInitialWeights(config: Config, path: string, want: Widths): LoadedModel {
   let bytes: Uint8Array;
   try {
     bytes = readFileSync(path);
   } catch (e) {
     throw new GdpError('FILE_NOT_FOUND', `model.weights: cannot read ${path}: ${(e as Error).message}`);
   }
-  const config = coordinator.config;
   const loaded = loadModel(parseSafetensors(bytes, path), { arch: config.model.name }, path);
   try {
     if (loaded.numClasses !== config.model.num_class) {
       throw new GdpError('SHAPE_MISMATCH', `${path}: the classifier has ${loaded.numClasses} classes, config.model.num_class is ${config.model.num_class}`);
     }
-    const want = layerWidths(coordinator.model);
     const got = layerWidths(loaded.model);
     const changed = Object.keys(want).filter((k) => want[k][0] !== got[k]?.[0] || want[k][1] !== got[k]?.[1]);
     if (changed.length) {
@@ -49,6 +45,23 @@ export function loadInitialWeights(coordinator: Coordinator, path: string): { ga
           `${changed.length > 1 ? ` (and ${changed.length - 1} more layers)` : ''}: a run starts from a full-width network, gated or not`,
       );
     }
+    return loaded;
+  } catch (e) {
+    loaded.model.dispose();
+    throw e;
+  }
+}
+
+/**
+ * Loads the run's starting weights into the coordinator's model before any worker joins; workers then receive them
+ * with the rest of the state. A file in the paper's gated form (e.g. a save point of an earlier run) gates the
+ * model first, as a replayable update, so that workers build the same structure. The file must hold the
+ * architecture the config names at its full widths: a melted network has other layer shapes than the workers
+ * build from the config.
+ */
+export function loadInitialWeights(coordinator: Coordinator, path: string): { gated: boolean } {
+  const loaded = readInitialWeights(coordinator.config, path, layerWidths(coordinator.model));
+  try {
     if (loaded.gated) {
       const layers = [...loaded.model.namedModules()].filter(([, m]) => m instanceof BatchNorm2d && m.gated).map(([p]) => p);
       coordinator.prepare(pruningUpdate({ kind: 'gate', layers }));

@@ -6,8 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { loadConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
-import { dataFingerprint, loadDataset } from '../shared/data/index.js';
-import { checkModelFitsData } from '../shared/models/registry.js';
+import { dataFingerprint } from '../shared/data/index.js';
 import { GdpError } from '../shared/errors.js';
 import { MIN_TOKEN_LENGTH, isLoopbackHost } from '../shared/protocol/auth.js';
 import { stateChecksum } from '../shared/protocol/model_state.js';
@@ -19,6 +18,7 @@ import { LocalWorkers } from './local_workers.js';
 import { readResumePoint, resumedConfig, type ResumePoint } from './resume_point.js';
 import { checkResumable, runDir, runStages } from './run.js';
 import { RunFiles } from './run_files.js';
+import { runStartChecks } from './start_checks.js';
 import { assertStagesAvailable } from './stages.js';
 
 export const DEFAULT_CONFIG = fileURLToPath(new URL('../../../configs/mnist-resnet20.json', import.meta.url));
@@ -44,7 +44,8 @@ export function parseListen(v: string): { host: string; port: number } {
 }
 
 interface Options {
-  workers: number;
+  /** Required except with --dry-run. */
+  workers?: number;
   minWorkers: number;
   maxConnections: number;
   token?: string;
@@ -90,7 +91,7 @@ export function resolveNetwork(o: Pick<Options, 'listen' | 'token' | 'cert' | 'k
   }
   if ((o.cert === undefined) !== (o.key === undefined)) throw new GdpError('BAD_FLAG', '--cert and --key go together');
   const tls = o.cert && o.key ? { cert: readPem('--cert', o.cert), key: readPem('--key', o.key) } : undefined;
-  if (o.minWorkers > o.workers) throw new GdpError('BAD_FLAG', `--min-workers ${o.minWorkers} is more than --workers ${o.workers}`);
+  if (o.workers !== undefined && o.minWorkers > o.workers) throw new GdpError('BAD_FLAG', `--min-workers ${o.minWorkers} is more than --workers ${o.workers}`);
   return { host, port, token, tls };
 }
 
@@ -98,16 +99,16 @@ async function run(o: Options): Promise<void> {
   const resume = o.resume === undefined ? undefined : readResumePoint(o.resume);
   const config = resolveConfig(o, resume);
   const { host, port, token, tls } = resolveNetwork(o);
-  if (o.dryRun) {
+  if (o.workers === undefined && !o.dryRun) throw new GdpError('BAD_FLAG', '--workers <n> is required (only --dry-run runs without workers)');
+  const backend = await initBackend(o.backend as BackendChoice);
+  // A dry run's stdout is the resolved config alone.
+  (o.dryRun ? (l: string) => process.stderr.write(`${l}\n`) : log)(`gdp-coord: backend ${backend.description}`);
+  const workerBackend = o.local || o.inProcess ? backend.name : undefined;
+  const data = await runStartChecks(config, { dataDir: o.dataDir, workers: o.workers, workerBackend, resumed: resume !== undefined });
+  if (o.dryRun || o.workers === undefined) {
     log(JSON.stringify(config, null, 2));
     return;
   }
-  const backend = await initBackend(o.backend as BackendChoice);
-  log(`gdp-coord: backend ${backend.description}`);
-  // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.
-  const data = await loadDataset(config, { dataDir: o.dataDir, numWorkers: 0 });
-  await data.close?.();
-  checkModelFitsData(config, data.train);
 
   let coordinator: Coordinator | undefined;
   let listener: WsListener | undefined;
@@ -175,7 +176,7 @@ async function run(o: Options): Promise<void> {
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('gdp-coord')
     .description('Coordinator of gdp data-parallel training and Gate Decorator pruning')
-    .requiredOption('--workers <n>', 'number of workers to wait for', positiveInt('--workers'))
+    .option('--workers <n>', 'number of workers to wait for (required, except with --dry-run)', positiveInt('--workers'))
     .option('--config <file>', 'config file (default: configs/mnist-resnet20.json of the package)')
     .option('--listen <host:port>', 'address to listen on (port 0: any free port); other than loopback needs a token', '127.0.0.1:7070')
     .option('--token <secret>', 'shared token workers must present (default: $GDP_TOKEN); required off loopback')
@@ -188,7 +189,7 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(backendOption())
     .option('--set <key.path=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--data-dir <dir>', "dataset folder (overrides the config's data.dir)")
-    .option('--dry-run', 'validate the config, print it resolved as JSON and exit')
+    .option('--dry-run', 'run every start-up check that needs no worker (config, flags, data, model, weights, batch size), print the config resolved as JSON and exit')
     .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config')
     .exitOverride();
   try {

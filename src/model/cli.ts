@@ -16,6 +16,7 @@ import { BatchNorm2d } from '../shared/nn/layers.js';
 import { configSchema } from '../shared/config/schema.js';
 import { loadDataset } from '../shared/data/index.js';
 import { Rng } from '../shared/rng.js';
+import { checkShardFits } from '../shared/train/memory.js';
 import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { measureLatency } from './bench.js';
 
@@ -54,6 +55,11 @@ async function load(weights: string, arch: string | undefined, o: Common): Promi
   const m = await loadModelFile(weights, { arch });
   say(o, `model: ${m.arch}, ${m.numClasses} classes, input ${m.inputShape.join('x')} (HWC)${m.gated ? ', gated (GBN) checkpoint' : ''}`);
   return m;
+}
+
+/** Throws BATCH_TOO_LARGE before a forward pass over `batch` images could exhaust the backend's memory. */
+function checkBatch(m: Pick<LoadedModel, 'model' | 'inputShape' | 'arch'>, batch: number, flag: string, setting = batch): void {
+  checkShardFits(m, batch, tf.getBackend(), 'forward', { batch: `${flag} ${setting}`, advice: `use a smaller ${flag}` });
 }
 
 /** Channels whose GBN mask is 0: pruned in place, still present until melting. */
@@ -143,6 +149,7 @@ export function buildProgram(): Command {
         if (c !== ic || h !== ih || w !== iw) {
           throw new GdpError('BAD_FLAG', `--shape ${o.shape} does not fit ${m.arch}, which takes N,${ic},${ih},${iw}`);
         }
+        checkBatch(m, Math.min(o.batch, n), '--batch');
         const x = nchwToNhwc(await readF32(o.input, shape), shape);
         const logits = predictLogits(m.model, x, [n, h, w, c], o.batch);
         await writeF32(o.out, logits);
@@ -234,6 +241,8 @@ export function buildProgram(): Command {
         if (shape.join('x') !== m.inputShape.join('x')) {
           throw new GdpError('SHAPE_MISMATCH', `${o.data} images are ${shape.join('x')} (HWC), ${m.arch} takes ${m.inputShape.join('x')}`);
         }
+        // The largest pass: a recalibration batch (training images), else a test batch.
+        checkBatch(m, Math.min(o.batchSize, Math.max(data.test.size, o.recalibrateBn ? data.train.size : 0)), '--batch-size', o.batchSize);
         const replica = new Replica(m.model, m.inputShape);
         if (o.recalibrateBn) {
           const order = Int32Array.from({ length: data.train.size }, (_, i) => i);
@@ -279,6 +288,7 @@ export function buildProgram(): Command {
         ? await load(o.weights, o.arch, o)
         : { model: buildModel(o.arch!), arch: o.arch!, inputShape: archSpec(o.arch!).inputShape };
       try {
+        for (const b of batches) checkBatch(m, b, '--batches');
         const { macs } = modelCost(m.model, m.inputShape);
         const results = batches.map((b) => measureLatency(m.model, m.inputShape, b, { runs: o.runs }));
         if (o.json) {

@@ -2,7 +2,16 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseConfig } from '../../src/shared/config/load.js';
 import { GdpError } from '../../src/shared/errors.js';
-import { archSpec, checkModelFitsData } from '../../src/shared/models/registry.js';
+import { archSpec, buildModel, checkModelFitsData } from '../../src/shared/models/registry.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checkBatchFits, checkInitialWeights } from '../../src/coordinator/start_checks.js';
+import { initBackend } from '../../src/shared/backend.js';
+import { serializeSafetensors } from '../../src/shared/io/safetensors.js';
+import { exportTorchState } from '../../src/shared/io/torch_state.js';
+
+await initBackend('cpu');
 
 const BASE = {
   base: { task_name: 't' },
@@ -28,4 +37,45 @@ test('the model must take the data: image shape and number of classes', () => {
   assert.doesNotThrow(() => checkModelFitsData(c, { shape: [28, 28, 1], numClasses: 10 }));
   assert.throws(() => checkModelFitsData(c, { shape: [32, 32, 3], numClasses: 10 }), code('BAD_CONFIG', "model.name: 'mnist.resnet20' takes 28x28x1 images", '32x32x3'));
   assert.throws(() => checkModelFitsData(c, { shape: [28, 28, 1], numClasses: 100 }), code('BAD_CONFIG', 'model.num_class: 10 outputs', '100 classes'));
+});
+
+test('the training batch split over the workers must fit the backend: the workers the error asks for are enough', () => {
+  const c = parseConfig({ ...BASE, data: { ...BASE.data, batch_size: 4096, test_batch_size: 64 } });
+  let need = 0;
+  assert.throws(
+    () => checkBatchFits(c, 1, 'wasm'),
+    (e: unknown) => {
+      assert.ok(code('BATCH_TOO_LARGE', 'data.batch_size 4096 on 1 worker', 'shards of 4096 samples', '4.00 GiB')(e), String(e));
+      need = Number(/at least (\d+) workers/.exec((e as Error).message)?.[1]);
+      return true;
+    },
+  );
+  assert.ok(need > 1);
+  assert.doesNotThrow(() => checkBatchFits(c, need, 'wasm'));
+  assert.throws(() => checkBatchFits(c, need - 1, 'wasm'), code('BATCH_TOO_LARGE', `split over ${need - 1} workers`));
+  assert.doesNotThrow(() => checkBatchFits(c, 1, 'cpu'));
+  // Evaluation shards are checked too (a forward pass).
+  const t = parseConfig({ ...BASE, data: { ...BASE.data, test_batch_size: 20000 } });
+  assert.throws(() => checkBatchFits(t, 1, 'wasm'), code('BATCH_TOO_LARGE', 'data.test_batch_size 20000', 'a forward pass'));
+});
+
+test('the starting weights are read and checked against the config before any worker joins', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gdp-weights-'));
+  try {
+    const plainOf = (arch: string) => {
+      const m = buildModel(arch, { seed: 2 });
+      const file = join(dir, `${arch}.safetensors`);
+      writeFileSync(file, serializeSafetensors(exportTorchState(m), { format: 'pt' }));
+      m.dispose();
+      return file;
+    };
+    const other = plainOf('cifar.resnet20');
+    assert.throws(() => checkInitialWeights(parseConfig({ ...BASE, model: { ...BASE.model, weights: other } })), code('SHAPE_MISMATCH', 'cifar.resnet20.safetensors', 'conv1'));
+    const own = plainOf('mnist.resnet20');
+    assert.doesNotThrow(() => checkInitialWeights(parseConfig({ ...BASE, model: { ...BASE.model, weights: own } })));
+    assert.throws(() => checkInitialWeights(parseConfig({ ...BASE, model: { ...BASE.model, num_class: 100, weights: own } })), code('SHAPE_MISMATCH', '10 classes', 'num_class is 100'));
+    assert.doesNotThrow(() => checkInitialWeights(parseConfig(BASE)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -6,10 +6,15 @@ import { test } from 'node:test';
 import '../../src/coordinator/all_stages.js';
 import { assertStagesAvailable } from '../../src/coordinator/stages.js';
 import { GdpError } from '../../src/shared/errors.js';
+import { initBackend } from '../../src/shared/backend.js';
+import { saveModelFile } from '../../src/shared/io/model_file.js';
+import { buildModel } from '../../src/shared/models/registry.js';
 import { alive, coord, smokeArgs, workerPids } from './cli_helpers.js';
 
-test('--dry-run prints the resolved config; the default config is found from any cwd', async () => {
-  const r = await coord(['--workers', '1', '--dry-run', '--set', 'stages=["train"]', '--set', 'train.momentum=0.5'], 30000);
+await initBackend('cpu');
+
+test('--dry-run prints the resolved config, without --workers; the default config is found from any cwd', async () => {
+  const r = await coord(['--dry-run', '--set', 'stages=["train"]', '--set', 'train.momentum=0.5'], 30000);
   assert.equal(r.code, 0, r.err);
   const config = JSON.parse(r.out);
   assert.equal(config.model.name, 'mnist.resnet20');
@@ -23,6 +28,40 @@ test('an invalid config is a clear error with the key path and a non-zero exit',
   assert.match(r.err, /BAD_CONFIG.*\n\s+train\.momentum: /);
   const flags = await coord(['--workers', 'two', '--dry-run'], 30000);
   assert.notEqual(flags.code, 0);
+});
+
+test('--dry-run runs the start-up checks a real start runs: each failure exits non-zero naming what fails', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gdp-dry-'));
+  try {
+    const cifar20 = join(dir, 'cifar20.safetensors');
+    const model = buildModel('cifar.resnet20', { seed: 1 });
+    await saveModelFile(cifar20, model, { arch: 'cifar.resnet20', numClasses: 10 });
+    model.dispose();
+    const cases: [string[], number, RegExp][] = [
+      [['--set', 'model.name=cifar.resnet56'], 2, /BAD_CONFIG.*model\.name: 'cifar\.resnet56' takes 32x32x3 images/],
+      [['--set', `model.weights=${join(dir, 'absent.safetensors')}`], 1, /FILE_NOT_FOUND.*absent\.safetensors/],
+      [['--set', `model.weights=${cifar20}`], 1, /ARCH_MISMATCH.*cifar20\.safetensors.*'cifar\.resnet20'.*'mnist\.resnet20'/],
+      [['--set', 'data.type=cifar10', '--set', 'model.name=cifar.resnet20', '--set', `data.dir=${join(dir, 'no-cifar')}`], 1, /BAD_DATA.*no-cifar/],
+      // The issue's batch: one wasm worker cannot hold a training step on 4096 MNIST digits (no allocation: an estimate).
+      [['--workers', '1', '--local', '--backend', 'wasm', '--set', 'data.batch_size=4096'], 1, /BATCH_TOO_LARGE.*data\.batch_size 4096 on 1 worker makes shards of 4096 samples.*limit of 4\.00 GiB.*more workers/],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = await coord(['--dry-run', '--set', 'stages=["train"]', ...args], 60000);
+      // Input errors: exit 2 for a bad config; the others' status follows the error catalogue (1 or 2), never 0.
+      if (code === 2) assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+      else assert.ok(r.code === 1 || r.code === 2, `${args.join(' ')}: exit ${r.code}: ${r.err}`);
+      assert.match(r.err, message);
+      assert.equal(r.out, '', 'a failed dry run prints no config');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('without --dry-run, --workers is required', async () => {
+  const r = await coord(['--set', 'stages=["train"]'], 30000);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /BAD_FLAG.*--workers <n> is required/);
 });
 
 test('an unregistered stage is an error at start-up', () => {

@@ -3,7 +3,7 @@ import { GdpError } from '../errors.js';
 import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { archSpec, buildModel } from '../models/registry.js';
-import { parseSafetensors, serializeSafetensors, type HostTensor, type SafetensorsFile } from './safetensors.js';
+import { parseSafetensors, serializeSafetensors, type SafetensorsFile } from './safetensors.js';
 import { exportTorchState, loadTorchState } from './torch_state.js';
 
 /** Input and output widths of every conv and linear layer, by module path: what pruning changes. */
@@ -59,14 +59,16 @@ export interface LoadOptions {
 /** Prefixes that wrappers add to PyTorch names: the paper's ResNet-50 wrapper and nn.DataParallel. */
 const WRAPPER_PREFIXES = ['backbone.', 'module.'];
 
-function stripWrapperPrefix(tensors: Map<string, HostTensor>): Map<string, HostTensor> {
+/** The file's tensors (float and other) without a wrapper prefix that every name carries. */
+function stripWrapperPrefix(file: SafetensorsFile): Pick<SafetensorsFile, 'tensors' | 'other'> {
+  const names = [...file.tensors.keys(), ...file.other.keys()];
   for (const prefix of WRAPPER_PREFIXES) {
-    const names = [...tensors.keys()];
     if (names.length && names.every((n) => n.startsWith(prefix))) {
-      return new Map([...tensors].map(([n, t]) => [n.slice(prefix.length), t]));
+      const strip = <T>(m: Map<string, T>) => new Map([...m].map(([n, t]) => [n.slice(prefix.length), t]));
+      return { tensors: strip(file.tensors), other: strip(file.other) };
     }
   }
-  return tensors;
+  return file;
 }
 
 function parseWidths(raw: string, source: string): Widths {
@@ -99,7 +101,7 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
     if (e instanceof GdpError) throw new GdpError(e.code, `${source}: ${e.message}`);
     throw e;
   }
-  const tensors = stripWrapperPrefix(file.tensors);
+  const { tensors, other } = stripWrapperPrefix(file);
   let numClasses: number;
   if (meta.num_class !== undefined) {
     numClasses = Number(meta.num_class);
@@ -116,7 +118,7 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
   const widths = meta.widths !== undefined ? parseWidths(meta.widths, source) : undefined;
   const model = buildModel(arch, { numClasses, seed: opts.seed });
   try {
-    loadTorchState(model, tensors, spec.inputShape, source);
+    loadTorchState(model, tensors, spec.inputShape, source, other);
     if (widths) {
       const got = layerWidths(model);
       for (const [path, w] of Object.entries(widths)) {

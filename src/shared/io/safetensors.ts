@@ -1,4 +1,5 @@
 import { GdpError } from '../errors.js';
+import { findDuplicateKey } from './json_keys.js';
 
 /** A float32 tensor as stored in a file: row-major values and shape. */
 export interface HostTensor {
@@ -6,84 +7,183 @@ export interface HostTensor {
   data: Float32Array;
 }
 
+/** A tensor of a non-float dtype (integers, BOOL, C64), kept as its little-endian bytes: gdp's models hold none. */
+export interface RawTensor {
+  dtype: string;
+  shape: number[];
+  /** A view of the file's bytes, `count x itemSize` long. */
+  bytes: Uint8Array;
+}
+
 export interface SafetensorsFile {
+  /** Every floating-point tensor (F64, F32, F16, BF16, F8_*), converted to float32. */
   tensors: Map<string, HostTensor>;
+  /** Every other tensor, unconverted: the loader ignores known ones by name (e.g. BN's `num_batches_tracked`). */
+  other: Map<string, RawTensor>;
   metadata: Record<string, string>;
 }
 
-const MAX_HEADER = 100 * 1024 * 1024;
+/** The reference implementation's limit on the JSON header (a guard against huge allocations). */
+export const MAX_HEADER_BYTES = 100_000_000;
 
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
+/** A minifloat's bit layout; `ieee`: the all-ones exponent is Inf/NaN (else only all-ones is NaN, as in e4m3fn). */
+interface MiniFloat {
+  exp: number;
+  mant: number;
+  bias: number;
+  ieee: boolean;
+}
+
+function miniToF32(bits: number, f: MiniFloat): number {
+  const sign = bits >> (f.exp + f.mant) ? -1 : 1;
+  const e = (bits >> f.mant) & ((1 << f.exp) - 1);
+  const m = bits & ((1 << f.mant) - 1);
+  const eMax = (1 << f.exp) - 1;
+  if (e === eMax && f.ieee) return m ? NaN : sign * Infinity;
+  if (e === eMax && !f.ieee && m === (1 << f.mant) - 1) return NaN;
+  if (e === 0) return sign * m * 2 ** (1 - f.bias - f.mant);
+  return sign * (1 + m / 2 ** f.mant) * 2 ** (e - f.bias);
+}
+
+const F16: MiniFloat = { exp: 5, mant: 10, bias: 15, ieee: true };
+const F8_E4M3: MiniFloat = { exp: 4, mant: 3, bias: 7, ieee: false };
+const F8_E5M2: MiniFloat = { exp: 5, mant: 2, bias: 15, ieee: true };
+
+type Reader = (dv: DataView, i: number) => number;
+
+/**
+ * Every dtype PyTorch's safetensors writer stores (`safetensors.torch`), with its item size in bytes and, for the
+ * floating-point ones, how an item becomes float32 (F64 rounds to nearest; F8_E8M0 is a power-of-two scale).
+ */
+const DTYPES: Record<string, { size: number; read?: Reader }> = {
+  F64: { size: 8, read: (dv, i) => dv.getFloat64(i * 8, true) },
+  F32: { size: 4, read: (dv, i) => dv.getFloat32(i * 4, true) },
+  F16: { size: 2, read: (dv, i) => miniToF32(dv.getUint16(i * 2, true), F16) },
+  BF16: { size: 2, read: (dv, i) => new Float32Array(new Uint32Array([dv.getUint16(i * 2, true) << 16]).buffer)[0] },
+  F8_E4M3: { size: 1, read: (dv, i) => miniToF32(dv.getUint8(i), F8_E4M3) },
+  F8_E5M2: { size: 1, read: (dv, i) => miniToF32(dv.getUint8(i), F8_E5M2) },
+  F8_E8M0: { size: 1, read: (dv, i) => (dv.getUint8(i) === 255 ? NaN : 2 ** (dv.getUint8(i) - 127)) },
+  I64: { size: 8 },
+  I32: { size: 4 },
+  I16: { size: 2 },
+  I8: { size: 1 },
+  U64: { size: 8 },
+  U32: { size: 4 },
+  U16: { size: 2 },
+  U8: { size: 1 },
+  BOOL: { size: 1 },
+  C64: { size: 8 },
+};
+
+interface Entry {
+  name: string;
+  dtype: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+function checkEntry(name: string, raw: unknown, bad: (m: string) => GdpError): Entry {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw bad(`tensor '${name}': its header entry is not an object`);
+  const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+  const dtype = String(e.dtype);
+  if (typeof e.dtype !== 'string' || !Object.hasOwn(DTYPES, dtype)) {
+    throw bad(`tensor '${name}': unknown dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(DTYPES).join(', ')}; packed sub-byte types such as F4 are not read)`);
+  }
+  const info = DTYPES[dtype];
+  if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw bad(`tensor '${name}': shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
+  const shape = e.shape as number[];
+  const off = e.data_offsets;
+  if (!Array.isArray(off) || off.length !== 2 || !off.every((d) => Number.isSafeInteger(d) && d >= 0) || off[0] > off[1]) {
+    throw bad(`tensor '${name}': data_offsets ${JSON.stringify(off)} must be [begin, end] with 0 <= begin <= end`);
+  }
+  const bytes = shape.reduce((a, d) => a * d, info.size);
+  if (!Number.isSafeInteger(bytes) || off[1] - off[0] !== bytes) {
+    throw bad(`tensor '${name}': data_offsets [${off}] hold ${off[1] - off[0]} bytes, but shape [${shape}] of ${dtype} takes ${bytes}`);
+  }
+  return { name, dtype, shape, begin: off[0], end: off[1] };
+}
+
+/** The byte buffer must be covered exactly: tensors in offset order, each starting where the previous ended. */
+function checkCoverage(entries: Entry[], dataLen: number, bad: (m: string) => GdpError): void {
+  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let at = 0;
+  let prev = '';
+  for (const e of sorted) {
+    if (e.begin > at) throw bad(`tensor '${e.name}' begins at byte ${e.begin} of the data, ${prev ? `but ${prev} ends at ${at}` : 'not at 0'}: a gap`);
+    if (e.begin < at) throw bad(`tensor '${e.name}' [${e.begin}, ${e.end}] overlaps ${prev}, which ends at ${at}`);
+    if (e.end > dataLen) throw bad(`tensor '${e.name}' ends at byte ${e.end}, past the ${dataLen} data bytes (truncated?)`);
+    at = e.end;
+    prev = `tensor '${e.name}'`;
+  }
+  if (at !== dataLen) throw bad(`the data holds ${dataLen} bytes but the tensors cover ${at}: ${dataLen - at} bytes trailing`);
 }
 
 /**
- * Parses a safetensors buffer (8-byte little-endian header length, JSON header, data). F32 is read as is; F16,
- * BF16 and F64 are widened/narrowed to float32. Every offset and size is checked against the buffer.
+ * Parses a safetensors buffer by the format's rules (the `safetensors` README): an 8-byte little-endian header
+ * length of at most MAX_HEADER_BYTES; a UTF-8 JSON object header (starting with '{', no key twice at any depth)
+ * mapping names to `{dtype, shape, data_offsets}` plus an optional `__metadata__` of string values; offsets
+ * [begin, end) relative to the data buffer, `end - begin` = item size x shape product, covering the buffer exactly
+ * (no gap, no overlap, nothing trailing). Floating-point tensors come back as float32, the others as raw bytes.
+ * @throws GdpError BAD_SAFETENSORS naming `source` and the rule broken.
  */
 export function parseSafetensors(buf: Uint8Array, source = 'safetensors'): SafetensorsFile {
   const bad = (msg: string) => new GdpError('BAD_SAFETENSORS', `${source}: ${msg}`);
   if (buf.byteLength < 8) throw bad(`file is ${buf.byteLength} bytes, shorter than the 8-byte header length`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n = Number(dv.getBigUint64(0, true));
-  if (n > MAX_HEADER || 8 + n > buf.byteLength) throw bad(`header length ${n} exceeds the file (${buf.byteLength} bytes): truncated?`);
-  let header: Record<string, unknown>;
+  const n64 = dv.getBigUint64(0, true);
+  if (n64 > BigInt(MAX_HEADER_BYTES)) throw bad(`header length ${n64} exceeds the format's limit of ${MAX_HEADER_BYTES} bytes`);
+  const n = Number(n64);
+  if (8 + n > buf.byteLength) throw bad(`header length ${n} exceeds the file (${buf.byteLength} bytes): truncated?`);
+  let text: string;
   try {
-    header = JSON.parse(new TextDecoder().decode(buf.subarray(8, 8 + n)));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + n));
+  } catch {
+    throw bad('header is not valid UTF-8');
+  }
+  if (!text.startsWith('{')) throw bad(`header must start with '{', starts with ${JSON.stringify(text.slice(0, 8))}`);
+  let header: unknown;
+  try {
+    header = JSON.parse(text);
   } catch (e) {
     throw bad(`header is not valid JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw bad('header is not a JSON object');
-  const dataStart = 8 + n;
-  const dataLen = buf.byteLength - dataStart;
+  const dup = findDuplicateKey(text);
+  if (dup) throw bad(`header has key ${JSON.stringify(dup.key)} twice${dup.path.length ? ` in ${dup.path.join('.')}` : ''}`);
+
   const metadata: Record<string, string> = {};
-  const tensors = new Map<string, HostTensor>();
-  for (const [name, entry] of Object.entries(header)) {
-    if (name === '__metadata__') {
-      if (typeof entry !== 'object' || entry === null) throw bad('__metadata__ must be an object of strings');
-      for (const [k, v] of Object.entries(entry)) {
-        if (typeof v !== 'string') throw bad(`__metadata__.${k} must be a string`);
-        metadata[k] = v;
-      }
+  const entries: Entry[] = [];
+  for (const [name, raw] of Object.entries(header)) {
+    if (name !== '__metadata__') {
+      entries.push(checkEntry(name, raw, bad));
       continue;
     }
-    const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) throw bad(`tensor '${name}': bad shape`);
-    if (!Array.isArray(e.data_offsets) || e.data_offsets.length !== 2) throw bad(`tensor '${name}': bad data_offsets`);
-    const [begin, end] = e.data_offsets as number[];
-    const shape = e.shape as number[];
-    const count = shape.reduce((a, b) => a * b, 1);
-    const itemSize = { F32: 4, F16: 2, BF16: 2, F64: 8 }[String(e.dtype)];
-    if (!itemSize) throw bad(`tensor '${name}': unsupported dtype ${String(e.dtype)} (F32, F16, BF16, F64 are read)`);
-    if (!Number.isInteger(begin) || !Number.isInteger(end) || begin < 0 || end > dataLen || end - begin !== count * itemSize) {
-      throw bad(`tensor '${name}': data_offsets [${begin}, ${end}] do not fit shape [${shape}] of ${e.dtype} in ${dataLen} data bytes (truncated?)`);
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw bad('__metadata__ must be an object of strings');
+    for (const [k, v] of Object.entries(raw)) {
+      if (typeof v !== 'string') throw bad(`__metadata__.${k} must be a string, got ${JSON.stringify(v)}`);
+      metadata[k] = v;
     }
-    // A view, not `buf.slice(...).buffer`: a Node Buffer's slice shares (and `.buffer` exposes) the whole pool.
-    const bdv = new DataView(buf.buffer, buf.byteOffset + dataStart + begin, end - begin);
-    const data = new Float32Array(count);
-    for (let i = 0; i < count; i++) {
-      switch (e.dtype) {
-        case 'F32':
-          data[i] = bdv.getFloat32(i * 4, true);
-          break;
-        case 'F64':
-          data[i] = bdv.getFloat64(i * 8, true);
-          break;
-        case 'F16':
-          data[i] = f16ToF32(bdv.getUint16(i * 2, true));
-          break;
-        default:
-          data[i] = new Float32Array(new Uint32Array([bdv.getUint16(i * 2, true) << 16]).buffer)[0];
-      }
-    }
-    tensors.set(name, { shape, data });
   }
-  return { tensors, metadata };
+  const dataStart = 8 + n;
+  checkCoverage(entries, buf.byteLength - dataStart, bad);
+
+  const tensors = new Map<string, HostTensor>();
+  const other = new Map<string, RawTensor>();
+  for (const e of entries) {
+    // A view, not `buf.slice(...).buffer`: a Node Buffer's slice shares (and `.buffer` exposes) the whole pool.
+    const bytes = buf.subarray(dataStart + e.begin, dataStart + e.end);
+    const read = DTYPES[e.dtype].read;
+    if (!read) {
+      other.set(e.name, { dtype: e.dtype, shape: e.shape, bytes });
+      continue;
+    }
+    const bdv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const data = new Float32Array(bytes.byteLength / DTYPES[e.dtype].size);
+    for (let i = 0; i < data.length; i++) data[i] = read(bdv, i);
+    tensors.set(e.name, { shape: e.shape, data });
+  }
+  return { tensors, other, metadata };
 }
 
 /** Serialises float32 tensors (in the given order) with string metadata. */

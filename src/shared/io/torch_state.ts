@@ -3,16 +3,23 @@ import { GdpError } from '../errors.js';
 import { trace } from '../graph/trace.js';
 import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
 import type { Module, Slot } from '../nn/module.js';
-import type { HostTensor } from './safetensors.js';
+import type { HostTensor, RawTensor } from './safetensors.js';
 
-/** Tensors PyTorch checkpoints carry that gdp does not use (GBN bookkeeping, BN step counters). */
-const IGNORED_SUFFIXES = ['.score', '.area', '.num_batches_tracked'];
+/**
+ * Tensors PyTorch checkpoints carry that gdp does not use, ignored by name whatever their dtype: GBN bookkeeping
+ * (`.score`, `.area`) and BatchNorm's step counter (`.num_batches_tracked`, an I64 scalar in `state_dict()`).
+ */
+export const IGNORED_SUFFIXES = ['.score', '.area', '.num_batches_tracked'];
+
+const ignored = (name: string): boolean => IGNORED_SUFFIXES.some((s) => name.endsWith(s));
 
 const hwioFromOihw = (t: HostTensor): tf.Tensor => tf.tidy(() => tf.transpose(tf.tensor(t.data, t.shape), [2, 3, 1, 0]));
 const oihwFromHwio = (t: tf.Tensor): tf.Tensor => tf.transpose(t, [3, 2, 0, 1]);
 
-function take(tensors: Map<string, HostTensor>, used: Set<string>, name: string, source: string): HostTensor {
+function takeFrom(tensors: Map<string, HostTensor>, other: ReadonlyMap<string, RawTensor>, used: Set<string>, name: string, source: string): HostTensor {
   const t = tensors.get(name);
+  const o = other.get(name);
+  if (!t && o) throw new GdpError('BAD_DTYPE', `${source}: tensor '${name}' is ${o.dtype}; gdp loads weights from floating-point tensors (F64, F32, F16, BF16, F8)`);
   if (!t) throw new GdpError('MISSING_TENSOR', `${source}: missing tensor '${name}'`);
   used.add(name);
   return t;
@@ -28,14 +35,23 @@ function expectShape(name: string, t: HostTensor, want: number[], source: string
  * Loads a PyTorch state dict (names and layouts as PyTorch writes them: conv OIHW, linear [out,in]) into the
  * model, plain or in the paper's gated form (`X.bn.weight`, `X.g`, `X.bn_mask`). Layer widths follow the file,
  * so pruned and melted networks load into their architecture's default build; the result is traced to check
- * that every width fits its neighbours.
+ * that every width fits its neighbours. `other` holds the file's non-float tensors: those named in
+ * IGNORED_SUFFIXES are skipped, any other is refused.
+ * @throws GdpError MISSING_TENSOR, BAD_DTYPE (a weight stored as an integer type), SHAPE_MISMATCH, UNEXPECTED_TENSOR.
  */
-export function loadTorchState(model: Module, tensors: Map<string, HostTensor>, inputShape: readonly number[], source = 'weights'): void {
+export function loadTorchState(
+  model: Module,
+  tensors: Map<string, HostTensor>,
+  inputShape: readonly number[],
+  source = 'weights',
+  other: ReadonlyMap<string, RawTensor> = new Map(),
+): void {
   const used = new Set<string>();
+  const take = (name: string) => takeFrom(tensors, other, used, name, source);
   for (const [path, m] of model.namedModules()) {
     const p = path ? `${path}.` : '';
     if (m instanceof Conv2d) {
-      const w = take(tensors, used, `${p}weight`, source);
+      const w = take(`${p}weight`);
       if (w.shape.length !== 4 || w.shape[2] !== m.kernel || w.shape[3] !== m.kernel) {
         throw new GdpError('SHAPE_MISMATCH', `${source}: tensor '${p}weight' has shape [${w.shape}], expected [O, I, ${m.kernel}, ${m.kernel}]`);
       }
@@ -43,29 +59,29 @@ export function loadTorchState(model: Module, tensors: Map<string, HostTensor>, 
       m.outChannels = w.shape[0];
       m.inChannels = w.shape[1];
       if (m.bias) {
-        const b = take(tensors, used, `${p}bias`, source);
+        const b = take(`${p}bias`);
         expectShape(`${p}bias`, b, [m.outChannels], source);
         m.bias.set(tf.tensor(b.data, [m.outChannels]));
       }
     } else if (m instanceof Linear) {
-      const w = take(tensors, used, `${p}weight`, source);
+      const w = take(`${p}weight`);
       if (w.shape.length !== 2 || w.shape[0] !== m.outFeatures) {
         throw new GdpError('SHAPE_MISMATCH', `${source}: tensor '${p}weight' has shape [${w.shape}], expected [${m.outFeatures}, in]`);
       }
       m.weight.set(tf.tidy(() => tf.transpose(tf.tensor2d(w.data, [w.shape[0], w.shape[1]]))));
       m.inFeatures = w.shape[1];
-      const b = take(tensors, used, `${p}bias`, source);
+      const b = take(`${p}bias`);
       expectShape(`${p}bias`, b, [m.outFeatures], source);
       m.bias.set(tf.tensor(b.data, [m.outFeatures]));
     } else if (m instanceof BatchNorm2d) {
       const gated = tensors.has(`${p}bn.weight`);
       const q = gated ? `${p}bn.` : p;
-      const w = take(tensors, used, `${q}weight`, source);
+      const w = take(`${q}weight`);
       const c = w.shape[0];
       if (gated && !m.gated) m.addGate();
       m.channels = c;
       const vec = (name: string): tf.Tensor => {
-        const t = take(tensors, used, name, source);
+        const t = take(name);
         expectShape(name, t, [c], source);
         return tf.tensor1d(t.data);
       };
@@ -79,7 +95,12 @@ export function loadTorchState(model: Module, tensors: Map<string, HostTensor>, 
       }
     }
   }
-  const unused = [...tensors.keys()].filter((k) => !used.has(k) && !IGNORED_SUFFIXES.some((s) => k.endsWith(s)));
+  const strange = [...other].filter(([k]) => !ignored(k));
+  if (strange.length) {
+    const list = strange.slice(0, 8).map(([k, t]) => `'${k}' (${t.dtype})`).join(', ');
+    throw new GdpError('UNEXPECTED_TENSOR', `${source}: non-float tensors the model does not have: ${list}${strange.length > 8 ? ', ...' : ''} (only ${IGNORED_SUFFIXES.join(', ')} are ignored)`);
+  }
+  const unused = [...tensors.keys()].filter((k) => !used.has(k) && !ignored(k));
   if (unused.length) throw new GdpError('UNEXPECTED_TENSOR', `${source}: tensors the model does not have: ${unused.slice(0, 8).join(', ')}${unused.length > 8 ? ', ...' : ''}`);
   trace(model, inputShape);
 }
