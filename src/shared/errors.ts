@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   BAD_INPUT: { exit: 2, retryable: false, meaning: 'a raw input tensor file does not match the shape given' },
   BAD_SAFETENSORS: { exit: 2, retryable: false, meaning: 'a weights file breaks the safetensors format' },
   BAD_METADATA: { exit: 2, retryable: false, meaning: "a weights file's metadata (arch, num_class, widths) is malformed" },
+  BAD_DTYPE: { exit: 2, retryable: false, meaning: 'a weights tensor the model needs is stored as a non-float dtype' },
+  BATCH_TOO_LARGE: { exit: 2, retryable: false, meaning: "a batch's shard needs more memory than the tensor backend has (wasm: 4 GiB)" },
   BAD_TENSOR: { exit: 2, retryable: false, meaning: "a tensor's shape does not match its values" },
   MISSING_ARCH: { exit: 2, retryable: false, meaning: 'a plain PyTorch weights file needs --arch' },
   ARCH_MISMATCH: { exit: 2, retryable: false, meaning: 'the weights file is of another architecture than asked for' },
