@@ -70,7 +70,7 @@ const data = z
     num_workers: z.number().int().nonnegative().default(2),
     /** gdp: dataset folder (CIFAR binary batches, ImageNet train/ and val/); `--data-dir` overrides. */
     dir: z.string().optional(),
-    /** gdp: use only the first N test samples (smoke runs). */
+    /** gdp: evaluate on N test samples, every class in proportion (the same N on every worker and run). */
     test_subset: z.number().int().positive().optional(),
   })
   .strict();

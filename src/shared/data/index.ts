@@ -1,36 +1,15 @@
 import type { Config } from '../config/schema.js';
 import { GdpError } from '../errors.js';
 import { loadCifar } from './cifar.js';
-import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './dataset.js';
+import type { DatasetPair } from './dataset.js';
 import { DecodePool } from './decode_pool.js';
 import { loadImageFolders } from './imagenet.js';
 import { loadMnist } from './mnist.js';
+import { SubsetDataset } from './subset.js';
 
 export type { Batch, Dataset, DatasetPair } from './dataset.js';
 export { dataFingerprint, sampleSeed } from './dataset.js';
-
-/** The first `n` samples of a dataset (data.test_subset: quick evaluations in smoke runs). */
-class SubsetDataset implements Dataset {
-  readonly name: string;
-  readonly labels: Int32Array;
-  constructor(
-    private readonly inner: Dataset,
-    readonly size: number,
-  ) {
-    this.name = `${inner.name}[:${size}]`;
-    this.labels = inner.labels.subarray(0, size);
-  }
-  get shape(): [number, number, number] {
-    return this.inner.shape;
-  }
-  get numClasses(): number {
-    return this.inner.numClasses;
-  }
-  async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
-    checkedIndices(this.name, this.labels, indices);
-    return this.inner.load(indices, opts);
-  }
-}
+export { stratifiedSubset } from './subset.js';
 
 export interface LoadDatasetOptions {
   /** `--data-dir`: overrides `data.dir`. */
@@ -41,7 +20,8 @@ export interface LoadDatasetOptions {
 
 /**
  * The train and test sets named by `config.data.type`. CIFAR and ImageNet decode and augment on a pool of
- * `data.num_workers` threads (at most one per core) shared by both sets; call `close()` when done.
+ * `data.num_workers` threads (at most one per core) shared by both sets; call `close()` when done. With
+ * `data.test_subset`, the test set is that many samples in class proportion (`stratifiedSubset`).
  */
 export async function loadDataset(config: Config, opts: LoadDatasetOptions = {}): Promise<DatasetPair> {
   const type = config.data.type;
