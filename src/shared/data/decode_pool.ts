@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import { GdpError } from '../errors.js';
-import { runDecodeTask, taskSampleSize, type DecodeTask } from './decode_task.js';
+import { runDecodeTask, type DecodeTask } from './decode_task.js';
 import type { DecodeFailure } from './decode_worker.js';
 
 /** Pool threads for `requested` workers: never more than the machine's cores (0 means decode in-thread). */
@@ -31,17 +31,20 @@ export class DecodePool {
     }
   }
 
-  /** Decodes `n` samples; `chunk(start, end)` builds the task for samples [start, end). */
-  async decode(n: number, kind: DecodeTask['kind'], chunk: (start: number, end: number) => DecodeTask): Promise<Float32Array> {
+  /**
+   * Decodes `n` samples of `sampleSize` floats each into one array (sample i at [i * sampleSize, ...));
+   * `chunk(start, end)` builds the task for samples [start, end). A task's GdpError (BAD_DATA naming the file)
+   * is rethrown with its code.
+   */
+  async decode(n: number, sampleSize: number, chunk: (start: number, end: number) => DecodeTask): Promise<Float32Array> {
     if (!this.pool || n === 0) return runDecodeTask(chunk(0, n));
     const parts = Math.min(this.threads, n);
     const bounds: number[] = [];
     for (let p = 0; p <= parts; p++) bounds.push(Math.round((p * n) / parts));
     const results = await Promise.all(bounds.slice(0, -1).map((start, p) => this.runInPool(chunk(start, bounds[p + 1]))));
     if (results.length === 1) return results[0];
-    const per = taskSampleSize(kind);
-    const x = new Float32Array(n * per);
-    results.forEach((r, p) => x.set(r, bounds[p] * per));
+    const x = new Float32Array(n * sampleSize);
+    results.forEach((r, p) => x.set(r, bounds[p] * sampleSize));
     return x;
   }
 

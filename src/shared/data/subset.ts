@@ -64,6 +64,9 @@ export class SubsetDataset implements Dataset {
   get numClasses(): number {
     return this.inner.numClasses;
   }
+  get identity(): string | undefined {
+    return this.inner.identity;
+  }
   async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
     const { idx } = checkedIndices(this.name, this.labels, indices);
     return this.inner.load(idx.map((i) => this.members[i]), opts);
