@@ -4,12 +4,12 @@ import { extname, join } from 'node:path';
 import { GdpError } from '../errors.js';
 import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './dataset.js';
 import type { DecodePool } from './decode_pool.js';
-import { imageSampleSize, type ImageSpec } from './image_decode.js';
+import type { ImageSpec } from './image_decode.js';
 import { stratifiedSubset } from './subset.js';
 import type { Normalisation } from './transforms.js';
 
 /** The extensions read as images (case-insensitive): what sharp decodes. Other files in a class folder are ignored. */
-export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff'];
+const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff'];
 const IMAGE_EXTENSION_SET = new Set(IMAGE_EXTENSIONS);
 
 /** A dataset of class folders: what it is called in messages, how its images are made, its normalisation. */
@@ -22,7 +22,7 @@ export interface FolderSetup {
 }
 
 /** Image sides from this up train with random resized crops; smaller ones with pad+crop. */
-export const RESIZED_CROP_MIN_SIDE = 64;
+const RESIZED_CROP_MIN_SIDE = 64;
 
 /**
  * The transforms for `size` x `size` x `channels` images: from RESIZED_CROP_MIN_SIDE up the ImageNet recipe (random
@@ -131,7 +131,7 @@ export class ImageFolderDataset implements Dataset {
 
   /** Samples `idx` (already checked) as NHWC floats normalised by `norm`, decoded in the pool. */
   decode(idx: Int32Array, opts: { augment: boolean; seed: number }, norm: Normalisation): Promise<Float32Array> {
-    return this.pool.decode(idx.length, imageSampleSize(this.spec), (start, end) => ({
+    return this.pool.decode(idx.length, (start, end) => ({
       kind: 'image',
       files: Array.from(idx.subarray(start, end), (k) => this.files[k]),
       indices: idx.slice(start, end),
@@ -144,7 +144,7 @@ export class ImageFolderDataset implements Dataset {
 }
 
 /** At most this many training images are decoded for the normalisation; beyond it, a stratified subset of them. */
-export const NORM_SAMPLE_LIMIT = 10_000;
+const NORM_SAMPLE_LIMIT = 10_000;
 const NORM_BATCH = 64;
 
 /**
@@ -153,7 +153,7 @@ const NORM_BATCH = 64;
  * `stratifiedSubset` of that many. Sums run in float64 in sample order, so every worker gets the same constants.
  * Throws BAD_DATA naming a file that does not decode, or a channel with one value in every image (std 0).
  */
-export async function folderNormalisation(train: ImageFolderDataset): Promise<Normalisation> {
+async function folderNormalisation(train: ImageFolderDataset): Promise<Normalisation> {
   const c = train.spec.channels;
   const idx = train.size > NORM_SAMPLE_LIMIT ? stratifiedSubset(train.labels, NORM_SAMPLE_LIMIT) : Int32Array.from({ length: train.size }, (_, i) => i);
   const identity: Normalisation = { mean: new Array<number>(c).fill(0), std: new Array<number>(c).fill(1) };

@@ -11,7 +11,6 @@ import { SubsetDataset } from './subset.js';
 
 export type { Batch, Dataset, DatasetPair } from './dataset.js';
 export { dataFingerprint, sampleSeed } from './dataset.js';
-export { stratifiedSubset } from './subset.js';
 
 export interface LoadDatasetOptions {
   /** `--data-dir`: overrides `data.dir`. */
@@ -25,7 +24,7 @@ export interface LoadDatasetOptions {
  * `data.mean` / `data.std`, else computed from the training images. Throws BAD_CONFIG for a non-square model
  * input without `data.image_size`, or a mean with another channel count.
  */
-export function folderSetup(config: Config): FolderSetup {
+function folderSetup(config: Config): FolderSetup {
   const d = config.data;
   const [h, w, c] = archSpec(config.model.name).inputShape;
   if (d.image_size === undefined && h !== w) throw new GdpError('BAD_CONFIG', `data.image_size: '${config.model.name}' takes ${h}x${w} images; folder images are square, set data.image_size`);
