@@ -218,7 +218,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--data <type>', 'dataset').choices(['mnist', 'cifar10', 'cifar100', 'imagenet']).default('mnist'))
     .option('--data-dir <dir>', 'dataset folder (CIFAR, ImageNet)')
     .option('--batch-size <n>', 'images per forward pass', positiveInt('--batch-size'), 500)
-    .option('--test-subset <n>', 'evaluate only the first N test images', positiveInt('--test-subset'))
+    .option('--test-subset <n>', 'evaluate on N test images, every class in proportion (as data.test_subset)', positiveInt('--test-subset'))
     .option('--recalibrate-bn <batches>', 'first re-estimate BN running statistics over this many training batches', positiveInt('--recalibrate-bn'))
     .option('--seed <n>', 'seed of the training batches drawn for --recalibrate-bn', '0')
     .option('--json', 'print one JSON object')

@@ -50,9 +50,12 @@ describe('loadDataset', () => {
   it('cuts the test set to data.test_subset, and loads the same samples through the pool', async () => {
     const inThread = await loadDataset(config([`data.dir=${t.parent}`, 'data.test_subset=2']));
     const pooled = await loadDataset(config([`data.dir=${t.parent}`, 'data.test_subset=2', 'data.num_workers=2']));
+    const full = await loadDataset(config([`data.dir=${t.parent}`]));
     try {
       assert.equal(inThread.test.size, 2);
-      assert.deepEqual(Array.from(inThread.test.labels), CIFAR10_TEST_LABELS.slice(0, 2));
+      // Labels 2, 8, 4, one sample each: two of three classes get one, ties going to the smaller labels (2 and 4).
+      assert.deepEqual(Array.from(inThread.test.labels), [CIFAR10_TEST_LABELS[0], CIFAR10_TEST_LABELS[2]]);
+      assert.deepEqual((await inThread.test.load([1], { augment: false, seed: 0 })).x, (await full.test.load([2], { augment: false, seed: 0 })).x);
       await assert.rejects(inThread.test.load([2], { augment: false, seed: 0 }), RangeError);
       const a = await inThread.train.load([5, 0, 2], { augment: true, seed: 4 });
       const b = await pooled.train.load([5, 0, 2], { augment: true, seed: 4 });

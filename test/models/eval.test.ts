@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadMnist } from '../../src/shared/data/mnist.js';
+import { stratifiedSubset } from '../../src/shared/data/subset.js';
 import { saveModelFile } from '../../src/shared/io/model_file.js';
 import { buildModel } from '../../src/shared/models/registry.js';
 import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
@@ -62,7 +63,9 @@ describe('BN re-estimation and gdp-model eval', () => {
     const replica = new Replica(model, [28, 28, 1]);
     const evaluate = async () => {
       let s = emptyStats();
-      for (let i = 0; i < 300; i += 100) s = addStats(s, replica.evaluate(await mnist.test.load(Int32Array.from({ length: 100 }, (_, j) => i + j), { augment: false, seed: 0 })));
+      // --test-subset 300 evaluates 300 samples in class proportion, in the test set's order.
+      const subset = stratifiedSubset(mnist.test.labels, 300);
+      for (let i = 0; i < 300; i += 100) s = addStats(s, replica.evaluate(await mnist.test.load(subset.subarray(i, i + 100), { augment: false, seed: 0 })));
       return s;
     };
 

@@ -61,19 +61,37 @@ const train = z
     message: 'train needs a learning-rate schedule: steplr or sgdr',
   });
 
+/** Keys that only `data.type: "folder"` reads. */
+const FOLDER_KEYS = ['image_size', 'channels', 'mean', 'std'] as const;
+
 const data = z
   .object({
-    type: z.enum(['mnist', 'cifar10', 'cifar100', 'imagenet']),
+    type: z.enum(['mnist', 'cifar10', 'cifar100', 'imagenet', 'folder']),
     shuffle: z.boolean().default(true),
     batch_size: z.number().int().positive(),
     test_batch_size: z.number().int().positive(),
     num_workers: z.number().int().nonnegative().default(2),
-    /** gdp: dataset folder (CIFAR binary batches, ImageNet train/ and val/); `--data-dir` overrides. */
+    /** gdp: dataset folder (CIFAR binary batches, ImageNet or folder train/ and val/); `--data-dir` overrides. */
     dir: z.string().optional(),
-    /** gdp: use only the first N test samples (smoke runs). */
+    /** gdp: evaluate on N test samples, every class in proportion (the same N on every worker and run). */
     test_subset: z.number().int().positive().optional(),
+    /** gdp (folder): side of the square images, pixels; default: the model's input side. */
+    image_size: z.number().int().min(4).max(2048).optional(),
+    /** gdp (folder): 3 (RGB) or 1 (greyscale); default: the model's input channels. */
+    channels: z.union([z.literal(1), z.literal(3)]).optional(),
+    /** gdp (folder): per-channel mean and std of pixels in [0, 1]; default: computed from the training images. */
+    mean: z.array(z.number()).min(1).max(3).optional(),
+    std: z.array(z.number().positive()).min(1).max(3).optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((d, ctx) => {
+    for (const key of FOLDER_KEYS) {
+      if (d[key] !== undefined && d.type !== 'folder') ctx.addIssue({ code: 'custom', path: [key], message: `applies to data.type 'folder' only, not '${d.type}'` });
+    }
+    if ((d.mean === undefined) !== (d.std === undefined)) ctx.addIssue({ code: 'custom', path: [d.mean ? 'std' : 'mean'], message: 'data.mean and data.std go together' });
+    else if (d.mean && d.std && d.mean.length !== d.std.length) ctx.addIssue({ code: 'custom', path: ['std'], message: `${d.std.length} value(s), data.mean has ${d.mean.length}` });
+    if (d.mean && d.channels !== undefined && d.mean.length !== d.channels) ctx.addIssue({ code: 'custom', path: ['mean'], message: `${d.mean.length} value(s) for ${d.channels} channel(s)` });
+  });
 
 const loss = z.object({ criterion: z.enum(['softmax']) }).strict();
 

@@ -115,7 +115,7 @@ export class CifarDataset implements Dataset {
   async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
     const n = indices.length;
     const { idx, y } = checkedIndices(this.name, this.labels, indices);
-    const x = await this.pool.decode(n, 'cifar', (start, end) => {
+    const x = await this.pool.decode(n, (start, end) => {
       const planes = new Uint8Array((end - start) * CIFAR_IMAGE_BYTES);
       for (let i = start; i < end; i++) {
         const k = idx[i];

@@ -18,6 +18,11 @@ export interface Dataset {
   readonly shape: [number, number, number];
   readonly numClasses: number;
   readonly labels: Int32Array;
+  /**
+   * What else two copies must agree on besides sizes, shape, classes and labels (image folders: the file names in
+   * sample order and the transform settings); hashed into `dataFingerprint`.
+   */
+  readonly identity?: string;
   load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch>;
 }
 
@@ -54,7 +59,8 @@ export function checkedIndices(name: string, labels: Int32Array, indices: ArrayL
 }
 
 /**
- * What two machines must agree on to train together: sizes, image shape, classes and a digest of every label.
+ * What two machines must agree on to train together: sizes, image shape, classes, a digest of every label and of
+ * each set's `identity`.
  * Workers load their own copy of the data; a different copy (another split, a truncated download) is refused when
  * the worker joins, not discovered hours later.
  */
@@ -63,6 +69,7 @@ export function dataFingerprint(pair: DatasetPair): string {
   for (const d of [pair.train, pair.test]) {
     h.update(`${d.size}/${d.shape.join('x')}/${d.numClasses};`);
     h.update(new Uint8Array(d.labels.buffer, d.labels.byteOffset, d.labels.byteLength));
+    if (d.identity !== undefined) h.update(`;${d.identity}`);
   }
   return `train ${pair.train.size}, test ${pair.test.size}, labels ${h.digest('hex').slice(0, 16)}`;
 }

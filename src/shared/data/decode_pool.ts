@@ -31,15 +31,20 @@ export class DecodePool {
     }
   }
 
-  /** Decodes `n` samples; `chunk(start, end)` builds the task for samples [start, end). */
-  async decode(n: number, kind: DecodeTask['kind'], chunk: (start: number, end: number) => DecodeTask): Promise<Float32Array> {
+  /**
+   * Decodes `n` samples into one array, sample i at [i * size, (i + 1) * size) with size = taskSampleSize of the
+   * tasks; `chunk(start, end)` builds the task for samples [start, end). A task's GdpError (BAD_DATA naming the
+   * file) is rethrown with its code.
+   */
+  async decode(n: number, chunk: (start: number, end: number) => DecodeTask): Promise<Float32Array> {
     if (!this.pool || n === 0) return runDecodeTask(chunk(0, n));
     const parts = Math.min(this.threads, n);
     const bounds: number[] = [];
     for (let p = 0; p <= parts; p++) bounds.push(Math.round((p * n) / parts));
-    const results = await Promise.all(bounds.slice(0, -1).map((start, p) => this.runInPool(chunk(start, bounds[p + 1]))));
+    const tasks = bounds.slice(0, -1).map((start, p) => chunk(start, bounds[p + 1]));
+    const per = taskSampleSize(tasks[0]);
+    const results = await Promise.all(tasks.map((t) => this.runInPool(t)));
     if (results.length === 1) return results[0];
-    const per = taskSampleSize(kind);
     const x = new Float32Array(n * per);
     results.forEach((r, p) => x.set(r, bounds[p] * per));
     return x;

@@ -1,5 +1,5 @@
 import { GdpError } from '../errors.js';
-import { decodeImageInto, IMAGE_SIDE } from './image_decode.js';
+import { decodeImageInto, imageSampleSize, type ImageSpec } from './image_decode.js';
 import { CIFAR_IMAGE_BYTES, cifarToNhwc, normalisationTable, type Normalisation } from './transforms.js';
 
 /**
@@ -18,16 +18,19 @@ export type DecodeTask =
     }
   | {
       kind: 'image';
+      /** One file per sample, in `indices` order. */
       files: string[];
       indices: Int32Array;
       augment: boolean;
       seed: number;
+      /** One mean and std per channel of `spec`. */
       norm: Normalisation;
+      spec: ImageSpec;
     };
 
 /** Floats per sample of a task's output. */
-export function taskSampleSize(kind: DecodeTask['kind']): number {
-  return kind === 'cifar' ? CIFAR_IMAGE_BYTES : IMAGE_SIDE * IMAGE_SIDE * 3;
+export function taskSampleSize(task: DecodeTask): number {
+  return task.kind === 'cifar' ? CIFAR_IMAGE_BYTES : imageSampleSize(task.spec);
 }
 
 const tables = new Map<string, Float32Array>();
@@ -42,14 +45,15 @@ function tableFor(norm: Normalisation): Float32Array {
 export async function runDecodeTask(task: DecodeTask): Promise<Float32Array> {
   const n = task.indices.length;
   const lut = tableFor(task.norm);
-  const out = new Float32Array(n * taskSampleSize(task.kind));
+  const per = taskSampleSize(task);
+  const out = new Float32Array(n * per);
   const opts = { augment: task.augment, seed: task.seed, lut };
   if (task.kind === 'cifar') {
     if (task.planes.length !== n * CIFAR_IMAGE_BYTES) throw new GdpError('BAD_DATA', `cifar decode task: ${task.planes.length} bytes for ${n} images`);
     cifarToNhwc(task.planes, task.indices, opts, out);
   } else {
-    const per = taskSampleSize('image');
-    for (let i = 0; i < n; i++) await decodeImageInto(task.files[i], task.indices[i], opts, out, i * per);
+    if (task.norm.mean.length !== task.spec.channels) throw new GdpError('BAD_DATA', `image decode task: ${task.norm.mean.length} normalisation channels for ${task.spec.channels}-channel images`);
+    for (let i = 0; i < n; i++) await decodeImageInto(task.files[i], task.indices[i], { ...opts, spec: task.spec }, out, i * per);
   }
   return out;
 }

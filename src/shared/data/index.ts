@@ -1,36 +1,16 @@
 import type { Config } from '../config/schema.js';
 import { GdpError } from '../errors.js';
+import { archSpec } from '../models/registry.js';
 import { loadCifar } from './cifar.js';
-import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './dataset.js';
+import type { DatasetPair } from './dataset.js';
 import { DecodePool } from './decode_pool.js';
+import { folderImageSpec, loadFolderPair, type FolderSetup } from './image_folder.js';
 import { loadImageFolders } from './imagenet.js';
 import { loadMnist } from './mnist.js';
+import { SubsetDataset } from './subset.js';
 
 export type { Batch, Dataset, DatasetPair } from './dataset.js';
 export { dataFingerprint, sampleSeed } from './dataset.js';
-
-/** The first `n` samples of a dataset (data.test_subset: quick evaluations in smoke runs). */
-class SubsetDataset implements Dataset {
-  readonly name: string;
-  readonly labels: Int32Array;
-  constructor(
-    private readonly inner: Dataset,
-    readonly size: number,
-  ) {
-    this.name = `${inner.name}[:${size}]`;
-    this.labels = inner.labels.subarray(0, size);
-  }
-  get shape(): [number, number, number] {
-    return this.inner.shape;
-  }
-  get numClasses(): number {
-    return this.inner.numClasses;
-  }
-  async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
-    checkedIndices(this.name, this.labels, indices);
-    return this.inner.load(indices, opts);
-  }
-}
 
 export interface LoadDatasetOptions {
   /** `--data-dir`: overrides `data.dir`. */
@@ -40,8 +20,24 @@ export interface LoadDatasetOptions {
 }
 
 /**
- * The train and test sets named by `config.data.type`. CIFAR and ImageNet decode and augment on a pool of
- * `data.num_workers` threads (at most one per core) shared by both sets; call `close()` when done.
+ * `data.type: "folder"`: image size and channels from the config, else the model's input; the normalisation from
+ * `data.mean` / `data.std`, else computed from the training images. Throws BAD_CONFIG for a non-square model
+ * input without `data.image_size`, or a mean with another channel count.
+ */
+function folderSetup(config: Config): FolderSetup {
+  const d = config.data;
+  const [h, w, c] = archSpec(config.model.name).inputShape;
+  if (d.image_size === undefined && h !== w) throw new GdpError('BAD_CONFIG', `data.image_size: '${config.model.name}' takes ${h}x${w} images; folder images are square, set data.image_size`);
+  const channels = d.channels ?? (c === 1 ? 1 : 3);
+  if (d.mean && d.mean.length !== channels) throw new GdpError('BAD_CONFIG', `data.mean: ${d.mean.length} value(s) for ${channels}-channel images (data.channels or the model's input)`);
+  const spec = folderImageSpec(d.image_size ?? h, channels);
+  return { name: 'folder', spec, norm: d.mean && d.std ? { mean: d.mean, std: d.std } : undefined };
+}
+
+/**
+ * The train and test sets named by `config.data.type`. CIFAR, ImageNet and image folders decode and augment on a
+ * pool of `data.num_workers` threads (at most one per core) shared by both sets; call `close()` when done. With
+ * `data.test_subset`, the test set is that many samples in class proportion (`stratifiedSubset`).
  */
 export async function loadDataset(config: Config, opts: LoadDatasetOptions = {}): Promise<DatasetPair> {
   const type = config.data.type;
@@ -53,7 +49,9 @@ export async function loadDataset(config: Config, opts: LoadDatasetOptions = {})
     if (!dir) throw new GdpError('BAD_CONFIG', `data.dir: ${type} needs a dataset folder (set data.dir in the config or pass --data-dir)`);
     const pool = new DecodePool(opts.numWorkers ?? config.data.num_workers);
     try {
-      pair = type === 'imagenet' ? loadImageFolders(dir, pool) : loadCifar(type, dir, pool);
+      if (type === 'imagenet') pair = loadImageFolders(dir, pool);
+      else if (type === 'folder') pair = loadFolderPair(dir, pool, folderSetup(config));
+      else pair = loadCifar(type, dir, pool);
     } catch (err) {
       await pool.close();
       throw err;

@@ -1,10 +1,13 @@
 import { Rng } from '../rng.js';
 import { sampleSeed } from './dataset.js';
 
-/** Per-channel RGB mean and std of a dataset, applied to pixels scaled to [0, 1] (torchvision's Normalize). */
+/**
+ * Per-channel mean and std of a dataset (one value per channel: RGB, or one for greyscale), applied to pixels scaled
+ * to [0, 1] (torchvision's Normalize).
+ */
 export interface Normalisation {
-  mean: readonly [number, number, number];
-  std: readonly [number, number, number];
+  mean: readonly number[];
+  std: readonly number[];
 }
 
 /** The constants of the paper's loaders (loader/cifar10.py, cifar100.py, imagenet.py). */
@@ -12,10 +15,11 @@ export const CIFAR10_NORM: Normalisation = { mean: [0.4914, 0.4822, 0.4465], std
 export const CIFAR100_NORM: Normalisation = { mean: [0.5071, 0.4867, 0.4408], std: [0.2675, 0.2565, 0.2761] };
 export const IMAGENET_NORM: Normalisation = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
-/** A 3x256 table byte -> normalised float, so the per-pixel work is one lookup. */
+/** A (channels x 256) table byte -> normalised float, channel c at [256c, 256c + 256), so the per-pixel work is one lookup. */
 export function normalisationTable(norm: Normalisation): Float32Array {
-  const lut = new Float32Array(3 * 256);
-  for (let c = 0; c < 3; c++) for (let b = 0; b < 256; b++) lut[c * 256 + b] = (b / 255 - norm.mean[c]) / norm.std[c];
+  const channels = norm.mean.length;
+  const lut = new Float32Array(channels * 256);
+  for (let c = 0; c < channels; c++) for (let b = 0; b < 256; b++) lut[c * 256 + b] = (b / 255 - norm.mean[c]) / norm.std[c];
   return lut;
 }
 
@@ -25,18 +29,53 @@ export const CIFAR_PIXELS = CIFAR_SIDE * CIFAR_SIDE;
 export const CIFAR_IMAGE_BYTES = 3 * CIFAR_PIXELS;
 export const CIFAR_PAD = 4;
 
-/** torchvision's RandomCrop(32, padding=4) then RandomHorizontalFlip, drawn in that order from the sample's Rng. */
-export interface CifarAugment {
+/**
+ * torchvision's RandomCrop(side, padding=pad) then RandomHorizontalFlip, drawn in that order from the sample's Rng:
+ * the crop's corner in the padded image (0..2*pad each) and whether to mirror.
+ */
+export interface PadCrop {
   top: number;
   left: number;
   flip: boolean;
 }
 
-export function cifarAugment(rng: Rng): CifarAugment {
-  const span = 2 * CIFAR_PAD + 1;
+export function padCropAugment(rng: Rng, pad: number): PadCrop {
+  const span = 2 * pad + 1;
   const top = rng.int(span);
   const left = rng.int(span);
   return { top, left, flip: rng.next() < 0.5 };
+}
+
+/** CIFAR's RandomCrop(32, padding=4) and flip. */
+export function cifarAugment(rng: Rng): PadCrop {
+  return padCropAugment(rng, CIFAR_PAD);
+}
+
+/**
+ * Writes one square image of interleaved bytes (`side` x `side` x `channels`, HWC) into `out` at `offset` as
+ * normalised floats, cropped from the image zero-padded by `pad` at `a`'s corner and mirrored if `a.flip`
+ * (torchvision pads the PIL image black, so padding is byte 0 before normalisation).
+ */
+export function padCropInto(
+  raw: Uint8Array,
+  side: number,
+  channels: number,
+  pad: number,
+  a: PadCrop,
+  lut: Float32Array,
+  out: Float32Array,
+  offset: number,
+): void {
+  for (let y = 0; y < side; y++) {
+    const sy = y + a.top - pad;
+    for (let x = 0; x < side; x++) {
+      const sx = (a.flip ? side - 1 - x : x) + a.left - pad;
+      const inside = sy >= 0 && sy < side && sx >= 0 && sx < side;
+      const src = (sy * side + sx) * channels;
+      const dst = offset + (y * side + x) * channels;
+      for (let c = 0; c < channels; c++) out[dst + c] = lut[c * 256 + (inside ? raw[src + c] : 0)];
+    }
+  }
 }
 
 /**
