@@ -365,9 +365,8 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
     });
     const tick = ++p.ticks;
     const entries = scoresFor(gbn.criterion, s, cluster, acc, rng);
-    const left = entries.reduce((a, e) => a + e.group.bns.length * countAlive(e.mask), 0);
     const { decision, info } = globalPrune(entries, {
-      num: Math.floor(left * gbn.p),
+      p: gbn.p,
       minimalRatio: gbn.minimal_ratio,
       flopsEta: gbn.flops_eta,
       minArea: area,
@@ -425,12 +424,6 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
   const final = modelCost(model, o.inputShape);
   o.log?.({ type: 'melt', macs: final.macs, params: final.params, flopsRatio: final.macs / baseline.macs, paramsRatio: final.params / baseline.params });
   return { ticks: p.ticks, baseline, final: { macs: final.macs, params: final.params }, melt, checkpoints: p.checkpoints, stoppedBy: p.phase.stoppedBy };
-}
-
-function countAlive(mask: ArrayLike<number>): number {
-  let n = 0;
-  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) n++;
-  return n;
 }
 
 /** Where the finetune stands. */
