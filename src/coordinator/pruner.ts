@@ -3,8 +3,7 @@ import { z } from 'zod';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { modelCost, type ModelCost } from '../shared/graph/flops.js';
-import { serializeSafetensors } from '../shared/io/safetensors.js';
-import { exportTorchState } from '../shared/io/torch_state.js';
+import type { ModelDescription } from '../shared/io/model_file.js';
 import { effectiveCost } from '../shared/pruning/cost.js';
 import { globalPrune, type GlobalPruneInfo, type GroupScores } from '../shared/pruning/decision.js';
 import { batchNorms, groupMask } from '../shared/pruning/gates.js';
@@ -16,7 +15,7 @@ import { stepStatsSchema } from '../shared/protocol/messages.js';
 import { Rng } from '../shared/rng.js';
 import type { SgdOptions } from '../shared/train/sgd.js';
 import { addStats, emptyStats, type StepStats } from '../shared/train/replica.js';
-import { writeFileAtomic } from './atomic_write.js';
+import { modelDescription, writeCheckpoint } from './checkpoint.js';
 import type { Cluster } from './cluster.js';
 import { StepProgress } from './progress.js';
 import { rngStateSchema } from './resume_point.js';
@@ -43,8 +42,8 @@ export interface PruneRunOptions {
   /** Cut every epoch (Tock, finetune) after this many global batches (smoke runs). */
   maxStepsPerEpoch?: number;
   log?: (e: PruneEvent) => void;
-  /** Extra safetensors metadata of every checkpoint (arch, num_class). */
-  metadata?: Record<string, string>;
+  /** The model-file fields of every checkpoint (arch, num_class), which let gdp-model load it without the config. */
+  model: ModelDescription;
   /** Receives the loop's position after every step and at every Tick/Tock boundary (StageContext.resumePoint). */
   resumePoint?: StageContext['resumePoint'];
   /** Where per-step progress of Tock and finetune epochs goes (a bar on a terminal, periodic lines otherwise). */
@@ -393,20 +392,8 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
     });
     while (p.pending.length && flopsRatio <= p.pending[0]) {
       const point = p.pending.shift()!;
-      const path = join(o.checkpointDir, savePointName(point));
-      const metadata = {
-        ...o.metadata,
-        format: 'gdp',
-        stage: 'prune',
-        tick: String(tick),
-        save_point: String(point),
-        flops_ratio: String(flopsRatio),
-        macs: String(cost.macs),
-        params: String(cost.params),
-      };
-      // Running statistics differ per worker until averaged; the checkpoint holds the averaged ones.
-      await cluster.syncBatchNormStats();
-      writeFileAtomic(path, serializeSafetensors(exportTorchState(model), metadata));
+      const extra = { stage: 'prune', tick: String(tick), save_point: String(point), flops_ratio: String(flopsRatio), macs: String(cost.macs), params: String(cost.params) };
+      const path = await writeCheckpoint(cluster, model, join(o.checkpointDir, savePointName(point)), o.model, extra);
       p.checkpoints.push(path);
       o.log?.({ type: 'checkpoint', tick, savePoint: point, path, flopsRatio });
     }
@@ -461,8 +448,7 @@ export function pruneRunOptions(
     seed: config.base.seed,
     checkpointDir: ctx.files?.dir ?? join(config.base.log_dir, config.base.task_name),
     maxStepsPerEpoch: t.max_steps_per_epoch,
-    // The model-file fields (arch, num_class) that let gdp-model load a checkpoint without its config.
-    metadata: { arch: config.model.name, num_class: String(config.model.num_class) },
+    model: modelDescription(config),
     log: onEvent,
     resumePoint: ctx.resumePoint,
     progressLog: ctx.log,
@@ -494,11 +480,8 @@ function eventSink(ctx: PruneStageContext, file: string): (e: PruneEvent) => voi
   };
 }
 
-async function saveModel(ctx: PruneStageContext, o: PruneRunOptions, name: string, stage: string): Promise<string> {
-  await ctx.cluster.syncBatchNormStats();
-  const path = join(o.checkpointDir, name);
-  writeFileAtomic(path, serializeSafetensors(exportTorchState(ctx.cluster.replica.model), { ...o.metadata, format: 'gdp', stage }));
-  return path;
+function saveModel(ctx: PruneStageContext, o: PruneRunOptions, name: string, stage: string): Promise<string> {
+  return writeCheckpoint(ctx.cluster, ctx.cluster.replica.model, join(o.checkpointDir, name), o.model, { stage });
 }
 
 /** The 'prune' stage: Tick-Tock until the target, then the melt; saves the melted network as pruned.safetensors. */
