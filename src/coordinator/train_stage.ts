@@ -3,7 +3,7 @@ import { stepStatsSchema } from '../shared/protocol/messages.js';
 import { Rng, rngStateSchema } from '../shared/rng.js';
 import { epochLr } from '../shared/train/schedule.js';
 import { emptyStats } from '../shared/train/replica.js';
-import { evaluatedTestSize, runEpochs, type EpochEnd } from './epoch_loop.js';
+import { evaluatedTestSize, runEpochs, type EpochEnd, type EpochLoop } from './epoch_loop.js';
 import { registerStage, type StageContext } from './stages.js';
 import type { EpochRecord } from './run_files.js';
 
@@ -63,7 +63,7 @@ export async function trainStage(ctx: StageContext): Promise<void> {
     rngBefore = rng.state();
   };
 
-  const loop = {
+  const loop: EpochLoop = {
     epochs: t.max_epoch,
     stepsPerEpoch: Math.min(Math.ceil(ctx.trainSize / batch), t.max_steps_per_epoch ?? Infinity),
     testSize: evaluatedTestSize(config, ctx.testSize),

@@ -1,7 +1,7 @@
 import type { BatchSampler } from '../shared/train/batch_sampler.js';
 import { triangularLr } from '../shared/train/schedule.js';
 import type { StepSgd } from './cluster.js';
-import { meanLoss, runEpochs, type EpochCluster, type EpochEnd, type EpochPosition } from './epoch_loop.js';
+import { meanLoss, runEpochs, type EpochCluster, type EpochEnd, type EpochLoop, type EpochPosition } from './epoch_loop.js';
 import type { PruneRunOptions } from './prune_options.js';
 import type { ResumeWhen } from './stages.js';
 
@@ -22,7 +22,7 @@ export async function triangularEpochs(
 ): Promise<void> {
   const perEpoch = Math.min(sampler.stepsPerEpoch, o.maxStepsPerEpoch ?? Infinity);
   const total = perEpoch * epochs;
-  const loop = {
+  const loop: EpochLoop = {
     epochs,
     stepsPerEpoch: perEpoch,
     testSize: o.testSize,
