@@ -1,3 +1,4 @@
-// Every stage runner this build has; each module registers itself. The pruning engine adds its modules here.
+// Every stage runner this build has; each module registers itself.
 import './train_stage.js';
 import './pruner.js';
+import './finetune.js';

@@ -20,9 +20,6 @@ const FORMAT = 'gdp-resume/1';
 const SLOT = 'slot/';
 const MOMENTUM = 'momentum/';
 
-/** The state of an Rng (Rng.state()). */
-export const rngStateSchema = z.array(z.number().int().nonnegative().max(0xffffffff)).length(4);
-
 const snapshotSchema = z.object({
   label: z.string(),
   macs: z.number(),

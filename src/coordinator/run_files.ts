@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { serializeSafetensors } from '../shared/io/safetensors.js';
-import { exportTorchState } from '../shared/io/torch_state.js';
 import { encodeUpdateLog } from '../shared/protocol/model_update.js';
-import type { Cluster } from './cluster.js';
 import { writeFileAtomic } from './atomic_write.js';
+import { modelDescription, writeCheckpoint } from './checkpoint.js';
+import type { Cluster } from './cluster.js';
 
 /** One line of logs/<task_name>/log.json. */
 export interface EpochRecord {
@@ -84,17 +84,15 @@ export class RunFiles {
   }
 
   /**
-   * Saves the coordinator replica's state after averaging BN statistics over the workers: `<name>.safetensors` in
-   * PyTorch's names and layouts (the paper's GBN form when gated; loadTorchState reads it back, widths included),
-   * with the config, the run state and the model-update log as metadata; and `<name>.optim.safetensors` with the
-   * SGD momentum by gdp parameter name. Both written atomically.
+   * Saves the coordinator replica's state after averaging BN statistics over the workers: `<name>.safetensors`, a
+   * gdp model file (`writeCheckpoint`: PyTorch's names and layouts, the paper's GBN form when gated, arch, num_class
+   * and widths) with the config, the run state and the model-update log as metadata; and `<name>.optim.safetensors`
+   * with the SGD momentum by gdp parameter name. Both written atomically.
    */
   async saveCheckpoint(cluster: Cluster, name: string, state: Record<string, unknown>): Promise<string> {
-    await cluster.syncBatchNormStats();
     const updates = encodeUpdateLog(cluster.updates);
-    const metadata = { format: 'gdp-checkpoint/1', config: JSON.stringify(cluster.config), state: JSON.stringify(state), updates };
-    const path = join(this.dir, `${name}.safetensors`);
-    writeFileAtomic(path, serializeSafetensors(exportTorchState(cluster.model), metadata));
+    const extra = { format: 'gdp-checkpoint/1', config: JSON.stringify(cluster.config), state: JSON.stringify(state), updates };
+    const path = await writeCheckpoint(cluster, cluster.model, join(this.dir, `${name}.safetensors`), modelDescription(cluster.config), extra);
     const momentum = new Map(cluster.replica.momentumState().map(([n, b]) => [n, { shape: [b.length], data: b }]));
     writeFileAtomic(join(this.dir, `${name}.optim.safetensors`), serializeSafetensors(momentum, { format: 'gdp-momentum/1' }));
     return path;

@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 /**
  * Seeded PRNG (sfc32) with serialisable state, so that shuffles, augmentation and weight init are reproducible
  * across processes and resumable from a checkpoint.
@@ -58,3 +60,6 @@ export class Rng {
     }
   }
 }
+
+/** The state of an Rng (`Rng.state()`): four 32-bit words, as resume points store it. */
+export const rngStateSchema = z.array(z.number().int().nonnegative().max(0xffffffff)).length(4);

@@ -27,6 +27,10 @@ test('--local: the smoke run trains with 2 worker processes, writes its files, a
     const ckpt = parseSafetensors(readFileSync(join(dir, 'train-epoch1.safetensors')));
     assert.equal(ckpt.metadata.format, 'gdp-checkpoint/1');
     assert.equal(JSON.parse(ckpt.metadata.state).epoch, 1);
+    // It is also a gdp model file: gdp-model loads it without the config.
+    assert.equal(ckpt.metadata.arch, 'mnist.resnet20');
+    assert.equal(ckpt.metadata.num_class, '10');
+    assert.deepEqual(JSON.parse(ckpt.metadata.widths)['conv1'], [1, 16]);
     assert.deepEqual(ckpt.tensors.get('conv1.weight')?.shape, [16, 1, 3, 3]);
     await setup();
     const model = buildModel('mnist.resnet20');

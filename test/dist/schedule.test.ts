@@ -18,9 +18,12 @@ test('sgdr: cosine from lr_max to lr_min, period doubling at each restart, after
   assert.equal(sgdrLr(12, { ...o, warm_up: 2 }), sgdrLr(10, o));
 });
 
-test('triangular: lr_min -> lr_max -> lr_min over the steps', () => {
-  assert.equal(triangularLr(0, 5, 0.001, 0.01), 0.001);
-  assert.ok(Math.abs(triangularLr(2, 5, 0.001, 0.01) - 0.01) < 1e-12);
-  assert.equal(triangularLr(4, 5, 0.001, 0.01), 0.001);
-  assert.ok(Math.abs(triangularLr(1, 5, 0.001, 0.01) - 0.0055) < 1e-12);
+test('triangular: lr_min -> lr_max at half of the 1-based steps -> lr_min at the last', () => {
+  assert.equal(triangularLr(0, 4, 0.001, 0.01), 0.001);
+  assert.ok(Math.abs(triangularLr(1, 4, 0.001, 0.01) - 0.0055) < 1e-12);
+  assert.equal(triangularLr(2, 4, 0.001, 0.01), 0.01);
+  assert.ok(Math.abs(triangularLr(3, 4, 0.001, 0.01) - 0.0055) < 1e-12);
+  assert.ok(Math.abs(triangularLr(4, 4, 0.001, 0.01) - 0.001) < 1e-12);
+  // One step per epoch (smoke runs): the only step is the last, at lr_min.
+  assert.equal(triangularLr(1, 1, 0.001, 0.01), 0.001);
 });

@@ -50,8 +50,7 @@ describe('every registered architecture', () => {
       }
       const s = channelStructure(model, shape);
       const entries = prunableGroups(s).map((group) => ({ group, scores: randomImportance(group, rng), mask: groupMask(model, group) }));
-      const total = entries.reduce((a, e) => a + e.group.width * e.group.bns.length, 0);
-      applyDecision(model, globalPrune(entries, { num: Math.floor(total * 0.5), minimalRatio: 0.1, flopsEta: 0, minArea: 1 }).decision);
+      applyDecision(model, globalPrune(entries, { p: 0.5, minimalRatio: 0.1, flopsEta: 0, minArea: 1 }).decision);
       const predicted = effectiveCost(model, s);
       const x = randomImages(2, shape, rng);
       const masked = evalLogits(model, x);

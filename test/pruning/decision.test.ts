@@ -27,13 +27,13 @@ describe('global prune decision', () => {
   const a = group('a', 4, ['a'], 16);
   const b = group('b', 4, ['b1', 'b2'], 16);
 
-  it('prunes every candidate up to the entry at position num, a group counting once per member BN', () => {
+  it('prunes every candidate up to the entry at position floor(p * alive filters), a group counting once per member BN', () => {
     const entries: GroupScores[] = [
       { group: a, scores: [0.1, 0.5, 0.3, 0.9], mask: ones(4) },
       { group: b, scores: [0.2, 0.05, 0.6, 0.4], mask: ones(4) },
     ];
-    // Ranking (b twice): .05 .05 .1 .2 .2 .3 .4 .4 .5 -> entry 3 is .2
-    const { decision, info } = globalPrune(entries, { num: 3, minimalRatio: 0.25, flopsEta: 0, minArea: 16 });
+    // 12 filters alive, p = 0.25: num = 3. Ranking (b twice): .05 .05 .1 .2 .2 .3 .4 .4 .5 -> entry 3 is .2
+    const { decision, info } = globalPrune(entries, { p: 0.25, minimalRatio: 0.25, flopsEta: 0, minArea: 16 });
     assert.deepEqual(decision.groups, { a: [0], b: [0, 1] });
     assert.deepEqual(decision.layers, { a: ['a'], b: ['b1', 'b2'] });
     assert.equal(info.threshold, 0.2);
@@ -51,7 +51,7 @@ describe('global prune decision', () => {
       { group: a, scores: [0.1, 0.5, 0.3, 0.9], mask: [1, 1, 1, 0] },
       { group: b, scores: [0.2, 0.05, 0.6, 0.4], mask: ones(4) },
     ];
-    const { decision, info } = globalPrune(entries, { num: 1000, minimalRatio: 0.5, flopsEta: 0, minArea: 16 });
+    const { decision, info } = globalPrune(entries, { p: 1, minimalRatio: 0.5, flopsEta: 0, minArea: 16 });
     // a keeps its two best alive channels (1, 2); channel 3 was already pruned and is not pruned again.
     assert.deepEqual(decision.groups, { a: [0], b: [0, 1] });
     assert.equal(info.left, 3 + 8);
@@ -64,14 +64,14 @@ describe('global prune decision', () => {
       { group: big, scores: [1.0, 2.0], mask: ones(2) },
       { group: small, scores: [0.9, 2.0], mask: ones(2) },
     ];
-    const plain = globalPrune(entries, { num: 0, minimalRatio: 0.5, flopsEta: 0, minArea: 16 });
+    const plain = globalPrune(entries, { p: 0, minimalRatio: 0.5, flopsEta: 0, minArea: 16 });
     assert.deepEqual(plain.decision.groups, { small: [0] });
     // big: 0.1/16 * 64 * 2 alive = 0.8; small: 0.1/16 * (16 + 16) * 2 alive = 0.4
     const adj = flopsAwareScores(entries[0], 0.1, 16);
     assert.ok(Math.abs(adj[0] - 0.2) < 1e-12 && Math.abs(adj[1] - 1.2) < 1e-12);
     const adjSmall = flopsAwareScores(entries[1], 0.1, 16);
     assert.ok(Math.abs(adjSmall[0] - 0.5) < 1e-12);
-    const aware = globalPrune(entries, { num: 0, minimalRatio: 0.5, flopsEta: 0.1, minArea: 16 });
+    const aware = globalPrune(entries, { p: 0, minimalRatio: 0.5, flopsEta: 0.1, minArea: 16 });
     assert.deepEqual(aware.decision.groups, { big: [0] });
   });
 
@@ -84,7 +84,9 @@ describe('global prune decision', () => {
     const s = channelStructure(m1, shape);
     const rng = new Rng(9);
     const entries = prunableGroups(s).map((g) => ({ group: g, scores: randomImportance(g, rng), mask: groupMask(m1, g) }));
-    const { decision } = globalPrune(entries, { num: 120, minimalRatio: 0.1, flopsEta: 0, minArea: 4 });
+    const { decision, info } = globalPrune(entries, { p: 0.16, minimalRatio: 0.1, flopsEta: 0, minArea: 4 });
+    const num = Math.floor(0.16 * info.left);
+    assert.ok(num > 100, `${num} filters to prune of ${info.left}`);
     applyDecision(m1, decision);
     applyDecision(m2, parseMaskDecision(JSON.parse(JSON.stringify(decision))));
     let masked = 0;
@@ -96,7 +98,7 @@ describe('global prune decision', () => {
       assert.deepEqual(v1, v2, p);
       masked += v1.filter((v) => v === 0).length;
     }
-    assert.ok(masked >= 121, `${masked} BN channels masked`);
+    assert.ok(masked >= num + 1, `${masked} BN channels masked, ${num} + 1 expected at least`);
     for (const g of prunableGroups(s)) groupMask(m1, g); // members of a group agree
   });
 
@@ -105,6 +107,7 @@ describe('global prune decision', () => {
     addGates(m);
     const isBad = (e: Error & { code?: string }) => e.code === 'BAD_DECISION';
     assert.throws(() => parseMaskDecision({ kind: 'mask', groups: { x: [-1] }, layers: { x: ['bn1'] } }), isBad);
+    for (const p of [-0.1, 1.5, NaN]) assert.throws(() => globalPrune([], { p, minimalRatio: 0.1, flopsEta: 0, minArea: 1 }), isBad, `p = ${p}`);
     assert.throws(() => parseMaskDecision({ kind: 'mask', groups: { x: [1] }, layers: {} }), isBad);
     assert.throws(() => applyDecision(m, { kind: 'mask', groups: { bn1: [16] }, layers: { bn1: ['bn1'] } }), /channel 16/);
     assert.throws(() => applyDecision(m, { kind: 'mask', groups: { q: [1] }, layers: { q: ['nope'] } }), /no BatchNorm2d at 'nope'/);

@@ -1,5 +1,5 @@
 import { shardRanges, type StepResult } from '../../src/coordinator/cluster.js';
-import type { PruneCluster } from '../../src/coordinator/pruner.js';
+import type { PruneCluster } from '../../src/coordinator/prune_options.js';
 import type { Batch, Dataset } from '../../src/shared/data/dataset.js';
 import { applyModelUpdate, type ModelUpdate } from '../../src/shared/protocol/model_update.js';
 import '../../src/shared/pruning/updates.js';

@@ -32,8 +32,7 @@ function randomlyPruned(arch: string, shape: readonly number[], seed: number): {
   const s = channelStructure(model, shape);
   for (let round = 0; round < 2; round++) {
     const entries = prunableGroups(s).map((group) => ({ group, scores: randomImportance(group, rng), mask: groupMask(model, group) }));
-    const left = entries.reduce((a, e) => a + e.mask.reduce((n, v) => n + (v !== 0 ? 1 : 0), 0) * e.group.bns.length, 0);
-    const { decision } = globalPrune(entries, { num: Math.floor(left * 0.3), minimalRatio: 0.1, flopsEta: 0, minArea: 1 });
+    const { decision } = globalPrune(entries, { p: 0.3, minimalRatio: 0.1, flopsEta: 0, minArea: 1 });
     applyDecision(model, decision);
   }
   return { model, s };

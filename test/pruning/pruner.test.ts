@@ -4,16 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import {
-  finetuneStage,
-  pruneRunOptions,
-  pruneStage,
-  runPrune,
-  savePointName,
-  triangularLr,
-  type PruneEvent,
-  type PruneStageContext,
-} from '../../src/coordinator/pruner.js';
+import { finetuneStage } from '../../src/coordinator/finetune.js';
+import type { PruneEvent } from '../../src/coordinator/prune_events.js';
+import { pruneRunOptions, type PruneStageContext } from '../../src/coordinator/prune_options.js';
+import { pruneStage, runPrune } from '../../src/coordinator/pruner.js';
+import { savePointName } from '../../src/coordinator/tick_tock.js';
 import { RunFiles } from '../../src/coordinator/run_files.js';
 import { configSchema, type ConfigInput } from '../../src/shared/config/schema.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
@@ -25,6 +20,7 @@ import { channelStructure } from '../../src/shared/pruning/groups.js';
 import { applyModelUpdate } from '../../src/shared/protocol/model_update.js';
 import { Rng } from '../../src/shared/rng.js';
 import { Replica } from '../../src/shared/train/replica.js';
+import { triangularLr } from '../../src/shared/train/schedule.js';
 import { cpu, evalLogits, maxAbsDiff, randomImages } from './helpers.js';
 import { LocalCluster, syntheticDataset } from './local_cluster.js';
 

@@ -36,8 +36,7 @@ function pruneHalf(model: Module, shape: [number, number, number], seed: number)
   addGates(model);
   const s = channelStructure(model, shape);
   const entries = prunableGroups(s).map((group) => ({ group, scores: randomImportance(group, rng), mask: groupMask(model, group) }));
-  const total = entries.reduce((a, e) => a + e.group.width * e.group.bns.length, 0);
-  applyDecision(model, globalPrune(entries, { num: Math.floor(total * 0.5), minimalRatio: 0.1, flopsEta: 0, minArea: 1 }).decision);
+  applyDecision(model, globalPrune(entries, { p: 0.5, minimalRatio: 0.1, flopsEta: 0, minArea: 1 }).decision);
 }
 
 describe('residual additions in pruned ResNets', () => {

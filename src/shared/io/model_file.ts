@@ -25,14 +25,20 @@ export interface ModelDescription {
 
 /**
  * The file metadata that lets a pruned or melted model load without its config: the architecture, the class count
- * and the per-layer widths (the tensors carry the widths too; the copy here is checked against them).
+ * and the per-layer widths (the tensors carry the widths too; the copy here is checked against them). `extra`
+ * adds a writer's own fields (a checkpoint's stage, tick, run state; `format` may name another gdp format); it
+ * cannot replace the model fields.
  */
-export function modelMetadata(model: Module, desc: ModelDescription): Record<string, string> {
-  return { format: 'gdp', arch: desc.arch, num_class: String(desc.numClasses), widths: JSON.stringify(layerWidths(model)) };
+export function modelMetadata(model: Module, desc: ModelDescription, extra: Record<string, string> = {}): Record<string, string> {
+  return { format: 'gdp', ...extra, arch: desc.arch, num_class: String(desc.numClasses), widths: JSON.stringify(layerWidths(model)) };
 }
 
-export function serializeModel(model: Module, desc: ModelDescription): Uint8Array {
-  return serializeSafetensors(exportTorchState(model), modelMetadata(model, desc));
+/**
+ * The model file of `model`: its state in PyTorch's names and layouts (the paper's GBN form when gated) with
+ * `modelMetadata` as safetensors metadata. Every gdp model file and checkpoint is written through here.
+ */
+export function serializeModel(model: Module, desc: ModelDescription, extra: Record<string, string> = {}): Uint8Array {
+  return serializeSafetensors(exportTorchState(model), modelMetadata(model, desc, extra));
 }
 
 export async function saveModelFile(path: string, model: Module, desc: ModelDescription): Promise<void> {

@@ -33,8 +33,11 @@ export interface GroupScores {
 }
 
 export interface GlobalPruneOptions {
-  /** How many filters to prune, counting a group channel once per member BN (the paper's `num`). */
-  num: number;
+  /**
+   * The fraction of the alive filters to prune (the paper's `p`, in [0, 1]): the paper's `num` is
+   * floor(p * alive filters), a group channel counting once per member BN.
+   */
+  p: number;
   /** Every group keeps at least max(1, ceil(minimalRatio * width)) channels. */
   minimalRatio: number;
   /** The paper's flops_eta (0 = plain score ranking). */
@@ -79,11 +82,14 @@ function countAlive(mask: ArrayLike<number>): number {
 /**
  * Global pruning over all groups with one threshold, following the paper's `get_threshold`/`set_mask`: each
  * group's alive channels except its `minimal` best are candidates; every candidate enters the ranking once per
- * member BN; the threshold is the entry at position `num` (0-based) of the sorted ranking, and every candidate
- * scoring <= threshold is pruned. Ties inside a group are broken by channel index (lower index ranks lower).
+ * member BN; the threshold is the entry at position num = floor(p * alive filters) (0-based) of the sorted ranking,
+ * and every candidate scoring <= threshold is pruned. Ties inside a group are broken by channel index (lower index
+ * ranks lower). Throws BAD_DECISION for a p outside [0, 1] or a non-positive minArea, SHAPE_MISMATCH for scores or
+ * masks of the wrong width, BAD_SCORE for a NaN score.
  */
 export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOptions): { decision: MaskDecision; info: GlobalPruneInfo } {
   if (!(opts.minArea > 0)) throw new GdpError('BAD_DECISION', `minArea must be positive, got ${opts.minArea}`);
+  if (!(opts.p >= 0 && opts.p <= 1)) throw new GdpError('BAD_DECISION', `p must be a fraction in [0, 1], got ${opts.p}`);
   const ranking: number[] = [];
   const candidates: { e: GroupScores; adjusted: Float64Array; channels: number[] }[] = [];
   let total = 0;
@@ -108,7 +114,7 @@ export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOp
     for (const c of channels) for (let k = 0; k < count; k++) ranking.push(adjusted[c]);
   }
   ranking.sort((a, b) => a - b);
-  const num = Math.max(0, Math.floor(opts.num));
+  const num = Math.floor(left * opts.p);
   const threshold = ranking.length === 0 ? -Infinity : num < ranking.length ? ranking[num] : Infinity;
   const decision: MaskDecision = { kind: 'mask', groups: {}, layers: {} };
   let toPrune = 0;

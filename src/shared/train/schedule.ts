@@ -35,14 +35,14 @@ export function sgdrLr(epoch: number, o: SgdrOptions): number {
 }
 
 /**
- * Triangular cycle over `total` steps (Tock, finetune): lr_min at step 0, lr_max half way, lr_min at the end.
- * `step` is 0-based.
+ * The paper's triangular cycle (Tock, finetune), per iteration: `step` is 1-based over `total` iterations; lr rises
+ * linearly from lr_min to lr_max at total/2 and falls back to lr_min at the last step.
  */
 export function triangularLr(step: number, total: number, lrMin: number, lrMax: number): number {
-  if (total <= 1) return lrMin;
-  const t = Math.min(Math.max(step / (total - 1), 0), 1);
-  const up = t <= 0.5 ? t * 2 : (1 - t) * 2;
-  return lrMin + (lrMax - lrMin) * up;
+  const half = total / 2;
+  if (step < half) return (1 - step / half) * lrMin + (step / half) * lrMax;
+  const s = step - half;
+  return Math.max(0, (1 - s / half) * lrMax + (s / half) * lrMin);
 }
 
 /** The training stage's rate for a 1-based epoch, from whichever schedule the config gives. */

@@ -1,0 +1,72 @@
+import { GdpError } from '../shared/errors.js';
+import { globalPrune, type GlobalPruneInfo, type GroupScores, type MaskDecision } from '../shared/pruning/decision.js';
+import { groupMask } from '../shared/pruning/gates.js';
+import { prunableGroups, type ChannelStructure } from '../shared/pruning/groups.js';
+import { GateScoreAccumulator, gateImportance, l1Importance, randomImportance } from '../shared/pruning/importance.js';
+import type { Rng } from '../shared/rng.js';
+import type { BatchSampler } from '../shared/train/batch_sampler.js';
+import type { SgdOptions } from '../shared/train/sgd.js';
+import type { Cluster } from './cluster.js';
+import type { ResumeWhen } from './stages.js';
+import type { GbnConfig, TickPosition } from './tick_tock.js';
+
+/** What a Tick drives: the cluster's steps on the gates and its replica (gate values, masks, weights). */
+export type TickCluster = Pick<Cluster, 'replica' | 'step'>;
+
+/**
+ * A Tick's training: `tick_batches` global batches on the gates alone at lr_min, from `at` (a position it
+ * reported) or its start, accumulating |g * dL/dg| per channel (the paper's gate importance). `report` gets the
+ * position after every step. Returns the scores and the mean training loss. Throws BAD_LAYOUT when a step
+ * returns another number of gradients than there are gates.
+ */
+export async function tickSteps(
+  cluster: TickCluster,
+  gbn: GbnConfig,
+  sgd: Omit<SgdOptions, 'lr'>,
+  sampler: BatchSampler,
+  at: TickPosition | undefined,
+  report: (when: ResumeWhen, at: () => TickPosition) => Promise<void>,
+): Promise<{ acc: GateScoreAccumulator; trainLoss: number }> {
+  const layout = cluster.replica.layout('gates');
+  const acc = new GateScoreAccumulator(layout);
+  let { batch, lossSum, count } = at ?? { batch: 0, lossSum: 0, count: 0 };
+  if (at) acc.restore(at.scores);
+  for (let b = batch; b < gbn.tick_batches; b++) {
+    // The score uses the gate values the gradient was computed at, i.e. before this step's update.
+    const gates = cluster.replica.readParams(layout);
+    const r = await cluster.step(sampler.next(), 'gates', { ...sgd, lr: gbn.lr_min });
+    if (r.layout.size !== layout.size) throw new GdpError('BAD_LAYOUT', `Tick step returned ${r.layout.size} gradients, the gates are ${layout.size}`);
+    acc.add(gates, r.avgGrad);
+    lossSum += r.stats.lossSum;
+    count += r.stats.count;
+    await report('step', () => ({ batch: b + 1, scores: acc.state(), lossSum, count }));
+  }
+  return { acc, trainLoss: count ? lossSum / count : 0 };
+}
+
+/** The smallest BN feature-map area (H*W) of the network, which flops_eta is divided by (1 without BNs). */
+export function minArea(s: ChannelStructure): number {
+  const areas = s.groups.flatMap((g) => g.areas);
+  return areas.length ? Math.min(...areas) : 1;
+}
+
+/**
+ * The Tick's decision: one importance per channel of every prunable group for the configured criterion (`gate`:
+ * the accumulated scores; `l1`: filter weight norms; `random`: from `rng`), then one global threshold pruning
+ * `gbn.p` of the alive filters (`globalPrune`, the paper's `get_threshold`/`set_mask`).
+ */
+export function tickDecision(
+  cluster: Pick<Cluster, 'replica'>,
+  gbn: GbnConfig,
+  s: ChannelStructure,
+  acc: GateScoreAccumulator,
+  rng: Rng,
+): { decision: MaskDecision; info: GlobalPruneInfo } {
+  const model = cluster.replica.model;
+  const entries: GroupScores[] = prunableGroups(s).map((group) => {
+    const scores =
+      gbn.criterion === 'gate' ? gateImportance(group, acc.perBn()) : gbn.criterion === 'l1' ? l1Importance(group, model) : randomImportance(group, rng);
+    return { group, scores, mask: groupMask(model, group) };
+  });
+  return globalPrune(entries, { p: gbn.p, minimalRatio: gbn.minimal_ratio, flopsEta: gbn.flops_eta, minArea: minArea(s) });
+}
