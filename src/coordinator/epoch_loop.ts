@@ -23,7 +23,7 @@ export interface TestResult {
   loss: number;
 }
 
-/** How many test samples (0..n-1 of the `total`) the config evaluates on: the first `data.test_subset`, or all. */
+/** How many test samples (0..n-1 of the `total`) the config evaluates on: the `data.test_subset` samples loadDataset chose (every class in proportion), or all. */
 export function evaluatedTestSize(config: Config, total: number): number {
   return Math.min(config.data.test_subset ?? total, total);
 }

@@ -69,6 +69,8 @@ export async function startInProcess(config: Config, opts: InProcessOptions): Pr
       host: 'in-process',
       pid: process.pid,
       loadData: opts.loadData,
+      // In-process workers share the coordinator's machine, so its data folder is theirs (as gdp-worker --data-dir).
+      dataDir: config.data.dir,
       log: (line) => log(`[w${i}] ${line}`),
     });
     workers.push(session);
