@@ -13,7 +13,7 @@ import { epochStart, evaluateTest } from './epoch_loop.js';
 import { eventSink } from './prune_events.js';
 import { pruneRunOptions, type PruneCluster, type PruneRunOptions, type PruneStageContext } from './prune_options.js';
 import { registerStage, type ResumeWhen } from './stages.js';
-import { tickDecision, tickSteps } from './tick.js';
+import { tickBatches, tickDecision, tickSteps } from './tick.js';
 import { nextPhase, prunePositionSchema, reachedSavePoints, savePointName, type PrunePosition, type StoppedBy } from './tick_tock.js';
 import { triangularEpochs } from './triangular_epochs.js';
 
@@ -78,7 +78,9 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
       await report('boundary');
       continue;
     }
-    const { acc, trainLoss } = await tickSteps(cluster, gbn, o.sgd, sampler, p.phase.at, (when, at) => {
+    // A whole-pass Tick (tick_batches unset) starts a fresh permutation, so that it sees every sample once.
+    if (gbn.tick_batches === undefined && !p.phase.at) sampler.restart();
+    const { acc, trainLoss } = await tickSteps(cluster, gbn, o.sgd, sampler, tickBatches(gbn, sampler, o.maxStepsPerEpoch), p.phase.at, (when, at) => {
       p.phase = { kind: 'tick', at: at() };
       return report(when);
     });

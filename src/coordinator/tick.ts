@@ -14,8 +14,8 @@ import type { GbnConfig, TickPosition } from './tick_tock.js';
 export type TickCluster = Pick<Cluster, 'replica' | 'step'>;
 
 /**
- * A Tick's training: `tick_batches` global batches on the gates alone at lr_min, from `at` (a position it
- * reported) or its start, accumulating |g * dL/dg| per channel (the paper's gate importance). `report` gets the
+ * A Tick's training: `batches` global batches on the gates alone at lr_min, from `at` (a position it
+ * reported) or its start (see tickBatches), accumulating |g * dL/dg| per channel (the paper's gate importance). `report` gets the
  * position after every step. Returns the scores and the mean training loss. Throws BAD_LAYOUT when a step
  * returns another number of gradients than there are gates.
  */
@@ -24,6 +24,7 @@ export async function tickSteps(
   gbn: GbnConfig,
   sgd: Omit<SgdOptions, 'lr'>,
   sampler: BatchSampler,
+  batches: number,
   at: TickPosition | undefined,
   report: (when: ResumeWhen, at: () => TickPosition) => Promise<void>,
 ): Promise<{ acc: GateScoreAccumulator; trainLoss: number }> {
@@ -31,7 +32,7 @@ export async function tickSteps(
   const acc = new GateScoreAccumulator(layout);
   let { batch, lossSum, count } = at ?? { batch: 0, lossSum: 0, count: 0 };
   if (at) acc.restore(at.scores);
-  for (let b = batch; b < gbn.tick_batches; b++) {
+  for (let b = batch; b < batches; b++) {
     // The score uses the gate values the gradient was computed at, i.e. before this step's update.
     const gates = cluster.replica.readParams(layout);
     const r = await cluster.step(sampler.next(), 'gates', { ...sgd, lr: gbn.lr_min });
@@ -42,6 +43,14 @@ export async function tickSteps(
     await report('step', () => ({ batch: b + 1, scores: acc.state(), lossSum, count }));
   }
   return { acc, trainLoss: count ? lossSum / count : 0 };
+}
+
+/**
+ * Global batches in one Tick: `gbn.tick_batches`, or when unset one pass over the training set as the paper's code
+ * makes it (`ceil(trainSize / batchSize)`, at most `maxStepsPerEpoch`).
+ */
+export function tickBatches(gbn: GbnConfig, sampler: BatchSampler, maxStepsPerEpoch?: number): number {
+  return gbn.tick_batches ?? Math.min(sampler.stepsPerEpoch, maxStepsPerEpoch ?? Infinity);
 }
 
 /** The smallest BN feature-map area (H*W) of the network, which flops_eta is divided by (1 without BNs). */

@@ -78,7 +78,10 @@ describe('Tick-Tock pruner', () => {
     const saved = events.filter((e): e is Saved => e.type === 'checkpoint');
     assert.equal(r.stoppedBy, 'target_flops');
     assert.ok(ticks.at(-1)!.flopsRatio <= 0.35 && ticks.slice(0, -1).every((t) => t.flopsRatio > 0.35));
-    assert.deepEqual(saved.map((e) => e.savePoint), [0.9, 0.6, 0.35]);
+    assert.deepEqual(
+      saved.map((e) => e.savePoint),
+      [0.9, 0.6, 0.35],
+    );
     for (const e of saved) {
       const first = ticks.find((t) => t.flopsRatio <= e.savePoint)!;
       assert.equal(e.tick, first.tick, `save point ${e.savePoint}`);
@@ -116,7 +119,10 @@ describe('Tick-Tock pruner', () => {
 
     await finetuneStage(ctx);
     const ft = JSON.parse(readFileSync(join(run, 'finetune_log.json'), 'utf8')) as PruneEvent[];
-    assert.deepEqual(ft.map((e) => e.type), ['finetune']);
+    assert.deepEqual(
+      ft.map((e) => e.type),
+      ['finetune'],
+    );
     assert.deepEqual(readdirSync(run).sort(), [
       'finetune_log.json',
       'finetuned.safetensors',
@@ -130,8 +136,14 @@ describe('Tick-Tock pruner', () => {
     assert.ok(ctx.lines.some((l) => l.startsWith('Tick 1: FLOPs')));
     // Tock and finetune epochs join the run's epoch log, in the training stage's record format.
     const epochs = JSON.parse(readFileSync(join(run, 'log.json'), 'utf8')) as { stage: string; lr: number }[];
-    assert.deepEqual(epochs.map((e) => e.stage), [...events.filter((e) => e.type === 'tock').map(() => 'tock'), 'finetune']);
-    assert.ok(epochs.every((e) => e.lr === 1e-3), 'one step per epoch ends at lr_min');
+    assert.deepEqual(
+      epochs.map((e) => e.stage),
+      [...events.filter((e) => e.type === 'tock').map(() => 'tock'), 'finetune'],
+    );
+    assert.ok(
+      epochs.every((e) => e.lr === 1e-3),
+      'one step per epoch ends at lr_min',
+    );
     assert.ok(tf.memory().numTensors <= tensors, `tensors: ${tensors} -> ${tf.memory().numTensors}`);
   });
 
@@ -148,9 +160,33 @@ describe('Tick-Tock pruner', () => {
     assert.deepEqual(shapes(b), shapes(a as CifarResNet));
   });
 
+  it('without tick_batches a Tick is one pass over the training set (the paper), each sample once', async () => {
+    // 16 samples in batches of 4: 4 gate steps per Tick, covering a permutation; max_steps_per_epoch lifted.
+    const ctx = context(dir, { tick_batches: undefined, max_ticks: 2, target_flops: 0.01 });
+    const config = { ...ctx.config, base: { ...ctx.config.base, task_name: 'whole_tick' }, train: { ...ctx.config.train, max_steps_per_epoch: undefined } };
+    const gateSteps: Int32Array[] = [];
+    const step = ctx.cluster.step.bind(ctx.cluster);
+    ctx.cluster.step = (indices, set, sgd) => {
+      if (set === 'gates') gateSteps.push(indices.slice());
+      return step(indices, set, sgd);
+    };
+    await runPrune(ctx.cluster, pruneRunOptions({ ...ctx, config, files: new RunFiles(config) }));
+    assert.equal(gateSteps.length, 8);
+    for (const tick of [gateSteps.slice(0, 4), gateSteps.slice(4)]) {
+      const seen = tick.flatMap((b) => Array.from(b)).sort((a, b) => a - b);
+      assert.deepEqual(
+        seen,
+        Array.from({ length: 16 }, (_, i) => i),
+      );
+    }
+  });
+
   it('refuses to run without a gbn section', () => {
     const ctx = context(dir, {});
     const config = { ...ctx.config, gbn: undefined };
-    assert.throws(() => pruneRunOptions({ ...ctx, config }), (e: Error & { code?: string }) => e.code === 'BAD_CONFIG');
+    assert.throws(
+      () => pruneRunOptions({ ...ctx, config }),
+      (e: Error & { code?: string }) => e.code === 'BAD_CONFIG',
+    );
   });
 });

@@ -113,8 +113,11 @@ const gbn = z
     criterion: z.enum(['gate', 'l1', 'random']).default('gate'),
     /** gdp: every layer keeps at least this fraction of its channels. */
     minimal_ratio: z.number().gt(0).max(1).default(0.1),
-    /** gdp: global batches per Tick (the paper's demos use a subset of the training data). */
-    tick_batches: z.number().int().positive().default(10),
+    /**
+     * gdp: global batches per Tick. Unset: one pass over the training set (capped by train.max_steps_per_epoch), as
+     * the paper's code does (its notebooks train each Tick on the whole train_loader).
+     */
+    tick_batches: z.number().int().positive().optional(),
     /** gdp: momentum while finetuning (the paper's code uses 0). */
     finetune_momentum: z.number().min(0).max(1).default(0),
     /** gdp: at most this many Ticks (safety bound). */
