@@ -33,7 +33,7 @@ async function withEndpoints(n: number, fn: (eps: RingEndpoint[]) => Promise<voi
 /** Joins every endpoint into ring `ring` (rank = index) and builds the engines. */
 async function formRing(eps: RingEndpoint[], ring: number, bucketElems: number, dial = DIAL): Promise<RingAllReduce[]> {
   const n = eps.length;
-  const links = await Promise.all(eps.map((ep, rank) => ep.join({ ring, rank, size: n, next: eps[(rank + 1) % n].url }, dial)));
+  const links = await Promise.all(eps.map((ep, rank) => ep.join({ ring, rank, size: n, prev: eps[(rank + n - 1) % n].url }, dial)));
   return links.map((l, rank) => new RingAllReduce(l, { rank, size: n, bucketElems, timeoutMs: 30000 }));
 }
 
@@ -79,10 +79,10 @@ test('joining fails with a coded error, not a hang: a successor that is not list
     const dead = await RingEndpoint.listen('127.0.0.1', 0);
     const deadUrl = dead.url;
     await dead.close();
-    await assert.rejects(eps[0].join({ ring: 1, rank: 0, size: 2, next: deadUrl }, DIAL), { code: 'CONNECT_FAILED' });
+    await assert.rejects(eps[0].join({ ring: 1, rank: 0, size: 2, prev: deadUrl }, DIAL), { code: 'CONNECT_FAILED' });
     const got = await outcomes([
-      eps[0].join({ ring: 2, rank: 0, size: 2, next: eps[1].url }, { ...DIAL, timeoutMs: 1000 }),
-      eps[1].join({ ring: 2, rank: 1, size: 2, next: eps[0].url }, { token: 'wrong-token-0123456789', timeoutMs: 1000 }),
+      eps[0].join({ ring: 2, rank: 0, size: 2, prev: eps[1].url }, { ...DIAL, timeoutMs: 1000 }),
+      eps[1].join({ ring: 2, rank: 1, size: 2, prev: eps[0].url }, { token: 'wrong-token-0123456789', timeoutMs: 1000 }),
     ]);
     assert.equal(got[1], 'AUTH_REFUSED');
     assert.ok(got[0] === 'RING_TIMEOUT' || got[0] === 'WORKER_LOST', String(got[0]));
@@ -105,8 +105,8 @@ async function withChildRank(
     const urls = [eps[0].url, eps[1].url, url];
     const reply = once(child, 'message');
     reply.catch(() => undefined);
-    child.send({ spec: { ring, rank: 2, size: 3, next: urls[0] }, ...job });
-    const links = await Promise.all([0, 1].map((rank) => eps[rank].join({ ring, rank, size: 3, next: urls[rank + 1] }, DIAL)));
+    child.send({ spec: { ring, rank: 2, size: 3, prev: urls[1] }, ...job });
+    const links = await Promise.all([0, 1].map((rank) => eps[rank].join({ ring, rank, size: 3, prev: urls[(rank + 2) % 3] }, DIAL)));
     await fn(links, child, reply);
   } finally {
     child.kill('SIGKILL');

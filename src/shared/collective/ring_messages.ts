@@ -13,10 +13,10 @@ const int = z.number().int().nonnegative();
 
 /**
  * The worker-to-worker messages of the ring all-reduce. On a link, the dialing rank k sends `ring_hello` and
- * `ring_chunk`s; the listening rank k + 1 answers `ring_accept` and sends `ring_ready`s back.
+ * `ring_ready`s; the listening rank k - 1 answers `ring_accept` and sends `ring_chunk`s.
  */
 export const ringMessageSchema = z.discriminatedUnion('type', [
-  /** Rank `rank` of the ring `ring` (a formation id given by the coordinator), `size` ranks, dials rank + 1. */
+  /** Rank `rank` of the ring `ring` (a formation id given by the coordinator), `size` ranks, dials rank - 1. */
   z.object({ type: z.literal('ring_hello'), protocol: z.number().int(), ring: int, rank: int, size: z.number().int().positive() }),
   /** The listener took the link into ring `ring` as its predecessor's. */
   z.object({ type: z.literal('ring_accept'), ring: int }),

@@ -14,12 +14,12 @@ export interface RingSpec {
   ring: number;
   rank: number;
   size: number;
-  /** The successor's (rank + 1) peer address, ws://HOST:PORT or wss://HOST:PORT (its RingEndpoint.url). */
-  next: string;
+  /** The predecessor's (rank - 1) peer address, ws://HOST:PORT or wss://HOST:PORT (its RingEndpoint.url). */
+  prev: string;
 }
 
 export interface RingDialOptions {
-  /** The shared token (the coordinator's), sent with the upgrade request to the successor. */
+  /** The shared token (the coordinator's), sent with the upgrade request to the predecessor. */
   token?: string;
   /** PEM certificate(s) to trust for wss:// peers. */
   ca?: string | Buffer;
@@ -30,7 +30,7 @@ export interface RingDialOptions {
 export interface RingListenOptions extends Pick<ListenOptions, 'token' | 'tls' | 'log'> {
   /** An accepted connection must say ring_hello within this time (default 10 s); an unclaimed one waits as long. */
   helloTimeoutMs?: number;
-  /** Predecessor links that arrived before this rank joined their ring, kept at most (default 4). */
+  /** Successor links that arrived before this rank joined their ring, kept at most (default 4). */
   maxUnclaimed?: number;
 }
 
@@ -48,10 +48,12 @@ interface Waiter {
 
 /**
  * A worker's peer port for ring all-reduces: listens (same token and TLS rules as the coordinator's port, through
- * listenWs), accepts its predecessor's link and dials its successor's when it joins a ring. Each link is
- * ws, one per neighbour pair, opened by the lower rank of the pair in ring order (rank k dials k + 1), with a
- * ring_hello naming the formation, the dialer's rank and the ring size, answered by ring_accept. A predecessor
- * may dial before this rank was told of the ring: its link waits (bounded: `maxUnclaimed`, `helloTimeoutMs`).
+ * listenWs), accepts its successor's link and dials its predecessor when it joins a ring. One ws link per
+ * neighbour pair, opened by the receiving side (rank k dials k - 1), with a ring_hello naming the formation, the
+ * dialer's rank and the ring size, answered by ring_accept. The chunks then flow from the listening side to the
+ * dialer: server-to-client WebSocket frames are not masked, which saves two passes over every chunk (masking and
+ * unmasking) against the other direction. A successor may dial before this rank was told of the ring: its link
+ * waits (bounded: `maxUnclaimed`, `helloTimeoutMs`).
  */
 export class RingEndpoint {
   private waiters = new Map<number, Waiter>();
@@ -70,7 +72,7 @@ export class RingEndpoint {
     return ep;
   }
 
-  /** This endpoint's address for its predecessor, e.g. ws://127.0.0.1:40213. */
+  /** This endpoint's address for its successor, e.g. ws://127.0.0.1:40213. */
   get url(): string {
     const l = this.listener!;
     const host = l.host.includes(':') ? `[${l.host}]` : l.host;
@@ -119,11 +121,11 @@ export class RingEndpoint {
     link.close(`${err.code}: ${err.message}`);
   }
 
-  /** Takes `link` as the predecessor's in the waiter's ring if the hello fits it, else refuses it. */
+  /** Takes `link` as the successor's in the waiter's ring if the hello fits it, else refuses it. */
   private claim(w: Waiter, link: HandshakeTransport, hello: RingMessageOf<'ring_hello'>): void {
     const { ring, rank, size } = w.spec;
-    if (hello.size !== size || hello.rank !== mod(rank - 1, size)) {
-      this.refuse(link, new GdpError('RING_PROTOCOL', `ring ${ring}: rank ${hello.rank} of ${hello.size} dialed rank ${rank} of ${size}, whose predecessor is rank ${mod(rank - 1, size)}`));
+    if (hello.size !== size || hello.rank !== mod(rank + 1, size)) {
+      this.refuse(link, new GdpError('RING_PROTOCOL', `ring ${ring}: rank ${hello.rank} of ${hello.size} dialed rank ${rank} of ${size}, whose successor is rank ${mod(rank + 1, size)}`));
       return;
     }
     this.waiters.delete(ring);
@@ -132,7 +134,7 @@ export class RingEndpoint {
   }
 
   /**
-   * Joins ring `spec.ring` as rank `spec.rank`: dials the successor at `spec.next` and takes the predecessor's link
+   * Joins ring `spec.ring` as rank `spec.rank`: dials the predecessor at `spec.prev` and takes the successor's link
    * (already waiting, or arriving within `dial.timeoutMs`). Resolves with both links for RingAllReduce (null for a
    * ring of 1). Rejects with CONNECT_FAILED or AUTH_REFUSED (dial), RING_PROTOCOL (a link refused), WORKER_LOST (a
    * link closed during the handshake), RING_TIMEOUT; nothing stays open then.
@@ -153,7 +155,7 @@ export class RingEndpoint {
       this.waiters.set(ring, w);
       timer = setTimeout(() => {
         if (this.waiters.get(ring) === w) this.waiters.delete(ring);
-        reject(new GdpError('RING_TIMEOUT', `ring ${ring}: rank ${mod(rank - 1, size)} did not connect to rank ${rank} within ${dial.timeoutMs} ms`));
+        reject(new GdpError('RING_TIMEOUT', `ring ${ring}: rank ${mod(rank + 1, size)} did not connect to rank ${rank} within ${dial.timeoutMs} ms`));
       }, dial.timeoutMs);
       timer.unref();
       const early = this.unclaimed.find((a) => a.hello.ring === ring);
@@ -164,9 +166,9 @@ export class RingEndpoint {
       }
     });
     const outbound = this.dial(spec, dial);
-    // A failed dial fails the join at once, not after the predecessor's timeout.
+    // A failed dial fails the join at once, not after the successor's timeout.
     outbound.catch((err) => waiter?.reject(asGdpError(err)));
-    const [prev, next] = await Promise.allSettled([inbound, outbound]);
+    const [next, prev] = await Promise.allSettled([inbound, outbound]);
     clearTimeout(timer);
     this.waiters.delete(ring);
     if (prev.status === 'fulfilled' && next.status === 'fulfilled') return { prev: prev.value, next: next.value };
@@ -177,16 +179,16 @@ export class RingEndpoint {
 
   private async dial(spec: RingSpec, dial: RingDialOptions): Promise<HandshakeTransport> {
     const start = Date.now();
-    const link = new HandshakeTransport(await connectWs(spec.next, { token: dial.token, ca: dial.ca, timeoutMs: dial.timeoutMs }));
+    const link = new HandshakeTransport(await connectWs(spec.prev, { token: dial.token, ca: dial.ca, timeoutMs: dial.timeoutMs }));
     try {
       link.send(encodeRingMessage({ type: 'ring_hello', protocol: RING_PROTOCOL_VERSION, ring: spec.ring, rank: spec.rank, size: spec.size }));
       const m = decodeRingMessage(await link.nextFrame(Math.max(1, dial.timeoutMs - (Date.now() - start))));
-      if (m.type !== 'ring_accept' || m.ring !== spec.ring) throw new GdpError('RING_PROTOCOL', `${spec.next} answered ring_hello with '${m.type}'`);
+      if (m.type !== 'ring_accept' || m.ring !== spec.ring) throw new GdpError('RING_PROTOCOL', `${spec.prev} answered ring_hello with '${m.type}'`);
       return link;
     } catch (err) {
       link.close('ring handshake failed');
       const e = asGdpError(err);
-      throw new GdpError(e.code, `ring ${spec.ring}: rank ${spec.rank} dialing ${spec.next}: ${e.message}`);
+      throw new GdpError(e.code, `ring ${spec.ring}: rank ${spec.rank} dialing ${spec.prev}: ${e.message}`);
     }
   }
 
