@@ -182,10 +182,11 @@ test('misuse is refused with BAD_STATE: overlapping all-reduces, ids that do not
   for (const r of ring) r.close();
 });
 
-test('a NaN in a rank\'s own gradient fails its all-reduce with NON_FINITE and the ring with it', async () => {
+test('an infinity in a rank\'s own gradient fails its all-reduce with NON_FINITE and the ring with it', async () => {
   const ring = memoryRing(3, 4);
   const grads = rankGradients(3, 12, 4);
   grads[2][5] = Infinity;
   const got = await outcomes(ring.map((r, k) => r.allreduce(0, grads[k], 3)));
+  // Found in the first sum that holds it: rank 2's own sum (element 5 is in segment 1, which rank 2 adds to).
   assert.deepEqual(got, ['WORKER_LOST', 'WORKER_LOST', 'NON_FINITE']);
 });
