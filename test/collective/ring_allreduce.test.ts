@@ -112,13 +112,13 @@ const BAD_FRAMES: [string, number, (m: RingMessage & { type: 'ring_chunk' }) => 
   ['one value short', 2, (m) => encodeRingMessage({ ...m, data: { ...m.data, shape: [m.data.shape[0] - 1], data: m.data.data.subarray(4) } }), 'BAD_BUCKET'],
   ['a NaN (reduce-scatter)', 1, nan, 'NON_FINITE'],
   ['a NaN (all-gather)', 7, nan, 'NON_FINITE'],
-  ['another all-reduce id', 3, (m) => encodeRingMessage({ ...m, op: m.op + 1 }), 'RING_PROTOCOL'],
-  ['a step out of place', 1, (m) => encodeRingMessage({ ...m, step: m.step + 1 }), 'RING_PROTOCOL'],
-  ['a piece out of place', 1, (m) => encodeRingMessage({ ...m, piece: m.piece + 1 }), 'RING_PROTOCOL'],
+  ['another all-reduce id', 3, (m) => encodeRingMessage({ ...m, op: m.op + 1 }), 'PROTOCOL'],
+  ['a step out of place', 1, (m) => encodeRingMessage({ ...m, step: m.step + 1 }), 'PROTOCOL'],
+  ['a piece out of place', 1, (m) => encodeRingMessage({ ...m, piece: m.piece + 1 }), 'PROTOCOL'],
   ['float16 values', 1, (m) => encodeRingMessage({ ...m, data: { dtype: 'float16', shape: [m.data.shape[0] * 2], data: m.data.data } }), 'BAD_BUCKET'],
   ['bytes that are not msgpack', 1, () => Uint8Array.of(0xc1, 1, 2), 'BAD_MESSAGE'],
   ['a coordinator message', 1, () => encodeMessage({ type: 'heartbeat', t: 1 }), 'BAD_MESSAGE'],
-  ['a ring_ready on the chunk direction', 1, (m) => encodeRingMessage({ type: 'ring_ready', op: m.op, elems: 60, count: 9 }), 'RING_PROTOCOL'],
+  ['a ring_ready on the chunk direction', 1, (m) => encodeRingMessage({ type: 'ring_ready', op: m.op, elems: 60, count: 9 }), 'PROTOCOL'],
 ];
 
 for (const [what, nth, edit, code] of BAD_FRAMES) {
@@ -138,21 +138,21 @@ for (const [what, nth, edit, code] of BAD_FRAMES) {
   });
 }
 
-test('ranks disagreeing on the vector length or the sample count fail with RING_MISMATCH', async () => {
-  for (const [sizes, counts] of [[[10, 10, 11], [5, 5, 5]], [[10, 10, 10], [5, 6, 5]]]) {
+test('ranks disagreeing on the vector length (BAD_LAYOUT) or the sample count (BAD_ANSWER) fail', async () => {
+  for (const [sizes, counts, code] of [[[10, 10, 11], [5, 5, 5], 'BAD_LAYOUT'], [[10, 10, 10], [5, 6, 5], 'BAD_ANSWER']] as const) {
     const ring = memoryRing(3, 4);
     const got = await outcomes(ring.map((r, k) => r.allreduce(0, new Float32Array(sizes[k]), counts[k])));
-    assert.ok(got.includes('RING_MISMATCH'), String(got));
-    assert.ok(got.every((g) => g === 'RING_MISMATCH' || g === 'WORKER_LOST'), String(got));
+    assert.ok(got.includes(code), String(got));
+    assert.ok(got.every((g) => g === code || g === 'WORKER_LOST'), String(got));
   }
 });
 
-test('a rank that never starts: the others fail with RING_TIMEOUT or WORKER_LOST within the timeout', async () => {
+test('a rank that never starts: the others fail with PEER_TIMEOUT or WORKER_LOST within the timeout', async () => {
   const ring = memoryRing(4, 4, 200);
   const grads = rankGradients(4, 40, 1);
   const got = await outcomes([0, 1, 3].map((k) => ring[k].allreduce(0, grads[k], 4)));
-  assert.ok(got.includes('RING_TIMEOUT'), String(got));
-  assert.ok(got.every((g) => g === 'RING_TIMEOUT' || g === 'WORKER_LOST'), String(got));
+  assert.ok(got.includes('PEER_TIMEOUT'), String(got));
+  assert.ok(got.every((g) => g === 'PEER_TIMEOUT' || g === 'WORKER_LOST'), String(got));
 });
 
 test('a link closed mid-ring fails every rank\'s all-reduce with WORKER_LOST', async () => {
@@ -168,17 +168,17 @@ test('a link closed mid-ring fails every rank\'s all-reduce with WORKER_LOST', a
   assert.deepEqual(got, ['WORKER_LOST', 'WORKER_LOST', 'WORKER_LOST']);
 });
 
-test('misuse is refused with BAD_STATE: overlapping all-reduces, ids that do not increase, a bad count; bad options throw', async () => {
+test('misuse (a bug of the caller) is refused with INTERNAL: overlapping all-reduces, ids that do not increase, a bad count; bad options throw', async () => {
   const ring = memoryRing(2, 4);
   const a = ring[0].allreduce(5, new Float32Array(8), 2);
-  assert.equal((await outcomes([ring[0].allreduce(6, new Float32Array(8), 2)]))[0], 'BAD_STATE');
+  assert.equal((await outcomes([ring[0].allreduce(6, new Float32Array(8), 2)]))[0], 'INTERNAL');
   await ring[1].allreduce(5, new Float32Array(8), 2);
   await a;
-  assert.equal((await outcomes([ring[0].allreduce(5, new Float32Array(8), 2)]))[0], 'BAD_STATE');
-  assert.equal((await outcomes([ring[0].allreduce(9, new Float32Array(8), 0)]))[0], 'BAD_STATE');
-  assert.throws(() => new RingAllReduce(null, { rank: 0, size: 2, bucketElems: 4, timeoutMs: 1 }), { code: 'BAD_STATE' });
-  assert.throws(() => new RingAllReduce(null, { rank: 1, size: 1, bucketElems: 4, timeoutMs: 1 }), { code: 'BAD_STATE' });
-  assert.throws(() => new RingAllReduce(null, { rank: 0, size: 1, bucketElems: 2 ** 30, timeoutMs: 1 }), { code: 'BAD_STATE' });
+  assert.equal((await outcomes([ring[0].allreduce(5, new Float32Array(8), 2)]))[0], 'INTERNAL');
+  assert.equal((await outcomes([ring[0].allreduce(9, new Float32Array(8), 0)]))[0], 'INTERNAL');
+  assert.throws(() => new RingAllReduce(null, { rank: 0, size: 2, bucketElems: 4, timeoutMs: 1 }), { code: 'INTERNAL' });
+  assert.throws(() => new RingAllReduce(null, { rank: 1, size: 1, bucketElems: 4, timeoutMs: 1 }), { code: 'INTERNAL' });
+  assert.throws(() => new RingAllReduce(null, { rank: 0, size: 1, bucketElems: 2 ** 30, timeoutMs: 1 }), { code: 'INTERNAL' });
   for (const r of ring) r.close();
 });
 

@@ -85,7 +85,7 @@ test('joining fails with a coded error, not a hang: a successor that is not list
       eps[1].join({ ring: 2, rank: 1, size: 2, prev: eps[0].url }, { token: 'wrong-token-0123456789', timeoutMs: 1000 }),
     ]);
     assert.equal(got[1], 'AUTH_REFUSED');
-    assert.ok(got[0] === 'RING_TIMEOUT' || got[0] === 'WORKER_LOST', String(got[0]));
+    assert.ok(got[0] === 'PEER_TIMEOUT' || got[0] === 'WORKER_LOST', String(got[0]));
   });
 });
 

@@ -45,11 +45,11 @@ export class HandshakeTransport implements Transport {
   }
 
   /** The next frame not yet read (handshakes); rejects with WORKER_LOST on close, `code` after `timeoutMs`. */
-  nextFrame(timeoutMs: number, code = 'RING_TIMEOUT'): Promise<Uint8Array> {
+  nextFrame(timeoutMs: number, code: 'PEER_TIMEOUT' | 'HELLO_TIMEOUT' = 'PEER_TIMEOUT'): Promise<Uint8Array> {
     const queued = this.queue.shift();
     if (queued) return Promise.resolve(queued);
     if (this.ended) return Promise.reject(new GdpError('WORKER_LOST', `${this.remote} closed the link: ${this.ended[0]}`));
-    if (this.waiter) return Promise.reject(new GdpError('BAD_STATE', `${this.remote}: a frame is already awaited`));
+    if (this.waiter) return Promise.reject(new GdpError('INTERNAL', `${this.remote}: a frame is already awaited`));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiter = undefined;

@@ -24,7 +24,7 @@ export interface RingOptions {
   size: number;
   /** Float32 elements per chunk frame at most (a segment travels in pieces of this size: pipelining). */
   bucketElems: number;
-  /** An all-reduce not finished this long after it started fails with RING_TIMEOUT (a stalled or lost peer). */
+  /** An all-reduce not finished this long after it started fails with PEER_TIMEOUT (a stalled or lost peer). */
   timeoutMs: number;
 }
 
@@ -67,9 +67,9 @@ interface Running {
  * the neighbours fail at once too, and every later call rejects with the same code. The caller re-forms the ring
  * and redoes the step. A rank may still succeed when another fails (it had every piece it needed before the failure
  * reached it; its result is then right): a step is complete only when every rank's all-reduce succeeded, which the
- * coordinator must collect before it commits the step. Error codes: BAD_MESSAGE (frame not a valid ring message), RING_PROTOCOL (message out of
- * place: wrong link, op, phase, step or piece), BAD_BUCKET (wrong dtype or length), NON_FINITE, RING_MISMATCH
- * (ranks disagree on length or count), WORKER_LOST (a link closed), RING_TIMEOUT, BAD_STATE (caller misuse).
+ * coordinator must collect before it commits the step. Error codes: BAD_MESSAGE (frame not a valid ring message), PROTOCOL (message out of
+ * place: wrong link, op, phase, step or piece), BAD_BUCKET (wrong dtype or length), NON_FINITE, BAD_LAYOUT /
+ * BAD_ANSWER (the successor's vector length / sample count differs), WORKER_LOST (a link closed), PEER_TIMEOUT, INTERNAL (caller misuse: a bug).
  */
 export class RingAllReduce {
   private running?: Running;
@@ -88,13 +88,13 @@ export class RingAllReduce {
   ) {
     const { rank, size, bucketElems, timeoutMs } = opts;
     if (!Number.isInteger(size) || size < 1 || !Number.isInteger(rank) || rank < 0 || rank >= size) {
-      throw new GdpError('BAD_STATE', `ring rank ${rank} of ${size}: need integers 0 <= rank < size`);
+      throw new GdpError('INTERNAL', `ring rank ${rank} of ${size}: need integers 0 <= rank < size`);
     }
     if (!Number.isInteger(bucketElems) || bucketElems < 1 || bucketElems * 4 + CHUNK_OVERHEAD_BYTES > MAX_FRAME_BYTES) {
-      throw new GdpError('BAD_STATE', `ring bucketElems ${bucketElems}: need 1 to ${Math.floor((MAX_FRAME_BYTES - CHUNK_OVERHEAD_BYTES) / 4)}`);
+      throw new GdpError('INTERNAL', `ring bucketElems ${bucketElems}: need 1 to ${Math.floor((MAX_FRAME_BYTES - CHUNK_OVERHEAD_BYTES) / 4)}`);
     }
-    if (!(timeoutMs > 0)) throw new GdpError('BAD_STATE', `ring timeoutMs ${timeoutMs}: need a positive number`);
-    if ((size > 1) !== (links !== null)) throw new GdpError('BAD_STATE', `a ring of ${size} needs ${size > 1 ? 'two links' : 'no links'}`);
+    if (!(timeoutMs > 0)) throw new GdpError('INTERNAL', `ring timeoutMs ${timeoutMs}: need a positive number`);
+    if ((size > 1) !== (links !== null)) throw new GdpError('INTERNAL', `a ring of ${size} needs ${size > 1 ? 'two links' : 'no links'}`);
     if (links) {
       links.next.onFrame((f) => this.guard(() => this.fromNext(f)));
       links.prev.onFrame((f) => this.guard(() => this.fromPrev(f)));
@@ -121,11 +121,11 @@ export class RingAllReduce {
    */
   allreduce(op: number, values: Float32Array, count: number): Promise<Float32Array> {
     if (this.broken) return Promise.reject(new GdpError(this.broken.code, `${this.name} is broken (re-form the ring): ${this.broken.message}`));
-    if (this.running) return Promise.reject(new GdpError('BAD_STATE', `${this.name}: all-reduce ${op} started while ${this.running.op} runs`));
+    if (this.running) return Promise.reject(new GdpError('INTERNAL', `${this.name}: all-reduce ${op} started while ${this.running.op} runs`));
     if (!Number.isSafeInteger(op) || op <= this.lastOp) {
-      return Promise.reject(new GdpError('BAD_STATE', `${this.name}: all-reduce id ${op} must be an integer above the last one (${this.lastOp})`));
+      return Promise.reject(new GdpError('INTERNAL', `${this.name}: all-reduce id ${op} must be an integer above the last one (${this.lastOp})`));
     }
-    if (!(count > 0) || !Number.isFinite(count)) return Promise.reject(new GdpError('BAD_STATE', `${this.name}: sample count ${count} must be positive`));
+    if (!(count > 0) || !Number.isFinite(count)) return Promise.reject(new GdpError('INTERNAL', `${this.name}: sample count ${count} must be positive`));
     this.lastOp = op;
     // `values` themselves are not scanned here (a full pass over a 100 MB gradient): every sum this rank makes is
     // checked after the addition, and its segment sent raw is checked by the successor's sum.
@@ -149,10 +149,10 @@ export class RingAllReduce {
         reject,
       };
       this.running = run;
-      run.timer = setTimeout(() => this.fail(new GdpError('RING_TIMEOUT', `${this.name}: all-reduce ${op} not done after ${this.opts.timeoutMs} ms (a peer stalled)`)), this.opts.timeoutMs);
+      run.timer = setTimeout(() => this.fail(new GdpError('PEER_TIMEOUT', `${this.name}: all-reduce ${op} not done after ${this.opts.timeoutMs} ms (a peer stalled)`)), this.opts.timeoutMs);
       this.guard(() => {
         this.links!.prev.send(encodeRingMessage({ type: 'ring_ready', op, elems: values.length, count }));
-        if (this.successorReady > op) throw new GdpError('RING_PROTOCOL', `${this.name}: the successor is at all-reduce ${this.successorReady}, this rank starts ${op}`);
+        if (this.successorReady > op) throw new GdpError('PROTOCOL', `${this.name}: the successor is at all-reduce ${this.successorReady}, this rank starts ${op}`);
         if (this.successorReady === op) this.successorStarted(run);
         this.progress(run);
       });
@@ -176,11 +176,11 @@ export class RingAllReduce {
   private fromNext(frame: Uint8Array): void {
     if (this.broken) return;
     const m = decodeRingMessage(frame);
-    if (m.type !== 'ring_ready') throw new GdpError('RING_PROTOCOL', `${this.name}: '${m.type}' from the successor, expected ring_ready`);
+    if (m.type !== 'ring_ready') throw new GdpError('PROTOCOL', `${this.name}: '${m.type}' from the successor, expected ring_ready`);
     const run = this.running;
-    if (m.op <= this.successorReady) throw new GdpError('RING_PROTOCOL', `${this.name}: ring_ready for all-reduce ${m.op} after ${this.successorReady}`);
+    if (m.op <= this.successorReady) throw new GdpError('PROTOCOL', `${this.name}: ring_ready for all-reduce ${m.op} after ${this.successorReady}`);
     // A successor ahead of us may only be at the op after ours once it has taken ours (it cannot finish ours alone).
-    if (run && !run.ready && m.op !== run.op) throw new GdpError('RING_PROTOCOL', `${this.name}: the successor is ready for all-reduce ${m.op}, this rank runs ${run.op}`);
+    if (run && !run.ready && m.op !== run.op) throw new GdpError('PROTOCOL', `${this.name}: the successor is ready for all-reduce ${m.op}, this rank runs ${run.op}`);
     this.successorReady = m.op;
     this.successorElems = m.elems;
     this.successorCount = m.count;
@@ -192,10 +192,10 @@ export class RingAllReduce {
 
   private successorStarted(run: Running): void {
     if (this.successorElems !== run.values.length) {
-      throw new GdpError('RING_MISMATCH', `${this.name}: all-reduce ${run.op} over ${run.values.length} values here, ${this.successorElems} on the successor`);
+      throw new GdpError('BAD_LAYOUT', `${this.name}: all-reduce ${run.op} over ${run.values.length} values here, ${this.successorElems} on the successor`);
     }
     if (this.successorCount !== run.count) {
-      throw new GdpError('RING_MISMATCH', `${this.name}: all-reduce ${run.op} averages over ${run.count} samples here, ${this.successorCount} on the successor`);
+      throw new GdpError('BAD_ANSWER', `${this.name}: all-reduce ${run.op} averages over ${run.count} samples here, ${this.successorCount} on the successor`);
     }
     run.ready = true;
   }
@@ -204,13 +204,13 @@ export class RingAllReduce {
   private fromPrev(frame: Uint8Array): void {
     if (this.broken) return;
     const m = decodeRingMessage(frame);
-    if (m.type !== 'ring_chunk') throw new GdpError('RING_PROTOCOL', `${this.name}: '${m.type}' from the predecessor, expected ring_chunk`);
+    if (m.type !== 'ring_chunk') throw new GdpError('PROTOCOL', `${this.name}: '${m.type}' from the predecessor, expected ring_chunk`);
     const run = this.running;
-    if (!run || m.op !== run.op) throw new GdpError('RING_PROTOCOL', `${this.name}: a chunk of all-reduce ${m.op}, ${run ? `running ${run.op}` : 'none running'}`);
+    if (!run || m.op !== run.op) throw new GdpError('PROTOCOL', `${this.name}: a chunk of all-reduce ${m.op}, ${run ? `running ${run.op}` : 'none running'}`);
     const slot = run.schedule[run.received];
-    if (!slot) throw new GdpError('RING_PROTOCOL', `${this.name}: all-reduce ${m.op}: a chunk after all ${run.schedule.length} arrived`);
+    if (!slot) throw new GdpError('PROTOCOL', `${this.name}: all-reduce ${m.op}: a chunk after all ${run.schedule.length} arrived`);
     if (m.phase !== slot.phase || m.step !== slot.step || m.piece !== slot.piece) {
-      throw new GdpError('RING_PROTOCOL', `${this.name}: all-reduce ${m.op}: got ${m.phase} step ${m.step} piece ${m.piece}, expected ${slot.phase} step ${slot.step} piece ${slot.piece}`);
+      throw new GdpError('PROTOCOL', `${this.name}: all-reduce ${m.op}: got ${m.phase} step ${m.step} piece ${m.piece}, expected ${slot.phase} step ${slot.step} piece ${slot.piece}`);
     }
     this.take(run, slot, m);
     run.received++;

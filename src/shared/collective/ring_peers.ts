@@ -23,7 +23,7 @@ export interface RingDialOptions {
   token?: string;
   /** PEM certificate(s) to trust for wss:// peers. */
   ca?: string | Buffer;
-  /** Both links must be up within this time, else RING_TIMEOUT. */
+  /** Both links must be up within this time, else PEER_TIMEOUT. */
   timeoutMs: number;
 }
 
@@ -88,7 +88,7 @@ export class RingEndpoint {
     let hello: RingMessageOf<'ring_hello'>;
     try {
       const m = decodeRingMessage(await link.nextFrame(this.helloTimeoutMs, 'HELLO_TIMEOUT'));
-      if (m.type !== 'ring_hello') throw new GdpError('RING_PROTOCOL', `'${m.type}' as the first message, expected ring_hello`);
+      if (m.type !== 'ring_hello') throw new GdpError('PROTOCOL', `'${m.type}' as the first message, expected ring_hello`);
       if (m.protocol !== RING_PROTOCOL_VERSION) throw new GdpError('PROTOCOL_VERSION', `ring protocol ${m.protocol}, this worker speaks ${RING_PROTOCOL_VERSION}`);
       hello = m;
     } catch (err) {
@@ -101,7 +101,7 @@ export class RingEndpoint {
       return;
     }
     if (this.closed || this.unclaimed.length >= (this.opts.maxUnclaimed ?? 4)) {
-      this.refuse(link, new GdpError('RING_PROTOCOL', `ring ${hello.ring} is unknown here and ${this.unclaimed.length} links already wait`));
+      this.refuse(link, new GdpError('PROTOCOL', `ring ${hello.ring} is unknown here and ${this.unclaimed.length} links already wait`));
       return;
     }
     const arrival: Arrival = {
@@ -109,7 +109,7 @@ export class RingEndpoint {
       hello,
       timer: setTimeout(() => {
         this.unclaimed = this.unclaimed.filter((a) => a !== arrival);
-        this.refuse(link, new GdpError('RING_TIMEOUT', `ring ${hello.ring} was not joined here within ${this.helloTimeoutMs} ms`));
+        this.refuse(link, new GdpError('PEER_TIMEOUT', `ring ${hello.ring} was not joined here within ${this.helloTimeoutMs} ms`));
       }, this.helloTimeoutMs),
     };
     arrival.timer.unref();
@@ -125,7 +125,7 @@ export class RingEndpoint {
   private claim(w: Waiter, link: HandshakeTransport, hello: RingMessageOf<'ring_hello'>): void {
     const { ring, rank, size } = w.spec;
     if (hello.size !== size || hello.rank !== mod(rank + 1, size)) {
-      this.refuse(link, new GdpError('RING_PROTOCOL', `ring ${ring}: rank ${hello.rank} of ${hello.size} dialed rank ${rank} of ${size}, whose successor is rank ${mod(rank + 1, size)}`));
+      this.refuse(link, new GdpError('PROTOCOL', `ring ${ring}: rank ${hello.rank} of ${hello.size} dialed rank ${rank} of ${size}, whose successor is rank ${mod(rank + 1, size)}`));
       return;
     }
     this.waiters.delete(ring);
@@ -136,17 +136,17 @@ export class RingEndpoint {
   /**
    * Joins ring `spec.ring` as rank `spec.rank`: dials the predecessor at `spec.prev` and takes the successor's link
    * (already waiting, or arriving within `dial.timeoutMs`). Resolves with both links for RingAllReduce (null for a
-   * ring of 1). Rejects with CONNECT_FAILED or AUTH_REFUSED (dial), RING_PROTOCOL (a link refused), WORKER_LOST (a
-   * link closed during the handshake), RING_TIMEOUT; nothing stays open then.
+   * ring of 1). Rejects with CONNECT_FAILED or AUTH_REFUSED (dial), PROTOCOL (a link refused), WORKER_LOST (a
+   * link closed during the handshake), PEER_TIMEOUT; nothing stays open then.
    */
   async join(spec: RingSpec, dial: RingDialOptions): Promise<RingLinks | null> {
     const { ring, rank, size } = spec;
-    if (this.closed) throw new GdpError('BAD_STATE', 'the ring endpoint is closed');
+    if (this.closed) throw new GdpError('INTERNAL', 'the ring endpoint is closed');
     if (!Number.isInteger(size) || size < 1 || !Number.isInteger(rank) || rank < 0 || rank >= size) {
-      throw new GdpError('BAD_STATE', `ring ${ring}: rank ${rank} of ${size}: need integers 0 <= rank < size`);
+      throw new GdpError('INTERNAL', `ring ${ring}: rank ${rank} of ${size}: need integers 0 <= rank < size`);
     }
     if (size === 1) return null;
-    if (this.waiters.has(ring)) throw new GdpError('BAD_STATE', `ring ${ring} is already being joined`);
+    if (this.waiters.has(ring)) throw new GdpError('INTERNAL', `ring ${ring} is already being joined`);
     let timer: NodeJS.Timeout | undefined;
     let waiter: Waiter | undefined;
     const inbound = new Promise<HandshakeTransport>((resolve, reject) => {
@@ -155,7 +155,7 @@ export class RingEndpoint {
       this.waiters.set(ring, w);
       timer = setTimeout(() => {
         if (this.waiters.get(ring) === w) this.waiters.delete(ring);
-        reject(new GdpError('RING_TIMEOUT', `ring ${ring}: rank ${mod(rank + 1, size)} did not connect to rank ${rank} within ${dial.timeoutMs} ms`));
+        reject(new GdpError('PEER_TIMEOUT', `ring ${ring}: rank ${mod(rank + 1, size)} did not connect to rank ${rank} within ${dial.timeoutMs} ms`));
       }, dial.timeoutMs);
       timer.unref();
       const early = this.unclaimed.find((a) => a.hello.ring === ring);
@@ -183,7 +183,7 @@ export class RingEndpoint {
     try {
       link.send(encodeRingMessage({ type: 'ring_hello', protocol: RING_PROTOCOL_VERSION, ring: spec.ring, rank: spec.rank, size: spec.size }));
       const m = decodeRingMessage(await link.nextFrame(Math.max(1, dial.timeoutMs - (Date.now() - start))));
-      if (m.type !== 'ring_accept' || m.ring !== spec.ring) throw new GdpError('RING_PROTOCOL', `${spec.prev} answered ring_hello with '${m.type}'`);
+      if (m.type !== 'ring_accept' || m.ring !== spec.ring) throw new GdpError('PROTOCOL', `${spec.prev} answered ring_hello with '${m.type}'`);
       return link;
     } catch (err) {
       link.close('ring handshake failed');
