@@ -62,14 +62,19 @@ interface Running {
  *   the one copy), received pieces are added or copied straight into `values`.
  *
  * Every frame is checked: message type for its link, op id, phase, step and piece against the schedule, dtype,
- * length, finite values; the successor's element count and sample count against ours. Any failure (a bad frame,
- * a link closed, the timeout) fails the running all-reduce and breaks the ring for good: both links are closed, so
- * the neighbours fail at once too, and every later call rejects with the same code. The caller re-forms the ring
- * and redoes the step. A rank may still succeed when another fails (it had every piece it needed before the failure
- * reached it; its result is then right): a step is complete only when every rank's all-reduce succeeded, which the
- * coordinator must collect before it commits the step. Error codes: BAD_MESSAGE (frame not a valid ring message), PROTOCOL (message out of
- * place: wrong link, op, phase, step or piece), BAD_BUCKET (wrong dtype or length), NON_FINITE, BAD_LAYOUT /
- * BAD_ANSWER (the successor's vector length / sample count differs), WORKER_LOST (a link closed), PEER_TIMEOUT, INTERNAL (caller misuse: a bug).
+ * length, finite values (of every sum too, which covers this rank's own values); the successor's element count and
+ * sample count against ours. Any failure (a bad frame, a link closed, the timeout) fails the running all-reduce and
+ * breaks the ring for good: both links are closed, so the neighbours fail at once too, and every later call rejects
+ * with the same code. The caller re-forms the ring and redoes the step.
+ *
+ * A rank may succeed while another fails (it had every piece it needed before the failure reached it; its result
+ * is right): a step is complete only when every rank's all-reduce succeeded, which the coordinator collects before
+ * it commits the step. For the same reason close a ring only once every rank has finished: a rank's last chunks may
+ * still sit in its socket buffer when its own all-reduce resolves.
+ *
+ * Error codes: BAD_MESSAGE (a frame that is not a ring message), PROTOCOL (a message out of place: wrong link, op,
+ * phase, step or piece), BAD_BUCKET (wrong dtype or length), NON_FINITE, BAD_LAYOUT / BAD_ANSWER (the successor's
+ * vector length / sample count differs), WORKER_LOST (a link closed), PEER_TIMEOUT, INTERNAL (caller misuse: a bug).
  */
 export class RingAllReduce {
   private running?: Running;
