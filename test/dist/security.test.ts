@@ -1,10 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { WebSocket } from 'ws';
 import { coordinatorFor } from '../../src/coordinator/in_process.js';
@@ -12,6 +8,7 @@ import { GdpError } from '../../src/shared/errors.js';
 import { listenWs, type ListenOptions } from '../../src/shared/protocol/ws_listener.js';
 import { connectWs, type ConnectOptions } from '../../src/shared/protocol/ws_transport.js';
 import { WorkerSession } from '../../src/worker/session.js';
+import { hasOpenssl, withSelfSignedCert } from '../tls_cert.js';
 import { coord, worker } from './cli_helpers.js';
 import { noLog, setup, tinyConfig, tinyData } from './helpers.js';
 
@@ -125,19 +122,12 @@ test('--max-connections: one connection too many is refused with HTTP 503; a fre
   }
 });
 
-const openssl = spawnSync('openssl', ['version']).status === 0;
-
-test('TLS: a worker trusting the certificate trains over wss://; others cannot connect', { skip: !openssl && 'openssl not found: no certificate to test TLS with' }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'gdp-tls-'));
-  try {
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
-    assert.equal(r.status, 0, r.stderr.toString());
-    const c = await cluster({ token: TOKEN, tls: { cert: readFileSync(cert), key: readFileSync(key) } });
+test('TLS: a worker trusting the certificate trains over wss://; others cannot connect', { skip: !hasOpenssl && 'openssl not found: no certificate to test TLS with' }, async () => {
+  await withSelfSignedCert(async (pem) => {
+    const c = await cluster({ token: TOKEN, tls: pem });
     try {
       assert.equal(c.listener.scheme, 'wss');
-      const w = await c.join('w', { token: TOKEN, ca: readFileSync(cert) });
+      const w = await c.join('w', { token: TOKEN, ca: pem.cert });
       await c.coordinator.waitForWorkers(1, 30000);
       for (let s = 0; s < 2; s++) await c.coordinator.step(batch(s), 'all', SGD);
       await c.coordinator.verifyChecksums();
@@ -149,9 +139,7 @@ test('TLS: a worker trusting the certificate trains over wss://; others cannot c
     } finally {
       assert.deepEqual(await c.close(), [undefined]);
     }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('gdp-coord checks its network flags at start (even with --dry-run), with exit code 2', async () => {

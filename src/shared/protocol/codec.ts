@@ -16,6 +16,14 @@ function describe(err: z.ZodError): string {
 
 /** Encodes a message into one frame; refuses frames over the limit (a sender bug: big data goes in buckets). */
 export function encodeMessage(msg: Message): Uint8Array {
+  return encodeFrame(msg);
+}
+
+/**
+ * Encodes any message of a gdp protocol (the coordinator's, the ring's) into one frame; refuses frames over
+ * MAX_FRAME_BYTES with FRAME_TOO_LARGE.
+ */
+export function encodeFrame(msg: { type: string }): Uint8Array {
   const frame = packr.pack(msg);
   if (frame.byteLength > MAX_FRAME_BYTES) {
     throw new GdpError('FRAME_TOO_LARGE', `'${msg.type}' message is ${frame.byteLength} bytes, over the ${MAX_FRAME_BYTES}-byte frame limit`);
@@ -25,6 +33,14 @@ export function encodeMessage(msg: Message): Uint8Array {
 
 /** Decodes and validates one frame. Every failure is a GdpError('BAD_MESSAGE') saying what is wrong. */
 export function decodeMessage(frame: Uint8Array): Message {
+  return decodeFrame(messageSchema, frame);
+}
+
+/**
+ * Decodes one frame and validates it against `schema` (a protocol's message union: each protocol accepts its own
+ * messages only). Every failure is a GdpError('BAD_MESSAGE') saying what is wrong.
+ */
+export function decodeFrame<T>(schema: z.ZodType<T>, frame: Uint8Array): T {
   if (frame.byteLength > MAX_FRAME_BYTES) throw new GdpError('BAD_MESSAGE', `frame of ${frame.byteLength} bytes is over the limit`);
   let raw: unknown;
   try {
@@ -33,7 +49,7 @@ export function decodeMessage(frame: Uint8Array): Message {
     throw new GdpError('BAD_MESSAGE', `frame of ${frame.byteLength} bytes is not msgpack: ${(err as Error).message}`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new GdpError('BAD_MESSAGE', 'frame is not a msgpack map');
-  const r = messageSchema.safeParse(raw);
+  const r = schema.safeParse(raw);
   if (!r.success) {
     // The type is the sender's text: shortened and printable before it reaches a log.
     const type = String((raw as { type?: unknown }).type)

@@ -1,0 +1,117 @@
+/**
+ * Ring all-reduce micro-benchmark (not run by tests):
+ *   node dist/bench/ring.js [--workers 2,4] [--model resnet56,resnet50] [--reps 3] [--bucket-mib 16]
+ *                           [--link-gbit G] [--emulate 1,10]
+ * N rank processes (bench/ring_rank.ts) all-reduce synthetic gradients of ResNet-56 size (855,770 floats) and
+ * ResNet-50 size (25,557,032 floats) over ws. On loopback it prints the time per all-reduce (and, with --link-gbit,
+ * the bound for that link speed). With --emulate (root), the ranks run in network namespaces joined by veth pairs
+ * rate-limited with tc tbf (bench/netns.ts), one pass per rate in Gbit/s, and each row has its bound:
+ * 2 (N - 1) / N x M x 4 bytes / link rate (the ring's bytes per rank over one link: Patarasuk and Yuan, 2009).
+ * Time per all-reduce: the slowest rank's median over the repetitions after the first (a warm-up).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { ringBytesPerRank } from '../src/shared/collective/ring_schedule.js';
+import { bucketElements } from '../src/shared/protocol/version.js';
+import { installAbortHandlers, onAbort } from './cleanup.js';
+import { emulatedLinks } from './netns.js';
+import type { RingRankJob } from './ring_rank.js';
+
+const MODELS: Record<string, number> = { resnet56: 855_770, resnet50: 25_557_032 };
+const RANK = fileURLToPath(new URL('./ring_rank.js', import.meta.url));
+
+const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+const program = new Command()
+  .name('node dist/bench/ring.js')
+  .option('--workers <list>', 'ring sizes', '2,4')
+  .option('--model <list>', `gradient sizes: ${Object.keys(MODELS).join(', ')}`, 'resnet56,resnet50')
+  .option('--reps <n>', 'all-reduces per measurement (the first is a warm-up)', '3')
+  .option('--bucket-mib <mib>', 'largest chunk frame', '16')
+  .option('--link-gbit <g>', 'loopback: also print the bound for a link of this speed')
+  .option('--emulate <list>', 'rates in Gbit/s of emulated links (root: network namespaces, tc)')
+  .parse();
+const opts = program.opts<{ workers: string; model: string; reps: string; bucketMib: string; linkGbit?: string; emulate?: string }>();
+const workers = list(opts.workers).map(Number);
+const models = list(opts.model);
+for (const m of models) if (!MODELS[m]) throw new Error(`--model ${m}: one of ${Object.keys(MODELS).join(', ')}`);
+const reps = Math.max(2, Number(opts.reps));
+const bucketElems = bucketElements(Number(opts.bucketMib));
+installAbortHandlers();
+
+interface Row {
+  topology: 'ring';
+  workers: number;
+  model: string;
+  link_gbit: number | null;
+  ms: number;
+  bound_ms: number | null;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Starts the ranks (inside namespaces when given), runs one measurement and stops them. */
+async function measure(places: { ns?: string; host: string }[], elems: number): Promise<number> {
+  const token = randomBytes(16).toString('hex');
+  const children: ChildProcess[] = places.map(({ ns, host }) => {
+    const cmd = ns ? ['ip', 'netns', 'exec', ns, process.execPath] : [process.execPath];
+    return spawn(cmd[0], [...cmd.slice(1), RANK, host], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, GDP_TOKEN: token } });
+  });
+  const unregister = onAbort(() => children.forEach((c) => c.kill('SIGKILL')));
+  try {
+    const exited = Promise.race(children.map((c) => once(c, 'exit').then(([code]) => Promise.reject(new Error(`a rank exited early (${code})`)))));
+    exited.catch(() => undefined);
+    const urls = await Promise.race([Promise.all(children.map(async (c) => ((await once(c, 'message')) as [{ url: string }])[0].url)), exited]);
+    const n = places.length;
+    const answers = children.map((c) => once(c, 'message'));
+    children.forEach((c, rank) => c.send({ spec: { ring: 1, rank, size: n, prev: urls[(rank + n - 1) % n] }, elems, reps, bucketElems } satisfies RingRankJob));
+    const results = (await Promise.race([Promise.all(answers), exited])) as [{ ms?: number[]; error?: string }][];
+    const per = results.map(([r]) => {
+      if (!r.ms) throw new Error(`a rank failed: ${r.error}`);
+      return median(r.ms.slice(1));
+    });
+    return Math.max(...per);
+  } finally {
+    for (const c of children) c.disconnect?.();
+    await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? once(c, 'exit') : undefined)));
+    unregister();
+  }
+}
+
+const rows: Row[] = [];
+const bound = (n: number, elems: number, gbit: number | null) => (gbit ? (ringBytesPerRank(elems, n) * 8) / (gbit * 1e9) * 1000 : null);
+function report(row: Row): void {
+  rows.push(row);
+  const b = row.bound_ms === null ? '' : `  bound ${row.bound_ms.toFixed(0)} ms (${(row.ms / row.bound_ms).toFixed(2)}x)`;
+  console.log(`ring  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}`);
+}
+
+if (opts.emulate) {
+  for (const gbit of list(opts.emulate).map(Number)) {
+    for (const n of workers) {
+      const links = emulatedLinks(n, gbit);
+      try {
+        for (const model of models) {
+          const ms = await measure(links.ranks, MODELS[model]);
+          report({ topology: 'ring', workers: n, model, link_gbit: gbit, ms, bound_ms: bound(n, MODELS[model], gbit) });
+        }
+      } finally {
+        links.remove();
+      }
+    }
+  }
+} else {
+  const gbit = opts.linkGbit ? Number(opts.linkGbit) : null;
+  for (const n of workers) {
+    for (const model of models) {
+      const ms = await measure(Array.from({ length: n }, () => ({ host: '127.0.0.1' })), MODELS[model]);
+      report({ topology: 'ring', workers: n, model, link_gbit: null, ms, bound_ms: bound(n, MODELS[model], gbit) });
+    }
+  }
+}
+console.table(rows.map((r) => ({ ...r, ms: Math.round(r.ms), bound_ms: r.bound_ms === null ? null : Math.round(r.bound_ms) })));
