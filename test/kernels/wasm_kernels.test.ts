@@ -7,6 +7,8 @@ import {
   Conv2D,
   Conv2DBackpropFilter,
   Conv2DBackpropInput,
+  DepthwiseConv2dNativeBackpropFilter,
+  DepthwiseConv2dNativeBackpropInput,
   getKernel,
   getKernelsForBackend,
   Identity,
@@ -153,7 +155,7 @@ describe('registration', () => {
     assert.deepEqual(
         names,
         [AvgPoolGrad, BatchMatMul, Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput,
-         Identity, MaxPoolGrad, Mean, Sum, BatchNormTrainForward,
+         DepthwiseConv2dNativeBackpropFilter, DepthwiseConv2dNativeBackpropInput, Identity, MaxPoolGrad, Mean, Sum, BatchNormTrainForward,
          BatchNormTrainBackward, ReluGrad].sort());
     for (const config of wasmTrainingKernels) {
       assert.equal(config.backendName, 'wasm');

@@ -18,6 +18,8 @@ import {batchNormTrainForwardConfig} from './BatchNormTrainForward.js';
 import {conv2DConfig} from './Conv2D.js';
 import {conv2DBackpropFilterConfig} from './Conv2DBackpropFilter.js';
 import {conv2DBackpropInputConfig} from './Conv2DBackpropInput.js';
+import {depthwiseConv2dNativeBackpropFilterConfig} from './DepthwiseConv2dNativeBackpropFilter.js';
+import {depthwiseConv2dNativeBackpropInputConfig} from './DepthwiseConv2dNativeBackpropInput.js';
 import {rememberStockKernel, WASM} from './kernel_utils.js';
 import {identityConfig} from './Identity.js';
 import {maxPoolGradConfig} from './MaxPoolGrad.js';
@@ -29,6 +31,8 @@ export const wasmTrainingKernels: readonly KernelConfig[] = [
   conv2DConfig,
   conv2DBackpropFilterConfig,
   conv2DBackpropInputConfig,
+  depthwiseConv2dNativeBackpropFilterConfig,
+  depthwiseConv2dNativeBackpropInputConfig,
   batchMatMulConfig,
   maxPoolGradConfig,
   avgPoolGradConfig,
