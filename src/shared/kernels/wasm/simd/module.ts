@@ -41,6 +41,8 @@ export interface SimdKernels {
       dy: number, x: number, n: number, a: number, b: number, c: number, out: number, period: number): void;
   /** out = y > 0 ? dy : 0 (elementwise, no period) */
   reluGrad(dy: number, y: number, n: number, out: number): void;
+  /** out = (x > lo, or x >= lo when loInclusive is 1) and x <= hi ? dy : 0 (elementwise, no period) */
+  clipGrad(dy: number, x: number, n: number, lo: number, hi: number, loInclusive: number, out: number): void;
 }
 
 const range = (n: number) => Array.from({length: n}, (_, i) => i);
@@ -283,6 +285,26 @@ const channelFunctions: WasmFunction[] = [
         v128.store
         local.get $dy i32.const 16 i32.add local.set $dy
         local.get $y i32.const 16 i32.add local.set $y
+        local.get $out i32.const 16 i32.add local.set $out`)}`,
+  },
+  {
+    name: 'clipGrad',
+    text: `(param $dy i32) (param $x i32) (param $n i32) (param $lo f32) (param $hi f32) (param $loInclusive i32)
+      (param $out i32)
+      (local $i i32) (local $l v128) (local $h v128) (local $v v128)
+      local.get $lo f32x4.splat local.set $l
+      local.get $hi f32x4.splat local.set $h
+      ${countedLoop('$v', '$i', '$n', `
+        local.get $x v128.load local.set $v
+        local.get $out
+        local.get $dy v128.load
+        local.get $v local.get $h f32x4.le v128.and
+        local.get $v local.get $l f32x4.ge local.get $v local.get $l f32x4.gt
+        local.get $loInclusive select
+        v128.and
+        v128.store
+        local.get $dy i32.const 16 i32.add local.set $dy
+        local.get $x i32.const 16 i32.add local.set $x
         local.get $out i32.const 16 i32.add local.set $out`)}`,
   },
 ];
