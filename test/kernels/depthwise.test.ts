@@ -21,6 +21,7 @@ import {depthwiseGradOptions} from '../../src/shared/kernels/wasm/depthwise_comm
 import {heapF32} from '../../src/shared/kernels/wasm/kernel_utils.js';
 import {
   DEPTHWISE_BLOCK_VECTORS,
+  depthwiseGatherKernels,
   depthwiseTapKernels,
   forChannelBlocks,
 } from '../../src/shared/kernels/wasm/simd/depthwise.js';
@@ -243,8 +244,8 @@ describe('depthwise SIMD kernels at edge sizes vs a scalar loop', () => {
    * image strides; for the gather kernel, `taps` table entries at distinct offsets into a and w. Returns the
    * kernel's output (w for the filter tap, b for the gather) and the scalar loop's.
    */
-  function kernelCase(kind: 'filterTap'|'inputGather', vectors: number, rows: number, cols: number, images: number,
-                      taps: number, seed: number) {
+  function kernelCase(kind: 'filterTap'|'inputGather'|'inputGatherUnrolled', vectors: number, rows: number, cols: number,
+                      images: number, taps: number, seed: number) {
     const backend = tf.backend() as BackendWasm;
     const kernels = depthwiseTapKernels(backend);
     assert.ok(kernels, 'wasm SIMD kernels are available in this runtime');
@@ -283,7 +284,9 @@ describe('depthwise SIMD kernels at edge sizes vs a scalar loop', () => {
             (aOff + 4 * v0) * F, (bOff + 4 * v0) * F, (wOff + 4 * v0) * F, rows, cols, images, aRow * F, aCol * F,
             aImage * F, bRow * F, bCol * F, bImage * F, blocks));
       } else {
-        forChannelBlocks(kernels.inputGather, vectors, (kernel, v0, blocks) => kernel(
+        const gather = kind === 'inputGather' ? kernels.inputGather : depthwiseGatherKernels(backend, taps);
+        assert.ok(gather);
+        forChannelBlocks(gather, vectors, (kernel, v0, blocks) => kernel(
             (aOff + 4 * v0) * F, (bOff + 4 * v0) * F, 16 * v0, rows, cols, images, aRow * F, aCol * F, aImage * F,
             bRow * F, bCol * F, bImage * F, blocks, tOff * F, taps));
       }
@@ -295,12 +298,12 @@ describe('depthwise SIMD kernels at edge sizes vs a scalar loop', () => {
     }
   }
 
-  for (const kind of ['filterTap', 'inputGather'] as const) {
+  for (const kind of ['filterTap', 'inputGather', 'inputGatherUnrolled'] as const) {
     it(`${kind}: 1..9 vectors (blocks of ${DEPTHWISE_BLOCK_VECTORS.join(', ')}), 0 to 3 images, rows, columns`, () => {
       let seed = 3000;
       for (const vectors of [1, 2, 3, 4, 5, 6, 7, 9]) {
         for (const [rows, cols, images] of [[1, 1, 1], [1, 3, 2], [3, 1, 1], [2, 5, 3], [0, 4, 1], [2, 2, 0]]) {
-          for (const taps of kind === 'filterTap' ? [1] : [0, 1, 4]) {
+          for (const taps of kind === 'filterTap' ? [1] : kind === 'inputGather' ? [0, 1, 4, 11] : [1, 2, 3, 9]) {
             const {got, want} = kernelCase(kind, vectors, rows, cols, images, taps, seed++);
             assertClose(got, want, 1e-6, `${kind} ${vectors} vectors ${rows}x${cols}x${images}, ${taps} taps`);
           }

@@ -36,7 +36,7 @@ import {
   windowNHWC,
   withScratch,
 } from './kernel_utils.js';
-import {depthwiseTapKernels, DepthwiseTapKernels, forChannelBlocks} from './simd/depthwise.js';
+import {depthwiseGatherKernels, depthwiseTapKernels, DepthwiseTapKernels, forChannelBlocks} from './simd/depthwise.js';
 
 const F = Float32Array.BYTES_PER_ELEMENT;
 
@@ -131,7 +131,7 @@ function simdGather(
   const group = imageGroup(n, dxImage + dyImage);
   for (let n0 = 0; n0 < n; n0 += group) {
     for (const {bh, bw, at, taps} of phases) {
-      forChannelBlocks(simd.inputGather, c4 / 4, (kernel, v0, blocks) => {
+      forChannelBlocks(depthwiseGatherKernels(s.backend, taps) ?? simd.inputGather, c4 / 4, (kernel, v0, blocks) => {
         kernel(
             dypBase + n0 * dyImage + 16 * v0, dxBase + n0 * dxImage + (bh * wd + bw) * pixel + 16 * v0, 16 * v0,
             Math.ceil((h - bh) / sh), Math.ceil((wd - bw) / sw), Math.min(group, n - n0), wp * pixel, pixel, dyImage,

@@ -97,6 +97,44 @@ export function inputGather(nv: number, name = `dwInputGather${nv}`): WasmFuncti
       '', '(param $table i32) (param $taps i32) (local $t i32) (local $ti i32) (local $p i32) (local $wp i32) (local $zero v128)');
 }
 
+/**
+ * The gather kernel for exactly `taps` table entries, unrolled: the entries are read into locals once per channel
+ * block, so a pixel costs only its loads and products (the table loop costs as much again at the 1 to 4 taps of
+ * a stride-2 phase). Same arguments; `$taps` is ignored.
+ */
+export function inputGatherUnrolled(nv: number, taps: number, name = `dwInputGather${nv}x${taps}`): WasmFunction {
+  const vs = range(nv), ts = range(taps);
+  return tapWalk(
+      name, nv, ts.map(t => `
+        local.get $table i32.load offset=${8 * t} local.set $o${t}
+        local.get $table i32.load offset=${8 * t + 4} local.get $w i32.add local.set $f${t}`).join(''),
+      `${ts.map(t => `
+        local.get $aq local.get $o${t} i32.add local.set $p
+        ${vs.map(v => `
+        local.get $p v128.load offset=${16 * v} local.get $f${t} v128.load offset=${16 * v} f32x4.mul
+        ${t === 0 ? '' : `local.get $v${v} f32x4.add`} local.set $v${v}`).join('')}`).join('')}
+        ${vs.map(v => `local.get $bq local.get $v${v} v128.store offset=${16 * v}`).join(' ')}`,
+      '', `(param $table i32) (param $taps i32) (local $p i32)
+      ${ts.map(t => `(local $o${t} i32) (local $f${t} i32)`).join(' ')}`);
+}
+
+/** Tap counts up to which the gather kernel is unrolled (a 3x3 filter at stride 1 has 9). */
+export const MAX_UNROLLED_TAPS = 9;
+
+/**
+ * The gather kernels for `taps` table entries bound to `backend`'s heap (unrolled up to MAX_UNROLLED_TAPS, each
+ * count assembled on first use), or null without wasm SIMD.
+ */
+export function depthwiseGatherKernels(backend: BackendWasm, taps: number):
+    Record<BlockVectors, DepthwiseGatherKernel>|null {
+  if (taps > MAX_UNROLLED_TAPS || taps === 0) return depthwiseTapKernels(backend)?.inputGather ?? null;
+  const exports = heapModule<Record<string, DepthwiseGatherKernel>>(
+      backend, `depthwiseGather${taps}`, () => DEPTHWISE_BLOCK_VECTORS.map(nv => inputGatherUnrolled(nv, taps)));
+  if (exports == null) return null;
+  return Object.fromEntries(DEPTHWISE_BLOCK_VECTORS.map(nv => [nv, exports[`dwInputGather${nv}x${taps}`]])) as
+      Record<BlockVectors, DepthwiseGatherKernel>;
+}
+
 /** The tap kernels bound to `backend`'s heap, or null without wasm SIMD. */
 export function depthwiseTapKernels(backend: BackendWasm): DepthwiseTapKernels|null {
   const exports = heapModule<Record<string, unknown>>(
