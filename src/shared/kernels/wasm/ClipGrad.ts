@@ -14,7 +14,8 @@ export function clipGrad(args: WasmKernelArgs<NamedTensorInfoMap, ClipGradAttrs>
   const {inputs, backend, attrs} = args;
   const dy = required(inputs.dy, 'dy');
   const x = required(inputs.x, 'x');
-  const {lo, hi, loInclusive} = attrs;
+  // Bounds as float32, as the SIMD pass and tfjs' comparisons against a scalar tensor see them.
+  const lo = Math.fround(attrs.lo), hi = Math.fround(attrs.hi), loInclusive = attrs.loInclusive;
   return withScratch(backend, s => {
     const cp = new ChannelPasses(s, x);
     const out = backend.makeOutput(x.shape, 'float32');
