@@ -18,6 +18,7 @@ import {
 import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
 
 import {depthwiseGradOptions} from '../../src/shared/kernels/wasm/depthwise_common.js';
+import {batchNormTrain} from '../../src/shared/nn/batchnorm_train.js';
 import {heapF32} from '../../src/shared/kernels/wasm/kernel_utils.js';
 import {
   DEPTHWISE_BLOCK_VECTORS,
@@ -309,6 +310,34 @@ describe('depthwise SIMD kernels at edge sizes vs a scalar loop', () => {
           }
         }
       }
+    });
+  }
+});
+
+describe('a MobileNetV2 inverted residual block: training step on wasm vs cpu', () => {
+  // 1x1 conv -> BN -> ReLU6 -> 3x3 depthwise -> BN -> ReLU6 (as clipByValue) -> 1x1 conv -> BN (+ x): every
+  // gradient kernel the step needs on wasm (depthwise, clip, batch norm, convolutions) against cpu's.
+  for (const [stride, cin, cout] of [[1, 4, 4], [2, 4, 8]] as const) {
+    it(`stride ${stride}, ${cin} -> ${cout} channels, expansion 6`, async () => {
+      const e = 6 * cin;
+      const shapes = [[2, 9, 9, cin], [1, 1, cin, e], [e], [e], [3, 3, e, 1], [e], [e], [1, 1, e, cout], [cout], [cout],
+                      [2, Math.ceil(9 / stride), Math.ceil(9 / stride), cout]];
+      const arrays = shapes.map((shape, k) => ({values: randomArray(size(shape), 4000 + 10 * stride + k), shape}));
+      const step = (x: tf.Tensor, ...p: tf.Tensor[]) => {
+        const r = p[9];
+        const bn = (t: tf.Tensor, a: tf.Tensor, c: tf.Tensor) =>
+            batchNormTrain(t as tf.Tensor4D, a as tf.Tensor1D, c as tf.Tensor1D, 1e-5, () => {});
+        const f = (xi: tf.Tensor, ...q: tf.Tensor[]) => {
+          let h = tf.relu6(bn(tf.conv2d(xi as tf.Tensor4D, q[0] as tf.Tensor4D, 1, 'same'), q[1], q[2]));
+          h = tf.clipByValue(bn(tf.depthwiseConv2d(h as tf.Tensor4D, q[3] as tf.Tensor4D, stride, 'same'), q[4], q[5]), 0, 6);
+          h = bn(tf.conv2d(h as tf.Tensor4D, q[6] as tf.Tensor4D, 1, 'same'), q[7], q[8]);
+          return tf.sum(tf.mul(stride === 1 && cin === cout ? tf.add(h, xi) : h, r));
+        };
+        return tf.grads(f)([x, ...p.slice(0, 9)]);
+      };
+      const want = await runOn('cpu', arrays, step);
+      const got = await runOn('wasm', arrays, step);
+      want.forEach((w, k) => assertClose(got[k], w, 2e-4, `gradient ${k} (shape [${shapes[k]}])`));
     });
   }
 });
