@@ -96,6 +96,22 @@ async function onCpu<T>(f: () => T): Promise<T> {
   }
 }
 
+/** The depthwise kernels at one block's shapes: x [batch, res, res, c], 3x3 'same'; the caller disposes. */
+function depthwiseCase(b: Block) {
+  const c = b.cin * b.t;
+  const x = tf.randomNormal([batch, b.res, b.res, c]) as tf.Tensor4D;
+  const w = tf.randomNormal([3, 3, c, 1]) as tf.Tensor4D;
+  const y = tf.depthwiseConv2d(x, w, b.stride, 'same');
+  const dy = tf.randomNormal(y.shape);
+  const attrs = {strides: b.stride, pad: 'same', dilations: 1};
+  return {
+    x, w, dy, attrs, tensors: [x, w, y, dy],
+    fwd: () => tf.depthwiseConv2d(x, w, b.stride, 'same'),
+    dW: () => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropFilter, {x, dy}, {...attrs, filterShape: w.shape}) as tf.Tensor,
+    dx: () => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropInput, {dy, filter: w}, {...attrs, inputShape: x.shape}) as tf.Tensor,
+  };
+}
+
 async function benchKernels(blocks: Block[]): Promise<void> {
   console.log(`Depthwise 3x3 'same' kernels, batch ${batch}, cpu ms per call (best of ${trials}); cpu dW/dx: tfjs-cpu backend, one call`);
   console.log('layer'.padEnd(20) + ['fwd', 'dW', 'dx', 'dx simd', 'cpu dW', 'cpu dx'].map(h => pad(h, 9)).join(''));
@@ -105,14 +121,8 @@ async function benchKernels(blocks: Block[]): Promise<void> {
     const key = `${b.res}x${b.res}x${c} s${b.stride}`;
     if (seen.has(key)) continue;
     seen.add(key);
-    const x = tf.randomNormal([batch, b.res, b.res, c]) as tf.Tensor4D;
-    const w = tf.randomNormal([3, 3, c, 1]) as tf.Tensor4D;
-    const y = tf.depthwiseConv2d(x, w, b.stride, 'same');
-    const dy = tf.randomNormal(y.shape);
-    const attrs = {strides: b.stride, pad: 'same', dilations: 1};
-    const dW = () => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropFilter, {x, dy}, {...attrs, filterShape: w.shape}) as tf.Tensor;
-    const dx = () => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropInput, {dy, filter: w}, {...attrs, inputShape: x.shape}) as tf.Tensor;
-    const fwd = minMs(() => tf.depthwiseConv2d(x, w, b.stride, 'same'), 10);
+    const {x, w, dy, attrs, tensors, fwd: forward, dW, dx} = depthwiseCase(b);
+    const fwd = minMs(forward, 10);
     const ours = minMs(dW, 10), oursDx = minMs(dx, 10);
     depthwiseGradOptions.input = 'simd';
     const simdDx = minMs(dx, 10);
@@ -136,7 +146,7 @@ async function benchKernels(blocks: Block[]): Promise<void> {
       });
     }
     console.log(key.padEnd(20) + [fwd, ours, oursDx, simdDx].map(v => pad(v.toFixed(2), 9)).join('') + cpu.map(v => pad(v, 9)).join(''));
-    tf.dispose([x, w, y, dy]);
+    tf.dispose(tensors);
   }
 }
 
@@ -165,9 +175,11 @@ const DEPTHWISE = [tf.DepthwiseConv2dNative, tf.DepthwiseConv2dNativeBackpropFil
 const RELU6_GRAD = ['GdpClipGrad', 'LessEqual', 'Step', 'Cast', 'Multiply'];
 
 async function benchBlocks(blocks: Block[]): Promise<void> {
-  console.log(`\nMobileNetV2-0.35 blocks at 96x96, batch ${batch}: forward + backward, cpu ms per step (best of ${trials}); kernel shares from a profiled step`);
-  console.log('block'.padEnd(30) + ['step', 'dw fwd', 'dW', 'dx', 'dw %', 'relu6g %', 'conv %'].map(h => pad(h, 9)).join(''));
-  let total = 0;
+  console.log(`\nMobileNetV2-0.35 blocks at 96x96, batch ${batch}: forward + backward, cpu ms per step (best of ${trials});`);
+  console.log('dw fwd/dW/dx: cpu ms of the block\'s depthwise kernels timed alone; dw %: their share of the step;');
+  console.log('p: shares of kernel time in profiled steps (wall time per kernel, least of the trials)');
+  console.log('block'.padEnd(30) + ['step', 'dw fwd', 'dW', 'dx', 'dw %', 'p dw %', 'p relu6g', 'p conv %'].map(h => pad(h, 9)).join(''));
+  let total = 0, totalDw = 0;
   const sums = new Map<string, number>();
   let profiledTotal = 0;
   for (const [i, b] of blocks.entries()) {
@@ -181,6 +193,11 @@ async function benchBlocks(blocks: Block[]): Promise<void> {
     const step = () => tf.grads(loss)([x, ...used]);
     const ms = minMs(step, 2);
     total += ms;
+    const dwCase = depthwiseCase(b);
+    const dwMs = [dwCase.fwd, dwCase.dW, dwCase.dx].map(f => minMs(f, 5));
+    tf.dispose(dwCase.tensors);
+    const dwSum = dwMs.reduce((a, v) => a + v, 0);
+    totalDw += dwSum;
     // Per kernel, the least of its per-step totals over `trials` profiled steps (spikes are other processes).
     // Scopes that are not kernels (tf.customGrad's 'forward', which holds the batch norm's kernels) are left out.
     const byName = new Map<string, number>();
@@ -201,12 +218,13 @@ async function benchBlocks(blocks: Block[]): Promise<void> {
     const get = (names: string[]) => names.reduce((s, n) => s + (byName.get(n) ?? 0), 0);
     const share = (names: string[]) => (100 * get(names) / all).toFixed(1);
     const name = `${i} ${b.res}x${b.res}x${b.cin} t${b.t} s${b.stride} ->${b.cout}`;
-    console.log(name.padEnd(30) + [ms, ...DEPTHWISE.map(n => byName.get(n) ?? 0)].map(v => pad(v.toFixed(2), 9)).join('') +
-        [share(DEPTHWISE), share(RELU6_GRAD), share([tf.Conv2D, tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput])].map(v => pad(v, 9)).join(''));
+    console.log(name.padEnd(30) + [ms, ...dwMs].map(v => pad(v.toFixed(2), 9)).join('') +
+        [(100 * dwSum / ms).toFixed(1), share(DEPTHWISE), share(RELU6_GRAD), share([tf.Conv2D, tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput])].map(v => pad(v, 9)).join(''));
     tf.dispose([x, ...p]);
   }
   const pct = (names: string[]) => (100 * names.reduce((s, n) => s + (sums.get(n) ?? 0), 0) / profiledTotal).toFixed(1);
-  console.log(`all ${blocks.length} blocks: ${total.toFixed(1)} ms per step; depthwise kernels ${pct(DEPTHWISE)}% of kernel time ` +
+  console.log(`all ${blocks.length} blocks: ${total.toFixed(1)} ms per step; depthwise kernels ${totalDw.toFixed(1)} ms ` +
+      `(${(100 * totalDw / total).toFixed(1)}% of the step); profiled: depthwise ${pct(DEPTHWISE)}% of kernel time ` +
       `(forward ${pct([DEPTHWISE[0]])}%, dW ${pct([DEPTHWISE[1]])}%, dx ${pct([DEPTHWISE[2]])}%), ReLU6 gradient ops ${pct(RELU6_GRAD)}% ` +
       '(Multiply also counts other products)');
   const top = [...sums.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10);
