@@ -6,9 +6,10 @@
  *  - xnnpack (stride 1): dx is the stride-1 depthwise correlation of dy, padded by dh*(kh-1) - pt above and
  *    H - OH + pt below (likewise for columns), with the spatially flipped filter: one call of the stock
  *    (XNNPACK) forward kernel.
- *  - simd (any stride): per tap, a SIMD kernel adds dy * w[a, b] into the tap's pixels of dx, in float32x4
- *    channel vectors (channels zero-padded to a multiple of 4), images in cache-sized groups.
- *  - scalar: the same sums in plain loops, for runtimes without wasm SIMD.
+ *  - simd (any stride; 'auto' at strides > 1): per stride phase of dx, a SIMD gather kernel sums the phase's taps
+ *    (a table of dy offsets and filter vectors) for every pixel and writes it once, in float32x4 channel vectors
+ *    (channels zero-padded to a multiple of 4), images in cache-sized groups; see simdGather.
+ *  - scalar: the sums in plain loops (tap by tap into dx), for runtimes without wasm SIMD.
  * A multiplier M > 1 runs over the C*M channels and sums each group of M (Sum).
  */
 import {
@@ -145,7 +146,7 @@ function simdGather(
   return out;
 }
 
-/** The same scatter in plain loops over the heap, for runtimes without wasm SIMD. */
+/** dx by plain loops over the heap, tap by tap (dx[tap's pixels] += dy * w[a, b]), for runtimes without wasm SIMD. */
 function scalarScatter(s: Scratch, dy: TensorInfo, w: TensorInfo, g: DepthwiseGeometry): TensorInfo {
   const {n, h, w: wd, c, oh, ow, kw, sh, sw, dh, dw, pt, pl} = g;
   const dx = s.alloc([n, h, wd, c]);
