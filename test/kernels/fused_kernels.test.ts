@@ -9,7 +9,7 @@ import {after, before, describe, it} from 'node:test';
 import {batchNormTrain} from '../../src/shared/nn/batchnorm_train.js';
 import {relu} from '../../src/shared/nn/relu.js';
 import {channelPassOptions} from '../../src/shared/kernels/wasm/channel_ops.js';
-import {BatchNormTrainForward, hasKernel, ReluGrad} from '../../src/shared/kernels/custom_kernels.js';
+import {BatchNormTrainForward, ClipGrad, hasKernel, ReluGrad} from '../../src/shared/kernels/custom_kernels.js';
 import {assertClose, assertNoLeak, randomArray, runOn, size, tf, useWasm} from './helpers.js';
 
 type Shape4 = [number, number, number, number];
@@ -47,9 +47,11 @@ describe('fused kernels registration', () => {
   it('wasm has them, cpu composes tfjs ops instead', async () => {
     assert.ok(hasKernel(BatchNormTrainForward));
     assert.ok(hasKernel(ReluGrad));
+    assert.ok(hasKernel(ClipGrad));
     await tf.setBackend('cpu');
     try {
       assert.ok(!hasKernel(BatchNormTrainForward));
+      assert.ok(!hasKernel(ClipGrad));
     } finally {
       await tf.setBackend('wasm');
     }
@@ -102,12 +104,44 @@ for (const useSimd of [true, false]) {
   });
 }
 
+describe('clip gradients (tf.relu6, tf.clipByValue) vs their masks', () => {
+  /** x in (-9, 7) with exact ties at the clip bounds and at 0 and 6; the mask computed here in JS. */
+  const cases: Array<[string, number, number, boolean, (x: tf.Tensor) => tf.Tensor]> = [
+    ['relu6', 0, 6, false, x => tf.relu6(x)],
+    ['clipByValue(-0.5, 0.5)', -0.5, 0.5, true, x => tf.clipByValue(x, -0.5, 0.5)],
+  ];
+  for (const [name, lo, hi, loInclusive, f] of cases) {
+    for (const shape of [[2, 5, 5, 3], [4, 8, 8, 16], [3, 7]]) {
+      const values = randomArray(size(shape), 91).map(v => 8 * v - 1);
+      [0, 6, lo, hi].forEach((tie, k) => {
+        for (let j = k; j < values.length; j += 9) values[j] = tie;
+      });
+      const dy = randomArray(size(shape), 92);
+      const want = dy.map((d, j) => ((loInclusive ? values[j] >= lo : values[j] > lo) && values[j] <= hi ? d : 0));
+      const arrays = [{values, shape}, {values: dy, shape}];
+      const grad = (x: tf.Tensor, d: tf.Tensor) => tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(f(xi), d)))(x);
+      for (const [backend, useSimd] of [['wasm', true], ['wasm', false], ['cpu', true]] as const) {
+        it(`${name} x ${shape.join('x')} on ${backend}${useSimd ? '' : ' (plain loops)'}`, async () => {
+          channelPassOptions.useSimd = useSimd;
+          try {
+            const [got] = await runOn(backend, arrays, grad);
+            assertClose(got, want, 0, `${name} gradient`);
+          } finally {
+            channelPassOptions.useSimd = true;
+          }
+        });
+      }
+    }
+  }
+});
+
 describe('fused kernels free what they make', () => {
-  it('batch norm step and relu gradient', () => {
+  it('batch norm step, relu and clip gradients', () => {
     const [x, a, c, w] = bnArrays([2, 5, 5, 6], 9).map(v => tf.tensor(v.values, v.shape));
     const once = () => tf.tidy(() => {
       const out = bnStep(x, a, c, w);
       out.push(tf.grad((xi: tf.Tensor) => tf.sum(relu(xi)))(x));
+      out.push(tf.grad((xi: tf.Tensor) => tf.sum(tf.relu6(xi)))(x), tf.grad((xi: tf.Tensor) => tf.sum(tf.clipByValue(xi, -1, 1)))(x));
       out.forEach(t => t.dataSync());
       tf.dispose(out);
     });

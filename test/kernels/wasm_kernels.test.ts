@@ -7,6 +7,8 @@ import {
   Conv2D,
   Conv2DBackpropFilter,
   Conv2DBackpropInput,
+  DepthwiseConv2dNativeBackpropFilter,
+  DepthwiseConv2dNativeBackpropInput,
   getKernel,
   getKernelsForBackend,
   Identity,
@@ -17,7 +19,7 @@ import {
 
 import {conv2DBackpropFilterOptions} from '../../src/shared/kernels/wasm/Conv2DBackpropFilter.js';
 import {simdKernels} from '../../src/shared/kernels/wasm/simd/module.js';
-import {BatchNormTrainBackward, BatchNormTrainForward, ReluGrad} from '../../src/shared/kernels/custom_kernels.js';
+import {BatchNormTrainBackward, BatchNormTrainForward, ClipGrad, ReluGrad} from '../../src/shared/kernels/custom_kernels.js';
 import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
 import {registerWasmTrainingKernels, wasmTrainingKernels} from '../../src/shared/kernels/wasm/register_all.js';
 
@@ -153,8 +155,8 @@ describe('registration', () => {
     assert.deepEqual(
         names,
         [AvgPoolGrad, BatchMatMul, Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput,
-         Identity, MaxPoolGrad, Mean, Sum, BatchNormTrainForward,
-         BatchNormTrainBackward, ReluGrad].sort());
+         DepthwiseConv2dNativeBackpropFilter, DepthwiseConv2dNativeBackpropInput, Identity, MaxPoolGrad, Mean, Sum, BatchNormTrainForward,
+         BatchNormTrainBackward, ReluGrad, ClipGrad].sort());
     for (const config of wasmTrainingKernels) {
       assert.equal(config.backendName, 'wasm');
       assert.equal(getKernel(config.kernelName, 'wasm'), config);

@@ -22,6 +22,18 @@ export const BatchNormTrainBackward = 'GdpBatchNormTrainBackward';
 /** dy where y > 0, else 0: the ReLU gradient from the ReLU's output, in one pass. Inputs dy, y. */
 export const ReluGrad = 'GdpReluGrad';
 
+/**
+ * The gradient of a clip to [lo, hi] from its input, in one pass: dy where x > lo (x >= lo with loInclusive) and
+ * x <= hi, else 0. Inputs dy, x; attrs lo, hi, loInclusive. tfjs' gradients: Relu6 (lo 0 exclusive, hi 6) and
+ * ClipByValue (both inclusive). A NaN x gets 0 (tfjs' Relu6 gradient gives NaN there).
+ */
+export const ClipGrad = 'GdpClipGrad';
+export interface ClipGradAttrs {
+  lo: number;
+  hi: number;
+  loInclusive: boolean;
+}
+
 /** Benchmarks switch the custom kernels off to time the tfjs-op compositions on the same backend. */
 export const customKernelOptions = { enabled: true };
 

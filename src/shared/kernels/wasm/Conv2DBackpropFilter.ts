@@ -34,7 +34,6 @@ import {
   Conv2DBackpropFilterInputs,
   KernelConfig,
   KernelFunc,
-  PadV2,
   Reshape,
   TensorInfo,
   Transpose,
@@ -44,6 +43,7 @@ import {
   assertNHWC,
   copyRuns,
   fillRuns,
+  padChannels,
   phaseGridSize,
   runKernel,
   required,
@@ -328,18 +328,6 @@ function outerProductSum(
     }
     return out;
   });
-}
-
-/** x [.., c] with its channels zero-padded to `to` (x itself if c === to). */
-function padChannels(s: Scratch, x: TensorInfo, to: number): TensorInfo {
-  const c = x.shape[x.shape.length - 1];
-  if (c === to) {
-    return x;
-  }
-  const rows = x.shape.reduce((p, d) => p * d, 1) / c;
-  return s.run(
-      PadV2, {x: s.view(x, [rows, c])},
-      {paddings: [[0, 0], [0, to - c]], constantValue: 0});
 }
 
 /**

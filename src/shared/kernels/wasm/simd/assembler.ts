@@ -64,6 +64,8 @@ const OPS: Record<string, [number[], Imm, number?]> = {
   'f32x4.splat': [[0xfd, 0x13], 'none'],
   'f32x4.extract_lane': [[0xfd, 0x1f], 'lane'],
   'f32x4.gt': [[0xfd, 0x44], 'none'],
+  'f32x4.le': [[0xfd, 0x45], 'none'],
+  'f32x4.ge': [[0xfd, 0x46], 'none'],
   'v128.and': [[0xfd, 0x4e], 'none'],
   'f32x4.add': [[0xfd, 0xe4, 0x01], 'none'],
   'f32x4.sub': [[0xfd, 0xe5, 0x01], 'none'],

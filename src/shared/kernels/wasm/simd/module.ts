@@ -41,12 +41,14 @@ export interface SimdKernels {
       dy: number, x: number, n: number, a: number, b: number, c: number, out: number, period: number): void;
   /** out = y > 0 ? dy : 0 (elementwise, no period) */
   reluGrad(dy: number, y: number, n: number, out: number): void;
+  /** out = (x > lo, or x >= lo when loInclusive is 1) and x <= hi ? dy : 0 (elementwise, no period) */
+  clipGrad(dy: number, x: number, n: number, lo: number, hi: number, loInclusive: number, out: number): void;
 }
 
 const range = (n: number) => Array.from({length: n}, (_, i) => i);
 
 /** Counted loop over `body`: `counter` from `count` down to 1. */
-function countedLoop(label: string, counter: string, count: string, body: string): string {
+export function countedLoop(label: string, counter: string, count: string, body: string): string {
   return `
     local.get ${count} local.set ${counter}
     block ${label}_done loop ${label}
@@ -57,7 +59,29 @@ function countedLoop(label: string, counter: string, count: string, body: string
     end end`;
 }
 
-const advance = (p: string, by: string) => `local.get ${p} local.get ${by} i32.add local.set ${p}`;
+export const advance = (p: string, by: string) => `local.get ${p} local.get ${by} i32.add local.set ${p}`;
+
+/**
+ * Loops over `$images` x `$rows` x `$cols` pixels of two operands `a` and `b`: pointer locals $a, $ar, $aq (image,
+ * row, pixel) advanced by $aRow, $aCol, $aImage bytes, likewise for b; counters $n, $r, $c. `body` runs per pixel
+ * with $aq and $bq at the pixel.
+ */
+export function pixelLoops(a: string, b: string, body: string): string {
+  return countedLoop('$image', '$n', '$images', `
+    local.get $${a} local.set $${a}r
+    local.get $${b} local.set $${b}r
+    ${countedLoop('$row', '$r', '$rows', `
+      local.get $${a}r local.set $${a}q
+      local.get $${b}r local.set $${b}q
+      ${countedLoop('$col', '$c', '$cols', `
+        ${body}
+        ${advance(`$${a}q`, `$${a}Col`)}
+        ${advance(`$${b}q`, `$${b}Col`)}`)}
+      ${advance(`$${a}r`, `$${a}Row`)}
+      ${advance(`$${b}r`, `$${b}Row`)}`)}
+    ${advance(`$${a}`, `$${a}Image`)}
+    ${advance(`$${b}`, `$${b}Image`)}`);
+}
 
 /**
  * The outer-product tile kernel for `ct` x channels by `4 * ov` dy
@@ -75,7 +99,7 @@ export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * o
     ${range(ct * ov).map(i => `(local $a${i} v128)`).join(' ')}
     ${range(ov).map(v => `(local $d${v} v128)`).join(' ')}
     (local $s v128)
-    (local $n i32) (local $r i32) (local $c i32) (local $xr i32) (local $dr i32) (local $xq i32) (local $dq i32)
+    (local $n i32) (local $r i32) (local $c i32) (local $xr i32) (local $dyr i32) (local $xq i32) (local $dyq i32)
     (local $wq i32)
     ;; Every block of ct x channels by 4 * ov dy channels, each summed over the images, rows and columns.
     local.get $x0 local.set $xc
@@ -89,24 +113,12 @@ export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * o
     ${range(ct).map(k => `
       ${range(ov).map(v => `local.get $wq v128.load offset=${16 * v} local.set ${acc(k, v)}`).join(' ')}
       ${advance('$wq', '$wRow')}`).join('')}
-    ${countedLoop('$image', '$n', '$images', `
-      local.get $x local.set $xr
-      local.get $dy local.set $dr
-      ${countedLoop('$row', '$r', '$rows', `
-        local.get $xr local.set $xq
-        local.get $dr local.set $dq
-        ${countedLoop('$col', '$c', '$cols', `
-          ${range(ov).map(v => `local.get $dq v128.load offset=${16 * v} local.set $d${v}`).join(' ')}
-          ${range(ct).map(k => `
-            local.get $xq v128.load32_splat offset=${4 * k} local.set $s
-            ${range(ov).map(v => `
-            local.get ${acc(k, v)} local.get $s local.get $d${v} f32x4.mul f32x4.add local.set ${acc(k, v)}`).join('')}`).join('')}
-          ${advance('$xq', '$xCol')}
-          ${advance('$dq', '$dyCol')}`)}
-        ${advance('$xr', '$xRow')}
-        ${advance('$dr', '$dyRow')}`)}
-      ${advance('$x', '$xImage')}
-      ${advance('$dy', '$dyImage')}`)}
+    ${pixelLoops('x', 'dy', `
+      ${range(ov).map(v => `local.get $dyq v128.load offset=${16 * v} local.set $d${v}`).join(' ')}
+      ${range(ct).map(k => `
+        local.get $xq v128.load32_splat offset=${4 * k} local.set $s
+        ${range(ov).map(v => `
+        local.get ${acc(k, v)} local.get $s local.get $d${v} f32x4.mul f32x4.add local.set ${acc(k, v)}`).join('')}`).join('')}`)}
     local.get $w local.set $wq
     ${range(ct).map(k => `
       ${range(ov).map(v => `local.get $wq local.get ${acc(k, v)} v128.store offset=${16 * v}`).join(' ')}
@@ -275,6 +287,26 @@ const channelFunctions: WasmFunction[] = [
         local.get $y i32.const 16 i32.add local.set $y
         local.get $out i32.const 16 i32.add local.set $out`)}`,
   },
+  {
+    name: 'clipGrad',
+    text: `(param $dy i32) (param $x i32) (param $n i32) (param $lo f32) (param $hi f32) (param $loInclusive i32)
+      (param $out i32)
+      (local $i i32) (local $l v128) (local $h v128) (local $v v128)
+      local.get $lo f32x4.splat local.set $l
+      local.get $hi f32x4.splat local.set $h
+      ${countedLoop('$v', '$i', '$n', `
+        local.get $x v128.load local.set $v
+        local.get $out
+        local.get $dy v128.load
+        local.get $v local.get $h f32x4.le v128.and
+        local.get $v local.get $l f32x4.ge local.get $v local.get $l f32x4.gt
+        local.get $loInclusive select
+        v128.and
+        v128.store
+        local.get $dy i32.const 16 i32.add local.set $dy
+        local.get $x i32.const 16 i32.add local.set $x
+        local.get $out i32.const 16 i32.add local.set $out`)}`,
+  },
 ];
 
 /** The part of the WebAssembly JS API used here (the project's libs do not declare it). */
@@ -308,6 +340,25 @@ export function convTileKernel(backend: BackendWasm, pixelBytes: number, ov: 1|2
     byBytes.set(key, k);
   }
   return k;
+}
+
+const extraInstances = new WeakMap<object, Map<string, object|null>>();
+
+/**
+ * The exports of a module of `functions` (assembled once per `key` and backend) bound to `backend`'s heap, or null
+ * when wasm SIMD or the heap is unavailable (then `simdKernels` is null too).
+ */
+export function heapModule<T>(backend: BackendWasm, key: string, functions: () => WasmFunction[]): T|null {
+  const memory = (backend.wasm as unknown as {asm?: {memory?: unknown}}).asm?.memory;
+  if (simdKernels(backend) == null || WA == null || !(memory instanceof WA.Memory)) return null;
+  let byKey = extraInstances.get(backend.wasm);
+  if (byKey == null) extraInstances.set(backend.wasm, byKey = new Map());
+  let exports = byKey.get(key);
+  if (exports === undefined) {
+    exports = new WA.Instance(new WA.Module(assemble(functions())), {env: {memory}}).exports;
+    byKey.set(key, exports);
+  }
+  return exports as T|null;
 }
 
 /** The kernels bound to `backend`'s heap, or null when unavailable. */
