@@ -17,7 +17,7 @@ import { Rng } from '../../src/shared/rng.js';
 import { cpu } from './helpers.js';
 
 function group(id: string, width: number, bns: string[], area: number): ChannelGroup {
-  return { id, width, bns, areas: bns.map(() => area), producers: [], consumers: [], prunable: true };
+  return { id, width, bns, areas: bns.map(() => area), producers: [], depthwise: [], consumers: [], slices: {}, prunable: true };
 }
 const ones = (n: number) => new Float32Array(n).fill(1);
 

@@ -1,18 +1,19 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { GdpError } from '../errors.js';
-import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
+import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { archSpec, buildModel } from '../models/registry.js';
 import { parseSafetensors, serializeSafetensors, type HostTensor, type SafetensorsFile } from './safetensors.js';
 import { exportTorchState, loadTorchState } from './torch_state.js';
 
-/** Input and output widths of every conv and linear layer, by module path: what pruning changes. */
+/** Input and output widths of every conv (depthwise: [C, C]) and linear layer, by module path: what pruning changes. */
 export type Widths = Record<string, [number, number]>;
 
 export function layerWidths(model: Module): Widths {
   const out: Widths = {};
   for (const [path, m] of model.namedModules()) {
     if (m instanceof Conv2d) out[path] = [m.inChannels, m.outChannels];
+    else if (m instanceof DepthwiseConv2d) out[path] = [m.channels, m.channels];
     else if (m instanceof Linear) out[path] = [m.inFeatures, m.outFeatures];
   }
   return out;

@@ -41,6 +41,11 @@ export interface GlobalPruneOptions {
   flopsEta: number;
   /** The smallest BN feature-map area (H*W) of the network: flops_eta is divided by it, as the paper does. */
   minArea: number;
+  /**
+   * `gbn.round_to` (default 1): after a decision every group keeps a multiple of this many channels, or its full
+   * width. A group's cut shrinks (its best candidates stay) until its alive count is such a multiple.
+   */
+  roundTo?: number;
 }
 
 export interface GlobalPruneInfo {
@@ -54,6 +59,17 @@ export interface GlobalPruneInfo {
 
 export function minimalChannels(width: number, minimalRatio: number): number {
   return Math.max(1, Math.ceil(minimalRatio * width - 1e-9));
+}
+
+/**
+ * How many of `wanted` channels a group of `alive` channels may lose so that what stays is a multiple of `roundTo`
+ * (or nothing is cut): the remainder rounds up, keeping more, as Torch-Pruning's `round_to` does.
+ */
+export function roundedCut(wanted: number, alive: number, roundTo: number): number {
+  if (roundTo <= 1 || wanted <= 0) return wanted;
+  const stay = Math.ceil((alive - wanted) / roundTo) * roundTo;
+  // An alive count that is neither a multiple nor the full width (masks from before round_to) may stay as it is.
+  return stay >= alive ? 0 : alive - stay;
 }
 
 /**
@@ -81,11 +97,15 @@ function countAlive(mask: ArrayLike<number>): number {
  * group's alive channels except its `minimal` best are candidates; every candidate enters the ranking once per
  * member BN; the threshold is the entry at position `num` (0-based) of the sorted ranking, and every candidate
  * scoring <= threshold is pruned. Ties inside a group are broken by channel index (lower index ranks lower).
+ * With `roundTo` > 1 each group's cut is then shrunk by `roundedCut`. Throws BAD_DECISION (minArea, roundTo),
+ * SHAPE_MISMATCH (scores or mask not of the group's width), BAD_SCORE (a NaN score).
  */
 export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOptions): { decision: MaskDecision; info: GlobalPruneInfo } {
   if (!(opts.minArea > 0)) throw new GdpError('BAD_DECISION', `minArea must be positive, got ${opts.minArea}`);
+  const roundTo = opts.roundTo ?? 1;
+  if (!Number.isInteger(roundTo) || roundTo < 1) throw new GdpError('BAD_DECISION', `roundTo must be a positive integer, got ${roundTo}`);
   const ranking: number[] = [];
-  const candidates: { e: GroupScores; adjusted: Float64Array; channels: number[] }[] = [];
+  const candidates: { e: GroupScores; adjusted: Float64Array; channels: number[]; alive: number }[] = [];
   let total = 0;
   let left = 0;
   for (const e of entries) {
@@ -104,7 +124,7 @@ export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOp
     left += alive.length * count;
     const byScore = alive.sort((a, b) => adjusted[a] - adjusted[b] || a - b);
     const channels = byScore.slice(0, Math.max(0, byScore.length - minimalChannels(g.width, opts.minimalRatio)));
-    candidates.push({ e, adjusted, channels });
+    candidates.push({ e, adjusted, channels, alive: alive.length });
     for (const c of channels) for (let k = 0; k < count; k++) ranking.push(adjusted[c]);
   }
   ranking.sort((a, b) => a - b);
@@ -112,8 +132,10 @@ export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOp
   const threshold = ranking.length === 0 ? -Infinity : num < ranking.length ? ranking[num] : Infinity;
   const decision: MaskDecision = { kind: 'mask', groups: {}, layers: {} };
   let toPrune = 0;
-  for (const { e, adjusted, channels } of candidates) {
-    const pruned = channels.filter((c) => adjusted[c] <= threshold).sort((a, b) => a - b);
+  for (const { e, adjusted, channels, alive } of candidates) {
+    // `channels` is sorted by score, so the channels under the threshold are a prefix and rounding keeps its end.
+    const under = channels.filter((c) => adjusted[c] <= threshold);
+    const pruned = under.slice(0, roundedCut(under.length, alive, roundTo)).sort((a, b) => a - b);
     if (!pruned.length) continue;
     decision.groups[e.group.id] = pruned;
     decision.layers[e.group.id] = [...e.group.bns];
