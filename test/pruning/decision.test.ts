@@ -8,6 +8,7 @@ import {
   globalPrune,
   minimalChannels,
   parseMaskDecision,
+  roundedCut,
   type GroupScores,
 } from '../../src/shared/pruning/decision.js';
 import { addGates, groupMask } from '../../src/shared/pruning/gates.js';
@@ -73,6 +74,48 @@ describe('global prune decision', () => {
     assert.ok(Math.abs(adjSmall[0] - 0.5) < 1e-12);
     const aware = globalPrune(entries, { num: 0, minimalRatio: 0.5, flopsEta: 0.1, minArea: 16 });
     assert.deepEqual(aware.decision.groups, { big: [0] });
+  });
+
+  it('roundedCut keeps a multiple of round_to (rounding the remainder up), or cuts nothing', () => {
+    assert.equal(roundedCut(5, 32, 1), 5);
+    assert.equal(roundedCut(5, 32, 8), 0, '27 left rounds up to 32: nothing');
+    assert.equal(roundedCut(9, 32, 8), 8, '23 left rounds up to 24');
+    assert.equal(roundedCut(10, 24, 16), 8, 'a width that is no multiple may drop to one');
+    assert.equal(roundedCut(3, 20, 8), 0, 'from 20 alive, 17 rounds up to 24 > 20: nothing');
+    assert.equal(roundedCut(0, 16, 8), 0);
+  });
+
+  it('round_to: every group keeps a multiple of k channels or its full width, cutting its lowest scores', () => {
+    const rng = new Rng(11);
+    const widths = [16, 24, 40, 12, 64];
+    const gs = widths.map((w, i) => group(`g${i}`, w, i % 2 ? [`g${i}a`, `g${i}b`] : [`g${i}`], 16));
+    let partial = 0;
+    for (const k of [4, 8]) {
+      for (let trial = 0; trial < 20; trial++) {
+        const masks = gs.map((g) => ones(g.width));
+        const entries: GroupScores[] = gs.map((g, i) => ({ group: g, scores: Array.from({ length: g.width }, () => rng.next()), mask: masks[i] }));
+        const num = Math.floor(rng.next() * 150);
+        const plain = globalPrune(entries, { num, minimalRatio: 0.1, flopsEta: 0, minArea: 16 });
+        const { decision, info } = globalPrune(entries, { num, minimalRatio: 0.1, flopsEta: 0, minArea: 16, roundTo: k });
+        let cut = 0;
+        for (const [i, g] of gs.entries()) {
+          const pruned = decision.groups[g.id] ?? [];
+          const left = g.width - pruned.length;
+          assert.ok(left === g.width || left % k === 0, `k=${k}, ${g.id}: ${left} of ${g.width} left`);
+          const unrounded = plain.decision.groups[g.id] ?? [];
+          assert.ok(pruned.length <= unrounded.length && pruned.length > unrounded.length - k, `k=${k}, ${g.id}: ${pruned.length} cut, ${unrounded.length} unrounded`);
+          // The rounded cut is the lowest-scoring part of the unrounded one.
+          const score = (c: number) => entries[i].scores[c] as number;
+          const kept = unrounded.filter((c) => !pruned.includes(c));
+          for (const c of pruned) for (const d of kept) assert.ok(score(c) <= score(d));
+          cut += pruned.length * g.bns.length;
+          if (pruned.length > 0 && left < g.width) partial++;
+        }
+        assert.equal(info.toPrune, cut);
+      }
+    }
+    assert.ok(partial > 40, `${partial} rounded cuts made`);
+    assert.throws(() => globalPrune([], { num: 1, minimalRatio: 0.1, flopsEta: 0, minArea: 1, roundTo: 0 }), /roundTo must be a positive integer/);
   });
 
   it('a decision round-trips through JSON and applies identically to a second model', () => {

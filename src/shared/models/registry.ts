@@ -64,9 +64,9 @@ export function archSpec(name: string): ArchSpec {
 
 function checkScalable(name: string, spec: ArchSpec, opts: ModelOptions): void {
   if (spec.scalable) return;
-  if (opts.widthMult !== undefined && opts.widthMult !== 1) throw new GdpError('BAD_CONFIG', `model.width_mult: '${name}' has fixed widths (width_mult applies to mobilenet_v2)`);
+  if (opts.widthMult !== undefined && opts.widthMult !== 1) throw new GdpError('BAD_CONFIG', `model.width_mult (--width-mult): '${name}' has fixed widths (width_mult applies to mobilenet_v2)`);
   if (opts.inputSize !== undefined && opts.inputSize !== spec.inputShape[0]) {
-    throw new GdpError('BAD_CONFIG', `model.input_size: '${name}' takes ${spec.inputShape[0]}x${spec.inputShape[1]} images only`);
+    throw new GdpError('BAD_CONFIG', `model.input_size (--input-size): '${name}' takes ${spec.inputShape[0]}x${spec.inputShape[1]} images only`);
   }
 }
 
