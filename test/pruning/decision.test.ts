@@ -8,7 +8,6 @@ import {
   globalPrune,
   minimalChannels,
   parseMaskDecision,
-  roundedCut,
   type GroupScores,
 } from '../../src/shared/pruning/decision.js';
 import { addGates, groupMask } from '../../src/shared/pruning/gates.js';
@@ -76,16 +75,25 @@ describe('global prune decision', () => {
     assert.deepEqual(aware.decision.groups, { big: [0] });
   });
 
-  it('roundedCut keeps a multiple of round_to (rounding the remainder up), or cuts nothing', () => {
-    assert.equal(roundedCut(5, 32, 1), 5);
-    assert.equal(roundedCut(5, 32, 8), 0, '27 left rounds up to 32: nothing');
-    assert.equal(roundedCut(9, 32, 8), 8, '23 left rounds up to 24');
-    assert.equal(roundedCut(10, 24, 16), 8, 'a width that is no multiple may drop to one');
-    assert.equal(roundedCut(3, 20, 8), 0, 'from 20 alive, 17 rounds up to 24 > 20: nothing');
-    assert.equal(roundedCut(0, 16, 8), 0);
+  it('round_to 1 is the per-channel ranking; round_to k prunes whole chunks of the lowest scores', () => {
+    const entries: GroupScores[] = [
+      { group: group('a', 8, ['a'], 16), scores: [0.1, 0.5, 0.3, 0.9, 0.2, 0.8, 0.7, 0.6], mask: ones(8) },
+      { group: group('b', 6, ['b1', 'b2'], 16), scores: [0.05, 0.4, 0.6, 0.15, 0.35, 0.95], mask: [1, 1, 1, 1, 1, 0] },
+    ];
+    const opts = { num: 3, minimalRatio: 0.25, flopsEta: 0, minArea: 16 };
+    assert.deepEqual(globalPrune(entries, { ...opts, roundTo: 1 }), globalPrune(entries, opts));
+    // k = 2. a: candidates by score 0 .1, 4 .2, 2 .3, 1 .5, 7 .6, 6 .7 -> chunks [0,4] (.2), [2,1] (.5), [7,6] (.7).
+    // b: 5 alive, so its first chunk has 1 channel: [0] (.05), then [3,4] (.35), [1,2] would leave 0 < minimal 2.
+    // Ranking by weight: [0]b .05 (2), [0,4]a .2 (2 -> 4 > 3): threshold .2.
+    const two = globalPrune(entries, { ...opts, roundTo: 2 });
+    assert.deepEqual(two.decision.groups, { a: [0, 4], b: [0] });
+    assert.equal(two.info.threshold, 0.2);
+    assert.equal(two.info.toPrune, 2 + 2);
+    // A num far below a chunk still prunes the lowest chunk: pruning never stalls on rounding.
+    assert.deepEqual(globalPrune(entries, { ...opts, num: 0, roundTo: 4 }).decision.groups, { b: [0] });
   });
 
-  it('round_to: every group keeps a multiple of k channels or its full width, cutting its lowest scores', () => {
+  it('round_to: every group keeps a multiple of k channels or its full width, losing its lowest scores', () => {
     const rng = new Rng(11);
     const widths = [16, 24, 40, 12, 64];
     const gs = widths.map((w, i) => group(`g${i}`, w, i % 2 ? [`g${i}a`, `g${i}b`] : [`g${i}`], 16));
@@ -95,26 +103,25 @@ describe('global prune decision', () => {
         const masks = gs.map((g) => ones(g.width));
         const entries: GroupScores[] = gs.map((g, i) => ({ group: g, scores: Array.from({ length: g.width }, () => rng.next()), mask: masks[i] }));
         const num = Math.floor(rng.next() * 150);
-        const plain = globalPrune(entries, { num, minimalRatio: 0.1, flopsEta: 0, minArea: 16 });
         const { decision, info } = globalPrune(entries, { num, minimalRatio: 0.1, flopsEta: 0, minArea: 16, roundTo: k });
         let cut = 0;
         for (const [i, g] of gs.entries()) {
           const pruned = decision.groups[g.id] ?? [];
           const left = g.width - pruned.length;
           assert.ok(left === g.width || left % k === 0, `k=${k}, ${g.id}: ${left} of ${g.width} left`);
-          const unrounded = plain.decision.groups[g.id] ?? [];
-          assert.ok(pruned.length <= unrounded.length && pruned.length > unrounded.length - k, `k=${k}, ${g.id}: ${pruned.length} cut, ${unrounded.length} unrounded`);
-          // The rounded cut is the lowest-scoring part of the unrounded one.
+          assert.ok(left >= minimalChannels(g.width, 0.1));
           const score = (c: number) => entries[i].scores[c] as number;
-          const kept = unrounded.filter((c) => !pruned.includes(c));
-          for (const c of pruned) for (const d of kept) assert.ok(score(c) <= score(d));
+          const kept = [...Array(g.width).keys()].filter((c) => !pruned.includes(c));
+          for (const c of pruned) for (const d of kept) assert.ok(score(c) <= score(d), `${g.id}: pruned ${c} scores above kept ${d}`);
           cut += pruned.length * g.bns.length;
-          if (pruned.length > 0 && left < g.width) partial++;
+          if (pruned.length > 0) partial++;
         }
         assert.equal(info.toPrune, cut);
+        const most = globalPrune(entries, { num: 1e9, minimalRatio: 0.1, flopsEta: 0, minArea: 16, roundTo: k }).info.toPrune;
+        assert.ok(cut > num || cut === most, `k=${k}: ${cut} filters pruned for num ${num} (at most ${most})`);
       }
     }
-    assert.ok(partial > 40, `${partial} rounded cuts made`);
+    assert.ok(partial > 40, `${partial} groups cut`);
     assert.throws(() => globalPrune([], { num: 1, minimalRatio: 0.1, flopsEta: 0, minArea: 1, roundTo: 0 }), /roundTo must be a positive integer/);
   });
 

@@ -42,8 +42,8 @@ export interface GlobalPruneOptions {
   /** The smallest BN feature-map area (H*W) of the network: flops_eta is divided by it, as the paper does. */
   minArea: number;
   /**
-   * `gbn.round_to` (default 1): after a decision every group keeps a multiple of this many channels, or its full
-   * width. A group's cut shrinks (its best candidates stay) until its alive count is such a multiple.
+   * `gbn.round_to` (default 1): after a decision every group keeps a multiple of this many channels, or all it has.
+   * Channels then leave in chunks (see `globalPrune`), so a small `num` still prunes a whole chunk.
    */
   roundTo?: number;
 }
@@ -59,17 +59,6 @@ export interface GlobalPruneInfo {
 
 export function minimalChannels(width: number, minimalRatio: number): number {
   return Math.max(1, Math.ceil(minimalRatio * width - 1e-9));
-}
-
-/**
- * How many of `wanted` channels a group of `alive` channels may lose so that what stays is a multiple of `roundTo`
- * (or nothing is cut): the remainder rounds up, keeping more, as Torch-Pruning's `round_to` does.
- */
-export function roundedCut(wanted: number, alive: number, roundTo: number): number {
-  if (roundTo <= 1 || wanted <= 0) return wanted;
-  const stay = Math.ceil((alive - wanted) / roundTo) * roundTo;
-  // An alive count that is neither a multiple nor the full width (masks from before round_to) may stay as it is.
-  return stay >= alive ? 0 : alive - stay;
 }
 
 /**
@@ -97,15 +86,20 @@ function countAlive(mask: ArrayLike<number>): number {
  * group's alive channels except its `minimal` best are candidates; every candidate enters the ranking once per
  * member BN; the threshold is the entry at position `num` (0-based) of the sorted ranking, and every candidate
  * scoring <= threshold is pruned. Ties inside a group are broken by channel index (lower index ranks lower).
- * With `roundTo` > 1 each group's cut is then shrunk by `roundedCut`. Throws BAD_DECISION (minArea, roundTo),
- * SHAPE_MISMATCH (scores or mask not of the group's width), BAD_SCORE (a NaN score).
+ *
+ * With `roundTo` = k > 1 the ranked unit is a chunk: a group's candidates, in score order, are cut into chunks of k
+ * (the first one smaller when the alive count is no multiple of k, so that what stays becomes one), a trailing
+ * partial chunk is no candidate, and a chunk scores as its best channel and weighs k times the member BNs. The
+ * threshold is the score of the chunk at which the sorted chunks' weights first exceed `num`, and every chunk at or
+ * under it goes. With k = 1 this is exactly the per-channel ranking above.
+ *
+ * Throws BAD_DECISION (minArea, roundTo), SHAPE_MISMATCH (scores or mask not of the group's width), BAD_SCORE (NaN).
  */
 export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOptions): { decision: MaskDecision; info: GlobalPruneInfo } {
   if (!(opts.minArea > 0)) throw new GdpError('BAD_DECISION', `minArea must be positive, got ${opts.minArea}`);
   const roundTo = opts.roundTo ?? 1;
   if (!Number.isInteger(roundTo) || roundTo < 1) throw new GdpError('BAD_DECISION', `roundTo must be a positive integer, got ${roundTo}`);
-  const ranking: number[] = [];
-  const candidates: { e: GroupScores; adjusted: Float64Array; channels: number[]; alive: number }[] = [];
+  const chunks: { e: GroupScores; channels: number[]; score: number; weight: number }[] = [];
   let total = 0;
   let left = 0;
   for (const e of entries) {
@@ -122,24 +116,34 @@ export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOp
     }
     total += g.width * count;
     left += alive.length * count;
-    const byScore = alive.sort((a, b) => adjusted[a] - adjusted[b] || a - b);
+    const byScore = alive.slice().sort((a, b) => adjusted[a] - adjusted[b] || a - b);
     const channels = byScore.slice(0, Math.max(0, byScore.length - minimalChannels(g.width, opts.minimalRatio)));
-    candidates.push({ e, adjusted, channels, alive: alive.length });
-    for (const c of channels) for (let k = 0; k < count; k++) ranking.push(adjusted[c]);
+    let size = alive.length % roundTo || roundTo;
+    for (let i = 0; i + size <= channels.length; i += size, size = roundTo) {
+      const part = channels.slice(i, i + size);
+      chunks.push({ e, channels: part, score: adjusted[part[part.length - 1]], weight: size * count });
+    }
   }
-  ranking.sort((a, b) => a - b);
+  // A stable sort keeps graph order among equal scores; the threshold is a score, so ties are pruned together.
+  const ranked = chunks.slice().sort((a, b) => a.score - b.score);
   const num = Math.max(0, Math.floor(opts.num));
-  const threshold = ranking.length === 0 ? -Infinity : num < ranking.length ? ranking[num] : Infinity;
+  let threshold = ranked.length === 0 ? -Infinity : Infinity;
+  let seen = 0;
+  for (const c of ranked) {
+    seen += c.weight;
+    if (seen > num) {
+      threshold = c.score;
+      break;
+    }
+  }
+  const pruned = new Map<GroupScores, number[]>();
+  for (const c of chunks) if (c.score <= threshold) pruned.set(c.e, [...(pruned.get(c.e) ?? []), ...c.channels]);
   const decision: MaskDecision = { kind: 'mask', groups: {}, layers: {} };
   let toPrune = 0;
-  for (const { e, adjusted, channels, alive } of candidates) {
-    // `channels` is sorted by score, so the channels under the threshold are a prefix and rounding keeps its end.
-    const under = channels.filter((c) => adjusted[c] <= threshold);
-    const pruned = under.slice(0, roundedCut(under.length, alive, roundTo)).sort((a, b) => a - b);
-    if (!pruned.length) continue;
-    decision.groups[e.group.id] = pruned;
+  for (const [e, channels] of pruned) {
+    decision.groups[e.group.id] = channels.sort((a, b) => a - b);
     decision.layers[e.group.id] = [...e.group.bns];
-    toPrune += pruned.length * e.group.bns.length;
+    toPrune += channels.length * e.group.bns.length;
   }
   const info: GlobalPruneInfo = { left, toPrune, total, totalPrunedRatio: total ? (total - left + toPrune) / total : 0, threshold };
   return { decision, info };
