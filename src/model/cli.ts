@@ -181,7 +181,8 @@ export function buildProgram(): Command {
         const before = modelCost(m.model, m.inputShape);
         const record = melt(m.model, m.inputShape);
         const after = modelCost(m.model, m.inputShape);
-        await saveModelFile(o.out, m.model, { arch: m.arch, numClasses: m.numClasses });
+        const inputSize = m.metadata.input_size !== undefined ? m.inputShape[0] : undefined;
+        await saveModelFile(o.out, m.model, { arch: m.arch, numClasses: m.numClasses, inputSize });
         if (o.record) await writeFile(o.record, `${JSON.stringify(record)}\n`);
         const ratio = after.macs / before.macs;
         if (o.json) {

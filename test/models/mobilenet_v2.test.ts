@@ -108,9 +108,12 @@ describe('mobilenet_v2', () => {
     const after = modelCost(model, SHAPE);
     assert.deepEqual([after.macs, after.params], [predicted.macs, predicted.params]);
     assert.ok(after.macs < 0.8 * modelCost(buildModel('mobilenet_v2', SMALL), SHAPE).macs);
-    // A melted file loads without the config: widths from the tensors, depthwise ones included.
-    const loaded = loadModel(parseSafetensors(serializeModel(model, { arch: 'mobilenet_v2', numClasses: 10 })));
+    // A melted file loads without the config: widths from the tensors, depthwise ones included, input size recorded.
+    const loaded = loadModel(parseSafetensors(serializeModel(model, { arch: 'mobilenet_v2', numClasses: 10, inputSize: 32 })));
+    assert.deepEqual(loaded.inputShape, [32, 32, 3]);
     assert.deepEqual(evalLogits(loaded.model, x), melted);
+    const foreign = parseSafetensors(serializeModel(model, { arch: 'mobilenet_v2', numClasses: 10, inputSize: 0 }));
+    assert.throws(() => loadModel(foreign, {}, 'm.safetensors'), code('BAD_METADATA', /m.safetensors: metadata field 'input_size' must be a positive integer/));
     x.dispose();
     loaded.model.dispose();
     model.dispose();

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { GdpError } from '../errors.js';
 import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
-import { archSpec, buildModel } from '../models/registry.js';
+import { archSpec, buildModel, modelInputShape } from '../models/registry.js';
 import { parseSafetensors, serializeSafetensors, type HostTensor, type SafetensorsFile } from './safetensors.js';
 import { exportTorchState, loadTorchState } from './torch_state.js';
 
@@ -22,6 +22,8 @@ export function layerWidths(model: Module): Widths {
 export interface ModelDescription {
   arch: string;
   numClasses: number;
+  /** Input height and width when not the architecture's default (`model.input_size`), recorded as `input_size`. */
+  inputSize?: number;
 }
 
 /**
@@ -29,7 +31,9 @@ export interface ModelDescription {
  * and the per-layer widths (the tensors carry the widths too; the copy here is checked against them).
  */
 export function modelMetadata(model: Module, desc: ModelDescription): Record<string, string> {
-  return { format: 'gdp', arch: desc.arch, num_class: String(desc.numClasses), widths: JSON.stringify(layerWidths(model)) };
+  const meta: Record<string, string> = { format: 'gdp', arch: desc.arch, num_class: String(desc.numClasses), widths: JSON.stringify(layerWidths(model)) };
+  if (desc.inputSize !== undefined) meta.input_size = String(desc.inputSize);
+  return meta;
 }
 
 export function serializeModel(model: Module, desc: ModelDescription): Uint8Array {
@@ -115,9 +119,21 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
     numClasses = head.shape[0];
   }
   const widths = meta.widths !== undefined ? parseWidths(meta.widths, source) : undefined;
+  let inputShape = spec.inputShape;
+  if (meta.input_size !== undefined) {
+    const size = Number(meta.input_size);
+    if (!Number.isInteger(size) || size < 1) throw new GdpError('BAD_METADATA', `${source}: metadata field 'input_size' must be a positive integer, got '${meta.input_size}'`);
+    try {
+      inputShape = modelInputShape(arch, { inputSize: size });
+    } catch (e) {
+      if (e instanceof GdpError) throw new GdpError('BAD_METADATA', `${source}: metadata field 'input_size': ${e.message}`);
+      throw e;
+    }
+  }
+  // Widths come from the tensors, so the default build (width_mult 1) takes any width multiplier's file.
   const model = buildModel(arch, { numClasses, seed: opts.seed });
   try {
-    loadTorchState(model, tensors, spec.inputShape, source);
+    loadTorchState(model, tensors, inputShape, source);
     if (widths) {
       const got = layerWidths(model);
       for (const [path, w] of Object.entries(widths)) {
@@ -135,7 +151,7 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
     throw e;
   }
   const gated = [...model.namedModules()].some(([, m]) => m instanceof BatchNorm2d && m.gated);
-  return { model, arch, numClasses, inputShape: spec.inputShape, gated, metadata: meta };
+  return { model, arch, numClasses, inputShape, gated, metadata: meta };
 }
 
 /** Reads a safetensors file (gdp's own, or a PyTorch checkpoint with `arch` given) into a ready model. */
