@@ -8,6 +8,7 @@ import {
   globalPrune,
   minimalChannels,
   parseMaskDecision,
+  type GlobalPruneOptions,
   type GroupScores,
 } from '../../src/shared/pruning/decision.js';
 import { addGates, groupMask } from '../../src/shared/pruning/gates.js';
@@ -20,6 +21,11 @@ function group(id: string, width: number, bns: string[], area: number): ChannelG
   return { id, width, bns, areas: bns.map(() => area), producers: [], depthwise: [], consumers: [], slices: {}, prunable: true };
 }
 const ones = (n: number) => new Float32Array(n).fill(1);
+
+/** globalPrune asked for `num` filters (the paper's count): the one place the round_to tests say how options express it. */
+function pruneNum(entries: GroupScores[], num: number, opts: Omit<GlobalPruneOptions, 'num'>) {
+  return globalPrune(entries, { ...opts, num });
+}
 
 describe('global prune decision', () => {
   before(cpu);
@@ -80,17 +86,17 @@ describe('global prune decision', () => {
       { group: group('a', 8, ['a'], 16), scores: [0.1, 0.5, 0.3, 0.9, 0.2, 0.8, 0.7, 0.6], mask: ones(8) },
       { group: group('b', 6, ['b1', 'b2'], 16), scores: [0.05, 0.4, 0.6, 0.15, 0.35, 0.95], mask: [1, 1, 1, 1, 1, 0] },
     ];
-    const opts = { num: 3, minimalRatio: 0.25, flopsEta: 0, minArea: 16 };
-    assert.deepEqual(globalPrune(entries, { ...opts, roundTo: 1 }), globalPrune(entries, opts));
+    const opts = { minimalRatio: 0.25, flopsEta: 0, minArea: 16 };
+    assert.deepEqual(pruneNum(entries, 3, { ...opts, roundTo: 1 }), pruneNum(entries, 3, opts));
     // k = 2. a: candidates by score 0 .1, 4 .2, 2 .3, 1 .5, 7 .6, 6 .7 -> chunks [0,4] (.2), [2,1] (.5), [7,6] (.7).
     // b: 5 alive, so its first chunk has 1 channel: [0] (.05), then [3,4] (.35), [1,2] would leave 0 < minimal 2.
     // Ranking by weight: [0]b .05 (2), [0,4]a .2 (2 -> 4 > 3): threshold .2.
-    const two = globalPrune(entries, { ...opts, roundTo: 2 });
+    const two = pruneNum(entries, 3, { ...opts, roundTo: 2 });
     assert.deepEqual(two.decision.groups, { a: [0, 4], b: [0] });
     assert.equal(two.info.threshold, 0.2);
     assert.equal(two.info.toPrune, 2 + 2);
     // A num far below a chunk still prunes the lowest chunk: pruning never stalls on rounding.
-    assert.deepEqual(globalPrune(entries, { ...opts, num: 0, roundTo: 4 }).decision.groups, { b: [0] });
+    assert.deepEqual(pruneNum(entries, 0, { ...opts, roundTo: 4 }).decision.groups, { b: [0] });
   });
 
   it('round_to: every group keeps a multiple of k channels or its full width, losing its lowest scores', () => {
@@ -103,7 +109,7 @@ describe('global prune decision', () => {
         const masks = gs.map((g) => ones(g.width));
         const entries: GroupScores[] = gs.map((g, i) => ({ group: g, scores: Array.from({ length: g.width }, () => rng.next()), mask: masks[i] }));
         const num = Math.floor(rng.next() * 150);
-        const { decision, info } = globalPrune(entries, { num, minimalRatio: 0.1, flopsEta: 0, minArea: 16, roundTo: k });
+        const { decision, info } = pruneNum(entries, num, { minimalRatio: 0.1, flopsEta: 0, minArea: 16, roundTo: k });
         let cut = 0;
         for (const [i, g] of gs.entries()) {
           const pruned = decision.groups[g.id] ?? [];
@@ -117,12 +123,12 @@ describe('global prune decision', () => {
           if (pruned.length > 0) partial++;
         }
         assert.equal(info.toPrune, cut);
-        const most = globalPrune(entries, { num: 1e9, minimalRatio: 0.1, flopsEta: 0, minArea: 16, roundTo: k }).info.toPrune;
+        const most = pruneNum(entries, 1e9, { minimalRatio: 0.1, flopsEta: 0, minArea: 16, roundTo: k }).info.toPrune;
         assert.ok(cut > num || cut === most, `k=${k}: ${cut} filters pruned for num ${num} (at most ${most})`);
       }
     }
     assert.ok(partial > 40, `${partial} groups cut`);
-    assert.throws(() => globalPrune([], { num: 1, minimalRatio: 0.1, flopsEta: 0, minArea: 1, roundTo: 0 }), /roundTo must be a positive integer/);
+    assert.throws(() => pruneNum([], 1, { minimalRatio: 0.1, flopsEta: 0, minArea: 1, roundTo: 0 }), /roundTo must be a positive integer/);
   });
 
   it('a decision round-trips through JSON and applies identically to a second model', () => {
