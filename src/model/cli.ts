@@ -10,7 +10,7 @@ import { nchwToNhwc, parseShape, readF32, writeF32 } from '../shared/io/raw_tens
 import { exportTfjs } from '../shared/io/tfjs_export.js';
 import { tfjsDirWriter } from '../shared/io/tfjs_files.js';
 import { predictLogits } from '../shared/models/infer.js';
-import { ARCHITECTURES, archSpec, buildModel } from '../shared/models/registry.js';
+import { ARCHITECTURES, archSpec, buildModel, modelInputShape } from '../shared/models/registry.js';
 import { melt } from '../shared/pruning/melt.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
 import { configSchema } from '../shared/config/schema.js';
@@ -42,6 +42,14 @@ function positiveInt(flag: string) {
   return (v: string): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer`);
+    return n;
+  };
+}
+
+function positiveNumber(flag: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`${flag} must be a positive number`);
     return n;
   };
 }
@@ -112,17 +120,21 @@ export function buildProgram(): Command {
     .description('MACs and parameters of an unpruned architecture')
     .addOption(archOption(true))
     .option('--num-class <n>', 'number of classes (default: the architecture\'s)', positiveInt('--num-class'))
+    .option('--width-mult <x>', 'channel multiplier (mobilenet_v2; default 1)', positiveNumber('--width-mult'))
+    .option('--input-size <n>', 'input height and width (mobilenet_v2; default 224)', positiveInt('--input-size'))
     .option('--json', 'print one JSON object')
     .addOption(backendOption())
-    .action(async (o: Common & { arch: string; numClass?: number }) => {
+    .action(async (o: Common & { arch: string; numClass?: number; widthMult?: number; inputSize?: number }) => {
       const spec = archSpec(o.arch);
+      const opts = { numClasses: o.numClass ?? spec.defaultClasses, widthMult: o.widthMult, inputSize: o.inputSize };
+      const inputShape = modelInputShape(o.arch, opts);
       await startBackend(o);
-      const numClasses = o.numClass ?? spec.defaultClasses;
-      const model = buildModel(o.arch, { numClasses });
+      const numClasses = opts.numClasses;
+      const model = buildModel(o.arch, opts);
       try {
-        const { macs, params } = modelCost(model, spec.inputShape);
-        if (o.json) process.stdout.write(`${JSON.stringify({ arch: o.arch, numClasses, inputShape: spec.inputShape, macs, params })}\n`);
-        else say(o, `${o.arch} (${numClasses} classes, input ${spec.inputShape.join('x')}): MACs ${fmt(macs)} (${mega(macs)})  params ${fmt(params)} (${mega(params)})`);
+        const { macs, params } = modelCost(model, inputShape);
+        if (o.json) process.stdout.write(`${JSON.stringify({ arch: o.arch, numClasses, inputShape, macs, params })}\n`);
+        else say(o, `${o.arch} (${numClasses} classes, input ${inputShape.join('x')}): MACs ${fmt(macs)} (${mega(macs)})  params ${fmt(params)} (${mega(params)})`);
       } finally {
         model.dispose();
       }
@@ -176,7 +188,8 @@ export function buildProgram(): Command {
         const before = modelCost(m.model, m.inputShape);
         const record = melt(m.model, m.inputShape);
         const after = modelCost(m.model, m.inputShape);
-        await saveModelFile(o.out, m.model, { arch: m.arch, numClasses: m.numClasses });
+        const inputSize = m.metadata.input_size !== undefined ? m.inputShape[0] : undefined;
+        await saveModelFile(o.out, m.model, { arch: m.arch, numClasses: m.numClasses, inputSize });
         if (o.record) await writeFile(o.record, `${JSON.stringify(record)}\n`);
         const ratio = after.macs / before.macs;
         if (o.json) {

@@ -55,6 +55,16 @@ describe('paper config parity', () => {
     rejectsWith(() => parseConfig(steps), 'BAD_CONFIG', 'train.steplr.1.1');
   });
 
+  it('validates model.width_mult, model.input_size and gbn.round_to', () => {
+    const raw = applyOverrides(structuredClone(VGG16_DEMO), ['model.name=mobilenet_v2', 'model.width_mult=0.5', 'model.input_size=32', 'gbn.round_to=8']);
+    const c = parseConfig(raw);
+    assert.deepEqual([c.model.width_mult, c.model.input_size, c.gbn?.round_to], [0.5, 32, 8]);
+    assert.deepEqual([parseConfig(structuredClone(VGG16_DEMO)).model.width_mult, parseConfig(structuredClone(VGG16_DEMO)).gbn?.round_to], [undefined, 1]);
+    rejectsWith(() => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), ['model.width_mult=0'])), 'BAD_CONFIG', 'model.width_mult');
+    rejectsWith(() => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), ['model.input_size=31.5'])), 'BAD_CONFIG', 'model.input_size');
+    rejectsWith(() => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), ['gbn.round_to=0'])), 'BAD_CONFIG', 'gbn.round_to');
+  });
+
   it('applies --set overrides and validates the result', () => {
     const raw = applyOverrides(structuredClone(VGG16_DEMO), ['gbn.p=0.01', 'data.dir=/x', 'stages=["prune","finetune"]']);
     const c = parseConfig(raw);
@@ -104,6 +114,7 @@ describe('shipped configs', () => {
         target_flops: 0.3,
         save_points: [0.4, 0.38, 0.35, 0.32, 0.3],
         tick_batches: 391,
+        round_to: 1, // gdp's default: no rounding, as the paper
         criterion: undefined,
         minimal_ratio: undefined,
         finetune_momentum: undefined,

@@ -15,6 +15,7 @@ import { ImageNetResNet } from '../../src/shared/models/resnet_imagenet.js';
 import { BatchNorm2d, MaxPool2d } from '../../src/shared/nn/layers.js';
 import { Module, Sequential, type Ops } from '../../src/shared/nn/module.js';
 import { Rng } from '../../src/shared/rng.js';
+import { MIXED_SHAPE, Mixed } from '../pruning/mixed_net.js';
 import { fixture, fixtureInputNhwc, fixtureLogits, hasFixture, INPUT_SHAPE_NHWC } from './fixture.js';
 
 await initBackend('wasm');
@@ -60,6 +61,26 @@ test('a small ImageNet bottleneck ResNet (7x7/2 pad 3, padded max pool, strided 
   const model = new ImageNetResNet([1, 1, 1, 1], 5, new Rng(6));
   try {
     const d = await roundTrip(model, [64, 64, 3], 2, 'resnet-tiny');
+    assert.ok(d <= 1e-4, `relative diff ${d}`);
+  } finally {
+    model.dispose();
+  }
+});
+
+test('mobilenet_v2 (depthwise convs, ReLU6, inverted residuals, the dropout placeholder) exports with the same outputs', async () => {
+  const model = buildModel('mobilenet_v2', { widthMult: 0.35, numClasses: 10, seed: 3 });
+  try {
+    const d = await roundTrip(model, [32, 32, 3], 2, 'mobilenet');
+    assert.ok(d <= 1e-4, `relative diff ${d}`);
+  } finally {
+    model.dispose();
+  }
+});
+
+test('a channel concat and a flatten of a 3x3 map into a Linear layer export with the same outputs (PyTorch feature order)', async () => {
+  const model = new Mixed(new Rng(9));
+  try {
+    const d = await roundTrip(model, MIXED_SHAPE, 2, 'mixed');
     assert.ok(d <= 1e-4, `relative diff ${d}`);
   } finally {
     model.dispose();

@@ -17,6 +17,8 @@ const PYTORCH: [string, number, number][] = [
   ['cifar.vgg16', 313_201_664, 14_728_266],
   ['resnet50', 4_089_184_256, 25_557_032],
   ['mnist.resnet20', 31_021_952, 272_186],
+  // torchvision 0.14's mobilenet_v2() (width 1.0, 224x224): depthwise convs count Ho*Wo*C*k*k.
+  ['mobilenet_v2', 300_774_272, 3_504_872],
 ];
 
 for (const [arch, macs, params] of PYTORCH) {

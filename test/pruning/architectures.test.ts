@@ -1,19 +1,15 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import * as tf from '@tensorflow/tfjs-core';
 import { modelCost } from '../../src/shared/graph/flops.js';
 import { trace } from '../../src/shared/graph/trace.js';
 import { ARCHITECTURES, buildModel } from '../../src/shared/models/registry.js';
 import { BatchNorm2d } from '../../src/shared/nn/layers.js';
 import type { Module } from '../../src/shared/nn/module.js';
 import { effectiveCost } from '../../src/shared/pruning/cost.js';
-import { applyDecision, globalPrune } from '../../src/shared/pruning/decision.js';
-import { addGates, groupMask } from '../../src/shared/pruning/gates.js';
 import { channelStructure, prunableGroups } from '../../src/shared/pruning/groups.js';
-import { randomImportance } from '../../src/shared/pruning/importance.js';
 import { melt } from '../../src/shared/pruning/melt.js';
 import { Rng } from '../../src/shared/rng.js';
-import { cpu, evalLogits, maxAbsDiff, randomImages, randomiseBatchNorms } from './helpers.js';
+import { cpu, evalLogits, gateAndPruneRandomly, maxAbsDiff, randomImages, randomiseBatchNorms } from './helpers.js';
 
 /** The smallest square input (8, 16 or 32 pixels) the architecture traces at: forward passes stay cheap on cpu. */
 function smallInput(model: Module, channels: number): [number, number, number] {
@@ -44,13 +40,8 @@ describe('every registered architecture', () => {
       assert.deepEqual(effectiveCost(model, full).macs, modelCost(model, spec.inputShape).macs, 'a plain network is whole');
       const shape = smallInput(model, spec.inputShape[2]);
       randomiseBatchNorms(model, rng);
-      addGates(model);
-      for (const [, m] of model.namedModules()) {
-        if (m instanceof BatchNorm2d) m.gate!.set(tf.tensor1d(Float32Array.from({ length: m.channels }, () => 0.5 + rng.next())));
-      }
+      gateAndPruneRandomly(model, shape, rng, 0.5);
       const s = channelStructure(model, shape);
-      const entries = prunableGroups(s).map((group) => ({ group, scores: randomImportance(group, rng), mask: groupMask(model, group) }));
-      applyDecision(model, globalPrune(entries, { p: 0.5, minimalRatio: 0.1, flopsEta: 0, minArea: 1 }).decision);
       const predicted = effectiveCost(model, s);
       const x = randomImages(2, shape, rng);
       const masked = evalLogits(model, x);

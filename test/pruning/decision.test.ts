@@ -8,6 +8,7 @@ import {
   globalPrune,
   minimalChannels,
   parseMaskDecision,
+  type GlobalPruneOptions,
   type GroupScores,
 } from '../../src/shared/pruning/decision.js';
 import { addGates, groupMask } from '../../src/shared/pruning/gates.js';
@@ -17,9 +18,18 @@ import { Rng } from '../../src/shared/rng.js';
 import { cpu } from './helpers.js';
 
 function group(id: string, width: number, bns: string[], area: number): ChannelGroup {
-  return { id, width, bns, areas: bns.map(() => area), producers: [], consumers: [], prunable: true };
+  return { id, width, bns, areas: bns.map(() => area), producers: [], depthwise: [], consumers: [], slices: {}, prunable: true };
 }
 const ones = (n: number) => new Float32Array(n).fill(1);
+
+/**
+ * globalPrune asked for `num` filters (the paper's count): the fraction p whose floor(p * alive filters) is `num`
+ * (alive filters: alive channels times member BNs over the entries).
+ */
+function pruneNum(entries: GroupScores[], num: number, opts: Omit<GlobalPruneOptions, 'p'>) {
+  const left = entries.reduce((a, e) => a + Array.from(e.mask).filter((m) => m !== 0).length * e.group.bns.length, 0);
+  return globalPrune(entries, { ...opts, p: Math.min(1, (num + 0.5) / Math.max(1, left)) });
+}
 
 describe('global prune decision', () => {
   before(cpu);
@@ -73,6 +83,56 @@ describe('global prune decision', () => {
     assert.ok(Math.abs(adjSmall[0] - 0.5) < 1e-12);
     const aware = globalPrune(entries, { p: 0, minimalRatio: 0.5, flopsEta: 0.1, minArea: 16 });
     assert.deepEqual(aware.decision.groups, { big: [0] });
+  });
+
+  it('round_to 1 is the per-channel ranking; round_to k prunes whole chunks of the lowest scores', () => {
+    const entries: GroupScores[] = [
+      { group: group('a', 8, ['a'], 16), scores: [0.1, 0.5, 0.3, 0.9, 0.2, 0.8, 0.7, 0.6], mask: ones(8) },
+      { group: group('b', 6, ['b1', 'b2'], 16), scores: [0.05, 0.4, 0.6, 0.15, 0.35, 0.95], mask: [1, 1, 1, 1, 1, 0] },
+    ];
+    const opts = { minimalRatio: 0.25, flopsEta: 0, minArea: 16 };
+    assert.deepEqual(pruneNum(entries, 3, { ...opts, roundTo: 1 }), pruneNum(entries, 3, opts));
+    // k = 2. a: candidates by score 0 .1, 4 .2, 2 .3, 1 .5, 7 .6, 6 .7 -> chunks [0,4] (.2), [2,1] (.5), [7,6] (.7).
+    // b: 5 alive, so its first chunk has 1 channel: [0] (.05), then [3,4] (.35), [1,2] would leave 0 < minimal 2.
+    // Ranking by weight: [0]b .05 (2), [0,4]a .2 (2 -> 4 > 3): threshold .2.
+    const two = pruneNum(entries, 3, { ...opts, roundTo: 2 });
+    assert.deepEqual(two.decision.groups, { a: [0, 4], b: [0] });
+    assert.equal(two.info.threshold, 0.2);
+    assert.equal(two.info.toPrune, 2 + 2);
+    // A num far below a chunk still prunes the lowest chunk: pruning never stalls on rounding.
+    assert.deepEqual(pruneNum(entries, 0, { ...opts, roundTo: 4 }).decision.groups, { b: [0] });
+  });
+
+  it('round_to: every group keeps a multiple of k channels or its full width, losing its lowest scores', () => {
+    const rng = new Rng(11);
+    const widths = [16, 24, 40, 12, 64];
+    const gs = widths.map((w, i) => group(`g${i}`, w, i % 2 ? [`g${i}a`, `g${i}b`] : [`g${i}`], 16));
+    let partial = 0;
+    for (const k of [4, 8]) {
+      for (let trial = 0; trial < 20; trial++) {
+        const masks = gs.map((g) => ones(g.width));
+        const entries: GroupScores[] = gs.map((g, i) => ({ group: g, scores: Array.from({ length: g.width }, () => rng.next()), mask: masks[i] }));
+        const num = Math.floor(rng.next() * 150);
+        const { decision, info } = pruneNum(entries, num, { minimalRatio: 0.1, flopsEta: 0, minArea: 16, roundTo: k });
+        let cut = 0;
+        for (const [i, g] of gs.entries()) {
+          const pruned = decision.groups[g.id] ?? [];
+          const left = g.width - pruned.length;
+          assert.ok(left === g.width || left % k === 0, `k=${k}, ${g.id}: ${left} of ${g.width} left`);
+          assert.ok(left >= minimalChannels(g.width, 0.1));
+          const score = (c: number) => entries[i].scores[c] as number;
+          const kept = [...Array(g.width).keys()].filter((c) => !pruned.includes(c));
+          for (const c of pruned) for (const d of kept) assert.ok(score(c) <= score(d), `${g.id}: pruned ${c} scores above kept ${d}`);
+          cut += pruned.length * g.bns.length;
+          if (pruned.length > 0) partial++;
+        }
+        assert.equal(info.toPrune, cut);
+        const most = pruneNum(entries, 1e9, { minimalRatio: 0.1, flopsEta: 0, minArea: 16, roundTo: k }).info.toPrune;
+        assert.ok(cut > num || cut === most, `k=${k}: ${cut} filters pruned for num ${num} (at most ${most})`);
+      }
+    }
+    assert.ok(partial > 40, `${partial} groups cut`);
+    assert.throws(() => pruneNum([], 1, { minimalRatio: 0.1, flopsEta: 0, minArea: 1, roundTo: 0 }), /roundTo must be a positive integer/);
   });
 
   it('a decision round-trips through JSON and applies identically to a second model', () => {

@@ -51,7 +51,9 @@ describe('channel groups', () => {
       bns: ['layer1.1.bn1'],
       areas: [28 * 28],
       producers: ['layer1.1.conv1'],
+      depthwise: [],
       consumers: ['layer1.1.conv2'],
+      slices: {},
       prunable: true,
     });
     assert.deepEqual(byId.get('layer3.0.bn2')!.areas, [49, 49, 49, 49]);

@@ -1,6 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { BatchNorm2d } from '../../src/shared/nn/layers.js';
 import type { Module } from '../../src/shared/nn/module.js';
+import { applyDecision, globalPrune } from '../../src/shared/pruning/decision.js';
+import { addGates, groupMask } from '../../src/shared/pruning/gates.js';
+import { channelStructure, prunableGroups } from '../../src/shared/pruning/groups.js';
+import { randomImportance } from '../../src/shared/pruning/importance.js';
 import type { Rng } from '../../src/shared/rng.js';
 import { useBackend } from '../helpers.js';
 
@@ -33,6 +37,20 @@ export function evalLogits(model: Module, x: tf.Tensor): Float32Array {
   const out = y.dataSync() as Float32Array;
   y.dispose();
   return out;
+}
+
+/**
+ * Gates every BN, sets random gates in [0.5, 1.5) and prunes `fraction` of the filters with random scores in one
+ * global decision (the decision code does not care where scores come from).
+ */
+export function gateAndPruneRandomly(model: Module, shape: readonly number[], rng: Rng, fraction: number): void {
+  addGates(model);
+  for (const [, m] of model.namedModules()) {
+    if (m instanceof BatchNorm2d) m.gate!.set(tf.tensor1d(Float32Array.from({ length: m.channels }, () => 0.5 + rng.next())));
+  }
+  const s = channelStructure(model, shape);
+  const entries = prunableGroups(s).map((group) => ({ group, scores: randomImportance(group, rng), mask: groupMask(model, group) }));
+  applyDecision(model, globalPrune(entries, { p: fraction, minimalRatio: 0.1, flopsEta: 0, minArea: 1 }).decision);
 }
 
 export { maxAbsDiff } from '../helpers.js';

@@ -31,6 +31,10 @@ const model = z
     pretrained: z.boolean().default(false),
     /** gdp: safetensors weights to start from (PyTorch names and layout). */
     weights: z.string().optional(),
+    /** gdp: channel multiplier of a scalable architecture (mobilenet_v2; widths rounded to multiples of 8). */
+    width_mult: z.number().gt(0).max(4).optional(),
+    /** gdp: input height and width of a scalable architecture (mobilenet_v2; its default is 224). */
+    input_size: z.number().int().positive().max(4096).optional(),
   })
   .strict();
 
@@ -120,6 +124,8 @@ const gbn = z
     tick_batches: z.number().int().positive().optional(),
     /** gdp: momentum while finetuning (the paper's code uses 0). */
     finetune_momentum: z.number().min(0).max(1).default(0),
+    /** gdp: every group keeps a multiple of this many channels, or its full width (hardware-friendly widths). */
+    round_to: z.number().int().positive().default(1),
     /** gdp: at most this many Ticks (safety bound). */
     max_ticks: z.number().int().positive().default(10000),
   })

@@ -1,4 +1,4 @@
-import { Conv2d, Linear } from '../nn/layers.js';
+import { Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { trace, type Graph } from './trace.js';
 
@@ -16,7 +16,7 @@ export interface ModelCost {
   layers: LayerCost[];
 }
 
-/** MACs per layer from a traced graph: for any widths, pruned or melted. */
+/** MACs per layer from a traced graph: for any widths, pruned or melted. A depthwise conv costs Ho*Wo*C*k*k (PyTorch's grouped count). */
 export function layerCosts(g: Graph): LayerCost[] {
   const out: LayerCost[] = [];
   for (const n of g.nodes) {
@@ -25,6 +25,10 @@ export function layerCosts(g: Graph): LayerCost[] {
       const [ho, wo, co] = n.shape;
       const k = n.layer.kernel;
       out.push({ path: n.path, kind: 'conv', macs: ho * wo * co * n.layer.inChannels * k * k });
+    } else if (n.layer instanceof DepthwiseConv2d) {
+      const [ho, wo, c] = n.shape;
+      const k = n.layer.kernel;
+      out.push({ path: n.path, kind: 'conv', macs: ho * wo * c * k * k });
     } else if (n.layer instanceof Linear) {
       out.push({ path: n.path, kind: 'linear', macs: n.layer.inFeatures * n.layer.outFeatures });
     }

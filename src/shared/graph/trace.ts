@@ -1,10 +1,10 @@
 import { GdpError } from '../errors.js';
 import type { Layer, Module, Ops } from '../nn/module.js';
 
-/** One node of a traced forward pass: a leaf layer, an addition, a flatten, or the input. */
+/** One node of a traced forward pass: a leaf layer, an addition, a channel concatenation, a flatten, or the input. */
 export interface GraphNode {
   id: number;
-  kind: 'input' | 'layer' | 'add' | 'relu' | 'flatten';
+  kind: 'input' | 'layer' | 'add' | 'relu' | 'flatten' | 'concat';
   /** Dotted module path for layers ('' otherwise). */
   path: string;
   layer?: Layer;
@@ -61,11 +61,16 @@ export function trace(model: Module, inputShape: readonly number[]): Graph {
     },
     flatten(x) {
       const s = nodes[x.node].shape;
-      if (s.length === 3 && (s[0] !== 1 || s[1] !== 1)) {
-        // Flattening a spatial map would tie one channel to several features; the supported models pool first.
-        throw new Error(`flatten of a ${s[0]}x${s[1]} map is not supported: pool to 1x1 first`);
-      }
-      return push({ kind: 'flatten', path: '', inputs: [x.node], shape: [s[s.length - 1]], inShape: [...s] });
+      return push({ kind: 'flatten', path: '', inputs: [x.node], shape: [s.reduce((a, b) => a * b, 1)], inShape: [...s] });
+    },
+    concat(xs) {
+      if (xs.length === 0) throw new Error('traced concat of no inputs');
+      const shapes = xs.map((x) => nodes[x.node].shape);
+      const lead = shapes[0].slice(0, -1).join();
+      const bad = shapes.find((s) => s.length !== shapes[0].length || s.slice(0, -1).join() !== lead);
+      if (bad) throw new Error(`traced concat of mismatched shapes [${shapes[0]}] and [${bad}]`);
+      const shape = [...shapes[0].slice(0, -1), shapes.reduce((a, s) => a + s[s.length - 1], 0)];
+      return push({ kind: 'concat', path: '', inputs: xs.map((x) => x.node), shape, inShape: [...shapes[0]] });
     },
   };
   const out = model.apply<Sym>({ node: 0 }, ops);

@@ -1,18 +1,19 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { GdpError } from '../errors.js';
-import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
+import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
-import { archSpec, buildModel } from '../models/registry.js';
-import { parseSafetensors, serializeSafetensors, type SafetensorsFile } from './safetensors.js';
+import { archSpec, buildModel, modelInputShape } from '../models/registry.js';
+import { parseSafetensors, serializeSafetensors, type HostTensor, type SafetensorsFile } from './safetensors.js';
 import { exportTorchState, loadTorchState } from './torch_state.js';
 
-/** Input and output widths of every conv and linear layer, by module path: what pruning changes. */
+/** Input and output widths of every conv (depthwise: [C, C]) and linear layer, by module path: what pruning changes. */
 export type Widths = Record<string, [number, number]>;
 
 export function layerWidths(model: Module): Widths {
   const out: Widths = {};
   for (const [path, m] of model.namedModules()) {
     if (m instanceof Conv2d) out[path] = [m.inChannels, m.outChannels];
+    else if (m instanceof DepthwiseConv2d) out[path] = [m.channels, m.channels];
     else if (m instanceof Linear) out[path] = [m.inFeatures, m.outFeatures];
   }
   return out;
@@ -21,6 +22,8 @@ export function layerWidths(model: Module): Widths {
 export interface ModelDescription {
   arch: string;
   numClasses: number;
+  /** Input height and width when not the architecture's default (`model.input_size`), recorded as `input_size`. */
+  inputSize?: number;
 }
 
 /**
@@ -30,7 +33,9 @@ export interface ModelDescription {
  * cannot replace the model fields.
  */
 export function modelMetadata(model: Module, desc: ModelDescription, extra: Record<string, string> = {}): Record<string, string> {
-  return { format: 'gdp', ...extra, arch: desc.arch, num_class: String(desc.numClasses), widths: JSON.stringify(layerWidths(model)) };
+  const meta: Record<string, string> = { format: 'gdp', ...extra, arch: desc.arch, num_class: String(desc.numClasses), widths: JSON.stringify(layerWidths(model)) };
+  if (desc.inputSize !== undefined) meta.input_size = String(desc.inputSize);
+  return meta;
 }
 
 /**
@@ -122,9 +127,21 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
     numClasses = head.shape[0];
   }
   const widths = meta.widths !== undefined ? parseWidths(meta.widths, source) : undefined;
+  let inputShape = spec.inputShape;
+  if (meta.input_size !== undefined) {
+    const size = Number(meta.input_size);
+    if (!Number.isInteger(size) || size < 1) throw new GdpError('BAD_METADATA', `${source}: metadata field 'input_size' must be a positive integer, got '${meta.input_size}'`);
+    try {
+      inputShape = modelInputShape(arch, { inputSize: size });
+    } catch (e) {
+      if (e instanceof GdpError) throw new GdpError('BAD_METADATA', `${source}: metadata field 'input_size': ${e.message}`);
+      throw e;
+    }
+  }
+  // Widths come from the tensors, so the default build (width_mult 1) takes any width multiplier's file.
   const model = buildModel(arch, { numClasses, seed: opts.seed });
   try {
-    loadTorchState(model, tensors, spec.inputShape, source, other);
+    loadTorchState(model, tensors, inputShape, source, other);
     if (widths) {
       const got = layerWidths(model);
       for (const [path, w] of Object.entries(widths)) {
@@ -142,7 +159,7 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
     throw e;
   }
   const gated = [...model.namedModules()].some(([, m]) => m instanceof BatchNorm2d && m.gated);
-  return { model, arch, numClasses, inputShape: spec.inputShape, gated, metadata: meta };
+  return { model, arch, numClasses, inputShape, gated, metadata: meta };
 }
 
 /** Reads a safetensors file (gdp's own, or a PyTorch checkpoint with `arch` given) into a ready model. */

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { GdpError } from '../errors.js';
 import { trace } from '../graph/trace.js';
-import { AvgPool2d, BatchNorm2d, Conv2d, GlobalAvgPool, Linear, MaxPool2d, ReLU } from '../nn/layers.js';
+import { AvgPool2d, BatchNorm2d, Conv2d, DepthwiseConv2d, Dropout, GlobalAvgPool, Linear, MaxPool2d, ReLU, ReLU6 } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 
 /** tfjs layer names allow no dots; PyTorch paths map one to one. */
@@ -40,14 +40,29 @@ export function toLayersModel(model: Module, inputShape: readonly number[], name
     } else if (node.kind === 'relu') {
       y = apply(tf.layers.reLU({}), x);
       nonNegative.add(node.id);
+    } else if (node.kind === 'concat') {
+      y = apply(tf.layers.concatenate({ axis: -1 }), node.inputs.map((i) => out.get(i)!));
     } else if (node.kind === 'flatten') {
-      y = x.shape.length > 2 ? apply(tf.layers.flatten({}), x) : x;
+      // Keras flattens NHWC as h, w, c; gdp's Linear weights expect PyTorch's c, h, w, so a spatial map is permuted first.
+      const spatial = x.shape.length === 4 && (x.shape[1] ?? 1) * (x.shape[2] ?? 1) > 1;
+      const chw = spatial ? apply(tf.layers.permute({ dims: [3, 1, 2] }), x) : x;
+      y = x.shape.length > 2 ? apply(tf.layers.flatten({}), chw) : x;
     } else {
       const m = node.layer;
       if (m instanceof Conv2d) {
         const conv = tf.layers.conv2d({ filters: m.outChannels, kernelSize: m.kernel, strides: m.stride, padding: 'valid', useBias: !!m.bias, name: n });
         y = apply(conv, pad(x, m.padding, n));
         weights.push([conv, m.bias ? [m.weight.value, m.bias.value] : [m.weight.value]]);
+      } else if (m instanceof DepthwiseConv2d) {
+        const dw = tf.layers.depthwiseConv2d({ kernelSize: m.kernel, strides: m.stride, padding: 'valid', depthMultiplier: 1, useBias: !!m.bias, name: n });
+        y = apply(dw, pad(x, m.padding, n));
+        weights.push([dw, m.bias ? [m.weight.value, m.bias.value] : [m.weight.value]]);
+      } else if (m instanceof ReLU6) {
+        y = apply(tf.layers.reLU({ maxValue: 6, name: n }), x);
+        nonNegative.add(node.id);
+      } else if (m instanceof Dropout) {
+        y = x;
+        if (nonNegative.has(node.inputs[0])) nonNegative.add(node.id);
       } else if (m instanceof BatchNorm2d) {
         const bn = tf.layers.batchNormalization({ axis: -1, epsilon: m.eps, name: n });
         y = apply(bn, x);

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { GdpError } from '../errors.js';
 import { trace } from '../graph/trace.js';
-import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
+import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module, Slot } from '../nn/module.js';
 import type { HostTensor, RawTensor } from './safetensors.js';
 
@@ -15,6 +15,8 @@ const ignored = (name: string): boolean => IGNORED_SUFFIXES.some((s) => name.end
 
 const hwioFromOihw = (t: HostTensor): tf.Tensor => tf.tidy(() => tf.transpose(tf.tensor(t.data, t.shape), [2, 3, 1, 0]));
 const oihwFromHwio = (t: tf.Tensor): tf.Tensor => tf.transpose(t, [3, 2, 0, 1]);
+// Depthwise: PyTorch's [C,1,kh,kw] and tfjs' [kh,kw,C,1] are each other's [2,3,0,1] transpose, both ways.
+const depthwiseSwap = (t: tf.Tensor): tf.Tensor => tf.transpose(t, [2, 3, 0, 1]);
 
 function takeFrom(tensors: Map<string, HostTensor>, other: ReadonlyMap<string, RawTensor>, used: Set<string>, name: string, source: string): HostTensor {
   const t = tensors.get(name);
@@ -62,6 +64,18 @@ export function loadTorchState(
         const b = take(`${p}bias`);
         expectShape(`${p}bias`, b, [m.outChannels], source);
         m.bias.set(tf.tensor(b.data, [m.outChannels]));
+      }
+    } else if (m instanceof DepthwiseConv2d) {
+      const w = take(`${p}weight`);
+      if (w.shape.length !== 4 || w.shape[1] !== 1 || w.shape[2] !== m.kernel || w.shape[3] !== m.kernel) {
+        throw new GdpError('SHAPE_MISMATCH', `${source}: tensor '${p}weight' has shape [${w.shape}], expected [C, 1, ${m.kernel}, ${m.kernel}] (depthwise)`);
+      }
+      m.weight.set(tf.tidy(() => depthwiseSwap(tf.tensor(w.data, w.shape))));
+      m.channels = w.shape[0];
+      if (m.bias) {
+        const b = take(`${p}bias`);
+        expectShape(`${p}bias`, b, [m.channels], source);
+        m.bias.set(tf.tensor(b.data, [m.channels]));
       }
     } else if (m instanceof Linear) {
       const w = take(`${p}weight`);
@@ -114,6 +128,11 @@ export function exportTorchState(model: Module): Map<string, HostTensor> {
     if (m instanceof Conv2d) {
       tf.tidy(() => {
         put(`${p}weight`, oihwFromHwio(m.weight.value));
+      });
+      if (m.bias) put(`${p}bias`, m.bias.value);
+    } else if (m instanceof DepthwiseConv2d) {
+      tf.tidy(() => {
+        put(`${p}weight`, depthwiseSwap(m.weight.value));
       });
       if (m.bias) put(`${p}bias`, m.bias.value);
     } else if (m instanceof Linear) {

@@ -1,17 +1,30 @@
 import { GdpError } from '../errors.js';
 import type { Module } from '../nn/module.js';
 import { Rng } from '../rng.js';
+import { MobileNetV2 } from './mobilenet_v2.js';
 import { CifarResNet } from './resnet_cifar.js';
 import { ImageNetResNet } from './resnet_imagenet.js';
 import { CifarVgg, VGG_PLANS } from './vgg_cifar.js';
 
 export interface ArchSpec {
-  /** Input shape of one image, HWC. */
+  /** Input shape of one image, HWC (the default, for a `scalable` architecture). */
   inputShape: [number, number, number];
   defaultClasses: number;
   /** Path of the final Linear layer, whose output width is the number of classes (read from checkpoints without metadata). */
   classifier?: string;
-  build(numClasses: number, rng: Rng): Module;
+  /** Takes a width multiplier and any square input size (`model.width_mult`, `model.input_size`). */
+  scalable?: boolean;
+  build(numClasses: number, rng: Rng, widthMult?: number): Module;
+}
+
+/** How to build an architecture; absent fields take the architecture's defaults. */
+export interface ModelOptions {
+  numClasses?: number;
+  seed?: number;
+  /** Channel multiplier (`model.width_mult`); scalable architectures only. */
+  widthMult?: number;
+  /** Input height and width (`model.input_size`); scalable architectures only. */
+  inputSize?: number;
 }
 
 const cifarResNet = (depth: number): ArchSpec => ({
@@ -31,6 +44,13 @@ export const ARCHITECTURES: Record<string, ArchSpec> = {
   'cifar.resnet110': cifarResNet(110),
   'cifar.vgg16': { inputShape: [32, 32, 3], defaultClasses: 10, classifier: 'classifier', build: (c, rng) => new CifarVgg(VGG_PLANS.vgg16, c, rng) },
   resnet50: { inputShape: [224, 224, 3], defaultClasses: 1000, classifier: 'fc', build: (c, rng) => new ImageNetResNet([3, 4, 6, 3], c, rng) },
+  mobilenet_v2: {
+    inputShape: [224, 224, 3],
+    defaultClasses: 1000,
+    classifier: 'classifier.1',
+    scalable: true,
+    build: (c, rng, widthMult) => new MobileNetV2(c, rng, widthMult ?? 1),
+  },
 };
 
 export function archSpec(name: string): ArchSpec {
@@ -42,19 +62,46 @@ export function archSpec(name: string): ArchSpec {
   return spec;
 }
 
-export function buildModel(name: string, opts: { numClasses?: number; seed?: number } = {}): Module {
+function checkScalable(name: string, spec: ArchSpec, opts: ModelOptions): void {
+  if (spec.scalable) return;
+  if (opts.widthMult !== undefined && opts.widthMult !== 1) throw new GdpError('BAD_CONFIG', `model.width_mult (--width-mult): '${name}' has fixed widths (width_mult applies to mobilenet_v2)`);
+  if (opts.inputSize !== undefined && opts.inputSize !== spec.inputShape[0]) {
+    throw new GdpError('BAD_CONFIG', `model.input_size (--input-size): '${name}' takes ${spec.inputShape[0]}x${spec.inputShape[1]} images only`);
+  }
+}
+
+/** One image's shape (HWC) for the architecture with these options. Throws UNKNOWN_ARCH, BAD_CONFIG. */
+export function modelInputShape(name: string, opts: ModelOptions = {}): [number, number, number] {
   const spec = archSpec(name);
-  return spec.build(opts.numClasses ?? spec.defaultClasses, new Rng(opts.seed ?? 0));
+  checkScalable(name, spec, opts);
+  const [h, w, c] = spec.inputShape;
+  return opts.inputSize === undefined ? [h, w, c] : [opts.inputSize, opts.inputSize, c];
+}
+
+/** The build options a config's `model` section gives. */
+export function modelOptions(model: { num_class: number; width_mult?: number; input_size?: number }, seed?: number): ModelOptions {
+  return { numClasses: model.num_class, seed, widthMult: model.width_mult, inputSize: model.input_size };
+}
+
+/** A fresh model with seeded initial weights. Throws UNKNOWN_ARCH, BAD_CONFIG (an option the architecture lacks). */
+export function buildModel(name: string, opts: ModelOptions = {}): Module {
+  const spec = archSpec(name);
+  checkScalable(name, spec, opts);
+  return spec.build(opts.numClasses ?? spec.defaultClasses, new Rng(opts.seed ?? 0), opts.widthMult);
 }
 
 /**
  * Checks at start-up that the model takes the data's images and has an output for every label: otherwise the
  * first step fails, or worse, labels past the last output train nothing.
  */
-export function checkModelFitsData(config: { model: { name: string; num_class: number }; data: { type: string } }, data: { shape: readonly number[]; numClasses: number }): void {
-  const spec = archSpec(config.model.name);
-  if (spec.inputShape.join('x') !== data.shape.join('x')) {
-    throw new GdpError('BAD_CONFIG', `model.name: '${config.model.name}' takes ${spec.inputShape.join('x')} images (HWC), data.type '${config.data.type}' gives ${data.shape.join('x')}`);
+export function checkModelFitsData(
+  config: { model: { name: string; num_class: number; width_mult?: number; input_size?: number }; data: { type: string } },
+  data: { shape: readonly number[]; numClasses: number },
+): void {
+  const shape = modelInputShape(config.model.name, modelOptions(config.model));
+  if (shape.join('x') !== data.shape.join('x')) {
+    const key = config.model.input_size === undefined ? 'model.name' : 'model.input_size';
+    throw new GdpError('BAD_CONFIG', `${key}: '${config.model.name}' takes ${shape.join('x')} images (HWC), data.type '${config.data.type}' gives ${data.shape.join('x')}`);
   }
   if (config.model.num_class < data.numClasses) {
     throw new GdpError('BAD_CONFIG', `model.num_class: ${config.model.num_class} outputs, but data.type '${config.data.type}' has ${data.numClasses} classes`);

@@ -40,13 +40,38 @@ export interface Conv2dOptions {
   bias?: boolean;
 }
 
-/** 2-D convolution, NHWC activations, HWIO weight (PyTorch's OIHW is converted at import and export). */
-export class Conv2d extends Layer {
+type ConvPad = 'valid' | [[number, number], [number, number], [number, number], [number, number]];
+
+/** What Conv2d and DepthwiseConv2d share: weight and optional bias, kernel, stride, PyTorch's symmetric padding. */
+abstract class SpatialConv extends Layer {
   readonly weight: Slot;
   readonly bias?: Slot;
   readonly kernel: number;
   readonly stride: number;
   readonly padding: number;
+  constructor(weightShape: number[], fanIn: number, outChannels: number, kernel: number, rng: Rng, opts: Conv2dOptions) {
+    super();
+    this.kernel = kernel;
+    this.stride = opts.stride ?? 1;
+    this.padding = opts.padding ?? 0;
+    this.weight = this.addSlot('weight', kaimingNormal(rng, weightShape, fanIn), true);
+    if (opts.bias) this.bias = this.addSlot('bias', uniform(rng, [outChannels], 1 / Math.sqrt(fanIn)), true);
+  }
+  protected abstract convolve(x: tf.Tensor4D, w: tf.Tensor4D, pad: ConvPad): tf.Tensor;
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const p = this.padding;
+      const y = this.convolve(x as tf.Tensor4D, this.weight.value as tf.Tensor4D, p === 0 ? 'valid' : [[0, 0], [p, p], [p, p], [0, 0]]);
+      return this.bias ? tf.add(y, this.bias.value) : y;
+    });
+  }
+  protected outSpatial(h: number, w: number): [number, number] {
+    return [outSize(h, this.kernel, this.stride, this.padding), outSize(w, this.kernel, this.stride, this.padding)];
+  }
+}
+
+/** 2-D convolution, NHWC activations, HWIO weight (PyTorch's OIHW is converted at import and export). */
+export class Conv2d extends SpatialConv {
   constructor(
     public inChannels: number,
     public outChannels: number,
@@ -54,25 +79,14 @@ export class Conv2d extends Layer {
     rng: Rng,
     opts: Conv2dOptions = {},
   ) {
-    super();
-    this.kernel = kernel;
-    this.stride = opts.stride ?? 1;
-    this.padding = opts.padding ?? 0;
-    const fanIn = inChannels * kernel * kernel;
-    this.weight = this.addSlot('weight', kaimingNormal(rng, [kernel, kernel, inChannels, outChannels], fanIn), true);
-    if (opts.bias) this.bias = this.addSlot('bias', uniform(rng, [outChannels], 1 / Math.sqrt(fanIn)), true);
+    super([kernel, kernel, inChannels, outChannels], inChannels * kernel * kernel, outChannels, kernel, rng, opts);
   }
-  forward(x: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => {
-      const p = this.padding;
-      const pad: [[number, number], [number, number], [number, number], [number, number]] = [[0, 0], [p, p], [p, p], [0, 0]];
-      const y = tf.conv2d(x as tf.Tensor4D, this.weight.value as tf.Tensor4D, this.stride, p === 0 ? 'valid' : pad);
-      return this.bias ? tf.add(y, this.bias.value) : y;
-    });
+  protected convolve(x: tf.Tensor4D, w: tf.Tensor4D, pad: ConvPad): tf.Tensor {
+    return tf.conv2d(x, w, this.stride, pad);
   }
   outShape([h, w, c]: readonly number[]): number[] {
     expectChannels('Conv2d', c, this.inChannels);
-    return [outSize(h, this.kernel, this.stride, this.padding), outSize(w, this.kernel, this.stride, this.padding), this.outChannels];
+    return [...this.outSpatial(h, w), this.outChannels];
   }
   keepOutputChannels(keep: readonly number[]): void {
     keepAlong(this.weight, 3, keep);
@@ -82,6 +96,36 @@ export class Conv2d extends Layer {
   keepInputChannels(keep: readonly number[]): void {
     keepAlong(this.weight, 2, keep);
     this.inChannels = keep.length;
+  }
+}
+
+/**
+ * Depthwise 2-D convolution: PyTorch's Conv2d with groups == in_channels == out_channels (weight [C,1,kh,kw]),
+ * here tf.depthwiseConv2d with filter [kh,kw,C,1] on NHWC activations. Channel c of the output reads only channel c
+ * of the input, so pruning keeps input and output channels together (`keepChannels`).
+ */
+export class DepthwiseConv2d extends SpatialConv {
+  constructor(
+    public channels: number,
+    kernel: number,
+    rng: Rng,
+    opts: Conv2dOptions = {},
+  ) {
+    // PyTorch's fan-in of a grouped convolution: in_channels / groups * kh * kw.
+    super([kernel, kernel, channels, 1], kernel * kernel, channels, kernel, rng, opts);
+  }
+  protected convolve(x: tf.Tensor4D, w: tf.Tensor4D, pad: ConvPad): tf.Tensor {
+    return tf.depthwiseConv2d(x, w, this.stride, pad);
+  }
+  outShape([h, w, c]: readonly number[]): number[] {
+    expectChannels('DepthwiseConv2d', c, this.channels);
+    return [...this.outSpatial(h, w), this.channels];
+  }
+  /** Keeps the given channels (ascending) of input and output alike: filter c and bias c. */
+  keepChannels(keep: readonly number[]): void {
+    keepAlong(this.weight, 2, keep);
+    if (this.bias) keepAlong(this.bias, 0, keep);
+    this.channels = keep.length;
   }
 }
 
@@ -212,6 +256,33 @@ export class BatchNorm2d extends Layer {
 export class ReLU extends Layer {
   forward(x: tf.Tensor): tf.Tensor {
     return relu(x);
+  }
+  outShape(s: readonly number[]): number[] {
+    return [...s];
+  }
+}
+
+/** PyTorch's ReLU6: min(max(x, 0), 6). */
+export class ReLU6 extends Layer {
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.relu6(x);
+  }
+  outShape(s: readonly number[]): number[] {
+    return [...s];
+  }
+}
+
+/**
+ * PyTorch's Dropout(p) as a placeholder that keeps torchvision's module indexes (MobileNetV2's `classifier.1`): gdp
+ * trains without it, because a random mask per replica and step would break bit-identical replays (resume,
+ * N workers = the same run). At inference dropout is the identity anyway.
+ */
+export class Dropout extends Layer {
+  constructor(readonly p: number) {
+    super();
+  }
+  forward(x: tf.Tensor): tf.Tensor {
+    return tf.clone(x);
   }
   outShape(s: readonly number[]): number[] {
     return [...s];

@@ -31,8 +31,13 @@ export interface Ops<T> {
   layer(m: Layer, x: T): T;
   add(a: T, b: T): T;
   relu(x: T): T;
-  /** Reshape [N,H,W,C] with H=W=1, or [N,F], to [N,F]. */
+  /**
+   * [N,H,W,C] to [N,C*H*W] in PyTorch's order (feature c*H*W + h*W + w, as `torch.flatten` of NCHW), so Linear
+   * weights keep PyTorch's layout; [N,F] stays as it is.
+   */
   flatten(x: T): T;
+  /** Concatenation along the channel (last) axis, as `torch.cat(xs, 1)` on NCHW; spatial sizes must agree. */
+  concat(xs: T[]): T;
 }
 
 /** A module is a tree of named children with named parameters and buffers, in PyTorch's naming. */
@@ -134,5 +139,10 @@ export const tensorOps: Ops<tf.Tensor> = {
   layer: (m, x) => m.forward(x),
   add: (a, b) => tf.add(a, b),
   relu: (x) => relu(x),
-  flatten: (x) => tf.reshape(x, [x.shape[0], -1]),
+  flatten: (x) => {
+    // NHWC -> NCHW first when the map is spatial: channel-major features, as PyTorch flattens.
+    const spatial = x.rank === 4 && x.shape[1]! * x.shape[2]! > 1;
+    return tf.reshape(spatial ? tf.transpose(x, [0, 3, 1, 2]) : x, [x.shape[0], -1]);
+  },
+  concat: (xs) => tf.concat(xs, -1),
 };

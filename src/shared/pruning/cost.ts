@@ -1,5 +1,5 @@
 import { countParams } from '../graph/flops.js';
-import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
+import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { batchNorms, groupMask } from './gates.js';
 import type { ChannelStructure } from './groups.js';
@@ -14,7 +14,8 @@ export interface EffectiveCost {
 }
 
 /**
- * What the network costs once melted, computed on the masked network: a conv costs Ho*Wo*aliveOut*aliveIn*k*k.
+ * What the network costs once melted, computed on the masked network: a conv costs Ho*Wo*aliveOut*aliveIn*k*k, a
+ * depthwise conv Ho*Wo*alive*k*k.
  * Only prunable groups lose channels (melt removes nothing else), so this equals `modelCost` after `melt`.
  */
 export function effectiveCost(model: Module, s: ChannelStructure): EffectiveCost {
@@ -27,6 +28,8 @@ export function effectiveCost(model: Module, s: ChannelStructure): EffectiveCost
     return n;
   });
   const aliveAt = (node: number) => alive[s.groupOfNode[node]];
+  // Input width of a consumer: alive channels of every group it reads, times the features each spreads over.
+  const aliveIn = (node: number) => s.segmentsOfNode[node].reduce((a, seg) => a + alive[seg.group] * seg.area, 0);
   let macs = 0;
   let params = countParams(model);
   const seen = new Set<Module>();
@@ -38,15 +41,20 @@ export function effectiveCost(model: Module, s: ChannelStructure): EffectiveCost
     if (l instanceof Conv2d) {
       const [ho, wo] = n.shape;
       const cout = aliveAt(n.id);
-      const cin = aliveAt(n.inputs[0]);
+      const cin = aliveIn(n.inputs[0]);
       macs += ho * wo * cout * cin * l.kernel * l.kernel;
       if (first) params -= (l.outChannels * l.inChannels - cout * cin) * l.kernel * l.kernel + (l.bias ? l.outChannels - cout : 0);
+    } else if (l instanceof DepthwiseConv2d) {
+      const [ho, wo] = n.shape;
+      const c = aliveIn(n.id);
+      macs += ho * wo * c * l.kernel * l.kernel;
+      if (first) params -= (l.channels - c) * (l.kernel * l.kernel + (l.bias ? 1 : 0));
     } else if (l instanceof Linear) {
-      const cin = aliveAt(n.inputs[0]);
+      const cin = aliveIn(n.inputs[0]);
       macs += cin * l.outFeatures;
       if (first) params -= (l.inFeatures - cin) * l.outFeatures;
     } else if (l instanceof BatchNorm2d && first) {
-      params -= 2 * (l.channels - aliveAt(n.id));
+      params -= 2 * (l.channels - aliveIn(n.id));
     }
   }
   return { macs, params, alive };

@@ -44,6 +44,11 @@ export interface GlobalPruneOptions {
   flopsEta: number;
   /** The smallest BN feature-map area (H*W) of the network: flops_eta is divided by it, as the paper does. */
   minArea: number;
+  /**
+   * `gbn.round_to` (default 1): after a decision every group keeps a multiple of this many channels, or all it has.
+   * Channels then leave in chunks (see `globalPrune`), so a small `p` still prunes a whole chunk.
+   */
+  roundTo?: number;
 }
 
 export interface GlobalPruneInfo {
@@ -84,14 +89,23 @@ function countAlive(mask: ArrayLike<number>): number {
  * group's alive channels except its `minimal` best are candidates; every candidate enters the ranking once per
  * member BN; the threshold is the entry at position num = floor(p * alive filters) (0-based) of the sorted ranking,
  * and every candidate scoring <= threshold is pruned. Ties inside a group are broken by channel index (lower index
- * ranks lower). Throws BAD_DECISION for a p outside [0, 1] or a non-positive minArea, SHAPE_MISMATCH for scores or
- * masks of the wrong width, BAD_SCORE for a NaN score.
+ * ranks lower).
+ *
+ * With `roundTo` = k > 1 the ranked unit is a chunk: a group's candidates, in score order, are cut into chunks of k
+ * (the first one smaller when the alive count is no multiple of k, so that what stays becomes one), a trailing
+ * partial chunk is no candidate, and a chunk scores as its best channel and weighs k times the member BNs. The
+ * threshold is the score of the chunk at which the sorted chunks' weights first exceed `num`, and every chunk at or
+ * under it goes. With k = 1 this is exactly the per-channel ranking above.
+ *
+ * Throws BAD_DECISION (p outside [0, 1], minArea, roundTo), SHAPE_MISMATCH (scores or mask not of the group's
+ * width), BAD_SCORE (NaN).
  */
 export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOptions): { decision: MaskDecision; info: GlobalPruneInfo } {
   if (!(opts.minArea > 0)) throw new GdpError('BAD_DECISION', `minArea must be positive, got ${opts.minArea}`);
   if (!(opts.p >= 0 && opts.p <= 1)) throw new GdpError('BAD_DECISION', `p must be a fraction in [0, 1], got ${opts.p}`);
-  const ranking: number[] = [];
-  const candidates: { e: GroupScores; adjusted: Float64Array; channels: number[] }[] = [];
+  const roundTo = opts.roundTo ?? 1;
+  if (!Number.isInteger(roundTo) || roundTo < 1) throw new GdpError('BAD_DECISION', `roundTo must be a positive integer, got ${roundTo}`);
+  const chunks: { e: GroupScores; channels: number[]; score: number; weight: number }[] = [];
   let total = 0;
   let left = 0;
   for (const e of entries) {
@@ -108,22 +122,34 @@ export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOp
     }
     total += g.width * count;
     left += alive.length * count;
-    const byScore = alive.sort((a, b) => adjusted[a] - adjusted[b] || a - b);
+    const byScore = alive.slice().sort((a, b) => adjusted[a] - adjusted[b] || a - b);
     const channels = byScore.slice(0, Math.max(0, byScore.length - minimalChannels(g.width, opts.minimalRatio)));
-    candidates.push({ e, adjusted, channels });
-    for (const c of channels) for (let k = 0; k < count; k++) ranking.push(adjusted[c]);
+    let size = alive.length % roundTo || roundTo;
+    for (let i = 0; i + size <= channels.length; i += size, size = roundTo) {
+      const part = channels.slice(i, i + size);
+      chunks.push({ e, channels: part, score: adjusted[part[part.length - 1]], weight: size * count });
+    }
   }
-  ranking.sort((a, b) => a - b);
+  // A stable sort keeps graph order among equal scores; the threshold is a score, so ties are pruned together.
+  const ranked = chunks.slice().sort((a, b) => a.score - b.score);
   const num = Math.floor(left * opts.p);
-  const threshold = ranking.length === 0 ? -Infinity : num < ranking.length ? ranking[num] : Infinity;
+  let threshold = ranked.length === 0 ? -Infinity : Infinity;
+  let seen = 0;
+  for (const c of ranked) {
+    seen += c.weight;
+    if (seen > num) {
+      threshold = c.score;
+      break;
+    }
+  }
+  const pruned = new Map<GroupScores, number[]>();
+  for (const c of chunks) if (c.score <= threshold) pruned.set(c.e, [...(pruned.get(c.e) ?? []), ...c.channels]);
   const decision: MaskDecision = { kind: 'mask', groups: {}, layers: {} };
   let toPrune = 0;
-  for (const { e, adjusted, channels } of candidates) {
-    const pruned = channels.filter((c) => adjusted[c] <= threshold).sort((a, b) => a - b);
-    if (!pruned.length) continue;
-    decision.groups[e.group.id] = pruned;
+  for (const [e, channels] of pruned) {
+    decision.groups[e.group.id] = channels.sort((a, b) => a - b);
     decision.layers[e.group.id] = [...e.group.bns];
-    toPrune += pruned.length * e.group.bns.length;
+    toPrune += channels.length * e.group.bns.length;
   }
   const info: GlobalPruneInfo = { left, toPrune, total, totalPrunedRatio: total ? (total - left + toPrune) / total : 0, threshold };
   return { decision, info };

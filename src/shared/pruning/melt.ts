@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { GdpError } from '../errors.js';
 import { trace } from '../graph/trace.js';
-import { BatchNorm2d, Conv2d, Linear } from '../nn/layers.js';
+import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { aliveChannels, batchNorms } from './gates.js';
 import { channelStructure, type ChannelStructure } from './groups.js';
@@ -12,6 +12,10 @@ export type MeltGroupLayers = {
   bns: string[];
   producers: string[];
   consumers: string[];
+  /** Depthwise convolutions on the group (absent: none). */
+  depthwise?: string[];
+  /** [offset, area] of consumers that read more than the group or read it flattened (see `ConsumerSlice`). */
+  slices?: Record<string, [number, number]>;
 };
 
 /**
@@ -32,7 +36,16 @@ const meltRecordSchema = z
     groups: z.record(z.string(), z.array(z.number().int().nonnegative()).min(1)),
     layers: z.record(
       z.string(),
-      z.object({ width: z.number().int().positive(), bns: z.array(z.string()), producers: z.array(z.string()), consumers: z.array(z.string()) }).strict(),
+      z
+        .object({
+          width: z.number().int().positive(),
+          bns: z.array(z.string()),
+          producers: z.array(z.string()),
+          consumers: z.array(z.string()),
+          depthwise: z.array(z.string()).optional(),
+          slices: z.record(z.string(), z.tuple([z.number().int().nonnegative(), z.number().int().positive()])).optional(),
+        })
+        .strict(),
     ),
   })
   .strict();
@@ -48,7 +61,11 @@ export function planMelt(model: Module, s: ChannelStructure): MeltRecord {
     if (keep.length === g.width) continue;
     if (keep.length === 0) throw new GdpError('EMPTY_GROUP', `group '${g.id}' has every channel masked: melting would cut the network`);
     record.groups[g.id] = keep;
-    record.layers[g.id] = { width: g.width, bns: [...g.bns], producers: [...g.producers], consumers: [...g.consumers] };
+    const layers: MeltGroupLayers = { width: g.width, bns: [...g.bns], producers: [...g.producers], consumers: [...g.consumers] };
+    if (g.depthwise.length) layers.depthwise = [...g.depthwise];
+    const sliced = Object.entries(g.slices);
+    if (sliced.length) layers.slices = Object.fromEntries(sliced.map(([p, sl]) => [p, [sl.offset, sl.area]]));
+    record.layers[g.id] = layers;
   }
   return record;
 }
@@ -57,10 +74,17 @@ function modulesByPath(model: Module): Map<string, Module> {
   return new Map(model.namedModules());
 }
 
+/** A consumer's input width: Conv2d input channels or Linear input features. */
+function inputWidth(m: Conv2d | Linear): number {
+  return m instanceof Conv2d ? m.inChannels : m.inFeatures;
+}
+
 /**
  * Replays a melt: every listed BN folds g*mask into weight and bias (`removeGate`), then each group's masked
- * channels are cut from its producers' outputs, its BNs and its consumers' inputs. All widths are checked
- * before anything changes, so a record that does not fit the model leaves it untouched.
+ * channels are cut from its producers' outputs, its BNs and depthwise convolutions, and its consumers' inputs (at
+ * their slices: every cut of one consumer is gathered first and made at once, so offsets stay those of the
+ * unmelted input). All widths are checked before anything changes, so a record that does not fit the model leaves
+ * it untouched. Throws BAD_MELT naming the group and layer that do not fit.
  */
 export function applyMelt(model: Module, data: MeltRecord): void {
   const r = parseMeltRecord(data);
@@ -71,6 +95,8 @@ export function applyMelt(model: Module, data: MeltRecord): void {
     return m;
   };
   const surgery: (() => void)[] = [];
+  // Per consumer, the input features to remove, from every group it reads.
+  const cuts = new Map<Conv2d | Linear, Set<number>>();
   for (const [id, keep] of Object.entries(r.groups)) {
     const l = r.layers[id];
     if (!l) throw new GdpError('BAD_MELT', `melt record: group '${id}' has no layers`);
@@ -89,13 +115,30 @@ export function applyMelt(model: Module, data: MeltRecord): void {
       width(p, bn.channels);
       surgery.push(() => bn.keepChannels(keep));
     }
+    for (const p of l.depthwise ?? []) {
+      const dw = need(p, DepthwiseConv2d, 'DepthwiseConv2d', id);
+      width(p, dw.channels);
+      surgery.push(() => dw.keepChannels(keep));
+    }
+    const kept = new Set(keep);
     for (const p of l.consumers) {
       const m = mods.get(p);
-      if (m instanceof Conv2d) width(p, m.inChannels);
-      else if (m instanceof Linear) width(p, m.inFeatures);
-      else throw new GdpError('BAD_MELT', `melt record, group '${id}': '${p}' is not a Conv2d or Linear in this model`);
-      surgery.push(() => m.keepInputChannels(keep));
+      if (!(m instanceof Conv2d) && !(m instanceof Linear)) throw new GdpError('BAD_MELT', `melt record, group '${id}': '${p}' is not a Conv2d or Linear in this model`);
+      const slice = l.slices?.[p];
+      const [offset, area] = slice ?? [0, 1];
+      if (!slice) width(p, inputWidth(m));
+      else if (offset + l.width * area > inputWidth(m)) {
+        throw new GdpError('BAD_MELT', `melt record, group '${id}': '${p}' has ${inputWidth(m)} inputs, the record reads ${l.width}x${area} from ${offset}`);
+      }
+      const cut = cuts.get(m) ?? new Set<number>();
+      cuts.set(m, cut);
+      for (let c = 0; c < l.width; c++) if (!kept.has(c)) for (let k = 0; k < area; k++) cut.add(offset + c * area + k);
     }
+  }
+  for (const [m, cut] of cuts) {
+    const keep: number[] = [];
+    for (let i = 0; i < inputWidth(m); i++) if (!cut.has(i)) keep.push(i);
+    surgery.push(() => m.keepInputChannels(keep));
   }
   const bns = r.ungate.map((p) => need(p, BatchNorm2d, 'BatchNorm2d', '(ungate)'));
   // Folding first: a masked channel's weight and bias become exactly 0, so cutting it changes no output.
