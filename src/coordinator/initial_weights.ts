@@ -1,11 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { concatFloat32 } from '../shared/arrays.js';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { layerWidths, loadModel } from '../shared/io/model_file.js';
 import { parseSafetensors } from '../shared/io/safetensors.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
-import { loadSlots, slotEntries, slotValues } from '../shared/protocol/model_state.js';
 import { pruningUpdate } from '../shared/pruning/updates.js';
 import type { Coordinator } from './cluster.js';
 
@@ -49,12 +47,10 @@ export function loadInitialWeights(coordinator: Coordinator, path: string): { ga
           `${changed.length > 1 ? ` (and ${changed.length - 1} more layers)` : ''}: a run starts from a full-width network, gated or not`,
       );
     }
-    if (loaded.gated) {
-      const layers = [...loaded.model.namedModules()].filter(([, m]) => m instanceof BatchNorm2d && m.gated).map(([p]) => p);
-      coordinator.prepare(pruningUpdate({ kind: 'gate', layers }));
-    }
-    loadSlots(coordinator.model, slotEntries(loaded.model), concatFloat32(slotValues(loaded.model)));
-    coordinator.replica.pullFromDevice();
+    // The starting state: gated first when the file is (so that workers replay the same structure), then every slot.
+    const layers = [...loaded.model.namedModules()].filter(([, m]) => m instanceof BatchNorm2d && m.gated).map(([p]) => p);
+    const slots = new Map([...loaded.model.namedSlots()].map(([name, s]) => [name, s.value.dataSync() as Float32Array]));
+    coordinator.restore({ updates: loaded.gated ? [pruningUpdate({ kind: 'gate', layers })] : [], slots, momentum: [], steps: 0 });
     return { gated: loaded.gated };
   } finally {
     loaded.model.dispose();

@@ -10,7 +10,6 @@ import { dataFingerprint, loadDataset } from '../shared/data/index.js';
 import { checkModelFitsData } from '../shared/models/registry.js';
 import { GdpError } from '../shared/errors.js';
 import { MIN_TOKEN_LENGTH, isLoopbackHost } from '../shared/protocol/auth.js';
-import { stateChecksum } from '../shared/protocol/model_state.js';
 import { listenWs, type WsListener } from '../shared/protocol/ws_listener.js';
 import './all_stages.js';
 import type { Coordinator } from './cluster.js';
