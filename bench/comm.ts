@@ -105,19 +105,16 @@ export async function gradExchange(
     ]);
     const link = new WorkerLink(p, hello, 600000, 600000);
     const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 0, nesterov: false };
-    let seq = 1;
     const exchange = async () => {
-      const s = seq;
-      seq += 2;
-      const answer = await link.request(s, 'computed', [{ type: 'compute', seq: s, set: 'all', indices: toWire(new Int32Array([0])), seed: 0 }], {
-        size: elems,
-        bucketElems,
-        allocate: (n) => reducer.allocate(n, 1),
-        dtype,
-      });
+      const answer = await link.request(
+        'computed',
+        (seq) => [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([0])), seed: 0 }],
+        (seq) => reducer.gradientSink(`gradient for request ${seq}`, elems, bucketElems, 1, dtype),
+      );
       const avg = await reducer.average([answer.grad], answer.stats.count);
-      link.post([{ type: 'apply', seq: s, set: 'all', sgd }, ...splitBuckets(avg, bucketElems).map((data, index) => ({ type: 'bucket' as const, stream: 'avg' as const, seq: s, index, data }))]);
-      await link.request(s + 1, 'checksum', [{ type: 'checksum_request', seq: s + 1 }]);
+      const buckets = splitBuckets(avg, bucketElems);
+      link.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }, ...buckets.map((data, index) => ({ type: 'bucket' as const, stream: 'avg' as const, seq, index, data }))], answer.seq);
+      await link.request('checksum', (seq) => [{ type: 'checksum_request', seq }]);
     };
     for (let i = 0; i < opts.warmup; i++) await Promise.race([exchange(), far.exited]);
     const t0 = performance.now();

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
+import { BucketAssembler, type BucketDtype } from '../shared/protocol/buckets.js';
 import { reduceRange } from './reduce.js';
 import type { ReduceTask } from './reduce_task.js';
 
@@ -13,10 +14,16 @@ export interface ReducerOptions {
 }
 
 /**
- * Averages worker gradients in a fixed order. Large ones (ResNet-50: 25.6 M values per worker, ~0.15 s per worker
- * on one core here, plus the finite checks) are split by range over a piscina pool working on SharedArrayBuffers,
- * so that the coordinator's reduction does not grow with the worker count on a many-core machine. Small models
- * (ResNet-20: 0.27 M values) and machines with fewer than 3 cores sum inline.
+ * Averages worker gradients in a fixed order: a step asks for one `gradientSink` per worker, which its link feeds
+ * with that worker's buckets as they arrive, then for the `average` of their results. Bucket-wise reduction plugs
+ * in here: a sink that hands each completed bucket to the reduction (summed over workers in the same fixed order,
+ * so the arithmetic is unchanged) instead of waiting for whole vectors; fp16 and other per-bucket encodings are the
+ * sink's `dtype`.
+ *
+ * Large gradients (ResNet-50: 25.6 M values per worker, ~0.15 s per worker on one core here, plus the finite
+ * checks) are split by range over a piscina pool working on SharedArrayBuffers, so that the coordinator's reduction
+ * does not grow with the worker count on a many-core machine. Small models (ResNet-20: 0.27 M values) and machines
+ * with fewer than 3 cores sum inline.
  */
 export class GradientReducer {
   private readonly threads: number;
@@ -32,6 +39,14 @@ export class GradientReducer {
 
   private usePool(size: number, workers: number): boolean {
     return this.threads >= 2 && size * workers >= this.minValues;
+  }
+
+  /**
+   * Receives one worker's gradient of `size` values in buckets of `bucketElems`, each checked (order, length, dtype,
+   * finite) on arrival, into a buffer from `allocate`. Its result goes to `average`.
+   */
+  gradientSink(what: string, size: number, bucketElems: number, workers: number, dtype: BucketDtype): BucketAssembler {
+    return new BucketAssembler(what, size, bucketElems, (n) => this.allocate(n, workers), dtype);
   }
 
   /**

@@ -1,11 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { concatFloat32 } from '../shared/arrays.js';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { layerWidths, loadModel, type LoadedModel, type Widths } from '../shared/io/model_file.js';
 import { parseSafetensors } from '../shared/io/safetensors.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
-import { loadSlots, slotEntries, slotValues } from '../shared/protocol/model_state.js';
 import { pruningUpdate } from '../shared/pruning/updates.js';
 import type { Coordinator } from './cluster.js';
 
@@ -62,12 +60,10 @@ export function readInitialWeights(config: Config, path: string, want: Widths): 
 export function loadInitialWeights(coordinator: Coordinator, path: string): { gated: boolean } {
   const loaded = readInitialWeights(coordinator.config, path, layerWidths(coordinator.model));
   try {
-    if (loaded.gated) {
-      const layers = [...loaded.model.namedModules()].filter(([, m]) => m instanceof BatchNorm2d && m.gated).map(([p]) => p);
-      coordinator.prepare(pruningUpdate({ kind: 'gate', layers }));
-    }
-    loadSlots(coordinator.model, slotEntries(loaded.model), concatFloat32(slotValues(loaded.model)));
-    coordinator.replica.pullFromDevice();
+    // The starting state: gated first when the file is (so that workers replay the same structure), then every slot.
+    const layers = [...loaded.model.namedModules()].filter(([, m]) => m instanceof BatchNorm2d && m.gated).map(([p]) => p);
+    const slots = new Map([...loaded.model.namedSlots()].map(([name, s]) => [name, s.value.dataSync() as Float32Array]));
+    coordinator.restore({ updates: loaded.gated ? [pruningUpdate({ kind: 'gate', layers })] : [], slots, momentum: [], steps: 0 });
     return { gated: loaded.gated };
   } finally {
     loaded.model.dispose();

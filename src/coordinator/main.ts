@@ -9,7 +9,6 @@ import type { Config } from '../shared/config/schema.js';
 import { dataFingerprint } from '../shared/data/index.js';
 import { GdpError } from '../shared/errors.js';
 import { MIN_TOKEN_LENGTH, isLoopbackHost } from '../shared/protocol/auth.js';
-import { stateChecksum } from '../shared/protocol/model_state.js';
 import { listenWs, type WsListener } from '../shared/protocol/ws_listener.js';
 import './all_stages.js';
 import type { Coordinator } from './cluster.js';

@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
-import { stateChecksum } from '../shared/protocol/model_state.js';
+import { stateChecksum } from '../shared/train/model_state.js';
 import type { Coordinator } from './cluster.js';
 import { writeResumePoint, type RunPosition } from './resume_point.js';
 import type { EpochRecord, RunFiles } from './run_files.js';

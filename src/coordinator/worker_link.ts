@@ -1,15 +1,25 @@
 import { GdpError, codeFromRemote } from '../shared/errors.js';
-import { BucketAssembler, type BucketDtype } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
 import type { Peer } from '../shared/protocol/peer.js';
+import type { WireTensor } from '../shared/protocol/tensor.js';
 import type { StepStats } from '../shared/train/replica.js';
 
 export type Hello = MessageOf<'hello'>;
 
+/**
+ * Where a worker's gradient buckets go as they arrive, checked against the expected layout (a BucketAssembler
+ * into the reducer's buffer: GradientReducer.gradientSink).
+ */
+export interface GradientSink {
+  add(index: number, data: WireTensor): void;
+  result(): Float32Array;
+}
+
 /** Answers the coordinator waits for, by the request type that asks for them. */
 export interface Answers {
   ready: MessageOf<'ready'>;
-  computed: { grad: Float32Array; stats: StepStats; ms: number };
+  /** `seq` is the compute request's: the 'apply' that commits the step names it. */
+  computed: { seq: number; grad: Float32Array; stats: StepStats; ms: number };
   checksum: MessageOf<'checksum'>;
   evaluated: MessageOf<'evaluated'>;
   bn_stats: MessageOf<'bn_stats'>;
@@ -23,16 +33,18 @@ interface Pending {
   reject: (e: GdpError) => void;
   timer: NodeJS.Timeout;
   started: number;
-  assembler?: BucketAssembler;
+  gradient?: GradientSink;
 }
 
 /**
- * The coordinator's view of one worker: request/answer bookkeeping over its Peer. Every answer is checked
- * against the request it answers (sequence number, type, bucket layout); anything else ends the connection.
- * When the connection ends, every pending request is rejected with WORKER_LOST.
+ * The coordinator's view of one worker: a request layer over its Peer. It numbers its requests itself (the
+ * welcome is request 0, since 'ready' carries no number; then 1, 2, ...) and pairs every answer with its request
+ * (sequence number, type, bucket layout); anything else ends the connection. When the connection ends, every
+ * pending request is rejected with WORKER_LOST.
  */
 export class WorkerLink {
   private pending = new Map<number, Pending>();
+  private nextSeq = 1;
   /** Set once the welcome state is loaded and verified and the worker takes shards. */
   active = false;
   /** Set when its 'ready' checked out: it becomes active at the next boundary between collective operations. */
@@ -80,13 +92,13 @@ export class WorkerLink {
     return Math.max(this.heartbeatTimeoutMs, this.longestAnswerMs > 0 ? 2 * this.longestAnswerMs : this.timeoutMs);
   }
 
-  /** Sends `messages` and resolves with the answer of type `type` to request `seq`. */
-  request<T extends AnswerType>(
-    seq: number,
-    type: T,
-    messages: Message[],
-    gradSize?: { size: number; bucketElems: number; allocate?: (n: number) => Float32Array; dtype?: BucketDtype },
-  ): Promise<Answers[T]> {
+  /**
+   * Sends the messages `build` makes around a fresh sequence number and resolves with the answer of type `type` to
+   * them; rejects with WORKER_LOST when the connection ends first (STEP_TIMEOUT closes it). A 'computed' answer's
+   * gradient buckets go to the sink `gradient` gives for that number.
+   */
+  request<T extends AnswerType>(type: T, build: (seq: number) => Message[], gradient?: (seq: number) => GradientSink): Promise<Answers[T]> {
+    const seq = type === 'ready' ? 0 : this.nextSeq++;
     return new Promise<Answers[T]>((resolve, reject) => {
       if (this.closed) {
         reject(new GdpError('WORKER_LOST', `worker ${this.id} left: ${this.lostReason ?? 'closed'}`));
@@ -94,19 +106,21 @@ export class WorkerLink {
       }
       const timer = setTimeout(() => this.peer.fail(new GdpError('STEP_TIMEOUT', `no '${type}' answer to request ${seq} within ${this.timeoutMs} ms`)), this.timeoutMs);
       timer.unref();
-      const assembler = gradSize ? new BucketAssembler(`gradient from worker ${this.id} for request ${seq}`, gradSize.size, gradSize.bucketElems, gradSize.allocate, gradSize.dtype) : undefined;
-      this.pending.set(seq, { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), assembler });
+      this.pending.set(seq, { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), gradient: gradient?.(seq) });
       try {
-        for (const m of messages) this.peer.send(m);
+        for (const m of build(seq)) this.peer.send(m);
       } catch (err) {
         this.peer.fail(err instanceof GdpError ? err : new GdpError('INTERNAL', String(err)));
       }
     });
   }
 
-  /** Sends without waiting for an answer (the ordered channel makes later requests wait behind it). */
-  post(messages: Message[]): void {
-    for (const m of messages) this.peer.send(m);
+  /**
+   * Sends without waiting for an answer (the ordered channel makes later requests wait behind it). `seq` is the
+   * request the messages follow up (the compute a step's 'apply' commits); by default a fresh number.
+   */
+  post(build: (seq: number) => Message[], seq = this.nextSeq++): void {
+    for (const m of build(seq)) this.peer.send(m);
   }
 
   private take(seq: number, type: AnswerType): Pending {
@@ -127,12 +141,12 @@ export class WorkerLink {
       case 'bucket': {
         if (m.stream !== 'grad') throw new GdpError('PROTOCOL', `workers send only 'grad' buckets, got '${m.stream}'`);
         const p = this.take(m.seq, 'computed');
-        p.assembler!.add(m.index, m.data);
+        p.gradient!.add(m.index, m.data);
         return;
       }
       case 'computed': {
         const p = this.take(m.seq, 'computed');
-        this.settle(m.seq, p, { grad: p.assembler!.result(), stats: m.stats, ms: Date.now() - p.started });
+        this.settle(m.seq, p, { seq: m.seq, grad: p.gradient!.result(), stats: m.stats, ms: Date.now() - p.started });
         return;
       }
       case 'checksum':

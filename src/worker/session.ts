@@ -1,20 +1,17 @@
-import * as tf from '@tensorflow/tfjs-core';
 import { parseConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { dataFingerprint, loadDataset } from '../shared/data/index.js';
 import { GdpError, codeFromRemote } from '../shared/errors.js';
 import { archSpec, buildModel, checkModelFitsData } from '../shared/models/registry.js';
-import type { Module } from '../shared/nn/module.js';
 import { BucketAssembler, bucketRanges } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
-import { applyModelUpdate } from '../shared/protocol/model_update.js';
-import { isRunningStat, layoutOf, loadSlots, stateChecksum, type TensorEntry } from '../shared/protocol/model_state.js';
 import { Peer, asGdpError } from '../shared/protocol/peer.js';
-import { float32FromWire, int32FromWire, toWire, toWireFloat16, type NamedTensor } from '../shared/protocol/tensor.js';
+import { int32FromWire, namedArraysFromWire, namedArraysToWire, toWire, toWireFloat16 } from '../shared/protocol/tensor.js';
 import type { Transport } from '../shared/protocol/transport.js';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
-import { Replica, addStats, emptyStats, type FlatLayout, type ParamSet } from '../shared/train/replica.js';
+import { layoutOf, unflattenState } from '../shared/train/model_state.js';
+import { Replica, addStats, emptyStats, type FlatLayout, type ShapedTensor } from '../shared/train/replica.js';
 // Registers the pruning engine's model-update handlers (mask decisions, melts) in every worker.
 import '../shared/pruning/updates.js';
 
@@ -35,24 +32,29 @@ export interface WorkerOptions {
 
 interface Welcomed {
   config: Config;
-  model: Module;
   replica: Replica;
   data: DatasetPair;
 }
 
+/** A welcome whose state buckets are still arriving, and the freshly built replica that will hold it. */
 interface PendingState {
-  assembler: BucketAssembler;
-  slots: TensorEntry[];
-  momentum: TensorEntry[];
+  welcome: MessageOf<'welcome'>;
   config: Config;
-  model: Module;
+  replica: Replica;
+  assembler: BucketAssembler;
 }
+
+/**
+ * Lets due timers run (a setImmediate would not): the heartbeat goes out between long synchronous parts of the
+ * welcome, since the coordinator drops a worker silent for dist.heartbeat_timeout_ms.
+ */
+const letTimersRun = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
 /** A computed shard whose step is not applied yet: if the step is redone without it, its side effects are undone. */
 interface Uncommitted {
   seq: number;
   /** BN running statistics before the shard's forward pass. */
-  runningStats: [string, Float32Array][];
+  runningStats: ShapedTensor[];
   samples: number;
 }
 
@@ -151,51 +153,31 @@ export class WorkerSession {
         return this.bucket(m);
       case 'compute':
         return this.compute(m);
-      case 'apply': {
-        if (this.pendingApply) throw new GdpError('PROTOCOL', `'apply' ${m.seq} before the buckets of 'apply' ${this.pendingApply.seq} were complete`);
-        const layout = this.need().replica.layout(m.set);
-        if (this.uncommitted) {
-          if (this.uncommitted.seq !== m.seq) this.rollback();
-          this.uncommitted = undefined;
-        }
-        // One buffer reused across steps: applyGradient consumes the average before the next one arrives.
-        const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems, (n) => {
-          if (this.avgBuffer?.length !== n) this.avgBuffer = new Float32Array(n);
-          return this.avgBuffer;
-        });
-        this.pendingApply = { seq: m.seq, layout, sgd: m.sgd, assembler };
-        if (assembler.complete) this.applyPending();
-        return;
-      }
+      case 'apply':
+        return this.apply(m);
       case 'checksum_request':
-        this.peer.send({ type: 'checksum', seq: m.seq, checksum: this.need().replica.checksum() });
+        this.peer.send({ type: 'checksum', seq: m.seq, checksum: this.need().replica.checksum('parameters') });
         return;
       case 'evaluate':
         return this.evaluate(m);
-      case 'bn_request': {
-        const tensors = [...this.need().model.namedBuffers()]
-          .filter(([n]) => isRunningStat(n))
-          .map(([name, s]) => ({ name, tensor: toWire(s.value.dataSync() as Float32Array, s.value.shape) }));
-        this.peer.send({ type: 'bn_stats', seq: m.seq, samples: this.samplesSinceSync, tensors });
+      case 'bn_request':
+        this.peer.send({ type: 'bn_stats', seq: m.seq, samples: this.samplesSinceSync, tensors: namedArraysToWire(this.need().replica.runningStats()) });
         return;
-      }
       case 'set_buffers': {
-        const { model } = this.need();
-        setBuffers(model, m.tensors);
+        const { replica } = this.need();
+        replica.setRunningStats(namedArraysFromWire(m.tensors, 'BN statistic'));
         this.samplesSinceSync = 0;
-        this.peer.send({ type: 'ack', seq: m.seq, checksum: stateChecksum(model) });
+        this.peer.send({ type: 'ack', seq: m.seq, checksum: replica.checksum('state') });
         return;
       }
       case 'model_update': {
-        const { model, replica } = this.need();
-        const { resetMomentum } = applyModelUpdate(model, m.update);
-        replica.pullFromDevice();
-        if (resetMomentum) replica.resetMomentum();
-        this.peer.send({ type: 'ack', seq: m.seq, checksum: stateChecksum(model, { runningStats: false }) });
+        const { replica } = this.need();
+        replica.applyUpdate(m.update);
+        this.peer.send({ type: 'ack', seq: m.seq, checksum: replica.checksum('state-without-running-stats') });
         return;
       }
       case 'shutdown':
-        this.opts.log(`coordinator ended the session: ${m.reason}${this.state ? `; state checksum ${stateChecksum(this.state.model)}` : ''}`);
+        this.opts.log(`coordinator ended the session: ${m.reason}${this.state ? `; state checksum ${this.state.replica.checksum('state')}` : ''}`);
         this.peer.close('shutdown');
         return;
       case 'refuse':
@@ -209,6 +191,23 @@ export class WorkerSession {
     }
   }
 
+  /** The step this worker may have computed is committed: the averaged gradient follows in 'avg' buckets. */
+  private apply(m: MessageOf<'apply'>): void {
+    if (this.pendingApply) throw new GdpError('PROTOCOL', `'apply' ${m.seq} before the buckets of 'apply' ${this.pendingApply.seq} were complete`);
+    const layout = this.need().replica.layout(m.set);
+    if (this.uncommitted) {
+      if (this.uncommitted.seq !== m.seq) this.rollback();
+      this.uncommitted = undefined;
+    }
+    // One buffer reused across steps: applyGradient consumes the average before the next one arrives.
+    const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems, (n) => {
+      if (this.avgBuffer?.length !== n) this.avgBuffer = new Float32Array(n);
+      return this.avgBuffer;
+    });
+    this.pendingApply = { seq: m.seq, layout, sgd: m.sgd, assembler };
+    if (assembler.complete) this.applyPending();
+  }
+
   private async welcome(m: MessageOf<'welcome'>): Promise<void> {
     if (this.state || this.pendingState) throw new GdpError('PROTOCOL', 'second welcome');
     if (m.protocol !== PROTOCOL_VERSION) throw new GdpError('PROTOCOL_VERSION', `coordinator speaks protocol ${m.protocol}, this worker ${PROTOCOL_VERSION}`);
@@ -218,10 +217,9 @@ export class WorkerSession {
     this.bucketElems = m.bucketElems;
     // The coordinator may be busy for a while (evaluation, checkpoints): its silence is bounded by the step timeout.
     this.peer.configure({ heartbeatMs: config.dist.heartbeat_ms, timeoutMs: config.dist.step_timeout_ms });
-    const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
-    for (const u of m.updates) applyModelUpdate(model, u);
     const size = layoutOf(m.slots).size + layoutOf(m.momentum).size;
-    this.pendingState = { assembler: new BucketAssembler('welcome state', size, m.bucketElems), slots: m.slots, momentum: m.momentum, config, model };
+    const replica = new Replica(buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed }), archSpec(config.model.name).inputShape);
+    this.pendingState = { welcome: m, config, replica, assembler: new BucketAssembler('welcome state', size, m.bucketElems) };
     if (this.pendingState.assembler.complete) await this.finishWelcome();
   }
 
@@ -237,26 +235,27 @@ export class WorkerSession {
     }
   }
 
+  /** The state is complete: the replica loads it (update log, slots, momentum), the data loads, 'ready' answers. */
   private async finishWelcome(): Promise<void> {
-    const p = this.pendingState!;
+    const { welcome: w, config, replica, assembler } = this.pendingState!;
     this.pendingState = undefined;
-    const flat = p.assembler.result();
-    const slotSize = layoutOf(p.slots).size;
-    loadSlots(p.model, p.slots, flat.subarray(0, slotSize));
-    const replica = new Replica(p.model, archSpec(p.config.model.name).inputShape);
-    const mLayout = layoutOf(p.momentum);
-    replica.setMomentumState(
-      p.momentum.map((e, i) => {
-        const start = slotSize + mLayout.offsets[i];
-        return [e.name, flat.subarray(start, start + e.shape.reduce((a, b) => a * b, 1))];
-      }),
-    );
-    const data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c, { dataDir: this.opts.dataDir })))(p.config);
-    this.state = { config: p.config, model: p.model, replica, data };
+    const flat = assembler.result();
+    const slots = unflattenState(w.slots, flat);
+    const momentum = unflattenState(w.momentum, flat, layoutOf(w.slots).size);
+    let data: DatasetPair;
+    try {
+      replica.loadState({ updates: w.updates, slots, momentum });
+      await letTimersRun();
+      data = await (this.opts.loadData ?? ((c: Config) => loadDataset(c, { dataDir: this.opts.dataDir })))(config);
+    } catch (err) {
+      replica.model.dispose();
+      throw err;
+    }
+    this.state = { config, replica, data };
     this.wasWelcomed = true;
-    checkModelFitsData(p.config, data.train);
-    this.opts.log(`welcomed: ${p.config.model.name}, ${replica.layout('all').size} parameters, data ${data.train.name} (${data.train.size} samples)`);
-    this.peer.send({ type: 'ready', checksum: stateChecksum(p.model), data: dataFingerprint(data) });
+    checkModelFitsData(config, data.train);
+    this.opts.log(`welcomed: ${config.model.name}, ${replica.layout('all').size} parameters, data ${data.train.name} (${data.train.size} samples)`);
+    this.peer.send({ type: 'ready', checksum: replica.checksum('state'), data: dataFingerprint(data) });
   }
 
   private async compute(m: MessageOf<'compute'>): Promise<void> {
@@ -265,7 +264,7 @@ export class WorkerSession {
     const indices = int32FromWire(m.indices, 'compute indices');
     const layout = replica.layout(m.set);
     const batch = await data.train.load(indices, { augment: true, seed: m.seed });
-    const runningStats = [...this.need().model.namedBuffers()].filter(([n]) => isRunningStat(n)).map(([n, s]): [string, Float32Array] => [n, (s.value.dataSync() as Float32Array).slice()]);
+    const runningStats = replica.runningStats();
     const { grad, stats } = replica.gradients(batch, layout);
     this.uncommitted = { seq: m.seq, runningStats, samples: batch.n };
     this.samplesSinceSync += batch.n;
@@ -282,8 +281,7 @@ export class WorkerSession {
   private rollback(): void {
     const u = this.uncommitted!;
     this.uncommitted = undefined;
-    const buffers = new Map(this.need().model.namedBuffers());
-    for (const [name, v] of u.runningStats) buffers.get(name)!.set(tf.tensor(v, buffers.get(name)!.value.shape));
+    this.need().replica.setRunningStats(u.runningStats);
     this.samplesSinceSync -= u.samples;
     this.opts.log(`step of request ${u.seq} was dropped by the coordinator; its BN statistics are undone`);
   }
@@ -307,22 +305,9 @@ export class WorkerSession {
 
   private dispose(): void {
     void this.state?.data.close?.();
-    this.state?.model.dispose();
+    this.state?.replica.model.dispose();
     this.state = undefined;
-    this.pendingState?.model.dispose();
+    this.pendingState?.replica.model.dispose();
     this.pendingState = undefined;
-  }
-}
-
-/** Overwrites the named buffers (BN running statistics) of a model. */
-export function setBuffers(model: Module, tensors: readonly NamedTensor[]): void {
-  const buffers = new Map(model.namedBuffers());
-  for (const { name, tensor } of tensors) {
-    const s = buffers.get(name);
-    if (!s) throw new GdpError('BAD_STATE', `buffer '${name}' is not in the model`);
-    const v = float32FromWire(tensor, `buffer '${name}'`);
-    if (v.length !== s.value.size) throw new GdpError('BAD_STATE', `buffer '${name}' has ${v.length} values, the model ${s.value.size}`);
-    if (!v.every(Number.isFinite)) throw new GdpError('NON_FINITE', `buffer '${name}' is not finite`);
-    s.set(tf.tensor(v, s.value.shape));
   }
 }

@@ -7,7 +7,7 @@ import { coordinatorFor } from '../../src/coordinator/in_process.js';
 import { Rng } from '../../src/shared/rng.js';
 import { encodeMessage, packBlob } from '../../src/shared/protocol/codec.js';
 import type { Message } from '../../src/shared/protocol/messages.js';
-import { stateChecksum } from '../../src/shared/protocol/model_state.js';
+import { stateChecksum } from '../../src/shared/train/model_state.js';
 import { toWire } from '../../src/shared/protocol/tensor.js';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../src/shared/protocol/version.js';
 import { listenWs } from '../../src/shared/protocol/ws_listener.js';
@@ -299,13 +299,13 @@ test('10,000 random and mutated frames against a live coordinator: no crash, no 
     await coordinator.syncBatchNormStats();
     await coordinator.verifyChecksums();
     assert.deepEqual(coordinator.workerIds, ['real']);
-    const fuzzed = { params: coordinator.replica.checksum(), state: stateChecksum(coordinator.model) };
+    const fuzzed = { params: coordinator.replica.checksum('parameters'), state: stateChecksum(coordinator.model) };
     const ref = coordinatorFor(CONFIG, noLog);
     const w = connectWorker(ref, 'real');
     await ref.waitForWorkers(1, 30000);
     for (let s = 0; s < steps; s++) await ref.step(batch(s), 'all', SGD);
     await ref.syncBatchNormStats();
-    assert.deepEqual(fuzzed, { params: ref.replica.checksum(), state: stateChecksum(ref.model) });
+    assert.deepEqual(fuzzed, { params: ref.replica.checksum('parameters'), state: stateChecksum(ref.model) });
 
     ref.shutdown('test done');
     coordinator.shutdown('test done');

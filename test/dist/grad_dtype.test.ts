@@ -22,7 +22,7 @@ async function run(dtype: 'float32' | 'float16', steps: number): Promise<Float32
     }
     // checksum_every: 1 compared every replica after every step already; once more, explicitly.
     await cluster.coordinator.verifyChecksums();
-    for (const w of cluster.workers) assert.equal(w.replica!.checksum(), cluster.coordinator.replica.checksum(), `${dtype}: worker replica differs`);
+    for (const w of cluster.workers) assert.equal(w.replica!.checksum('parameters'), cluster.coordinator.replica.checksum('parameters'), `${dtype}: worker replica differs`);
     assert.equal(numTensors(), tensors, `${dtype}: tensors leaked`);
     const r = cluster.coordinator.replica;
     return r.readParams(r.layout('all'));

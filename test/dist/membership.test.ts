@@ -4,7 +4,7 @@ import type { Coordinator } from '../../src/coordinator/cluster.js';
 import { coordinatorFor } from '../../src/coordinator/in_process.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { decodeMessage } from '../../src/shared/protocol/codec.js';
-import { stateChecksum } from '../../src/shared/protocol/model_state.js';
+import { stateChecksum } from '../../src/shared/train/model_state.js';
 import type { Transport } from '../../src/shared/protocol/transport.js';
 import { dataFingerprint } from '../../src/shared/data/dataset.js';
 import { connectWorker, setup, tinyConfig, tinyData } from './helpers.js';
@@ -25,7 +25,7 @@ const batch = (s: number) => Int32Array.from({ length: 8 }, (_, i) => (s * 37 + 
 async function finalState(c: Coordinator): Promise<{ state: string; params: string }> {
   await c.syncBatchNormStats();
   await c.verifyChecksums();
-  return { state: stateChecksum(c.model), params: c.replica.checksum() };
+  return { state: stateChecksum(c.model), params: c.replica.checksum('parameters') };
 }
 
 function until(cond: () => boolean, ms = 20000): Promise<void> {
@@ -76,7 +76,7 @@ test('a worker slow to load its data never holds up training: it follows, then t
       assert.deepEqual(r.perWorker.map((w) => w.id), ['a', 'b']);
     }
     const out = await finalState(c);
-    assert.equal(late.session.replica!.checksum(), out.params);
+    assert.equal(late.session.replica!.checksum('parameters'), out.params);
     c.shutdown('test done');
     await Promise.all([a.done, late.done]);
     c.model.dispose();

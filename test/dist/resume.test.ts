@@ -12,7 +12,7 @@ import { RunFiles } from '../../src/coordinator/run_files.js';
 import { configSchema, type Config } from '../../src/shared/config/schema.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { parseSafetensors } from '../../src/shared/io/safetensors.js';
-import { stateChecksum } from '../../src/shared/protocol/model_state.js';
+import { stateChecksum } from '../../src/shared/train/model_state.js';
 import { syntheticDataset } from '../pruning/local_cluster.js';
 import { setup, TINY } from './helpers.js';
 
@@ -70,7 +70,7 @@ async function run(logDir: string, opts: { seed?: number; stopAfter?: number; re
     if (opts.stopAfter !== undefined) interruptAfter(cluster.coordinator, opts.stopAfter);
     const c = cluster.coordinator;
     await runStages({ coordinator: c, config: cfg, trainSize: 16, testSize: 8, files: new RunFiles(cfg), log: (l) => lines.push(l), workers: 2, resume: point?.run });
-    for (const w of cluster.workers) assert.equal(w.replica!.checksum(), c.replica.checksum(), 'workers end identical to the coordinator');
+    for (const w of cluster.workers) assert.equal(w.replica!.checksum('parameters'), c.replica.checksum('parameters'), 'workers end identical to the coordinator');
     return {
       dir,
       steps: c.steps,

@@ -72,7 +72,7 @@ test('without the token a client receives nothing but a refusal; with it a worke
     const w = await c.join('w', { token: TOKEN });
     await c.coordinator.waitForWorkers(1, 30000);
     await c.coordinator.step(batch(0), 'all', SGD);
-    const before = c.coordinator.replica.checksum();
+    const before = c.coordinator.replica.checksum('parameters');
     const attempts = [undefined, 'Bearer ', 'Bearer wrong', `Bearer ${TOKEN}x`, `Bearer ${TOKEN.slice(1)}`, `Basic ${TOKEN}`, `bearer ${TOKEN}`];
     for (const auth of attempts) {
       const got = await rawUpgrade(c.listener.port, auth);
@@ -86,10 +86,10 @@ test('without the token a client receives nothing but a refusal; with it a worke
     assert.equal(refusals.length, attempts.length + 2);
     // None of them reached the coordinator: same workers, same state, training goes on.
     assert.deepEqual(c.coordinator.workerIds, ['w']);
-    assert.equal(c.coordinator.replica.checksum(), before);
+    assert.equal(c.coordinator.replica.checksum('parameters'), before);
     await c.coordinator.step(batch(1), 'all', SGD);
     await c.coordinator.verifyChecksums();
-    assert.equal(w.replica!.checksum(), c.coordinator.replica.checksum());
+    assert.equal(w.replica!.checksum('parameters'), c.coordinator.replica.checksum('parameters'));
   } finally {
     assert.deepEqual(await c.close(), [undefined]);
   }
@@ -131,7 +131,7 @@ test('TLS: a worker trusting the certificate trains over wss://; others cannot c
       await c.coordinator.waitForWorkers(1, 30000);
       for (let s = 0; s < 2; s++) await c.coordinator.step(batch(s), 'all', SGD);
       await c.coordinator.verifyChecksums();
-      assert.equal(w.replica!.checksum(), c.coordinator.replica.checksum());
+      assert.equal(w.replica!.checksum('parameters'), c.coordinator.replica.checksum('parameters'));
       // Without the certificate: not trusted. Plain ws:// to the TLS port: no WebSocket either.
       await assert.rejects(connectWs(c.url, { token: TOKEN }), (e: unknown) => e instanceof GdpError && e.code === 'CONNECT_FAILED' && /self[- ]signed/i.test(e.message));
       await assert.rejects(connectWs(c.url.replace('wss:', 'ws:'), { token: TOKEN, timeoutMs: 5000 }), (e: unknown) => e instanceof GdpError && e.code === 'CONNECT_FAILED');

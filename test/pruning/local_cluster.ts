@@ -1,7 +1,7 @@
 import { shardRanges, type StepResult } from '../../src/coordinator/cluster.js';
 import type { PruneCluster } from '../../src/coordinator/prune_options.js';
 import type { Batch, Dataset } from '../../src/shared/data/dataset.js';
-import { applyModelUpdate, type ModelUpdate } from '../../src/shared/protocol/model_update.js';
+import type { ModelUpdate } from '../../src/shared/protocol/model_update.js';
 import '../../src/shared/pruning/updates.js';
 import { Rng } from '../../src/shared/rng.js';
 import { addStats, emptyStats, type ParamSet, type Replica } from '../../src/shared/train/replica.js';
@@ -44,10 +44,8 @@ export class LocalCluster implements PruneCluster {
   }
   async broadcastModelUpdate(u: ModelUpdate) {
     this.updates.push(u);
-    // As the coordinator does: the protocol's own replay (custom updates through the registered handlers).
-    const { resetMomentum } = applyModelUpdate(this.replica.model, u);
-    this.replica.pullFromDevice();
-    if (resetMomentum) this.replica.resetMomentum();
+    // As the coordinator does: the replica's own replay (custom updates through the registered handlers).
+    this.replica.applyUpdate(u);
   }
 }
 

@@ -17,7 +17,7 @@ import { loadTorchState } from '../../src/shared/io/torch_state.js';
 import { CifarResNet } from '../../src/shared/models/resnet_cifar.js';
 import { effectiveCost } from '../../src/shared/pruning/cost.js';
 import { channelStructure } from '../../src/shared/pruning/groups.js';
-import { applyModelUpdate } from '../../src/shared/protocol/model_update.js';
+import { applyModelUpdate } from '../../src/shared/train/apply_update.js';
 import { Rng } from '../../src/shared/rng.js';
 import { Replica } from '../../src/shared/train/replica.js';
 import { triangularLr } from '../../src/shared/train/schedule.js';

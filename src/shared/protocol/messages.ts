@@ -17,7 +17,7 @@ const text = (max: number, lines = false) =>
     .max(max)
     .regex(lines ? /^[^\x00-\x09\x0b-\x1f\x7f]*$/ : /^[^\x00-\x1f\x7f]*$/, 'control characters are not allowed');
 const code = z.string().regex(/^[A-Za-z0-9_]{1,64}$/, 'an error code is 1-64 letters, digits or underscores');
-/** The first 16 hex digits of a SHA-256 (stateChecksum, Replica.checksum). */
+/** The first 16 hex digits of a SHA-256 (Replica.checksum). */
 const checksum = z.string().regex(/^[0-9a-f]{16}$/, 'a checksum is 16 hex digits');
 /** Worker ids name workers in logs and refusals. */
 export const workerIdSchema = z.string().regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'a worker id is 1-128 letters, digits or ._:@-');

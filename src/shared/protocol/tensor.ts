@@ -101,3 +101,20 @@ export function assertFinite(a: Float32Array, what: string): void {
   const i = firstNonFinite(a);
   if (i >= 0) throw new GdpError('NON_FINITE', `${what}: value ${a[i]} at element ${i}`);
 }
+
+/** Named float32 values with their shape: a NamedTensor decoded. */
+export interface NamedArray {
+  name: string;
+  shape: readonly number[];
+  values: Float32Array;
+}
+
+/** Decodes named float32 tensors (copies); `what` names them in the BAD_MESSAGE error of a non-float32 one. */
+export function namedArraysFromWire(tensors: readonly NamedTensor[], what: string): NamedArray[] {
+  return tensors.map(({ name, tensor }) => ({ name, shape: tensor.shape, values: float32FromWire(tensor, `${what} '${name}'`) }));
+}
+
+/** Named float32 values as wire tensors (views, no copy). */
+export function namedArraysToWire(arrays: readonly NamedArray[]): NamedTensor[] {
+  return arrays.map(({ name, shape, values }) => ({ name, tensor: toWire(values, shape) }));
+}

@@ -1,6 +1,6 @@
 import { GdpError } from '../errors.js';
 import type { Module } from '../nn/module.js';
-import { registerUpdateHandler } from '../protocol/model_update.js';
+import { registerUpdateHandler } from '../train/apply_update.js';
 import { applyDecision, parseMaskDecision, type MaskDecision } from './decision.js';
 import { bnAt } from './gates.js';
 import { applyMelt, parseMeltRecord, type MeltRecord } from './melt.js';

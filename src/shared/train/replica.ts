@@ -2,19 +2,17 @@ import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from '../data/dataset.js';
 import { tensorOps, type Module, type Slot } from '../nn/module.js';
+import { GdpError } from '../errors.js';
 import { BatchNorm2d } from '../nn/layers.js';
+import type { ModelUpdate } from '../protocol/model_update.js';
+import { applyModelUpdate } from './apply_update.js';
+import { isRunningStat, stateChecksum, type ChecksumScope, type FlatLayout, type ReplicaState, type StateTensor } from './model_state.js';
 import { sgdStep, type SgdOptions } from './sgd.js';
+
+export type { FlatLayout } from './model_state.js';
 
 /** Which parameters a step trains: all trainable ones, or only the Gate Decorator gates (a Tick). */
 export type ParamSet = 'all' | 'gates';
-
-/** The flat layout of a parameter set: names in model order with shapes and offsets into one float32 vector. */
-export interface FlatLayout {
-  names: string[];
-  shapes: number[][];
-  offsets: number[];
-  size: number;
-}
 
 export interface StepStats {
   lossSum: number;
@@ -32,14 +30,24 @@ function isGate(name: string): boolean {
   return name === 'g' || name.endsWith('.g');
 }
 
+/** A named float32 tensor with its shape, as Replica.runningStats returns it. */
+export interface ShapedTensor {
+  name: string;
+  shape: number[];
+  values: Float32Array;
+}
+
 /**
- * One copy of the model with its host-side parameter vectors. Workers compute gradient sums on their shards;
- * every replica (the coordinator's too) applies the same averaged update in plain float32 arithmetic.
+ * One copy of the model with its host-side parameter vectors, SGD momentum and model-update log. Workers compute
+ * gradient sums on their shards; every replica (the coordinator's too) applies the same averaged update in plain
+ * float32 arithmetic and the same model updates, so replicas stay identical (checksum() proves it). State that
+ * comes from elsewhere (a welcome, a resume point, BN statistics) is validated here and refused with GdpError codes.
  */
 export class Replica {
   /** Authoritative host copy of every trainable parameter; device tensors are uploaded from it. */
   private host = new Map<string, Float32Array>();
   private momentum = new Map<string, Float32Array>();
+  private readonly log: ModelUpdate[] = [];
 
   constructor(
     readonly model: Module,
@@ -76,7 +84,7 @@ export class Replica {
     const byName = new Map(this.model.namedParameters());
     return layout.names.map((n) => {
       const s = byName.get(n);
-      if (!s) throw new Error(`parameter '${n}' is not in the model`);
+      if (!s) throw new GdpError('INTERNAL', `parameter '${n}' of the layout is not in the model`);
       return s;
     });
   }
@@ -156,7 +164,7 @@ export class Replica {
    * sparsity term lambda * sign(g) to every gate's gradient, as the paper's code does after backward.
    */
   applyGradient(layout: FlatLayout, avgGrad: Float32Array, opts: SgdOptions & { gateL1?: number }): void {
-    if (avgGrad.length !== layout.size) throw new Error(`gradient has ${avgGrad.length} values, layout ${layout.size}`);
+    if (avgGrad.length !== layout.size) throw new GdpError('INTERNAL', `gradient has ${avgGrad.length} values, layout ${layout.size}`);
     const slots = this.slots(layout);
     layout.names.forEach((name, i) => {
       const p = this.host.get(name)!;
@@ -192,8 +200,99 @@ export class Replica {
     return out;
   }
 
-  /** SHA-256 over every trainable parameter in model order: equal on replicas that stayed identical. */
-  checksum(): string {
+  /** Every model update applied so far, in order: replayed on a freshly built model they rebuild its architecture. */
+  get updates(): readonly ModelUpdate[] {
+    return this.log;
+  }
+
+  /**
+   * Applies a replayable model update (gates, masks, pruning surgery, a momentum reset) and records it: changes the
+   * model's tensors, re-reads the parameters (which drops momentum of a parameter whose shape changed), and drops
+   * all momentum when the update says so. Throws BAD_UPDATE or UNKNOWN_UPDATE_HANDLER (applyModelUpdate); an update
+   * that throws is not recorded.
+   */
+  applyUpdate(update: ModelUpdate): void {
+    const { resetMomentum } = applyModelUpdate(this.model, update);
+    this.log.push(update);
+    this.pullFromDevice();
+    if (resetMomentum) this.resetMomentum();
+  }
+
+  /**
+   * The whole state, enough to make a freshly built replica identical (loadState): the update log, every slot in
+   * model order and every momentum buffer ([n]). Slot values may be the tensors' own host arrays: read them before
+   * the replica changes.
+   */
+  snapshot(): ReplicaState {
+    return {
+      updates: [...this.log],
+      slots: [...this.model.namedSlots()].map(([name, s]) => ({ name, shape: [...s.value.shape], values: s.value.dataSync() as Float32Array })),
+      momentum: this.momentumState().map(([name, values]) => ({ name, shape: [values.length], values })),
+    };
+  }
+
+  /**
+   * Makes this freshly built replica (no update applied yet) hold `state`: replays its update log, then overwrites
+   * every slot and replaces the momentum. Everything is checked before anything is overwritten: every slot of the
+   * model present once, no other, sizes (and shapes, where given) equal; every momentum buffer named after a
+   * parameter of its size. Throws BAD_STATE naming the tensor, the update errors of applyModelUpdate, INTERNAL on
+   * a replica that already applied updates.
+   */
+  loadState(state: ReplicaState): void {
+    if (this.log.length) throw new GdpError('INTERNAL', `loadState() is for a freshly built replica; this one applied ${this.log.length} update(s)`);
+    // Parameters are re-read once at the end: slots and momentum are overwritten anyway.
+    for (const u of state.updates) {
+      applyModelUpdate(this.model, u);
+      this.log.push(u);
+    }
+    const slots = [...this.model.namedSlots()];
+    const values = matchTensors(slots, state.slots, 'state');
+    const params = new Map(this.model.namedParameters());
+    for (const m of state.momentum) {
+      if (params.get(m.name)?.value.size !== m.values.length) {
+        throw new GdpError('BAD_STATE', `momentum '${m.name}' (${m.values.length} values) matches no parameter of the model`);
+      }
+    }
+    // Copies: the values may be views into a received buffer.
+    slots.forEach(([, s], i) => s.set(tf.tensor(values[i].slice(), s.value.shape)));
+    this.pullFromDevice();
+    this.setMomentumState(state.momentum.map((m) => [m.name, m.values]));
+  }
+
+  /** The BatchNorm running statistics (running_mean, running_var) in model order, as copies. */
+  runningStats(): ShapedTensor[] {
+    return this.runningStatSlots().map(([name, s]) => ({ name, shape: [...s.value.shape], values: (s.value.dataSync() as Float32Array).slice() }));
+  }
+
+  /**
+   * Checks a full set of running statistics against the model (e.g. a worker's answer before it is averaged):
+   * every statistic once, no other, shapes equal, finite. Returns the values in the order of runningStats().
+   * Throws BAD_STATE or NON_FINITE naming the tensor.
+   */
+  checkRunningStats(tensors: readonly StateTensor[]): Float32Array[] {
+    const values = matchTensors(this.runningStatSlots(), tensors, 'BN statistics');
+    values.forEach((v, i) => {
+      if (!v.every(Number.isFinite)) throw new GdpError('NON_FINITE', `BN statistic '${this.runningStatSlots()[i][0]}' is not finite`);
+    });
+    return values;
+  }
+
+  /** Overwrites every running statistic, checked in full first (checkRunningStats). */
+  setRunningStats(tensors: readonly StateTensor[]): void {
+    const values = this.checkRunningStats(tensors);
+    this.runningStatSlots().forEach(([, s], i) => s.set(tf.tensor(values[i], s.value.shape)));
+  }
+
+  private runningStatSlots(): [string, Slot][] {
+    return [...this.model.namedBuffers()].filter(([n]) => isRunningStat(n));
+  }
+
+  /**
+   * SHA-256 (first 16 hex digits) over the names and float32 bytes of what `scope` covers, in model order: equal on
+   * replicas that stayed identical. `parameters` reads the host copies; the state scopes read every slot.
+   */
+  checksum(scope: ChecksumScope): string {
+    if (scope !== 'parameters') return stateChecksum(this.model, scope);
     const h = createHash('sha256');
     for (const [name, p] of this.host) {
       h.update(name);
@@ -201,6 +300,27 @@ export class Replica {
     }
     return h.digest('hex').slice(0, 16);
   }
+}
+
+/**
+ * The values of `given` in the order of `slots`, after checking that it names every slot once and nothing else,
+ * each with the slot's size (and shape, where given). Throws BAD_STATE naming the first problem.
+ */
+function matchTensors(slots: readonly [string, Slot][], given: readonly StateTensor[], what: string): Float32Array[] {
+  const byName = new Map(given.map((t) => [t.name, t]));
+  if (byName.size !== given.length) throw new GdpError('BAD_STATE', `${what}: ${given.length} tensors, only ${byName.size} distinct names`);
+  const known = new Set(slots.map(([n]) => n));
+  const extra = given.find((t) => !known.has(t.name));
+  if (extra) throw new GdpError('BAD_STATE', `${what} has tensor '${extra.name}', which the model does not have`);
+  return slots.map(([name, s]) => {
+    const t = byName.get(name);
+    if (!t) throw new GdpError('BAD_STATE', `${what} lacks tensor '${name}'`);
+    const shape = s.value.shape;
+    if (t.values.length !== s.value.size || (t.shape && t.shape.join('x') !== shape.join('x'))) {
+      throw new GdpError('BAD_STATE', `${what}: tensor '${name}' is [${t.shape ?? [t.values.length]}], the model's [${shape}]`);
+    }
+    return t.values;
+  });
 }
 
 function sumCrossEntropy(logits: tf.Tensor, labels: tf.Tensor1D, classes: number): tf.Scalar {
