@@ -128,6 +128,11 @@ export class Dashboard implements HttpRoutes {
   /** GET / (the page, with the token when required); false for any other path. */
   request(req: IncomingMessage, res: ServerResponse): boolean {
     const path = target(req).pathname;
+    // Browsers ask for it unprompted; an empty answer keeps their console clean.
+    if (path === '/favicon.ico') {
+      res.writeHead(204).end();
+      return true;
+    }
     if (path !== PAGE_PATH && path !== '/index.html') return false;
     if (!this.authorized(req)) {
       this.opts.log?.(`dashboard: refused ${req.socket.remoteAddress}: missing or wrong token`);

@@ -1,0 +1,115 @@
+import type { DashboardEvent, FinalRow, StageName } from './events.js';
+import { widthsEvent, type LayerWidth } from './widths.js';
+
+/*
+ * The coordinator's side of the dashboard: one call per thing that happens, with the values the coordinator already
+ * has (its types are restated structurally here, so src/dashboard imports nothing from src/coordinator).
+ */
+
+/** What cluster.step returns that the dashboard reads: the group's sums and each worker's share. */
+export interface StepResultLike {
+  stats: { lossSum: number; correct1: number; count: number };
+  perWorker: readonly { id: string; count: number; ms: number }[];
+}
+
+/** A line of log.json (run_files.ts EpochRecord). */
+export interface EpochRecordLike {
+  stage: string;
+  epoch: number;
+  lr: number;
+  train_loss: number;
+  train_acc: number;
+  test_loss: number;
+  'acc@1': number;
+  'acc@5': number;
+  img_s: number;
+}
+
+/** The pruner's events (pruner.ts PruneEvent) that the dashboard draws; others are ignored. */
+export type PruneEventLike =
+  | { type: 'tick'; tick: number; flopsRatio: number; paramsRatio: number; filtersLeft: number; acc1: number; loss: number }
+  | { type: 'checkpoint'; tick: number; savePoint: number; path: string; flopsRatio: number }
+  | { type: string };
+
+/** Where events go: a Dashboard (it validates), or anything that records them. */
+export interface EventSink {
+  publish(e: DashboardEvent): void;
+}
+
+/**
+ * Turns the coordinator's values into dashboard events, stamped with `now()` (ms since the epoch). Every method
+ * throws GdpError BAD_DASHBOARD_EVENT (from the sink) for a value outside its schema, e.g. a NaN loss.
+ */
+export class RunFeed {
+  constructor(
+    private readonly sink: EventSink,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** At the start of the run (main.ts, before runStages). */
+  run(task: string, stages: readonly string[], workers: number): void {
+    this.sink.publish({ type: 'run', t: this.now(), task, stages: [...stages], workers });
+  }
+
+  /** cluster.ts, where it logs "worker X joined": the hello's fields and the step count then. */
+  workerJoined(w: { workerId: string; host: string; backend: string; gpu: number | null }, steps: number): void {
+    this.sink.publish({ type: 'worker_joined', t: this.now(), id: w.workerId, host: w.host, backend: w.backend, gpu: w.gpu, step: steps });
+  }
+
+  /** cluster.ts, where it logs "worker X lost at step K (reason)". */
+  workerLost(id: string, step: number, reason: string): void {
+    this.sink.publish({ type: 'worker_lost', t: this.now(), id, step, reason });
+  }
+
+  /**
+   * After each committed step (train_stage.ts and pruner.ts, beside StepProgress.update): the step's mean loss and
+   * top-1, and per worker its compute rate and the share of the step's wall time `wallMs` it spent computing.
+   * `lastHeard` maps worker ids to when a frame last came from them (default: now, they just answered).
+   */
+  step(stage: StageName, globalStep: number, r: StepResultLike, lr: number, wallMs: number, lastHeard?: ReadonlyMap<string, number>): void {
+    const t = this.now();
+    const n = Math.max(r.stats.count, 1);
+    const wall = Math.max(wallMs, 1e-3);
+    this.sink.publish({ type: 'step', t, step: globalStep, stage, loss: r.stats.lossSum / n, acc1: r.stats.correct1 / n, lr, imgS: r.stats.count / (wall / 1000) });
+    for (const w of r.perWorker) {
+      const imgS = w.ms > 0 ? w.count / (w.ms / 1000) : 0;
+      this.sink.publish({ type: 'worker_stats', t, id: w.id, imgS, computeShare: Math.min(1, w.ms / wall), lastHeard: lastHeard?.get(w.id) ?? t });
+    }
+  }
+
+  /** progress.ts StepProgress.update (and the Tick loop): `done` of `total` steps of the stage named `label`. */
+  progress(stage: StageName, label: string, done: number, total: number): void {
+    this.sink.publish({ type: 'stage', t: this.now(), stage, label, done, total });
+  }
+
+  /** run_files.ts appendEpoch: every log.json record (train, Tock and finetune epochs). */
+  epoch(r: EpochRecordLike): void {
+    const stage = r.stage === 'tock' || r.stage === 'finetune' ? r.stage : 'train';
+    this.sink.publish({
+      type: 'epoch', t: this.now(), stage, epoch: r.epoch, lr: r.lr, trainLoss: r.train_loss, trainAcc: r.train_acc,
+      testLoss: r.test_loss, acc1: r['acc@1'], acc5: r['acc@5'], imgS: r.img_s,
+    });
+  }
+
+  /** pruner.ts eventSink: Ticks and save points (Tock and finetune epochs arrive through `epoch`). */
+  prune(e: PruneEventLike): void {
+    if (e.type === 'tick' && 'flopsRatio' in e && 'filtersLeft' in e) {
+      this.sink.publish({ type: 'tick', t: this.now(), tick: e.tick, macsRatio: e.flopsRatio, paramsRatio: e.paramsRatio, acc1: e.acc1, loss: e.loss, filtersLeft: e.filtersLeft });
+    } else if (e.type === 'checkpoint' && 'savePoint' in e) {
+      this.sink.publish({ type: 'save_point', t: this.now(), tick: e.tick, savePoint: e.savePoint, macsRatio: e.flopsRatio, path: e.path });
+    }
+  }
+
+  /**
+   * Layer widths (widths.ts: `stateDictWidths(exportTorchState(model))`): at the start (baseline), after each Tick
+   * (masked) and after the melt (melted).
+   */
+  widths(baseline: readonly LayerWidth[], current: readonly LayerWidth[], form: 'baseline' | 'masked' | 'melted'): void {
+    this.sink.publish(widthsEvent(baseline, current, form, this.now()));
+  }
+
+  /** run.ts, with summary.json's rows (run_summary.ts ModelSnapshot). */
+  final(rows: readonly FinalRow[]): void {
+    this.sink.publish({ type: 'final', t: this.now(), rows: [...rows] });
+  }
+}
