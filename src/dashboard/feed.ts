@@ -1,5 +1,8 @@
 import type { DashboardEvent, FinalRow, StageName } from './events.js';
+import type { EpochRecordLike } from './run_records.js';
 import { widthsEvent, type LayerWidth } from './widths.js';
+
+export type { EpochRecordLike };
 
 /*
  * The coordinator's side of the dashboard: one call per thing that happens, with the values the coordinator already
@@ -10,19 +13,6 @@ import { widthsEvent, type LayerWidth } from './widths.js';
 export interface StepResultLike {
   stats: { lossSum: number; correct1: number; count: number };
   perWorker: readonly { id: string; count: number; ms: number }[];
-}
-
-/** A line of log.json (run_files.ts EpochRecord). */
-export interface EpochRecordLike {
-  stage: string;
-  epoch: number;
-  lr: number;
-  train_loss: number;
-  train_acc: number;
-  test_loss: number;
-  'acc@1': number;
-  'acc@5': number;
-  img_s: number;
 }
 
 /** The pruner's events (pruner.ts PruneEvent) that the dashboard draws; others are ignored. */
@@ -82,11 +72,13 @@ export class RunFeed {
     this.sink.publish({ type: 'stage', t: this.now(), stage, label, done, total });
   }
 
-  /** run_files.ts appendEpoch: every log.json record (train, Tock and finetune epochs). */
-  epoch(r: EpochRecordLike): void {
-    const stage = r.stage === 'tock' || r.stage === 'finetune' ? r.stage : 'train';
+  /**
+   * run_files.ts appendEpoch: every log.json record (train, Tock and finetune epochs). Its `stage` is a string
+   * there; the Dashboard refuses one other than 'train', 'tock' or 'finetune'.
+   */
+  epoch(r: Omit<EpochRecordLike, 'stage'> & { stage: string }): void {
     this.sink.publish({
-      type: 'epoch', t: this.now(), stage, epoch: r.epoch, lr: r.lr, trainLoss: r.train_loss, trainAcc: r.train_acc,
+      type: 'epoch', t: this.now(), stage: r.stage as EpochRecordLike['stage'], epoch: r.epoch, lr: r.lr, trainLoss: r.train_loss, trainAcc: r.train_acc,
       testLoss: r.test_loss, acc1: r['acc@1'], acc5: r['acc@5'], imgS: r.img_s,
     });
   }

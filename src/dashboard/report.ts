@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { GdpError } from '../shared/errors.js';
 import { dashboardEventSchema, finalRowSchema, type DashboardEvent } from './events.js';
 import { renderPage } from './page.js';
+import { epochRecordSchema, pruneEventSchema } from './run_records.js';
 import { RunHistory, type RunView } from './run_history.js';
 import type { SeriesView } from './series.js';
 import { fileWidths, widthsEvent } from './widths.js';
@@ -12,25 +13,6 @@ import { fileWidths, widthsEvent } from './widths.js';
 export const DASHBOARD_FILE = 'dashboard.json';
 export const REPORT_FILE = 'report.html';
 
-// The fields the report reads from a run's files; other fields are allowed (the files grow over time).
-const epochRecordSchema = z.object({
-  stage: z.enum(['train', 'tock', 'finetune']),
-  epoch: z.number().int().positive(),
-  lr: z.number(),
-  train_loss: z.number(),
-  train_acc: z.number(),
-  test_loss: z.number(),
-  'acc@1': z.number(),
-  'acc@5': z.number(),
-  img_s: z.number(),
-});
-const pruneEventSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('tock'), epoch: z.number() }),
-  z.object({ type: z.literal('finetune') }),
-  z.object({ type: z.literal('tick'), tick: z.number(), flopsRatio: z.number(), paramsRatio: z.number(), filtersLeft: z.number(), acc1: z.number(), loss: z.number() }),
-  z.object({ type: z.literal('checkpoint'), tick: z.number(), savePoint: z.number(), path: z.string(), flopsRatio: z.number() }),
-  z.object({ type: z.literal('melt') }),
-]);
 const cfgSchema = z.object({ base: z.object({ task_name: z.string() }), stages: z.array(z.string()).optional() });
 const stepsSchema = z.object({ steps: z.record(z.string(), z.object({ width: z.number(), x: z.array(z.number()), n: z.array(z.number()), mean: z.array(z.number()), min: z.array(z.number()), max: z.array(z.number()) })) });
 

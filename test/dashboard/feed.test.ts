@@ -14,7 +14,7 @@ function recorder(): { events: DashboardEvent[]; history: RunHistory; publish(e:
   return { events, history, publish: (e) => { const v = dashboardEventSchema.parse(e); events.push(v); history.apply(v); } };
 }
 
-const record = (stage: string, epoch: number, acc: number): EpochRecordLike => ({
+const record = (stage: EpochRecordLike['stage'], epoch: number, acc: number): EpochRecordLike => ({
   stage, epoch, lr: 0.01 * epoch, train_loss: 2 - acc, train_acc: acc / 2, test_loss: 3 - acc, 'acc@1': acc, 'acc@5': Math.min(1, acc + 0.2), img_s: 40 + epoch,
 });
 
