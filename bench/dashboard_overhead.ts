@@ -9,7 +9,7 @@
 import WebSocket from 'ws';
 import { Dashboard } from '../src/dashboard/dashboard.js';
 import { RunFeed } from '../src/dashboard/feed.js';
-import { listenWs } from '../src/shared/protocol/ws_listener.js';
+import { listenDashboard } from '../src/dashboard/listen.js';
 
 const steps = Number(process.argv[2] ?? 100_000);
 const tick = () => new Promise<void>((r) => setImmediate(r));
@@ -30,7 +30,7 @@ async function loop(feed: RunFeed | undefined, flushEach?: Dashboard): Promise<n
 
 const bare = await loop(undefined);
 const dash = new Dashboard({ host: '127.0.0.1' });
-const listener = await listenWs('127.0.0.1', 0, (t) => t.close(), { routes: dash });
+const listener = await listenDashboard(dash, '127.0.0.1', 0);
 let received = 0;
 const ws = new WebSocket(`ws://127.0.0.1:${listener.port}/events`);
 ws.on('message', (d: Buffer) => (received += d.byteLength));

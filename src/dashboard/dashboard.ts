@@ -93,7 +93,8 @@ export class Dashboard implements HttpRoutes {
       throw new GdpError('BAD_DASHBOARD_EVENT', `dashboard event '${(event as { type?: unknown })?.type}': ${issue.path.join('.') || '(root)'}: ${issue.message}`);
     }
     this.history.apply(r.data);
-    this.timer ??= setTimeout(() => this.flush(), this.opts.flushMs ?? 250);
+    // unref: a push still pending never keeps the process alive.
+    this.timer ??= setTimeout(() => this.flush(), this.opts.flushMs ?? 250).unref();
   }
 
   /** Pushes what changed since the last push to every browser now. */

@@ -5,15 +5,16 @@ import WebSocket from 'ws';
 import { Dashboard, dashboardNeedsToken } from '../../src/dashboard/dashboard.js';
 import type { DashboardEvent } from '../../src/dashboard/events.js';
 import { GdpError } from '../../src/shared/errors.js';
-import { listenWs, type WsListener } from '../../src/shared/protocol/ws_listener.js';
+import { listenDashboard } from '../../src/dashboard/listen.js';
+import type { WsListener } from '../../src/shared/protocol/ws_listener.js';
 import { noChromium, withChromium } from './browser.js';
 
 const TOKEN = 'dashboard-test-token-0123456789';
 
-/** The dashboard mounted on the coordinator's listener, as the coordinator mounts it; worker connections are closed. */
+/** The dashboard mounted on a listener as the coordinator's (listenWs with routes); worker connections are closed. */
 async function start(token?: string): Promise<{ dash: Dashboard; listener: WsListener; base: string }> {
   const dash = new Dashboard({ host: '127.0.0.1', token, flushMs: 20 });
-  const listener = await listenWs('127.0.0.1', 0, (t) => t.close(), { token, routes: dash });
+  const listener = await listenDashboard(dash, '127.0.0.1', 0, { token });
   return { dash, listener, base: `http://127.0.0.1:${listener.port}` };
 }
 
@@ -57,6 +58,17 @@ test('with a token, the page and its socket answer 401 without it; the workers k
     assert.equal(await upgradeStatus(`ws://127.0.0.1:${listener.port}/?token=${TOKEN}`), 401);
     assert.equal(await upgradeStatus(`ws://127.0.0.1:${listener.port}/`, { authorization: `Bearer ${TOKEN}` }), 101);
     assert.equal(await status(`${base}/other`), 426);
+  } finally {
+    await listener.close(200);
+  }
+});
+
+test('on loopback without a token the page opens as is, and its printed URL carries no token', async () => {
+  const { dash, listener, base } = await start();
+  try {
+    assert.equal(dash.url('http', '127.0.0.1', listener.port), `${base}/`);
+    assert.equal(await status(`${base}/`), 200);
+    assert.equal(await upgradeStatus(`ws://127.0.0.1:${listener.port}/events`), 101);
   } finally {
     await listener.close(200);
   }
