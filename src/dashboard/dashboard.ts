@@ -16,11 +16,11 @@ export const EVENTS_PATH = '/events';
  * Whether a browser must present the token (`?token=` in the page URL; the page passes it on to /events): always
  * when the listener has a token, so on loopback exactly when workers need one too. Off loopback the coordinator
  * never runs without one (README, Security), and neither does the dashboard.
- * @throws GdpError NO_TOKEN for an address other than loopback without a token.
+ * @throws GdpError BAD_FLAG for an address other than loopback without a token.
  */
 export function dashboardNeedsToken(host: string, token: string | undefined): boolean {
   if (token !== undefined) return true;
-  if (!isLoopbackHost(host)) throw new GdpError('NO_TOKEN', `the dashboard on ${host} (not loopback) needs a token (--token or GDP_TOKEN)`);
+  if (!isLoopbackHost(host)) throw new GdpError('BAD_FLAG', `the dashboard on ${host} (not loopback) needs a token (--token or GDP_TOKEN)`);
   return false;
 }
 
@@ -84,13 +84,13 @@ export class Dashboard implements HttpRoutes {
 
   /**
    * Records one event and schedules its push. Validated first (nothing unchecked reaches a browser).
-   * @throws GdpError BAD_DASHBOARD_EVENT naming the field that is wrong.
+   * @throws GdpError BAD_MESSAGE naming the field that is wrong.
    */
   publish(event: DashboardEvent): void {
     const r = dashboardEventSchema.safeParse(event);
     if (!r.success) {
       const issue = r.error.issues[0];
-      throw new GdpError('BAD_DASHBOARD_EVENT', `dashboard event '${(event as { type?: unknown })?.type}': ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+      throw new GdpError('BAD_MESSAGE', `dashboard event '${(event as { type?: unknown })?.type}': ${issue.path.join('.') || '(root)'}: ${issue.message}`);
     }
     this.history.apply(r.data);
     // unref: a push still pending never keeps the process alive.

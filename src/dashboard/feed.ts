@@ -26,29 +26,54 @@ export interface EventSink {
   publish(e: DashboardEvent): void;
 }
 
+export interface RunFeedOptions {
+  /** The clock stamped on events (ms since the epoch); default Date.now. */
+  now?: () => number;
+  /** Where a dropped event is reported (default stderr). */
+  log?: (line: string) => void;
+}
+
 /**
- * Turns the coordinator's values into dashboard events, stamped with `now()` (ms since the epoch). Every method
- * throws GdpError BAD_DASHBOARD_EVENT (from the sink) for a value outside its schema, e.g. a NaN loss.
+ * Turns the coordinator's values into dashboard events, stamped with `now()`. It never throws: the dashboard must
+ * not stop a run. An event the sink refuses (GdpError BAD_MESSAGE, e.g. a NaN loss of a diverging run) is dropped,
+ * and the first refusal of each event type is logged.
  */
 export class RunFeed {
+  private readonly now: () => number;
+  private readonly log: (line: string) => void;
+  private readonly refused = new Set<string>();
+
   constructor(
     private readonly sink: EventSink,
-    private readonly now: () => number = Date.now,
-  ) {}
+    opts: RunFeedOptions = {},
+  ) {
+    this.now = opts.now ?? Date.now;
+    this.log = opts.log ?? ((line) => process.stderr.write(`${line}\n`));
+  }
+
+  private send(e: DashboardEvent): void {
+    try {
+      this.sink.publish(e);
+    } catch (err) {
+      if (this.refused.has(e.type)) return;
+      this.refused.add(e.type);
+      this.log(`dashboard: dropped a '${e.type}' event (later ones of this type silently): ${(err as Error).message}`);
+    }
+  }
 
   /** At the start of the run (main.ts, before runStages). */
   run(task: string, stages: readonly string[], workers: number): void {
-    this.sink.publish({ type: 'run', t: this.now(), task, stages: [...stages], workers });
+    this.send({ type: 'run', t: this.now(), task, stages: [...stages], workers });
   }
 
   /** cluster.ts, where it logs "worker X joined": the hello's fields and the step count then. */
   workerJoined(w: { workerId: string; host: string; backend: string; gpu: number | null }, steps: number): void {
-    this.sink.publish({ type: 'worker_joined', t: this.now(), id: w.workerId, host: w.host, backend: w.backend, gpu: w.gpu, step: steps });
+    this.send({ type: 'worker_joined', t: this.now(), id: w.workerId, host: w.host, backend: w.backend, gpu: w.gpu, step: steps });
   }
 
   /** cluster.ts, where it logs "worker X lost at step K (reason)". */
   workerLost(id: string, step: number, reason: string): void {
-    this.sink.publish({ type: 'worker_lost', t: this.now(), id, step, reason });
+    this.send({ type: 'worker_lost', t: this.now(), id, step, reason });
   }
 
   /**
@@ -60,16 +85,16 @@ export class RunFeed {
     const t = this.now();
     const n = Math.max(r.stats.count, 1);
     const wall = Math.max(wallMs, 1e-3);
-    this.sink.publish({ type: 'step', t, step: globalStep, stage, loss: r.stats.lossSum / n, acc1: r.stats.correct1 / n, lr, imgS: r.stats.count / (wall / 1000) });
+    this.send({ type: 'step', t, step: globalStep, stage, loss: r.stats.lossSum / n, acc1: r.stats.correct1 / n, lr, imgS: r.stats.count / (wall / 1000) });
     for (const w of r.perWorker) {
       const imgS = w.ms > 0 ? w.count / (w.ms / 1000) : 0;
-      this.sink.publish({ type: 'worker_stats', t, id: w.id, imgS, computeShare: Math.min(1, w.ms / wall), lastHeard: lastHeard?.get(w.id) ?? t });
+      this.send({ type: 'worker_stats', t, id: w.id, imgS, computeShare: Math.min(1, w.ms / wall), lastHeard: lastHeard?.get(w.id) ?? t });
     }
   }
 
   /** progress.ts StepProgress.update (and the Tick loop): `done` of `total` steps of the stage named `label`. */
   progress(stage: StageName, label: string, done: number, total: number): void {
-    this.sink.publish({ type: 'stage', t: this.now(), stage, label, done, total });
+    this.send({ type: 'stage', t: this.now(), stage, label, done, total });
   }
 
   /**
@@ -77,7 +102,7 @@ export class RunFeed {
    * there; the Dashboard refuses one other than 'train', 'tock' or 'finetune'.
    */
   epoch(r: Omit<EpochRecordLike, 'stage'> & { stage: string }): void {
-    this.sink.publish({
+    this.send({
       type: 'epoch', t: this.now(), stage: r.stage as EpochRecordLike['stage'], epoch: r.epoch, lr: r.lr, trainLoss: r.train_loss, trainAcc: r.train_acc,
       testLoss: r.test_loss, acc1: r['acc@1'], acc5: r['acc@5'], imgS: r.img_s,
     });
@@ -86,9 +111,9 @@ export class RunFeed {
   /** pruner.ts eventSink: Ticks and save points (Tock and finetune epochs arrive through `epoch`). */
   prune(e: PruneEventLike): void {
     if (e.type === 'tick' && 'flopsRatio' in e && 'filtersLeft' in e) {
-      this.sink.publish({ type: 'tick', t: this.now(), tick: e.tick, macsRatio: e.flopsRatio, paramsRatio: e.paramsRatio, acc1: e.acc1, loss: e.loss, filtersLeft: e.filtersLeft });
+      this.send({ type: 'tick', t: this.now(), tick: e.tick, macsRatio: e.flopsRatio, paramsRatio: e.paramsRatio, acc1: e.acc1, loss: e.loss, filtersLeft: e.filtersLeft });
     } else if (e.type === 'checkpoint' && 'savePoint' in e) {
-      this.sink.publish({ type: 'save_point', t: this.now(), tick: e.tick, savePoint: e.savePoint, macsRatio: e.flopsRatio, path: e.path });
+      this.send({ type: 'save_point', t: this.now(), tick: e.tick, savePoint: e.savePoint, macsRatio: e.flopsRatio, path: e.path });
     }
   }
 
@@ -97,11 +122,11 @@ export class RunFeed {
    * (masked) and after the melt (melted).
    */
   widths(baseline: readonly LayerWidth[], current: readonly LayerWidth[], form: 'baseline' | 'masked' | 'melted'): void {
-    this.sink.publish(widthsEvent(baseline, current, form, this.now()));
+    this.send(widthsEvent(baseline, current, form, this.now()));
   }
 
   /** run.ts, with summary.json's rows (run_summary.ts ModelSnapshot). */
   final(rows: readonly FinalRow[]): void {
-    this.sink.publish({ type: 'final', t: this.now(), rows: [...rows] });
+    this.send({ type: 'final', t: this.now(), rows: [...rows] });
   }
 }

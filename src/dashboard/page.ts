@@ -8,7 +8,7 @@ let uplot: { js: string; css: string } | undefined;
 
 /**
  * uPlot's minified browser build and stylesheet, read once from node_modules (never a CDN: the page and the report
- * work offline). @throws GdpError DASHBOARD_ASSET when the package is missing.
+ * work offline). @throws GdpError FILE_NOT_FOUND when the package is missing.
  */
 function uplotAssets(): { js: string; css: string } {
   if (uplot) return uplot;
@@ -19,7 +19,7 @@ function uplotAssets(): { js: string; css: string } {
     uplot = { js, css };
     return uplot;
   } catch (err) {
-    throw new GdpError('DASHBOARD_ASSET', `cannot read the uPlot package from node_modules (npm ci installs it): ${(err as Error).message}`);
+    throw new GdpError('FILE_NOT_FOUND', `cannot read the uPlot package from node_modules (npm ci installs it): ${(err as Error).message}`);
   }
 }
 
@@ -63,7 +63,7 @@ export interface PageOptions {
 
 /**
  * One HTML document with everything inline (styles, uPlot, the page script, the data), so report.html opens from
- * disk with no network. @throws GdpError DASHBOARD_ASSET when uPlot is not installed.
+ * disk with no network. @throws GdpError FILE_NOT_FOUND when uPlot is not installed.
  */
 export function renderPage(o: PageOptions): string {
   const { js, css } = uplotAssets();

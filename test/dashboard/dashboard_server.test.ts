@@ -39,8 +39,8 @@ test('a browser needs the token whenever the listener has one, and off loopback 
   assert.equal(dashboardNeedsToken('::1', undefined), false);
   assert.equal(dashboardNeedsToken('0.0.0.0', TOKEN), true);
   assert.equal(dashboardNeedsToken('127.0.0.1', TOKEN), true);
-  assert.throws(() => dashboardNeedsToken('0.0.0.0', undefined), (e: unknown) => e instanceof GdpError && e.code === 'NO_TOKEN');
-  assert.throws(() => dashboardNeedsToken('192.168.1.5', undefined), (e: unknown) => e instanceof GdpError && e.code === 'NO_TOKEN');
+  assert.throws(() => dashboardNeedsToken('0.0.0.0', undefined), (e: unknown) => e instanceof GdpError && e.code === 'BAD_FLAG');
+  assert.throws(() => dashboardNeedsToken('192.168.1.5', undefined), (e: unknown) => e instanceof GdpError && e.code === 'BAD_FLAG');
 });
 
 test('with a token, the page and its socket answer 401 without it; the workers keep their own check', async () => {
@@ -78,7 +78,7 @@ test('a bad event is refused by name before it reaches any page', () => {
   const dash = new Dashboard({ host: '127.0.0.1' });
   assert.throws(
     () => dash.publish({ type: 'worker_lost', t: 1, id: '', step: 1, reason: 'x' }),
-    (e: unknown) => e instanceof GdpError && e.code === 'BAD_DASHBOARD_EVENT' && /id/.test(e.message),
+    (e: unknown) => e instanceof GdpError && e.code === 'BAD_MESSAGE' && /id/.test(e.message),
   );
   dash.close();
 });

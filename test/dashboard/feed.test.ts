@@ -20,11 +20,16 @@ const record = (stage: EpochRecordLike['stage'], epoch: number, acc: number): Ep
 
 test('a step gives the mean loss and top-1, and per worker its rate and its share of the step computing', () => {
   const sink = recorder();
-  const feed = new RunFeed(sink, () => 5000);
+  const lines: string[] = [];
+  const feed = new RunFeed(sink, { now: () => 5000, log: (l) => lines.push(l) });
   feed.step('train', 7, { stats: { lossSum: 64, correct1: 16, count: 32 }, perWorker: [{ id: 'a', count: 16, ms: 200 }, { id: 'b', count: 16, ms: 400 }] }, 0.1, 500);
   assert.deepEqual(sink.events[0], { type: 'step', t: 5000, step: 7, stage: 'train', loss: 2, acc1: 0.5, lr: 0.1, imgS: 64 });
   assert.deepEqual(sink.events.slice(1).map((e) => e.type === 'worker_stats' && [e.id, e.imgS, e.computeShare, e.lastHeard]), [['a', 80, 0.4, 5000], ['b', 40, 0.8, 5000]]);
-  assert.throws(() => feed.step('train', 8, { stats: { lossSum: NaN, correct1: 0, count: 1 }, perWorker: [] }, 0.1, 1));
+  // A diverged step does not stop the run: dropped, and logged once.
+  for (const step of [8, 9]) feed.step('train', step, { stats: { lossSum: NaN, correct1: 0, count: 1 }, perWorker: [] }, 0.1, 1);
+  assert.equal(sink.events.length, 3);
+  assert.equal(lines.length, 1);
+  assert.match(lines[0], /dropped a 'step' event/);
 });
 
 test("the coordinator's epochs and prune events give the page the same figures as the run's files give the report", () => {
@@ -35,7 +40,7 @@ test("the coordinator's epochs and prune events give the page the same figures a
   const prune = [tock(2), tick(1, 0.9), { type: 'checkpoint', tick: 1, savePoint: 0.9, path: 'gbn_90.safetensors', flopsRatio: 0.9 }, tick(2, 0.8), tock(3), tick(3, 0.7), { type: 'melt' }];
 
   const sink = recorder();
-  const feed = new RunFeed(sink, () => 0);
+  const feed = new RunFeed(sink, { now: () => 0 });
   feed.run('equal', ['train', 'prune', 'finetune'], 2);
   feed.epoch(records[0]);
   feed.epoch(records[1]);
