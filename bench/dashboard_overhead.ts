@@ -17,7 +17,13 @@ const tick = () => new Promise<void>((r) => setImmediate(r));
 async function loop(feed: RunFeed | undefined, flushEach?: Dashboard): Promise<number> {
   const start = process.cpuUsage();
   for (let s = 1; s <= steps; s++) {
-    const r = { stats: { lossSum: 32 * (2 / Math.sqrt(s)), correct1: 16, count: 32 }, perWorker: [{ id: 'local0', count: 16, ms: 300 }, { id: 'local1', count: 16, ms: 310 }] };
+    const r = {
+      stats: { lossSum: 32 * (2 / Math.sqrt(s)), correct1: 16, count: 32 },
+      perWorker: [
+        { id: 'local0', count: 16, ms: 300 },
+        { id: 'local1', count: 16, ms: 310 },
+      ],
+    };
     feed?.step('train', s, r, 0.1, 400);
     feed?.progress('train', `train epoch ${Math.ceil(s / 63)}/x`, ((s - 1) % 63) + 1, 63);
     // A real step takes ~0.5 s, longer than the push interval: every step is pushed on its own.
@@ -40,5 +46,7 @@ dash.flush();
 const view = JSON.stringify({ kind: 'view', view: dash.history.view() });
 ws.close();
 await listener.close(200);
-console.log(`${steps} steps: ${bare.toFixed(1)} us CPU per step bare, ${withDash.toFixed(1)} us with the dashboard (+${(withDash - bare).toFixed(1)} us); ` +
-  `pushed ${(received / 1e6).toFixed(2)} MB; the whole view at the end: ${(view.length / 1e3).toFixed(0)} kB`);
+console.log(
+  `${steps} steps: ${bare.toFixed(1)} us CPU per step bare, ${withDash.toFixed(1)} us with the dashboard (+${(withDash - bare).toFixed(1)} us); ` +
+    `pushed ${(received / 1e6).toFixed(2)} MB; the whole view at the end: ${(view.length / 1e3).toFixed(0)} kB`,
+);

@@ -137,7 +137,9 @@ export class Dashboard implements HttpRoutes {
     if (path !== PAGE_PATH && path !== '/index.html') return false;
     if (!this.authorized(req)) {
       this.opts.log?.(`dashboard: refused ${req.socket.remoteAddress}: missing or wrong token`);
-      res.writeHead(401, { 'content-type': 'text/plain', connection: 'close' }).end('gdp dashboard: missing or wrong token (open the URL the coordinator printed)\n');
+      res
+        .writeHead(401, { 'content-type': 'text/plain', connection: 'close' })
+        .end('gdp dashboard: missing or wrong token (open the URL the coordinator printed)\n');
       return true;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -94,7 +94,14 @@ export const tickPointSchema = z.object({
 });
 
 /** A save point written (pruner.ts PruneEvent 'checkpoint'). */
-export const savePointSchema = z.object({ type: z.literal('save_point'), t: num, tick: z.number().int().positive(), savePoint: fraction, macsRatio: num, path: z.string() });
+export const savePointSchema = z.object({
+  type: z.literal('save_point'),
+  t: num,
+  tick: z.number().int().positive(),
+  savePoint: fraction,
+  macsRatio: num,
+  path: z.string(),
+});
 
 /**
  * Output channels per conv/linear layer, in the model's module order: the baseline's beside the current ones

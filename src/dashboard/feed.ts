@@ -103,15 +103,33 @@ export class RunFeed {
    */
   epoch(r: Omit<EpochRecordLike, 'stage'> & { stage: string }): void {
     this.send({
-      type: 'epoch', t: this.now(), stage: r.stage as EpochRecordLike['stage'], epoch: r.epoch, lr: r.lr, trainLoss: r.train_loss, trainAcc: r.train_acc,
-      testLoss: r.test_loss, acc1: r['acc@1'], acc5: r['acc@5'], imgS: r.img_s,
+      type: 'epoch',
+      t: this.now(),
+      stage: r.stage as EpochRecordLike['stage'],
+      epoch: r.epoch,
+      lr: r.lr,
+      trainLoss: r.train_loss,
+      trainAcc: r.train_acc,
+      testLoss: r.test_loss,
+      acc1: r['acc@1'],
+      acc5: r['acc@5'],
+      imgS: r.img_s,
     });
   }
 
   /** pruner.ts eventSink: Ticks and save points (Tock and finetune epochs arrive through `epoch`). */
   prune(e: PruneEventLike): void {
     if (e.type === 'tick' && 'flopsRatio' in e && 'filtersLeft' in e) {
-      this.send({ type: 'tick', t: this.now(), tick: e.tick, macsRatio: e.flopsRatio, paramsRatio: e.paramsRatio, acc1: e.acc1, loss: e.loss, filtersLeft: e.filtersLeft });
+      this.send({
+        type: 'tick',
+        t: this.now(),
+        tick: e.tick,
+        macsRatio: e.flopsRatio,
+        paramsRatio: e.paramsRatio,
+        acc1: e.acc1,
+        loss: e.loss,
+        filtersLeft: e.filtersLeft,
+      });
     } else if (e.type === 'checkpoint' && 'savePoint' in e) {
       this.send({ type: 'save_point', t: this.now(), tick: e.tick, savePoint: e.savePoint, macsRatio: e.flopsRatio, path: e.path });
     }

@@ -14,7 +14,19 @@ export const DASHBOARD_FILE = 'dashboard.json';
 export const REPORT_FILE = 'report.html';
 
 const cfgSchema = z.object({ base: z.object({ task_name: z.string() }), stages: z.array(z.string()).optional() });
-const stepsSchema = z.object({ steps: z.record(z.string(), z.object({ width: z.number(), x: z.array(z.number()), n: z.array(z.number()), mean: z.array(z.number()), min: z.array(z.number()), max: z.array(z.number()) })) });
+const stepsSchema = z.object({
+  steps: z.record(
+    z.string(),
+    z.object({
+      width: z.number(),
+      x: z.array(z.number()),
+      n: z.array(z.number()),
+      mean: z.array(z.number()),
+      min: z.array(z.number()),
+      max: z.array(z.number()),
+    }),
+  ),
+});
 
 function readJson<T>(dir: string, name: string, schema: z.ZodType<T>, required: boolean): T | undefined {
   const path = join(dir, name);
@@ -64,7 +76,17 @@ export function runFileEvents(dir: string): DashboardEvent[] {
     for (; next < prune.length; next++) {
       const e = prune[next];
       if (e.type === 'tock' && !all) return;
-      if (e.type === 'tick') events.push({ type: 'tick', t, tick: e.tick, macsRatio: e.flopsRatio, paramsRatio: e.paramsRatio, acc1: e.acc1, loss: e.loss, filtersLeft: e.filtersLeft });
+      if (e.type === 'tick')
+        events.push({
+          type: 'tick',
+          t,
+          tick: e.tick,
+          macsRatio: e.flopsRatio,
+          paramsRatio: e.paramsRatio,
+          acc1: e.acc1,
+          loss: e.loss,
+          filtersLeft: e.filtersLeft,
+        });
       if (e.type === 'checkpoint') events.push({ type: 'save_point', t, tick: e.tick, savePoint: e.savePoint, macsRatio: e.flopsRatio, path: e.path });
     }
   };
@@ -75,8 +97,17 @@ export function runFileEvents(dir: string): DashboardEvent[] {
     }
     if (r.stage === 'finetune') drain(true);
     events.push({
-      type: 'epoch', t, stage: r.stage, epoch: r.epoch, lr: r.lr, trainLoss: r.train_loss, trainAcc: r.train_acc,
-      testLoss: r.test_loss, acc1: r['acc@1'], acc5: r['acc@5'], imgS: r.img_s,
+      type: 'epoch',
+      t,
+      stage: r.stage,
+      epoch: r.epoch,
+      lr: r.lr,
+      trainLoss: r.train_loss,
+      trainAcc: r.train_acc,
+      testLoss: r.test_loss,
+      acc1: r['acc@1'],
+      acc5: r['acc@5'],
+      imgS: r.img_s,
     });
   }
   drain(true);
@@ -110,21 +141,21 @@ export function reportView(dir: string): RunView {
 
 /**
  * Writes `<dir>/report.html` (or `out`): one self-contained page (styles, uPlot, script and data inline) with the
- * dashboard's plots and the final table, rebuilt from the run's files. Written to a temporary name, then renamed.
- * @returns the path written. @throws as runFileEvents.
+ * dashboard's plots and the final table, rebuilt from the run's files. At the end of a run with the dashboard on,
+ * pass its history (`live`, `Dashboard.history.view()`): it is saved first as `<dir>/dashboard.json`, so that the
+ * report, and any later `gdp-model report`, also draws the per-step curves and the workers. Files are written to a
+ * temporary name, then renamed. @returns the report's path. @throws as runFileEvents.
  */
-export function writeReport(dir: string, out = join(dir, REPORT_FILE)): string {
+export function writeReport(dir: string, opts: { out?: string; live?: RunView } = {}): string {
+  if (opts.live) writeAtomic(join(dir, DASHBOARD_FILE), JSON.stringify(opts.live) + '\n');
   const view = reportView(dir);
-  const html = renderPage({ mode: 'report', view, title: `gdp report: ${view.task ?? basename(dir)}` });
-  const tmp = `${out}.tmp-${process.pid}`;
-  writeFileSync(tmp, html);
-  renameSync(tmp, out);
+  const out = opts.out ?? join(dir, REPORT_FILE);
+  writeAtomic(out, renderPage({ mode: 'report', view, title: `gdp report: ${view.task ?? basename(dir)}` }));
   return out;
 }
 
-/** Writes the dashboard's history (`RunHistory.view()`) as `<dir>/dashboard.json`, for the report to include. */
-export function writeDashboardFile(dir: string, view: RunView): string {
-  const path = join(dir, DASHBOARD_FILE);
-  writeFileSync(path, JSON.stringify(view) + '\n');
-  return path;
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
 }

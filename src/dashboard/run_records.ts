@@ -15,7 +15,15 @@ export const epochRecordSchema = z.object({
 export const pruneEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('tock'), epoch: z.number() }),
   z.object({ type: z.literal('finetune') }),
-  z.object({ type: z.literal('tick'), tick: z.number(), flopsRatio: z.number(), paramsRatio: z.number(), filtersLeft: z.number(), acc1: z.number(), loss: z.number() }),
+  z.object({
+    type: z.literal('tick'),
+    tick: z.number(),
+    flopsRatio: z.number(),
+    paramsRatio: z.number(),
+    filtersLeft: z.number(),
+    acc1: z.number(),
+    loss: z.number(),
+  }),
   z.object({ type: z.literal('checkpoint'), tick: z.number(), savePoint: z.number(), path: z.string(), flopsRatio: z.number() }),
   z.object({ type: z.literal('melt') }),
 ]);

@@ -50,7 +50,12 @@ export function fileWidths(path: string): { layers: LayerWidth[]; gated: boolean
  * lacks shows its own width as baseline). `form` says whether `current` counts alive channels of a masked network
  * or the widths of a melted one.
  */
-export function widthsEvent(baseline: readonly LayerWidth[], current: readonly LayerWidth[], form: 'baseline' | 'masked' | 'melted', t = Date.now()): DashboardEvent {
+export function widthsEvent(
+  baseline: readonly LayerWidth[],
+  current: readonly LayerWidth[],
+  form: 'baseline' | 'masked' | 'melted',
+  t = Date.now(),
+): DashboardEvent {
   const base = new Map(baseline.map((l) => [l.path, l.out]));
   return { type: 'widths', t, form, layers: current.map((l) => ({ path: l.path, baseline: base.get(l.path) ?? l.out, current: l.alive })) };
 }

@@ -302,7 +302,7 @@ export function buildProgram(): Command {
     .requiredOption('--run <dir>', 'the run folder, logs/<task_name>')
     .option('--out <file>', 'where to write (default <dir>/report.html)')
     .action((o: { run: string; out?: string }) => {
-      process.stdout.write(`report: ${writeReport(o.run, o.out)}\n`);
+      process.stdout.write(`report: ${writeReport(o.run, { out: o.out })}\n`);
     });
 
   return program;

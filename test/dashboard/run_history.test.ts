@@ -46,7 +46,14 @@ test('a 100k-step series keeps at most maxPoints buckets whose min, max, count a
 
 test('a step at or before the last bucket (a redone step) joins it; the curve never goes back', () => {
   const s = new DownsampledSeries(4);
-  for (const [x, y] of [[1, 5], [2, 4], [2, 7], [1, 1], [3, 2]]) s.add(x, y);
+  for (const [x, y] of [
+    [1, 5],
+    [2, 4],
+    [2, 7],
+    [1, 1],
+    [3, 2],
+  ])
+    s.add(x, y);
   const v = s.view();
   assert.deepEqual(v.x, [1, 2, 3]);
   assert.deepEqual(v.n, [1, 3, 1]);
@@ -98,10 +105,22 @@ test('a page that applies every delta holds the same view as the history, whenev
   assert.deepEqual(early, final);
   assert.deepEqual(late, final);
   assert.ok(final.steps.loss.x.length <= 64);
-  assert.deepEqual(final.workers.map((w) => [w.id, w.state]), [['w0', 'active'], ['w1', 'lost']]);
+  assert.deepEqual(
+    final.workers.map((w) => [w.id, w.state]),
+    [
+      ['w0', 'active'],
+      ['w1', 'lost'],
+    ],
+  );
   assert.equal(final.workers[1].lostStep, 501);
   // Tocks sit at the MACs ratio of the Tick before them (1 before any).
-  assert.deepEqual(final.tocks.map((t) => [t.afterTick, t.macsRatio]), [[0, 1], [1, 0.8]]);
+  assert.deepEqual(
+    final.tocks.map((t) => [t.afterTick, t.macsRatio]),
+    [
+      [0, 1],
+      [1, 0.8],
+    ],
+  );
   // The ETA comes from event times: 999 steps took 9990 ms, 0 left.
   assert.equal(final.stage?.etaS, 0);
 });
