@@ -1,8 +1,8 @@
 import type { DashboardEvent, FinalRow, StageName } from './events.js';
-import type { EpochRecordLike } from './run_records.js';
+import { epochEvent, pruneRecordEvent, type EpochRecordLike, type PruneRecordLike } from './run_records.js';
 import { widthsEvent, type LayerWidth } from './widths.js';
 
-export type { EpochRecordLike };
+export type { EpochRecordLike, PruneRecordLike };
 
 /*
  * The coordinator's side of the dashboard: one call per thing that happens, with the values the coordinator already
@@ -14,12 +14,6 @@ export interface StepResultLike {
   stats: { lossSum: number; correct1: number; count: number };
   perWorker: readonly { id: string; count: number; ms: number }[];
 }
-
-/** The pruner's events (pruner.ts PruneEvent) that the dashboard draws; others are ignored. */
-export type PruneEventLike =
-  | { type: 'tick'; tick: number; flopsRatio: number; paramsRatio: number; filtersLeft: number; acc1: number; loss: number }
-  | { type: 'checkpoint'; tick: number; savePoint: number; path: string; flopsRatio: number }
-  | { type: string };
 
 /** Where events go: a Dashboard (it validates), or anything that records them. */
 export interface EventSink {
@@ -102,37 +96,13 @@ export class RunFeed {
    * there; the Dashboard refuses one other than 'train', 'tock' or 'finetune'.
    */
   epoch(r: Omit<EpochRecordLike, 'stage'> & { stage: string }): void {
-    this.send({
-      type: 'epoch',
-      t: this.now(),
-      stage: r.stage as EpochRecordLike['stage'],
-      epoch: r.epoch,
-      lr: r.lr,
-      trainLoss: r.train_loss,
-      trainAcc: r.train_acc,
-      testLoss: r.test_loss,
-      acc1: r['acc@1'],
-      acc5: r['acc@5'],
-      imgS: r.img_s,
-    });
+    this.send(epochEvent(r as EpochRecordLike, this.now()));
   }
 
   /** pruner.ts eventSink: Ticks and save points (Tock and finetune epochs arrive through `epoch`). */
-  prune(e: PruneEventLike): void {
-    if (e.type === 'tick' && 'flopsRatio' in e && 'filtersLeft' in e) {
-      this.send({
-        type: 'tick',
-        t: this.now(),
-        tick: e.tick,
-        macsRatio: e.flopsRatio,
-        paramsRatio: e.paramsRatio,
-        acc1: e.acc1,
-        loss: e.loss,
-        filtersLeft: e.filtersLeft,
-      });
-    } else if (e.type === 'checkpoint' && 'savePoint' in e) {
-      this.send({ type: 'save_point', t: this.now(), tick: e.tick, savePoint: e.savePoint, macsRatio: e.flopsRatio, path: e.path });
-    }
+  prune(e: PruneRecordLike): void {
+    const ev = pruneRecordEvent(e, this.now());
+    if (ev) this.send(ev);
   }
 
   /**

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { GdpError } from '../shared/errors.js';
 import { dashboardEventSchema, finalRowSchema, type DashboardEvent } from './events.js';
 import { renderPage } from './page.js';
-import { epochRecordSchema, pruneEventSchema } from './run_records.js';
+import { epochEvent, epochRecordSchema, pruneEventSchema, pruneRecordEvent } from './run_records.js';
 import { RunHistory, type RunView } from './run_history.js';
 import type { SeriesView } from './series.js';
 import { fileWidths, widthsEvent } from './widths.js';
@@ -76,18 +76,8 @@ export function runFileEvents(dir: string): DashboardEvent[] {
     for (; next < prune.length; next++) {
       const e = prune[next];
       if (e.type === 'tock' && !all) return;
-      if (e.type === 'tick')
-        events.push({
-          type: 'tick',
-          t,
-          tick: e.tick,
-          macsRatio: e.flopsRatio,
-          paramsRatio: e.paramsRatio,
-          acc1: e.acc1,
-          loss: e.loss,
-          filtersLeft: e.filtersLeft,
-        });
-      if (e.type === 'checkpoint') events.push({ type: 'save_point', t, tick: e.tick, savePoint: e.savePoint, macsRatio: e.flopsRatio, path: e.path });
+      const ev = pruneRecordEvent(e, t);
+      if (ev) events.push(ev);
     }
   };
   for (const r of records) {
@@ -96,19 +86,7 @@ export function runFileEvents(dir: string): DashboardEvent[] {
       next++;
     }
     if (r.stage === 'finetune') drain(true);
-    events.push({
-      type: 'epoch',
-      t,
-      stage: r.stage,
-      epoch: r.epoch,
-      lr: r.lr,
-      trainLoss: r.train_loss,
-      trainAcc: r.train_acc,
-      testLoss: r.test_loss,
-      acc1: r['acc@1'],
-      acc5: r['acc@5'],
-      imgS: r.img_s,
-    });
+    events.push(epochEvent(r, t));
   }
   drain(true);
   const base = baselineFile(dir);

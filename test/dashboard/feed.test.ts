@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dashboardEventSchema, type DashboardEvent } from '../../src/dashboard/events.js';
-import { RunFeed, type EpochRecordLike, type PruneEventLike } from '../../src/dashboard/feed.js';
+import { RunFeed, type EpochRecordLike, type PruneRecordLike } from '../../src/dashboard/feed.js';
 import { reportView, writeReport } from '../../src/dashboard/report.js';
 import { RunHistory } from '../../src/dashboard/run_history.js';
 
@@ -69,7 +69,7 @@ test('a step gives the mean loss and top-1, and per worker its rate and its shar
 test("the coordinator's epochs and prune events give the page the same figures as the run's files give the report", () => {
   // The run as the coordinator would report it: train, Tock, Tick, save point, Tick, Tock, Tick, finetune.
   const records = [record('train', 1, 0.5), record('train', 2, 0.6), record('tock', 1, 0.62), record('tock', 1, 0.64), record('finetune', 1, 0.7)];
-  const tick = (n: number, r: number): PruneEventLike => ({
+  const tick = (n: number, r: number): PruneRecordLike => ({
     type: 'tick',
     tick: n,
     flopsRatio: r,
@@ -78,8 +78,8 @@ test("the coordinator's epochs and prune events give the page the same figures a
     acc1: 0.3 + n / 100,
     loss: 2 + n,
   });
-  const tock = (i: number) => ({ type: 'tock', epoch: 1, epochs: 1, acc1: records[i]['acc@1'] });
-  const prune = [
+  const tock = (i: number): PruneRecordLike => ({ type: 'tock', epoch: 1, epochs: 1, acc1: records[i]['acc@1'] }) as PruneRecordLike;
+  const prune: PruneRecordLike[] = [
     tock(2),
     tick(1, 0.9),
     { type: 'checkpoint', tick: 1, savePoint: 0.9, path: 'gbn_90.safetensors', flopsRatio: 0.9 },

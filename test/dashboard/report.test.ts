@@ -19,6 +19,11 @@ const READ_TABLE = `(sel) => [...document.querySelectorAll(sel)].map((tr) =>
 
 type Row = Record<string, number>;
 
+/** `{ page field: the JSON file's value }` for each pair of `names` (page field -> file field). */
+function rename(src: Record<string, unknown>, names: Record<string, string>): Row {
+  return Object.fromEntries(Object.entries(names).map(([to, from]) => [to, src[from] as number]));
+}
+
 test(
   'report.html of a smoke run shows the figures of its log.json, prune_log.json and summary.json (read back in chromium)',
   { skip: noChromium, timeout: 400_000 },
@@ -67,28 +72,25 @@ test(
         assert.deepEqual(
           tickRows,
           ticks.map((t) => ({
-            tick: t.tick,
-            macsRatio: t.flopsRatio,
-            paramsRatio: t.paramsRatio,
-            filtersLeft: t.filtersLeft,
-            loss: t.loss,
-            acc1: t.acc1,
+            ...rename(t, { tick: 'tick', macsRatio: 'flopsRatio', paramsRatio: 'paramsRatio', filtersLeft: 'filtersLeft', loss: 'loss', acc1: 'acc1' }),
             ...Object.fromEntries(saved.filter((s) => s.tick === t.tick).map((s) => ['savePoint', s.savePoint])),
           })),
         );
         const epochRows = (await page.evaluate(`(${READ_TABLE})('#epochs tbody tr')`)) as Row[];
         assert.deepEqual(
           epochRows,
-          records.map((e) => ({
-            epoch: e.epoch,
-            lr: e.lr,
-            trainLoss: e.train_loss,
-            trainAcc: e.train_acc,
-            testLoss: e.test_loss,
-            acc1: e['acc@1'],
-            acc5: e['acc@5'],
-            imgS: e.img_s,
-          })),
+          records.map((e) =>
+            rename(e, {
+              epoch: 'epoch',
+              lr: 'lr',
+              trainLoss: 'train_loss',
+              trainAcc: 'train_acc',
+              testLoss: 'test_loss',
+              acc1: 'acc@1',
+              acc5: 'acc@5',
+              imgS: 'img_s',
+            }),
+          ),
         );
         // The trajectory chart holds one point per Tick (plus the Tock's MACs ratio, 1, when no Tick shares it).
         const points = Number(await page.getAttribute('[data-chart="trajectory"]', 'data-points'));
