@@ -19,6 +19,8 @@ import { Rng } from '../shared/rng.js';
 import { checkShardFits } from '../shared/train/memory.js';
 import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { measureLatency } from './bench.js';
+import { writeReport } from '../dashboard/report.js';
+import { writeWidthPage } from '../dashboard/width_page.js';
 
 interface Common {
   backend: BackendChoice;
@@ -91,11 +93,13 @@ export function buildProgram(): Command {
     .requiredOption('--weights <file>', 'safetensors file (gdp export or PyTorch state dict)')
     .addOption(archOption(false))
     .option('--json', 'print one JSON object')
+    .option('--html <file>', 'also write a self-contained page drawing the width profile')
     .addOption(backendOption())
-    .action(async (o: Common & { weights: string; arch?: string }) => {
+    .action(async (o: Common & { weights: string; arch?: string; html?: string }) => {
       await startBackend(o);
       const m = await load(o.weights, o.arch, o);
       try {
+        if (o.html) say(o, `width profile: ${writeWidthPage(o.weights, o.html, m.arch, m.numClasses)}`);
         const cost = modelCost(m.model, m.inputShape);
         const widths = layerWidths(m.model);
         const layers = cost.layers.map((l) => ({ path: l.path, kind: l.kind, in: widths[l.path][0], out: widths[l.path][1], macs: l.macs }));
@@ -313,6 +317,15 @@ export function buildProgram(): Command {
       } finally {
         m.model.dispose();
       }
+    });
+
+  program
+    .command('report')
+    .description("rebuild a run's report.html (plots and final table, self-contained) from its log folder")
+    .requiredOption('--run <dir>', 'the run folder, logs/<task_name>')
+    .option('--out <file>', 'where to write (default <dir>/report.html)')
+    .action((o: { run: string; out?: string }) => {
+      process.stdout.write(`report: ${writeReport(o.run, { out: o.out })}\n`);
     });
 
   return program;

@@ -1,4 +1,4 @@
-import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
@@ -7,6 +7,21 @@ import { bearerToken, tokenMatches } from './auth.js';
 import type { Transport } from './transport.js';
 import { MAX_FRAME_BYTES } from './version.js';
 import { WsTransport } from './ws_transport.js';
+
+/**
+ * Other paths served beside the workers' WebSocket on the same listener (the dashboard's page and its own socket).
+ * They run their own checks (token, limits); workers' upgrades never reach them.
+ */
+export interface HttpRoutes {
+  /** Answers a plain HTTP request and returns true, or returns false: not its path (the listener answers 426). */
+  request(req: IncomingMessage, res: ServerResponse): boolean;
+  /** Takes an upgrade request on its own path and returns true, or returns false: a worker's, checked as usual. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
+  /** Its connections at most, added to the listener's TCP limit. */
+  maxConnections: number;
+  /** Called first when the listener closes. */
+  close(): void;
+}
 
 export interface ListenOptions {
   /**
@@ -22,6 +37,8 @@ export interface ListenOptions {
   maxFrameBytes?: number;
   /** Refusals are logged here. */
   log?: (line: string) => void;
+  /** Paths served beside the workers' socket (e.g. the dashboard); without it, other requests get 426. */
+  routes?: HttpRoutes;
 }
 
 export interface WsListener {
@@ -59,10 +76,11 @@ export function listenWs(host: string, port: number, onConnection: (t: Transport
   server.headersTimeout = 10000;
   server.requestTimeout = 15000;
   // Backstop against a flood of raw TCP connections that never ask for an upgrade.
-  server.maxConnections = max + HANDSHAKE_MARGIN;
+  server.maxConnections = max + HANDSHAKE_MARGIN + (opts.routes?.maxConnections ?? 0);
   server.on('drop', (d?: { remoteAddress?: string; remotePort?: number }) => log(`refused a connection from ${d?.remoteAddress}:${d?.remotePort}: too many open connections`));
   const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrameBytes ?? MAX_FRAME_BYTES });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (opts.routes?.upgrade(req, socket, head)) return;
     socket.on('error', () => socket.destroy());
     const remote = remoteOf(req);
     if (opts.token !== undefined && !tokenMatches(opts.token, bearerToken(req.headers.authorization))) {
@@ -78,7 +96,8 @@ export function listenWs(host: string, port: number, onConnection: (t: Transport
     wss.handleUpgrade(req, socket, head, (ws) => onConnection(new WsTransport(ws, remote)));
   });
   // Anything but a WebSocket upgrade (a browser, a scanner): a fixed answer, nothing read.
-  server.on('request', (_req, res) => {
+  server.on('request', (req, res) => {
+    if (opts.routes?.request(req, res)) return;
     res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' });
     res.end('gdp coordinator: WebSocket connections only\n');
   });
@@ -97,6 +116,7 @@ export function listenWs(host: string, port: number, onConnection: (t: Transport
         scheme: opts.tls ? 'wss' : 'ws',
         close: (graceMs = 3000) =>
           new Promise<void>((res) => {
+            opts.routes?.close();
             // A close handshake first: a socket destroyed while the peer's frames are still unread is reset, and the
             // reset makes the peer drop the last frames it was sent (a worker would miss its 'shutdown' and retry).
             for (const c of wss.clients) c.close(1001, 'coordinator closing');

@@ -1,0 +1,120 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { coord, ROOT } from '../dist/cli_helpers.js';
+import { noChromium, withChromium } from './browser.js';
+
+const run = promisify(execFile);
+const MODEL = join(ROOT, 'bin', 'gdp-model.js');
+
+/** Every `selector` row's `data-field` cells as numbers (their exact `data-value`), read from the rendered DOM. */
+const READ_TABLE = `(sel) => [...document.querySelectorAll(sel)].map((tr) =>
+  Object.fromEntries([...tr.querySelectorAll('td[data-field][data-value]')].filter((td) => td.dataset.value !== '').map((td) => [td.dataset.field, Number(td.dataset.value)])))`;
+
+type Row = Record<string, number>;
+
+/** `{ page field: the JSON file's value }` for each pair of `names` (page field -> file field). */
+function rename(src: Record<string, unknown>, names: Record<string, string>): Row {
+  return Object.fromEntries(Object.entries(names).map(([to, from]) => [to, src[from] as number]));
+}
+
+test(
+  'report.html of a smoke run shows the figures of its log.json, prune_log.json and summary.json (read back in chromium)',
+  { skip: noChromium, timeout: 400_000 },
+  async () => {
+    const logs = await mkdtemp(join(tmpdir(), 'gdp-report-'));
+    try {
+      const r = await coord(
+        ['--workers', '2', '--in-process', '--backend', 'wasm', '--config', join(ROOT, 'configs', 'smoke.json'), '--set', `base.log_dir=${logs}`],
+        360_000,
+      );
+      assert.equal(r.code, 0, r.err + r.out.slice(-2000));
+      const dir = join(logs, 'smoke');
+      const out = await run(process.execPath, [MODEL, 'report', '--run', dir]);
+      assert.match(out.stdout, /report: .*report\.html/);
+      const json = (name: string) => JSON.parse(readFileSync(join(dir, name), 'utf8'));
+      const records = json('log.json') as Record<string, number | string>[];
+      const prune = json('prune_log.json') as Record<string, unknown>[];
+      const summary = json('summary.json') as Record<string, number | string>[];
+      const ticks = prune.filter((e) => e.type === 'tick') as Record<string, number>[];
+      const saved = prune.filter((e) => e.type === 'checkpoint') as Record<string, number>[];
+      assert.ok(ticks.length >= 1 && saved.length >= 1, 'the smoke run prunes and passes a save point');
+
+      // A second path to the widths: gdp-model info --json loads the model; the page reads the file's tensors.
+      const info = JSON.parse(
+        (await run(process.execPath, [MODEL, 'info', '--weights', join(dir, 'finetuned.safetensors'), '--json', '--html', join(logs, 'w.html')])).stdout,
+      );
+
+      await withChromium(async (context) => {
+        const page = await context.newPage();
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(e.message));
+        // Offline: any request leaving the file would fail the page.
+        await page.route(/^https?:/, (route) => route.abort());
+        await page.goto(pathToFileURL(join(dir, 'report.html')).href);
+        await page.waitForFunction(`document.body.dataset.rendered >= 1`);
+        const final = (await page.evaluate(`(${READ_TABLE})('#final tr[data-label]')`)) as Row[];
+        assert.deepEqual(
+          final,
+          summary.map((s) => ({ macs: s.macs, params: s.params, acc1: s.acc1, acc5: s.acc5, msPerImageB1: s.msPerImageB1, msPerImageB64: s.msPerImageB64 })),
+        );
+        assert.deepEqual(
+          await page.$$eval('#final tr[data-label]', (rows) => rows.map((r) => r.getAttribute('data-label'))),
+          summary.map((s) => s.label),
+        );
+        const tickRows = (await page.evaluate(`(${READ_TABLE})('#ticks tr[data-tick]')`)) as Row[];
+        assert.deepEqual(
+          tickRows,
+          ticks.map((t) => ({
+            ...rename(t, { tick: 'tick', macsRatio: 'flopsRatio', paramsRatio: 'paramsRatio', filtersLeft: 'filtersLeft', loss: 'loss', acc1: 'acc1' }),
+            ...Object.fromEntries(saved.filter((s) => s.tick === t.tick).map((s) => ['savePoint', s.savePoint])),
+          })),
+        );
+        const epochRows = (await page.evaluate(`(${READ_TABLE})('#epochs tbody tr')`)) as Row[];
+        assert.deepEqual(
+          epochRows,
+          records.map((e) =>
+            rename(e, {
+              epoch: 'epoch',
+              lr: 'lr',
+              trainLoss: 'train_loss',
+              trainAcc: 'train_acc',
+              testLoss: 'test_loss',
+              acc1: 'acc@1',
+              acc5: 'acc@5',
+              imgS: 'img_s',
+            }),
+          ),
+        );
+        // The trajectory chart holds one point per Tick (plus the Tock's MACs ratio, 1, when no Tick shares it).
+        const points = Number(await page.getAttribute('[data-chart="trajectory"]', 'data-points'));
+        assert.equal(points, new Set([...ticks.map((t) => t.flopsRatio), 1]).size);
+        assert.deepEqual(errors, []);
+
+        await page.goto(pathToFileURL(join(logs, 'w.html')).href);
+        await page.waitForFunction(`document.body.dataset.rendered >= 1`);
+        const widths = (await page.evaluate(`(${READ_TABLE})('#widths-table tr[data-path]')`)) as Row[];
+        const paths = await page.$$eval('#widths-table tr[data-path]', (rows) => rows.map((r) => r.getAttribute('data-path')));
+        const layers = info.layers as { path: string; out: number }[];
+        assert.deepEqual(
+          paths,
+          layers.map((l) => l.path),
+        );
+        assert.deepEqual(
+          widths.map((w) => w.current),
+          layers.map((l) => l.out),
+        );
+        assert.ok(widths.every((w) => w.baseline >= w.current) && widths.some((w) => w.baseline > w.current), 'the melted widths sit below the full ones');
+        assert.deepEqual(errors, []);
+      });
+    } finally {
+      await rm(logs, { recursive: true, force: true });
+    }
+  },
+);
