@@ -6,7 +6,7 @@ import type { Cluster } from './cluster.js';
 
 /** The model-file fields of the run's network (arch, num_class), from its config. */
 export function modelDescription(config: Config): ModelDescription {
-  return { arch: config.model.name, numClasses: config.model.num_class };
+  return { arch: config.model.name, numClasses: config.model.num_class, inputSize: config.model.input_size };
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Config } from '../shared/config/schema.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
-import { archSpec, buildModel } from '../shared/models/registry.js';
+import { configModel } from '../shared/models/registry.js';
 import { memoryPair } from '../shared/protocol/transport.js';
 import { bucketElements } from '../shared/protocol/version.js';
 import { Replica } from '../shared/train/replica.js';
@@ -37,8 +37,8 @@ export function coordinatorFor(
   extra: Pick<ClusterOptions, 'reducer' | 'minWorkers' | 'pauseMs' | 'dataFingerprint'> = {},
   resume?: ResumePoint,
 ): Coordinator {
-  const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed });
-  const replica = new Replica(model, archSpec(config.model.name).inputShape);
+  const { model, inputShape } = configModel(config.model, config.base.seed);
+  const replica = new Replica(model, inputShape);
   const coordinator = new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, ...extra });
   const weights = initialWeightsPath(config);
   if (resume) restoreCoordinator(coordinator, resume);

@@ -1,5 +1,4 @@
 import { modelCost } from '../shared/graph/flops.js';
-import { archSpec } from '../shared/models/registry.js';
 import { measureLatency } from '../model/bench.js';
 import type { Cluster } from './cluster.js';
 import type { Config } from '../shared/config/schema.js';
@@ -21,7 +20,7 @@ export async function snapshot(label: string, cluster: Cluster, config: Config, 
   await cluster.syncBatchNormStats();
   const s = await cluster.evaluate(Int32Array.from({ length: testSize }, (_, i) => i));
   const model = cluster.replica.model;
-  const shape = archSpec(config.model.name).inputShape;
+  const shape = cluster.replica.inputShape;
   const cost = modelCost(model, shape);
   const b1 = measureLatency(model, shape, 1, { runs: 5 });
   const b64 = measureLatency(model, shape, 64, { runs: 2 });

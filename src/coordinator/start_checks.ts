@@ -2,7 +2,7 @@ import type { Config } from '../shared/config/schema.js';
 import { loadDataset } from '../shared/data/index.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { layerWidths } from '../shared/io/model_file.js';
-import { archSpec, buildModel, checkModelFitsData } from '../shared/models/registry.js';
+import { checkModelFitsData, configModel } from '../shared/models/registry.js';
 import { checkShardFits } from '../shared/train/memory.js';
 import { initialWeightsPath, readInitialWeights } from './initial_weights.js';
 
@@ -26,10 +26,9 @@ export interface StartCheckOptions {
  * @throws GdpError BATCH_TOO_LARGE naming the config key, the shard size and the limit.
  */
 export function checkBatchFits(config: Config, workers: number, backend: string): void {
-  const spec = archSpec(config.model.name);
-  const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: 0 });
+  const { model, inputShape } = configModel(config.model, 0);
   try {
-    const info = { model, inputShape: spec.inputShape, arch: config.model.name };
+    const info = { model, inputShape, arch: config.model.name };
     const advice = 'more workers, or a smaller batch';
     const shard = (b: number) => Math.ceil(b / workers);
     const { batch_size: train, test_batch_size: test } = config.data;
@@ -44,7 +43,7 @@ export function checkBatchFits(config: Config, workers: number, backend: string)
 export function checkInitialWeights(config: Config): void {
   const path = initialWeightsPath(config);
   if (!path) return;
-  const model = buildModel(config.model.name, { numClasses: config.model.num_class, seed: 0 });
+  const { model } = configModel(config.model, 0);
   const want = layerWidths(model);
   model.dispose();
   readInitialWeights(config, path, want).model.dispose();

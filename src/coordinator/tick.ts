@@ -77,5 +77,5 @@ export function tickDecision(
       gbn.criterion === 'gate' ? gateImportance(group, acc.perBn()) : gbn.criterion === 'l1' ? l1Importance(group, model) : randomImportance(group, rng);
     return { group, scores, mask: groupMask(model, group) };
   });
-  return globalPrune(entries, { p: gbn.p, minimalRatio: gbn.minimal_ratio, flopsEta: gbn.flops_eta, minArea: minArea(s) });
+  return globalPrune(entries, { p: gbn.p, minimalRatio: gbn.minimal_ratio, flopsEta: gbn.flops_eta, minArea: minArea(s), roundTo: gbn.round_to });
 }

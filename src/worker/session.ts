@@ -3,7 +3,7 @@ import type { Config } from '../shared/config/schema.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { dataFingerprint, loadDataset } from '../shared/data/index.js';
 import { GdpError, codeFromRemote } from '../shared/errors.js';
-import { archSpec, buildModel, checkModelFitsData } from '../shared/models/registry.js';
+import { checkModelFitsData, configModel } from '../shared/models/registry.js';
 import { BucketAssembler, bucketRanges } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
 import { Peer, asGdpError } from '../shared/protocol/peer.js';
@@ -218,7 +218,8 @@ export class WorkerSession {
     // The coordinator may be busy for a while (evaluation, checkpoints): its silence is bounded by the step timeout.
     this.peer.configure({ heartbeatMs: config.dist.heartbeat_ms, timeoutMs: config.dist.step_timeout_ms });
     const size = layoutOf(m.slots).size + layoutOf(m.momentum).size;
-    const replica = new Replica(buildModel(config.model.name, { numClasses: config.model.num_class, seed: config.base.seed }), archSpec(config.model.name).inputShape);
+    const built = configModel(config.model, config.base.seed);
+    const replica = new Replica(built.model, built.inputShape);
     this.pendingState = { welcome: m, config, replica, assembler: new BucketAssembler('welcome state', size, m.bucketElems) };
     if (this.pendingState.assembler.complete) await this.finishWelcome();
   }

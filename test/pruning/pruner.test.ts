@@ -12,6 +12,7 @@ import { savePointName } from '../../src/coordinator/tick_tock.js';
 import { RunFiles } from '../../src/coordinator/run_files.js';
 import { configSchema, type ConfigInput } from '../../src/shared/config/schema.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
+import { layerWidths } from '../../src/shared/io/model_file.js';
 import { parseSafetensors } from '../../src/shared/io/safetensors.js';
 import { loadTorchState } from '../../src/shared/io/torch_state.js';
 import { CifarResNet } from '../../src/shared/models/resnet_cifar.js';
@@ -179,6 +180,19 @@ describe('Tick-Tock pruner', () => {
         Array.from({ length: 16 }, (_, i) => i),
       );
     }
+  });
+
+  it('gbn.round_to reaches the decision: every group keeps a multiple of it (or all its channels)', async () => {
+    const ctx = context(dir, { round_to: 4, max_ticks: 3, target_flops: 0.01, p: 0.3 });
+    const config = { ...ctx.config, base: { ...ctx.config.base, task_name: 'round_to' } };
+    const r = await runPrune(ctx.cluster, pruneRunOptions({ ...ctx, config, files: new RunFiles(config) }));
+    assert.ok(r.ticks >= 1);
+    const widths = Object.values(layerWidths(ctx.cluster.replica.model)).map(([, out]) => out);
+    assert.ok(
+      widths.some((w) => ![16, 32, 64, 10].includes(w)),
+      `something was pruned: ${widths}`,
+    );
+    for (const w of widths) assert.ok(w % 4 === 0 || w === 10, `width ${w} is no multiple of 4`);
   });
 
   it('refuses to run without a gbn section', () => {

@@ -1,6 +1,6 @@
 import type { Config } from '../config/schema.js';
 import { GdpError } from '../errors.js';
-import { archSpec } from '../models/registry.js';
+import { modelInputShape, modelOptions } from '../models/registry.js';
 import { loadCifar } from './cifar.js';
 import type { DatasetPair } from './dataset.js';
 import { DecodePool } from './decode_pool.js';
@@ -26,7 +26,7 @@ export interface LoadDatasetOptions {
  */
 function folderSetup(config: Config): FolderSetup {
   const d = config.data;
-  const [h, w, c] = archSpec(config.model.name).inputShape;
+  const [h, w, c] = modelInputShape(config.model.name, modelOptions(config.model));
   if (d.image_size === undefined && h !== w) throw new GdpError('BAD_CONFIG', `data.image_size: '${config.model.name}' takes ${h}x${w} images; folder images are square, set data.image_size`);
   const channels = d.channels ?? (c === 1 ? 1 : 3);
   if (d.mean && d.mean.length !== channels) throw new GdpError('BAD_CONFIG', `data.mean: ${d.mean.length} value(s) for ${channels}-channel images (data.channels or the model's input)`);

@@ -64,7 +64,8 @@ export function archSpec(name: string): ArchSpec {
 
 function checkScalable(name: string, spec: ArchSpec, opts: ModelOptions): void {
   if (spec.scalable) return;
-  if (opts.widthMult !== undefined && opts.widthMult !== 1) throw new GdpError('BAD_CONFIG', `model.width_mult (--width-mult): '${name}' has fixed widths (width_mult applies to mobilenet_v2)`);
+  if (opts.widthMult !== undefined && opts.widthMult !== 1)
+    throw new GdpError('BAD_CONFIG', `model.width_mult (--width-mult): '${name}' has fixed widths (width_mult applies to mobilenet_v2)`);
   if (opts.inputSize !== undefined && opts.inputSize !== spec.inputShape[0]) {
     throw new GdpError('BAD_CONFIG', `model.input_size (--input-size): '${name}' takes ${spec.inputShape[0]}x${spec.inputShape[1]} images only`);
   }
@@ -101,9 +102,26 @@ export function checkModelFitsData(
   const shape = modelInputShape(config.model.name, modelOptions(config.model));
   if (shape.join('x') !== data.shape.join('x')) {
     const key = config.model.input_size === undefined ? 'model.name' : 'model.input_size';
-    throw new GdpError('BAD_CONFIG', `${key}: '${config.model.name}' takes ${shape.join('x')} images (HWC), data.type '${config.data.type}' gives ${data.shape.join('x')}`);
+    throw new GdpError(
+      'BAD_CONFIG',
+      `${key}: '${config.model.name}' takes ${shape.join('x')} images (HWC), data.type '${config.data.type}' gives ${data.shape.join('x')}`,
+    );
   }
   if (config.model.num_class < data.numClasses) {
     throw new GdpError('BAD_CONFIG', `model.num_class: ${config.model.num_class} outputs, but data.type '${config.data.type}' has ${data.numClasses} classes`);
   }
+}
+
+/**
+ * The model a config describes (`model.name`, `num_class`, `width_mult`, `input_size`) with seeded initial weights,
+ * and its input shape [h, w, c] (NHWC without the batch axis): what the coordinator and every worker build.
+ * Throws UNKNOWN_ARCH, BAD_CONFIG (an option the architecture lacks).
+ */
+export function configModel(
+  model: { name: string; num_class: number; width_mult?: number; input_size?: number },
+  seed: number,
+): { model: Module; inputShape: [number, number, number] } {
+  const opts = modelOptions(model, seed);
+  const inputShape = modelInputShape(model.name, opts);
+  return { model: buildModel(model.name, opts), inputShape };
 }
