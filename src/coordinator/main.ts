@@ -1,4 +1,4 @@
-import { backendOption } from '../shared/cli_options.js';
+import { backendOption, runCommand } from '../shared/cli_options.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -191,21 +191,6 @@ export async function main(argv: string[]): Promise<number> {
     .option('--dry-run', 'run every start-up check that needs no worker (config, flags, data, model, weights, batch size), print the config resolved as JSON and exit')
     .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config')
     .exitOverride();
-  try {
-    program.parse(argv, { from: 'user' });
-  } catch (err) {
-    const code = (err as { exitCode?: number }).exitCode;
-    return code ?? 2;
-  }
-  try {
-    await run(program.opts<Options>());
-    return 0;
-  } catch (err) {
-    if (err instanceof GdpError) {
-      process.stderr.write(`gdp-coord: error [${err.code}]: ${err.message}\n`);
-      return err.exitStatus;
-    }
-    throw err;
-  }
+  return runCommand<Options>(program, argv, run);
 }
 

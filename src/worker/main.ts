@@ -1,4 +1,4 @@
-import { backendOption } from '../shared/cli_options.js';
+import { backendOption, runCommand } from '../shared/cli_options.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -79,19 +79,5 @@ export async function main(argv: string[]): Promise<number> {
       return n;
     }, 600)
     .exitOverride();
-  try {
-    program.parse(argv, { from: 'user' });
-  } catch (err) {
-    return (err as { exitCode?: number }).exitCode ?? 2;
-  }
-  try {
-    await run(program.opts<Options>());
-    return 0;
-  } catch (err) {
-    if (err instanceof GdpError) {
-      process.stderr.write(`gdp-worker: error [${err.code}]: ${err.message}\n`);
-      return err.exitStatus;
-    }
-    throw err;
-  }
+  return runCommand<Options>(program, argv, run);
 }
