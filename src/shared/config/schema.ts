@@ -88,6 +88,7 @@ const FOLDER_KEYS = ['image_size', 'channels', 'mean', 'std'] as const;
 const data = z
   .object({
     type: z.enum(['mnist', 'cifar10', 'cifar100', 'imagenet', 'folder']),
+    /** The paper's DataLoader switch: every training sample order (train, Tock, Tick, finetune) is a fresh permutation per epoch, or the identity. */
     shuffle: z.boolean().default(true),
     batch_size: z.number().int().positive(),
     test_batch_size: z.number().int().positive(),
