@@ -15,7 +15,7 @@ export type FinetunePosition = z.infer<typeof finetunePositionSchema>;
 /** Finetuning the melted network: `finetune_epoch` triangular epochs with `finetune_momentum` (a fresh optimizer). */
 export async function runFinetune(cluster: PruneCluster, o: PruneRunOptions, resume?: FinetunePosition): Promise<void> {
   if (!resume) await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
-  const sampler = new BatchSampler(o.trainSize, o.batchSize, resume?.sampler ?? o.seed + 1);
+  const sampler = new BatchSampler(o.trainSize, o.batchSize, resume?.sampler ?? o.seed + 1, o.shuffle);
   const sgd = { ...o.sgd, momentum: o.gbn.finetune_momentum };
   await triangularEpochs(cluster, o, sampler, o.gbn.finetune_epoch, sgd, 'finetune', resume?.at ?? epochStart(), (when, at) =>
     o.resumePoint?.(when, () => ({ sampler: sampler.state(), at: at() })) ?? Promise.resolve(),

@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { loadConfig } from '../shared/config/load.js';
+import { configNotes } from '../shared/config/notes.js';
 import type { Config } from '../shared/config/schema.js';
 import { dataFingerprint } from '../shared/data/index.js';
 import { GdpError } from '../shared/errors.js';
@@ -101,7 +102,9 @@ async function run(o: Options): Promise<void> {
   if (o.workers === undefined && !o.dryRun) throw new GdpError('BAD_FLAG', '--workers <n> is required (only --dry-run runs without workers)');
   const backend = await initBackend(o.backend as BackendChoice);
   // A dry run's stdout is the resolved config alone.
-  (o.dryRun ? (l: string) => process.stderr.write(`${l}\n`) : log)(`gdp-coord: backend ${backend.description}`);
+  const note = o.dryRun ? (l: string) => process.stderr.write(`${l}\n`) : log;
+  note(`gdp-coord: backend ${backend.description}`);
+  for (const line of configNotes(config)) note(`gdp-coord: ${line}`);
   const workerBackend = o.local || o.inProcess ? backend.name : undefined;
   const data = await runStartChecks(config, { dataDir: o.dataDir, workers: o.workers, workerBackend, resumed: resume !== undefined });
   if (o.dryRun || o.workers === undefined) {

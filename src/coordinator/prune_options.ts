@@ -20,6 +20,8 @@ export interface PruneRunOptions {
   /** momentum, weight decay and nesterov of the `train` section (the paper's optimizer keeps them while pruning). */
   sgd: Omit<SgdOptions, 'lr'>;
   batchSize: number;
+  /** `data.shuffle`: Tock, Tick and finetune batches come from a fresh permutation per epoch, or in sample order. */
+  shuffle: boolean;
   trainSize: number;
   /** Test samples 0..testSize-1 are evaluated after every prune and epoch. */
   testSize: number;
@@ -51,6 +53,7 @@ export function pruneRunOptions(
     gbn: config.gbn,
     sgd: { momentum: t.momentum, weightDecay: t.weight_decay, nesterov: t.nesterov },
     batchSize: config.data.batch_size,
+    shuffle: config.data.shuffle,
     trainSize: ctx.trainSize,
     testSize: evaluatedTestSize(config, ctx.testSize),
     inputShape: ctx.cluster.replica.inputShape,

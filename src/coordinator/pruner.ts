@@ -40,7 +40,7 @@ async function startPrune(cluster: PruneCluster, o: PruneRunOptions): Promise<Pr
     baseline,
     ticks: 0,
     phase: { kind: 'tock', at: epochStart() },
-    sampler: new BatchSampler(o.trainSize, o.batchSize, o.seed).state(),
+    sampler: new BatchSampler(o.trainSize, o.batchSize, o.seed, o.shuffle).state(),
     rng: new Rng(o.seed ^ 0x5eed).state(),
     pending: [...new Set(o.gbn.save_points)].sort((a, b) => b - a),
     checkpoints: [],
@@ -64,7 +64,7 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
   const groups = prunableGroups(s);
   if (!groups.length) throw new GdpError('NOTHING_TO_PRUNE', 'the model has no prunable channel group');
   const totalFilters = groups.reduce((a, g) => a + g.width * g.bns.length, 0);
-  const sampler = new BatchSampler(o.trainSize, o.batchSize, p.sampler);
+  const sampler = new BatchSampler(o.trainSize, o.batchSize, p.sampler, o.shuffle);
   const rng = new Rng(p.rng);
   const report = (when: ResumeWhen) => o.resumePoint?.(when, () => ({ ...structuredClone(p), sampler: sampler.state(), rng: rng.state() })) ?? Promise.resolve();
 

@@ -3,7 +3,8 @@ import { stepStatsSchema } from '../shared/protocol/messages.js';
 import { Rng, rngStateSchema } from '../shared/rng.js';
 import { epochLr } from '../shared/train/schedule.js';
 import { emptyStats } from '../shared/train/replica.js';
-import { evaluatedTestSize, runEpochs, type EpochEnd, type EpochLoop } from './epoch_loop.js';
+import { evaluatedTestSize, runEpochs, type EpochEnd, type EpochLoop, type EpochPosition } from './epoch_loop.js';
+import { initialWeightsPath } from './initial_weights.js';
 import { registerStage, type StageContext } from './stages.js';
 import type { EpochRecord } from './run_files.js';
 
@@ -24,14 +25,45 @@ export const trainPositionSchema = z.object({
 });
 export type TrainPosition = z.infer<typeof trainPositionSchema>;
 
-/** The baseline training stage: `train.max_epoch` epochs of SGD with the config's schedule. */
+/**
+ * The Rng state from which epoch `epoch` + 1 (1-based) draws its permutation: the seed's, after the permutations of
+ * epochs 1..epoch. A run continued from base.epoch E so draws the order the uninterrupted run drew for epoch E+1.
+ */
+function rngBeforeEpoch(seed: number, epoch: number, size: number, shuffle: boolean): number[] {
+  const rng = new Rng(seed);
+  for (let e = 0; e < epoch; e++) epochOrder(size, rng, shuffle);
+  return rng.state();
+}
+
+/**
+ * Where a fresh train stage starts: at epoch base.epoch + 1 (0 by default), as the paper's main.py runs epochs
+ * base.epoch+1..max_epoch from base.checkpoint_path (the schema refuses base.epoch > 0 without starting weights).
+ * Logs where it continues from, or that there is nothing to do.
+ */
+function freshStart(ctx: StageContext): { at: EpochPosition; rng: number[] } {
+  const { config, log } = ctx;
+  const first = config.base.epoch;
+  const max = config.train.max_epoch;
+  if (first > 0) {
+    const from = `base.epoch ${first}, weights ${initialWeightsPath(config)}`;
+    log(first >= max ? `train: nothing to do: epoch ${first} of ${max} already done (${from})` : `train: continuing from epoch ${first + 1} of ${max} (${from})`);
+  }
+  return { at: { epoch: first, step: 0, stats: emptyStats() }, rng: rngBeforeEpoch(config.base.seed, Math.min(first, max), ctx.trainSize, config.data.shuffle) };
+}
+
+/**
+ * The baseline training stage: epochs base.epoch+1..`train.max_epoch` of SGD with the config's schedule (the rate of
+ * each epoch by its number); a resumed stage continues from its position instead.
+ */
 export async function trainStage(ctx: StageContext): Promise<void> {
   const { cluster, config, log } = ctx;
   const t = config.train;
   const batch = config.data.batch_size;
   const resume = ctx.resume as TrainPosition | undefined;
+  // A resumed run's position wins over base.epoch: its config still holds base.epoch, and the epochs done since.
+  const start = resume ? { at: { epoch: resume.epoch - 1, step: resume.step, stats: resume.stats }, rng: resume.rng } : freshStart(ctx);
   // The Rng before the permutation of the epoch running (or next to run) is drawn, as positions record it.
-  let rngBefore = resume?.rng ?? new Rng(config.base.seed).state();
+  let rngBefore = start.rng;
   let rng = new Rng(rngBefore);
   let order: Int32Array = new Int32Array(0);
 
@@ -78,9 +110,8 @@ export async function trainStage(ctx: StageContext): Promise<void> {
     label: (epoch: number) => `train epoch ${epoch + 1}/${t.max_epoch}`,
     progressLog: log,
   };
-  const at = resume ? { epoch: resume.epoch - 1, step: resume.step, stats: resume.stats } : { epoch: 0, step: 0, stats: emptyStats() };
   // Positions keep the training stage's own form: the epoch 1-based, the Rng beside it.
-  await runEpochs(cluster, loop, at, (when, pos) => ctx.resumePoint?.(when, () => {
+  await runEpochs(cluster, loop, start.at, (when, pos) => ctx.resumePoint?.(when, () => {
     const p = pos();
     return { epoch: p.epoch + 1, step: p.step, rng: rngBefore, stats: p.stats };
   }) ?? Promise.resolve());

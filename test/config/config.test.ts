@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { applyOverrides, loadConfig, parseConfig, readConfigFile } from '../../src/shared/config/load.js';
+import { configNotes } from '../../src/shared/config/notes.js';
 import { GdpError } from '../../src/shared/errors.js';
 
 /** The paper's VGG-16 demo config (run/vgg16/prune.json with multi_gpus off), verbatim. */
@@ -78,6 +79,43 @@ describe('paper config parity', () => {
     rejectsWith(() => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), ['data.type=svhn'])), 'BAD_CONFIG', 'data.type');
     rejectsWith(() => applyOverrides(structuredClone(VGG16_DEMO), ['gbn.p']), 'BAD_FLAG', 'gbn.p');
     rejectsWith(() => applyOverrides(structuredClone(VGG16_DEMO), ['gbn.p.x=1']), 'BAD_FLAG', "'p' is not a section");
+  });
+});
+
+describe("every key of the paper's schema gdp accepts has the paper's meaning or is refused", () => {
+  const withSets = (...sets: string[]) => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), sets));
+
+  it('base.epoch > 0 needs starting weights (base.checkpoint_path or model.weights)', () => {
+    rejectsWith(() => withSets('base.epoch=1'), 'BAD_CONFIG', 'base.epoch', 'base.checkpoint_path', 'model.weights', '--resume');
+    assert.equal(withSets('base.epoch=1', 'base.checkpoint_path=w.safetensors').base.epoch, 1);
+    assert.equal(withSets('base.epoch=80', 'model.weights=w.safetensors').base.epoch, 80);
+    assert.equal(withSets('base.epoch=0').base.epoch, 0);
+  });
+
+  it('base.epoch without a train stage is accepted with a note that it does not apply', () => {
+    const c = withSets('base.epoch=80', 'model.weights=w.safetensors', 'stages=["prune","finetune"]');
+    assert.equal(configNotes(c).filter((n) => n.includes('base.epoch')).length, 1);
+    assert.deepEqual(configNotes(withSets('base.epoch=80', 'model.weights=w.safetensors')).filter((n) => n.includes('base.epoch')), []);
+  });
+
+  it('model.pretrained: true is refused, pointing to model.weights (gdp downloads nothing)', () => {
+    rejectsWith(() => withSets('model.pretrained=true'), 'BAD_CONFIG', 'model.pretrained', 'model.weights');
+    rejectsWith(() => withSets('model.pretrained=true', 'model.weights=w.safetensors'), 'BAD_CONFIG', 'model.pretrained');
+    assert.equal(withSets('model.pretrained=false').model.pretrained, false);
+  });
+
+  it('base.fp16: true is refused, pointing to dist.grad_dtype (gdp and the paper train in float32)', () => {
+    rejectsWith(() => withSets('base.fp16=true'), 'BAD_CONFIG', 'base.fp16', 'dist.grad_dtype');
+    assert.equal(withSets('base.fp16=false').base.fp16, false);
+  });
+
+  it("the paper's prune.json (cuda and multi_gpus on) loads, with one note for each naming the flags that govern them", () => {
+    const paper = applyOverrides(structuredClone(VGG16_DEMO), ['base.multi_gpus=true']);
+    const notes = configNotes(parseConfig(paper));
+    assert.equal(notes.length, 2);
+    assert.match(notes[0], /base\.cuda .*--backend .*--gpu/);
+    assert.match(notes[1], /base\.multi_gpus .*--workers/);
+    assert.deepEqual(configNotes(withSets('base.cuda=false')), []);
   });
 });
 

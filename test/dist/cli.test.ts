@@ -22,6 +22,14 @@ test('--dry-run prints the resolved config, without --workers; the default confi
   assert.equal(config.dist.bucket_mib, 16);
 });
 
+test("--dry-run: the paper's device hints base.cuda and base.multi_gpus are accepted and noted once each on stderr", async () => {
+  const r = await coord(['--dry-run', '--set', 'stages=["train"]', '--set', 'base.cuda=true', '--set', 'base.multi_gpus=true'], 30000);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(JSON.parse(r.out).base.cuda, true);
+  assert.equal(r.err.match(/gdp-coord: config: base\.cuda is true: .*--backend and --gpu/g)?.length, 1, r.err);
+  assert.equal(r.err.match(/gdp-coord: config: base\.multi_gpus is true: .*--workers N/g)?.length, 1, r.err);
+});
+
 test('an invalid config is a clear error with the key path and a non-zero exit', async () => {
   const r = await coord(['--workers', '1', '--dry-run', '--set', 'train.momentum=7'], 30000);
   assert.equal(r.code, 2);

@@ -2,18 +2,33 @@ import { z } from 'zod';
 
 /**
  * The paper's JSON config (`base`, `model`, `train`, `data`, `loss`, `gbn`), accepted as the paper's code writes
- * it, plus gdp's own keys (marked "gdp:"). Every object is strict: an unknown key is an error with its path.
+ * it, plus gdp's own keys (marked "gdp:"). Every object is strict: an unknown key is an error with its path. Each of
+ * the paper's keys means here what it means in the paper's code, and a value gdp cannot honour is refused naming
+ * what to use instead; `base.cuda` and `base.multi_gpus` are device hints that gdp's flags govern (configNotes says
+ * so when they are set).
  */
 const base = z
   .object({
     task_name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, dot, dash and underscore only (it names a folder)'),
+    /** The paper's device switch: a hint here; each worker's --backend and --gpu place its work. */
     cuda: z.boolean().default(false),
     seed: z.number().int().default(0),
     checkpoint_path: z.string().default(''),
+    /** The paper's starting epoch: the train stage runs epochs epoch+1..max_epoch from the starting weights. */
     epoch: z.number().int().min(0).default(0),
     model_saving_interval: z.number().int().positive().default(10),
+    /** The paper's nn.DataParallel switch: a hint here; gdp's data parallelism is its workers (--workers). */
     multi_gpus: z.boolean().default(false),
-    fp16: z.boolean().default(false),
+    /**
+     * The paper's code only re-enables cuDNN with it (PyTorch's default) and trains in float32, as gdp does; true is
+     * refused so that nobody expects half-precision training from it.
+     */
+    fp16: z
+      .boolean()
+      .refine((v) => !v, {
+        message: 'gdp trains in float32, as the paper\'s code does (its fp16 switch only re-enables cuDNN); set it false, and for half-precision gradient uploads set dist.grad_dtype: "float16"',
+      })
+      .default(false),
     /** gdp: where logs/<task_name>/ goes. */
     log_dir: z.string().default('logs'),
     /**
@@ -28,7 +43,13 @@ const model = z
   .object({
     name: z.string(),
     num_class: z.number().int().positive(),
-    pretrained: z.boolean().default(false),
+    /** The paper's torchvision-weights switch: gdp downloads nothing, so true is refused (model.weights names a file). */
+    pretrained: z
+      .boolean()
+      .refine((v) => !v, {
+        message: 'gdp downloads no weights: convert the pretrained weights to safetensors (PyTorch names) and name the file in model.weights; set pretrained false',
+      })
+      .default(false),
     /** gdp: safetensors weights to start from (PyTorch names and layout). */
     weights: z.string().optional(),
     /** gdp: channel multiplier of a scalable architecture (mobilenet_v2; widths rounded to multiples of 8). */
@@ -71,6 +92,7 @@ const FOLDER_KEYS = ['image_size', 'channels', 'mean', 'std'] as const;
 const data = z
   .object({
     type: z.enum(['mnist', 'cifar10', 'cifar100', 'imagenet', 'folder']),
+    /** The paper's DataLoader switch: every training sample order (train, Tock, Tick, finetune) is a fresh permutation per epoch, or the identity. */
     shuffle: z.boolean().default(true),
     batch_size: z.number().int().positive(),
     test_batch_size: z.number().int().positive(),
@@ -172,6 +194,12 @@ export const configSchema = z
   .refine((c) => c.gbn !== undefined || !c.stages.some((s) => s === 'prune' || s === 'finetune'), {
     message: "stages 'prune' and 'finetune' need a 'gbn' section",
     path: ['gbn'],
+  })
+  // The paper's main.py continues from base.checkpoint_path at epoch base.epoch+1: without weights it would train
+  // a fresh network on the tail of the schedule.
+  .refine((c) => c.base.epoch === 0 || c.base.checkpoint_path !== '' || c.model.weights !== undefined, {
+    message: 'continuing from epoch base.epoch+1 needs the weights that epoch ended with: set base.checkpoint_path or model.weights (or continue a gdp run exactly with --resume DIR)',
+    path: ['base', 'epoch'],
   });
 
 export type Config = z.infer<typeof configSchema>;

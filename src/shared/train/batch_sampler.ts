@@ -8,8 +8,9 @@ export type SamplerState = z.infer<typeof samplerStateSchema>;
 
 /**
  * Global batches as index lists (sample indices 0..size-1, `batchSize` per batch, the last of a permutation
- * shorter) over a seeded permutation that is redrawn whenever it runs out. Throws BAD_CONFIG for an empty data set
- * or batch, BAD_STATE for a saved state whose cursor is past its permutation.
+ * shorter) over a seeded permutation that is redrawn whenever it runs out; with `shuffle` false (the paper's
+ * `data.shuffle: false`) the permutation is the identity and the Rng is not drawn from. Throws BAD_CONFIG for an
+ * empty data set or batch, BAD_STATE for a saved state whose cursor is past its permutation.
  */
 export class BatchSampler {
   private order = new Int32Array(0);
@@ -21,6 +22,7 @@ export class BatchSampler {
     readonly size: number,
     readonly batchSize: number,
     from: number | SamplerState,
+    readonly shuffle = true,
   ) {
     if (size < 1 || batchSize < 1) throw new GdpError('BAD_CONFIG', `cannot sample batches of ${batchSize} from ${size} samples`);
     if (typeof from === 'number') this.rng = new Rng(from);
@@ -36,7 +38,7 @@ export class BatchSampler {
   private draw(): void {
     this.drawnFrom = this.rng.state();
     this.order = Int32Array.from({ length: this.size }, (_, i) => i);
-    this.rng.shuffle(this.order);
+    if (this.shuffle) this.rng.shuffle(this.order);
     this.cursor = 0;
   }
   next(): Int32Array {

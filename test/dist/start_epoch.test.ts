@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import '../../src/coordinator/all_stages.js';
+import type { Coordinator } from '../../src/coordinator/cluster.js';
+import { startInProcess } from '../../src/coordinator/in_process.js';
+import { readResumePoint, resumedConfig, type ResumePoint } from '../../src/coordinator/resume_point.js';
+import { checkResumable, runStages } from '../../src/coordinator/run.js';
+import { RunFiles, type EpochRecord } from '../../src/coordinator/run_files.js';
+import { initBackend } from '../../src/shared/backend.js';
+import { loadConfig } from '../../src/shared/config/load.js';
+import type { DatasetPair } from '../../src/shared/data/dataset.js';
+import { loadDataset } from '../../src/shared/data/index.js';
+import { GdpError } from '../../src/shared/errors.js';
+import { parseSafetensors } from '../../src/shared/io/safetensors.js';
+import { ROOT } from './cli_helpers.js';
+
+const SMOKE = join(ROOT, 'configs', 'smoke.json');
+/** The issue's schedule: epoch 1 at 0.05, epoch 2 at 0.001. */
+const TWO_EPOCHS = ['train.max_epoch=2', 'train.steplr=[[1,0.05],[2,0.001]]'];
+
+interface Outcome {
+  dir: string;
+  lines: string[];
+  records: EpochRecord[];
+  steps: number;
+}
+
+/**
+ * The smoke config's train stage, run in this process over 2 workers on wasm, in logDir/task; `stopAfter`: fail every
+ * step after that many (as a killed coordinator), `resume`: continue from the resume point in logDir/task.
+ */
+async function run(data: DatasetPair, logDir: string, task: string, sets: string[], opts: { stopAfter?: number; resume?: boolean } = {}): Promise<Outcome> {
+  const dir = join(logDir, task);
+  let point: ResumePoint | undefined;
+  let config = loadConfig(SMOKE, [`base.log_dir=${logDir}`, `base.task_name=${task}`, 'stages=["train"]', ...sets]);
+  if (opts.resume) {
+    point = readResumePoint(dir);
+    config = resumedConfig(point, []);
+    checkResumable(config, point.run, point.file);
+  }
+  const lines: string[] = [];
+  const log = (l: string) => lines.push(l);
+  const cluster = await startInProcess(config, { workers: 2, backend: 'wasm', loadData: async () => data, log, resume: point });
+  try {
+    const c = cluster.coordinator;
+    if (opts.stopAfter !== undefined) interruptAfter(c, opts.stopAfter);
+    await runStages({ coordinator: c, config, trainSize: data.train.size, testSize: data.test.size, files: new RunFiles(config), log, workers: 2, resume: point?.run });
+    // log.json appears with the first epoch record.
+    const records = existsSync(join(dir, 'log.json')) ? (JSON.parse(readFileSync(join(dir, 'log.json'), 'utf8')) as EpochRecord[]) : [];
+    return { dir, lines, records, steps: c.steps };
+  } finally {
+    await cluster.close();
+  }
+}
+
+function interruptAfter(c: Coordinator, n: number): void {
+  const step = c.step.bind(c);
+  c.step = (...args) => (c.steps >= n ? Promise.reject(new GdpError('INTERRUPTED', `test: interrupted after step ${n}`)) : step(...args));
+}
+
+/** Every tensor of two safetensors files, compared bit for bit; returns how many. */
+function assertSameTensors(a: string, b: string): number {
+  const x = parseSafetensors(readFileSync(a)).tensors;
+  const y = parseSafetensors(readFileSync(b)).tensors;
+  assert.deepEqual([...x.keys()].sort(), [...y.keys()].sort());
+  for (const [name, t] of x) {
+    const u = y.get(name)!;
+    assert.ok(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength)), `${name} differs`);
+  }
+  return x.size;
+}
+
+/** The per-epoch figures that depend on the numbers only (not on timing). */
+const figures = (r: EpochRecord) => [r.stage, r.epoch, r.lr, r.train_loss, r.train_acc, r.test_loss, r['acc@1'], r['acc@5']];
+
+describe('base.epoch: the train stage continues at epoch base.epoch+1 from the starting weights, as the paper\'s main.py', () => {
+  let logDir: string;
+  let data: DatasetPair;
+  before(async () => {
+    await initBackend('wasm');
+    logDir = mkdtempSync(join(tmpdir(), 'gdp-start-epoch-'));
+    data = await loadDataset(loadConfig(SMOKE));
+  });
+  after(() => rmSync(logDir, { recursive: true, force: true }));
+
+  it('smoke, base.epoch=1 from its train-epoch1 checkpoint, max_epoch 2: one epoch, numbered 2, at lr 0.001', async () => {
+    const first = await run(data, logDir, 'smoke', []);
+    const weights = join(first.dir, 'train-epoch1.safetensors');
+    assert.ok(existsSync(weights));
+    const next = await run(data, logDir, 'next', [...TWO_EPOCHS, 'base.epoch=1', `base.checkpoint_path=${weights}`]);
+    assert.deepEqual(next.records.map((r) => [r.stage, r.epoch, r.lr]), [['train', 2, 0.001]]);
+    assert.equal(next.steps, 3, 'one epoch of max_steps_per_epoch 3');
+    assert.ok(next.lines.includes(`train: continuing from epoch 2 of 2 (base.epoch 1, weights ${weights})`), next.lines.join('\n'));
+    assert.ok(next.lines.some((l) => l.startsWith('train epoch 2/2 ')));
+    assert.ok(!next.lines.some((l) => l.startsWith('train epoch 1/')));
+    // Checkpoints are numbered on from there.
+    assert.ok(!existsSync(join(next.dir, 'train-epoch1.safetensors')));
+    assert.equal(JSON.parse(parseSafetensors(readFileSync(join(next.dir, 'train-epoch2.safetensors'))).metadata.state).epoch, 2);
+  });
+
+  it('with momentum 0 (the paper restarts the optimizer: nothing else carries over), it ends bit for bit as epoch 2 of the 2-epoch run', async () => {
+    const whole = await run(data, logDir, 'whole', [...TWO_EPOCHS, 'train.momentum=0']);
+    const weights = join(whole.dir, 'train-epoch1.safetensors');
+    const tail = await run(data, logDir, 'tail', [...TWO_EPOCHS, 'train.momentum=0', 'base.epoch=1', `model.weights=${weights}`]);
+    assert.deepEqual(tail.records.map(figures), [figures(whole.records[1])]);
+    const n = assertSameTensors(join(whole.dir, 'train-epoch2.safetensors'), join(tail.dir, 'train-epoch2.safetensors'));
+    process.stdout.write(`# base.epoch=1: ${n} tensors of train-epoch2 bitwise equal to the uninterrupted run's\n`);
+  });
+
+  it("a resumed run's position wins over base.epoch: interrupted mid-epoch 2 and resumed, it ends as without the interruption", async () => {
+    const weights = join(logDir, 'smoke', 'train-epoch1.safetensors');
+    const sets = [...TWO_EPOCHS, 'base.epoch=1', `base.checkpoint_path=${weights}`, 'base.resume_every_steps=1'];
+    const straight = await run(data, logDir, 'straight', sets);
+    await assert.rejects(run(data, logDir, 'broken', sets, { stopAfter: 2 }), (e: unknown) => e instanceof GdpError && e.code === 'INTERRUPTED');
+    const resumed = await run(data, logDir, 'broken', sets, { resume: true });
+    assert.equal(resumed.steps, 3);
+    assert.deepEqual(resumed.records.map(figures), straight.records.map(figures));
+    assert.ok(!resumed.lines.some((l) => l.startsWith('train: continuing')), 'the resumed stage starts from its position, not from base.epoch');
+    assertSameTensors(join(straight.dir, 'train-epoch2.safetensors'), join(resumed.dir, 'train-epoch2.safetensors'));
+  });
+
+  it('base.epoch >= max_epoch: the train stage has nothing to do and says so', async () => {
+    const weights = join(logDir, 'smoke', 'train-epoch1.safetensors');
+    const done = await run(data, logDir, 'done', ['base.epoch=1', `model.weights=${weights}`]);
+    assert.deepEqual(done.records, []);
+    assert.equal(done.steps, 0);
+    assert.ok(!existsSync(join(done.dir, 'train-epoch1.safetensors')));
+    assert.ok(done.lines.includes(`train: nothing to do: epoch 1 of 1 already done (base.epoch 1, weights ${weights})`), done.lines.join('\n'));
+  });
+});
