@@ -12,6 +12,7 @@ import { PROTOCOL_VERSION } from '../../src/shared/protocol/version.js';
 import { listenWs } from '../../src/shared/protocol/ws_listener.js';
 import { connectWs } from '../../src/shared/protocol/ws_transport.js';
 import { Replica } from '../../src/shared/train/replica.js';
+import type { Dataset, DatasetPair } from '../../src/shared/data/dataset.js';
 import { WorkerSession } from '../../src/worker/session.js';
 import { connectWorker, maxAbsDiff, noLog, setup, tinyConfig, tinyData } from './helpers.js';
 
@@ -97,6 +98,40 @@ for (const [what, change, expected] of BAD_FRAMES) {
     coordinator.model.dispose();
   });
 }
+
+/** The tiny data with one NaN pixel in every training batch: a machine whose copy or decoder is broken. */
+async function nanData(): Promise<DatasetPair> {
+  const d = await tinyData();
+  const train: Dataset = Object.assign(Object.create(d.train) as Dataset, {
+    load: async (indices: ArrayLike<number>, o: { augment: boolean; seed: number }) => {
+      const b = await d.train.load(indices, o);
+      b.x[0] = NaN;
+      return b;
+    },
+  });
+  return { train, test: d.test };
+}
+
+test("one worker's NaN loss among finite ones makes it a faulty worker: closed, and training goes on without it", async () => {
+  const lines: string[] = [];
+  const coordinator = coordinatorFor(tinyConfig(), (l) => lines.push(l));
+  const bad = connectWorker(coordinator, 'bad', { loadData: nanData });
+  const good = connectWorker(coordinator, 'good');
+  await coordinator.waitForWorkers(2, 30000);
+  for (const idx of STEPS) await coordinator.step(idx, 'all', SGD);
+  assert.deepEqual(coordinator.workerIds, ['good']);
+  const err = await bad.done;
+  assert.ok(err instanceof GdpError && err.code === 'NON_FINITE', `the bad worker's session ends with NON_FINITE, got ${String(err)}`);
+  assert.ok(lines.some((l) => /^error: worker at memory:bad: NON_FINITE: worker bad: its shard's loss is not finite; closing the connection$/.test(l)), lines.join('\n'));
+  assert.ok(lines.some((l) => /^worker bad lost at step 1 /.test(l)), lines.join('\n'));
+  const ref = await reference();
+  const layout = ref.layout('all');
+  assert.ok(maxAbsDiff(coordinator.replica.readParams(layout), ref.readParams(layout)) <= 1e-5);
+  coordinator.shutdown('test done');
+  assert.equal(await good.done, undefined);
+  ref.model.dispose();
+  coordinator.model.dispose();
+});
 
 test('a worker with another protocol version is refused with the reason', async () => {
   const coordinator = coordinatorFor(tinyConfig(), noLog);

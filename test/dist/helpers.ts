@@ -124,7 +124,7 @@ import { WorkerSession } from '../../src/worker/session.js';
 export function connectWorker(
   coordinator: Coordinator,
   id: string,
-  opts: { wrap?: (t: Transport) => Transport; protocol?: number; log?: (l: string) => void; loadData?: (config: Config) => Promise<DatasetPair> } = {},
+  opts: { wrap?: (t: Transport) => Transport; protocol?: number; log?: (l: string) => void; loadData?: (config: Config) => Promise<DatasetPair>; memoryLimit?: number } = {},
 ): { session: WorkerSession; done: Promise<unknown> } {
   const [c, w] = memoryPair(['memory:coordinator', `memory:${id}`]);
   coordinator.accept(c);
@@ -136,6 +136,7 @@ export function connectWorker(
     pid: process.pid,
     loadData: opts.loadData ?? tinyData,
     protocol: opts.protocol,
+    memoryLimit: opts.memoryLimit,
     log: opts.log ?? noLog,
   });
   // Settles (never rejects) with the session's end: undefined or the error.
