@@ -15,7 +15,10 @@ import { configModel } from '../../src/shared/models/registry.js';
 import { estimatePeakBytes } from '../../src/shared/train/memory.js';
 import { stateChecksum } from '../../src/shared/train/model_state.js';
 import { coord, ROOT } from './cli_helpers.js';
-import { connectWorker, setup, TINY } from './helpers.js';
+import { decodeMessage, encodeMessage } from '../../src/shared/protocol/codec.js';
+import { float32FromWire, toWire } from '../../src/shared/protocol/tensor.js';
+import type { Transport } from '../../src/shared/protocol/transport.js';
+import { connectWorker, nanData, setup, TINY, tinyConfig } from './helpers.js';
 
 before(setup);
 const dirs: string[] = [];
@@ -90,6 +93,49 @@ test('a diverging run stops with DIVERGED at the step, naming epoch and lr; no w
   assert.ok(isCode('DIVERGED', message)(again.err), String(again.err));
   assert.equal(again.checksum, first.checksum);
   assert.equal(again.steps, 1);
+});
+
+const SGD = { lr: 0.1, momentum: 0.9, weightDecay: 5e-4, nesterov: false };
+const BATCH = Int32Array.of(0, 5, 9, 17, 33, 40, 41, 60);
+
+/** Sets the first value of a worker's first gradient bucket of every step to `value` (finite: nothing rejects it). */
+function firstGradientTo(value: number) {
+  return (t: Transport): Transport => ({
+    remote: t.remote,
+    send(frame) {
+      const m = decodeMessage(frame);
+      if (m.type === 'bucket' && m.stream === 'grad' && m.index === 0) {
+        const v = float32FromWire(m.data, 'test');
+        v[0] = value;
+        t.send(encodeMessage({ ...m, data: toWire(v) }));
+      } else t.send(frame);
+    },
+    onFrame: (fn) => t.onFrame(fn),
+    onClose: (fn) => t.onClose(fn),
+    close: (r) => t.close(r),
+  });
+}
+
+test("every worker's loss NaN, or an average that overflows: DIVERGED at that step, nothing applied, no worker dropped", async () => {
+  const cases: [string, Parameters<typeof connectWorker>[2], RegExp][] = [
+    ['NaN loss everywhere', { loadData: nanData }, /^at step 1: non-finite on every worker \(a: loss, b: loss\); lower the learning rate$/],
+    ['finite gradients whose float32 sum overflows', { wrap: firstGradientTo(3e38) }, /^at step 1: the averaged gradient holds Infinity at element 0; lower the learning rate$/],
+  ];
+  for (const [what, opts, message] of cases) {
+    const lines: string[] = [];
+    const c = coordinatorFor(tinyConfig(), (l) => lines.push(l));
+    const workers = ['a', 'b'].map((id) => connectWorker(c, id, opts));
+    await c.waitForWorkers(2, 30000);
+    const before = c.replica.checksum('state');
+    await assert.rejects(c.step(BATCH, 'all', SGD), isCode('DIVERGED', message), what);
+    assert.deepEqual(c.workerIds, ['a', 'b'], what);
+    assert.equal(c.steps, 0);
+    assert.equal(c.replica.checksum('state'), before, `${what}: nothing applied`);
+    assert.ok(!lines.some((l) => /lost at step|redoing|closing the connection/.test(l)), lines.join('\n'));
+    c.shutdown('test done');
+    for (const w of workers) assert.equal(await w.done, undefined);
+    c.model.dispose();
+  }
 });
 
 test('a shard over a worker\'s memory limit stops the run with BATCH_TOO_LARGE: no worker dropped, no shard re-sent; the resume point is the last good step', async () => {

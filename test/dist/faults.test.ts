@@ -12,9 +12,8 @@ import { PROTOCOL_VERSION } from '../../src/shared/protocol/version.js';
 import { listenWs } from '../../src/shared/protocol/ws_listener.js';
 import { connectWs } from '../../src/shared/protocol/ws_transport.js';
 import { Replica } from '../../src/shared/train/replica.js';
-import type { Dataset, DatasetPair } from '../../src/shared/data/dataset.js';
 import { WorkerSession } from '../../src/worker/session.js';
-import { connectWorker, maxAbsDiff, noLog, setup, tinyConfig, tinyData } from './helpers.js';
+import { connectWorker, maxAbsDiff, nanData, noLog, setup, tinyConfig, tinyData } from './helpers.js';
 
 before(setup);
 
@@ -97,19 +96,6 @@ for (const [what, change, expected] of BAD_FRAMES) {
     ref.model.dispose();
     coordinator.model.dispose();
   });
-}
-
-/** The tiny data with one NaN pixel in every training batch: a machine whose copy or decoder is broken. */
-async function nanData(): Promise<DatasetPair> {
-  const d = await tinyData();
-  const train: Dataset = Object.assign(Object.create(d.train) as Dataset, {
-    load: async (indices: ArrayLike<number>, o: { augment: boolean; seed: number }) => {
-      const b = await d.train.load(indices, o);
-      b.x[0] = NaN;
-      return b;
-    },
-  });
-  return { train, test: d.test };
 }
 
 test("one worker's NaN loss among finite ones makes it a faulty worker: closed, and training goes on without it", async () => {

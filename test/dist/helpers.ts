@@ -85,6 +85,19 @@ export async function tinyData(): Promise<DatasetPair> {
   return data;
 }
 
+/** The tiny data with one NaN pixel in every training batch: a machine whose copy or decoder is broken. */
+export async function nanData(): Promise<DatasetPair> {
+  const d = await tinyData();
+  const train: Dataset = Object.assign(Object.create(d.train) as Dataset, {
+    load: async (indices: ArrayLike<number>, o: { augment: boolean; seed: number }) => {
+      const b = await d.train.load(indices, o);
+      b.x[0] = NaN;
+      return b;
+    },
+  });
+  return { train, test: d.test };
+}
+
 export async function setup(): Promise<void> {
   await initBackend('cpu');
 }

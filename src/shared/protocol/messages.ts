@@ -23,7 +23,7 @@ const checksum = z.string().regex(/^[0-9a-f]{16}$/, 'a checksum is 16 hex digits
 export const workerIdSchema = z.string().regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'a worker id is 1-128 letters, digits or ._:@-');
 const paramSet = z.enum(['all', 'gates']);
 /** What of a shard's result was not finite ('bn_stats': the running statistics its forward pass updated). */
-export const nonFiniteWhat = z.enum(['loss', 'gradient', 'bn_stats']);
+const nonFiniteWhat = z.enum(['loss', 'gradient', 'bn_stats']);
 export type NonFiniteWhat = z.infer<typeof nonFiniteWhat>;
 /** Loss and accuracy sums over some samples (StepStats); also part of resume points. */
 export const stepStatsSchema = z.object({
