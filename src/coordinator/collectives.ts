@@ -5,13 +5,14 @@ import { splitBuckets } from '../shared/protocol/buckets.js';
 import type { Message } from '../shared/protocol/messages.js';
 import type { ModelUpdate } from '../shared/protocol/model_update.js';
 import { asGdpError } from '../shared/protocol/peer.js';
-import { namedArraysFromWire, namedArraysToWire, toWire } from '../shared/protocol/tensor.js';
+import { firstNonFinite, namedArraysFromWire, namedArraysToWire, toWire } from '../shared/protocol/tensor.js';
 import type { ChecksumScope } from '../shared/train/model_state.js';
 import { addStats, emptyStats, type FlatLayout, type ParamSet, type Replica, type StepStats } from '../shared/train/replica.js';
 import type { SgdOptions } from '../shared/train/sgd.js';
+import { DivergedError, type DivergenceSite } from './divergence.js';
 import type { GradientReducer } from './gradient_reducer.js';
 import { isLost, type Membership } from './membership.js';
-import type { Answers, WorkerLink } from './worker_link.js';
+import { NonFiniteAnswer, type Answers, type WorkerLink } from './worker_link.js';
 
 export type StepSgd = SgdOptions & { gateL1?: number };
 
@@ -56,12 +57,38 @@ function checkStats(s: StepStats, samples: number, what: string): void {
   if (s.lossSum < 0) throw new GdpError('BAD_ANSWER', `${what}: negative loss sum ${s.lossSum}`);
 }
 
-/** Awaits every promise, then throws the first failure (so no request is left half-read before a retry). */
-async function all<T>(ps: Promise<T>[]): Promise<T[]> {
+/**
+ * Awaits every answer of a request sent to several workers (so no request is left half-read before a retry), then
+ * throws what decides the operation, in this order: a failure no retry fixes (BATCH_TOO_LARGE: re-sending the shard
+ * would only make it bigger); DIVERGED at `site` when every worker answered that its result (loss, gradient, BN
+ * statistics) is non-finite;
+ * the first WORKER_LOST (redone, blaming no one); WORKER_LOST after closing the connections of the workers that
+ * answered non-finite while others did not (faulty workers: the others redo it).
+ */
+async function all<T>(ps: Promise<T>[], site?: DivergenceSite): Promise<T[]> {
   const rs = await Promise.allSettled(ps);
-  const bad = rs.find((r) => r.status === 'rejected');
-  if (bad) throw (bad as PromiseRejectedResult).reason;
-  return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
+  const failures = rs.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+  if (!failures.length) return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
+  const nonFinite = failures.filter((e): e is NonFiniteAnswer => e instanceof NonFiniteAnswer);
+  const fatal = failures.find((e) => !isLost(e) && !nonFinite.includes(e as NonFiniteAnswer));
+  if (fatal) throw fatal;
+  if (site && nonFinite.length === rs.length) {
+    throw new DivergedError(site, `non-finite on every worker (${nonFinite.map((e) => `${e.link.id}: ${e.what}`).join(', ')})`);
+  }
+  const lost = failures.find(isLost);
+  if (lost) throw lost;
+  for (const e of nonFinite) reject(e.link, e);
+  throw new GdpError('WORKER_LOST', `${nonFinite.map((e) => e.message).join('; ')}, the others' are finite`);
+}
+
+/**
+ * Throws DIVERGED unless the average and the summed loss of a step are finite: every worker's were (a worker sends
+ * nothing non-finite), but their float32 sum can still overflow.
+ */
+function checkFiniteResult(avg: Float32Array, stats: StepStats, step: number): void {
+  if (!Number.isFinite(stats.lossSum)) throw new DivergedError({ step }, `the summed loss of the workers is ${stats.lossSum}`);
+  const i = firstNonFinite(avg);
+  if (i >= 0) throw new DivergedError({ step }, `the averaged gradient holds ${avg[i]} at element ${i}`);
 }
 
 /** Closes a worker's connection for bad data and returns the error that makes the operation retry without it. */
@@ -113,6 +140,7 @@ export class Collectives {
       answers.map((a) => a.grad),
       stats.count,
     );
+    checkFiniteResult(avg, stats, this.steps + 1);
     // The commit point. A worker that left after answering makes the step redone too, so that "lost at step K"
     // means exactly: step K and later were computed without it.
     const gone = shards.find((s) => s.link.closed);
@@ -139,6 +167,7 @@ export class Collectives {
           (seq) => reducer.gradientSink(`gradient from worker ${link.id} for request ${seq}`, layout.size, bucketElems, shards.length, config.dist.grad_dtype),
         ),
       ),
+      { step: this.steps + 1 },
     );
   }
 
@@ -175,7 +204,10 @@ export class Collectives {
     return this.o.members.exclusive(() =>
       this.o.members.withWorkers('evaluation', async (links) => {
         const shards = shardsOf(indices, links);
-        const answers = await all(shards.map(({ link, idx }) => link.request('evaluated', (seq) => [{ type: 'evaluate', seq, indices: toWire(idx), batchSize }])));
+        const answers = await all(
+          shards.map(({ link, idx }) => link.request('evaluated', (seq) => [{ type: 'evaluate', seq, indices: toWire(idx), batchSize }])),
+          { step: this.steps, evaluation: true },
+        );
         this.checkAnswers(shards, answers, 'evaluation');
         return answers.reduce((acc, a) => addStats(acc, a.stats), emptyStats());
       }),

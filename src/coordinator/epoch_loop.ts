@@ -3,6 +3,7 @@ import type { Config } from '../shared/config/schema.js';
 import { stepStatsSchema } from '../shared/protocol/messages.js';
 import { addStats, emptyStats, type StepStats } from '../shared/train/replica.js';
 import type { Cluster, StepSgd } from './cluster.js';
+import { placeDivergence } from './divergence.js';
 import { StepProgress } from './progress.js';
 import type { ResumeWhen } from './stages.js';
 
@@ -91,7 +92,10 @@ export async function runEpochs(cluster: EpochCluster, loop: EpochLoop, at: Epoc
     const work = new Map<string, { n: number; ms: number }>();
     const bar = loop.progressLog && new StepProgress(loop.label(e), perEpoch, loop.progressLog);
     for (let i = at.step; i < perEpoch; i++) {
-      const r = await cluster.step(loop.batch(i), 'all', { ...loop.sgd, lr: loop.lr(e, i) });
+      const lr = loop.lr(e, i);
+      const r = await cluster.step(loop.batch(i), 'all', { ...loop.sgd, lr }).catch((err: unknown) => {
+        throw placeDivergence(err, loop.label(e), lr);
+      });
       at = { epoch: e, step: i + 1, stats: addStats(at.stats, r.stats) };
       timed += r.stats.count;
       bar?.update(i + 1, timed / (Math.max(Date.now() - started, 1) / 1000), meanLoss(r.stats));
@@ -103,7 +107,9 @@ export async function runEpochs(cluster: EpochCluster, loop: EpochLoop, at: Epoc
     }
     bar?.stop();
     const imgS = timed / (Math.max(Date.now() - started, 1) / 1000);
-    const test = await evaluateTest(cluster, loop.testSize);
+    const test = await evaluateTest(cluster, loop.testSize).catch((err: unknown) => {
+      throw placeDivergence(err, loop.label(e));
+    });
     const workerImgS = Object.fromEntries([...work].map(([id, t]) => [id, t.n / (Math.max(t.ms, 1) / 1000)]));
     await loop.end({ epoch: e, stats: at.stats, test, lr: loop.lr(e, perEpoch - 1), imgS, workerImgS });
     at = { epoch: e + 1, step: 0, stats: emptyStats() };

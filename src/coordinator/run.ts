@@ -40,20 +40,33 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
     const where = stage < config.stages.length ? `stage '${config.stages[stage]}'${pos === undefined ? ' (start)' : ''}` : 'run finished';
     log(`resume point: ${where}, step ${cluster.steps}: ${path}`);
   };
+  // The last position reported and the state it goes with: a run stopped by DIVERGED or BATCH_TOO_LARGE writes it,
+  // so that the point on disk is its last good step. Taken at every report (positions are small): by the time a
+  // step fails, the stage has moved on (its sampler drew the failed batch).
+  let last: { position: unknown; steps: number; updates: number } | undefined;
+  const mark = (position: unknown) => (last = { position, steps: cluster.steps, updates: cluster.updates.length });
   const resumePoint = async (when: ResumeWhen, pos: () => unknown) => {
+    const position = pos();
+    mark(position);
     if (when === 'step' && (every === 0 || cluster.steps % every !== 0)) return;
-    await write(pos());
+    await write(position);
   };
 
   for (; stage < config.stages.length; stage++) {
     const name = config.stages[stage];
-    if (position === undefined) {
-      await write(undefined);
-      // The baseline row of the final table: the model as pruning finds it.
-      if (name === 'prune') summary.push(await snapshot('baseline', cluster, config, o.testSize));
+    mark(position);
+    try {
+      if (position === undefined) {
+        await write(undefined);
+        // The baseline row of the final table: the model as pruning finds it.
+        if (name === 'prune') summary.push(await snapshot('baseline', cluster, config, o.testSize));
+      }
+      log(`gdp-coord: stage '${name}' on ${cluster.workerIds.length} worker(s)${position === undefined ? '' : ', resumed'}`);
+      await getStage(name)({ cluster, config, trainSize: o.trainSize, testSize: o.testSize, files, log, resume: position, resumePoint });
+    } catch (err) {
+      await writeLastGood(err, last, cluster, write, log);
+      throw err;
     }
-    log(`gdp-coord: stage '${name}' on ${cluster.workerIds.length} worker(s)${position === undefined ? '' : ', resumed'}`);
-    await getStage(name)({ cluster, config, trainSize: o.trainSize, testSize: o.testSize, files, log, resume: position, resumePoint });
     position = undefined;
   }
   summary.push(await snapshot(summary.length ? 'pruned' : 'final', cluster, config, o.testSize));
@@ -64,6 +77,33 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   files.writeJson('summary.json', summary);
   await write(undefined);
   return summary;
+}
+
+/** Errors that stop a run whose state is still whole (nothing of the failed operation was applied). */
+const STOPS_WHOLE: ReadonlySet<string> = new Set(['DIVERGED', 'BATCH_TOO_LARGE']);
+
+/**
+ * When `err` is such a stop and nothing changed since the stage last reported its position (no step, no model
+ * update), writes that position as the resume point: the last good step. Otherwise the point on disk stays as it is
+ * (written at an earlier report, also good). A failure to write is logged; the caller throws `err` either way.
+ */
+async function writeLastGood(
+  err: unknown,
+  last: { position: unknown; steps: number; updates: number } | undefined,
+  cluster: Coordinator,
+  write: (pos: unknown) => Promise<void>,
+  log: (line: string) => void,
+): Promise<void> {
+  if (!(err instanceof GdpError) || !STOPS_WHOLE.has(err.code) || !last) return;
+  if (last.steps !== cluster.steps || last.updates !== cluster.updates.length) {
+    log(`gdp-coord: ${err.code}: the model changed since the last reported position; the resume point on disk is the last one written`);
+    return;
+  }
+  try {
+    await write(last.position);
+  } catch (e) {
+    log(`gdp-coord: could not write the resume point after ${err.code}: ${(e as Error).message}`);
+  }
 }
 
 /** Throws unless the resume point's position can continue `config`: a stage still to run, a valid stage position. */

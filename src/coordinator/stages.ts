@@ -19,8 +19,9 @@ export interface StageContext {
   resume?: unknown;
   /**
    * Called by the stage after every global step and at its boundaries (epochs, Ticks, Tocks), with its position:
-   * everything its loop needs to continue from here. Writes a resume point when one is due (`position` is only
-   * called then). Absent when the stage runs outside a run (tests).
+   * everything its loop needs to continue from here. `position` is called at once (the run keeps the last one, to
+   * write it should the next step stop the run with DIVERGED); a resume point is written when one is due. Absent
+   * when the stage runs outside a run (tests).
    */
   resumePoint?: (when: ResumeWhen, position: () => unknown) => Promise<void>;
 }

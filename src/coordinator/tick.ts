@@ -7,6 +7,7 @@ import type { Rng } from '../shared/rng.js';
 import type { BatchSampler } from '../shared/train/batch_sampler.js';
 import type { SgdOptions } from '../shared/train/sgd.js';
 import type { Cluster } from './cluster.js';
+import { placeDivergence } from './divergence.js';
 import type { ResumeWhen } from './stages.js';
 import type { GbnConfig, TickPosition } from './tick_tock.js';
 
@@ -35,7 +36,9 @@ export async function tickSteps(
   for (let b = batch; b < batches; b++) {
     // The score uses the gate values the gradient was computed at, i.e. before this step's update.
     const gates = cluster.replica.readParams(layout);
-    const r = await cluster.step(sampler.next(), 'gates', { ...sgd, lr: gbn.lr_min });
+    const r = await cluster.step(sampler.next(), 'gates', { ...sgd, lr: gbn.lr_min }).catch((err: unknown) => {
+      throw placeDivergence(err, `Tick batch ${b + 1}/${batches}`, gbn.lr_min);
+    });
     if (r.layout.size !== layout.size) throw new GdpError('BAD_LAYOUT', `Tick step returned ${r.layout.size} gradients, the gates are ${layout.size}`);
     acc.add(gates, r.avgGrad);
     lossSum += r.stats.lossSum;

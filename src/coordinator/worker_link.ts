@@ -1,5 +1,5 @@
 import { GdpError, codeFromRemote } from '../shared/errors.js';
-import type { Message, MessageOf } from '../shared/protocol/messages.js';
+import type { Message, MessageOf, NonFiniteWhat } from '../shared/protocol/messages.js';
 import type { Peer } from '../shared/protocol/peer.js';
 import type { WireTensor } from '../shared/protocol/tensor.js';
 import type { StepStats } from '../shared/train/replica.js';
@@ -26,6 +26,24 @@ export interface Answers {
   ack: MessageOf<'ack'>;
 }
 type AnswerType = keyof Answers;
+
+/**
+ * A worker's word that its shard's loss or gradient sum is not finite (it sent none of it): the request it answers
+ * rejects with this, the connection stays open. Whether that makes the worker faulty or the run diverged depends on
+ * the other workers' answers (Collectives).
+ */
+export class NonFiniteAnswer extends GdpError {
+  constructor(
+    readonly link: WorkerLink,
+    readonly what: NonFiniteWhat,
+  ) {
+    super('NON_FINITE', `worker ${link.id}: its shard's ${NON_FINITE_NAMES[what]} not finite`);
+  }
+}
+const NON_FINITE_NAMES: Record<NonFiniteWhat, string> = { loss: 'loss is', gradient: 'gradient is', bn_stats: 'BN running statistics are' };
+
+/** Codes a worker may answer a request with ('failed') without its connection being closed. */
+const REQUEST_FAILURES: ReadonlySet<string> = new Set(['BATCH_TOO_LARGE']);
 
 interface Pending {
   type: AnswerType;
@@ -159,10 +177,23 @@ export class WorkerLink {
         this.settle(0, this.take(0, 'ready'), m);
         return;
       }
+      case 'non_finite':
+      case 'failed': {
+        const p = this.pending.get(m.seq);
+        if (!p || (p.type !== 'computed' && p.type !== 'evaluated')) throw new GdpError('PROTOCOL', `unexpected '${m.type}' for request ${m.seq}`);
+        if (m.type === 'failed' && !REQUEST_FAILURES.has(m.code)) throw new GdpError('PROTOCOL', `'failed' answers may carry ${[...REQUEST_FAILURES].join(', ')}, got '${m.code}'`);
+        clearTimeout(p.timer);
+        this.pending.delete(m.seq);
+        p.reject(m.type === 'non_finite' ? new NonFiniteAnswer(this, m.what) : new GdpError(codeFromRemote(m.code), `worker ${this.id}: ${oneLine(m.message)}`));
+        return;
+      }
       case 'error':
-        throw new GdpError(codeFromRemote(m.code), `worker reported ${m.code}: ${m.message.replace(/\n\s*/g, ' / ')}`);
+        throw new GdpError(codeFromRemote(m.code), `worker reported ${m.code}: ${oneLine(m.message)}`);
       default:
         throw new GdpError('PROTOCOL', `unexpected '${m.type}' message from a worker`);
     }
   }
 }
+
+/** Text from a worker for one log line. */
+const oneLine = (text: string): string => text.replace(/\n\s*/g, ' / ');

@@ -1,3 +1,4 @@
+import * as tf from '@tensorflow/tfjs-core';
 import { parseConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
@@ -7,13 +8,15 @@ import { checkModelFitsData, configModel } from '../shared/models/registry.js';
 import { BucketAssembler, bucketRanges } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
 import { Peer, asGdpError } from '../shared/protocol/peer.js';
-import { int32FromWire, namedArraysFromWire, namedArraysToWire, toWire, toWireFloat16 } from '../shared/protocol/tensor.js';
+import { firstNonFinite, int32FromWire, namedArraysFromWire, namedArraysToWire, toWire, toWireFloat16 } from '../shared/protocol/tensor.js';
 import type { Transport } from '../shared/protocol/transport.js';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
+import { backendMemoryLimit } from '../shared/train/memory.js';
 import { layoutOf, unflattenState } from '../shared/train/model_state.js';
 import { Replica, addStats, emptyStats, type FlatLayout, type ShapedTensor } from '../shared/train/replica.js';
 // Registers the pruning engine's model-update handlers (mask decisions, melts) in every worker.
 import '../shared/pruning/updates.js';
+import { ShardMemoryCheck } from './shard_memory.js';
 
 export interface WorkerOptions {
   workerId: string;
@@ -27,6 +30,11 @@ export interface WorkerOptions {
   dataDir?: string;
   /** Sent in hello; tests send a wrong one on purpose. */
   protocol?: number;
+  /**
+   * Bytes this worker's tensor backend may hold, which every shard is checked against before it is computed;
+   * default: the active backend's known limit (wasm: 4 GiB; cpu and tensorflow: none). Tests set a small one.
+   */
+  memoryLimit?: number;
   log: (line: string) => void;
 }
 
@@ -85,11 +93,14 @@ export class WorkerSession {
   private readonly done: Promise<void>;
   /** Messages are handled one at a time in arrival order, even when one awaits data loading. */
   private queue: Promise<void> = Promise.resolve();
+  private readonly memory: ShardMemoryCheck;
 
   constructor(
     transport: Transport,
     private readonly opts: WorkerOptions,
   ) {
+    const backend = tf.getBackend();
+    this.memory = new ShardMemoryCheck(backend, opts.memoryLimit ?? backendMemoryLimit(backend));
     // Until the welcome brings the run's settings, the defaults of a config's dist section.
     this.peer = new Peer(transport, { name: `coordinator (${transport.remote})`, heartbeatMs: 2000, timeoutMs: 600000, log: opts.log });
     this.done = new Promise((resolve, reject) => {
@@ -263,12 +274,26 @@ export class WorkerSession {
     const { replica, data, config } = this.need();
     if (this.pendingApply) throw new GdpError('PROTOCOL', `'compute' ${m.seq} before the update of step ${this.pendingApply.seq} was complete`);
     const indices = int32FromWire(m.indices, 'compute indices');
+    if (!this.fits(m.seq, () => this.memory.check(replica, config, indices.length, 'train', 'data.batch_size'))) return;
     const layout = replica.layout(m.set);
     const batch = await data.train.load(indices, { augment: true, seed: m.seed });
     const runningStats = replica.runningStats();
     const { grad, stats } = replica.gradients(batch, layout);
     this.uncommitted = { seq: m.seq, runningStats, samples: batch.n };
     this.samplesSinceSync += batch.n;
+    // Nothing non-finite is sent, nor kept as the state of a step that may be committed: the coordinator tells a
+    // diverged run (every worker) from a faulty worker.
+    const nonFinite = !Number.isFinite(stats.lossSum)
+      ? 'loss'
+      : firstNonFinite(grad) >= 0
+        ? 'gradient'
+        : replica.runningStats().some((s) => firstNonFinite(s.values) >= 0)
+          ? 'bn_stats'
+          : undefined;
+    if (nonFinite) {
+      this.peer.send({ type: 'non_finite', seq: m.seq, what: nonFinite });
+      return;
+    }
     // Sent bucket by bucket, each encoded just before it goes (float16 halves the upload, dist.grad_dtype).
     const dtype = config.dist.grad_dtype;
     bucketRanges(grad.length, this.bucketElems).forEach(([s, e], index) => {
@@ -294,14 +319,29 @@ export class WorkerSession {
   }
 
   private async evaluate(m: MessageOf<'evaluate'>): Promise<void> {
-    const { replica, data } = this.need();
+    const { replica, data, config } = this.need();
     const indices = int32FromWire(m.indices, 'evaluate indices');
+    if (!this.fits(m.seq, () => this.memory.check(replica, config, Math.min(indices.length, m.batchSize), 'forward', 'data.test_batch_size'))) return;
     let stats = emptyStats();
     for (let s = 0; s < indices.length; s += m.batchSize) {
       const batch = await data.test.load(indices.subarray(s, s + m.batchSize), { augment: false, seed: 0 });
       stats = addStats(stats, replica.evaluate(batch));
     }
-    this.peer.send({ type: 'evaluated', seq: m.seq, stats });
+    if (!Number.isFinite(stats.lossSum)) this.peer.send({ type: 'non_finite', seq: m.seq, what: 'loss' });
+    else this.peer.send({ type: 'evaluated', seq: m.seq, stats });
+  }
+
+  /** Runs a shard's memory check; a shard too big is answered with 'failed' BATCH_TOO_LARGE (returns false). */
+  private fits(seq: number, check: () => void): boolean {
+    try {
+      check();
+      return true;
+    } catch (err) {
+      if (!(err instanceof GdpError) || err.code !== 'BATCH_TOO_LARGE') throw err;
+      this.opts.log(`request ${seq}: ${err.message}`);
+      this.peer.send({ type: 'failed', seq, code: err.code, message: err.message });
+      return false;
+    }
   }
 
   private dispose(): void {

@@ -13,7 +13,7 @@ import { listenWs } from '../../src/shared/protocol/ws_listener.js';
 import { connectWs } from '../../src/shared/protocol/ws_transport.js';
 import { Replica } from '../../src/shared/train/replica.js';
 import { WorkerSession } from '../../src/worker/session.js';
-import { connectWorker, maxAbsDiff, noLog, setup, tinyConfig, tinyData } from './helpers.js';
+import { connectWorker, maxAbsDiff, nanData, noLog, setup, tinyConfig, tinyData } from './helpers.js';
 
 before(setup);
 
@@ -97,6 +97,27 @@ for (const [what, change, expected] of BAD_FRAMES) {
     coordinator.model.dispose();
   });
 }
+
+test("one worker's NaN loss among finite ones makes it a faulty worker: closed, and training goes on without it", async () => {
+  const lines: string[] = [];
+  const coordinator = coordinatorFor(tinyConfig(), (l) => lines.push(l));
+  const bad = connectWorker(coordinator, 'bad', { loadData: nanData });
+  const good = connectWorker(coordinator, 'good');
+  await coordinator.waitForWorkers(2, 30000);
+  for (const idx of STEPS) await coordinator.step(idx, 'all', SGD);
+  assert.deepEqual(coordinator.workerIds, ['good']);
+  const err = await bad.done;
+  assert.ok(err instanceof GdpError && err.code === 'NON_FINITE', `the bad worker's session ends with NON_FINITE, got ${String(err)}`);
+  assert.ok(lines.some((l) => /^error: worker at memory:bad: NON_FINITE: worker bad: its shard's loss is not finite; closing the connection$/.test(l)), lines.join('\n'));
+  assert.ok(lines.some((l) => /^worker bad lost at step 1 /.test(l)), lines.join('\n'));
+  const ref = await reference();
+  const layout = ref.layout('all');
+  assert.ok(maxAbsDiff(coordinator.replica.readParams(layout), ref.readParams(layout)) <= 1e-5);
+  coordinator.shutdown('test done');
+  assert.equal(await good.done, undefined);
+  ref.model.dispose();
+  coordinator.model.dispose();
+});
 
 test('a worker with another protocol version is refused with the reason', async () => {
   const coordinator = coordinatorFor(tinyConfig(), noLog);

@@ -85,6 +85,19 @@ export async function tinyData(): Promise<DatasetPair> {
   return data;
 }
 
+/** The tiny data with one NaN pixel in every training batch: a machine whose copy or decoder is broken. */
+export async function nanData(): Promise<DatasetPair> {
+  const d = await tinyData();
+  const train: Dataset = Object.assign(Object.create(d.train) as Dataset, {
+    load: async (indices: ArrayLike<number>, o: { augment: boolean; seed: number }) => {
+      const b = await d.train.load(indices, o);
+      b.x[0] = NaN;
+      return b;
+    },
+  });
+  return { train, test: d.test };
+}
+
 export async function setup(): Promise<void> {
   await initBackend('cpu');
 }
@@ -124,7 +137,7 @@ import { WorkerSession } from '../../src/worker/session.js';
 export function connectWorker(
   coordinator: Coordinator,
   id: string,
-  opts: { wrap?: (t: Transport) => Transport; protocol?: number; log?: (l: string) => void; loadData?: (config: Config) => Promise<DatasetPair> } = {},
+  opts: { wrap?: (t: Transport) => Transport; protocol?: number; log?: (l: string) => void; loadData?: (config: Config) => Promise<DatasetPair>; memoryLimit?: number } = {},
 ): { session: WorkerSession; done: Promise<unknown> } {
   const [c, w] = memoryPair(['memory:coordinator', `memory:${id}`]);
   coordinator.accept(c);
@@ -136,6 +149,7 @@ export function connectWorker(
     pid: process.pid,
     loadData: opts.loadData ?? tinyData,
     protocol: opts.protocol,
+    memoryLimit: opts.memoryLimit,
     log: opts.log ?? noLog,
   });
   // Settles (never rejects) with the session's end: undefined or the error.

@@ -60,3 +60,30 @@ test('an answer of the wrong type or number ends the connection; pending request
     (err: GdpError) => err.code === 'WORKER_LOST',
   );
 });
+
+test("'failed' and 'non_finite' answers reject their request and keep the connection; other codes or requests end it", async () => {
+  const { link, far } = linked();
+  const evaluate = (seq: number): Message[] => [{ type: 'evaluate', seq, indices: { dtype: 'int32', shape: [0], data: new Uint8Array(0) }, batchSize: 4 }];
+  const tooLarge = link.request('evaluated', evaluate);
+  const nonFinite = link.request('evaluated', evaluate);
+  await tick();
+  far.send({ type: 'failed', seq: 1, code: 'BATCH_TOO_LARGE', message: 'a shard of 9 samples needs 5 GiB' });
+  far.send({ type: 'non_finite', seq: 2, what: 'loss' });
+  await assert.rejects(tooLarge, (err: GdpError) => err.code === 'BATCH_TOO_LARGE' && err.message === 'worker w0: a shard of 9 samples needs 5 GiB');
+  await assert.rejects(nonFinite, (err: GdpError) => err.code === 'NON_FINITE' && err.message === "worker w0: its shard's loss is not finite");
+  assert.ok(!link.closed);
+  // Only BATCH_TOO_LARGE may be answered so: any other code would let a worker stop the run as it pleases.
+  const other = link.request('evaluated', evaluate);
+  await tick();
+  far.send({ type: 'failed', seq: 3, code: 'BAD_CONFIG', message: 'no' });
+  await assert.rejects(other, (err: GdpError) => err.code === 'WORKER_LOST' && /PROTOCOL: 'failed' answers may carry BATCH_TOO_LARGE, got 'BAD_CONFIG'/.test(err.message));
+  assert.ok(link.closed);
+  // 'non_finite' answers only compute and evaluate requests.
+  const second = linked();
+  const checksum = second.link.request('checksum', (seq) => [{ type: 'checksum_request', seq }]);
+  await tick();
+  second.far.send({ type: 'non_finite', seq: 1, what: 'gradient' });
+  await assert.rejects(checksum, (err: GdpError) => err.code === 'WORKER_LOST' && /PROTOCOL: unexpected 'non_finite' for request 1/.test(err.message));
+  far.close();
+  second.far.close();
+});

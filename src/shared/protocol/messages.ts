@@ -22,6 +22,9 @@ const checksum = z.string().regex(/^[0-9a-f]{16}$/, 'a checksum is 16 hex digits
 /** Worker ids name workers in logs and refusals. */
 export const workerIdSchema = z.string().regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'a worker id is 1-128 letters, digits or ._:@-');
 const paramSet = z.enum(['all', 'gates']);
+/** What of a shard's result was not finite ('bn_stats': the running statistics its forward pass updated). */
+const nonFiniteWhat = z.enum(['loss', 'gradient', 'bn_stats']);
+export type NonFiniteWhat = z.infer<typeof nonFiniteWhat>;
 /** Loss and accuracy sums over some samples (StepStats); also part of resume points. */
 export const stepStatsSchema = z.object({
   lossSum: z.number(),
@@ -85,6 +88,17 @@ export const messageSchema = z.discriminatedUnion('type', [
   /** Compute the gradient SUM of `set` over these training samples; answer with `grad` buckets then `computed`. */
   z.object({ type: z.literal('compute'), seq, set: paramSet, indices: wireTensorSchema, seed: z.number().int() }),
   z.object({ type: z.literal('computed'), seq, stats }),
+  /**
+   * Answers 'compute' or 'evaluate' instead of its result when the shard's loss sum, gradient sum or (training) the
+   * BN running statistics it updated hold NaN or infinity: nothing non-finite is ever sent (no 'grad' buckets
+   * precede it).
+   */
+  z.object({ type: z.literal('non_finite'), seq, what: nonFiniteWhat }),
+  /**
+   * Answers a request this worker cannot carry out for a reason that would not change on a retry (e.g.
+   * BATCH_TOO_LARGE: the shard does not fit its backend's memory). Its state is unchanged; the connection stays open.
+   */
+  z.object({ type: z.literal('failed'), seq, code, message: text(10000, true) }),
   /** Apply the averaged gradient carried by the `avg` buckets that follow, with these SGD options. */
   z.object({ type: z.literal('apply'), seq, set: paramSet, sgd }),
 

@@ -80,8 +80,8 @@ export interface ShardContext {
 }
 
 /**
- * Throws unless a pass over `shardSize` samples fits the backend's memory limit (no check where none is known).
- * The worker calls it before computing a shard; gdp-coord and gdp-model call it at start-up.
+ * Throws unless a pass over `shardSize` samples fits `limit` bytes, by default the backend's memory limit (no check
+ * where none is known). The worker calls it before computing a shard; gdp-coord and gdp-model call it at start-up.
  * @throws GdpError BATCH_TOO_LARGE naming the batch, the shard size, the estimate, the limit and the largest shard
  *   that fits.
  */
@@ -91,8 +91,8 @@ export function checkShardFits(
   backend: string,
   kind: PassKind = 'train',
   context: ShardContext = { batch: `a batch of ${shardSize}` },
+  limit: number | undefined = backendMemoryLimit(backend),
 ): void {
-  const limit = backendMemoryLimit(backend);
   if (limit === undefined) return;
   const need = estimatePeakBytes(model.model, model.inputShape, shardSize, kind);
   if (need <= limit) return;
