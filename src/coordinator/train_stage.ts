@@ -77,6 +77,8 @@ export async function trainStage(ctx: StageContext): Promise<void> {
     end,
     label: (epoch: number) => `train epoch ${epoch + 1}/${t.max_epoch}`,
     progressLog: log,
+    stage: 'train',
+    observer: ctx.observer,
   };
   const at = resume ? { epoch: resume.epoch - 1, step: resume.step, stats: resume.stats } : { epoch: 0, step: 0, stats: emptyStats() };
   // Positions keep the training stage's own form: the epoch 1-based, the Rng beside it.
