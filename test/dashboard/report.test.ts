@@ -61,7 +61,16 @@ async function checkReport(page: Page, file: string, dir: string, steps: number)
   assert.deepEqual(
     epochRows,
     records.map((e) =>
-      rename(e, { epoch: 'epoch', lr: 'lr', trainLoss: 'train_loss', trainAcc: 'train_acc', testLoss: 'test_loss', acc1: 'acc@1', acc5: 'acc@5', imgS: 'img_s' }),
+      rename(e, {
+        epoch: 'epoch',
+        lr: 'lr',
+        trainLoss: 'train_loss',
+        trainAcc: 'train_acc',
+        testLoss: 'test_loss',
+        acc1: 'acc@1',
+        acc5: 'acc@5',
+        imgS: 'img_s',
+      }),
     ),
   );
   // The trajectory chart holds one point per Tick (plus the Tock's MACs ratio, 1, when no Tick shares it).
@@ -79,7 +88,19 @@ test(
     const logs = await mkdtemp(join(tmpdir(), 'gdp-report-'));
     try {
       const r = await coord(
-        ['--workers', '2', '--in-process', '--listen', '127.0.0.1:0', '--backend', 'wasm', '--config', join(ROOT, 'configs', 'smoke.json'), '--set', `base.log_dir=${logs}`],
+        [
+          '--workers',
+          '2',
+          '--in-process',
+          '--listen',
+          '127.0.0.1:0',
+          '--backend',
+          'wasm',
+          '--config',
+          join(ROOT, 'configs', 'smoke.json'),
+          '--set',
+          `base.log_dir=${logs}`,
+        ],
         360_000,
       );
       assert.equal(r.code, 0, r.err + r.out.slice(-2000));
@@ -92,7 +113,7 @@ test(
       const rebuilt = join(logs, 'rebuilt.html');
       const out = await run(process.execPath, [MODEL, 'report', '--run', dir, '--out', rebuilt]);
       assert.match(out.stdout, /report: .*rebuilt\.html/);
-      assert.equal(readFileSync(own[1], 'utf8'), ownHtml, 'gdp-model report --out leaves the run\'s own report alone');
+      assert.equal(readFileSync(own[1], 'utf8'), ownHtml, "gdp-model report --out leaves the run's own report alone");
 
       // A second path to the widths: gdp-model info --json loads the model; the page reads the file's tensors.
       const info = JSON.parse(
