@@ -3,14 +3,16 @@
  * config's training stage (`steps` global steps of 32 images, default 20) with 2 `--local` worker processes,
  * `pairs` times (default 3) each with the dashboard open in headless Chromium and with `--no-dashboard`,
  * interleaved (ABBA order, so that a drift in the machine's load hits both alike). Prints per run the wall time of
- * the training stage (from its start line to its epoch line: the steps and the test evaluation) and of the whole
- * process, then the medians and the dashboard's share. The micro-bench of the coordinator's CPU time per step is
+ * the training stage (from its start line to its epoch line: the steps and the test evaluation), of the whole
+ * process, and the CPU time of the coordinator and its workers (the shell's `times` of its children: on a loaded
+ * machine wall times vary far more than 2%, CPU times less), then the medians and the dashboard's share. The micro-bench of the coordinator's CPU time per step is
  * dashboard_overhead.js.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
 import { installAbortHandlers, onAbort } from './cleanup.js';
@@ -23,6 +25,16 @@ interface Timing {
   dashboard: boolean;
   trainMs: number;
   totalMs: number;
+  /** User + system CPU time of gdp-coord and its worker processes. */
+  cpuMs: number;
+}
+
+/** The children's user and system time from bash's `times` (its second line, e.g. `0m27.111s 0m2.209s`), in ms. */
+function childrenCpuMs(times: string): number {
+  const line = times.trim().split('\n').at(-1) ?? '';
+  const parts = [...line.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60_000 + Number(m[2]) * 1000);
+  if (parts.length !== 2) throw new Error(`cannot read the CPU times from '${times}'`);
+  return parts[0] + parts[1];
 }
 
 /** One smoke run; with `browser`, a page of its dashboard stays open from the URL's line to the end. */
@@ -34,29 +46,38 @@ async function smokeRun(logDir: string, browser: Browser | undefined): Promise<T
     ...(browser ? [] : ['--no-dashboard']),
   ];
   const t0 = performance.now();
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Through bash for its `times` builtin, which reports the CPU time of the coordinator and its reaped workers.
+  const script = '"$0" "$@"; code=$?; times >&3; exit $code';
+  const child = spawn('bash', ['-c', script, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+  const [, stdout, stderr, fd3] = child.stdio as unknown as [null, Readable, Readable, Readable];
+  let times = '';
+  fd3.setEncoding('utf8').on('data', (d: string) => (times += d));
   const unregister = onAbort(() => child.kill('SIGKILL'));
   let out = '';
   let err = '';
   let trainStart = 0;
   let trainEnd = 0;
   let opened: Promise<unknown> | undefined;
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+  stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  stdout.setEncoding('utf8').on('data', (d: string) => {
     out += d;
     const url = out.match(/gdp-coord: dashboard (\S+)/);
     if (browser && url && !opened) opened = browser.newPage().then((p) => p.goto(url[1]));
     if (!trainStart && /stage 'train' on/.test(out)) trainStart = performance.now();
     if (!trainEnd && /train epoch 1\/1  lr /.test(out)) trainEnd = performance.now();
   });
-  const code = await new Promise<number | null>((r) => child.on('exit', r));
+  const code = await new Promise<number | null>((r) => child.on('close', r));
   unregister();
   await opened;
   if (code !== 0 || !trainStart || !trainEnd) throw new Error(`the smoke run failed (exit ${code}): ${err || out.slice(-1000)}`);
-  return { dashboard: !!browser, trainMs: trainEnd - trainStart, totalMs: performance.now() - t0 };
+  return { dashboard: !!browser, trainMs: trainEnd - trainStart, totalMs: performance.now() - t0, cpuMs: childrenCpuMs(times) };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const h = Math.floor(s.length / 2);
+  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
+}
 
 installAbortHandlers();
 const { chromium } = await import('playwright-core');
@@ -69,16 +90,19 @@ try {
     for (const open of i % 2 === 0 ? [true, false] : [false, true]) {
       const t = await smokeRun(logs, open ? browser : undefined);
       runs.push(t);
-      console.log(`${open ? 'dashboard open  ' : '--no-dashboard  '} training stage ${(t.trainMs / 1000).toFixed(2)} s, whole run ${(t.totalMs / 1000).toFixed(2)} s`);
+      console.log(
+        `${open ? 'dashboard open  ' : '--no-dashboard  '} training stage ${(t.trainMs / 1000).toFixed(2)} s, whole run ${(t.totalMs / 1000).toFixed(2)} s, CPU ${(t.cpuMs / 1000).toFixed(2)} s`,
+      );
     }
   }
 } finally {
   await browser.close();
   await rm(logs, { recursive: true, force: true });
 }
-const m = (open: boolean, k: 'trainMs' | 'totalMs') => median(runs.filter((r) => r.dashboard === open).map((r) => r[k]));
-for (const k of ['trainMs', 'totalMs'] as const) {
+const m = (open: boolean, k: 'trainMs' | 'totalMs' | 'cpuMs') => median(runs.filter((r) => r.dashboard === open).map((r) => r[k]));
+const names = { trainMs: 'training stage', totalMs: 'whole run', cpuMs: 'CPU time' };
+for (const k of ['trainMs', 'totalMs', 'cpuMs'] as const) {
   const on = m(true, k);
   const off = m(false, k);
-  console.log(`median ${k === 'trainMs' ? 'training stage' : 'whole run'}: open ${(on / 1000).toFixed(2)} s, closed ${(off / 1000).toFixed(2)} s: ${(100 * (on / off - 1)).toFixed(1)}%`);
+  console.log(`median ${names[k]}: open ${(on / 1000).toFixed(2)} s, closed ${(off / 1000).toFixed(2)} s: ${(100 * (on / off - 1)).toFixed(1)}%`);
 }
