@@ -5,10 +5,12 @@
  * interleaved (ABBA order, so that a drift in the machine's load hits both alike). Prints per run the wall time of
  * the training stage (from its start line to its epoch line: the steps and the test evaluation), of the whole
  * process, and the CPU time of the coordinator and its workers (the shell's `times` of its children: on a loaded
- * machine wall times vary far more than 2%, CPU times less), then the medians and the dashboard's share. The micro-bench of the coordinator's CPU time per step is
- * dashboard_overhead.js.
+ * machine wall times vary far more than 2%, CPU times less) and of the coordinator alone (/proc, up to its
+ * `report:` line: the dashboard's cost is all there), then the medians and the dashboard's share. The micro-bench of
+ * the coordinator's CPU time per step is dashboard_overhead.js.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +29,24 @@ interface Timing {
   totalMs: number;
   /** User + system CPU time of gdp-coord and its worker processes. */
   cpuMs: number;
+  /** User + system CPU time of gdp-coord alone (where the dashboard runs), up to its `report:` line. */
+  coordCpuMs: number;
+}
+
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+
+/** User + system CPU time of process `pid` so far (/proc/PID/stat fields 14 and 15, in clock ticks), in ms; 0 once it has ended. */
+function processCpuMs(pid: number): number {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    // Already gone: the run then reports no coordinator time and fails.
+    return 0;
+  }
+  // Fields after the command name, which may hold spaces: state is field 3.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
 }
 
 /** The children's user and system time from bash's `times` (its second line, e.g. `0m27.111s 0m2.209s`), in ms. */
@@ -47,16 +67,20 @@ async function smokeRun(logDir: string, browser: Browser | undefined): Promise<T
   ];
   const t0 = performance.now();
   // Through bash for its `times` builtin, which reports the CPU time of the coordinator and its reaped workers.
-  const script = '"$0" "$@"; code=$?; times >&3; exit $code';
+  const script = '"$0" "$@" & pid=$!; echo "pid $pid" >&3; wait $pid; code=$?; times >&3; exit $code';
   const child = spawn('bash', ['-c', script, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
   const [, stdout, stderr, fd3] = child.stdio as unknown as [null, Readable, Readable, Readable];
   let times = '';
   fd3.setEncoding('utf8').on('data', (d: string) => (times += d));
-  const unregister = onAbort(() => child.kill('SIGKILL'));
+  const unregister = onAbort(() => {
+    const pid = times.match(/^pid (\d+)/);
+    if (pid) process.kill(Number(pid[1]), 'SIGINT');
+  });
   let out = '';
   let err = '';
   let trainStart = 0;
   let trainEnd = 0;
+  let coordCpuMs = 0;
   let opened: Promise<unknown> | undefined;
   stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -65,12 +89,14 @@ async function smokeRun(logDir: string, browser: Browser | undefined): Promise<T
     if (browser && url && !opened) opened = browser.newPage().then((p) => p.goto(url[1]));
     if (!trainStart && /stage 'train' on/.test(out)) trainStart = performance.now();
     if (!trainEnd && /train epoch 1\/1  lr /.test(out)) trainEnd = performance.now();
+    const pid = times.match(/^pid (\d+)/);
+    if (!coordCpuMs && pid && /^report: /m.test(out)) coordCpuMs = processCpuMs(Number(pid[1]));
   });
   const code = await new Promise<number | null>((r) => child.on('close', r));
   unregister();
   await opened;
-  if (code !== 0 || !trainStart || !trainEnd) throw new Error(`the smoke run failed (exit ${code}): ${err || out.slice(-1000)}`);
-  return { dashboard: !!browser, trainMs: trainEnd - trainStart, totalMs: performance.now() - t0, cpuMs: childrenCpuMs(times) };
+  if (code !== 0 || !trainStart || !trainEnd || !coordCpuMs) throw new Error(`the smoke run failed (exit ${code}): ${err || out.slice(-1000)}`);
+  return { dashboard: !!browser, trainMs: trainEnd - trainStart, totalMs: performance.now() - t0, cpuMs: childrenCpuMs(times), coordCpuMs };
 }
 
 function median(xs: number[]): number {
@@ -91,7 +117,7 @@ try {
       const t = await smokeRun(logs, open ? browser : undefined);
       runs.push(t);
       console.log(
-        `${open ? 'dashboard open  ' : '--no-dashboard  '} training stage ${(t.trainMs / 1000).toFixed(2)} s, whole run ${(t.totalMs / 1000).toFixed(2)} s, CPU ${(t.cpuMs / 1000).toFixed(2)} s`,
+        `${open ? 'dashboard open  ' : '--no-dashboard  '} training stage ${(t.trainMs / 1000).toFixed(2)} s, whole run ${(t.totalMs / 1000).toFixed(2)} s, CPU ${(t.cpuMs / 1000).toFixed(2)} s, of which the coordinator ${(t.coordCpuMs / 1000).toFixed(2)} s`,
       );
     }
   }
@@ -99,9 +125,9 @@ try {
   await browser.close();
   await rm(logs, { recursive: true, force: true });
 }
-const m = (open: boolean, k: 'trainMs' | 'totalMs' | 'cpuMs') => median(runs.filter((r) => r.dashboard === open).map((r) => r[k]));
-const names = { trainMs: 'training stage', totalMs: 'whole run', cpuMs: 'CPU time' };
-for (const k of ['trainMs', 'totalMs', 'cpuMs'] as const) {
+const m = (open: boolean, k: 'trainMs' | 'totalMs' | 'cpuMs' | 'coordCpuMs') => median(runs.filter((r) => r.dashboard === open).map((r) => r[k]));
+const names = { trainMs: 'training stage', totalMs: 'whole run', cpuMs: 'CPU time', coordCpuMs: "coordinator's CPU time" };
+for (const k of ['trainMs', 'totalMs', 'cpuMs', 'coordCpuMs'] as const) {
   const on = m(true, k);
   const off = m(false, k);
   console.log(`median ${names[k]}: open ${(on / 1000).toFixed(2)} s, closed ${(off / 1000).toFixed(2)} s: ${(100 * (on / off - 1)).toFixed(1)}%`);
