@@ -5,6 +5,7 @@ import { addStats, emptyStats, type StepStats } from '../shared/train/replica.js
 import type { Cluster, StepSgd } from './cluster.js';
 import { placeDivergence } from './divergence.js';
 import { StepProgress } from './progress.js';
+import type { RunObserver } from './run_observer.js';
 import type { ResumeWhen } from './stages.js';
 
 /** What an epoch loop drives: the coordinator's cluster, or a test double with these operations. */
@@ -75,6 +76,10 @@ export interface EpochLoop {
   /** Per-step progress (a bar on a terminal, periodic lines otherwise) under this label; none without `progressLog`. */
   label(epoch: number): string;
   progressLog?: (line: string) => void;
+  /** The stage these epochs belong to, as the observer names it. */
+  stage: 'train' | 'tock' | 'finetune';
+  /** Told of every step and the progress (the live dashboard). */
+  observer?: Pick<RunObserver, 'step' | 'progress'>;
 }
 
 /**
@@ -93,12 +98,15 @@ export async function runEpochs(cluster: EpochCluster, loop: EpochLoop, at: Epoc
     const bar = loop.progressLog && new StepProgress(loop.label(e), perEpoch, loop.progressLog);
     for (let i = at.step; i < perEpoch; i++) {
       const lr = loop.lr(e, i);
+      const stepStarted = Date.now();
       const r = await cluster.step(loop.batch(i), 'all', { ...loop.sgd, lr }).catch((err: unknown) => {
         throw placeDivergence(err, loop.label(e), lr);
       });
       at = { epoch: e, step: i + 1, stats: addStats(at.stats, r.stats) };
       timed += r.stats.count;
       bar?.update(i + 1, timed / (Math.max(Date.now() - started, 1) / 1000), meanLoss(r.stats));
+      loop.observer?.step(loop.stage, r, lr, Date.now() - stepStarted);
+      loop.observer?.progress(loop.stage, loop.label(e), i + 1, perEpoch);
       for (const w of r.perWorker) {
         const t = work.get(w.id) ?? { n: 0, ms: 0 };
         work.set(w.id, { n: t.n + w.count, ms: t.ms + w.ms });

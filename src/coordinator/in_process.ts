@@ -18,6 +18,8 @@ export interface InProcessOptions {
   reducer?: ReducerOptions;
   /** Continue from this resume point: the coordinator is restored before the workers join. */
   resume?: ResumePoint;
+  /** Told of the workers joining and lost (ClusterOptions.observer). */
+  observer?: ClusterOptions['observer'];
 }
 
 export interface InProcessCluster {
@@ -34,7 +36,7 @@ export interface InProcessCluster {
 export function coordinatorFor(
   config: Config,
   log: (line: string) => void,
-  extra: Pick<ClusterOptions, 'reducer' | 'minWorkers' | 'pauseMs' | 'dataFingerprint'> = {},
+  extra: Pick<ClusterOptions, 'reducer' | 'minWorkers' | 'pauseMs' | 'dataFingerprint' | 'observer'> = {},
   resume?: ResumePoint,
 ): Coordinator {
   const { model, inputShape } = configModel(config.model, config.base.seed);
@@ -56,7 +58,7 @@ export function coordinatorFor(
 export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
   const log = opts.log ?? (() => {});
   // No in-process worker comes back once gone: losing every worker fails at once rather than pausing.
-  const coordinator = coordinatorFor(config, log, { reducer: opts.reducer, pauseMs: 0 }, opts.resume);
+  const coordinator = coordinatorFor(config, log, { reducer: opts.reducer, pauseMs: 0, observer: opts.observer }, opts.resume);
   const workers: WorkerSession[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < opts.workers; i++) {

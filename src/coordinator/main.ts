@@ -3,6 +3,10 @@ import { Command, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { Dashboard } from '../dashboard/dashboard.js';
+import { RunFeed } from '../dashboard/feed.js';
+import { listenDashboard } from '../dashboard/listen.js';
+import { writeReport } from '../dashboard/report.js';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { loadConfig } from '../shared/config/load.js';
 import { configNotes } from '../shared/config/notes.js';
@@ -18,6 +22,7 @@ import { LocalWorkers } from './local_workers.js';
 import { readResumePoint, resumedConfig, type ResumePoint } from './resume_point.js';
 import { checkResumable, runDir, runStages } from './run.js';
 import { RunFiles } from './run_files.js';
+import { FeedObserver } from './run_observer.js';
 import { runStartChecks } from './start_checks.js';
 import { assertStagesAvailable } from './stages.js';
 
@@ -60,6 +65,8 @@ interface Options {
   dataDir?: string;
   dryRun?: boolean;
   resume?: string;
+  /** false with --no-dashboard. */
+  dashboard: boolean;
 }
 
 function resolveConfig(o: Options, resume?: ResumePoint): Config {
@@ -114,6 +121,10 @@ async function run(o: Options): Promise<void> {
 
   let coordinator: Coordinator | undefined;
   let listener: WsListener | undefined;
+  // The dashboard refuses an address off loopback without a token (BAD_FLAG) before anything starts.
+  const dash = o.dashboard ? new Dashboard({ host, token, log: (l) => log(`gdp-coord: dashboard: ${l}`) }) : undefined;
+  const observer = dash && new FeedObserver(new RunFeed(dash, { log }), () => coordinator?.steps ?? 0, () => coordinator!.model);
+  const showDashboard = (l: WsListener) => dash && log(`gdp-coord: dashboard ${dash.url(l.scheme === 'wss' ? 'https' : 'http', l.host, l.port)}`);
   let closeInProcess: (() => Promise<void>) | undefined;
   const local = new LocalWorkers(log);
   let stopping: Promise<unknown> | undefined;
@@ -138,17 +149,26 @@ async function run(o: Options): Promise<void> {
   try {
     if (o.inProcess) {
       log(`gdp-coord: ${o.workers} in-process worker(s)`);
-      const c = await startInProcess(config, { workers: o.workers, backend: backend.name, log, resume });
+      if (dash) {
+        // Without workers to listen for, a busy port costs the page, not the run.
+        listener = await listenDashboard(dash, host, port, { token, tls, log: (l) => log(`gdp-coord: ${l}`) }).catch((err: Error) => {
+          log(`gdp-coord: dashboard not served: ${err.message}`);
+          return undefined;
+        });
+        if (listener) showDashboard(listener);
+      }
+      const c = await startInProcess(config, { workers: o.workers, backend: backend.name, log, resume, observer });
       coordinator = c.coordinator;
       closeInProcess = c.close;
     } else {
-      const coord = coordinatorFor(config, log, { minWorkers: o.minWorkers, dataFingerprint: dataFingerprint(data) }, resume);
+      const coord = coordinatorFor(config, log, { minWorkers: o.minWorkers, dataFingerprint: dataFingerprint(data), observer }, resume);
       coordinator = coord;
-      listener = await listenWs(host, port, (t) => coord.accept(t), { token, tls, maxConnections: o.maxConnections, log: (l) => log(`gdp-coord: ${l}`) });
+      listener = await listenWs(host, port, (t) => coord.accept(t), { token, tls, maxConnections: o.maxConnections, log: (l) => log(`gdp-coord: ${l}`), routes: dash });
       const url = `${listener.scheme}://${listener.host}:${listener.port}`;
       // Listening on every interface: workers on other machines need this machine's name, not 0.0.0.0.
       const shown = listener.host === '0.0.0.0' || listener.host === '::' ? `${listener.scheme}://${hostname()}:${listener.port}` : url;
       log(`gdp-coord: listening on ${url}${token !== undefined ? ' (token required)' : ''}, waiting for ${o.workers} worker(s)`);
+      showDashboard(listener);
       if (!isLoopbackHost(host) && !tls) log('gdp-coord: warning: without --cert/--key the token and all traffic cross the network unencrypted');
       if (o.local) {
         local.start(o.workers, url, backend.name, { token, ca: o.cert, dataDir: config.data.dir });
@@ -158,20 +178,35 @@ async function run(o: Options): Promise<void> {
       }
       await coordinator.waitForWorkers(o.workers, o.local ? 300000 : Infinity, o.local ? () => local.checkAlive() : undefined);
     }
-    const files = new RunFiles(config, resume && runDir(config, o.resume!));
+    const files = new RunFiles(config, resume && runDir(config, o.resume!), observer && ((r) => observer.epoch(r)));
     files.writeConfig(config);
     if (resume) {
       const r = resume.run;
       log(`gdp-coord: resuming ${resume.file} at stage '${config.stages[r.stage]}', step ${r.steps}`);
       if (r.workers !== o.workers) log(`gdp-coord: note: the run had ${r.workers} worker(s), now ${o.workers}: its numbers will differ from an uninterrupted run's`);
     }
-    await runStages({ coordinator, config, trainSize: data.train.size, testSize: data.test.size, files, log, workers: o.workers, resume: resume?.run });
-    log(`gdp-coord: done; logs in ${files.dir}`);
+    observer?.start(config.base.task_name, config.stages, o.workers);
+    try {
+      await runStages({ coordinator, config, trainSize: data.train.size, testSize: data.test.size, files, log, workers: o.workers, resume: resume?.run, observer });
+      log(`gdp-coord: done; logs in ${files.dir}`);
+    } finally {
+      // A failed or interrupted run gets its report too: what it did until then.
+      reportRun(files.dir, dash);
+    }
   } catch (err) {
     if (interruptedBy) throw new GdpError('INTERRUPTED', `stopped by ${interruptedBy}`);
     throw err;
   } finally {
     await stop('run finished');
+  }
+}
+
+/** Writes the run's report.html (with the dashboard's history when there is one) and logs its path; a failure is only logged. */
+function reportRun(dir: string, dash: Dashboard | undefined): void {
+  try {
+    log(`report: ${writeReport(dir, { live: dash?.history.view() })}`);
+  } catch (err) {
+    log(`gdp-coord: no report: ${(err as Error).message}`);
   }
 }
 
@@ -192,6 +227,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--set <key.path=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--data-dir <dir>', "dataset folder (overrides the config's data.dir)")
     .option('--dry-run', 'run every start-up check that needs no worker (config, flags, data, model, weights, batch size), print the config resolved as JSON and exit')
+    .option('--no-dashboard', 'serve no live dashboard (by default its page is on the --listen address, its URL printed at the start)')
     .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config')
     .exitOverride();
   return runCommand<Options>(program, argv, run);

@@ -7,6 +7,7 @@ import type { Transport } from '../shared/protocol/transport.js';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
 import { flattenState } from '../shared/train/model_state.js';
 import type { Replica } from '../shared/train/replica.js';
+import type { RunObserver } from './run_observer.js';
 import { WorkerLink, type Hello } from './worker_link.js';
 
 export interface MembershipOptions {
@@ -26,6 +27,8 @@ export interface MembershipOptions {
   dataFingerprint?: string;
   /** Data-parallel steps applied so far: log lines say from which step a worker takes part. */
   steps: () => number;
+  /** Told of every worker that joins or is lost (the live dashboard). */
+  observer?: Pick<RunObserver, 'workerJoined' | 'workerLost'>;
 }
 
 export function isLost(err: unknown): boolean {
@@ -131,8 +134,10 @@ export class Membership {
       peer.onClose(() => {
         if (this.closed) return;
         // Step numbers: the worker contributes nothing to step `steps + 1` (a step it was computing is redone).
-        if (l.active) this.o.log(`worker ${l.id} lost at step ${this.o.steps() + 1} (${l.lostReason}); ${this.active().length} worker(s) remain`);
-        else this.o.log(`worker ${l.id} left before taking shards (${l.lostReason})`);
+        if (l.active) {
+          this.o.log(`worker ${l.id} lost at step ${this.o.steps() + 1} (${l.lostReason}); ${this.active().length} worker(s) remain`);
+          this.o.observer?.workerLost(l.id, this.o.steps() + 1, l.lostReason ?? 'connection closed');
+        } else this.o.log(`worker ${l.id} left before taking shards (${l.lostReason})`);
         this.wake();
       });
       this.joining.push(l);
@@ -165,6 +170,7 @@ export class Membership {
       this.links.push(link);
       const h = link.hello;
       this.o.log(`worker ${h.workerId} joined (${h.host} pid ${h.pid}, ${h.backend}${h.gpu !== null ? `, GPU ${h.gpu}` : ''}); ${this.active().length} active from step ${this.o.steps() + 1}`);
+      this.o.observer?.workerJoined(h, this.o.steps());
     }
     const batch = this.joining.splice(0).filter((l) => !l.closed);
     if (!batch.length) return;

@@ -1,5 +1,6 @@
 import type { GlobalPruneInfo } from '../shared/pruning/decision.js';
 import type { RunFiles } from './run_files.js';
+import type { RunObserver } from './run_observer.js';
 
 /** What the pruning engine reports: Tock and finetune epochs, Ticks, save-point checkpoints, the melt. */
 export type PruneEvent =
@@ -35,11 +36,13 @@ export type PruneEvent =
 
 /**
  * Logs each event as a line and keeps them all in logs/<task_name>/`file` (prune_log.json, finetune_log.json,
- * rewritten atomically); Tock and finetune epochs also go to the run's log.json beside the training epochs.
+ * rewritten atomically); Tock and finetune epochs also go to the run's log.json beside the training epochs. The
+ * context's observer (the live dashboard) gets each event too.
  */
-export function eventSink(ctx: { log: (line: string) => void; files: RunFiles }, file: string): (e: PruneEvent) => void {
+export function eventSink(ctx: { log: (line: string) => void; files: RunFiles; observer?: Pick<RunObserver, 'prune'> }, file: string): (e: PruneEvent) => void {
   return (e) => {
     ctx.log(formatPruneEvent(e));
+    ctx.observer?.prune(e);
     if (e.type === 'tock' || e.type === 'finetune') {
       ctx.files.appendEpoch({
         stage: e.type,

@@ -39,11 +39,13 @@ export interface PruneRunOptions {
   resumePoint?: StageContext['resumePoint'];
   /** Where per-step progress of Tock and finetune epochs goes (a bar on a terminal, periodic lines otherwise). */
   progressLog?: (line: string) => void;
+  /** Told of every step and the progress of Tocks, Ticks and the finetune (StageContext.observer). */
+  observer?: StageContext['observer'];
 }
 
 /** Runner options from the config: the gbn section, the train section's SGD settings, logs/<task_name>/. Throws BAD_CONFIG without a gbn section. */
 export function pruneRunOptions(
-  ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'> & Partial<Pick<PruneStageContext, 'files' | 'resumePoint' | 'log'>>,
+  ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'> & Partial<Pick<PruneStageContext, 'files' | 'resumePoint' | 'log' | 'observer'>>,
   onEvent?: (e: PruneEvent) => void,
 ): PruneRunOptions {
   const { config } = ctx;
@@ -64,5 +66,6 @@ export function pruneRunOptions(
     log: onEvent,
     resumePoint: ctx.resumePoint,
     progressLog: ctx.log,
+    observer: ctx.observer,
   };
 }

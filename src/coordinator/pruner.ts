@@ -80,10 +80,11 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
     }
     // A whole-pass Tick (tick_batches unset) starts a fresh permutation, so that it sees every sample once.
     if (gbn.tick_batches === undefined && !p.phase.at) sampler.restart();
+    const watch = o.observer && { observer: o.observer, label: `Tick ${p.ticks + 1}` };
     const { acc, trainLoss } = await tickSteps(cluster, gbn, o.sgd, sampler, tickBatches(gbn, sampler, o.maxStepsPerEpoch), p.phase.at, (when, at) => {
       p.phase = { kind: 'tick', at: at() };
       return report(when);
-    });
+    }, watch);
     const tick = ++p.ticks;
     const { decision, info } = tickDecision(cluster, gbn, s, acc, rng);
     if (!Object.keys(decision.groups).length) {

@@ -5,6 +5,7 @@ import { stateChecksum } from '../shared/train/model_state.js';
 import type { Coordinator } from './cluster.js';
 import { writeResumePoint, type RunPosition } from './resume_point.js';
 import type { EpochRecord, RunFiles } from './run_files.js';
+import type { RunObserver } from './run_observer.js';
 import { formatSummary, snapshot, type ModelSnapshot } from './run_summary.js';
 import { getStage, positionProblem, type ResumeWhen } from './stages.js';
 
@@ -19,6 +20,8 @@ export interface RunOptions {
   workers: number;
   /** Continue from this position of a resume point (the coordinator already restored to it). */
   resume?: RunPosition;
+  /** Told of the stages' steps, progress and events and of the final table (the live dashboard). */
+  observer?: RunObserver;
 }
 
 /**
@@ -62,7 +65,7 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
         if (name === 'prune') summary.push(await snapshot('baseline', cluster, config, o.testSize));
       }
       log(`gdp-coord: stage '${name}' on ${cluster.workerIds.length} worker(s)${position === undefined ? '' : ', resumed'}`);
-      await getStage(name)({ cluster, config, trainSize: o.trainSize, testSize: o.testSize, files, log, resume: position, resumePoint });
+      await getStage(name)({ cluster, config, trainSize: o.trainSize, testSize: o.testSize, files, log, resume: position, resumePoint, observer: o.observer });
     } catch (err) {
       await writeLastGood(err, last, cluster, write, log);
       throw err;
@@ -75,6 +78,7 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   await cluster.verifyChecksums();
   log(`gdp-coord: replicas identical on ${cluster.workerIds.join(', ')}: state checksum ${stateChecksum(cluster.model)}`);
   files.writeJson('summary.json', summary);
+  o.observer?.final(summary);
   await write(undefined);
   return summary;
 }

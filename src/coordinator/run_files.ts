@@ -34,8 +34,15 @@ export class RunFiles {
   private records: EpochRecord[] = [];
   private logs = new Map<string, unknown[]>();
 
-  /** `dir` defaults to logs/<task_name> of the config (base.log_dir, base.task_name). */
-  constructor(config: Config, dir = join(config.base.log_dir, config.base.task_name)) {
+  /**
+   * `dir` defaults to logs/<task_name> of the config (base.log_dir, base.task_name). `onEpoch` (the live dashboard)
+   * gets every record appendEpoch writes.
+   */
+  constructor(
+    config: Config,
+    dir = join(config.base.log_dir, config.base.task_name),
+    private readonly onEpoch?: (r: EpochRecord) => void,
+  ) {
     this.dir = dir;
   }
 
@@ -51,6 +58,7 @@ export class RunFiles {
   appendEpoch(r: EpochRecord): void {
     this.records.push(r);
     this.writeRecords();
+    this.onEpoch?.(r);
   }
 
   /** Appends an entry to the JSON list `name` (e.g. prune_log.json) and rewrites that file. */

@@ -3,6 +3,7 @@ import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import type { Cluster } from './cluster.js';
 import type { RunFiles } from './run_files.js';
+import type { RunObserver } from './run_observer.js';
 
 /** A global step ends ('step': a resume point is written if one is due) or the stage reaches a boundary. */
 export type ResumeWhen = 'step' | 'boundary';
@@ -24,6 +25,8 @@ export interface StageContext {
    * when the stage runs outside a run (tests).
    */
   resumePoint?: (when: ResumeWhen, position: () => unknown) => Promise<void>;
+  /** Told of every step, the progress and every pruning event (the live dashboard); absent: nobody watches. */
+  observer?: RunObserver;
 }
 
 export type Stage = (ctx: StageContext) => Promise<void>;

@@ -8,6 +8,7 @@ import type { BatchSampler } from '../shared/train/batch_sampler.js';
 import type { SgdOptions } from '../shared/train/sgd.js';
 import type { Cluster } from './cluster.js';
 import { placeDivergence } from './divergence.js';
+import type { RunObserver } from './run_observer.js';
 import type { ResumeWhen } from './stages.js';
 import type { GbnConfig, TickPosition } from './tick_tock.js';
 
@@ -17,7 +18,7 @@ export type TickCluster = Pick<Cluster, 'replica' | 'step'>;
 /**
  * A Tick's training: `batches` global batches on the gates alone at lr_min, from `at` (a position it
  * reported) or its start (see tickBatches), accumulating |g * dL/dg| per channel (the paper's gate importance). `report` gets the
- * position after every step. Returns the scores and the mean training loss. Throws BAD_LAYOUT when a step
+ * position after every step; `watch` (the live dashboard) every step and the progress, under `label`. Returns the scores and the mean training loss. Throws BAD_LAYOUT when a step
  * returns another number of gradients than there are gates.
  */
 export async function tickSteps(
@@ -28,6 +29,7 @@ export async function tickSteps(
   batches: number,
   at: TickPosition | undefined,
   report: (when: ResumeWhen, at: () => TickPosition) => Promise<void>,
+  watch?: { observer: Pick<RunObserver, 'step' | 'progress'>; label: string },
 ): Promise<{ acc: GateScoreAccumulator; trainLoss: number }> {
   const layout = cluster.replica.layout('gates');
   const acc = new GateScoreAccumulator(layout);
@@ -36,10 +38,13 @@ export async function tickSteps(
   for (let b = batch; b < batches; b++) {
     // The score uses the gate values the gradient was computed at, i.e. before this step's update.
     const gates = cluster.replica.readParams(layout);
+    const started = Date.now();
     const r = await cluster.step(sampler.next(), 'gates', { ...sgd, lr: gbn.lr_min }).catch((err: unknown) => {
       throw placeDivergence(err, `Tick batch ${b + 1}/${batches}`, gbn.lr_min);
     });
     if (r.layout.size !== layout.size) throw new GdpError('BAD_LAYOUT', `Tick step returned ${r.layout.size} gradients, the gates are ${layout.size}`);
+    watch?.observer.step('tick', r, gbn.lr_min, Date.now() - started);
+    watch?.observer.progress('tick', watch.label, b + 1, batches);
     acc.add(gates, r.avgGrad);
     lossSum += r.stats.lossSum;
     count += r.stats.count;

@@ -109,6 +109,8 @@ export async function trainStage(ctx: StageContext): Promise<void> {
     end,
     label: (epoch: number) => `train epoch ${epoch + 1}/${t.max_epoch}`,
     progressLog: log,
+    stage: 'train',
+    observer: ctx.observer,
   };
   // Positions keep the training stage's own form: the epoch 1-based, the Rng beside it.
   await runEpochs(cluster, loop, start.at, (when, pos) => ctx.resumePoint?.(when, () => {

@@ -49,6 +49,8 @@ export async function triangularEpochs(
       }),
     label: (e: number) => `${type === 'tock' ? 'Tock' : 'Finetune'} epoch ${e + 1}/${epochs}`,
     progressLog: o.progressLog,
+    stage: type,
+    observer: o.observer,
   };
   await runEpochs(cluster, loop, at, report);
 }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+import type { Page } from 'playwright-core';
 import { coord, ROOT } from '../dist/cli_helpers.js';
 import { noChromium, withChromium } from './browser.js';
 
@@ -24,6 +25,62 @@ function rename(src: Record<string, unknown>, names: Record<string, string>): Ro
   return Object.fromEntries(Object.entries(names).map(([to, from]) => [to, src[from] as number]));
 }
 
+/** Opens `file` offline and checks every figure of its tables against the run's files in `dir`. */
+async function checkReport(page: Page, file: string, dir: string, steps: number): Promise<void> {
+  const json = (name: string) => JSON.parse(readFileSync(join(dir, name), 'utf8'));
+  const records = json('log.json') as Record<string, number | string>[];
+  const prune = json('prune_log.json') as Record<string, unknown>[];
+  const summary = json('summary.json') as Record<string, number | string>[];
+  const ticks = prune.filter((e) => e.type === 'tick') as Record<string, number>[];
+  const saved = prune.filter((e) => e.type === 'checkpoint') as Record<string, number>[];
+  assert.ok(ticks.length >= 1 && saved.length >= 1, 'the smoke run prunes and passes a save point');
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // Offline: any request leaving the file would fail the page.
+  await page.route(/^https?:/, (route) => route.abort());
+  await page.goto(pathToFileURL(file).href);
+  await page.waitForFunction(`document.body.dataset.rendered >= 1`);
+  const final = (await page.evaluate(`(${READ_TABLE})('#final tr[data-label]')`)) as Row[];
+  assert.deepEqual(
+    final,
+    summary.map((s) => ({ macs: s.macs, params: s.params, acc1: s.acc1, acc5: s.acc5, msPerImageB1: s.msPerImageB1, msPerImageB64: s.msPerImageB64 })),
+  );
+  assert.deepEqual(
+    await page.$$eval('#final tr[data-label]', (rows) => rows.map((r) => r.getAttribute('data-label'))),
+    summary.map((s) => s.label),
+  );
+  const tickRows = (await page.evaluate(`(${READ_TABLE})('#ticks tr[data-tick]')`)) as Row[];
+  assert.deepEqual(
+    tickRows,
+    ticks.map((t) => ({
+      ...rename(t, { tick: 'tick', macsRatio: 'flopsRatio', paramsRatio: 'paramsRatio', filtersLeft: 'filtersLeft', loss: 'loss', acc1: 'acc1' }),
+      ...Object.fromEntries(saved.filter((s) => s.tick === t.tick).map((s) => ['savePoint', s.savePoint])),
+    })),
+  );
+  const epochRows = (await page.evaluate(`(${READ_TABLE})('#epochs tbody tr')`)) as Row[];
+  assert.deepEqual(
+    epochRows,
+    records.map((e) =>
+      rename(e, {
+        epoch: 'epoch',
+        lr: 'lr',
+        trainLoss: 'train_loss',
+        trainAcc: 'train_acc',
+        testLoss: 'test_loss',
+        acc1: 'acc@1',
+        acc5: 'acc@5',
+        imgS: 'img_s',
+      }),
+    ),
+  );
+  // The trajectory chart holds one point per Tick (plus the Tock's MACs ratio, 1, when no Tick shares it).
+  const points = Number(await page.getAttribute('[data-chart="trajectory"]', 'data-points'));
+  assert.equal(points, new Set([...ticks.map((t) => t.flopsRatio), 1]).size);
+  // The per-step curves come from the dashboard's history the run saved (dashboard.json): one point per step.
+  assert.equal(Number(await page.getAttribute('[data-chart="steps"]', 'data-points')), steps);
+  assert.deepEqual(errors, []);
+}
+
 test(
   'report.html of a smoke run shows the figures of its log.json, prune_log.json and summary.json (read back in chromium)',
   { skip: noChromium, timeout: 400_000 },
@@ -31,20 +88,32 @@ test(
     const logs = await mkdtemp(join(tmpdir(), 'gdp-report-'));
     try {
       const r = await coord(
-        ['--workers', '2', '--in-process', '--backend', 'wasm', '--config', join(ROOT, 'configs', 'smoke.json'), '--set', `base.log_dir=${logs}`],
+        [
+          '--workers',
+          '2',
+          '--in-process',
+          '--listen',
+          '127.0.0.1:0',
+          '--backend',
+          'wasm',
+          '--config',
+          join(ROOT, 'configs', 'smoke.json'),
+          '--set',
+          `base.log_dir=${logs}`,
+        ],
         360_000,
       );
       assert.equal(r.code, 0, r.err + r.out.slice(-2000));
       const dir = join(logs, 'smoke');
-      const out = await run(process.execPath, [MODEL, 'report', '--run', dir]);
-      assert.match(out.stdout, /report: .*report\.html/);
-      const json = (name: string) => JSON.parse(readFileSync(join(dir, name), 'utf8'));
-      const records = json('log.json') as Record<string, number | string>[];
-      const prune = json('prune_log.json') as Record<string, unknown>[];
-      const summary = json('summary.json') as Record<string, number | string>[];
-      const ticks = prune.filter((e) => e.type === 'tick') as Record<string, number>[];
-      const saved = prune.filter((e) => e.type === 'checkpoint') as Record<string, number>[];
-      assert.ok(ticks.length >= 1 && saved.length >= 1, 'the smoke run prunes and passes a save point');
+      // The report the run wrote at its end (with its live history), then the one gdp-model rebuilds from the files.
+      const steps = Number(r.out.match(/resume point: run finished, step (\d+)/)?.[1]);
+      const own = r.out.match(/^report: (\S+)$/m);
+      assert.ok(own && own[1] === join(dir, 'report.html'), 'the run prints the path of its report.html');
+      const ownHtml = readFileSync(own[1], 'utf8');
+      const rebuilt = join(logs, 'rebuilt.html');
+      const out = await run(process.execPath, [MODEL, 'report', '--run', dir, '--out', rebuilt]);
+      assert.match(out.stdout, /report: .*rebuilt\.html/);
+      assert.equal(readFileSync(own[1], 'utf8'), ownHtml, "gdp-model report --out leaves the run's own report alone");
 
       // A second path to the widths: gdp-model info --json loads the model; the page reads the file's tensors.
       const info = JSON.parse(
@@ -52,51 +121,12 @@ test(
       );
 
       await withChromium(async (context) => {
+        await checkReport(await context.newPage(), own[1], dir, steps);
+        await checkReport(await context.newPage(), rebuilt, dir, steps);
         const page = await context.newPage();
         const errors: string[] = [];
         page.on('pageerror', (e) => errors.push(e.message));
-        // Offline: any request leaving the file would fail the page.
         await page.route(/^https?:/, (route) => route.abort());
-        await page.goto(pathToFileURL(join(dir, 'report.html')).href);
-        await page.waitForFunction(`document.body.dataset.rendered >= 1`);
-        const final = (await page.evaluate(`(${READ_TABLE})('#final tr[data-label]')`)) as Row[];
-        assert.deepEqual(
-          final,
-          summary.map((s) => ({ macs: s.macs, params: s.params, acc1: s.acc1, acc5: s.acc5, msPerImageB1: s.msPerImageB1, msPerImageB64: s.msPerImageB64 })),
-        );
-        assert.deepEqual(
-          await page.$$eval('#final tr[data-label]', (rows) => rows.map((r) => r.getAttribute('data-label'))),
-          summary.map((s) => s.label),
-        );
-        const tickRows = (await page.evaluate(`(${READ_TABLE})('#ticks tr[data-tick]')`)) as Row[];
-        assert.deepEqual(
-          tickRows,
-          ticks.map((t) => ({
-            ...rename(t, { tick: 'tick', macsRatio: 'flopsRatio', paramsRatio: 'paramsRatio', filtersLeft: 'filtersLeft', loss: 'loss', acc1: 'acc1' }),
-            ...Object.fromEntries(saved.filter((s) => s.tick === t.tick).map((s) => ['savePoint', s.savePoint])),
-          })),
-        );
-        const epochRows = (await page.evaluate(`(${READ_TABLE})('#epochs tbody tr')`)) as Row[];
-        assert.deepEqual(
-          epochRows,
-          records.map((e) =>
-            rename(e, {
-              epoch: 'epoch',
-              lr: 'lr',
-              trainLoss: 'train_loss',
-              trainAcc: 'train_acc',
-              testLoss: 'test_loss',
-              acc1: 'acc@1',
-              acc5: 'acc@5',
-              imgS: 'img_s',
-            }),
-          ),
-        );
-        // The trajectory chart holds one point per Tick (plus the Tock's MACs ratio, 1, when no Tick shares it).
-        const points = Number(await page.getAttribute('[data-chart="trajectory"]', 'data-points'));
-        assert.equal(points, new Set([...ticks.map((t) => t.flopsRatio), 1]).size);
-        assert.deepEqual(errors, []);
-
         await page.goto(pathToFileURL(join(logs, 'w.html')).href);
         await page.waitForFunction(`document.body.dataset.rendered >= 1`);
         const widths = (await page.evaluate(`(${READ_TABLE})('#widths-table tr[data-path]')`)) as Row[];
