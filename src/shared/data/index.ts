@@ -9,8 +9,8 @@ import { loadImageFolders } from './imagenet.js';
 import { loadMnist } from './mnist.js';
 import { SubsetDataset } from './subset.js';
 
-export type { Batch, Dataset, DatasetPair } from './dataset.js';
-export { dataFingerprint, sampleSeed } from './dataset.js';
+export type { DatasetPair } from './dataset.js';
+export { dataFingerprint } from './dataset.js';
 
 export interface LoadDatasetOptions {
   /** `--data-dir`: overrides `data.dir`. */

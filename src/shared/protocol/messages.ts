@@ -124,5 +124,3 @@ export const messageSchema = z.discriminatedUnion('type', [
 export type Message = z.infer<typeof messageSchema>;
 export type MessageType = Message['type'];
 export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
-export type SgdMessageOptions = z.infer<typeof sgd>;
-export type WireStats = z.infer<typeof stats>;

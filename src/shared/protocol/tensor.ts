@@ -97,11 +97,6 @@ export function toWireFloat16(a: Float32Array): WireTensor {
   return { dtype: 'float16', shape: [a.length], data: new Uint8Array(bits.buffer), scale };
 }
 
-export function assertFinite(a: Float32Array, what: string): void {
-  const i = firstNonFinite(a);
-  if (i >= 0) throw new GdpError('NON_FINITE', `${what}: value ${a[i]} at element ${i}`);
-}
-
 /** Named float32 values with their shape: a NamedTensor decoded. */
 export interface NamedArray {
   name: string;

@@ -5,8 +5,6 @@ import type { Rng } from '../rng.js';
 import type { FlatLayout } from '../train/replica.js';
 import type { ChannelGroup } from './groups.js';
 
-/** Channel importance criteria (`gbn.criterion`). Each maps a group to one score per channel; higher = keep. */
-export type Criterion = 'gate' | 'l1' | 'random';
 
 /** Per-BN gate scores, by BN module path. */
 export type BnScores = Map<string, Float64Array>;

@@ -48,11 +48,4 @@ export const PRUNING_UPDATE_HANDLERS: Record<PruningUpdate['handler'], (model: M
   [PRUNE_HANDLERS.melt]: (model, record) => applyMelt(model, parseMeltRecord(record)),
 };
 
-/** Applies a pruning update in this process (what a worker's handler does). */
-export function applyPruningUpdate(model: Module, u: PruningUpdate): void {
-  const h = PRUNING_UPDATE_HANDLERS[u.handler];
-  if (!h) throw new GdpError('UNKNOWN_UPDATE_HANDLER', `no pruning handler '${String(u.handler)}'`);
-  h(model, u.record);
-}
-
 for (const [name, fn] of Object.entries(PRUNING_UPDATE_HANDLERS)) registerUpdateHandler(name, (model, record) => fn(model, record));
