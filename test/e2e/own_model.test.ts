@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -13,10 +14,49 @@ import { exportGraphTfjs } from '../../src/shared/io/tfjs_graph_export.js';
 import { GraphModel } from '../../src/shared/models/graph_model.js';
 import { maxAbsDiff, predictLogits } from '../../src/shared/models/infer.js';
 import { Rng } from '../../src/shared/rng.js';
+import { hasChromium, launchChromium, serve } from '../browser/chromium.js';
 import { coord } from '../dist/cli_helpers.js';
+import { REPO_ROOT } from '../io/fixture.js';
 import { tinyMobileNetV2 } from '../io/tfjs_models.js';
 
 await initBackend('cpu');
+
+// Stock TF.js only: the exported directory is all the page needs from gdp.
+const PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><script src="/tf.min.js"></script></head>
+<body><script>
+window.predict = async (shape) => {
+  await tf.setBackend('cpu');
+  const model = await tf.loadLayersModel('/model/model.json');
+  const x = new Float32Array(await (await fetch('/input.f32')).arrayBuffer());
+  return Array.from(await model.predict(tf.tensor4d(x, shape)).data());
+};
+</script></body></html>`;
+
+/** Stock tf.loadLayersModel's predictions in headless Chromium for the exported model in `modelDir`. */
+async function predictInChromium(modelDir: string, x: Float32Array, shape: number[]): Promise<number[]> {
+  const file = (p: string) => () => readFile(p);
+  const server = await serve({
+    '/': PAGE,
+    '/tf.min.js': file(join(REPO_ROOT, 'node_modules', '@tensorflow', 'tfjs', 'dist', 'tf.min.js')),
+    '/model/model.json': file(join(modelDir, 'model.json')),
+    '/model/weights.bin': file(join(modelDir, 'weights.bin')),
+    '/input.f32': async () => Buffer.from(x.buffer, x.byteOffset, x.byteLength),
+  });
+  const context = await launchChromium(join(dir, 'profile'));
+  try {
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+    const y = (await page.evaluate(`window.predict(${JSON.stringify(shape)})`)) as number[];
+    assert.deepEqual(errors, []);
+    return y;
+  } finally {
+    await context.close();
+    await new Promise((r) => server.close(r));
+  }
+}
 const dir = await mkdtemp(join(tmpdir(), 'gdp-own-model-'));
 test.after(() => rm(dir, { recursive: true, force: true }));
 
@@ -72,5 +112,9 @@ test('own model: a stock tf.layers MobileNetV2-style model trains on 2 workers, 
   assert.ok(maxAbsDiff(got, want) <= 1e-4, `exported vs melted: max abs diff ${maxAbsDiff(got, want)}`);
   back.dispose();
   melted.model.dispose();
+  if (hasChromium) {
+    const chromium = await predictInChromium(join(dir, 'exported'), x, [n, 28, 28, 1]);
+    assert.ok(maxAbsDiff(chromium, want) <= 1e-4, `chromium vs melted: max abs diff ${maxAbsDiff(chromium, want)}`);
+  }
   stock.dispose();
 });
