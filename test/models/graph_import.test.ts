@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/shared/backend.js';
+import { GdpError } from '../../src/shared/errors.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
 import { loadModelFile, saveModelFile, type LoadedModel } from '../../src/shared/io/model_file.js';
 import { tfjsDirReader, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
@@ -115,4 +116,15 @@ test('an imported MobileNetV2-style model prunes: masked export = masked gdp mod
   for (const m of [back, stock]) m.dispose();
   model.dispose();
   reloaded.model.dispose();
+});
+
+test('a non-square kernel stops the import with UNSUPPORTED_LAYER naming the layer and option, before anything runs', async () => {
+  const m = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [6, 6, 1], filters: 2, kernelSize: [3, 1], name: 'tall' }), tf.layers.flatten(), tf.layers.dense({ units: 2 })] });
+  await m.save(tfjsDirWriter(join(dir, 'tall')));
+  m.dispose();
+  await assert.rejects(importTfjsFile(join(dir, 'tall', 'model.json'), join(dir, 'tall.safetensors')), (e: unknown) => {
+    assert.ok(e instanceof GdpError && e.code === 'UNSUPPORTED_LAYER', String(e));
+    assert.match(e.message, /'tall' \(Conv2D\): kernel_size \[3,1\]/);
+    return true;
+  });
 });
