@@ -70,7 +70,19 @@ async function main(o: Options): Promise<void> {
   const total = o.epochs + tocks + o.finetune;
   const summary = JSON.parse(readFileSync(join(dir, 'logs', 'pruned', 'summary.json'), 'utf8')) as { macs: number; acc1: number }[];
   const plain = await coord(
-    { ...common, base: { task_name: 'plain', seed: o.seed }, train: { ...train, max_epoch: total, steplr: [[o.epochs, 0.05], [total, 0.01]] }, stages: ['train'] },
+    {
+      ...common,
+      base: { task_name: 'plain', seed: o.seed },
+      train: {
+        ...train,
+        max_epoch: total,
+        steplr: [
+          [o.epochs, 0.05],
+          [total, 0.01],
+        ],
+      },
+      stages: ['train'],
+    },
     dir,
     'plain',
   );

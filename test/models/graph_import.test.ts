@@ -119,7 +119,9 @@ test('an imported MobileNetV2-style model prunes: masked export = masked gdp mod
 });
 
 test('a non-square kernel stops the import with UNSUPPORTED_LAYER naming the layer and option, before anything runs', async () => {
-  const m = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [6, 6, 1], filters: 2, kernelSize: [3, 1], name: 'tall' }), tf.layers.flatten(), tf.layers.dense({ units: 2 })] });
+  const m = tf.sequential({
+    layers: [tf.layers.conv2d({ inputShape: [6, 6, 1], filters: 2, kernelSize: [3, 1], name: 'tall' }), tf.layers.flatten(), tf.layers.dense({ units: 2 })],
+  });
   await m.save(tfjsDirWriter(join(dir, 'tall')));
   m.dispose();
   await assert.rejects(importTfjsFile(join(dir, 'tall', 'model.json'), join(dir, 'tall.safetensors')), (e: unknown) => {

@@ -42,7 +42,9 @@ test('gdp-model import, info and export: a TF.js model round-trips through the c
 });
 
 test('an unsupported layer stops the import with exit 2 and UNSUPPORTED_LAYER naming layer, class and option', async () => {
-  const m = tf.sequential({ layers: [tf.layers.depthwiseConv2d({ inputShape: [8, 8, 2], kernelSize: 3, depthMultiplier: 2, name: 'dw2' }), tf.layers.flatten()] });
+  const m = tf.sequential({
+    layers: [tf.layers.depthwiseConv2d({ inputShape: [8, 8, 2], kernelSize: 3, depthMultiplier: 2, name: 'dw2' }), tf.layers.flatten()],
+  });
   await m.save(tfjsDirWriter(join(dir, 'bad')));
   m.dispose();
   const r = await gdpModel('import', '--tfjs', join(dir, 'bad', 'model.json'), '--out', join(dir, 'bad.safetensors'), '--backend', 'cpu');
@@ -54,7 +56,12 @@ test("a config's model.file fills model.graph (from the TF.js file), and so does
   const stock = flattenNet();
   await stock.save(tfjsDirWriter(join(dir, 'cfg')));
   stock.dispose();
-  const base = { base: { task_name: 't' }, train: { max_epoch: 1, steplr: [[1, 0.1]] }, data: { type: 'mnist', batch_size: 8, test_batch_size: 8 }, loss: { criterion: 'softmax' } };
+  const base = {
+    base: { task_name: 't' },
+    train: { max_epoch: 1, steplr: [[1, 0.1]] },
+    data: { type: 'mnist', batch_size: 8, test_batch_size: 8 },
+    loss: { criterion: 'softmax' },
+  };
   const fromFile = resolveModelGraph(parseConfig({ ...base, model: { name: 'graph', num_class: 2, file: join(dir, 'cfg', 'model.json') } }));
   assert.ok(fromFile.model.graph);
   const built = configModel(fromFile.model, 0);
