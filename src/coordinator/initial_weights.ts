@@ -3,18 +3,41 @@ import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { layerWidths, loadModel, type LoadedModel, type Widths } from '../shared/io/model_file.js';
 import { parseSafetensors } from '../shared/io/safetensors.js';
+import { readTfjsModelSync } from '../shared/io/tfjs_files.js';
+import { GRAPH_ARCH, modelFromImport } from '../shared/models/graph_model.js';
+import { Rng } from '../shared/rng.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
 import { pruningUpdate } from '../shared/pruning/updates.js';
 import type { Coordinator } from './cluster.js';
 
-/** The weights file a run starts from: `model.weights` (gdp) or the paper's `base.checkpoint_path`. */
+/**
+ * The weights file a run starts from: `model.weights` (gdp), the paper's `base.checkpoint_path`, or else the
+ * imported TF.js model `model.file`.
+ */
 export function initialWeightsPath(config: Config): string | undefined {
-  const a = config.model.weights;
+  const a = config.model.weights ?? config.model.file;
   const b = config.base.checkpoint_path || undefined;
   if (a && b && a !== b) {
     throw new GdpError('BAD_CONFIG', `model.weights ('${a}') and base.checkpoint_path ('${b}') name different files: set one`);
   }
   return a ?? b;
+}
+
+function readWeightsFile(config: Config, path: string): LoadedModel {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    throw new GdpError('FILE_NOT_FOUND', `model.weights: cannot read ${path}: ${(e as Error).message}`);
+  }
+  return loadModel(parseSafetensors(bytes, path), { arch: config.model.name }, path);
+}
+
+/** The TF.js model of `model.file` with its weights, as `gdp-model import` reads it. */
+function importedModel(path: string): LoadedModel {
+  const { topology, graph } = readTfjsModelSync(path);
+  const model = modelFromImport(topology, graph, new Rng(0), path);
+  return { model, arch: GRAPH_ARCH, numClasses: model.numClasses, inputShape: model.inputShape, gated: false, metadata: {} };
 }
 
 /**
@@ -23,13 +46,7 @@ export function initialWeightsPath(config: Config): string | undefined {
  * @throws GdpError FILE_NOT_FOUND, BAD_SAFETENSORS, ARCH_MISMATCH, SHAPE_MISMATCH (and loadModel's codes).
  */
 export function readInitialWeights(config: Config, path: string, want: Widths): LoadedModel {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
-    throw new GdpError('FILE_NOT_FOUND', `model.weights: cannot read ${path}: ${(e as Error).message}`);
-  }
-  const loaded = loadModel(parseSafetensors(bytes, path), { arch: config.model.name }, path);
+  const loaded = path === config.model.file && config.model.weights === undefined ? importedModel(path) : readWeightsFile(config, path);
   try {
     if (loaded.numClasses !== config.model.num_class) {
       throw new GdpError('SHAPE_MISMATCH', `${path}: the classifier has ${loaded.numClasses} classes, config.model.num_class is ${config.model.num_class}`);

@@ -19,6 +19,9 @@ import { Rng } from '../shared/rng.js';
 import { checkShardFits } from '../shared/train/memory.js';
 import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { measureLatency } from './bench.js';
+import { importTfjsFile } from './import_tfjs.js';
+import { exportGraphTfjs } from '../shared/io/tfjs_graph_export.js';
+import { GraphModel } from '../shared/models/graph_model.js';
 import { writeReport } from '../dashboard/report.js';
 import { writeWidthPage } from '../dashboard/width_page.js';
 
@@ -220,11 +223,31 @@ export function buildProgram(): Command {
       await startBackend(o);
       const m = await load(o.weights, o.arch, o);
       try {
-        const r = await exportTfjs(m.model, m.inputShape, tfjsDirWriter(o.out));
+        // An imported model goes back to its own topology (names, classes, fused activations); others are rebuilt.
+        const r = m.model instanceof GraphModel ? await exportGraphTfjs(m.model, tfjsDirWriter(o.out)) : await exportTfjs(m.model, m.inputShape, tfjsDirWriter(o.out));
         say(o, `wrote ${o.out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
       } finally {
         m.model.dispose();
       }
+    });
+
+  program
+    .command('import')
+    .description('read a TF.js layers model (Sequential or functional) into a gdp model file: same layer names, weights and outputs')
+    .requiredOption('--tfjs <path>', 'the model.json of a TF.js layers model (or its folder)')
+    .requiredOption('--out <file>', 'gdp safetensors; its metadata carries the graph, so --weights and model.weights take it')
+    .option('--json', 'print one JSON object')
+    .addOption(backendOption())
+    .action(async (o: Common & { tfjs: string; out: string }) => {
+      await startBackend(o);
+      const r = await importTfjsFile(o.tfjs, o.out);
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify({ out: o.out, ...r })}\n`);
+        return;
+      }
+      say(o, `model '${r.name}': ${r.layers} layers, input ${r.inputShape.join('x')} (HWC), ${r.numClasses} classes${r.softmax ? ' (output softmax left out: gdp gives logits)' : ''}`);
+      say(o, `MACs ${fmt(r.macs)}, params ${fmt(r.params)}`);
+      say(o, `wrote ${o.out} (arch 'graph')`);
     });
 
   program

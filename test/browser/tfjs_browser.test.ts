@@ -1,8 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,9 +11,9 @@ import { exportTfjs } from '../../src/shared/io/tfjs_export.js';
 import { tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
 import { maxAbsDiff } from '../../src/shared/models/infer.js';
 import { fixture, fixtureLogits, hasFixture, REPO_ROOT } from '../io/fixture.js';
+import { CHROMIUM, hasChromium, launchChromium, serve } from './chromium.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const skip = !existsSync(CHROMIUM)
+const skip = !hasChromium
   ? `${CHROMIUM} is not installed (apt-get install -y chromium)`
   : !hasFixture
     ? 'the PyTorch fixture ../shared/fixtures/pytorch-resnet56 is absent'
@@ -34,22 +33,6 @@ window.runModel = async () => {
   return { backend: tf.getBackend(), version: tf.version.tfjs, logits: Array.from(await y.data()) };
 };
 </script></body></html>`;
-
-function serve(routes: Record<string, string | (() => Promise<Buffer>)>): Promise<Server> {
-  const types: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.json': 'application/json' };
-  const server = createServer(async (req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    const route = routes[path];
-    if (route === undefined) {
-      res.writeHead(404).end();
-      return;
-    }
-    const body = typeof route === 'string' ? route : await route();
-    const ext = path === '/' ? '.html' : path.slice(path.lastIndexOf('.'));
-    res.writeHead(200, { 'content-type': types[ext] ?? 'application/octet-stream' }).end(body);
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
 
 test("chromium loads the exported ResNet-56 with stock tf.loadLayersModel and gives PyTorch's logits", { skip, timeout: 120_000 }, async () => {
   const work = await mkdtemp(join(tmpdir(), 'gdp-browser-'));
@@ -73,12 +56,7 @@ test("chromium loads the exported ResNet-56 with stock tf.loadLayersModel and gi
     });
     const { port } = server.address() as AddressInfo;
 
-    const { chromium } = await import('playwright-core');
-    context = await chromium.launchPersistentContext(join(work, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    context = await launchChromium(join(work, 'profile'));
     const page = await context.newPage();
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));

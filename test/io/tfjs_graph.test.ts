@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/shared/backend.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { readTfjsGraph, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
+import { mobileBlock } from './tfjs_models.js';
 
 await initBackend('cpu');
 const dir = await mkdtemp(join(tmpdir(), 'gdp-tfjs-graph-'));
@@ -19,21 +20,6 @@ async function saveAndRead(m: tf.LayersModel) {
   await m.save(tfjsDirWriter(out));
   m.dispose();
   return readTfjsGraph(join(out, 'model.json'));
-}
-
-function mobileBlock(): tf.LayersModel {
-  const input = tf.input({ shape: [12, 12, 3], name: 'img' });
-  const stem = tf.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', useBias: false, name: 'stem' }).apply(input) as tf.SymbolicTensor;
-  const bn = tf.layers.batchNormalization({ name: 'stem_bn' }).apply(stem) as tf.SymbolicTensor;
-  const act = tf.layers.reLU({ maxValue: 6, name: 'stem_relu6' }).apply(bn) as tf.SymbolicTensor;
-  const dw = tf.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', useBias: false, name: 'dw' }).apply(act) as tf.SymbolicTensor;
-  const sum = tf.layers.add({ name: 'res' }).apply([act, dw]) as tf.SymbolicTensor;
-  const cat = tf.layers.concatenate({ name: 'cat' }).apply([sum, act]) as tf.SymbolicTensor;
-  const sep = tf.layers.separableConv2d({ filters: 5, kernelSize: 3, dilationRate: 2, name: 'sep' }).apply(cat) as tf.SymbolicTensor;
-  const pool = tf.layers.globalAveragePooling2d({ name: 'gap' }).apply(sep) as tf.SymbolicTensor;
-  const drop = tf.layers.dropout({ rate: 0.2, name: 'drop' }).apply(pool) as tf.SymbolicTensor;
-  const fc = tf.layers.dense({ units: 4, activation: 'softmax', name: 'fc' }).apply(drop) as tf.SymbolicTensor;
-  return tf.model({ inputs: input, outputs: fc, name: 'mobile_block' });
 }
 
 test('a functional MobileNet-style model reads into nodes with shapes, inputs and TF.js weights', async () => {

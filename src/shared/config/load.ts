@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { GdpError } from '../errors.js';
+import { resolveModelGraph } from './model_graph.js';
 import { configSchema, type Config } from './schema.js';
 
 /** Formats zod issues as "key.path: message" lines. */
@@ -69,6 +70,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
   return raw as Record<string, unknown>;
 }
 
+/** Reads, overrides and validates a config file, then resolves an imported model's graph (resolveModelGraph). */
 export function loadConfig(path: string, overrides: readonly string[] = []): Config {
-  return parseConfig(applyOverrides(readConfigFile(path), overrides), path);
+  return resolveModelGraph(parseConfig(applyOverrides(readConfigFile(path), overrides), path));
 }

@@ -52,6 +52,13 @@ const model = z
       .default(false),
     /** gdp: safetensors weights to start from (PyTorch names and layout). */
     weights: z.string().optional(),
+    /** gdp: a TF.js layers model (its model.json) to train and prune: model.name 'graph', starting weights from it. */
+    file: z.string().optional(),
+    /**
+     * gdp: the TF.js layers topology architecture 'graph' is built from; filled when the config is loaded, from
+     * model.file or from model.weights' `graph` metadata (a `gdp-model import` output), and so sent to workers.
+     */
+    graph: z.record(z.string(), z.unknown()).optional(),
     /** gdp: channel multiplier of a scalable architecture (mobilenet_v2; widths rounded to multiples of 8). */
     width_mult: z.number().gt(0).max(4).optional(),
     /** gdp: input height and width of a scalable architecture (mobilenet_v2; its default is 224). */

@@ -2,7 +2,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { GdpError } from '../errors.js';
 import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
-import { archSpec, buildModel, modelInputShape } from '../models/registry.js';
+import { GRAPH_ARCH, GraphModel } from '../models/graph_model.js';
+import { archSpec, buildModel, modelInputShape, type ArchSpec } from '../models/registry.js';
 import { parseSafetensors, serializeSafetensors, type HostTensor, type SafetensorsFile } from './safetensors.js';
 import { exportTorchState, loadTorchState } from './torch_state.js';
 
@@ -35,6 +36,8 @@ export interface ModelDescription {
 export function modelMetadata(model: Module, desc: ModelDescription, extra: Record<string, string> = {}): Record<string, string> {
   const meta: Record<string, string> = { format: 'gdp', ...extra, arch: desc.arch, num_class: String(desc.numClasses), widths: JSON.stringify(layerWidths(model)) };
   if (desc.inputSize !== undefined) meta.input_size = String(desc.inputSize);
+  // An imported architecture travels with its weights: the TF.js topology it is built from.
+  if (model instanceof GraphModel) meta.graph = JSON.stringify(model.topology);
   return meta;
 }
 
@@ -105,7 +108,8 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
   }
   const arch = opts.arch ?? meta.arch;
   if (!arch) throw new GdpError('MISSING_ARCH', `${source}: metadata field 'arch' is absent (a plain PyTorch checkpoint?): pass --arch`);
-  let spec;
+  if (arch === GRAPH_ARCH) return loadGraphModel(file, opts, source);
+  let spec: ArchSpec;
   try {
     spec = archSpec(arch);
   } catch (e) {
@@ -140,6 +144,15 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
   }
   // Widths come from the tensors, so the default build (width_mult 1) takes any width multiplier's file.
   const model = buildModel(arch, { numClasses, seed: opts.seed });
+  fillModel(model, file, inputShape, widths, source, arch);
+  return { model, arch, numClasses, inputShape, gated: isGated(model), metadata: meta };
+}
+
+const isGated = (model: Module): boolean => [...model.namedModules()].some(([, m]) => m instanceof BatchNorm2d && m.gated);
+
+/** Loads the file's tensors into `model` (widths from the tensors) and checks the widths metadata; disposes the model on error. */
+function fillModel(model: Module, file: SafetensorsFile, inputShape: readonly number[], widths: Widths | undefined, source: string, arch: string): void {
+  const { tensors, other } = stripWrapperPrefix(file);
   try {
     loadTorchState(model, tensors, inputShape, source, other);
     if (widths) {
@@ -158,8 +171,22 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
     if (e instanceof GdpError && !e.message.startsWith(source)) throw new GdpError(e.code, `${source}: ${e.message}`);
     throw e;
   }
-  const gated = [...model.namedModules()].some(([, m]) => m instanceof BatchNorm2d && m.gated);
-  return { model, arch, numClasses, inputShape, gated, metadata: meta };
+}
+
+/** A file of the 'graph' architecture: the model is built from the TF.js topology in its `graph` metadata. */
+function loadGraphModel(file: SafetensorsFile, opts: LoadOptions, source: string): LoadedModel {
+  const meta = file.metadata;
+  if (meta.graph === undefined) throw new GdpError('BAD_METADATA', `${source}: arch '${GRAPH_ARCH}' without metadata field 'graph' (the TF.js topology)`);
+  let topology: unknown;
+  try {
+    topology = JSON.parse(meta.graph);
+  } catch (e) {
+    throw new GdpError('BAD_METADATA', `${source}: metadata field 'graph' is not JSON (${(e as Error).message})`);
+  }
+  const model = buildModel(GRAPH_ARCH, { graph: topology, seed: opts.seed }) as GraphModel;
+  const widths = meta.widths !== undefined ? parseWidths(meta.widths, source) : undefined;
+  fillModel(model, file, model.inputShape, widths, source, GRAPH_ARCH);
+  return { model, arch: GRAPH_ARCH, numClasses: model.numClasses, inputShape: model.inputShape, gated: isGated(model), metadata: meta };
 }
 
 /** Reads a safetensors file (gdp's own, or a PyTorch checkpoint with `arch` given) into a ready model. */

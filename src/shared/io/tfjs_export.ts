@@ -7,8 +7,11 @@ import type { Module } from '../nn/module.js';
 /** tfjs layer names allow no dots; PyTorch paths map one to one. */
 const layerName = (path: string): string => path.replace(/\./g, '_');
 
-/** Per-channel scale and shift of a BN: a gated one exports with g * mask folded in, as melting would. */
-function bnWeights(bn: BatchNorm2d): tf.Tensor[] {
+/**
+ * Per-channel scale and shift of a BN, then its running mean and variance (Keras' gamma, beta, moving_mean,
+ * moving_variance order): a gated one exports with g * mask folded in, as melting would. Fresh tensors.
+ */
+export function bnWeights(bn: BatchNorm2d): tf.Tensor[] {
   return tf.tidy(() => {
     const gm = bn.gate && bn.mask ? tf.mul(bn.gate.value, bn.mask.value) : tf.onesLike(bn.weight.value);
     return [tf.mul(bn.weight.value, gm), tf.mul(bn.bias.value, gm), bn.runningMean.value.clone(), bn.runningVar.value.clone()];
@@ -50,11 +53,11 @@ export function toLayersModel(model: Module, inputShape: readonly number[], name
     } else {
       const m = node.layer;
       if (m instanceof Conv2d) {
-        const conv = tf.layers.conv2d({ filters: m.outChannels, kernelSize: m.kernel, strides: m.stride, padding: 'valid', useBias: !!m.bias, name: n });
+        const conv = tf.layers.conv2d({ filters: m.outChannels, kernelSize: m.kernel, strides: m.stride, dilationRate: m.dilation, padding: 'valid', useBias: !!m.bias, name: n });
         y = apply(conv, pad(x, m.padding, n));
         weights.push([conv, m.bias ? [m.weight.value, m.bias.value] : [m.weight.value]]);
       } else if (m instanceof DepthwiseConv2d) {
-        const dw = tf.layers.depthwiseConv2d({ kernelSize: m.kernel, strides: m.stride, padding: 'valid', depthMultiplier: 1, useBias: !!m.bias, name: n });
+        const dw = tf.layers.depthwiseConv2d({ kernelSize: m.kernel, strides: m.stride, dilationRate: m.dilation, padding: 'valid', depthMultiplier: 1, useBias: !!m.bias, name: n });
         y = apply(dw, pad(x, m.padding, n));
         weights.push([dw, m.bias ? [m.weight.value, m.bias.value] : [m.weight.value]]);
       } else if (m instanceof ReLU6) {

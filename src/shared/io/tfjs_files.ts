@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -60,14 +61,16 @@ export function tfjsDirReader(dir: string, file = MODEL_JSON): tf.io.IOHandler {
   };
 }
 
-/**
- * Reads a TF.js layers model from `path` (its model.json, or the folder holding one) with its weight shards into
- * the importer's graph (see readLayersTopology). Quantized weights are dequantized to float32 by tfjs.
- * Throws BAD_TFJS_MODEL (unreadable or malformed files, a graph model) and UNSUPPORTED_LAYER.
- */
-export async function readTfjsGraph(path: string): Promise<ImportedGraph> {
-  const [dir, file] = path.endsWith('.json') ? [dirname(path), basename(path)] : [path, MODEL_JSON];
-  const artifacts = await tfjsDirReader(dir, file).load!();
+/** A TF.js layers model as read from disk: its `modelTopology` as stored, and the importer's graph of it. */
+export interface TfjsModel {
+  topology: unknown;
+  graph: ImportedGraph;
+}
+
+const splitPath = (path: string): [string, string] => (path.endsWith('.json') ? [dirname(path), basename(path)] : [path, MODEL_JSON]);
+
+/** The importer's graph of loaded model artifacts; see readTfjsGraph for the errors. */
+function modelFromArtifacts(artifacts: tf.io.ModelArtifacts, path: string): TfjsModel {
   if (artifacts.format === 'graph-model' || !artifacts.modelTopology || artifacts.modelTopology instanceof ArrayBuffer) {
     throw new GdpError(
       'BAD_TFJS_MODEL',
@@ -82,8 +85,54 @@ export async function readTfjsGraph(path: string): Promise<ImportedGraph> {
     throw new GdpError('BAD_TFJS_MODEL', `${path}: its weights do not match the manifest: ${(e as Error).message}`);
   }
   try {
-    return readLayersTopology(artifacts.modelTopology, weights, path);
+    return { topology: artifacts.modelTopology, graph: readLayersTopology(artifacts.modelTopology, weights, path) };
   } finally {
     tf.dispose(Object.values(weights));
   }
+}
+
+/**
+ * Reads a TF.js layers model from `path` (its model.json, or the folder holding one) with its weight shards into
+ * the importer's graph (see readLayersTopology). Quantized weights are dequantized to float32 by tfjs.
+ * Throws BAD_TFJS_MODEL (unreadable or malformed files, a graph model) and UNSUPPORTED_LAYER.
+ */
+export async function readTfjsGraph(path: string): Promise<ImportedGraph> {
+  return (await readTfjsModel(path)).graph;
+}
+
+/** readTfjsGraph with the topology as stored (what a 'graph' architecture is built from). Same errors. */
+export async function readTfjsModel(path: string): Promise<TfjsModel> {
+  const [dir, file] = splitPath(path);
+  return modelFromArtifacts(await tfjsDirReader(dir, file).load!(), path);
+}
+
+/**
+ * readTfjsModel without awaiting, for start-up code that runs synchronously (a config's `model.file`): reads
+ * model.json and its shards (`weightsManifest` order) from disk. Same errors.
+ */
+export function readTfjsModelSync(path: string): TfjsModel {
+  const [dir, file] = splitPath(path);
+  const read = (p: string, what: string): Buffer => {
+    try {
+      return readFileSync(join(dir, p));
+    } catch (e) {
+      throw new GdpError('BAD_TFJS_MODEL', `cannot read ${what} ${join(dir, p)}: ${(e as Error).message}`);
+    }
+  };
+  let json: tf.io.ModelJSON;
+  try {
+    json = JSON.parse(read(file, 'model').toString('utf8'));
+  } catch (e) {
+    if (e instanceof GdpError) throw e;
+    throw new GdpError('BAD_TFJS_MODEL', `${join(dir, file)} is not JSON: ${(e as Error).message}`);
+  }
+  const manifest = Array.isArray(json.weightsManifest) ? json.weightsManifest : [];
+  const shards = manifest.flatMap((g) => g.paths).map((p) => {
+    const b = read(p, 'weight shard');
+    return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+  });
+  return modelFromArtifacts(
+    { modelTopology: json.modelTopology, format: json.format, weightSpecs: manifest.flatMap((g) => g.weights), weightData: tf.io.CompositeArrayBuffer.join(shards) },
+    path,
+  );
 }

@@ -212,6 +212,17 @@ function toOp(cls: string, name: string, c: Cfg): ImportedOp {
   }
 }
 
+/**
+ * The layer entries ({class_name, config, inbound_nodes}) of a layers-model topology, Sequential (old list form or
+ * `config.layers`) or functional, as stored (not copies); undefined when there is no such list.
+ */
+export function topologyLayers(topology: unknown): Cfg[] | undefined {
+  const t = ((topology as Cfg | null)?.model_config ?? topology) as Cfg | null;
+  const config = t && typeof t === 'object' ? (t.config as Cfg | unknown[] | undefined) : undefined;
+  const layers = Array.isArray(config) ? config : config?.layers;
+  return Array.isArray(layers) ? (layers as Cfg[]) : undefined;
+}
+
 /** The names of the layers feeding a functional layer: Keras 2's nested lists, or Keras 3's `args` form. */
 function inboundNames(layer: Cfg, name: string): string[] {
   const nodes = layer.inbound_nodes;
@@ -325,13 +336,33 @@ function expectedWeights(n: ImportedNode, inShape: number[]): [string, number[]]
  * output), shared layers, more than one input or output.
  */
 export function readLayersTopology(topology: unknown, weights: tf.NamedTensorMap, source: string): ImportedGraph {
+  const { name, nodes, output } = parseLayersTopology(topology, source);
+  const byName = new Map(nodes.map((n) => [n.name, n]));
+  const out = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const n of nodes) {
+    const inShape = n.inputs.length ? byName.get(n.inputs[0])!.shape : n.shape;
+    for (const [wname, shape] of expectedWeights(n, inShape)) {
+      const w = weights[wname];
+      if (!w) throw new GdpError('BAD_TFJS_MODEL', `${source}: layer '${n.name}' (${n.className}) lacks weight '${wname}'`);
+      if (w.shape.join('x') !== shape.join('x')) throw new GdpError('BAD_TFJS_MODEL', `${source}: weight '${wname}' has shape [${w.shape}], layer '${n.name}' needs [${shape}]`);
+      out.set(wname, { shape, data: Float32Array.from(w.dataSync()) });
+    }
+  }
+  return { name, nodes, output, weights: out };
+}
+
+/**
+ * The graph of a layers-model topology without weights (what a gdp 'graph' architecture is built from); the same
+ * checks and errors as readLayersTopology, weights aside.
+ */
+export function parseLayersTopology(topology: unknown, source: string): Omit<ImportedGraph, 'weights'> {
   const fail = (msg: string) => new GdpError('BAD_TFJS_MODEL', `${source}: ${msg}`);
   const t = (topology as Cfg | null)?.model_config ?? topology;
   if (!t || typeof t !== 'object') throw fail('no model topology');
   const cls = (t as Cfg).class_name;
   const config = (t as Cfg).config as Cfg | unknown[] | undefined;
-  const layers = (Array.isArray(config) ? config : (config as Cfg | undefined)?.layers) as Cfg[] | undefined;
-  if (!Array.isArray(layers) || !layers.length) throw fail(`a ${String(cls)} with no layers`);
+  const layers = topologyLayers(topology);
+  if (!layers?.length) throw fail(`a ${String(cls)} with no layers`);
   const modelName = String((!Array.isArray(config) && (config as Cfg | undefined)?.name) || 'imported');
   const sequential = cls === 'Sequential';
   if (!sequential && cls !== 'Model' && cls !== 'Functional') throw fail(`model class '${String(cls)}' (a layers model is Sequential, Model or Functional)`);
@@ -396,15 +427,5 @@ export function readLayersTopology(topology: unknown, weights: tf.NamedTensorMap
     if (n.op.kind === 'activation' && n.op.fn === 'softmax' && n.name !== output) throw unsupported(n.name, n.className, 'softmax before the output');
   }
 
-  const out = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const n of nodes) {
-    const inShape = n.inputs.length ? byName.get(n.inputs[0])!.shape : n.shape;
-    for (const [wname, shape] of expectedWeights(n, inShape)) {
-      const w = weights[wname];
-      if (!w) throw fail(`layer '${n.name}' (${n.className}) lacks weight '${wname}'`);
-      if (w.shape.join('x') !== shape.join('x')) throw fail(`weight '${wname}' has shape [${w.shape}], layer '${n.name}' needs [${shape}]`);
-      out.set(wname, { shape, data: Float32Array.from(w.dataSync()) });
-    }
-  }
-  return { name: modelName, nodes, output, weights: out };
+  return { name: modelName, nodes, output };
 }

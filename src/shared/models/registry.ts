@@ -1,6 +1,8 @@
 import { GdpError } from '../errors.js';
 import type { Module } from '../nn/module.js';
 import { Rng } from '../rng.js';
+import { parseLayersTopology } from '../io/tfjs_graph.js';
+import { GRAPH_ARCH, GraphModel } from './graph_model.js';
 import { MobileNetV2 } from './mobilenet_v2.js';
 import { CifarResNet } from './resnet_cifar.js';
 import { ImageNetResNet } from './resnet_imagenet.js';
@@ -25,6 +27,8 @@ export interface ModelOptions {
   widthMult?: number;
   /** Input height and width (`model.input_size`); scalable architectures only. */
   inputSize?: number;
+  /** The TF.js layers topology of the 'graph' architecture (`model.graph`, a file's `graph` metadata). */
+  graph?: unknown;
 }
 
 const cifarResNet = (depth: number): ArchSpec => ({
@@ -57,9 +61,33 @@ export function archSpec(name: string): ArchSpec {
   // Own keys only: 'constructor' or 'toString' must not find Object.prototype's members.
   const spec = Object.hasOwn(ARCHITECTURES, name) ? ARCHITECTURES[name] : undefined;
   if (!spec) {
-    throw new GdpError('UNKNOWN_ARCH', `unknown architecture '${name}'; known: ${Object.keys(ARCHITECTURES).join(', ')}`);
+    throw new GdpError(
+      'UNKNOWN_ARCH',
+      `unknown architecture '${name}'; known: ${Object.keys(ARCHITECTURES).join(', ')}, ${GRAPH_ARCH} (an imported TF.js model)`,
+    );
   }
   return spec;
+}
+
+/** The input shape (HWC) an imported topology takes, checked against the options; throws BAD_CONFIG (and the import's codes). */
+function graphShape(opts: ModelOptions): [number, number, number] {
+  if (opts.graph === undefined) {
+    throw new GdpError(
+      'BAD_CONFIG',
+      `model.graph: architecture '${GRAPH_ARCH}' is built from a TF.js topology: set model.file (a TF.js model.json) or model.weights (a gdp-model import output)`,
+    );
+  }
+  if (opts.widthMult !== undefined && opts.widthMult !== 1)
+    throw new GdpError('BAD_CONFIG', `model.width_mult: an imported '${GRAPH_ARCH}' model has fixed widths`);
+  const g = parseLayersTopology(opts.graph, 'model.graph');
+  const [h, w, c] = g.nodes[0].shape;
+  if (opts.inputSize !== undefined && opts.inputSize !== h)
+    throw new GdpError('BAD_CONFIG', `model.input_size: the imported model takes ${h}x${w}x${c} images`);
+  const out = g.nodes.find((n) => n.name === g.output)!.shape;
+  if (opts.numClasses !== undefined && out.length === 1 && opts.numClasses !== out[0]) {
+    throw new GdpError('BAD_CONFIG', `model.num_class: the imported model has ${out[0]} outputs, not ${opts.numClasses}`);
+  }
+  return [h, w, c];
 }
 
 function checkScalable(name: string, spec: ArchSpec, opts: ModelOptions): void {
@@ -73,6 +101,7 @@ function checkScalable(name: string, spec: ArchSpec, opts: ModelOptions): void {
 
 /** One image's shape (HWC) for the architecture with these options. Throws UNKNOWN_ARCH, BAD_CONFIG. */
 export function modelInputShape(name: string, opts: ModelOptions = {}): [number, number, number] {
+  if (name === GRAPH_ARCH) return graphShape(opts);
   const spec = archSpec(name);
   checkScalable(name, spec, opts);
   const [h, w, c] = spec.inputShape;
@@ -80,12 +109,16 @@ export function modelInputShape(name: string, opts: ModelOptions = {}): [number,
 }
 
 /** The build options a config's `model` section gives. */
-export function modelOptions(model: { num_class: number; width_mult?: number; input_size?: number }, seed?: number): ModelOptions {
-  return { numClasses: model.num_class, seed, widthMult: model.width_mult, inputSize: model.input_size };
+export function modelOptions(model: { num_class: number; width_mult?: number; input_size?: number; graph?: unknown }, seed?: number): ModelOptions {
+  return { numClasses: model.num_class, seed, widthMult: model.width_mult, inputSize: model.input_size, graph: model.graph };
 }
 
 /** A fresh model with seeded initial weights. Throws UNKNOWN_ARCH, BAD_CONFIG (an option the architecture lacks). */
 export function buildModel(name: string, opts: ModelOptions = {}): Module {
+  if (name === GRAPH_ARCH) {
+    graphShape(opts);
+    return new GraphModel(opts.graph, new Rng(opts.seed ?? 0));
+  }
   const spec = archSpec(name);
   checkScalable(name, spec, opts);
   return spec.build(opts.numClasses ?? spec.defaultClasses, new Rng(opts.seed ?? 0), opts.widthMult);
@@ -96,7 +129,7 @@ export function buildModel(name: string, opts: ModelOptions = {}): Module {
  * first step fails, or worse, labels past the last output train nothing.
  */
 export function checkModelFitsData(
-  config: { model: { name: string; num_class: number; width_mult?: number; input_size?: number }; data: { type: string } },
+  config: { model: { name: string; num_class: number; width_mult?: number; input_size?: number; graph?: unknown }; data: { type: string } },
   data: { shape: readonly number[]; numClasses: number },
 ): void {
   const shape = modelInputShape(config.model.name, modelOptions(config.model));
@@ -118,7 +151,7 @@ export function checkModelFitsData(
  * Throws UNKNOWN_ARCH, BAD_CONFIG (an option the architecture lacks).
  */
 export function configModel(
-  model: { name: string; num_class: number; width_mult?: number; input_size?: number },
+  model: { name: string; num_class: number; width_mult?: number; input_size?: number; graph?: unknown },
   seed: number,
 ): { model: Module; inputShape: [number, number, number] } {
   const opts = modelOptions(model, seed);

@@ -38,6 +38,19 @@ export interface Conv2dOptions {
   stride?: number;
   padding?: number;
   bias?: boolean;
+  /** Spacing of the kernel taps (PyTorch's and TF's dilation); default 1. */
+  dilation?: number;
+}
+
+/**
+ * A kxk kernel [k,k,I,O] spread to taps `d` apart: [d(k-1)+1, d(k-1)+1, I, O] with zeros between. A dilated conv is a
+ * plain conv with this kernel; built from differentiable ops, so it trains where tfjs' dilated conv gradients refuse.
+ */
+function dilateKernel(w: tf.Tensor4D, d: number): tf.Tensor4D {
+  const [k, , i, o] = w.shape;
+  const e = d * (k - 1) + 1;
+  const spread = tf.pad(tf.reshape(w, [k, 1, k, 1, i, o]), [[0, 0], [0, d - 1], [0, 0], [0, d - 1], [0, 0], [0, 0]]);
+  return tf.slice(tf.reshape(spread, [k * d, k * d, i, o]), [0, 0, 0, 0], [e, e, i, o]) as tf.Tensor4D;
 }
 
 type ConvPad = 'valid' | [[number, number], [number, number], [number, number], [number, number]];
@@ -49,11 +62,13 @@ abstract class SpatialConv extends Layer {
   readonly kernel: number;
   readonly stride: number;
   readonly padding: number;
+  readonly dilation: number;
   constructor(weightShape: number[], fanIn: number, outChannels: number, kernel: number, rng: Rng, opts: Conv2dOptions) {
     super();
     this.kernel = kernel;
     this.stride = opts.stride ?? 1;
     this.padding = opts.padding ?? 0;
+    this.dilation = opts.dilation ?? 1;
     this.weight = this.addSlot('weight', kaimingNormal(rng, weightShape, fanIn), true);
     if (opts.bias) this.bias = this.addSlot('bias', uniform(rng, [outChannels], 1 / Math.sqrt(fanIn)), true);
   }
@@ -61,12 +76,14 @@ abstract class SpatialConv extends Layer {
   forward(x: tf.Tensor): tf.Tensor {
     return tf.tidy(() => {
       const p = this.padding;
-      const y = this.convolve(x as tf.Tensor4D, this.weight.value as tf.Tensor4D, p === 0 ? 'valid' : [[0, 0], [p, p], [p, p], [0, 0]]);
+      const w = this.dilation > 1 ? dilateKernel(this.weight.value as tf.Tensor4D, this.dilation) : (this.weight.value as tf.Tensor4D);
+      const y = this.convolve(x as tf.Tensor4D, w, p === 0 ? 'valid' : [[0, 0], [p, p], [p, p], [0, 0]]);
       return this.bias ? tf.add(y, this.bias.value) : y;
     });
   }
   protected outSpatial(h: number, w: number): [number, number] {
-    return [outSize(h, this.kernel, this.stride, this.padding), outSize(w, this.kernel, this.stride, this.padding)];
+    const k = this.dilation * (this.kernel - 1) + 1;
+    return [outSize(h, k, this.stride, this.padding), outSize(w, k, this.stride, this.padding)];
   }
 }
 
@@ -156,7 +173,7 @@ export class Linear extends Layer {
 }
 
 /**
- * BatchNorm2d (eps 1e-5, momentum 0.1, PyTorch semantics), optionally gated: `bn(x) * g * mask` with one gate `g`
+ * BatchNorm2d (eps 1e-5 unless given, e.g. Keras' 1e-3 for imported models; momentum 0.1, PyTorch semantics), optionally gated: `bn(x) * g * mask` with one gate `g`
  * per channel (Gate Decorator's GBN). A gated BN has its weight fixed to 1 and frozen.
  */
 export class BatchNorm2d extends Layer {
@@ -166,10 +183,12 @@ export class BatchNorm2d extends Layer {
   readonly runningVar: Slot;
   gate?: Slot;
   mask?: Slot;
-  readonly eps = 1e-5;
   /** Weight of a new batch in the running statistics (re-estimation sets 1/k for a plain average). */
   momentum = 0.1;
-  constructor(public channels: number) {
+  constructor(
+    public channels: number,
+    readonly eps = 1e-5,
+  ) {
     super();
     this.weight = this.addSlot('weight', tf.ones([channels]), true);
     this.bias = this.addSlot('bias', tf.zeros([channels]), true);

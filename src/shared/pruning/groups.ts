@@ -1,6 +1,7 @@
 import { trace, type Graph, type GraphNode } from '../graph/trace.js';
 import { AvgPool2d, BatchNorm2d, Conv2d, DepthwiseConv2d, Dropout, GlobalAvgPool, Linear, MaxPool2d, ReLU, ReLU6 } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
+import { GlobalMaxPool, Pool2d, ZeroPad2d } from '../nn/tf_layers.js';
 
 /**
  * Where a consumer reads a group when the group is not its whole input: channel c of the group is the consumer's
@@ -70,7 +71,17 @@ interface Segment {
 function passesChannels(n: GraphNode): boolean {
   if (n.kind === 'relu') return true;
   const l = n.layer;
-  return l instanceof ReLU || l instanceof ReLU6 || l instanceof Dropout || l instanceof MaxPool2d || l instanceof AvgPool2d || l instanceof GlobalAvgPool;
+  return (
+    l instanceof ReLU ||
+    l instanceof ReLU6 ||
+    l instanceof Dropout ||
+    l instanceof MaxPool2d ||
+    l instanceof AvgPool2d ||
+    l instanceof GlobalAvgPool ||
+    l instanceof Pool2d ||
+    l instanceof GlobalMaxPool ||
+    l instanceof ZeroPad2d
+  );
 }
 
 class UnionFind {
