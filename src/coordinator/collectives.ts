@@ -11,6 +11,7 @@ import { addStats, emptyStats, type FlatLayout, type ParamSet, type Replica, typ
 import type { SgdOptions } from '../shared/train/sgd.js';
 import type { GradientReducer } from './gradient_reducer.js';
 import { isLost, type Membership } from './membership.js';
+import { RingSteps } from './ring_step.js';
 import type { Answers, WorkerLink } from './worker_link.js';
 
 export type StepSgd = SgdOptions & { gateL1?: number };
@@ -76,6 +77,7 @@ export interface CollectiveOptions {
   bucketElems: number;
   members: Membership;
   reducer: GradientReducer;
+  log: (line: string) => void;
 }
 
 /**
@@ -88,8 +90,12 @@ export interface CollectiveOptions {
 export class Collectives {
   /** Data-parallel steps applied so far (augmentation seeds and checksum timing follow it). */
   steps = 0;
+  /** Steps over a ring all-reduce among the workers (dist.allreduce 'ring' or 'auto'). */
+  private readonly ring: RingSteps;
 
-  constructor(private readonly o: CollectiveOptions) {}
+  constructor(private readonly o: CollectiveOptions) {
+    this.ring = new RingSteps({ ...o, checkAnswers: (shards, answers, what) => this.checkAnswers(shards, answers, what) });
+  }
 
   step(indices: Int32Array, set: ParamSet, sgd: StepSgd): Promise<StepResult> {
     return this.o.members.exclusive(() => this.o.members.withWorkers(`step ${this.steps + 1}`, (links) => this.stepOnce(links, indices, set, sgd)));
@@ -102,6 +108,13 @@ export class Collectives {
    * then takes part as one more rank or receives the average like a follower).
    */
   private async stepOnce(links: WorkerLink[], indices: Int32Array, set: ParamSet, sgd: StepSgd): Promise<StepResult> {
+    const ringShards = shardsOf(indices, links);
+    if (this.ring.wanted(ringShards)) {
+      const result = await this.ring.stepOnce(ringShards, set, sgd, this.steps);
+      this.steps++;
+      if (this.steps % this.o.config.dist.checksum_every === 0) await this.checksumsOnce();
+      return result;
+    }
     const { replica, reducer } = this.o;
     const layout = replica.layout(set);
     const shards = shardsOf(indices, links);
