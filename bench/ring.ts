@@ -8,6 +8,10 @@
  * rate-limited with tc tbf (bench/netns.ts), one pass per rate in Gbit/s, and each row has its bound:
  * 2 (N - 1) / N x M x 4 bytes / link rate (the ring's bytes per rank over one link: Patarasuk and Yuan, 2009).
  * Time per all-reduce: the slowest rank's median over the repetitions after the first (a warm-up).
+ * On loopback, `--topology ring,star` also times the star with as many synthetic workers (bench/star.ts), whose
+ * bound on a link of `--link-gbit` is the coordinator's link: N gradients in and N averages out, 2 N M x 4 bytes
+ * (full duplex: N M x 4 bytes each way). Star rows are loopback only. `--json` ends with one line
+ * `exchange_table: [...]` (the rows), which `npm run bench` reads.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +23,7 @@ import { bucketElements } from '../src/shared/protocol/version.js';
 import { installAbortHandlers, onAbort } from './cleanup.js';
 import { emulatedLinks } from './netns.js';
 import type { RingRankJob } from './ring_rank.js';
+import { starAllReduceMs } from './star.js';
 
 const MODELS: Record<string, number> = { resnet56: 855_770, resnet50: 25_557_032 };
 const RANK = fileURLToPath(new URL('./ring_rank.js', import.meta.url));
@@ -32,8 +37,12 @@ const program = new Command()
   .option('--bucket-mib <mib>', 'largest chunk frame', '16')
   .option('--link-gbit <g>', 'loopback: also print the bound for a link of this speed')
   .option('--emulate <list>', 'rates in Gbit/s of emulated links (root: network namespaces, tc)')
+  .option('--topology <list>', 'ring, star (star: loopback only)', 'ring')
+  .option('--json', "end with one line 'exchange_table: [rows]'")
   .parse();
-const opts = program.opts<{ workers: string; model: string; reps: string; bucketMib: string; linkGbit?: string; emulate?: string }>();
+const opts = program.opts<{ workers: string; model: string; reps: string; bucketMib: string; linkGbit?: string; emulate?: string; topology: string; json?: boolean }>();
+const topologies = list(opts.topology);
+for (const t of topologies) if (t !== 'ring' && t !== 'star') throw new Error(`--topology ${t}: ring or star`);
 const workers = list(opts.workers).map(Number);
 const models = list(opts.model);
 for (const m of models) if (!MODELS[m]) throw new Error(`--model ${m}: one of ${Object.keys(MODELS).join(', ')}`);
@@ -42,7 +51,7 @@ const bucketElems = bucketElements(Number(opts.bucketMib));
 installAbortHandlers();
 
 interface Row {
-  topology: 'ring';
+  topology: 'ring' | 'star';
   workers: number;
   model: string;
   link_gbit: number | null;
@@ -88,7 +97,7 @@ const bound = (n: number, elems: number, gbit: number | null) => (gbit ? (ringBy
 function report(row: Row): void {
   rows.push(row);
   const b = row.bound_ms === null ? '' : `  bound ${row.bound_ms.toFixed(0)} ms (${(row.ms / row.bound_ms).toFixed(2)}x)`;
-  console.log(`ring  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}`);
+  console.log(`${row.topology}  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}`);
 }
 
 if (opts.emulate) {
@@ -107,11 +116,20 @@ if (opts.emulate) {
   }
 } else {
   const gbit = opts.linkGbit ? Number(opts.linkGbit) : null;
+  const starBound = (n: number, elems: number) => (gbit ? ((n * elems * 4 * 8) / (gbit * 1e9)) * 1000 : null);
   for (const n of workers) {
     for (const model of models) {
-      const ms = await measure(Array.from({ length: n }, () => ({ host: '127.0.0.1' })), MODELS[model]);
-      report({ topology: 'ring', workers: n, model, link_gbit: null, ms, bound_ms: bound(n, MODELS[model], gbit) });
+      if (topologies.includes('ring')) {
+        const ms = await measure(Array.from({ length: n }, () => ({ host: '127.0.0.1' })), MODELS[model]);
+        report({ topology: 'ring', workers: n, model, link_gbit: null, ms, bound_ms: bound(n, MODELS[model], gbit) });
+      }
+      if (topologies.includes('star')) {
+        const ms = await starAllReduceMs(MODELS[model], n, { bucketMib: Number(opts.bucketMib), reps: reps - 1 });
+        report({ topology: 'star', workers: n, model, link_gbit: null, ms, bound_ms: starBound(n, MODELS[model]) });
+      }
     }
   }
 }
-console.table(rows.map((r) => ({ ...r, ms: Math.round(r.ms), bound_ms: r.bound_ms === null ? null : Math.round(r.bound_ms) })));
+const table = rows.map((r) => ({ ...r, ms: Math.round(r.ms), bound_ms: r.bound_ms === null ? null : Math.round(r.bound_ms) }));
+console.table(table);
+if (opts.json) console.log(`exchange_table: ${JSON.stringify(table)}`);

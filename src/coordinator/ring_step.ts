@@ -10,10 +10,12 @@ import { isLost, type Membership } from './membership.js';
 import type { Answers, GradientSink, WorkerLink } from './worker_link.js';
 
 /**
- * `dist.allreduce: "auto"` takes the ring from this many workers on. Measured (README, Running distributed): with
- * 2 workers the star moves the same bytes per worker as the ring (one gradient up, one average down) and the
- * coordinator's sum of two is cheap, so the ring's extra round of messages buys nothing; from 3 on the star's
- * coordinator link carries N gradients each way while a ring rank's traffic stays at 2(N-1)/N gradients.
+ * `dist.allreduce: "auto"` takes the ring from this many workers on. The rule counts bytes on the busiest link (it
+ * is not a measurement: on this project's loaded 2-core machine loopback timings of 2 to 4 processes are bound by
+ * CPU, not by links, and show no difference; README, Running distributed): per step the star's coordinator link
+ * carries N gradients in and N averages out, a ring rank's link 2(N-1)/N gradients each way, plus the one upload
+ * of the average to the coordinator. With 2 workers the busiest links carry 2 gradients either way and the star
+ * saves the ring's 2(N-1) dependent message rounds; from 3 on the star's link carries 1.5x and more.
  */
 export const RING_AUTO_MIN_WORKERS = 3;
 
