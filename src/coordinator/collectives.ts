@@ -102,10 +102,10 @@ export class Collectives {
   }
 
   /**
-   * One attempt at a step; a WORKER_LOST before the commit point makes it redone. The gradient exchange is a
-   * gather to the coordinator, a reduction in join order and a broadcast of the average: a ring all-reduce among the
-   * workers would replace `gather` + `reducer.average` + `broadcastAverage` (the coordinator, holding a replica,
-   * then takes part as one more rank or receives the average like a follower).
+   * One attempt at a step; a WORKER_LOST before the commit point makes it redone. The star: a gather to the
+   * coordinator, a reduction in join order and a broadcast of the average; with dist.allreduce 'ring' or 'auto' a
+   * ring all-reduce among the workers replaces all three (ring_step.ts; the coordinator receives the average from
+   * rank 0).
    */
   private async stepOnce(links: WorkerLink[], indices: Int32Array, set: ParamSet, sgd: StepSgd): Promise<StepResult> {
     const ringShards = shardsOf(indices, links);

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { startInProcess, type InProcessCluster } from '../../src/coordinator/in_process.js';
+import { coordinatorFor, startInProcess, type InProcessCluster } from '../../src/coordinator/in_process.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { connectWs } from '../../src/shared/protocol/ws_transport.js';
+import { ringListen } from '../../src/worker/main.js';
 import { RingMember } from '../../src/worker/ring_member.js';
+import { hasOpenssl, withSelfSignedCert } from '../tls_cert.js';
 import { connectWorker, setup, tinyData } from './helpers.js';
 import { batches, ringConfig } from './ring_helpers.js';
 
@@ -144,4 +146,48 @@ test('a ring that keeps failing with the same workers falls back to the star aft
   assert.ok(broken.lines.some((l) => /^\[w2\] ring \d rank 2 of 3: all-reduce of request \d+ failed: CONNECT_FAILED: test: /.test(l)), broken.lines.join('\n'));
   // Every step was finally a star step: the same bits as a star run.
   assert.equal(broken.checksum, star.checksum);
+});
+
+test('ring listeners with --cert/--key serve wss://: peers trusting the certificate form the ring, others cannot connect', { skip: !hasOpenssl && 'openssl not found' }, async () => {
+  await withSelfSignedCert(async (pem) => {
+    const token = 'ring-tls-token-0123456789abcdef';
+    const lines: string[] = [];
+    const c = coordinatorFor(ringConfig('ring'), (l) => lines.push(l), { pauseMs: 0 });
+    const ring = { host: '127.0.0.1', port: 0, token, tls: pem, ca: pem.cert };
+    const log = (id: string) => (l: string) => lines.push(`[${id}] ${l}`);
+    const ws = ['a', 'b', 'c'].map((id) => connectWorker(c, id, { ring, log: log(id) }));
+    try {
+      await c.waitForWorkers(3, 30000);
+      for (const idx of batches(256, 9, 2)) await c.step(idx, 'all', SGD);
+      await c.verifyChecksums();
+      const urls = lines.map((l) => /ring listener at (\S+)$/.exec(l)?.[1]).filter((u): u is string => u !== undefined);
+      assert.equal(urls.length, 3);
+      for (const url of urls) {
+        assert.match(url, /^wss:\/\/127\.0\.0\.1:\d+$/);
+        // Without the certificate: not trusted, even with the token.
+        await assert.rejects(connectWs(url, { token, timeoutMs: 5000 }), (e: unknown) => e instanceof GdpError && e.code === 'CONNECT_FAILED');
+      }
+      assert.ok(lines.some((l) => /^ring 1 formed for step 1: a -> b -> c$/.test(l)), lines.join('\n'));
+      for (const w of ws) assert.equal(w.session.replica!.checksum('parameters'), c.replica.checksum('parameters'));
+    } finally {
+      c.shutdown('test done');
+      await Promise.all(ws.map((w) => w.done));
+    }
+  });
+});
+
+test('gdp-worker --listen: defaults, and the flags it refuses', () => {
+  const token = 'x'.repeat(20);
+  assert.deepEqual(ringListen({ connect: 'ws://127.0.0.1:7070' }, undefined, undefined), { host: '127.0.0.1', port: 0, token: undefined, tls: undefined, ca: undefined });
+  assert.equal(ringListen({ connect: 'wss://coord.example:7070' }, token, undefined), undefined);
+  assert.deepEqual(ringListen({ connect: 'wss://coord.example:7070', listen: '10.0.0.5:7171' }, token, undefined)?.port, 7171);
+  const refused: [Parameters<typeof ringListen>[0], string | undefined, RegExp][] = [
+    [{ connect: 'ws://127.0.0.1:7070', listen: '7171' }, token, /--listen expects HOST:PORT/],
+    [{ connect: 'ws://127.0.0.1:7070', listen: '0.0.0.0:7171' }, token, /the address they dial/],
+    [{ connect: 'wss://coord.example:7070', listen: '10.0.0.5:7171' }, undefined, /needs the run's token/],
+    [{ connect: 'ws://127.0.0.1:7070', listen: '127.0.0.1:0', cert: 'c.pem' }, token, /--cert and --key go together/],
+    [{ connect: 'wss://coord.example:7070', cert: 'c.pem', key: 'k.pem' }, token, /give --listen HOST:PORT too/],
+    [{ connect: 'ws://127.0.0.1:7070', listen: '127.0.0.1:0', cert: '/nonexistent/c.pem', key: '/nonexistent/k.pem' }, token, /--cert \/nonexistent\/c\.pem: ENOENT/],
+  ];
+  for (const [o, t, re] of refused) assert.throws(() => ringListen(o, t, undefined), (e: unknown) => e instanceof GdpError && e.code === 'BAD_FLAG' && re.test(e.message), JSON.stringify(o));
 });
