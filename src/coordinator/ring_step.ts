@@ -48,9 +48,12 @@ export interface RingStepOptions {
  * failures with the same workers the run goes on with the star, and says why.
  */
 export class RingSteps {
-  /** The current formation's id and its workers (ids in rank order); undefined: form a new one. */
+  /**
+   * The current formation's id and its workers' links in rank order (links, not ids: a worker that reconnected
+   * under the same id holds no ring); undefined: form a new one.
+   */
   private formation = 0;
-  private formed?: string;
+  private formed?: WorkerLink[];
   private failedKey?: string;
   private failures = 0;
   /** The all-reduce id: one per attempt, increasing, the same on every rank. */
@@ -86,9 +89,10 @@ export class RingSteps {
     const layout = replica.layout(set);
     const what = `step ${steps + 1}`;
     const key = shards.map((s) => s.link.id).join(' -> ');
-    if (key !== this.formed) {
+    const same = this.formed?.length === shards.length && shards.every((s, i) => s.link === this.formed![i]);
+    if (!same) {
       this.formation++;
-      this.formed = key;
+      this.formed = shards.map((s) => s.link);
       this.o.log(`ring ${this.formation} formed for ${what}: ${key}`);
     }
     const ring = this.formation;

@@ -39,6 +39,8 @@ interface Pending {
   timer: NodeJS.Timeout;
   started: number;
   gradient?: GradientSink;
+  /** A compute request in a ring: the only request a 'ring_failed' may answer. */
+  ring?: boolean;
 }
 
 /**
@@ -113,9 +115,12 @@ export class WorkerLink {
       }
       const timer = setTimeout(() => this.peer.fail(new GdpError('STEP_TIMEOUT', `no '${type}' answer to request ${seq} within ${this.timeoutMs} ms`)), this.timeoutMs);
       timer.unref();
-      this.pending.set(seq, { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), gradient: gradient?.(seq) });
+      const p: Pending = { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), gradient: gradient?.(seq) };
+      this.pending.set(seq, p);
       try {
-        for (const m of build(seq)) this.peer.send(m);
+        const messages = build(seq);
+        p.ring = messages.some((m) => m.type === 'compute' && m.ring !== undefined);
+        for (const m of messages) this.peer.send(m);
       } catch (err) {
         this.peer.fail(err instanceof GdpError ? err : new GdpError('INTERNAL', String(err)));
       }
@@ -160,6 +165,7 @@ export class WorkerLink {
       case 'ring_failed': {
         // The worker stays connected: only this step's all-reduce failed (the ring is re-formed, the step redone).
         const p = this.take(m.seq, 'computed');
+        if (!p.ring) throw new GdpError('PROTOCOL', `'ring_failed' for request ${m.seq}, which is not a ring step`);
         clearTimeout(p.timer);
         this.pending.delete(m.seq);
         p.reject(new GdpError('RING_FAILED', `worker ${this.id}: ring all-reduce of request ${m.seq} failed: ${m.code}: ${m.message.replace(/\n\s*/g, ' / ')}`));

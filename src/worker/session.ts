@@ -314,7 +314,8 @@ export class WorkerSession {
     } catch (err) {
       const e = asGdpError(err);
       this.opts.log(`ring ${info.ring} rank ${info.rank} of ${info.size}: all-reduce of request ${m.seq} failed: ${e.code}: ${e.message}`);
-      this.peer.send({ type: 'ring_failed', seq: m.seq, code: e.code, message: e.message.slice(0, 10000) });
+      // The message schema bounds the text and refuses control characters (a peer's words may end up in it).
+      this.peer.send({ type: 'ring_failed', seq: m.seq, code: e.code, message: e.message.replace(/[\x00-\x09\x0b-\x1f\x7f]/g, ' ').slice(0, 10000) });
       return;
     }
     this.held = { seq: m.seq, avg };
