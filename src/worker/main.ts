@@ -66,7 +66,10 @@ async function run(o: Options): Promise<void> {
   const token = o.token ?? process.env.GDP_TOKEN;
   let ca: Buffer | undefined;
   if (o.ca !== undefined) {
-    if (!o.connect.startsWith('wss://')) throw new GdpError('BAD_FLAG', `--ca is for wss:// coordinators; --connect is '${o.connect}'`);
+    // Also the trust for wss:// ring peers (their --cert), so a ws:// coordinator with a --listen is fine.
+    if (!o.connect.startsWith('wss://') && o.listen === undefined) {
+      throw new GdpError('BAD_FLAG', `--ca is for wss:// coordinators and ring peers (with --listen); --connect is '${o.connect}'`);
+    }
     ca = readFlagFile('--ca', o.ca);
   }
   const ring = ringListen(o, token, ca);
