@@ -10,14 +10,14 @@ import { isLost, type Membership } from './membership.js';
 import type { Answers, GradientSink, WorkerLink } from './worker_link.js';
 
 /**
- * `dist.allreduce: "auto"` takes the ring from this many workers on. The rule counts bytes on the busiest link (it
- * is not a measurement: on this project's loaded 2-core machine loopback timings of 2 to 4 processes are bound by
- * CPU, not by links, and show no difference; README, Running distributed): per step the star's coordinator link
- * carries N gradients in and N averages out, a ring rank's link 2(N-1)/N gradients each way, plus the one upload
- * of the average to the coordinator. With 2 workers the busiest links carry 2 gradients either way and the star
- * saves the ring's 2(N-1) dependent message rounds; from 3 on the star's link carries 1.5x and more.
+ * `dist.allreduce: "auto"` takes the ring from this many workers on. By bytes on the busiest link, one after the
+ * other: the star's coordinator link carries N gradients in, then N averages out (2N gradient times); a ring step
+ * 2(N-1)/N gradients each way at once, then rank 0's one upload (3 gradient times at most). Measured with
+ * `node dist/bench/ring.js --emulate 1 --topology ring,star` (tc-limited 1 Gbit/s namespaces, ResNet-56 size):
+ * ring 100 / 169 ms, star 198 / 457 ms at N = 2 / 4, so the ring pays from 2 workers on, its upload (~30 ms)
+ * included. On loopback (no link limit) both are bound by CPU and equal within noise.
  */
-export const RING_AUTO_MIN_WORKERS = 3;
+export const RING_AUTO_MIN_WORKERS = 2;
 
 /** Ring failures with the same workers after which the run falls back to the star (2 redos, then give up). */
 const RING_ATTEMPTS = 3;

@@ -140,7 +140,7 @@ const dist = z
     /**
      * How a step's gradients are averaged: 'star' (every worker uploads to the coordinator, which averages and
      * broadcasts), 'ring' (a ring all-reduce among the workers; the coordinator receives the average from one), or
-     * 'auto' (ring from RING_AUTO_MIN_WORKERS workers on: README, Running distributed). grad_dtype is for star only.
+     * 'auto' (ring from 2 workers on, coordinator/ring_step.ts RING_AUTO_MIN_WORKERS: README, Running distributed). grad_dtype is for star only.
      */
     allreduce: z.enum(['star', 'ring', 'auto']).default('star'),
     heartbeat_ms: z.number().int().positive().default(2000),
