@@ -27,7 +27,11 @@ const CHILD = fileURLToPath(new URL('./ws_peer_child.js', import.meta.url));
  * Median ms of one star all-reduce of `elems` float32 values over `workers` worker processes on 127.0.0.1, over
  * `reps` rounds after one warm-up. Throws when a worker process exits early.
  */
-export async function starAllReduceMs(elems: number, workers: number, opts: { bucketMib: number; reps: number; host?: string; workerNs?: string[] }): Promise<number> {
+export async function starAllReduceMs(
+  elems: number,
+  workers: number,
+  opts: { bucketMib: number; reps: number; host?: string; workerNs?: string[] },
+): Promise<number> {
   const bucketElems = bucketElements(opts.bucketMib);
   const host = opts.host ?? '127.0.0.1';
   const peers: Peer[] = [];
@@ -44,7 +48,9 @@ export async function starAllReduceMs(elems: number, workers: number, opts: { bu
   const children: ChildProcess[] = Array.from({ length: workers }, (_, k) => {
     const args = [CHILD, 'grad', `ws://${host}:${listener.port}`, String(elems), String(bucketElems), 'float32'];
     const ns = opts.workerNs?.[k];
-    return ns ? spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], { stdio: ['ignore', 'ignore', 'inherit'] }) : spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+    return ns
+      ? spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], { stdio: ['ignore', 'ignore', 'inherit'] })
+      : spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   });
   const unregister = onAbort(() => children.forEach((c) => c.kill('SIGKILL')));
   const exited = Promise.race(children.map((c) => once(c, 'exit').then(([code]) => Promise.reject(new Error(`a star worker exited early (${code})`)))));
@@ -71,7 +77,10 @@ export async function starAllReduceMs(elems: number, workers: number, opts: { bu
       );
       const buckets = splitBuckets(avg, bucketElems);
       links.forEach((link, i) =>
-        link.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }, ...buckets.map((data, index): Message => ({ type: 'bucket', stream: 'avg', seq, index, data }))], answers[i].seq),
+        link.post(
+          (seq) => [{ type: 'apply', seq, set: 'all', sgd }, ...buckets.map((data, index): Message => ({ type: 'bucket', stream: 'avg', seq, index, data }))],
+          answers[i].seq,
+        ),
       );
       await Promise.all(links.map((link) => link.request('checksum', (seq) => [{ type: 'checksum_request', seq }])));
       return performance.now() - t0;

@@ -71,7 +71,8 @@ export class RingSteps {
     if (mode === 'auto' && shards.length < RING_AUTO_MIN_WORKERS) return false;
     const missing = shards.filter((s) => s.link.ringUrl === undefined);
     if (missing.length) {
-      if (!this.noListener) this.o.log(`ring all-reduce: worker(s) ${missing.map((s) => s.link.id).join(', ')} have no ring listener (gdp-worker --listen); star steps meanwhile`);
+      if (!this.noListener)
+        this.o.log(`ring all-reduce: worker(s) ${missing.map((s) => s.link.id).join(', ')} have no ring listener (gdp-worker --listen); star steps meanwhile`);
       this.noListener = true;
       return false;
     }
