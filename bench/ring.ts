@@ -8,6 +8,11 @@
  * rate-limited with tc tbf (bench/netns.ts), one pass per rate in Gbit/s, and each row has its bound:
  * 2 (N - 1) / N x M x 4 bytes / link rate (the ring's bytes per rank over one link: Patarasuk and Yuan, 2009).
  * Time per all-reduce: the slowest rank's median over the repetitions after the first (a warm-up).
+ * `--topology ring,star` also times the star with as many synthetic workers (bench/star.ts), whose
+ * bound on a link of `--link-gbit` is the coordinator's link: N gradients in, then N averages out, 2 N M x 4 bytes
+ * (the broadcast starts once the sum is done, so the two directions do not overlap). With --emulate the star's coordinator gets a namespace (and a link) of its
+ * own. `--json` ends with one line
+ * `exchange_table: [...]` (the rows), which `npm run bench` reads.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +24,9 @@ import { bucketElements } from '../src/shared/protocol/version.js';
 import { installAbortHandlers, onAbort } from './cleanup.js';
 import { emulatedLinks } from './netns.js';
 import type { RingRankJob } from './ring_rank.js';
+import { starAllReduceMs } from './star.js';
+
+const STAR = fileURLToPath(new URL('./star.js', import.meta.url));
 
 const MODELS: Record<string, number> = { resnet56: 855_770, resnet50: 25_557_032 };
 const RANK = fileURLToPath(new URL('./ring_rank.js', import.meta.url));
@@ -32,8 +40,12 @@ const program = new Command()
   .option('--bucket-mib <mib>', 'largest chunk frame', '16')
   .option('--link-gbit <g>', 'loopback: also print the bound for a link of this speed')
   .option('--emulate <list>', 'rates in Gbit/s of emulated links (root: network namespaces, tc)')
+  .option('--topology <list>', 'ring, star', 'ring')
+  .option('--json', "end with one line 'exchange_table: [rows]'")
   .parse();
-const opts = program.opts<{ workers: string; model: string; reps: string; bucketMib: string; linkGbit?: string; emulate?: string }>();
+const opts = program.opts<{ workers: string; model: string; reps: string; bucketMib: string; linkGbit?: string; emulate?: string; topology: string; json?: boolean }>();
+const topologies = list(opts.topology);
+for (const t of topologies) if (t !== 'ring' && t !== 'star') throw new Error(`--topology ${t}: ring or star`);
 const workers = list(opts.workers).map(Number);
 const models = list(opts.model);
 for (const m of models) if (!MODELS[m]) throw new Error(`--model ${m}: one of ${Object.keys(MODELS).join(', ')}`);
@@ -42,7 +54,7 @@ const bucketElems = bucketElements(Number(opts.bucketMib));
 installAbortHandlers();
 
 interface Row {
-  topology: 'ring';
+  topology: 'ring' | 'star';
   workers: number;
   model: string;
   link_gbit: number | null;
@@ -84,21 +96,38 @@ async function measure(places: { ns?: string; host: string }[], elems: number): 
 }
 
 const rows: Row[] = [];
+/** The star's coordinator link: N gradients in, then N averages out (the broadcast starts once the sum is done). */
+const starBound = (n: number, elems: number, gbit: number | null) => (gbit ? ((2 * n * elems * 4 * 8) / (gbit * 1e9)) * 1000 : null);
 const bound = (n: number, elems: number, gbit: number | null) => (gbit ? (ringBytesPerRank(elems, n) * 8) / (gbit * 1e9) * 1000 : null);
 function report(row: Row): void {
   rows.push(row);
   const b = row.bound_ms === null ? '' : `  bound ${row.bound_ms.toFixed(0)} ms (${(row.ms / row.bound_ms).toFixed(2)}x)`;
-  console.log(`ring  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}`);
+  console.log(`${row.topology}  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}`);
 }
 
 if (opts.emulate) {
   for (const gbit of list(opts.emulate).map(Number)) {
     for (const n of workers) {
-      const links = emulatedLinks(n, gbit);
+      // One more namespace for the star's coordinator (place 0); the ring uses places 1..n.
+      const links = emulatedLinks(n + 1, gbit);
       try {
         for (const model of models) {
-          const ms = await measure(links.ranks, MODELS[model]);
-          report({ topology: 'ring', workers: n, model, link_gbit: gbit, ms, bound_ms: bound(n, MODELS[model], gbit) });
+          if (topologies.includes('ring')) {
+            const ms = await measure(links.ranks.slice(1), MODELS[model]);
+            report({ topology: 'ring', workers: n, model, link_gbit: gbit, ms, bound_ms: bound(n, MODELS[model], gbit) });
+          }
+          if (topologies.includes('star')) {
+            const [c, ...w] = links.ranks;
+            const args = ['netns', 'exec', c.ns, process.execPath, STAR, String(MODELS[model]), opts.bucketMib, String(reps - 1), c.host, ...w.map((p) => p.ns)];
+            const out = await new Promise<string>((resolve, reject) => {
+              const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+              let text = '';
+              child.stdout!.setEncoding('utf8').on('data', (s: string) => (text += s));
+              child.once('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`star in namespaces exited ${code}: ${text}`))));
+            });
+            const ms = Number(/star_ms: ([\d.]+)/.exec(out)?.[1]);
+            report({ topology: 'star', workers: n, model, link_gbit: gbit, ms, bound_ms: starBound(n, MODELS[model], gbit) });
+          }
         }
       } finally {
         links.remove();
@@ -109,9 +138,17 @@ if (opts.emulate) {
   const gbit = opts.linkGbit ? Number(opts.linkGbit) : null;
   for (const n of workers) {
     for (const model of models) {
-      const ms = await measure(Array.from({ length: n }, () => ({ host: '127.0.0.1' })), MODELS[model]);
-      report({ topology: 'ring', workers: n, model, link_gbit: null, ms, bound_ms: bound(n, MODELS[model], gbit) });
+      if (topologies.includes('ring')) {
+        const ms = await measure(Array.from({ length: n }, () => ({ host: '127.0.0.1' })), MODELS[model]);
+        report({ topology: 'ring', workers: n, model, link_gbit: null, ms, bound_ms: bound(n, MODELS[model], gbit) });
+      }
+      if (topologies.includes('star')) {
+        const ms = await starAllReduceMs(MODELS[model], n, { bucketMib: Number(opts.bucketMib), reps: reps - 1 });
+        report({ topology: 'star', workers: n, model, link_gbit: null, ms, bound_ms: starBound(n, MODELS[model], gbit) });
+      }
     }
   }
 }
-console.table(rows.map((r) => ({ ...r, ms: Math.round(r.ms), bound_ms: r.bound_ms === null ? null : Math.round(r.bound_ms) })));
+const table = rows.map((r) => ({ ...r, ms: Math.round(r.ms), bound_ms: r.bound_ms === null ? null : Math.round(r.bound_ms) }));
+console.table(table);
+if (opts.json) console.log(`exchange_table: ${JSON.stringify(table)}`);

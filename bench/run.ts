@@ -5,7 +5,10 @@
  * A section that fails prints its error and stores null; the exit code is then 1.
  */
 import { backendOption } from '../src/shared/cli_options.js';
+import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import os from 'node:os';
 import { Command } from 'commander';
 import { initBackend, type BackendChoice } from '../src/shared/backend.js';
@@ -143,6 +146,18 @@ await section('communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchang
     'comm share cifar.resnet56 b64',
     step ? `${(ms.cifar_resnet56 / step).toFixed(4)} (exchange ${ms.cifar_resnet56.toFixed(0)} ms / train step ${step.toFixed(0)} ms)` : 'no train step figure',
   ]);
+});
+
+// --- star against ring: one all-reduce of synthetic gradients (no compute) with N worker processes, loopback ---
+await section('exchange table', ['exchange_table'], async () => {
+  const script = fileURLToPath(new URL('./ring.js', import.meta.url));
+  const args = [script, '--topology', 'ring,star', '--workers', quick ? '2,4' : '2,4,8', '--model', quick ? 'resnet56' : 'resnet56,resnet50', '--reps', quick ? '3' : '5', '--json'];
+  const { stdout } = await promisify(execFile)(process.execPath, args, { maxBuffer: 1 << 24 });
+  const line = stdout.split('\n').find((l) => l.startsWith('exchange_table: '));
+  if (!line) throw new Error(`bench/ring.js printed no exchange table:\n${stdout}`);
+  const table = JSON.parse(line.slice('exchange_table: '.length)) as { topology: string; workers: number; model: string; ms: number }[];
+  result.exchange_table = table;
+  for (const r of table) rows.push([`all-reduce ${r.topology} ${r.workers} workers ${r.model} (loopback)`, `${r.ms} ms`]);
 });
 
 // --- inference: the paper's ResNet-56, baseline vs 70%-FLOPs-pruned and melted ---

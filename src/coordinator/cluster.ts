@@ -58,7 +58,7 @@ export class Coordinator implements Cluster {
     this.config = opts.config;
     this.reducer = new GradientReducer(opts.reducer);
     this.members = new Membership({ ...opts, steps: () => this.ops.steps });
-    this.ops = new Collectives({ config: opts.config, replica: opts.replica, bucketElems: opts.bucketElems, members: this.members, reducer: this.reducer });
+    this.ops = new Collectives({ config: opts.config, replica: opts.replica, bucketElems: opts.bucketElems, members: this.members, reducer: this.reducer, log: opts.log });
   }
 
   get workerIds(): string[] {

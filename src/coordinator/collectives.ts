@@ -12,6 +12,7 @@ import type { SgdOptions } from '../shared/train/sgd.js';
 import { DivergedError, type DivergenceSite } from './divergence.js';
 import type { GradientReducer } from './gradient_reducer.js';
 import { isLost, type Membership } from './membership.js';
+import { RingSteps } from './ring_step.js';
 import { NonFiniteAnswer, type Answers, type WorkerLink } from './worker_link.js';
 
 export type StepSgd = SgdOptions & { gateL1?: number };
@@ -103,6 +104,7 @@ export interface CollectiveOptions {
   bucketElems: number;
   members: Membership;
   reducer: GradientReducer;
+  log: (line: string) => void;
 }
 
 /**
@@ -115,20 +117,31 @@ export interface CollectiveOptions {
 export class Collectives {
   /** Data-parallel steps applied so far (augmentation seeds and checksum timing follow it). */
   steps = 0;
+  /** Steps over a ring all-reduce among the workers (dist.allreduce 'ring' or 'auto'). */
+  private readonly ring: RingSteps;
 
-  constructor(private readonly o: CollectiveOptions) {}
+  constructor(private readonly o: CollectiveOptions) {
+    this.ring = new RingSteps({ ...o, checkAnswers: (shards, answers, what) => this.checkAnswers(shards, answers, what) });
+  }
 
   step(indices: Int32Array, set: ParamSet, sgd: StepSgd): Promise<StepResult> {
     return this.o.members.exclusive(() => this.o.members.withWorkers(`step ${this.steps + 1}`, (links) => this.stepOnce(links, indices, set, sgd)));
   }
 
   /**
-   * One attempt at a step; a WORKER_LOST before the commit point makes it redone. The gradient exchange is a
-   * gather to the coordinator, a reduction in join order and a broadcast of the average: a ring all-reduce among the
-   * workers would replace `gather` + `reducer.average` + `broadcastAverage` (the coordinator, holding a replica,
-   * then takes part as one more rank or receives the average like a follower).
+   * One attempt at a step; a WORKER_LOST before the commit point makes it redone. The star: a gather to the
+   * coordinator, a reduction in join order and a broadcast of the average; with dist.allreduce 'ring' or 'auto' a
+   * ring all-reduce among the workers replaces all three (ring_step.ts; the coordinator receives the average from
+   * rank 0).
    */
   private async stepOnce(links: WorkerLink[], indices: Int32Array, set: ParamSet, sgd: StepSgd): Promise<StepResult> {
+    const ringShards = shardsOf(indices, links);
+    if (this.ring.wanted(ringShards)) {
+      const result = await this.ring.stepOnce(ringShards, set, sgd, this.steps);
+      this.steps++;
+      if (this.steps % this.o.config.dist.checksum_every === 0) await this.checksumsOnce();
+      return result;
+    }
     const { replica, reducer } = this.o;
     const layout = replica.layout(set);
     const shards = shardsOf(indices, links);

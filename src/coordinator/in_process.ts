@@ -16,6 +16,11 @@ export interface InProcessOptions {
   loadData?: (config: Config) => Promise<DatasetPair>;
   log?: (line: string) => void;
   reducer?: ReducerOptions;
+  /**
+   * The token of the workers' ring listeners (127.0.0.1, any free port; opened when dist.allreduce is not 'star').
+   * Tests set one to check refusals.
+   */
+  ringToken?: string;
   /** Continue from this resume point: the coordinator is restored before the workers join. */
   resume?: ResumePoint;
   /** Told of the workers joining and lost (ClusterOptions.observer). */
@@ -73,6 +78,7 @@ export async function startInProcess(config: Config, opts: InProcessOptions): Pr
       loadData: opts.loadData,
       // In-process workers share the coordinator's machine, so its data folder is theirs (as gdp-worker --data-dir).
       dataDir: config.data.dir,
+      ring: { host: '127.0.0.1', port: 0, token: opts.ringToken },
       log: (line) => log(`[w${i}] ${line}`),
     });
     workers.push(session);

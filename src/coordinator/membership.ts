@@ -190,6 +190,7 @@ export class Membership {
             return;
           }
           link.ready = true;
+          link.ringUrl = ready.ring;
           this.wake();
           void this.exclusive(async () => undefined);
         },

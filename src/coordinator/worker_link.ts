@@ -11,6 +11,8 @@ export type Hello = MessageOf<'hello'>;
  * into the reducer's buffer: GradientReducer.gradientSink).
  */
 export interface GradientSink {
+  /** The bucket stream it takes: 'grad' (a gradient sum; the default) or 'avg' (a ring rank's average). */
+  stream?: 'grad' | 'avg';
   add(index: number, data: WireTensor): void;
   result(): Float32Array;
 }
@@ -18,7 +20,10 @@ export interface GradientSink {
 /** Answers the coordinator waits for, by the request type that asks for them. */
 export interface Answers {
   ready: MessageOf<'ready'>;
-  /** `seq` is the compute request's: the 'apply' that commits the step names it. */
+  /**
+   * `seq` is the compute request's: the 'apply' that commits the step names it. `grad` is what the request's sink
+   * assembled; empty when it had none (a ring rank other than 0 uploads nothing).
+   */
   computed: { seq: number; grad: Float32Array; stats: StepStats; ms: number };
   checksum: MessageOf<'checksum'>;
   evaluated: MessageOf<'evaluated'>;
@@ -52,6 +57,8 @@ interface Pending {
   timer: NodeJS.Timeout;
   started: number;
   gradient?: GradientSink;
+  /** A compute request in a ring: the only request a 'ring_failed' may answer. */
+  ring?: boolean;
 }
 
 /**
@@ -68,6 +75,8 @@ export class WorkerLink {
   /** Set when its 'ready' checked out: it becomes active at the next boundary between collective operations. */
   ready = false;
   lostReason?: string;
+  /** Its ring listener's address, from its 'ready' (absent: it takes part in star steps only). */
+  ringUrl?: string;
   /** Training samples of committed steps since the last BN synchronisation: the weight it must report. */
   samplesSinceSync = 0;
   /** Longest time it took to answer a compute or evaluate request, in ms. */
@@ -124,9 +133,12 @@ export class WorkerLink {
       }
       const timer = setTimeout(() => this.peer.fail(new GdpError('STEP_TIMEOUT', `no '${type}' answer to request ${seq} within ${this.timeoutMs} ms`)), this.timeoutMs);
       timer.unref();
-      this.pending.set(seq, { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), gradient: gradient?.(seq) });
+      const p: Pending = { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), gradient: gradient?.(seq) };
+      this.pending.set(seq, p);
       try {
-        for (const m of build(seq)) this.peer.send(m);
+        const messages = build(seq);
+        p.ring = messages.some((m) => m.type === 'compute' && m.ring !== undefined);
+        for (const m of messages) this.peer.send(m);
       } catch (err) {
         this.peer.fail(err instanceof GdpError ? err : new GdpError('INTERNAL', String(err)));
       }
@@ -157,14 +169,24 @@ export class WorkerLink {
   private receive(m: Message): void {
     switch (m.type) {
       case 'bucket': {
-        if (m.stream !== 'grad') throw new GdpError('PROTOCOL', `workers send only 'grad' buckets, got '${m.stream}'`);
         const p = this.take(m.seq, 'computed');
+        const want = p.gradient ? (p.gradient.stream ?? 'grad') : 'no';
+        if (m.stream !== want) throw new GdpError('PROTOCOL', `'${m.stream}' bucket for request ${m.seq}, which expects ${want} buckets`);
         p.gradient!.add(m.index, m.data);
         return;
       }
       case 'computed': {
         const p = this.take(m.seq, 'computed');
-        this.settle(m.seq, p, { seq: m.seq, grad: p.gradient!.result(), stats: m.stats, ms: Date.now() - p.started });
+        this.settle(m.seq, p, { seq: m.seq, grad: p.gradient?.result() ?? new Float32Array(0), stats: m.stats, ms: Date.now() - p.started });
+        return;
+      }
+      case 'ring_failed': {
+        // The worker stays connected: only this step's all-reduce failed (the ring is re-formed, the step redone).
+        const p = this.take(m.seq, 'computed');
+        if (!p.ring) throw new GdpError('PROTOCOL', `'ring_failed' for request ${m.seq}, which is not a ring step`);
+        clearTimeout(p.timer);
+        this.pending.delete(m.seq);
+        p.reject(new GdpError('RING_FAILED', `worker ${this.id}: ring all-reduce of request ${m.seq} failed: ${m.code}: ${m.message.replace(/\n\s*/g, ' / ')}`));
         return;
       }
       case 'checksum':

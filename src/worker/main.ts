@@ -5,7 +5,9 @@ import { hostname } from 'node:os';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { GdpError } from '../shared/errors.js';
 import { workerIdSchema } from '../shared/protocol/messages.js';
+import { isLoopbackHost } from '../shared/protocol/auth.js';
 import { connectWs } from '../shared/protocol/ws_transport.js';
+import type { RingListenSettings } from './ring_member.js';
 import { Reconnector } from './reconnect.js';
 import { WorkerSession } from './session.js';
 
@@ -18,6 +20,41 @@ interface Options {
   id?: string;
   dataDir?: string;
   retryFor: number;
+  listen?: string;
+  cert?: string;
+  key?: string;
+}
+
+function readFlagFile(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new GdpError('BAD_FLAG', `${flag} ${file}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Where this worker's ring listener goes (opened only when the run's dist.allreduce is 'ring' or 'auto'): --listen
+ * HOST:PORT, by default 127.0.0.1:0 when the coordinator is on loopback; with neither, no listener (star steps
+ * only). HOST is also the address the other workers dial, so it must be one they can reach (not 0.0.0.0). The
+ * rules of the coordinator's port apply: a token for any address but loopback; --cert/--key serve wss://.
+ */
+export function ringListen(o: Pick<Options, 'connect' | 'listen' | 'cert' | 'key'>, token: string | undefined, ca: Buffer | undefined): RingListenSettings | undefined {
+  const coordinatorHost = new URL(o.connect).hostname.replace(/^\[|\]$/g, '');
+  const listen = o.listen ?? (isLoopbackHost(coordinatorHost) ? '127.0.0.1:0' : undefined);
+  if ((o.cert === undefined) !== (o.key === undefined)) throw new GdpError('BAD_FLAG', '--cert and --key go together');
+  if (listen === undefined) {
+    if (o.cert !== undefined) throw new GdpError('BAD_FLAG', '--cert/--key are for the ring listener: give --listen HOST:PORT too');
+    return undefined;
+  }
+  const i = listen.lastIndexOf(':');
+  const host = i > 0 ? listen.slice(0, i).replace(/^\[|\]$/g, '') : '';
+  const port = Number(listen.slice(i + 1));
+  if (!host || !Number.isInteger(port) || port < 0 || port > 65535) throw new GdpError('BAD_FLAG', `--listen expects HOST:PORT (port 0-65535), got '${listen}'`);
+  if (host === '0.0.0.0' || host === '::') throw new GdpError('BAD_FLAG', `--listen ${listen}: give an address of this machine the other workers can reach; it is the address they dial`);
+  if (!isLoopbackHost(host) && token === undefined) throw new GdpError('BAD_FLAG', `--listen ${listen} is reachable from other machines: it needs the run's token (--token or GDP_TOKEN)`);
+  const tls = o.cert && o.key ? { cert: readFlagFile('--cert', o.cert), key: readFlagFile('--key', o.key) } : undefined;
+  return { host, port, token, tls, ca };
 }
 
 function log(line: string): void {
@@ -29,13 +66,13 @@ async function run(o: Options): Promise<void> {
   const token = o.token ?? process.env.GDP_TOKEN;
   let ca: Buffer | undefined;
   if (o.ca !== undefined) {
-    if (!o.connect.startsWith('wss://')) throw new GdpError('BAD_FLAG', `--ca is for wss:// coordinators; --connect is '${o.connect}'`);
-    try {
-      ca = readFileSync(o.ca);
-    } catch (err) {
-      throw new GdpError('BAD_FLAG', `--ca ${o.ca}: ${(err as Error).message}`);
+    // Also the trust for wss:// ring peers (their --cert), so a ws:// coordinator with a --listen is fine.
+    if (!o.connect.startsWith('wss://') && o.listen === undefined) {
+      throw new GdpError('BAD_FLAG', `--ca is for wss:// coordinators and ring peers (with --listen); --connect is '${o.connect}'`);
     }
+    ca = readFlagFile('--ca', o.ca);
   }
+  const ring = ringListen(o, token, ca);
   // initBackend sets CUDA_VISIBLE_DEVICES before the GPU build of TensorFlow loads.
   const backend = await initBackend(o.backend as BackendChoice, { gpu: o.gpu });
   const id = o.id ?? `${hostname()}-${process.pid}`;
@@ -45,7 +82,7 @@ async function run(o: Options): Promise<void> {
   const worker = new Reconnector({
     url: o.connect,
     connect: (url) => connectWs(url, { token, ca }),
-    session: (t) => new WorkerSession(t, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, dataDir: o.dataDir, log }),
+    session: (t) => new WorkerSession(t, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, dataDir: o.dataDir, ring, log }),
     retryForMs: o.retryFor * 1000,
     log: (line) => log(`gdp-worker ${id}: ${line}`),
   });
@@ -72,6 +109,9 @@ export async function main(argv: string[]): Promise<number> {
     })
     .addOption(backendOption())
     .option('--id <id>', 'worker id shown in logs (default HOST-PID)')
+    .option('--listen <host:port>', "ring listener for the other workers when the run uses dist.allreduce 'ring' or 'auto' (default 127.0.0.1:0 with a loopback coordinator)")
+    .option('--cert <file>', 'PEM certificate: the ring listener serves wss://, with --key')
+    .option('--key <file>', 'PEM private key of --cert')
     .option('--data-dir <dir>', "this machine's dataset folder (overrides the config's data.dir)")
     .option('--retry-for <seconds>', 'when the coordinator goes away without ending the run, keep reconnecting this long (0: exit)', (v: string) => {
       const n = Number(v);

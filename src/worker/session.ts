@@ -16,6 +16,7 @@ import { layoutOf, unflattenState } from '../shared/train/model_state.js';
 import { Replica, addStats, emptyStats, type FlatLayout, type ShapedTensor } from '../shared/train/replica.js';
 // Registers the pruning engine's model-update handlers (mask decisions, melts) in every worker.
 import '../shared/pruning/updates.js';
+import { RingMember, type RingInfo, type RingListenSettings } from './ring_member.js';
 import { ShardMemoryCheck } from './shard_memory.js';
 
 export interface WorkerOptions {
@@ -28,6 +29,11 @@ export interface WorkerOptions {
   loadData?: (config: Config) => Promise<DatasetPair>;
   /** This machine's dataset folder (--data-dir), over the config's data.dir. */
   dataDir?: string;
+  /**
+   * Where this worker listens for ring peers (gdp-worker --listen). The listener opens at the welcome when the
+   * run's dist.allreduce is 'ring' or 'auto'; without settings the worker takes part in star steps only.
+   */
+  ring?: RingListenSettings;
   /** Sent in hello; tests send a wrong one on purpose. */
   protocol?: number;
   /**
@@ -87,6 +93,9 @@ export class WorkerSession {
   /** Training samples since the last BN synchronisation: this worker's weight in the average. */
   private samplesSinceSync = 0;
   private avgBuffer?: Float32Array;
+  private ringMember?: RingMember;
+  /** The ring's average for the compute request `seq`, applied when its 'apply' arrives (held). */
+  private held?: { seq: number; avg: Float32Array };
   private shutdownReason?: string;
   private wasWelcomed = false;
   private remoteError?: GdpError;
@@ -204,6 +213,7 @@ export class WorkerSession {
 
   /** The step this worker may have computed is committed: the averaged gradient follows in 'avg' buckets. */
   private apply(m: MessageOf<'apply'>): void {
+    if (m.held) return this.applyHeld(m);
     if (this.pendingApply) throw new GdpError('PROTOCOL', `'apply' ${m.seq} before the buckets of 'apply' ${this.pendingApply.seq} were complete`);
     const layout = this.need().replica.layout(m.set);
     if (this.uncommitted) {
@@ -267,33 +277,52 @@ export class WorkerSession {
     this.wasWelcomed = true;
     checkModelFitsData(config, data.train);
     this.opts.log(`welcomed: ${config.model.name}, ${replica.layout('all').size} parameters, data ${data.train.name} (${data.train.size} samples)`);
-    this.peer.send({ type: 'ready', checksum: replica.checksum('state'), data: dataFingerprint(data) });
+    if (config.dist.allreduce !== 'star' && this.opts.ring) {
+      this.ringMember = await RingMember.open(this.opts.ring, config, this.opts.log);
+      this.opts.log(`ring listener at ${this.ringMember.url}`);
+    }
+    this.peer.send({ type: 'ready', checksum: replica.checksum('state'), data: dataFingerprint(data), ring: this.ringMember?.url });
   }
 
-  private async compute(m: MessageOf<'compute'>): Promise<void> {
+  /** The gradient SUM and loss sums of a compute request's shard; its BN statistics stay uncommitted until 'apply'. */
+  /**
+   * The gradient sum of a compute request's shard, or undefined when this worker answered the request itself: a
+   * shard too big for its backend's memory ('failed' BATCH_TOO_LARGE), or, with `reportNonFinite`, a loss, gradient
+   * or updated BN statistic that is not finite ('non_finite': nothing non-finite is sent, nor kept as the state of a
+   * step that may be committed, so the coordinator tells a diverged run (every worker) from a faulty worker). A ring
+   * step passes false: its all-reduce refuses non-finite values itself and the ring fails.
+   */
+  private async shardGradient(m: MessageOf<'compute'>, reportNonFinite: boolean): Promise<ReturnType<Replica['gradients']> | undefined> {
     const { replica, data, config } = this.need();
     if (this.pendingApply) throw new GdpError('PROTOCOL', `'compute' ${m.seq} before the update of step ${this.pendingApply.seq} was complete`);
     const indices = int32FromWire(m.indices, 'compute indices');
-    if (!this.fits(m.seq, () => this.memory.check(replica, config, indices.length, 'train', 'data.batch_size'))) return;
-    const layout = replica.layout(m.set);
+    if (!this.fits(m.seq, () => this.memory.check(replica, config, indices.length, 'train', 'data.batch_size'))) return undefined;
     const batch = await data.train.load(indices, { augment: true, seed: m.seed });
     const runningStats = replica.runningStats();
-    const { grad, stats } = replica.gradients(batch, layout);
+    const out = replica.gradients(batch, replica.layout(m.set));
     this.uncommitted = { seq: m.seq, runningStats, samples: batch.n };
     this.samplesSinceSync += batch.n;
-    // Nothing non-finite is sent, nor kept as the state of a step that may be committed: the coordinator tells a
-    // diverged run (every worker) from a faulty worker.
-    const nonFinite = !Number.isFinite(stats.lossSum)
+    if (!reportNonFinite) return out;
+    const nonFinite = !Number.isFinite(out.stats.lossSum)
       ? 'loss'
-      : firstNonFinite(grad) >= 0
+      : firstNonFinite(out.grad) >= 0
         ? 'gradient'
-        : replica.runningStats().some((s) => firstNonFinite(s.values) >= 0)
+        : replica.runningStats().some((st) => firstNonFinite(st.values) >= 0)
           ? 'bn_stats'
           : undefined;
     if (nonFinite) {
       this.peer.send({ type: 'non_finite', seq: m.seq, what: nonFinite });
-      return;
+      return undefined;
     }
+    return out;
+  }
+
+  private async compute(m: MessageOf<'compute'>): Promise<void> {
+    if (m.ring) return this.computeRing(m, m.ring);
+    const { config } = this.need();
+    const r = await this.shardGradient(m, true);
+    if (!r) return;
+    const { grad, stats } = r;
     // Sent bucket by bucket, each encoded just before it goes (float16 halves the upload, dist.grad_dtype).
     const dtype = config.dist.grad_dtype;
     bucketRanges(grad.length, this.bucketElems).forEach(([s, e], index) => {
@@ -303,10 +332,51 @@ export class WorkerSession {
     this.peer.send({ type: 'computed', seq: m.seq, stats });
   }
 
+  /**
+   * A ring step: the shard's gradient sum is all-reduced with the other ranks and the average held until 'apply';
+   * rank 0 uploads it (the coordinator's replica needs it, and one upload keeps its traffic constant in N). A ring
+   * failure is answered with 'ring_failed' (the connection stays: the coordinator re-forms the ring and redoes the
+   * step); a failure to compute ends the session as in a star step.
+   */
+  private async computeRing(m: MessageOf<'compute'>, info: RingInfo): Promise<void> {
+    if (!this.ringMember) throw new GdpError('PROTOCOL', `'compute' ${m.seq} in a ring, but this worker has no ring listener`);
+    const r = await this.shardGradient(m, false);
+    if (!r) return;
+    const { grad, stats } = r;
+    let avg: Float32Array;
+    try {
+      avg = await this.ringMember.allreduce(info, grad);
+    } catch (err) {
+      const e = asGdpError(err);
+      this.opts.log(`ring ${info.ring} rank ${info.rank} of ${info.size}: all-reduce of request ${m.seq} failed: ${e.code}: ${e.message}`);
+      // The message schema bounds the text and refuses control characters (a peer's words may end up in it).
+      this.peer.send({ type: 'ring_failed', seq: m.seq, code: e.code, message: e.message.replace(/[\x00-\x09\x0b-\x1f\x7f]/g, ' ').slice(0, 10000) });
+      return;
+    }
+    this.held = { seq: m.seq, avg };
+    if (info.rank === 0) {
+      // float32 always: the coordinator's replica must apply the very bits the ranks apply.
+      bucketRanges(avg.length, this.bucketElems).forEach(([s, e], index) => this.peer.send({ type: 'bucket', stream: 'avg', seq: m.seq, index, data: toWire(avg.subarray(s, e)) }));
+    }
+    this.peer.send({ type: 'computed', seq: m.seq, stats });
+  }
+
+  /** Commits a ring step: the average held from the all-reduce of request `m.seq`. */
+  private applyHeld(m: MessageOf<'apply'>): void {
+    const h = this.held;
+    if (!h || h.seq !== m.seq) throw new GdpError('PROTOCOL', `'apply' ${m.seq} of a held average, but ${h ? `request ${h.seq}'s` : 'none'} is held`);
+    const layout = this.need().replica.layout(m.set);
+    if (layout.size !== h.avg.length) throw new GdpError('PROTOCOL', `'apply' ${m.seq} of '${m.set}' (${layout.size} values), the held average has ${h.avg.length}`);
+    this.held = undefined;
+    this.uncommitted = undefined;
+    this.need().replica.applyGradient(layout, h.avg, m.sgd);
+  }
+
   /** Undoes the BN statistics and sample count of a shard whose step was dropped. */
   private rollback(): void {
     const u = this.uncommitted!;
     this.uncommitted = undefined;
+    this.held = undefined;
     this.need().replica.setRunningStats(u.runningStats);
     this.samplesSinceSync -= u.samples;
     this.opts.log(`step of request ${u.seq} was dropped by the coordinator; its BN statistics are undone`);
@@ -345,6 +415,8 @@ export class WorkerSession {
   }
 
   private dispose(): void {
+    void this.ringMember?.close();
+    this.ringMember = undefined;
     void this.state?.data.close?.();
     this.state?.replica.model.dispose();
     this.state = undefined;

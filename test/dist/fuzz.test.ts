@@ -40,6 +40,10 @@ function validMessages(id: string): Obj[] {
     { type: 'ready', checksum: hex16(), data: 'train 256, test 64, labels 0123456789abcdef' },
     { type: 'computed', seq, stats },
     { type: 'bucket', stream: 'grad', seq, index: rng.int(3), data: toWire(floats(1 + rng.int(3000))) },
+    { type: 'bucket', stream: 'avg', seq, index: rng.int(3), data: toWire(floats(1 + rng.int(3000))) },
+    // A ring step's answers, sent to a star run: refused like any answer out of place.
+    { type: 'ring_failed', seq, code: 'PEER_TIMEOUT', message: 'the ring stalled' },
+    { type: 'ready', checksum: hex16(), data: 'train 256, test 64, labels 0123456789abcdef', ring: 'ws://127.0.0.1:9' },
     { type: 'checksum', seq, checksum: hex16() },
     { type: 'evaluated', seq, stats },
     { type: 'bn_stats', seq, samples: 8, tensors: [{ name: 'bn1.running_mean', tensor: toWire(floats(6)) }, { name: 'bn1.running_var', tensor: toWire(floats(6)) }] },

@@ -131,13 +131,21 @@ export function numTensors(): number {
 import type { Coordinator } from '../../src/coordinator/cluster.js';
 import type { Transport } from '../../src/shared/protocol/transport.js';
 import { memoryPair } from '../../src/shared/protocol/transport.js';
+import type { RingListenSettings } from '../../src/worker/ring_member.js';
 import { WorkerSession } from '../../src/worker/session.js';
 
 /** Connects one in-process worker to `coordinator`, optionally through a transport wrapper. */
 export function connectWorker(
   coordinator: Coordinator,
   id: string,
-  opts: { wrap?: (t: Transport) => Transport; protocol?: number; log?: (l: string) => void; loadData?: (config: Config) => Promise<DatasetPair>; memoryLimit?: number } = {},
+  opts: {
+    wrap?: (t: Transport) => Transport;
+    protocol?: number;
+    log?: (l: string) => void;
+    loadData?: (config: Config) => Promise<DatasetPair>;
+    memoryLimit?: number;
+    ring?: RingListenSettings;
+  } = {},
 ): { session: WorkerSession; done: Promise<unknown> } {
   const [c, w] = memoryPair(['memory:coordinator', `memory:${id}`]);
   coordinator.accept(c);
@@ -151,6 +159,7 @@ export function connectWorker(
     protocol: opts.protocol,
     memoryLimit: opts.memoryLimit,
     log: opts.log ?? noLog,
+    ring: opts.ring,
   });
   // Settles (never rejects) with the session's end: undefined or the error.
   const done = session.run().then(

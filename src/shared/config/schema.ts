@@ -166,6 +166,12 @@ const dist = z
     checksum_every: z.number().int().positive().default(50),
     bucket_mib: z.number().positive().max(64).default(16),
     grad_dtype: z.enum(['float32', 'float16']).default('float32'),
+    /**
+     * How a step's gradients are averaged: 'star' (every worker uploads to the coordinator, which averages and
+     * broadcasts), 'ring' (a ring all-reduce among the workers; the coordinator receives the average from one), or
+     * 'auto' (ring from 2 workers on, coordinator/ring_step.ts RING_AUTO_MIN_WORKERS: README, Running distributed). grad_dtype is for star only.
+     */
+    allreduce: z.enum(['star', 'ring', 'auto']).default('star'),
     heartbeat_ms: z.number().int().positive().default(2000),
     /**
      * A worker silent this long (no heartbeat, no answer) is dropped and its shard recomputed by the others. A

@@ -41,6 +41,21 @@ const sgd = z.object({
   gateL1: z.number().nonnegative().optional(),
 });
 /** Names and shapes of a flat vector's parts, in order (a FlatLayout without offsets). */
+/** A worker's ring listener as its peers dial it (RingEndpoint.url). */
+const peerUrl = z.string().max(300).regex(/^wss?:\/\/[A-Za-z0-9.:\[\]-]+:\d{1,5}$/, 'a ring address is ws://HOST:PORT or wss://HOST:PORT');
+/**
+ * A worker's place in this step's ring all-reduce (src/shared/collective): the formation id (new at every
+ * (re-)formation), its rank and the ring's size, its predecessor's address, the all-reduce id (the same on every
+ * rank, increasing) and the step's sample count (the divisor of the average).
+ */
+const ringInfo = z.object({
+  ring: z.number().int().nonnegative(),
+  rank: z.number().int().nonnegative(),
+  size: z.number().int().positive(),
+  prev: peerUrl,
+  op: z.number().int().nonnegative(),
+  count: z.number().int().positive(),
+});
 const tensorList = z.array(z.object({ name: z.string().min(1), shape: z.array(z.number().int().nonnegative()) }));
 
 export const messageSchema = z.discriminatedUnion('type', [
@@ -70,9 +85,10 @@ export const messageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('refuse'), code, reason: text(10000, true) }),
   /**
    * The worker holds the welcome's state; `checksum` is over every slot (parameters and buffers). `data` describes
-   * the dataset it loaded, which must be the coordinator's (dataFingerprint).
+   * the dataset it loaded, which must be the coordinator's (dataFingerprint). `ring`: its ring listener's address,
+   * when the run's dist.allreduce may use the ring and the worker listens.
    */
-  z.object({ type: z.literal('ready'), checksum, data: z.string().max(200) }),
+  z.object({ type: z.literal('ready'), checksum, data: z.string().max(200), ring: peerUrl.optional() }),
   z.object({ type: z.literal('heartbeat'), t: z.number() }),
 
   // --- bulk data ---
@@ -85,8 +101,12 @@ export const messageSchema = z.discriminatedUnion('type', [
   }),
 
   // --- a data-parallel step ---
-  /** Compute the gradient SUM of `set` over these training samples; answer with `grad` buckets then `computed`. */
-  z.object({ type: z.literal('compute'), seq, set: paramSet, indices: wireTensorSchema, seed: z.number().int() }),
+  /**
+   * Compute the gradient SUM of `set` over these training samples; answer with `grad` buckets then `computed`. With
+   * `ring`: all-reduce it with the other ranks instead and keep the average; rank 0 answers with the average in `avg`
+   * buckets then `computed`, the others with `computed` alone; a failed ring is answered by `ring_failed`.
+   */
+  z.object({ type: z.literal('compute'), seq, set: paramSet, indices: wireTensorSchema, seed: z.number().int(), ring: ringInfo.optional() }),
   z.object({ type: z.literal('computed'), seq, stats }),
   /**
    * Answers 'compute' or 'evaluate' instead of its result when the shard's loss sum, gradient sum or (training) the
@@ -99,8 +119,13 @@ export const messageSchema = z.discriminatedUnion('type', [
    * BATCH_TOO_LARGE: the shard does not fit its backend's memory). Its state is unchanged; the connection stays open.
    */
   z.object({ type: z.literal('failed'), seq, code, message: text(10000, true) }),
-  /** Apply the averaged gradient carried by the `avg` buckets that follow, with these SGD options. */
-  z.object({ type: z.literal('apply'), seq, set: paramSet, sgd }),
+  /**
+   * Apply the averaged gradient carried by the `avg` buckets that follow, with these SGD options; with `held`, no
+   * buckets follow: apply the average this worker holds from the ring all-reduce of compute request `seq`.
+   */
+  z.object({ type: z.literal('apply'), seq, set: paramSet, sgd, held: z.boolean().optional() }),
+  /** The ring all-reduce of compute request `seq` failed here (a peer lost, a bad frame): the step is redone. */
+  z.object({ type: z.literal('ring_failed'), seq, code, message: text(10000, true) }),
 
   // --- checks, evaluation, BatchNorm statistics, model updates ---
   z.object({ type: z.literal('checksum_request'), seq }),
