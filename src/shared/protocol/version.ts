@@ -1,5 +1,5 @@
 /** Bumped whenever a message changes shape or meaning; a worker with another version is refused at hello. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 const MIB = 1024 * 1024;
 
