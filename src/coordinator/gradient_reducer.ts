@@ -1,7 +1,8 @@
 import { GdpError } from '../shared/errors.js';
 import { bucketRanges, checkBucket, type BucketDtype } from '../shared/protocol/buckets.js';
-import { floatsIntoArray, floatsView, type WireTensor } from '../shared/protocol/tensor.js';
-import { foldInto, foldRole } from './reduce.js';
+import { floatsIntoArray, type WireTensor } from '../shared/protocol/tensor.js';
+import { SimdAccumulator } from './fold_simd.js';
+import { foldRole } from './reduce.js';
 import type { GradientSink } from './worker_link.js';
 
 /** What one step's reduction needs to know before the first bucket arrives. */
@@ -30,29 +31,24 @@ export interface ReductionOptions {
  * sum of the workers' buckets k in the fixed worker order divided by the sample count (reduce.ts), and goes out
  * (`onAveraged`) the moment the last of them is folded, while later buckets are still arriving.
  *
- * Each arriving bucket is decoded, checked for finiteness and folded into the running sum in one pass, straight from
- * the received frame where its bytes are aligned; the first worker's bucket initialises the range. A worker's bucket
+ * Each arriving bucket is copied (or decoded, float16) from its frame into a staging area of WebAssembly memory,
+ * then checked for finiteness and folded into the running sum in one SIMD pass (fold_simd.ts; the arithmetic of
+ * reduce.ts, bit for bit); the first worker's bucket initialises the range. A worker's bucket
  * that arrives before an earlier worker's bucket of the same index is held (its frame, not a copy) until its turn,
  * so memory beyond the one averaged vector is at most the held frames, never a full-size buffer per worker.
  *
- * Sums run on the main thread: each fold is one pass over a bucket while the next bucket is still on the wire,
- * so the reduction hides behind the transfer instead of following it (the piscina pool that averaged whole vectors
- * after the last byte arrived is gone).
+ * Sums run on the main thread: each fold is a memcpy and one SIMD pass over a bucket while the next bucket is still
+ * on the wire, so the reduction hides behind the transfer instead of following it (the piscina pool that averaged
+ * whole vectors after the last byte arrived is gone).
  */
 export class GradientReducer {
-  /** The average, reused across steps of the same size: a fresh 100 MB array per step costs its page faults. */
-  private out?: Float32Array;
-  /** One bucket of float32 for a later worker's bucket that cannot be read in place (float16, unaligned bytes). */
-  private scratch?: Float32Array;
+  /** The running sum and staging area, reused across steps of the same size: fresh 100 MB cost page faults. */
+  private acc?: SimdAccumulator;
 
   /** Starts the reduction of one step (the previous step's must be finished or abandoned: the buffers are reused). */
   begin(o: ReductionOptions): StepReduction {
-    if (this.out?.length !== o.size) this.out = new Float32Array(o.size);
-    return new StepReduction(o, this.out, () => {
-      const n = Math.min(o.size, o.bucketElems);
-      if (!this.scratch || this.scratch.length < n) this.scratch = new Float32Array(n);
-      return this.scratch;
-    });
+    if (this.acc?.size !== o.size || this.acc.staging.length < Math.min(o.size, o.bucketElems)) this.acc = new SimdAccumulator(o.size, o.bucketElems);
+    return new StepReduction(o, this.acc);
   }
 }
 
@@ -70,8 +66,7 @@ export class StepReduction {
 
   constructor(
     private readonly o: ReductionOptions,
-    private readonly out: Float32Array,
-    private readonly scratch: () => Float32Array,
+    private readonly acc: SimdAccumulator,
   ) {
     this.ranges = bucketRanges(o.size, o.bucketElems);
     this.next = o.workers.map(() => 0);
@@ -125,16 +120,9 @@ export class StepReduction {
   private fold(w: number, index: number, data: WireTensor): void {
     const [s, e] = this.ranges[index];
     const role = foldRole(w, this.o.workers.length);
-    const what = `${this.what(w)} bucket ${index}`;
-    let g: Float32Array;
-    if (role === 'first' && (data.dtype === 'float16' || data.data.byteOffset % 4 !== 0)) {
-      // Decoded straight into the sum's range (it initialises it); the check is then one pass over that range.
-      g = this.out.subarray(s, e);
-      floatsIntoArray(data, this.o.dtype, this.out, s, what);
-    } else {
-      g = floatsView(data, this.o.dtype, this.scratch, what);
-    }
-    const probe = foldInto(this.out, s, g, role, this.o.count);
+    const g = this.acc.staging.subarray(0, e - s);
+    floatsIntoArray(data, this.o.dtype, g, 0, `${this.what(w)} bucket ${index}`);
+    const probe = this.acc.fold(s, e - s, role, this.o.count);
     if (probe !== 0) {
       this.failed = true;
       const bad = g.findIndex((v) => !Number.isFinite(v));
@@ -143,7 +131,7 @@ export class StepReduction {
     if (++this.folded[index] === this.o.workers.length) {
       this.held[index] = [];
       this.averaged++;
-      this.o.onAveraged(index, this.out.subarray(s, e));
+      this.o.onAveraged(index, this.acc.acc.subarray(s, e));
     }
   }
 
@@ -152,6 +140,6 @@ export class StepReduction {
     if (this.failed || this.averaged !== this.ranges.length) {
       throw new GdpError('INTERNAL', `gradient reduction incomplete: ${this.averaged} of ${this.ranges.length} buckets averaged`);
     }
-    return this.out;
+    return this.acc.acc;
   }
 }

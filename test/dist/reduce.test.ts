@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { GradientReducer } from '../../src/coordinator/gradient_reducer.js';
-import { reduceRange } from '../../src/coordinator/reduce.js';
+import { SimdAccumulator } from '../../src/coordinator/fold_simd.js';
+import { foldInto, reduceRange } from '../../src/coordinator/reduce.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { splitBuckets, type BucketDtype } from '../../src/shared/protocol/buckets.js';
 import { floatsIntoArray } from '../../src/shared/protocol/tensor.js';
@@ -92,7 +93,7 @@ test('the streaming reduction equals reduceRange bit for bit whatever order the 
     for (let k = 0; k < 4; k++) orders.push(interleaving(workers, n, rng));
     for (const order of orders) {
       const { avg, sent, copies } = streamed(reducer, grads, elems, 37, order);
-      assert.deepEqual(new Uint32Array(avg.buffer.slice(0)), new Uint32Array(want.buffer), `${workers} workers, order ${order.join('')}`);
+      assert.deepEqual(new Uint32Array(avg.buffer, avg.byteOffset, avg.length), new Uint32Array(want.buffer), `${workers} workers, order ${order.join('')}`);
       assert.deepEqual(sent, Array.from({ length: n }, (_, i) => i), 'every bucket sent once, in index order');
       // What went out for each bucket is its final average (nothing later overwrote a sent range).
       copies.forEach((c, i) => assert.deepEqual(c, want.subarray(i * elems, Math.min(size, (i + 1) * elems))));
@@ -146,4 +147,29 @@ test('buckets out of order, of the wrong length or missing are refused with BAD_
   const r = mk();
   r.sink(0).add(0, g[0]);
   assert.throws(() => r.sink(0).end(), code(/1 of 2 buckets arrived/));
+});
+
+test('the SIMD fold gives foldInto\'s values bit for bit for every role, and its probe flags infinities and NaN', () => {
+  const n = 1031; // 257 vectors and a tail of 3
+  const acc = new SimdAccumulator(n + 5, n);
+  const rng = new Rng(9);
+  const g = Float32Array.from({ length: n }, () => (rng.int(2000) - 1000) * 10 ** (rng.int(8) - 6));
+  const start = Float32Array.from({ length: n }, () => (rng.int(2000) - 1000) * 1e-3);
+  for (const role of ['first', 'add', 'last', 'only'] as const) {
+    const want = new Float32Array(n + 5);
+    want.set(start, 5);
+    assert.equal(foldInto(want, 5, g, role, 37), 0);
+    acc.acc.set(want.subarray(0, 5));
+    acc.acc.set(start, 5);
+    acc.staging.set(g);
+    assert.equal(acc.fold(5, n, role, 37), 0, role);
+    assert.deepEqual(new Uint32Array(acc.acc.buffer, acc.acc.byteOffset, n + 5), new Uint32Array(want.buffer), role);
+  }
+  for (const at of [17, n - 1]) {
+    for (const bad of [Infinity, -Infinity, NaN]) {
+      acc.staging.set(g);
+      acc.staging[at] = bad;
+      assert.ok(Number.isNaN(acc.fold(5, n, 'add', 1)), `${bad} at ${at}`);
+    }
+  }
 });

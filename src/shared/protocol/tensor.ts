@@ -83,17 +83,6 @@ export function floatsIntoArray(t: WireTensor, dtype: 'float32' | 'float16', out
   return n;
 }
 
-/**
- * A float32 or float16 wire tensor's values as float32 without a copy where possible: a view of the received frame
- * when float32 and 4-byte aligned (the frame must then outlive the view), else decoded into `scratch` (which must
- * hold them). `dtype` is the one the receiver expects.
- */
-export function floatsView(t: WireTensor, dtype: 'float32' | 'float16', scratch: () => Float32Array, what: string): Float32Array {
-  if (t.dtype === 'float32' && dtype === 'float32' && t.data.byteOffset % 4 === 0) return new Float32Array(t.data.buffer, t.data.byteOffset, t.data.byteLength / 4);
-  const out = scratch();
-  return out.subarray(0, floatsIntoArray(t, dtype, out, 0, what));
-}
-
 /** A float32 vector as a float16 wire tensor with its bucket scale (a new buffer of half the size). */
 export function toWireFloat16(a: Float32Array): WireTensor {
   let maxAbs = 0;
