@@ -3,10 +3,9 @@ import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { GradientReducer } from '../src/coordinator/gradient_reducer.js';
 import { WorkerLink, type Hello } from '../src/coordinator/worker_link.js';
-import { splitBuckets, type BucketDtype } from '../src/shared/protocol/buckets.js';
+import type { BucketDtype } from '../src/shared/protocol/buckets.js';
 import { Peer } from '../src/shared/protocol/peer.js';
 import { toWire } from '../src/shared/protocol/tensor.js';
-import type { Transport } from '../src/shared/protocol/transport.js';
 import { MAX_FRAME_BYTES, bucketElements } from '../src/shared/protocol/version.js';
 import { listenWs } from '../src/shared/protocol/ws_listener.js';
 import { onAbort } from './cleanup.js';
@@ -37,94 +36,126 @@ function startChild(args: string[]): { child: ChildProcess; exited: Promise<neve
 }
 
 /**
- * Raw ws throughput on 127.0.0.1, one direction, between this process and another: `up` is worker ->
- * coordinator (client frames, which WebSocket masks: what a gradient upload pays), `down` coordinator -> worker
- * (unmasked: the averaged gradient's way). `totalBytes` in `frameBytes` binary frames, timed from the start
- * signal to the last byte received. No codec, no buckets: the ceiling the protocol can approach.
+ * Raw ws throughput on 127.0.0.1, one direction, between this process and `clients` other processes (default 1):
+ * `up` is worker -> coordinator (client frames, which WebSocket masks: what a gradient upload pays), `down`
+ * coordinator -> worker (unmasked: the averaged gradient's way). Each client moves `totalBytes` in `frameBytes`
+ * binary frames, all at once, timed from the start signal to the last byte received. No codec, no buckets: the
+ * ceiling the protocol can approach.
  */
-export async function rawWsThroughput(direction: 'up' | 'down', totalBytes: number, frameBytes: number): Promise<{ mbPerSec: number; ms: number }> {
+export async function rawWsThroughput(direction: 'up' | 'down', totalBytes: number, frameBytes: number, clients = 1): Promise<{ mbPerSec: number; ms: number }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, maxPayload: MAX_FRAME_BYTES });
   await new Promise<void>((res) => wss.once('listening', () => res()));
   const port = (wss.address() as { port: number }).port;
-  const peer = startChild([`raw-${direction}`, `ws://127.0.0.1:${port}`, String(totalBytes), String(frameBytes)]);
+  const sockets: WebSocket[] = [];
+  const connected = new Promise<void>((res) =>
+    wss.on('connection', (s) => {
+      if (sockets.push(s) === clients) res();
+    }),
+  );
+  const peers = Array.from({ length: clients }, () => startChild([`raw-${direction}`, `ws://127.0.0.1:${port}`, String(totalBytes), String(frameBytes)]));
+  const exited = Promise.race(peers.map((p) => p.exited));
   try {
-    const ws = await Promise.race([new Promise<WebSocket>((res) => wss.once('connection', (s) => res(s))), peer.exited]);
-    let done: Promise<number>;
+    await Promise.race([connected, exited]);
     const t0 = performance.now();
-    if (direction === 'up') {
-      done = receiveBytes(ws, totalBytes);
-      ws.send('go');
-    } else {
-      done = new Promise<number>((res) => ws.once('message', () => res(performance.now())));
+    const done = sockets.map((ws) => {
+      if (direction === 'up') {
+        const got = receiveBytes(ws, totalBytes);
+        ws.send('go');
+        return got;
+      }
+      const got = new Promise<number>((res) => ws.once('message', () => res(performance.now())));
       void sendFrames(ws, totalBytes, frameBytes).catch(() => undefined);
-    }
-    const ms = (await Promise.race([done, peer.exited])) - t0;
-    return { mbPerSec: totalBytes / MB / (ms / 1000), ms };
+      return got;
+    });
+    const ms = Math.max(...(await Promise.race([Promise.all(done), exited]))) - t0;
+    return { mbPerSec: (clients * totalBytes) / MB / (ms / 1000), ms };
   } finally {
     for (const c of wss.clients) c.terminate();
     await new Promise<void>((res) => wss.close(() => res()));
-    await peer.stop();
+    await Promise.all(peers.map((p) => p.stop()));
   }
 }
 
 export interface GradExchange {
   elems: number;
-  /** One exchange: worker's gradient up, averaged, averaged gradient down (ms, mean over `rounds`). */
+  workers: number;
+  /** One exchange: every worker's gradient up, averaged, averaged gradient down (ms, mean over `rounds`). */
   ms: number;
-  /** Gradient payload moved (up + down) per second, counted as float32 (a float16 upload moves half the bytes). */
+  /** Gradient payload moved (up + down, all workers) per second, counted as float32 (float16 uploads move half). */
   mbPerSec: number;
   rounds: number;
 }
 
 /**
- * A gradient of `elems` floats through the real protocol over ws on 127.0.0.1, with the coordinator's own
- * code on this side (WorkerLink's request + BucketAssembler reassembly and validation, GradientReducer, bucket
- * split, Peer codec) and a worker's side in another process: `compute` -> `grad` buckets + `computed` -> average
- * -> `apply` + `avg` buckets, closed by a checksum request the far end answers only after the update arrived.
- * The worker's gradient computation and both sides' SGD updates are not included.
+ * A gradient of `elems` floats from each of `workers` (default 1) worker processes through the real protocol over
+ * ws on 127.0.0.1, with the coordinator's own code on this side (WorkerLink's requests, the GradientReducer's
+ * streaming reduction with its checks, Peer codec) doing what Collectives' gather and commit do: `compute` ->
+ * `grad` buckets + `computed`, each averaged bucket sent back behind `average` as soon as it is complete, then
+ * `apply`; closed by a checksum request the far ends answer only after the update arrived. The workers' gradient
+ * computation and the SGD updates are not included.
  */
 export async function gradExchange(
   elems: number,
-  opts: { bucketMib: number; rounds: number; warmup: number; dtype?: BucketDtype },
+  opts: { bucketMib: number; rounds: number; warmup: number; dtype?: BucketDtype; workers?: number },
 ): Promise<GradExchange> {
   const bucketElems = bucketElements(opts.bucketMib);
   const dtype = opts.dtype ?? 'float32';
-  let accept!: (t: Transport) => void;
-  const accepted = new Promise<Transport>((res) => (accept = res));
-  const listener = await listenWs('127.0.0.1', 0, (t) => accept(t));
-  const far = startChild(['grad', `ws://${listener.host}:${listener.port}`, String(elems), String(bucketElems), dtype]);
+  const n = opts.workers ?? 1;
+  const peers: Peer[] = [];
+  const hellos: Promise<Hello>[] = [];
+  let connected!: () => void;
+  const all = new Promise<void>((res) => (connected = res));
+  // The Peer goes on at once: a worker's hello follows its connection before the other workers have connected.
+  const listener = await listenWs('127.0.0.1', 0, (transport) => {
+    const p = new Peer(transport, { name: 'bench worker', heartbeatMs: 2000, timeoutMs: 600000, log: (l) => process.stderr.write(`  ${l}\n`) });
+    hellos.push(new Promise<Hello>((res) => p.onMessage((m) => m.type === 'hello' && res(m))));
+    if (peers.push(p) === n) connected();
+  });
+  const far = Array.from({ length: n }, () => startChild(['grad', `ws://${listener.host}:${listener.port}`, String(elems), String(bucketElems), dtype]));
+  const exited = Promise.race(far.map((f) => f.exited));
   const reducer = new GradientReducer();
-  let peer: Peer | undefined;
   try {
-    const transport = await Promise.race([accepted, far.exited]);
-    peer = new Peer(transport, { name: 'bench worker', heartbeatMs: 2000, timeoutMs: 600000, log: (l) => process.stderr.write(`  ${l}\n`) });
-    const p = peer;
-    const hello = await Promise.race([
-      new Promise<Hello>((res) => p.onMessage((m) => m.type === 'hello' && res(m))),
-      far.exited,
-    ]);
-    const link = new WorkerLink(p, hello, 600000, 600000);
+    await Promise.race([all, exited]);
+    const links = await Promise.all(peers.map(async (p, i) => new WorkerLink(p, await Promise.race([hellos[i], exited]), 600000, 600000)));
     const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 0, nesterov: false };
     const exchange = async () => {
-      const answer = await link.request(
-        'computed',
-        (seq) => [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([0])), seed: 0 }],
-        (seq) => reducer.gradientSink(`gradient for request ${seq}`, elems, bucketElems, 1, dtype),
+      const seqs: number[] = [];
+      const reduction = reducer.begin({
+        size: elems,
+        bucketElems,
+        workers: links.map((l) => l.id),
+        count: n,
+        dtype,
+        onAveraged: (index, values) => {
+          const data = toWire(values);
+          links.forEach((l, w) => l.post((seq) => [{ type: 'bucket', stream: 'avg', seq, index, data }], seqs[w]));
+        },
+        fail: (w, err) => links[w].peer.fail(err),
+      });
+      const answers = links.map((link, w) =>
+        link.request(
+          'computed',
+          (seq) => {
+            seqs[w] = seq;
+            return [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([w])), seed: 0 }];
+          },
+          () => reduction.sink(w),
+        ),
       );
-      const avg = await reducer.average([answer.grad], answer.stats.count);
-      const buckets = splitBuckets(avg, bucketElems);
-      link.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }, ...buckets.map((data, index) => ({ type: 'bucket' as const, stream: 'avg' as const, seq, index, data }))], answer.seq);
-      await link.request('checksum', (seq) => [{ type: 'checksum_request', seq }]);
+      links.forEach((l, w) => l.post((seq) => [{ type: 'average', seq, set: 'all' }], seqs[w]));
+      await Promise.all(answers);
+      reduction.result();
+      links.forEach((l, w) => l.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }], seqs[w]));
+      await Promise.all(links.map((l) => l.request('checksum', (seq) => [{ type: 'checksum_request', seq }])));
     };
-    for (let i = 0; i < opts.warmup; i++) await Promise.race([exchange(), far.exited]);
+    for (let i = 0; i < opts.warmup; i++) await Promise.race([exchange(), exited]);
     const t0 = performance.now();
-    for (let i = 0; i < opts.rounds; i++) await Promise.race([exchange(), far.exited]);
+    for (let i = 0; i < opts.rounds; i++) await Promise.race([exchange(), exited]);
     const ms = (performance.now() - t0) / opts.rounds;
-    return { elems, ms, mbPerSec: (2 * elems * 4) / MB / (ms / 1000), rounds: opts.rounds };
+    return { elems, workers: n, ms, mbPerSec: (2 * n * elems * 4) / MB / (ms / 1000), rounds: opts.rounds };
   } finally {
-    peer?.close('bench finished');
-    await reducer.close();
+    for (const p of peers) p.close('bench finished');
     await listener.close();
-    await far.stop();
+    await Promise.all(far.map((f) => f.stop()));
   }
 }

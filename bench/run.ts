@@ -1,8 +1,10 @@
 /**
- * `npm run bench [-- --out FILE.json] [--backend NAME] [--quick]`: prints one table and writes the same figures
- * as JSON. Sections: one replica's training throughput; local mode with 1 and 2 worker processes; raw ws and
- * protocol gradient-exchange throughput; latency of the paper's ResNet-56 before and after pruning + melting.
- * A section that fails prints its error and stores null; the exit code is then 1.
+ * `npm run bench [-- --out FILE.json] [--backend NAME] [--quick] [--only SECTIONS]`: prints one table and writes
+ * the same figures as JSON. Sections: one replica's training throughput (`train`); a mobilenet_v2 step and its
+ * depthwise share (`mobilenet`); local mode with 1 and 2 worker processes (`local`); raw ws and protocol
+ * gradient-exchange throughput (`comm`); star against ring all-reduce with N synthetic workers (`exchange`); latency
+ * of the paper's ResNet-56 before and after pruning + melting (`latency`). A section that fails prints its error and stores null; the exit
+ * code is then 1.
  */
 import { backendOption } from '../src/shared/cli_options.js';
 import { execFile } from 'node:child_process';
@@ -10,26 +12,31 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import os from 'node:os';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { initBackend, type BackendChoice } from '../src/shared/backend.js';
 import { installAbortHandlers } from './cleanup.js';
 import { gradExchange, rawWsThroughput } from './comm.js';
 import { localScaling, type LocalScaling } from './local_scaling.js';
 import { meltedLatency } from './melted_latency.js';
+import { mobileNetStep } from './mobilenet_step.js';
 import { trainThroughput, type TrainThroughput } from './train_throughput.js';
 
 /** torchvision ResNet-50 (1000 classes): 25,557,032 parameters, i.e. one full gradient. */
 const RESNET50_PARAMS = 25_557_032;
 const MIB = 2 ** 20;
+const SECTIONS = ['train', 'mobilenet', 'local', 'comm', 'exchange', 'latency'] as const;
+type Section = (typeof SECTIONS)[number];
 
 const program = new Command()
   .name('npm run bench --')
   .option('--out <file>', 'also write the figures as JSON')
   .addOption(backendOption())
   .option('--quick', 'fewer timed steps and bytes (noisier figures; under ~3 minutes on 2 cores)')
+  .addOption(new Option('--only <sections...>', 'run only these sections').choices(SECTIONS))
   .parse();
-const opts = program.opts<{ out?: string; backend: BackendChoice; quick?: boolean }>();
+const opts = program.opts<{ out?: string; backend: BackendChoice; quick?: boolean; only?: Section[] }>();
 const quick = !!opts.quick;
+const runs = (s: Section) => !opts.only || opts.only.includes(s);
 
 installAbortHandlers();
 const info = await initBackend(opts.backend);
@@ -44,9 +51,14 @@ console.log(`backend: ${info.description}; ${os.cpus().length} cores (${os.cpus(
 let failed = false;
 
 const round = (x: number, digits = 2) => Number(x.toFixed(digits));
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
-/** Runs one section; on failure prints a row naming it, and the keys it owns stay null. */
-async function section(name: string, keys: string[], fn: () => Promise<void> | void): Promise<void> {
+/** Runs one section (unless --only leaves it out); on failure prints a row naming it, and its keys stay null. */
+async function section(id: Section, name: string, keys: string[], fn: () => Promise<void> | void): Promise<void> {
+  if (!runs(id)) return;
   const t0 = performance.now();
   try {
     await fn();
@@ -60,7 +72,7 @@ async function section(name: string, keys: string[], fn: () => Promise<void> | v
 
 // --- one replica, no communication ---
 const train: Record<string, TrainThroughput> = {};
-await section('train throughput', ['train_img_s'], () => {
+await section('train', 'train throughput', ['train_img_s'], () => {
   const out: Record<string, number> = {};
   for (const [key, arch] of [
     ['mnist_resnet20', 'mnist.resnet20'],
@@ -75,7 +87,18 @@ await section('train throughput', ['train_img_s'], () => {
 });
 
 // --- local mode: real coordinator, real gdp-worker processes over ws ---
-await section('local mode', ['local_img_s_1w', 'local_img_s_2w', 'scaling_efficiency', 'local_step_ms'], async () => {
+// --- MobileNetV2 (width 0.35, 96x96, batch 32): depthwise convolutions and their wasm gradient kernels ---
+await section('mobilenet', 'mobilenet_v2 step', ['train_img_s_mobilenet_v2', 'depthwise_share_mobilenet_v2'], async () => {
+  const r = await mobileNetStep(32, quick ? 2 : 5);
+  result.train_img_s_mobilenet_v2 = round(r.imgPerSec);
+  result.depthwise_share_mobilenet_v2 = round(r.depthwiseShare, 3);
+  rows.push([
+    'train mobilenet_v2 w0.35 96x96 b32, 1 replica',
+    `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step; depthwise kernels ${(100 * r.depthwiseShare).toFixed(1)}% of a profiled step's kernel time)`,
+  ]);
+});
+
+await section('local', 'local mode', ['local_img_s_1w', 'local_img_s_2w', 'scaling_efficiency', 'local_step_ms'], async () => {
   const runs: LocalScaling[] = [];
   for (const n of [1, 2]) {
     const r = await localScaling(n, info.name, { batch: 64, steps: quick ? 3 : 10, warmup: quick ? 1 : 2 });
@@ -110,7 +133,7 @@ await section('local mode', ['local_img_s_1w', 'local_img_s_2w', 'scaling_effici
 });
 
 // --- communication: raw ws ceiling, then gradients through the real protocol ---
-await section('communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchange_mb_s', 'grad_exchange_ms', 'grad_exchange_fp16', 'comm_share_resnet56'], async () => {
+await section('comm', 'communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchange_mb_s', 'grad_exchange_ms', 'grad_exchange_fp16', 'comm_share_resnet56', 'grad_exchange_vs_raw'], async () => {
   const total = (quick ? 256 : 1024) * MIB;
   for (const direction of ['up', 'down'] as const) {
     const raw = await rawWsThroughput(direction, total, 16 * MIB);
@@ -140,6 +163,30 @@ await section('communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchang
     'gradient exchange cifar_resnet56, float16 upload',
     `${half.mbPerSec.toFixed(1)} MB/s up+down as float32 (${half.ms.toFixed(0)} ms per exchange vs ${ms.cifar_resnet56.toFixed(0)} ms float32)`,
   ]);
+  // The exchange against raw ws moving the same bytes (each of 2 workers' gradient up, the average down to each),
+  // interleaved round by round in this run so that the load of the machine weighs on both alike; medians.
+  const vsRaw: Record<string, number> = {};
+  for (const [key, elems, reps] of [
+    ['cifar_resnet56', resnet56Elems, quick ? 3 : 5],
+    ['resnet50', RESNET50_PARAMS, 3],
+  ] as const) {
+    const raws: number[] = [];
+    const exchanges: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      const up = await rawWsThroughput('up', elems * 4, 16 * MIB, 2);
+      const down = await rawWsThroughput('down', elems * 4, 16 * MIB, 2);
+      raws.push(up.ms + down.ms);
+      exchanges.push((await gradExchange(elems, { bucketMib: 16, rounds: key === 'resnet50' ? 1 : 5, warmup: 1, workers: 2 })).ms);
+    }
+    const raw = median(raws);
+    const exchange = median(exchanges);
+    vsRaw[key] = round(exchange / raw, 3);
+    rows.push([
+      `gradient exchange ${key}, 2 workers vs raw ws`,
+      `${(exchange / raw).toFixed(2)}x (${exchange.toFixed(0)} ms vs ${raw.toFixed(0)} ms raw up + down; medians of ${reps}: ${exchanges.map((x) => x.toFixed(0)).join('/')} vs ${raws.map((x) => x.toFixed(0)).join('/')})`,
+    ]);
+  }
+  result.grad_exchange_vs_raw = vsRaw;
   const step = train.cifar_resnet56?.msPerStep;
   result.comm_share_resnet56 = step ? round(ms.cifar_resnet56 / step, 4) : null;
   rows.push([
@@ -149,7 +196,7 @@ await section('communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchang
 });
 
 // --- star against ring: one all-reduce of synthetic gradients (no compute) with N worker processes, loopback ---
-await section('exchange table', ['exchange_table'], async () => {
+await section('exchange', 'exchange table', ['exchange_table'], async () => {
   const script = fileURLToPath(new URL('./ring.js', import.meta.url));
   const args = [script, '--topology', 'ring,star', '--workers', quick ? '2,4' : '2,4,8', '--model', quick ? 'resnet56' : 'resnet56,resnet50', '--reps', quick ? '3' : '5', '--json'];
   const { stdout } = await promisify(execFile)(process.execPath, args, { maxBuffer: 1 << 24 });
@@ -161,7 +208,7 @@ await section('exchange table', ['exchange_table'], async () => {
 });
 
 // --- inference: the paper's ResNet-56, baseline vs 70%-FLOPs-pruned and melted ---
-await section('melted latency', ['melted_speedup_resnet56_b64', 'latency_ms', 'melted_macs_ratio'], () => {
+await section('latency', 'melted latency', ['melted_speedup_resnet56_b64', 'latency_ms', 'melted_macs_ratio'], () => {
   const batches = [1, 64];
   const r = meltedLatency(batches, (b) => (b === 1 ? (quick ? 5 : 20) : quick ? 2 : 5));
   if (!r) {

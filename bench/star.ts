@@ -12,8 +12,6 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { GradientReducer } from '../src/coordinator/gradient_reducer.js';
 import { WorkerLink, type Hello } from '../src/coordinator/worker_link.js';
-import { splitBuckets } from '../src/shared/protocol/buckets.js';
-import type { Message } from '../src/shared/protocol/messages.js';
 import { Peer } from '../src/shared/protocol/peer.js';
 import { toWire } from '../src/shared/protocol/tensor.js';
 import type { Transport } from '../src/shared/protocol/transport.js';
@@ -62,26 +60,34 @@ export async function starAllReduceMs(
     const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 0, nesterov: false };
     const round = async (): Promise<number> => {
       const t0 = performance.now();
-      const answers = await Promise.all(
-        links.map((link) =>
-          link.request(
-            'computed',
-            (seq) => [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([0])), seed: 0 }],
-            (seq) => reducer.gradientSink(`gradient for request ${seq}`, elems, bucketElems, workers, 'float32'),
-          ),
+      // The coordinator's own step: buckets reduced as they arrive, each averaged bucket sent back at once.
+      const seqs: number[] = [];
+      const reduction = reducer.begin({
+        size: elems,
+        bucketElems,
+        workers: links.map((l) => l.id),
+        count: workers,
+        dtype: 'float32',
+        onAveraged: (index, values) => {
+          const data = toWire(values);
+          links.forEach((l, w) => l.post((seq) => [{ type: 'bucket', stream: 'avg', seq, index, data }], seqs[w]));
+        },
+        fail: (w, err) => links[w].peer.fail(err),
+      });
+      const answers = links.map((link, w) =>
+        link.request(
+          'computed',
+          (seq) => {
+            seqs[w] = seq;
+            return [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([0])), seed: 0 }];
+          },
+          () => reduction.sink(w),
         ),
       );
-      const avg = await reducer.average(
-        answers.map((a) => a.grad),
-        workers,
-      );
-      const buckets = splitBuckets(avg, bucketElems);
-      links.forEach((link, i) =>
-        link.post(
-          (seq) => [{ type: 'apply', seq, set: 'all', sgd }, ...buckets.map((data, index): Message => ({ type: 'bucket', stream: 'avg', seq, index, data }))],
-          answers[i].seq,
-        ),
-      );
+      links.forEach((l, w) => l.post((seq) => [{ type: 'average', seq, set: 'all' }], seqs[w]));
+      await Promise.all(answers);
+      reduction.result();
+      links.forEach((l, w) => l.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }], seqs[w]));
       await Promise.all(links.map((link) => link.request('checksum', (seq) => [{ type: 'checksum_request', seq }])));
       return performance.now() - t0;
     };
@@ -91,7 +97,6 @@ export async function starAllReduceMs(
     return s[Math.floor(s.length / 2)];
   } finally {
     for (const p of peers) p.close('bench finished');
-    await reducer.close();
     await listener.close();
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
     await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? once(c, 'exit') : undefined)));

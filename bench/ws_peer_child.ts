@@ -4,8 +4,9 @@
  *   node ws_peer_child.js raw-down URL TOTAL_BYTES FRAME_BYTES  receives TOTAL_BYTES, then sends 'done'
  *   node ws_peer_child.js grad URL SIZE BUCKET_ELEMS [DTYPE]    a worker's side of the gradient exchange
  * In grad mode it speaks the real protocol through Peer (codec, validation) and the real bucket code: it
- * answers `compute` with SIZE floats as `grad` buckets then `computed`, reassembles each `apply`'s `avg`
- * buckets, and answers `checksum_request` (which, on the ordered channel, proves the update arrived).
+ * answers `compute` with SIZE floats as `grad` buckets then `computed`, reassembles each `average`'s `avg`
+ * buckets, checks `apply` has them all, and answers `checksum_request` (which, on the ordered channel, proves the
+ * update arrived).
  */
 import { hostname } from 'node:os';
 import { WebSocket } from 'ws';
@@ -38,12 +39,14 @@ async function grad(size: number, bucketElems: number, dtype: BucketDtype): Prom
         splitBuckets(gradient, bucketElems, dtype).forEach((data, index) => peer.send({ type: 'bucket', stream: 'grad', seq: m.seq, index, data }));
         peer.send({ type: 'computed', seq: m.seq, stats: { lossSum: 0, correct1: 0, correct5: 0, count: 1 } });
         return;
-      case 'apply':
+      case 'average':
         avg = new BucketAssembler(`averaged gradient of request ${m.seq}`, size, bucketElems);
         return;
       case 'bucket':
         avg!.add(m.index, m.data);
-        if (avg!.complete) avg!.result();
+        return;
+      case 'apply':
+        avg!.result();
         return;
       case 'checksum_request':
         peer.send({ type: 'checksum', seq: m.seq, checksum: '0000000000000000' });

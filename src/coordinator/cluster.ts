@@ -5,7 +5,7 @@ import type { ModelUpdate } from '../shared/protocol/model_update.js';
 import type { Transport } from '../shared/protocol/transport.js';
 import type { ParamSet, Replica, StepStats } from '../shared/train/replica.js';
 import { Collectives, type StepResult, type StepSgd } from './collectives.js';
-import { GradientReducer, type ReducerOptions } from './gradient_reducer.js';
+import { GradientReducer } from './gradient_reducer.js';
 import { Membership, type MembershipOptions } from './membership.js';
 
 export { shardRanges, type StepResult, type StepSgd } from './collectives.js';
@@ -36,8 +36,6 @@ export interface Cluster {
 
 export type ClusterOptions = Omit<MembershipOptions, 'steps'> & {
   model: Module;
-  /** Thread pool settings of the gradient average. */
-  reducer?: ReducerOptions;
 };
 
 /**
@@ -56,7 +54,7 @@ export class Coordinator implements Cluster {
     this.replica = opts.replica;
     this.model = opts.model;
     this.config = opts.config;
-    this.reducer = new GradientReducer(opts.reducer);
+    this.reducer = new GradientReducer();
     this.members = new Membership({ ...opts, steps: () => this.ops.steps });
     this.ops = new Collectives({ config: opts.config, replica: opts.replica, bucketElems: opts.bucketElems, members: this.members, reducer: this.reducer, log: opts.log });
   }
@@ -129,7 +127,6 @@ export class Coordinator implements Cluster {
 
   /** Ends every worker's session and refuses new ones. */
   shutdown(reason: string): void {
-    void this.reducer.close();
     this.members.shutdown(reason);
   }
 }

@@ -1,7 +1,6 @@
 import type { Config } from '../shared/config/schema.js';
 import { sampleSeed } from '../shared/data/dataset.js';
 import { GdpError } from '../shared/errors.js';
-import { splitBuckets } from '../shared/protocol/buckets.js';
 import type { Message } from '../shared/protocol/messages.js';
 import type { ModelUpdate } from '../shared/protocol/model_update.js';
 import { asGdpError } from '../shared/protocol/peer.js';
@@ -130,35 +129,30 @@ export class Collectives {
 
   /**
    * One attempt at a step; a WORKER_LOST before the commit point makes it redone. The star: a gather to the
-   * coordinator, a reduction in join order and a broadcast of the average; with dist.allreduce 'ring' or 'auto' a
-   * ring all-reduce among the workers replaces all three (ring_step.ts; the coordinator receives the average from
-   * rank 0).
+   * coordinator that reduces bucket by bucket in join order and streams each averaged bucket back at once, then a
+   * commit; with dist.allreduce 'ring' or 'auto' a ring all-reduce among the workers replaces the gather
+   * (ring_step.ts; the coordinator receives the average from rank 0).
    */
   private async stepOnce(links: WorkerLink[], indices: Int32Array, set: ParamSet, sgd: StepSgd): Promise<StepResult> {
-    const ringShards = shardsOf(indices, links);
-    if (this.ring.wanted(ringShards)) {
-      const result = await this.ring.stepOnce(ringShards, set, sgd, this.steps);
+    const shards = shardsOf(indices, links);
+    if (this.ring.wanted(shards)) {
+      const result = await this.ring.stepOnce(shards, set, sgd, this.steps);
       this.steps++;
       if (this.steps % this.o.config.dist.checksum_every === 0) await this.checksumsOnce();
       return result;
     }
-    const { replica, reducer } = this.o;
+    const { replica } = this.o;
     const layout = replica.layout(set);
-    const shards = shardsOf(indices, links);
-    const answers = await this.gather(shards, layout, set);
+    const { answers, avg, seqs } = await this.gather(shards, layout, set);
     this.checkAnswers(shards, answers, `answer to step ${this.steps + 1}`);
     const stats = answers.reduce((acc, a) => addStats(acc, a.stats), emptyStats());
-    // Fixed order (join order), float32 sums: the same arithmetic as one process accumulating shard by shard.
-    const avg = await reducer.average(
-      answers.map((a) => a.grad),
-      stats.count,
-    );
+    // A float32 sum of finite gradients can still overflow: that too is the run diverging, not a worker's fault.
     checkFiniteResult(avg, stats, this.steps + 1);
     // The commit point. A worker that left after answering makes the step redone too, so that "lost at step K"
     // means exactly: step K and later were computed without it.
     const gone = shards.find((s) => s.link.closed);
     if (gone) throw new GdpError('WORKER_LOST', `worker ${gone.link.id} left before step ${this.steps + 1} was applied`);
-    this.broadcastAverage(avg, set, sgd, shards, answers);
+    this.broadcastAverage(set, sgd, seqs);
     for (const { link, idx } of shards) link.samplesSinceSync += idx.length;
     replica.applyGradient(layout, avg, sgd);
     this.steps++;
@@ -166,39 +160,58 @@ export class Collectives {
     return { avgGrad: avg, layout, stats, perWorker: shards.map((s, i) => ({ id: s.link.id, count: s.idx.length, ms: answers[i].ms })) };
   }
 
-  /** Sends every shard's compute request; each answer's gradient sum arrives bucket by bucket into the reducer. */
-  private gather(shards: Shard[], layout: FlatLayout, set: ParamSet): Promise<Answers['computed'][]> {
+  /**
+   * Sends every shard's compute request and reduces the answers' gradient sums bucket by bucket as they arrive
+   * (fixed join order, float32 sums over the samples given: the same arithmetic as one process accumulating shard by
+   * shard); each averaged bucket goes at once to every active worker and follower, behind an 'average' header, to be
+   * held until the step is committed. Resolves with the answers, the average (valid until the next step) and the
+   * number each replica's step messages carry.
+   */
+  private async gather(shards: Shard[], layout: FlatLayout, set: ParamSet): Promise<{ answers: Answers['computed'][]; avg: Float32Array; seqs: Map<WorkerLink, number> }> {
     // Augmentation draws from sampleSeed(seed, sample index): independent of which worker runs a sample, and
     // different at every step so that a sample seen again in a later epoch is augmented afresh.
     const seed = sampleSeed(this.o.config.base.seed, this.steps);
-    const { reducer, bucketElems, config } = this.o;
-    return all(
-      shards.map(({ link, idx }) =>
-        link.request(
-          'computed',
-          (seq) => [{ type: 'compute', seq, set, indices: toWire(idx), seed }],
-          (seq) => reducer.gradientSink(`gradient from worker ${link.id} for request ${seq}`, layout.size, bucketElems, shards.length, config.dist.grad_dtype),
-        ),
+    const { reducer, bucketElems, config, members } = this.o;
+    // A worker's step messages carry its compute request's number; other replicas get a fresh one.
+    const seqs = new Map<WorkerLink, number>();
+    const targets = [...members.active(), ...members.followers()];
+    const reduction = reducer.begin({
+      size: layout.size,
+      bucketElems,
+      workers: shards.map((s) => s.link.id),
+      count: shards.reduce((n, s) => n + s.idx.length, 0),
+      dtype: config.dist.grad_dtype,
+      onAveraged: (index, values) => {
+        const data = toWire(values);
+        for (const link of targets) link.post((seq) => [{ type: 'bucket', stream: 'avg', seq, index, data }], seqs.get(link));
+      },
+      fail: (w, err) => shards[w].link.peer.fail(err),
+    });
+    const pending = shards.map(({ link, idx }, w) =>
+      link.request(
+        'computed',
+        (seq) => {
+          seqs.set(link, seq);
+          return [{ type: 'compute', seq, set, indices: toWire(idx), seed }];
+        },
+        (seq) => reduction.sink(w, `gradient from worker ${link.id} for request ${seq}`),
       ),
-      { step: this.steps + 1 },
     );
+    for (const link of targets) {
+      if (!seqs.has(link)) seqs.set(link, link.reserveSeq());
+      link.post((seq) => [{ type: 'average', seq, set }], seqs.get(link));
+    }
+    const answers = await all(pending, { step: this.steps + 1 });
+    return { answers, avg: reduction.result(), seqs };
   }
 
   /**
-   * Commits the step on every active worker (those without samples too) and every follower: 'apply' then the
-   * average in 'avg' buckets. A worker that computed gets its compute request's number, which tells it its shard's
-   * BN statistics stand.
+   * Commits the step on every replica that received its average (active workers, those without samples too, and
+   * followers): 'apply', after the last averaged bucket, under the number of the step's 'average'. A worker that
+   * computed gets its compute request's number, which tells it its shard's BN statistics stand.
    */
-  private broadcastAverage(avg: Float32Array, set: ParamSet, sgd: StepSgd, shards: Shard[], answers: Answers['computed'][]): void {
-    const buckets = splitBuckets(avg, this.o.bucketElems);
-    const message = (seq: number): Message[] => [
-      { type: 'apply', seq, set, sgd },
-      ...buckets.map((data, index): Message => ({ type: 'bucket', stream: 'avg', seq, index, data })),
-    ];
-    for (const link of [...this.o.members.active(), ...this.o.members.followers()]) {
-      const i = shards.findIndex((s) => s.link === link);
-      link.post(message, i >= 0 ? answers[i].seq : undefined);
-    }
+  private broadcastAverage(set: ParamSet, sgd: StepSgd, seqs: Map<WorkerLink, number>): void {
+    for (const [link, seq] of seqs) link.post(() => [{ type: 'apply', seq, set, sgd }], seq);
   }
 
   /** Closes the connection of a worker whose loss and accuracy sums cannot be right (the operation is redone). */

@@ -1,117 +1,145 @@
-import { availableParallelism } from 'node:os';
-import { Piscina } from 'piscina';
-import { BucketAssembler, type BucketDtype } from '../shared/protocol/buckets.js';
-import { reduceRange } from './reduce.js';
-import type { ReduceTask } from './reduce_task.js';
+import { GdpError } from '../shared/errors.js';
+import { bucketRanges, checkBucket, type BucketDtype } from '../shared/protocol/buckets.js';
+import { floatsIntoArray, type WireTensor } from '../shared/protocol/tensor.js';
+import { SimdAccumulator } from './fold_simd.js';
+import { foldRole } from './reduce.js';
+import type { GradientSink } from './worker_link.js';
 
-const MAX_SPARE = 8;
-
-export interface ReducerOptions {
-  /** Threads for large reductions; 0 or 1 sums on the main thread. Default: cores - 1, at most 8. */
-  threads?: number;
-  /** Below this many values (gradient size x workers) the main thread sums: a thread round trip costs more. */
-  minValues?: number;
+/** What one step's reduction needs to know before the first bucket arrives. */
+export interface ReductionOptions {
+  /** Values in the gradient vector (its FlatLayout size). */
+  size: number;
+  bucketElems: number;
+  /** Names of the contributing workers in the fixed summation order (join order), for error messages. */
+  workers: readonly string[];
+  /** Samples of the global batch: the divisor of the average. */
+  count: number;
+  /** How workers upload their buckets (dist.grad_dtype). */
+  dtype: BucketDtype;
+  /**
+   * Called once per bucket, in index order, as soon as bucket `index` is averaged: `values` is its range of the
+   * average (valid until the next step). The step posts it to every replica from here.
+   */
+  onAveraged: (index: number, values: Float32Array) => void;
+  /** Ends worker `w`'s connection for a bad bucket found while folding it after another worker's arrival. */
+  fail: (w: number, err: GdpError) => void;
 }
 
 /**
- * Averages worker gradients in a fixed order: a step asks for one `gradientSink` per worker, which its link feeds
- * with that worker's buckets as they arrive, then for the `average` of their results. Bucket-wise reduction plugs
- * in here: a sink that hands each completed bucket to the reduction (summed over workers in the same fixed order,
- * so the arithmetic is unchanged) instead of waiting for whole vectors; fp16 and other per-bucket encodings are the
- * sink's `dtype`.
+ * The coordinator's gradient reduction, bucket by bucket as in PyTorch DDP's reducer: a step `begin`s one
+ * reduction, whose `sink(w)` receives worker w's buckets as they arrive. Bucket k of the average is the float32
+ * sum of the workers' buckets k in the fixed worker order divided by the sample count (reduce.ts), and goes out
+ * (`onAveraged`) the moment the last of them is folded, while later buckets are still arriving.
  *
- * Large gradients (ResNet-50: 25.6 M values per worker, ~0.15 s per worker on one core here, plus the finite
- * checks) are split by range over a piscina pool working on SharedArrayBuffers, so that the coordinator's reduction
- * does not grow with the worker count on a many-core machine. Small models (ResNet-20: 0.27 M values) and machines
- * with fewer than 3 cores sum inline.
+ * Each arriving bucket is copied (or decoded, float16) from its frame into a staging area of WebAssembly memory,
+ * then checked for finiteness and folded into the running sum in one SIMD pass (fold_simd.ts; the arithmetic of
+ * reduce.ts, bit for bit); the first worker's bucket initialises the range. A worker's bucket
+ * that arrives before an earlier worker's bucket of the same index is held (its frame, not a copy) until its turn,
+ * so memory beyond the one averaged vector is at most the held frames, never a full-size buffer per worker.
+ *
+ * Sums run on the main thread: each fold is a memcpy and one SIMD pass over a bucket while the next bucket is still
+ * on the wire, so the reduction hides behind the transfer instead of following it (the piscina pool that averaged
+ * whole vectors after the last byte arrived is gone).
  */
 export class GradientReducer {
-  private readonly threads: number;
-  private readonly minValues: number;
-  private pool?: Piscina;
-  /** Worker-gradient buffers returned by `average`, reused by `allocate` (fresh 100 MB arrays cost page faults). */
-  private spare: Float32Array[] = [];
+  /** The running sum and staging area, reused across steps of the same size: fresh 100 MB cost page faults. */
+  private acc?: SimdAccumulator;
 
-  constructor(opts: ReducerOptions = {}) {
-    this.threads = opts.threads ?? Math.min(8, availableParallelism() - 1);
-    this.minValues = opts.minValues ?? 8_000_000;
+  /** Starts the reduction of one step (the previous step's must be finished or abandoned: the buffers are reused). */
+  begin(o: ReductionOptions): StepReduction {
+    if (this.acc?.size !== o.size || this.acc.staging.length < Math.min(o.size, o.bucketElems)) this.acc = new SimdAccumulator(o.size, o.bucketElems);
+    return new StepReduction(o, this.acc);
+  }
+}
+
+/** One step's reduction (GradientReducer.begin). */
+export class StepReduction {
+  private readonly ranges: [number, number][];
+  /** Per worker: the index of the next bucket it must send. */
+  private readonly next: number[];
+  /** Per bucket: how many workers (in order) are folded into it. */
+  private readonly folded: number[];
+  /** Per bucket: buckets of later workers waiting for an earlier worker's bucket of the same index. */
+  private readonly held: (WireTensor | undefined)[][];
+  private averaged = 0;
+  private failed = false;
+
+  constructor(
+    private readonly o: ReductionOptions,
+    private readonly acc: SimdAccumulator,
+  ) {
+    this.ranges = bucketRanges(o.size, o.bucketElems);
+    this.next = o.workers.map(() => 0);
+    this.folded = this.ranges.map(() => 0);
+    this.held = this.ranges.map(() => []);
+    if (!o.workers.length) throw new GdpError('INTERNAL', 'a gradient reduction over no workers');
   }
 
-  private usePool(size: number, workers: number): boolean {
-    return this.threads >= 2 && size * workers >= this.minValues;
+  private what(w: number): string {
+    return `gradient from worker ${this.o.workers[w]}`;
   }
 
-  /**
-   * Receives one worker's gradient of `size` values in buckets of `bucketElems`, each checked (order, length, dtype,
-   * finite) on arrival, into a buffer from `allocate`. Its result goes to `average`.
-   */
-  gradientSink(what: string, size: number, bucketElems: number, workers: number, dtype: BucketDtype): BucketAssembler {
-    return new BucketAssembler(what, size, bucketElems, (n) => this.allocate(n, workers), dtype);
+  /** Where worker `w`'s buckets go: checked on arrival (index order, dtype, length), folded in turn. */
+  sink(w: number, label = this.what(w)): GradientSink {
+    return {
+      add: (index, data) => this.add(w, label, index, data),
+      end: () => {
+        if (this.next[w] !== this.ranges.length) throw new GdpError('BAD_BUCKET', `${label}: ${this.next[w]} of ${this.ranges.length} buckets arrived`);
+      },
+    };
   }
 
-  /**
-   * A buffer for one worker's gradient: shared memory when the pool will read it. Its contents are undefined (a
-   * reused buffer): the bucket assembler overwrites every element.
-   */
-  allocate(size: number, workers: number): Float32Array {
-    const shared = this.usePool(size, workers);
-    const i = this.spare.findIndex((b) => b.length === size && b.buffer instanceof SharedArrayBuffer === shared);
-    if (i >= 0) return this.spare.splice(i, 1)[0];
-    return shared ? new Float32Array(new SharedArrayBuffer(size * 4)) : new Float32Array(size);
-  }
-
-  /**
-   * The average of `grads`. The result array is reused by the next average of the same size (read it before then:
-   * a step's average is applied and sent within the step); `grads` are taken back for reuse (the caller drops them).
-   */
-  async average(grads: readonly Float32Array[], count: number): Promise<Float32Array> {
-    try {
-      return await this.averageOf(grads, count);
-    } finally {
-      // Only buffers of the current size are worth keeping; a layout change (gates, pruning) drops the rest.
-      const size = grads[0]?.length;
-      this.spare = [...this.spare.filter((b) => b.length === size), ...grads.filter((g) => g.byteOffset === 0 && g.buffer.byteLength === g.byteLength)].slice(-MAX_SPARE);
+  private add(w: number, label: string, index: number, data: WireTensor): void {
+    const n = this.ranges.length;
+    if (this.next[w] >= n) throw new GdpError('BAD_BUCKET', `${label}: bucket ${index} arrived after all ${n} buckets`);
+    if (index !== this.next[w]) throw new GdpError('BAD_BUCKET', `${label}: bucket ${index} arrived, expected bucket ${this.next[w]} of ${n}`);
+    checkBucket(label, this.ranges, index, data, this.o.dtype);
+    this.next[w]++;
+    // Another worker's bad bucket ended the step: it is redone, so nothing more is summed.
+    if (this.failed) return;
+    if (this.folded[index] !== w) {
+      this.held[index][w] = data;
+      return;
+    }
+    this.fold(w, index, data);
+    // Later workers' buckets of this index that were waiting for this one.
+    const held = this.held[index];
+    for (let v = w + 1; !this.failed && held[v]; v++) {
+      const d = held[v]!;
+      held[v] = undefined;
+      try {
+        this.fold(v, index, d);
+      } catch (err) {
+        this.failed = true;
+        this.o.fail(v, err as GdpError);
+      }
     }
   }
 
-  private out?: Float32Array;
-
-  /** The result buffer, kept across steps: a fresh 100 MB array per step costs its page faults every time. */
-  private output(size: number, shared: boolean): Float32Array {
-    if (this.out?.length !== size || this.out.buffer instanceof SharedArrayBuffer !== shared) {
-      this.out = shared ? new Float32Array(new SharedArrayBuffer(size * 4)) : new Float32Array(size);
+  /** Folds worker w's bucket `index` into the sum; throws NON_FINITE (and ends the reduction) for a bad value. */
+  private fold(w: number, index: number, data: WireTensor): void {
+    const [s, e] = this.ranges[index];
+    const role = foldRole(w, this.o.workers.length);
+    const g = this.acc.staging.subarray(0, e - s);
+    floatsIntoArray(data, this.o.dtype, g, 0, `${this.what(w)} bucket ${index}`);
+    const probe = this.acc.fold(s, e - s, role, this.o.count);
+    if (probe !== 0) {
+      this.failed = true;
+      const bad = g.findIndex((v) => !Number.isFinite(v));
+      throw new GdpError('NON_FINITE', `${this.what(w)}: bucket ${index} holds ${g[bad]} at element ${s + bad}`);
     }
-    return this.out;
+    if (++this.folded[index] === this.o.workers.length) {
+      this.held[index] = [];
+      this.averaged++;
+      this.o.onAveraged(index, this.acc.acc.subarray(s, e));
+    }
   }
 
-  private async averageOf(grads: readonly Float32Array[], count: number): Promise<Float32Array> {
-    const size = grads[0]?.length ?? 0;
-    const shared = grads.every((g) => g.buffer instanceof SharedArrayBuffer && g.byteOffset === 0 && g.length === size);
-    if (!this.usePool(size, grads.length) || !shared) {
-      const out = this.output(size, false);
-      reduceRange(grads, out, 0, size, count);
-      return out;
+  /** The average of every worker's gradient, once all of their buckets arrived and were folded. */
+  result(): Float32Array {
+    if (this.failed || this.averaged !== this.ranges.length) {
+      throw new GdpError('INTERNAL', `gradient reduction incomplete: ${this.averaged} of ${this.ranges.length} buckets averaged`);
     }
-    this.pool ??= new Piscina({ filename: new URL('./reduce_task.js', import.meta.url).href, maxThreads: this.threads, minThreads: 0, idleTimeout: 30000 });
-    const outBuf = this.output(size, true).buffer as SharedArrayBuffer;
-    const parts = this.threads;
-    const tasks: Promise<void>[] = [];
-    for (let p = 0; p < parts; p++) {
-      const task: ReduceTask = {
-        grads: grads.map((g) => g.buffer as SharedArrayBuffer),
-        out: outBuf,
-        start: Math.floor((p * size) / parts),
-        end: Math.floor(((p + 1) * size) / parts),
-        count,
-      };
-      tasks.push(this.pool.run(task));
-    }
-    await Promise.all(tasks);
-    return new Float32Array(outBuf);
-  }
-
-  async close(): Promise<void> {
-    await this.pool?.destroy();
-    this.pool = undefined;
+    return this.acc.acc;
   }
 }

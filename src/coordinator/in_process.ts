@@ -7,7 +7,6 @@ import { Replica } from '../shared/train/replica.js';
 import { WorkerSession } from '../worker/session.js';
 import { Coordinator, type ClusterOptions } from './cluster.js';
 import { initialWeightsPath, loadInitialWeights } from './initial_weights.js';
-import type { ReducerOptions } from './gradient_reducer.js';
 import { restoreCoordinator, type ResumePoint } from './resume_point.js';
 
 export interface InProcessOptions {
@@ -15,7 +14,6 @@ export interface InProcessOptions {
   backend?: string;
   loadData?: (config: Config) => Promise<DatasetPair>;
   log?: (line: string) => void;
-  reducer?: ReducerOptions;
   /**
    * The token of the workers' ring listeners (127.0.0.1, any free port; opened when dist.allreduce is not 'star').
    * Tests set one to check refusals.
@@ -41,7 +39,7 @@ export interface InProcessCluster {
 export function coordinatorFor(
   config: Config,
   log: (line: string) => void,
-  extra: Pick<ClusterOptions, 'reducer' | 'minWorkers' | 'pauseMs' | 'dataFingerprint' | 'observer'> = {},
+  extra: Pick<ClusterOptions, 'minWorkers' | 'pauseMs' | 'dataFingerprint' | 'observer'> = {},
   resume?: ResumePoint,
 ): Coordinator {
   const { model, inputShape } = configModel(config.model, config.base.seed);
@@ -63,7 +61,7 @@ export function coordinatorFor(
 export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
   const log = opts.log ?? (() => {});
   // No in-process worker comes back once gone: losing every worker fails at once rather than pausing.
-  const coordinator = coordinatorFor(config, log, { reducer: opts.reducer, pauseMs: 0, observer: opts.observer }, opts.resume);
+  const coordinator = coordinatorFor(config, log, { pauseMs: 0, observer: opts.observer }, opts.resume);
   const workers: WorkerSession[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < opts.workers; i++) {

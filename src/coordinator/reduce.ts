@@ -1,28 +1,65 @@
 /**
+ * The float32 arithmetic of the gradient average, shared by the whole-vector form (`reduceRange`) and the streaming
+ * one (GradientReducer folds each worker's bucket as it arrives): acc_0 = g_0, acc_w = fround(acc_{w-1} + g_w) in
+ * worker order, out = fround(acc / count). Storing into a Float32Array rounds like Math.fround, so each fold is one
+ * tight loop over typed arrays, bit for bit the per-element definition.
+ */
+
+/** Where a worker's values go in the running sum: the first initialises it, the last also divides. */
+export type FoldRole = 'first' | 'add' | 'last' | 'only';
+
+/**
+ * Folds `g` (one bucket of one worker) into `acc[at, at + g.length)` according to `role`; `count` divides for 'last'
+ * and 'only'. Returns the sum of g[i] * 0 over the bucket, which is NaN exactly when `g` holds a NaN or an infinity:
+ * the finiteness check rides along in the same pass (the caller locates the bad element only when it fails).
+ */
+export function foldInto(acc: Float32Array, at: number, g: Float32Array, role: FoldRole, count: number): number {
+  const n = g.length;
+  let probe = 0;
+  if (role === 'first') {
+    for (let i = 0; i < n; i++) {
+      const v = g[i];
+      acc[at + i] = v;
+      probe += v * 0;
+    }
+  } else if (role === 'add') {
+    for (let i = 0; i < n; i++) {
+      const v = g[i];
+      acc[at + i] = acc[at + i] + v;
+      probe += v * 0;
+    }
+  } else if (role === 'last') {
+    const f = Math.fround;
+    for (let i = 0; i < n; i++) {
+      const v = g[i];
+      acc[at + i] = f(acc[at + i] + v) / count;
+      probe += v * 0;
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      const v = g[i];
+      acc[at + i] = v / count;
+      probe += v * 0;
+    }
+  }
+  return probe;
+}
+
+/** The role of worker `w` of `workers` in the fixed-order sum. */
+export function foldRole(w: number, workers: number): FoldRole {
+  if (workers === 1) return 'only';
+  return w === 0 ? 'first' : w === workers - 1 ? 'last' : 'add';
+}
+
+/**
  * out[i] = (g_0[i] + g_1[i] + ... ) / count for i in [start, end), summed in float32 in the order of `grads`:
- * the same arithmetic, bit for bit, however the range is split between threads.
- *
- * Written as whole passes over typed arrays (storing into a Float32Array rounds like Math.fround): acc_0 = g_0,
- * acc_w = fround(acc_{w-1} + g_w), out = fround(acc / count), which is the per-element loop's arithmetic at a
- * fraction of its cost (one tight loop per worker instead of a nested loop with an fround per operation).
+ * the same arithmetic, bit for bit, however the range is split (the reference the streaming reduction is tested
+ * against).
  */
 export function reduceRange(grads: readonly Float32Array[], out: Float32Array, start: number, end: number, count: number): void {
-  const last = grads.length - 1;
-  if (last < 0) {
+  if (!grads.length) {
     out.fill(0, start, end);
     return;
   }
-  if (last > 0) out.set(grads[0].subarray(start, end), start);
-  for (let w = 1; w < last; w++) {
-    const g = grads[w];
-    for (let i = start; i < end; i++) out[i] = out[i] + g[i];
-  }
-  // The last worker's sum and the division in one pass: the sum is rounded to float32 before dividing.
-  const g = grads[last];
-  const f = Math.fround;
-  if (last === 0) {
-    for (let i = start; i < end; i++) out[i] = g[i] / count;
-  } else {
-    for (let i = start; i < end; i++) out[i] = f(out[i] + g[i]) / count;
-  }
+  grads.forEach((g, w) => foldInto(out, start, g.subarray(start, end), foldRole(w, grads.length), count));
 }

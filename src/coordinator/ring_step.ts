@@ -61,6 +61,8 @@ export class RingSteps {
   private fallback?: string;
   private noListener = false;
   private avgBuffer?: Float32Array;
+  /** The assembler of the current attempt's rank-0 upload (its average). */
+  private rank0Average?: BucketAssembler;
 
   constructor(private readonly o: RingStepOptions) {}
 
@@ -112,7 +114,8 @@ export class RingSteps {
     const answers = rs.map((r) => (r as PromiseFulfilledResult<Answers['computed']>).value);
     this.o.checkAnswers(shards, answers, `answer to ${what}`);
     const stats = answers.reduce((acc, a) => addStats(acc, a.stats), emptyStats());
-    const avg = answers[0].grad;
+    // Rank 0's sink checked at its 'computed' that every bucket of the average came.
+    const avg = this.rank0Average!.result();
     // The commit point, as in the star step.
     const gone = shards.find((s) => s.link.closed);
     if (gone) throw new GdpError('WORKER_LOST', `worker ${gone.link.id} left before ${what} was applied`);
@@ -125,10 +128,11 @@ export class RingSteps {
         link.post((q) => [{ type: 'apply', seq: q, set, sgd, held: true }], seq);
         continue;
       }
-      // Followers (and an active worker without samples this step) receive the average as in a star step.
+      // Followers (and an active worker without samples this step) receive the average as in a star step: its
+      // header, its buckets, then the commit.
       buckets ??= splitBuckets(avg, this.o.bucketElems).map((data, index): Message => ({ type: 'bucket', stream: 'avg', seq: 0, index, data }));
       const parts = buckets;
-      link.post((q) => [{ type: 'apply', seq: q, set, sgd }, ...parts.map((b) => ({ ...b, seq: q }))]);
+      link.post((q) => [{ type: 'average', seq: q, set }, ...parts.map((b) => ({ ...b, seq: q })), { type: 'apply', seq: q, set, sgd }]);
     }
     for (const { link, idx } of shards) link.samplesSinceSync += idx.length;
     replica.applyGradient(layout, avg, sgd);
@@ -165,6 +169,7 @@ export class RingSteps {
       if (this.avgBuffer?.length !== n) this.avgBuffer = new Float32Array(n);
       return this.avgBuffer;
     });
-    return { stream: 'avg', add: (i, d) => a.add(i, d), result: () => a.result() };
+    this.rank0Average = a;
+    return { stream: 'avg', add: (i, d) => a.add(i, d), end: () => void a.result() };
   }
 }

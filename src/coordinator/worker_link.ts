@@ -7,24 +7,24 @@ import type { StepStats } from '../shared/train/replica.js';
 export type Hello = MessageOf<'hello'>;
 
 /**
- * Where a worker's gradient buckets go as they arrive, checked against the expected layout (a BucketAssembler
- * into the reducer's buffer: GradientReducer.gradientSink).
+ * Where a worker's gradient buckets go as they arrive, each checked against the expected layout and folded into the
+ * step's reduction (StepReduction.sink). `end` runs at the worker's 'computed' and throws unless every bucket came.
  */
 export interface GradientSink {
   /** The bucket stream it takes: 'grad' (a gradient sum; the default) or 'avg' (a ring rank's average). */
   stream?: 'grad' | 'avg';
   add(index: number, data: WireTensor): void;
-  result(): Float32Array;
+  end(): void;
 }
 
 /** Answers the coordinator waits for, by the request type that asks for them. */
 export interface Answers {
   ready: MessageOf<'ready'>;
   /**
-   * `seq` is the compute request's: the 'apply' that commits the step names it. `grad` is what the request's sink
-   * assembled; empty when it had none (a ring rank other than 0 uploads nothing).
+   * `seq` is the compute request's: the 'average' and 'apply' of the step name it. The gradient (a ring rank 0's
+   * average) went to the request's sink; a ring rank other than 0 uploads nothing.
    */
-  computed: { seq: number; grad: Float32Array; stats: StepStats; ms: number };
+  computed: { seq: number; stats: StepStats; ms: number };
   checksum: MessageOf<'checksum'>;
   evaluated: MessageOf<'evaluated'>;
   bn_stats: MessageOf<'bn_stats'>;
@@ -153,6 +153,11 @@ export class WorkerLink {
     for (const m of build(seq)) this.peer.send(m);
   }
 
+  /** A fresh sequence number for messages sent later with `post` (a step's average to a worker without a shard). */
+  reserveSeq(): number {
+    return this.nextSeq++;
+  }
+
   private take(seq: number, type: AnswerType): Pending {
     const p = this.pending.get(seq);
     if (!p || p.type !== type) throw new GdpError('PROTOCOL', `unexpected '${type}' for request ${seq}`);
@@ -177,7 +182,8 @@ export class WorkerLink {
       }
       case 'computed': {
         const p = this.take(m.seq, 'computed');
-        this.settle(m.seq, p, { seq: m.seq, grad: p.gradient?.result() ?? new Float32Array(0), stats: m.stats, ms: Date.now() - p.started });
+        p.gradient?.end();
+        this.settle(m.seq, p, { seq: m.seq, stats: m.stats, ms: Date.now() - p.started });
         return;
       }
       case 'ring_failed': {

@@ -72,10 +72,11 @@ interface Uncommitted {
   samples: number;
 }
 
-interface PendingApply {
+/** A step's averaged gradient, arriving or held until the step's 'apply' commits it. */
+interface HeldAverage {
   seq: number;
+  set: MessageOf<'average'>['set'];
   layout: FlatLayout;
-  sgd: MessageOf<'apply'>['sgd'];
   assembler: BucketAssembler;
 }
 
@@ -87,7 +88,7 @@ export class WorkerSession {
   private readonly peer: Peer;
   private state?: Welcomed;
   private pendingState?: PendingState;
-  private pendingApply?: PendingApply;
+  private held?: HeldAverage;
   private uncommitted?: Uncommitted;
   private bucketElems = 1;
   /** Training samples since the last BN synchronisation: this worker's weight in the average. */
@@ -95,7 +96,7 @@ export class WorkerSession {
   private avgBuffer?: Float32Array;
   private ringMember?: RingMember;
   /** The ring's average for the compute request `seq`, applied when its 'apply' arrives (held). */
-  private held?: { seq: number; avg: Float32Array };
+  private ringHeld?: { seq: number; avg: Float32Array };
   private shutdownReason?: string;
   private wasWelcomed = false;
   private remoteError?: GdpError;
@@ -163,9 +164,11 @@ export class WorkerSession {
   }
 
   private async handle(m: Message): Promise<void> {
-    // The coordinator sends 'apply' right after the answers of a step; anything else means the step was dropped
-    // (another worker was lost) and is being redone: this shard's effects on the BN statistics are undone.
-    if (this.uncommitted && m.type !== 'apply' && m.type !== 'bucket') this.rollback();
+    // After a step's compute come only its 'average', 'avg' buckets and 'apply'; anything else means the step was
+    // dropped (another worker was lost) and is being redone: this shard's effects on the BN statistics are undone,
+    // and averaged buckets already held are discarded.
+    if (this.uncommitted && m.type !== 'apply' && m.type !== 'bucket' && m.type !== 'average') this.rollback();
+    if (this.held && !((m.type === 'apply' || (m.type === 'bucket' && m.stream === 'avg')) && m.seq === this.held.seq)) this.held = undefined;
     switch (m.type) {
       case 'welcome':
         return this.welcome(m);
@@ -173,6 +176,8 @@ export class WorkerSession {
         return this.bucket(m);
       case 'compute':
         return this.compute(m);
+      case 'average':
+        return this.average(m);
       case 'apply':
         return this.apply(m);
       case 'checksum_request':
@@ -211,22 +216,31 @@ export class WorkerSession {
     }
   }
 
-  /** The step this worker may have computed is committed: the averaged gradient follows in 'avg' buckets. */
-  private apply(m: MessageOf<'apply'>): void {
-    if (m.held) return this.applyHeld(m);
-    if (this.pendingApply) throw new GdpError('PROTOCOL', `'apply' ${m.seq} before the buckets of 'apply' ${this.pendingApply.seq} were complete`);
+  /** A step's averaged gradient follows in 'avg' buckets: held until its 'apply' (the coordinator's commit). */
+  private average(m: MessageOf<'average'>): void {
+    // The average of another step than the one this worker computed: that step was dropped.
+    if (this.uncommitted && this.uncommitted.seq !== m.seq) this.rollback();
     const layout = this.need().replica.layout(m.set);
-    if (this.uncommitted) {
-      if (this.uncommitted.seq !== m.seq) this.rollback();
-      this.uncommitted = undefined;
-    }
     // One buffer reused across steps: applyGradient consumes the average before the next one arrives.
     const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems, (n) => {
       if (this.avgBuffer?.length !== n) this.avgBuffer = new Float32Array(n);
       return this.avgBuffer;
     });
-    this.pendingApply = { seq: m.seq, layout, sgd: m.sgd, assembler };
-    if (assembler.complete) this.applyPending();
+    this.held = { seq: m.seq, set: m.set, layout, assembler };
+  }
+
+  /** The step is committed: the averaged gradient held for it (streamed by the coordinator, or the ring's) is applied. */
+  private apply(m: MessageOf<'apply'>): void {
+    if (m.held) return this.applyHeld(m);
+    const held = this.held;
+    this.held = undefined;
+    if (held?.seq !== m.seq) throw new GdpError('PROTOCOL', `'apply' ${m.seq} without the average of that step`);
+    if (held.set !== m.set) throw new GdpError('PROTOCOL', `'apply' ${m.seq} of '${m.set}' parameters, its average was of '${held.set}'`);
+    if (this.uncommitted) {
+      if (this.uncommitted.seq !== m.seq) this.rollback();
+      this.uncommitted = undefined;
+    }
+    this.need().replica.applyGradient(held.layout, held.assembler.result(), m.sgd);
   }
 
   private async welcome(m: MessageOf<'welcome'>): Promise<void> {
@@ -249,9 +263,8 @@ export class WorkerSession {
     if (m.stream === 'state' && this.pendingState) {
       this.pendingState.assembler.add(m.index, m.data);
       if (this.pendingState.assembler.complete) await this.finishWelcome();
-    } else if (m.stream === 'avg' && this.pendingApply?.seq === m.seq) {
-      this.pendingApply.assembler.add(m.index, m.data);
-      if (this.pendingApply.assembler.complete) this.applyPending();
+    } else if (m.stream === 'avg' && this.held?.seq === m.seq) {
+      this.held.assembler.add(m.index, m.data);
     } else {
       throw new GdpError('PROTOCOL', `unexpected '${m.stream}' bucket ${m.index} of request ${m.seq}`);
     }
@@ -284,7 +297,6 @@ export class WorkerSession {
     this.peer.send({ type: 'ready', checksum: replica.checksum('state'), data: dataFingerprint(data), ring: this.ringMember?.url });
   }
 
-  /** The gradient SUM and loss sums of a compute request's shard; its BN statistics stay uncommitted until 'apply'. */
   /**
    * The gradient sum of a compute request's shard, or undefined when this worker answered the request itself: a
    * shard too big for its backend's memory ('failed' BATCH_TOO_LARGE), or, with `reportNonFinite`, a loss, gradient
@@ -294,7 +306,6 @@ export class WorkerSession {
    */
   private async shardGradient(m: MessageOf<'compute'>, reportNonFinite: boolean): Promise<ReturnType<Replica['gradients']> | undefined> {
     const { replica, data, config } = this.need();
-    if (this.pendingApply) throw new GdpError('PROTOCOL', `'compute' ${m.seq} before the update of step ${this.pendingApply.seq} was complete`);
     const indices = int32FromWire(m.indices, 'compute indices');
     if (!this.fits(m.seq, () => this.memory.check(replica, config, indices.length, 'train', 'data.batch_size'))) return undefined;
     const batch = await data.train.load(indices, { augment: true, seed: m.seed });
@@ -353,7 +364,7 @@ export class WorkerSession {
       this.peer.send({ type: 'ring_failed', seq: m.seq, code: e.code, message: e.message.replace(/[\x00-\x09\x0b-\x1f\x7f]/g, ' ').slice(0, 10000) });
       return;
     }
-    this.held = { seq: m.seq, avg };
+    this.ringHeld = { seq: m.seq, avg };
     if (info.rank === 0) {
       // float32 always: the coordinator's replica must apply the very bits the ranks apply.
       bucketRanges(avg.length, this.bucketElems).forEach(([s, e], index) => this.peer.send({ type: 'bucket', stream: 'avg', seq: m.seq, index, data: toWire(avg.subarray(s, e)) }));
@@ -363,11 +374,11 @@ export class WorkerSession {
 
   /** Commits a ring step: the average held from the all-reduce of request `m.seq`. */
   private applyHeld(m: MessageOf<'apply'>): void {
-    const h = this.held;
+    const h = this.ringHeld;
     if (!h || h.seq !== m.seq) throw new GdpError('PROTOCOL', `'apply' ${m.seq} of a held average, but ${h ? `request ${h.seq}'s` : 'none'} is held`);
     const layout = this.need().replica.layout(m.set);
     if (layout.size !== h.avg.length) throw new GdpError('PROTOCOL', `'apply' ${m.seq} of '${m.set}' (${layout.size} values), the held average has ${h.avg.length}`);
-    this.held = undefined;
+    this.ringHeld = undefined;
     this.uncommitted = undefined;
     this.need().replica.applyGradient(layout, h.avg, m.sgd);
   }
@@ -376,16 +387,10 @@ export class WorkerSession {
   private rollback(): void {
     const u = this.uncommitted!;
     this.uncommitted = undefined;
-    this.held = undefined;
+    this.ringHeld = undefined;
     this.need().replica.setRunningStats(u.runningStats);
     this.samplesSinceSync -= u.samples;
     this.opts.log(`step of request ${u.seq} was dropped by the coordinator; its BN statistics are undone`);
-  }
-
-  private applyPending(): void {
-    const p = this.pendingApply!;
-    this.pendingApply = undefined;
-    this.need().replica.applyGradient(p.layout, p.assembler.result(), p.sgd);
   }
 
   private async evaluate(m: MessageOf<'evaluate'>): Promise<void> {

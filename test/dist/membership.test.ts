@@ -149,10 +149,15 @@ test('a worker that stops answering (no heartbeats, socket open) is dropped afte
   assert.deepEqual(stopped.out, left.out);
 });
 
-test('a worker lost mid-step: the step is redone on the others, who undo that attempt\'s BN statistics', async () => {
+/**
+ * b's connection ends after its gradient went up, before its 'computed': a already received (some of) the step's
+ * averaged buckets, which it must drop, with its shard's BN statistics, when the step is redone.
+ */
+async function lostMidStep(bucketMib?: number): Promise<void> {
+  const config = bucketMib === undefined ? tinyConfig() : tinyConfig({ dist: { bucket_mib: bucketMib } });
   const run = async (killMidStep: boolean) => {
     const lines: string[] = [];
-    const c = coordinatorFor(tinyConfig(), (l) => lines.push(l), { pauseMs: 0 });
+    const c = coordinatorFor(config, (l) => lines.push(l), { pauseMs: 0 });
     const a = connectWorker(c, 'a');
     await c.waitForWorkers(1, 30000);
     let bt: Transport | undefined;
@@ -191,7 +196,10 @@ test('a worker lost mid-step: the step is redone on the others, who undo that at
   assert.ok(mid.lines.some((l) => /^step 3: worker b left: killed; redoing it with 1 worker\(s\)$/.test(l)), mid.lines.join('\n'));
   assert.ok(mid.lines.some((l) => /^worker b lost at step 3 /.test(l)), mid.lines.join('\n'));
   assert.deepEqual(mid.out, before.out);
-});
+}
+
+test('a worker lost mid-step: the step is redone on the others, who undo that attempt\'s BN statistics', () => lostMidStep());
+test('the same with the gradient in many buckets: averaged buckets already streamed to the others are dropped', () => lostMidStep(0.0001));
 
 test('a worker that loaded other data is refused when it joins, naming its host; received paths are never read', async () => {
   const data = await tinyData();

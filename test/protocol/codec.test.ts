@@ -16,6 +16,7 @@ test('messages round-trip, tensors as binary', () => {
     { type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', backend: 'cpu', gpu: null, host: 'h', pid: 1 },
     { type: 'bucket', stream: 'grad', seq: 3, index: 0, data: toWire(grad) },
     { type: 'compute', seq: 4, set: 'gates', indices: toWire(Int32Array.of(5, 1, 9)), seed: 7 },
+    { type: 'average', seq: 4, set: 'all' },
     { type: 'apply', seq: 4, set: 'all', sgd: { lr: 0.1, momentum: 0.9, weightDecay: 1e-4, nesterov: true, gateL1: 1e-3 } },
     { type: 'model_update', seq: 5, update: { kind: 'custom', handler: 'h', record: { keep: [1, 2], name: 'conv1' }, tensors: [{ name: 't', tensor: toWire(Float32Array.of(1, 2), [2, 1]) }] } },
   ];

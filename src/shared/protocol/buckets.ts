@@ -17,6 +17,19 @@ export function splitBuckets(flat: Float32Array, bucketElems: number, dtype: Buc
 }
 
 /**
+ * Checks bucket `index` of a vector laid out in `ranges` (an index in range, the expected dtype, the exact number of
+ * values) and returns its [start, end) range; throws BAD_BUCKET naming `what`, the bucket and the problem.
+ */
+export function checkBucket(what: string, ranges: readonly [number, number][], index: number, data: WireTensor, dtype: BucketDtype): [number, number] {
+  if (index >= ranges.length) throw new GdpError('BAD_BUCKET', `${what}: bucket ${index} arrived, the vector has ${ranges.length} buckets`);
+  const [s, e] = ranges[index];
+  if (data.dtype !== dtype) throw new GdpError('BAD_BUCKET', `${what} bucket ${index} is ${data.dtype}, expected ${dtype}`);
+  const n = data.shape.reduce((a, b) => a * b, 1);
+  if (n !== e - s) throw new GdpError('BAD_BUCKET', `${what}: bucket ${index} has ${n} values, the layout expects ${e - s}`);
+  return [s, e];
+}
+
+/**
  * Reassembles a flat vector from its buckets, checking each against the expected layout: index in range, arriving
  * in order, exact length, finite values. A failure names the stream, bucket and problem.
  */
@@ -43,11 +56,8 @@ export class BucketAssembler {
     if (index !== this.next) {
       throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} arrived, expected bucket ${this.next} of ${this.ranges.length}`);
     }
-    const [s, e] = this.ranges[index];
+    const [s, e] = checkBucket(this.what, this.ranges, index, data, this.dtype);
     const what = `${this.what} bucket ${index}`;
-    if (data.dtype !== this.dtype) throw new GdpError('BAD_BUCKET', `${what} is ${data.dtype}, expected ${this.dtype}`);
-    const n = data.shape.reduce((a, b) => a * b, 1);
-    if (n !== e - s) throw new GdpError('BAD_BUCKET', `${this.what}: bucket ${index} has ${n} values, the layout expects ${e - s}`);
     // Decoded straight into place; a bad bucket fails the whole vector, so a partly written range is never used.
     floatsIntoArray(data, this.dtype, this.out, s, what);
     const v = this.out.subarray(s, e);

@@ -6,8 +6,9 @@ import { namedTensorSchema, wireTensorSchema } from './tensor.js';
  * Every message of the coordinator <-> worker protocol, defined once. Requests carry a `seq` that the answer
  * echoes. Large float vectors (gradients, parameters, model state) never travel inside a request: they travel as
  * `bucket` messages of bounded size, in index order, with a header message that gives their layout: `welcome` then
- * its `state` buckets, `apply` then its `avg` buckets; a worker's `grad` buckets answer `compute` (whose layout the
- * coordinator knows) and are closed by `computed`.
+ * its `state` buckets, `average` then its `avg` buckets; a worker's `grad` buckets answer `compute` (whose layout
+ * the coordinator knows) and are closed by `computed`. A step's averaged buckets stream out while other workers'
+ * gradients still arrive, before the step is committed: replicas hold them and apply them only on `apply`.
  */
 const seq = z.number().int().nonnegative();
 /** Text from the other side that ends up in logs: bounded, no control characters (newlines only where allowed). */
@@ -120,8 +121,13 @@ export const messageSchema = z.discriminatedUnion('type', [
    */
   z.object({ type: z.literal('failed'), seq, code, message: text(10000, true) }),
   /**
-   * Apply the averaged gradient carried by the `avg` buckets that follow, with these SGD options; with `held`, no
-   * buckets follow: apply the average this worker holds from the ring all-reduce of compute request `seq`.
+   * The averaged gradient of `set` for step `seq` (the compute request's number for a worker that computed) follows
+   * in `avg` buckets; held until the `apply` of the same number, dropped by any other message (the step is redone).
+   */
+  z.object({ type: z.literal('average'), seq, set: paramSet }),
+  /**
+   * Commits step `seq`: apply the averaged gradient its `avg` buckets brought, with these SGD options; with `held`,
+   * apply the average this worker holds from the ring all-reduce of compute request `seq` (no 'average' preceded it).
    */
   z.object({ type: z.literal('apply'), seq, set: paramSet, sgd, held: z.boolean().optional() }),
   /** The ring all-reduce of compute request `seq` failed here (a peer lost, a bad frame): the step is redone. */

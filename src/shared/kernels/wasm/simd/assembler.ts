@@ -70,6 +70,7 @@ const OPS: Record<string, [number[], Imm, number?]> = {
   'f32x4.add': [[0xfd, 0xe4, 0x01], 'none'],
   'f32x4.sub': [[0xfd, 0xe5, 0x01], 'none'],
   'f32x4.mul': [[0xfd, 0xe6, 0x01], 'none'],
+  'f32x4.div': [[0xfd, 0xe7, 0x01], 'none'],
   'f32x4.max': [[0xfd, 0xe9, 0x01], 'none'],
 };
 

@@ -1,0 +1,83 @@
+import { assemble, type WasmFunction } from '../shared/kernels/wasm/simd/assembler.js';
+import { countedLoop } from '../shared/kernels/wasm/simd/module.js';
+import { foldInto, type FoldRole } from './reduce.js';
+
+/** The part of the WebAssembly JS API used here (the project's libs do not declare it). */
+interface WasmApi {
+  Memory: new (d: { initial: number }) => { buffer: ArrayBuffer };
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: object };
+}
+const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+/** What each role stores at $acc from the loaded vector $v (and $c, the divisor splatted). */
+const STORE: Record<FoldRole, string> = {
+  first: 'local.get $acc local.get $v v128.store',
+  add: 'local.get $acc local.get $acc v128.load local.get $v f32x4.add v128.store',
+  last: 'local.get $acc local.get $acc v128.load local.get $v f32x4.add local.get $c f32x4.div v128.store',
+  only: 'local.get $acc local.get $v local.get $c f32x4.div v128.store',
+};
+
+/**
+ * fold_<role>(acc, g, n, count) over n float32x4 vectors at byte offsets acc and g: foldInto's arithmetic four lanes
+ * at a time (IEEE binary32 add and divide round exactly as Math.fround of the float64 operation does), returning the
+ * sum of the lanes of sum(g * 0), NaN exactly when g holds a NaN or an infinity.
+ */
+const FUNCTIONS: WasmFunction[] = (Object.keys(STORE) as FoldRole[]).map((role) => ({
+  name: `fold_${role}`,
+  text: `
+    (param $acc i32) (param $g i32) (param $n i32) (param $count f32) (result f32)
+    (local $k i32) (local $v v128) (local $p v128) (local $z v128) (local $c v128)
+    f32.const 0 f32x4.splat local.set $z
+    local.get $z local.set $p
+    local.get $count f32x4.splat local.set $c
+    ${countedLoop('$vec', '$k', '$n', `
+      local.get $g v128.load local.set $v
+      local.get $p local.get $v local.get $z f32x4.mul f32x4.add local.set $p
+      ${STORE[role]}
+      local.get $acc i32.const 16 i32.add local.set $acc
+      local.get $g i32.const 16 i32.add local.set $g`)}
+    local.get $p f32x4.extract_lane 0 local.get $p f32x4.extract_lane 1 f32.add
+    local.get $p f32x4.extract_lane 2 f32.add local.get $p f32x4.extract_lane 3 f32.add`,
+}));
+
+type Fold = (acc: number, g: number, n: number, count: number) => number;
+let compiled: object | undefined;
+
+/**
+ * The running sum of a gradient reduction in WebAssembly memory, folded with SIMD: `acc` (the average, `size`
+ * values) and a one-bucket staging area `staging` (at least `bucketElems` values) into which a bucket's bytes are
+ * copied (a memcpy, whatever their alignment in the frame) before `fold` sums them in place. The JS loops of
+ * reduce.ts remain the reference the tests hold this to, bit for bit.
+ */
+export class SimdAccumulator {
+  readonly acc: Float32Array;
+  readonly staging: Float32Array;
+  private readonly folds: Record<FoldRole, Fold>;
+
+  constructor(
+    readonly size: number,
+    bucketElems: number,
+  ) {
+    const stagingElems = Math.min(size, bucketElems);
+    const bytes = 4 * (size + stagingElems) + 16;
+    const memory = new WA.Memory({ initial: Math.max(1, Math.ceil(bytes / 65536)) });
+    compiled ??= new WA.Module(assemble(FUNCTIONS));
+    const exports = new WA.Instance(compiled, { env: { memory } }).exports as Record<string, Fold>;
+    this.folds = { first: exports.fold_first, add: exports.fold_add, last: exports.fold_last, only: exports.fold_only };
+    this.acc = new Float32Array(memory.buffer, 0, size);
+    this.staging = new Float32Array(memory.buffer, 4 * size, stagingElems);
+  }
+
+  /**
+   * Folds the first `n` values of `staging` into acc[at, at + n) as `role` (reduce.ts' foldInto); returns the
+   * finiteness probe (NaN when a staged value is not finite).
+   */
+  fold(at: number, n: number, role: FoldRole, count: number): number {
+    const vecs = n >> 2;
+    let probe = this.folds[role](4 * at, this.staging.byteOffset, vecs, count);
+    // The last 0-3 values, in JS (the same arithmetic).
+    if (n > 4 * vecs) probe += foldInto(this.acc, at + 4 * vecs, this.staging.subarray(4 * vecs, n), role, count);
+    return probe;
+  }
+}
