@@ -1,6 +1,6 @@
 import { GdpError } from '../shared/errors.js';
 import { bucketRanges, checkBucket, type BucketDtype } from '../shared/protocol/buckets.js';
-import { floatsIntoArray, type WireTensor } from '../shared/protocol/tensor.js';
+import { firstNonFinite, floatsIntoArray, type WireTensor } from '../shared/protocol/tensor.js';
 import { SimdAccumulator } from './fold_simd.js';
 import { foldRole } from './reduce.js';
 import type { GradientSink } from './worker_link.js';
@@ -63,6 +63,8 @@ export class StepReduction {
   private readonly held: (WireTensor | undefined)[][];
   private averaged = 0;
   private failed = false;
+  /** A bucket's average overflowed: later averaged buckets are not sent either. */
+  private overflowed = false;
 
   constructor(
     private readonly o: ReductionOptions,
@@ -131,7 +133,11 @@ export class StepReduction {
     if (++this.folded[index] === this.o.workers.length) {
       this.held[index] = [];
       this.averaged++;
-      this.o.onAveraged(index, this.acc.acc.subarray(s, e));
+      // Finite gradients can still sum past float32's range: from such a bucket on nothing more is sent (replicas take
+      // buckets in order), and the step's caller finds the non-finite average (the run diverged; no one is to blame).
+      const avg = this.acc.acc.subarray(s, e);
+      if (firstNonFinite(avg) >= 0) this.overflowed = true;
+      if (!this.overflowed) this.o.onAveraged(index, avg);
     }
   }
 
