@@ -1,4 +1,5 @@
-import { RingAllReduce, RingEndpoint } from '../shared/collective/index.js';
+import { RingAllReduce } from '../shared/collective/ring_allreduce.js';
+import { RingEndpoint } from '../shared/collective/ring_peers.js';
 import type { Config } from '../shared/config/schema.js';
 import type { MessageOf } from '../shared/protocol/messages.js';
 import { bucketElements } from '../shared/protocol/version.js';
