@@ -20,7 +20,9 @@ function startChild(args: string[]): { child: ChildProcess; exited: Promise<neve
   const unregister = onAbort(() => child.kill('SIGKILL'));
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const exited = new Promise<never>((_, reject) => child.once('exit', (code, sig) => reject(new Error(`ws peer process (${args[0]}) exited (${code ?? sig}): ${stderr.trim()}`))));
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code, sig) => reject(new Error(`ws peer process (${args[0]}) exited (${code ?? sig}): ${stderr.trim()}`))),
+  );
   exited.catch(() => undefined);
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -42,7 +44,12 @@ function startChild(args: string[]): { child: ChildProcess; exited: Promise<neve
  * binary frames, all at once, timed from the start signal to the last byte received. No codec, no buckets: the
  * ceiling the protocol can approach.
  */
-export async function rawWsThroughput(direction: 'up' | 'down', totalBytes: number, frameBytes: number, clients = 1): Promise<{ mbPerSec: number; ms: number }> {
+export async function rawWsThroughput(
+  direction: 'up' | 'down',
+  totalBytes: number,
+  frameBytes: number,
+  clients = 1,
+): Promise<{ mbPerSec: number; ms: number }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, maxPayload: MAX_FRAME_BYTES });
   await new Promise<void>((res) => wss.once('listening', () => res()));
   const port = (wss.address() as { port: number }).port;

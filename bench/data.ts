@@ -52,7 +52,8 @@ async function main(): Promise<void> {
     mkdirSync(cifar);
     const records = Buffer.alloc(2000 * 3073);
     for (let i = 0; i < records.length; i++) records[i] = i % 3073 === 0 ? rng.int(10) : rng.int(256);
-    for (const f of ['data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'test_batch']) writeFileSync(join(cifar, `${f}.bin`), records);
+    for (const f of ['data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'test_batch'])
+      writeFileSync(join(cifar, `${f}.bin`), records);
 
     // ImageNet-like JPEGs: ~500x375, smooth noise so the decoder has real work.
     for (let i = 0; i < jpegs; i++) {
@@ -62,7 +63,9 @@ async function main(): Promise<void> {
       const h = 300 + rng.int(150);
       const raw = Buffer.alloc(w * h * 3);
       for (let p = 0; p < raw.length; p++) raw[p] = (128 + 100 * Math.sin(p / 997 + i) + rng.int(40)) & 255;
-      await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toFile(join(folder, `img_${i}.JPEG`));
+      await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+        .jpeg({ quality: 90 })
+        .toFile(join(folder, `img_${i}.JPEG`));
     }
     for (const split of ['train', 'val']) for (let c = 0; c < 4; c++) mkdirSync(join(dir, 'imagenet', split, `n0${c}`), { recursive: true });
 
@@ -71,10 +74,14 @@ async function main(): Promise<void> {
       const label = pool.threads === 0 ? 'in-thread' : `pool x${pool.threads}`;
       const c = loadCifar('cifar10', dir, pool);
       const cr = await imagesPerSecond(c.train, 128, cifarBatches, pool.threads > 0);
-      console.log(`CIFAR augment (batch 128)      ${label.padEnd(10)} ${cr.rate.toFixed(0).padStart(7)} images/s, calling thread busy ${(cr.busy * 100).toFixed(0)}%`);
+      console.log(
+        `CIFAR augment (batch 128)      ${label.padEnd(10)} ${cr.rate.toFixed(0).padStart(7)} images/s, calling thread busy ${(cr.busy * 100).toFixed(0)}%`,
+      );
       const im = loadImageFolders(join(dir, 'imagenet'), pool);
       const ir = await imagesPerSecond(im.train, 16, Math.max(2, Math.floor(jpegs / 8)), pool.threads > 0);
-      console.log(`ImageNet decode+crop (batch 16) ${label.padEnd(9)} ${ir.rate.toFixed(1).padStart(7)} images/s, calling thread busy ${(ir.busy * 100).toFixed(0)}%`);
+      console.log(
+        `ImageNet decode+crop (batch 16) ${label.padEnd(9)} ${ir.rate.toFixed(1).padStart(7)} images/s, calling thread busy ${(ir.busy * 100).toFixed(0)}%`,
+      );
     }
   } finally {
     for (const p of pools) await p.close();

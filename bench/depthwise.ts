@@ -19,9 +19,9 @@ import '@tensorflow/tfjs-backend-wasm';
 // tfjs-core's node bundle registers no gradients; the umbrella package registers them all.
 import '@tensorflow/tfjs';
 
-import {batchNormTrain} from '../src/shared/nn/batchnorm_train.js';
-import {depthwiseGradOptions} from '../src/shared/kernels/wasm/depthwise_common.js';
-import {registerWasmTrainingKernels} from '../src/shared/kernels/wasm/register_all.js';
+import { batchNormTrain } from '../src/shared/nn/batchnorm_train.js';
+import { depthwiseGradOptions } from '../src/shared/kernels/wasm/depthwise_common.js';
+import { registerWasmTrainingKernels } from '../src/shared/kernels/wasm/register_all.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: number) => {
@@ -50,15 +50,23 @@ function mobileNetV2Blocks(width = 0.35, input = 96): Block[] {
     const r = Math.max(8, Math.floor((v + 4) / 8) * 8);
     return r < 0.9 * v ? r + 8 : r;
   };
-  const settings: Array<[number, number, number, number]> =
-      [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]];
+  const settings: Array<[number, number, number, number]> = [
+    [1, 16, 1, 1],
+    [6, 24, 2, 2],
+    [6, 32, 3, 2],
+    [6, 64, 4, 2],
+    [6, 96, 3, 1],
+    [6, 160, 3, 2],
+    [6, 320, 1, 1],
+  ];
   const blocks: Block[] = [];
-  let res = input / 2, cin = divisible(32 * width);
+  let res = input / 2,
+    cin = divisible(32 * width);
   for (const [t, c, n, s] of settings) {
     const cout = divisible(c * width);
     for (let i = 0; i < n; i++) {
       const stride = i === 0 ? s : 1;
-      blocks.push({res, cin, t, cout, stride});
+      blocks.push({ res, cin, t, cout, stride });
       res = Math.ceil(res / stride);
       cin = cout;
     }
@@ -103,49 +111,54 @@ function depthwiseCase(b: Block) {
   const w = tf.randomNormal([3, 3, c, 1]) as tf.Tensor4D;
   const y = tf.depthwiseConv2d(x, w, b.stride, 'same');
   const dy = tf.randomNormal(y.shape);
-  const attrs = {strides: b.stride, pad: 'same', dilations: 1};
+  const attrs = { strides: b.stride, pad: 'same', dilations: 1 };
   return {
-    x, w, dy, attrs, tensors: [x, w, y, dy],
+    x,
+    w,
+    dy,
+    attrs,
+    tensors: [x, w, y, dy],
     fwd: () => tf.depthwiseConv2d(x, w, b.stride, 'same'),
-    dW: () => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropFilter, {x, dy}, {...attrs, filterShape: w.shape}) as tf.Tensor,
-    dx: () => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropInput, {dy, filter: w}, {...attrs, inputShape: x.shape}) as tf.Tensor,
+    dW: () => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropFilter, { x, dy }, { ...attrs, filterShape: w.shape }) as tf.Tensor,
+    dx: () => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropInput, { dy, filter: w }, { ...attrs, inputShape: x.shape }) as tf.Tensor,
   };
 }
 
 async function benchKernels(blocks: Block[]): Promise<void> {
   console.log(`Depthwise 3x3 'same' kernels, batch ${batch}, cpu ms per call (best of ${trials}); cpu dW/dx: tfjs-cpu backend, one call`);
-  console.log('layer'.padEnd(20) + ['fwd', 'dW', 'dx', 'dx simd', 'cpu dW', 'cpu dx'].map(h => pad(h, 9)).join(''));
+  console.log('layer'.padEnd(20) + ['fwd', 'dW', 'dx', 'dx simd', 'cpu dW', 'cpu dx'].map((h) => pad(h, 9)).join(''));
   const seen = new Set<string>();
   for (const b of blocks) {
     const c = b.cin * b.t;
     const key = `${b.res}x${b.res}x${c} s${b.stride}`;
     if (seen.has(key)) continue;
     seen.add(key);
-    const {x, w, dy, attrs, tensors, fwd: forward, dW, dx} = depthwiseCase(b);
+    const { x, w, dy, attrs, tensors, fwd: forward, dW, dx } = depthwiseCase(b);
     const fwd = minMs(forward, 10);
-    const ours = minMs(dW, 10), oursDx = minMs(dx, 10);
+    const ours = minMs(dW, 10),
+      oursDx = minMs(dx, 10);
     depthwiseGradOptions.input = 'simd';
     const simdDx = minMs(dx, 10);
     depthwiseGradOptions.input = 'auto';
     let cpu = ['-', '-'];
     if (withCpu) {
-      const arrays = [x, w, dy].map(t => ({values: t.dataSync(), shape: t.shape}));
+      const arrays = [x, w, dy].map((t) => ({ values: t.dataSync(), shape: t.shape }));
       cpu = await onCpu(() => {
-        const [xc, wc, dyc] = arrays.map(a => tf.tensor(a.values, a.shape));
+        const [xc, wc, dyc] = arrays.map((a) => tf.tensor(a.values, a.shape));
         const time = (f: () => tf.Tensor) => {
           const start = cpuMs();
           tf.dispose(f());
           return (cpuMs() - start).toFixed(1);
         };
         const out = [
-          time(() => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropFilter, {x: xc, dy: dyc}, {...attrs, filterShape: w.shape}) as tf.Tensor),
-          time(() => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropInput, {dy: dyc, filter: wc}, {...attrs, inputShape: x.shape}) as tf.Tensor),
+          time(() => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropFilter, { x: xc, dy: dyc }, { ...attrs, filterShape: w.shape }) as tf.Tensor),
+          time(() => tf.engine().runKernel(tf.DepthwiseConv2dNativeBackpropInput, { dy: dyc, filter: wc }, { ...attrs, inputShape: x.shape }) as tf.Tensor),
         ];
         tf.dispose([xc, wc, dyc]);
         return out;
       });
     }
-    console.log(key.padEnd(20) + [fwd, ours, oursDx, simdDx].map(v => pad(v.toFixed(2), 9)).join('') + cpu.map(v => pad(v, 9)).join(''));
+    console.log(key.padEnd(20) + [fwd, ours, oursDx, simdDx].map((v) => pad(v.toFixed(2), 9)).join('') + cpu.map((v) => pad(v, 9)).join(''));
     tf.dispose(tensors);
   }
 }
@@ -164,9 +177,15 @@ function blockParams(b: Block): tf.Tensor[] {
   const e = b.cin * b.t;
   const he = (shape: number[], fanIn: number) => tf.mul(tf.randomNormal(shape), Math.sqrt(2 / fanIn));
   return [
-    he([1, 1, b.cin, e], b.cin), tf.ones([e]), tf.zeros([e]),
-    he([3, 3, e, 1], 9), tf.ones([e]), tf.zeros([e]),
-    he([1, 1, e, b.cout], e), tf.ones([b.cout]), tf.zeros([b.cout]),
+    he([1, 1, b.cin, e], b.cin),
+    tf.ones([e]),
+    tf.zeros([e]),
+    he([3, 3, e, 1], 9),
+    tf.ones([e]),
+    tf.zeros([e]),
+    he([1, 1, e, b.cout], e),
+    tf.ones([b.cout]),
+    tf.zeros([b.cout]),
   ];
 }
 
@@ -176,10 +195,11 @@ const RELU6_GRAD = ['GdpClipGrad', 'LessEqual', 'Step', 'Cast', 'Multiply'];
 
 async function benchBlocks(blocks: Block[]): Promise<void> {
   console.log(`\nMobileNetV2-0.35 blocks at 96x96, batch ${batch}: forward + backward, cpu ms per step (best of ${trials});`);
-  console.log('dw fwd/dW/dx: cpu ms of the block\'s depthwise kernels timed alone; dw %: their share of the step;');
+  console.log("dw fwd/dW/dx: cpu ms of the block's depthwise kernels timed alone; dw %: their share of the step;");
   console.log('p: shares of kernel time in profiled steps (wall time per kernel, least of the trials)');
-  console.log('block'.padEnd(30) + ['step', 'dw fwd', 'dW', 'dx', 'dw %', 'p dw %', 'p relu6g', 'p conv %'].map(h => pad(h, 9)).join(''));
-  let total = 0, totalDw = 0;
+  console.log('block'.padEnd(30) + ['step', 'dw fwd', 'dW', 'dx', 'dw %', 'p dw %', 'p relu6g', 'p conv %'].map((h) => pad(h, 9)).join(''));
+  let total = 0,
+    totalDw = 0;
   const sums = new Map<string, number>();
   let profiledTotal = 0;
   for (const [i, b] of blocks.entries()) {
@@ -194,7 +214,7 @@ async function benchBlocks(blocks: Block[]): Promise<void> {
     const ms = minMs(step, 2);
     total += ms;
     const dwCase = depthwiseCase(b);
-    const dwMs = [dwCase.fwd, dwCase.dW, dwCase.dx].map(f => minMs(f, 5));
+    const dwMs = [dwCase.fwd, dwCase.dW, dwCase.dx].map((f) => minMs(f, 5));
     tf.dispose(dwCase.tensors);
     const dwSum = dwMs.reduce((a, v) => a + v, 0);
     totalDw += dwSum;
@@ -216,17 +236,24 @@ async function benchBlocks(blocks: Block[]): Promise<void> {
     profiledTotal += all;
     for (const [name, v] of byName) sums.set(name, (sums.get(name) ?? 0) + v);
     const get = (names: string[]) => names.reduce((s, n) => s + (byName.get(n) ?? 0), 0);
-    const share = (names: string[]) => (100 * get(names) / all).toFixed(1);
+    const share = (names: string[]) => ((100 * get(names)) / all).toFixed(1);
     const name = `${i} ${b.res}x${b.res}x${b.cin} t${b.t} s${b.stride} ->${b.cout}`;
-    console.log(name.padEnd(30) + [ms, ...dwMs].map(v => pad(v.toFixed(2), 9)).join('') +
-        [(100 * dwSum / ms).toFixed(1), share(DEPTHWISE), share(RELU6_GRAD), share([tf.Conv2D, tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput])].map(v => pad(v, 9)).join(''));
+    console.log(
+      name.padEnd(30) +
+        [ms, ...dwMs].map((v) => pad(v.toFixed(2), 9)).join('') +
+        [((100 * dwSum) / ms).toFixed(1), share(DEPTHWISE), share(RELU6_GRAD), share([tf.Conv2D, tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput])]
+          .map((v) => pad(v, 9))
+          .join(''),
+    );
     tf.dispose([x, ...p]);
   }
-  const pct = (names: string[]) => (100 * names.reduce((s, n) => s + (sums.get(n) ?? 0), 0) / profiledTotal).toFixed(1);
-  console.log(`all ${blocks.length} blocks: ${total.toFixed(1)} ms per step; depthwise kernels ${totalDw.toFixed(1)} ms ` +
-      `(${(100 * totalDw / total).toFixed(1)}% of the step); profiled: depthwise ${pct(DEPTHWISE)}% of kernel time ` +
+  const pct = (names: string[]) => ((100 * names.reduce((s, n) => s + (sums.get(n) ?? 0), 0)) / profiledTotal).toFixed(1);
+  console.log(
+    `all ${blocks.length} blocks: ${total.toFixed(1)} ms per step; depthwise kernels ${totalDw.toFixed(1)} ms ` +
+      `(${((100 * totalDw) / total).toFixed(1)}% of the step); profiled: depthwise ${pct(DEPTHWISE)}% of kernel time ` +
       `(forward ${pct([DEPTHWISE[0]])}%, dW ${pct([DEPTHWISE[1]])}%, dx ${pct([DEPTHWISE[2]])}%), ReLU6 gradient ops ${pct(RELU6_GRAD)}% ` +
-      '(Multiply also counts other products)');
+      '(Multiply also counts other products)',
+  );
   const top = [...sums.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10);
   console.log('top kernels (ms per step over all blocks): ' + top.map(([n, v]) => `${n} ${v.toFixed(1)}`).join(', '));
 }
@@ -242,7 +269,7 @@ async function main(): Promise<void> {
   if (!args.includes('--kernels-only')) await benchBlocks(blocks);
 }
 
-main().catch(e => {
+main().catch((e) => {
   console.error(e);
   process.exit(1);
 });

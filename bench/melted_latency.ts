@@ -91,7 +91,10 @@ export function meltedLatency(batches: number[], runs: (batch: number) => number
     meltMaxDiff,
   };
   for (const b of batches) {
-    const x = tf.tensor(new Float32Array(b * shape[0] * shape[1] * shape[2]).map(() => rng.normal()), [b, ...shape]);
+    const x = tf.tensor(
+      new Float32Array(b * shape[0] * shape[1] * shape[2]).map(() => rng.normal()),
+      [b, ...shape],
+    );
     [result.baseline.ms[b], result.melted.ms[b]] = interleavedMs([baseline, pruned], x, runs(b));
     x.dispose();
   }

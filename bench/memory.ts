@@ -35,8 +35,14 @@ const profile = await tf.profile(() => {
   else tf.tidy(() => model.apply(tf.tensor4d(x, [batch, ...spec.inputShape]), tensorOps).dataSync());
 });
 const out = {
-  arch, batch, kind, heapBefore: before, heapAfter: heap(), tensorPeakBytes: profile.peakBytes,
-  activationsPerSample: activationsPerSample(model, spec.inputShape), params: countParams(model),
+  arch,
+  batch,
+  kind,
+  heapBefore: before,
+  heapAfter: heap(),
+  tensorPeakBytes: profile.peakBytes,
+  activationsPerSample: activationsPerSample(model, spec.inputShape),
+  params: countParams(model),
   estimate: Math.round(estimatePeakBytes(model, spec.inputShape, batch, kind)),
 };
 process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -45,7 +45,8 @@ export function emulatedLinks(ranks: number, gbit: number, latencyMs = 10): Emul
   const bytesPerSec = (gbit * 1e9) / 8;
   // tbf needs a bucket of at least one timer tick's worth of bytes at the rate; 2 ms of traffic, at least 64 KiB.
   const burst = `${Math.max(64 * 1024, Math.round(bytesPerSec / 500))}b`;
-  const shape = (ns: string, dev: string) => execFileSync('tc', ['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${gbit}gbit`, 'burst', burst, 'latency', `${latencyMs}ms`]);
+  const shape = (ns: string, dev: string) =>
+    execFileSync('tc', ['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${gbit}gbit`, 'burst', burst, 'latency', `${latencyMs}ms`]);
   const bridge = `${PREFIX}-br`;
   const out: { ns: string; host: string }[] = [];
   try {

@@ -31,7 +31,11 @@ const STAR = fileURLToPath(new URL('./star.js', import.meta.url));
 const MODELS: Record<string, number> = { resnet56: 855_770, resnet50: 25_557_032 };
 const RANK = fileURLToPath(new URL('./ring_rank.js', import.meta.url));
 
-const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+const list = (s: string) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 const program = new Command()
   .name('node dist/bench/ring.js')
   .option('--workers <list>', 'ring sizes', '2,4')
@@ -43,7 +47,16 @@ const program = new Command()
   .option('--topology <list>', 'ring, star', 'ring')
   .option('--json', "end with one line 'exchange_table: [rows]'")
   .parse();
-const opts = program.opts<{ workers: string; model: string; reps: string; bucketMib: string; linkGbit?: string; emulate?: string; topology: string; json?: boolean }>();
+const opts = program.opts<{
+  workers: string;
+  model: string;
+  reps: string;
+  bucketMib: string;
+  linkGbit?: string;
+  emulate?: string;
+  topology: string;
+  json?: boolean;
+}>();
 const topologies = list(opts.topology);
 for (const t of topologies) if (t !== 'ring' && t !== 'star') throw new Error(`--topology ${t}: ring or star`);
 const workers = list(opts.workers).map(Number);
@@ -98,11 +111,13 @@ async function measure(places: { ns?: string; host: string }[], elems: number): 
 const rows: Row[] = [];
 /** The star's coordinator link: N gradients in, then N averages out (the broadcast starts once the sum is done). */
 const starBound = (n: number, elems: number, gbit: number | null) => (gbit ? ((2 * n * elems * 4 * 8) / (gbit * 1e9)) * 1000 : null);
-const bound = (n: number, elems: number, gbit: number | null) => (gbit ? (ringBytesPerRank(elems, n) * 8) / (gbit * 1e9) * 1000 : null);
+const bound = (n: number, elems: number, gbit: number | null) => (gbit ? ((ringBytesPerRank(elems, n) * 8) / (gbit * 1e9)) * 1000 : null);
 function report(row: Row): void {
   rows.push(row);
   const b = row.bound_ms === null ? '' : `  bound ${row.bound_ms.toFixed(0)} ms (${(row.ms / row.bound_ms).toFixed(2)}x)`;
-  console.log(`${row.topology}  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}`);
+  console.log(
+    `${row.topology}  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}`,
+  );
 }
 
 if (opts.emulate) {
@@ -118,7 +133,18 @@ if (opts.emulate) {
           }
           if (topologies.includes('star')) {
             const [c, ...w] = links.ranks;
-            const args = ['netns', 'exec', c.ns, process.execPath, STAR, String(MODELS[model]), opts.bucketMib, String(reps - 1), c.host, ...w.map((p) => p.ns)];
+            const args = [
+              'netns',
+              'exec',
+              c.ns,
+              process.execPath,
+              STAR,
+              String(MODELS[model]),
+              opts.bucketMib,
+              String(reps - 1),
+              c.host,
+              ...w.map((p) => p.ns),
+            ];
             const out = await new Promise<string>((resolve, reject) => {
               const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'inherit'] });
               let text = '';
@@ -139,7 +165,10 @@ if (opts.emulate) {
   for (const n of workers) {
     for (const model of models) {
       if (topologies.includes('ring')) {
-        const ms = await measure(Array.from({ length: n }, () => ({ host: '127.0.0.1' })), MODELS[model]);
+        const ms = await measure(
+          Array.from({ length: n }, () => ({ host: '127.0.0.1' })),
+          MODELS[model],
+        );
         report({ topology: 'ring', workers: n, model, link_gbit: null, ms, bound_ms: bound(n, MODELS[model], gbit) });
       }
       if (topologies.includes('star')) {

@@ -81,7 +81,10 @@ await section('train', 'train throughput', ['train_img_s'], () => {
     const r = trainThroughput(arch, 64, quick ? 2 : 5);
     train[key] = r;
     out[key] = round(r.imgPerSec);
-    rows.push([`train ${arch} b64, 1 replica`, `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step; tensors ${r.tensorsBefore} -> ${r.tensorsAfter})`]);
+    rows.push([
+      `train ${arch} b64, 1 replica`,
+      `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step; tensors ${r.tensorsBefore} -> ${r.tensorsAfter})`,
+    ]);
   }
   result.train_img_s = out;
 });
@@ -111,7 +114,10 @@ await section('local', 'local mode', ['local_img_s_1w', 'local_img_s_2w', 'scali
   // The cluster reports each worker's round trip (compute + gradient upload) but not the split; the protocol
   // exchange of this model's gradient, measured alone, gives the communication part of a step.
   const exchange = await gradExchange(train.mnist_resnet20?.gradElems ?? 272_186, { bucketMib: 16, rounds: quick ? 5 : 20, warmup: 1 });
-  rows.push([`  of which communication (resnet20 grad)`, `~${exchange.ms.toFixed(0)} ms per step (protocol exchange of ${((exchange.elems * 4) / 1e6).toFixed(2)} MB up and down, measured alone)`]);
+  rows.push([
+    `  of which communication (resnet20 grad)`,
+    `~${exchange.ms.toFixed(0)} ms per step (protocol exchange of ${((exchange.elems * 4) / 1e6).toFixed(2)} MB up and down, measured alone)`,
+  ]);
   const [one, two] = runs;
   const efficiency = two.imgPerSec / (2 * one.imgPerSec);
   result.local_img_s_1w = round(one.imgPerSec);
@@ -133,72 +139,96 @@ await section('local', 'local mode', ['local_img_s_1w', 'local_img_s_2w', 'scali
 });
 
 // --- communication: raw ws ceiling, then gradients through the real protocol ---
-await section('comm', 'communication', ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchange_mb_s', 'grad_exchange_ms', 'grad_exchange_fp16', 'comm_share_resnet56', 'grad_exchange_vs_raw'], async () => {
-  const total = (quick ? 256 : 1024) * MIB;
-  for (const direction of ['up', 'down'] as const) {
-    const raw = await rawWsThroughput(direction, total, 16 * MIB);
-    // The key the issue names is the upload (masked) direction: the one every worker's gradient takes.
-    result[direction === 'up' ? 'raw_ws_mb_s' : 'raw_ws_down_mb_s'] = round(raw.mbPerSec, 1);
-    const what = direction === 'up' ? 'worker -> coordinator (masked)' : 'coordinator -> worker';
-    rows.push([`raw ws 127.0.0.1, 16 MiB frames, ${direction}`, `${raw.mbPerSec.toFixed(1)} MB/s ${what} (${total / MIB} MiB in ${(raw.ms / 1000).toFixed(2)} s)`]);
-  }
-  const mbs: Record<string, number> = {};
-  const ms: Record<string, number> = {};
-  const resnet56Elems = train.cifar_resnet56?.gradElems ?? 855_770;
-  for (const [key, elems, rounds] of [
-    ['cifar_resnet56', resnet56Elems, quick ? 5 : 20],
-    ['resnet50', RESNET50_PARAMS, quick ? 1 : 3],
-  ] as const) {
-    const r = await gradExchange(elems, { bucketMib: 16, rounds, warmup: 1 });
-    mbs[key] = round(r.mbPerSec, 1);
-    ms[key] = round(r.ms, 1);
-    rows.push([`gradient exchange ${key} (${((elems * 4) / 1e6).toFixed(1)} MB)`, `${r.mbPerSec.toFixed(1)} MB/s up+down (${r.ms.toFixed(0)} ms per exchange; ${rounds} rounds)`]);
-  }
-  result.grad_exchange_mb_s = mbs;
-  result.grad_exchange_ms = ms;
-  // dist.grad_dtype float16: workers upload half the bytes (the averaged gradient still comes back as float32).
-  const half = await gradExchange(resnet56Elems, { bucketMib: 16, rounds: quick ? 5 : 20, warmup: 1, dtype: 'float16' });
-  result.grad_exchange_fp16 = { cifar_resnet56_ms: round(half.ms, 1), cifar_resnet56_mb_s: round(half.mbPerSec, 1) };
-  rows.push([
-    'gradient exchange cifar_resnet56, float16 upload',
-    `${half.mbPerSec.toFixed(1)} MB/s up+down as float32 (${half.ms.toFixed(0)} ms per exchange vs ${ms.cifar_resnet56.toFixed(0)} ms float32)`,
-  ]);
-  // The exchange against raw ws moving the same bytes (each of 2 workers' gradient up, the average down to each),
-  // interleaved round by round in this run so that the load of the machine weighs on both alike; medians.
-  const vsRaw: Record<string, number> = {};
-  for (const [key, elems, reps] of [
-    ['cifar_resnet56', resnet56Elems, quick ? 3 : 5],
-    ['resnet50', RESNET50_PARAMS, 3],
-  ] as const) {
-    const raws: number[] = [];
-    const exchanges: number[] = [];
-    for (let i = 0; i < reps; i++) {
-      const up = await rawWsThroughput('up', elems * 4, 16 * MIB, 2);
-      const down = await rawWsThroughput('down', elems * 4, 16 * MIB, 2);
-      raws.push(up.ms + down.ms);
-      exchanges.push((await gradExchange(elems, { bucketMib: 16, rounds: key === 'resnet50' ? 1 : 5, warmup: 1, workers: 2 })).ms);
+await section(
+  'comm',
+  'communication',
+  ['raw_ws_mb_s', 'raw_ws_down_mb_s', 'grad_exchange_mb_s', 'grad_exchange_ms', 'grad_exchange_fp16', 'comm_share_resnet56', 'grad_exchange_vs_raw'],
+  async () => {
+    const total = (quick ? 256 : 1024) * MIB;
+    for (const direction of ['up', 'down'] as const) {
+      const raw = await rawWsThroughput(direction, total, 16 * MIB);
+      // The key the issue names is the upload (masked) direction: the one every worker's gradient takes.
+      result[direction === 'up' ? 'raw_ws_mb_s' : 'raw_ws_down_mb_s'] = round(raw.mbPerSec, 1);
+      const what = direction === 'up' ? 'worker -> coordinator (masked)' : 'coordinator -> worker';
+      rows.push([
+        `raw ws 127.0.0.1, 16 MiB frames, ${direction}`,
+        `${raw.mbPerSec.toFixed(1)} MB/s ${what} (${total / MIB} MiB in ${(raw.ms / 1000).toFixed(2)} s)`,
+      ]);
     }
-    const raw = median(raws);
-    const exchange = median(exchanges);
-    vsRaw[key] = round(exchange / raw, 3);
+    const mbs: Record<string, number> = {};
+    const ms: Record<string, number> = {};
+    const resnet56Elems = train.cifar_resnet56?.gradElems ?? 855_770;
+    for (const [key, elems, rounds] of [
+      ['cifar_resnet56', resnet56Elems, quick ? 5 : 20],
+      ['resnet50', RESNET50_PARAMS, quick ? 1 : 3],
+    ] as const) {
+      const r = await gradExchange(elems, { bucketMib: 16, rounds, warmup: 1 });
+      mbs[key] = round(r.mbPerSec, 1);
+      ms[key] = round(r.ms, 1);
+      rows.push([
+        `gradient exchange ${key} (${((elems * 4) / 1e6).toFixed(1)} MB)`,
+        `${r.mbPerSec.toFixed(1)} MB/s up+down (${r.ms.toFixed(0)} ms per exchange; ${rounds} rounds)`,
+      ]);
+    }
+    result.grad_exchange_mb_s = mbs;
+    result.grad_exchange_ms = ms;
+    // dist.grad_dtype float16: workers upload half the bytes (the averaged gradient still comes back as float32).
+    const half = await gradExchange(resnet56Elems, { bucketMib: 16, rounds: quick ? 5 : 20, warmup: 1, dtype: 'float16' });
+    result.grad_exchange_fp16 = { cifar_resnet56_ms: round(half.ms, 1), cifar_resnet56_mb_s: round(half.mbPerSec, 1) };
     rows.push([
-      `gradient exchange ${key}, 2 workers vs raw ws`,
-      `${(exchange / raw).toFixed(2)}x (${exchange.toFixed(0)} ms vs ${raw.toFixed(0)} ms raw up + down; medians of ${reps}: ${exchanges.map((x) => x.toFixed(0)).join('/')} vs ${raws.map((x) => x.toFixed(0)).join('/')})`,
+      'gradient exchange cifar_resnet56, float16 upload',
+      `${half.mbPerSec.toFixed(1)} MB/s up+down as float32 (${half.ms.toFixed(0)} ms per exchange vs ${ms.cifar_resnet56.toFixed(0)} ms float32)`,
     ]);
-  }
-  result.grad_exchange_vs_raw = vsRaw;
-  const step = train.cifar_resnet56?.msPerStep;
-  result.comm_share_resnet56 = step ? round(ms.cifar_resnet56 / step, 4) : null;
-  rows.push([
-    'comm share cifar.resnet56 b64',
-    step ? `${(ms.cifar_resnet56 / step).toFixed(4)} (exchange ${ms.cifar_resnet56.toFixed(0)} ms / train step ${step.toFixed(0)} ms)` : 'no train step figure',
-  ]);
-});
+    // The exchange against raw ws moving the same bytes (each of 2 workers' gradient up, the average down to each),
+    // interleaved round by round in this run so that the load of the machine weighs on both alike; medians.
+    const vsRaw: Record<string, number> = {};
+    for (const [key, elems, reps] of [
+      ['cifar_resnet56', resnet56Elems, quick ? 3 : 5],
+      ['resnet50', RESNET50_PARAMS, 3],
+    ] as const) {
+      const raws: number[] = [];
+      const exchanges: number[] = [];
+      for (let i = 0; i < reps; i++) {
+        const up = await rawWsThroughput('up', elems * 4, 16 * MIB, 2);
+        const down = await rawWsThroughput('down', elems * 4, 16 * MIB, 2);
+        raws.push(up.ms + down.ms);
+        exchanges.push((await gradExchange(elems, { bucketMib: 16, rounds: key === 'resnet50' ? 1 : 5, warmup: 1, workers: 2 })).ms);
+      }
+      const raw = median(raws);
+      const exchange = median(exchanges);
+      vsRaw[key] = round(exchange / raw, 3);
+      rows.push([
+        `gradient exchange ${key}, 2 workers vs raw ws`,
+        `${(exchange / raw).toFixed(2)}x (${exchange.toFixed(0)} ms vs ${raw.toFixed(0)} ms raw up + down; medians of ${reps}: ${exchanges.map((x) => x.toFixed(0)).join('/')} vs ${raws.map((x) => x.toFixed(0)).join('/')})`,
+      ]);
+    }
+    result.grad_exchange_vs_raw = vsRaw;
+    const step = train.cifar_resnet56?.msPerStep;
+    result.comm_share_resnet56 = step ? round(ms.cifar_resnet56 / step, 4) : null;
+    rows.push([
+      'comm share cifar.resnet56 b64',
+      step
+        ? `${(ms.cifar_resnet56 / step).toFixed(4)} (exchange ${ms.cifar_resnet56.toFixed(0)} ms / train step ${step.toFixed(0)} ms)`
+        : 'no train step figure',
+    ]);
+  },
+);
 
 // --- star against ring: one all-reduce of synthetic gradients (no compute) with N worker processes, loopback ---
 await section('exchange', 'exchange table', ['exchange_table'], async () => {
   const script = fileURLToPath(new URL('./ring.js', import.meta.url));
-  const args = [script, '--topology', 'ring,star', '--workers', quick ? '2,4' : '2,4,8', '--model', quick ? 'resnet56' : 'resnet56,resnet50', '--reps', quick ? '3' : '5', '--json'];
+  const args = [
+    script,
+    '--topology',
+    'ring,star',
+    '--workers',
+    quick ? '2,4' : '2,4,8',
+    '--model',
+    quick ? 'resnet56' : 'resnet56,resnet50',
+    '--reps',
+    quick ? '3' : '5',
+    '--json',
+  ];
   const { stdout } = await promisify(execFile)(process.execPath, args, { maxBuffer: 1 << 24 });
   const line = stdout.split('\n').find((l) => l.startsWith('exchange_table: '));
   if (!line) throw new Error(`bench/ring.js printed no exchange table:\n${stdout}`);
@@ -219,9 +249,15 @@ await section('latency', 'melted latency', ['melted_speedup_resnet56_b64', 'late
     return;
   }
   const ratio = r.melted.macs / r.baseline.macs;
-  rows.push(['ResNet-56 MACs baseline -> melted', `${(r.baseline.macs / 1e6).toFixed(1)} M -> ${(r.melted.macs / 1e6).toFixed(1)} M (${(100 * ratio).toFixed(1)}%; params ${r.baseline.params} -> ${r.melted.params}; melted vs PyTorch max |dlogit| ${r.meltMaxDiff.toExponential(1)})`]);
+  rows.push([
+    'ResNet-56 MACs baseline -> melted',
+    `${(r.baseline.macs / 1e6).toFixed(1)} M -> ${(r.melted.macs / 1e6).toFixed(1)} M (${(100 * ratio).toFixed(1)}%; params ${r.baseline.params} -> ${r.melted.params}; melted vs PyTorch max |dlogit| ${r.meltMaxDiff.toExponential(1)})`,
+  ]);
   for (const b of batches) {
-    rows.push([`ResNet-56 eval b${b}: baseline / melted`, `${r.baseline.ms[b].toFixed(1)} ms / ${r.melted.ms[b].toFixed(1)} ms (x${(r.baseline.ms[b] / r.melted.ms[b]).toFixed(2)})`]);
+    rows.push([
+      `ResNet-56 eval b${b}: baseline / melted`,
+      `${r.baseline.ms[b].toFixed(1)} ms / ${r.melted.ms[b].toFixed(1)} ms (x${(r.baseline.ms[b] / r.melted.ms[b]).toFixed(2)})`,
+    ]);
   }
   result.latency_ms = {
     baseline: Object.fromEntries(batches.map((b) => [`b${b}`, round(r.baseline.ms[b], 2)])),

@@ -51,11 +51,19 @@ const replica = new Replica(model, spec.inputShape);
 const layout = replica.layout('all');
 const rng = new Rng(2);
 const [h, w, c] = spec.inputShape;
-const batch = { x: new Float32Array(opts.batch * h * w * c).map(() => rng.normal()), y: Int32Array.from({ length: opts.batch }, () => rng.int(spec.defaultClasses)), n: opts.batch };
+const batch = {
+  x: new Float32Array(opts.batch * h * w * c).map(() => rng.normal()),
+  y: Int32Array.from({ length: opts.batch }, () => rng.int(spec.defaultClasses)),
+  n: opts.batch,
+};
 const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 5e-4, nesterov: false };
 const step = () => {
   const { grad } = replica.gradients(batch, layout);
-  replica.applyGradient(layout, grad.map((v) => v / opts.batch), sgd);
+  replica.applyGradient(
+    layout,
+    grad.map((v) => v / opts.batch),
+    sgd,
+  );
 };
 
 const times: Record<string, number[]> = { xnnpack: [], simd: [] };
@@ -75,7 +83,11 @@ for (let r = 0; r < opts.rounds; r++) {
 variants.simd();
 const median = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)];
 for (const [name, t] of Object.entries(times)) {
-  console.log(`${name.padEnd(8)} ${median(t).toFixed(0)} cpu ms per step (${((opts.batch * 1000) / median(t)).toFixed(1)} img/s); all: ${t.map((v) => v.toFixed(0)).join(' ')}`);
+  console.log(
+    `${name.padEnd(8)} ${median(t).toFixed(0)} cpu ms per step (${((opts.batch * 1000) / median(t)).toFixed(1)} img/s); all: ${t.map((v) => v.toFixed(0)).join(' ')}`,
+  );
 }
-console.log(`${opts.arch} b${opts.batch}: simd is ${(median(times.xnnpack) / median(times.simd)).toFixed(3)}x xnnpack; tensors ${tensors} -> ${tf.memory().numTensors}`);
+console.log(
+  `${opts.arch} b${opts.batch}: simd is ${(median(times.xnnpack) / median(times.simd)).toFixed(3)}x xnnpack; tensors ${tensors} -> ${tf.memory().numTensors}`,
+);
 model.dispose();

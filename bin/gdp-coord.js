@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-import "../dist/src/coordinator/cli.js";
+import '../dist/src/coordinator/cli.js';

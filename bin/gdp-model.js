@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-import "../dist/src/model/cli.js";
+import '../dist/src/model/cli.js';

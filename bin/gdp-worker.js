@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-import "../dist/src/worker/cli.js";
+import '../dist/src/worker/cli.js';

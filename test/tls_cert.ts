@@ -15,7 +15,25 @@ export async function withSelfSignedCert<T>(fn: (pem: { cert: Buffer; key: Buffe
   try {
     const cert = join(dir, 'cert.pem');
     const key = join(dir, 'key.pem');
-    const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+    const r = spawnSync('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ]);
     if (r.status !== 0) throw new Error(`openssl could not make a certificate: ${r.stderr.toString()}`);
     return await fn({ cert: readFileSync(cert), key: readFileSync(key) });
   } finally {

@@ -56,7 +56,14 @@ export class Coordinator implements Cluster {
     this.config = opts.config;
     this.reducer = new GradientReducer();
     this.members = new Membership({ ...opts, steps: () => this.ops.steps });
-    this.ops = new Collectives({ config: opts.config, replica: opts.replica, bucketElems: opts.bucketElems, members: this.members, reducer: this.reducer, log: opts.log });
+    this.ops = new Collectives({
+      config: opts.config,
+      replica: opts.replica,
+      bucketElems: opts.bucketElems,
+      members: this.members,
+      reducer: this.reducer,
+      log: opts.log,
+    });
   }
 
   get workerIds(): string[] {
@@ -84,7 +91,8 @@ export class Coordinator implements Cluster {
    * checksum timing follow it).
    */
   restore(s: { updates: readonly ModelUpdate[]; slots: ReadonlyMap<string, Float32Array>; momentum: [string, Float32Array][]; steps: number }): void {
-    if (this.members.started || this.replica.updates.length || this.steps) throw new GdpError('INTERNAL', 'restore() is for a coordinator that has not started');
+    if (this.members.started || this.replica.updates.length || this.steps)
+      throw new GdpError('INTERNAL', 'restore() is for a coordinator that has not started');
     this.replica.loadState({
       updates: s.updates,
       slots: [...s.slots].map(([name, values]) => ({ name, values })),

@@ -53,7 +53,8 @@ function shardsOf(indices: Int32Array, links: readonly WorkerLink[]): Shard[] {
 /** Checks a worker's loss and accuracy sums against the samples it was given. */
 function checkStats(s: StepStats, samples: number, what: string): void {
   if (s.count !== samples) throw new GdpError('BAD_ANSWER', `${what}: reports ${s.count} samples, it was given ${samples}`);
-  if (s.correct1 > s.correct5 || s.correct5 > s.count) throw new GdpError('BAD_ANSWER', `${what}: top-1 ${s.correct1} / top-5 ${s.correct5} correct of ${s.count} is impossible`);
+  if (s.correct1 > s.correct5 || s.correct5 > s.count)
+    throw new GdpError('BAD_ANSWER', `${what}: top-1 ${s.correct1} / top-5 ${s.correct5} correct of ${s.count} is impossible`);
   if (s.lossSum < 0) throw new GdpError('BAD_ANSWER', `${what}: negative loss sum ${s.lossSum}`);
 }
 
@@ -167,7 +168,11 @@ export class Collectives {
    * held until the step is committed. Resolves with the answers, the average (valid until the next step) and the
    * number each replica's step messages carry.
    */
-  private async gather(shards: Shard[], layout: FlatLayout, set: ParamSet): Promise<{ answers: Answers['computed'][]; avg: Float32Array; seqs: Map<WorkerLink, number> }> {
+  private async gather(
+    shards: Shard[],
+    layout: FlatLayout,
+    set: ParamSet,
+  ): Promise<{ answers: Answers['computed'][]; avg: Float32Array; seqs: Map<WorkerLink, number> }> {
     // Augmentation draws from sampleSeed(seed, sample index): independent of which worker runs a sample, and
     // different at every step so that a sample seen again in a later epoch is augmented afresh.
     const seed = sampleSeed(this.o.config.base.seed, this.steps);
@@ -258,7 +263,13 @@ export class Collectives {
     const values = answers.map((a, w) => {
       const link = links[w];
       if (a.samples !== link.samplesSinceSync) {
-        throw reject(link, new GdpError('BAD_STATE', `BN statistics weighted by ${a.samples} samples; the worker was given ${link.samplesSinceSync} since the last synchronisation`));
+        throw reject(
+          link,
+          new GdpError(
+            'BAD_STATE',
+            `BN statistics weighted by ${a.samples} samples; the worker was given ${link.samplesSinceSync} since the last synchronisation`,
+          ),
+        );
       }
       try {
         return replica.checkRunningStats(namedArraysFromWire(a.tensors, 'BN statistic'));
@@ -287,7 +298,12 @@ export class Collectives {
     return this.o.members.exclusive(async () => {
       await this.o.members.untilEnoughWorkers(`model update '${update.kind}'`);
       this.o.replica.applyUpdate(update);
-      await this.broadcastChange((seq) => ({ type: 'model_update', seq, update }), this.o.members.active(), 'state-without-running-stats', `a '${update.kind}' update`);
+      await this.broadcastChange(
+        (seq) => ({ type: 'model_update', seq, update }),
+        this.o.members.active(),
+        'state-without-running-stats',
+        `a '${update.kind}' update`,
+      );
     });
   }
 
@@ -300,12 +316,15 @@ export class Collectives {
   private async broadcastChange(message: (seq: number) => Message, targets: WorkerLink[], scope: ChecksumScope, what: string): Promise<void> {
     const checksum = this.o.replica.checksum(scope);
     for (const link of this.o.members.followers()) {
-      link.request('ack', (seq) => [message(seq)]).then(
-        (a) => {
-          if (a.checksum !== checksum) link.peer.fail(new GdpError('REPLICA_DIVERGED', `worker ${link.id} holds state ${a.checksum} after ${what}, the coordinator ${checksum}`));
-        },
-        () => undefined,
-      );
+      link
+        .request('ack', (seq) => [message(seq)])
+        .then(
+          (a) => {
+            if (a.checksum !== checksum)
+              link.peer.fail(new GdpError('REPLICA_DIVERGED', `worker ${link.id} holds state ${a.checksum} after ${what}, the coordinator ${checksum}`));
+          },
+          () => undefined,
+        );
     }
     const rs = await Promise.allSettled(targets.map((l) => l.request('ack', (seq) => [message(seq)])));
     for (const r of rs) if (r.status === 'rejected' && !isLost(r.reason)) throw r.reason;
@@ -334,6 +353,7 @@ export class Collectives {
     if (!diverged.length) return;
     const detail = diverged.map((l) => `worker ${l.id} has ${checksums[links.indexOf(l)]}`).join(', ');
     if (diverged.length === answered.length) throw new GdpError('REPLICA_DIVERGED', `${when}: ${detail}, the coordinator ${mine}`);
-    for (const l of diverged) l.peer.fail(new GdpError('REPLICA_DIVERGED', `${when}: worker ${l.id} has checksum ${checksums[links.indexOf(l)]}, the coordinator ${mine}`));
+    for (const l of diverged)
+      l.peer.fail(new GdpError('REPLICA_DIVERGED', `${when}: worker ${l.id} has checksum ${checksums[links.indexOf(l)]}, the coordinator ${mine}`));
   }
 }

@@ -21,7 +21,10 @@ export class DivergedError extends GdpError {
     readonly detail: string,
   ) {
     const terms = [site.stage, site.lr === undefined ? undefined : `lr ${site.lr}`].filter((t) => t !== undefined);
-    super('DIVERGED', `${site.evaluation ? 'at the evaluation after' : 'at'} step ${site.step}${terms.length ? ` (${terms.join(', ')})` : ''}: ${detail}; lower the learning rate`);
+    super(
+      'DIVERGED',
+      `${site.evaluation ? 'at the evaluation after' : 'at'} step ${site.step}${terms.length ? ` (${terms.join(', ')})` : ''}: ${detail}; lower the learning rate`,
+    );
   }
 
   within(stage: string, lr?: number): DivergedError {

@@ -87,7 +87,12 @@ export interface EpochLoop {
  * stage, Tocks and the finetune. `report` gets the position after every step and at the boundaries between epochs
  * (StageContext.resumePoint); the end of the last epoch is the caller's.
  */
-export async function runEpochs(cluster: EpochCluster, loop: EpochLoop, at: EpochPosition, report: (when: ResumeWhen, at: () => EpochPosition) => Promise<void>): Promise<void> {
+export async function runEpochs(
+  cluster: EpochCluster,
+  loop: EpochLoop,
+  at: EpochPosition,
+  report: (when: ResumeWhen, at: () => EpochPosition) => Promise<void>,
+): Promise<void> {
   const perEpoch = loop.stepsPerEpoch;
   while (at.epoch < loop.epochs) {
     const e = at.epoch;

@@ -17,8 +17,15 @@ export async function runFinetune(cluster: PruneCluster, o: PruneRunOptions, res
   if (!resume) await cluster.broadcastModelUpdate({ kind: 'reset_momentum' });
   const sampler = new BatchSampler(o.trainSize, o.batchSize, resume?.sampler ?? o.seed + 1, o.shuffle);
   const sgd = { ...o.sgd, momentum: o.gbn.finetune_momentum };
-  await triangularEpochs(cluster, o, sampler, o.gbn.finetune_epoch, sgd, 'finetune', resume?.at ?? epochStart(), (when, at) =>
-    o.resumePoint?.(when, () => ({ sampler: sampler.state(), at: at() })) ?? Promise.resolve(),
+  await triangularEpochs(
+    cluster,
+    o,
+    sampler,
+    o.gbn.finetune_epoch,
+    sgd,
+    'finetune',
+    resume?.at ?? epochStart(),
+    (when, at) => o.resumePoint?.(when, () => ({ sampler: sampler.state(), at: at() })) ?? Promise.resolve(),
   );
 }
 

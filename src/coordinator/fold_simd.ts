@@ -31,12 +31,17 @@ const FUNCTIONS: WasmFunction[] = (Object.keys(STORE) as FoldRole[]).map((role) 
     f32.const 0 f32x4.splat local.set $z
     local.get $z local.set $p
     local.get $count f32x4.splat local.set $c
-    ${countedLoop('$vec', '$k', '$n', `
+    ${countedLoop(
+      '$vec',
+      '$k',
+      '$n',
+      `
       local.get $g v128.load local.set $v
       local.get $p local.get $v local.get $z f32x4.mul f32x4.add local.set $p
       ${STORE[role]}
       local.get $acc i32.const 16 i32.add local.set $acc
-      local.get $g i32.const 16 i32.add local.set $g`)}
+      local.get $g i32.const 16 i32.add local.set $g`,
+    )}
     local.get $p f32x4.extract_lane 0 local.get $p f32x4.extract_lane 1 f32.add
     local.get $p f32x4.extract_lane 2 f32.add local.get $p f32x4.extract_lane 3 f32.add`,
 }));

@@ -27,10 +27,14 @@ export class LocalWorkers {
       const id = `local${i}`;
       // --retry-for 0: a local worker lives and dies with this coordinator (a resumed run starts its own). Its ring
       // listener (used only when dist.allreduce is not 'star') is on loopback, whatever the coordinator's address.
-      const child = spawn(process.execPath, [WORKER_CLI, '--connect', url, '--backend', backend, '--id', id, '--retry-for', '0', '--listen', '127.0.0.1:0', ...extra], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env,
-      });
+      const child = spawn(
+        process.execPath,
+        [WORKER_CLI, '--connect', url, '--backend', backend, '--id', id, '--retry-for', '0', '--listen', '127.0.0.1:0', ...extra],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env,
+        },
+      );
       for (const stream of [child.stdout, child.stderr]) {
         let rest = '';
         stream?.setEncoding('utf8');

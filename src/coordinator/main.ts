@@ -94,7 +94,10 @@ export function resolveNetwork(o: Pick<Options, 'listen' | 'token' | 'cert' | 'k
     throw new GdpError('BAD_FLAG', `--token / GDP_TOKEN must be at least ${MIN_TOKEN_LENGTH} characters (e.g. the output of 'openssl rand -hex 16')`);
   }
   if (!isLoopbackHost(host) && token === undefined) {
-    throw new GdpError('BAD_FLAG', `--listen ${o.listen} is reachable from other machines: set a shared token with --token or GDP_TOKEN (e.g. GDP_TOKEN=$(openssl rand -hex 16))`);
+    throw new GdpError(
+      'BAD_FLAG',
+      `--listen ${o.listen} is reachable from other machines: set a shared token with --token or GDP_TOKEN (e.g. GDP_TOKEN=$(openssl rand -hex 16))`,
+    );
   }
   if ((o.cert === undefined) !== (o.key === undefined)) throw new GdpError('BAD_FLAG', '--cert and --key go together');
   const tls = o.cert && o.key ? { cert: readPem('--cert', o.cert), key: readPem('--key', o.key) } : undefined;
@@ -123,7 +126,13 @@ async function run(o: Options): Promise<void> {
   let listener: WsListener | undefined;
   // The dashboard refuses an address off loopback without a token (BAD_FLAG) before anything starts.
   const dash = o.dashboard ? new Dashboard({ host, token, log: (l) => log(`gdp-coord: dashboard: ${l}`) }) : undefined;
-  const observer = dash && new FeedObserver(new RunFeed(dash, { log }), () => coordinator?.steps ?? 0, () => coordinator!.model);
+  const observer =
+    dash &&
+    new FeedObserver(
+      new RunFeed(dash, { log }),
+      () => coordinator?.steps ?? 0,
+      () => coordinator!.model,
+    );
   const showDashboard = (l: WsListener) => dash && log(`gdp-coord: dashboard ${dash.url(l.scheme === 'wss' ? 'https' : 'http', l.host, l.port)}`);
   let closeInProcess: (() => Promise<void>) | undefined;
   const local = new LocalWorkers(log);
@@ -163,7 +172,13 @@ async function run(o: Options): Promise<void> {
     } else {
       const coord = coordinatorFor(config, log, { minWorkers: o.minWorkers, dataFingerprint: dataFingerprint(data), observer }, resume);
       coordinator = coord;
-      listener = await listenWs(host, port, (t) => coord.accept(t), { token, tls, maxConnections: o.maxConnections, log: (l) => log(`gdp-coord: ${l}`), routes: dash });
+      listener = await listenWs(host, port, (t) => coord.accept(t), {
+        token,
+        tls,
+        maxConnections: o.maxConnections,
+        log: (l) => log(`gdp-coord: ${l}`),
+        routes: dash,
+      });
       const url = `${listener.scheme}://${listener.host}:${listener.port}`;
       // Listening on every interface: workers on other machines need this machine's name, not 0.0.0.0.
       const shown = listener.host === '0.0.0.0' || listener.host === '::' ? `${listener.scheme}://${hostname()}:${listener.port}` : url;
@@ -183,11 +198,22 @@ async function run(o: Options): Promise<void> {
     if (resume) {
       const r = resume.run;
       log(`gdp-coord: resuming ${resume.file} at stage '${config.stages[r.stage]}', step ${r.steps}`);
-      if (r.workers !== o.workers) log(`gdp-coord: note: the run had ${r.workers} worker(s), now ${o.workers}: its numbers will differ from an uninterrupted run's`);
+      if (r.workers !== o.workers)
+        log(`gdp-coord: note: the run had ${r.workers} worker(s), now ${o.workers}: its numbers will differ from an uninterrupted run's`);
     }
     observer?.start(config.base.task_name, config.stages, o.workers);
     try {
-      await runStages({ coordinator, config, trainSize: data.train.size, testSize: data.test.size, files, log, workers: o.workers, resume: resume?.run, observer });
+      await runStages({
+        coordinator,
+        config,
+        trainSize: data.train.size,
+        testSize: data.test.size,
+        files,
+        log,
+        workers: o.workers,
+        resume: resume?.run,
+        observer,
+      });
       log(`gdp-coord: done; logs in ${files.dir}`);
     } finally {
       // A failed or interrupted run gets its report too: what it did until then.
@@ -226,10 +252,12 @@ export async function main(argv: string[]): Promise<number> {
     .addOption(backendOption())
     .option('--set <key.path=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--data-dir <dir>', "dataset folder (overrides the config's data.dir)")
-    .option('--dry-run', 'run every start-up check that needs no worker (config, flags, data, model, weights, batch size), print the config resolved as JSON and exit')
+    .option(
+      '--dry-run',
+      'run every start-up check that needs no worker (config, flags, data, model, weights, batch size), print the config resolved as JSON and exit',
+    )
     .option('--no-dashboard', 'serve no live dashboard (by default its page is on the --listen address, its URL printed at the start)')
     .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config')
     .exitOverride();
   return runCommand<Options>(program, argv, run);
 }
-

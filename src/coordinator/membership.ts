@@ -150,7 +150,10 @@ export class Membership {
   private refusal(h: Hello): { code: string; reason: string } | undefined {
     if (this.closed) return { code: 'SHUTTING_DOWN', reason: 'the coordinator is shutting down' };
     if (h.protocol !== PROTOCOL_VERSION) {
-      return { code: 'PROTOCOL_VERSION', reason: `worker speaks protocol version ${h.protocol}, this coordinator ${PROTOCOL_VERSION}; install the same gdp version on both` };
+      return {
+        code: 'PROTOCOL_VERSION',
+        reason: `worker speaks protocol version ${h.protocol}, this coordinator ${PROTOCOL_VERSION}; install the same gdp version on both`,
+      };
     }
     if ([...this.links, ...this.following, ...this.joining].some((l) => l.id === h.workerId && !l.closed)) {
       return { code: 'DUPLICATE_WORKER', reason: `a worker with id '${h.workerId}' is already connected` };
@@ -169,7 +172,9 @@ export class Membership {
       link.active = true;
       this.links.push(link);
       const h = link.hello;
-      this.o.log(`worker ${h.workerId} joined (${h.host} pid ${h.pid}, ${h.backend}${h.gpu !== null ? `, GPU ${h.gpu}` : ''}); ${this.active().length} active from step ${this.o.steps() + 1}`);
+      this.o.log(
+        `worker ${h.workerId} joined (${h.host} pid ${h.pid}, ${h.backend}${h.gpu !== null ? `, GPU ${h.gpu}` : ''}); ${this.active().length} active from step ${this.o.steps() + 1}`,
+      );
       this.o.observer?.workerJoined(h, this.o.steps());
     }
     const batch = this.joining.splice(0).filter((l) => !l.closed);
@@ -178,24 +183,31 @@ export class Membership {
     const checksum = this.o.replica.checksum('state');
     for (const link of batch) {
       this.following.push(link);
-      link.request('ready', () => welcome).then(
-        (ready) => {
-          if (ready.checksum !== checksum) {
-            link.peer.fail(new GdpError('REPLICA_DIVERGED', `worker ${link.id} loaded state with checksum ${ready.checksum}, expected ${checksum}`));
-            return;
-          }
-          const mine = this.o.dataFingerprint;
-          if (mine !== undefined && ready.data !== mine) {
-            link.peer.fail(new GdpError('BAD_DATA', `worker ${link.id} loaded a different dataset (${ready.data}) than the coordinator (${mine}): check --data-dir on ${link.hello.host}`));
-            return;
-          }
-          link.ready = true;
-          link.ringUrl = ready.ring;
-          this.wake();
-          void this.exclusive(async () => undefined);
-        },
-        () => undefined,
-      );
+      link
+        .request('ready', () => welcome)
+        .then(
+          (ready) => {
+            if (ready.checksum !== checksum) {
+              link.peer.fail(new GdpError('REPLICA_DIVERGED', `worker ${link.id} loaded state with checksum ${ready.checksum}, expected ${checksum}`));
+              return;
+            }
+            const mine = this.o.dataFingerprint;
+            if (mine !== undefined && ready.data !== mine) {
+              link.peer.fail(
+                new GdpError(
+                  'BAD_DATA',
+                  `worker ${link.id} loaded a different dataset (${ready.data}) than the coordinator (${mine}): check --data-dir on ${link.hello.host}`,
+                ),
+              );
+              return;
+            }
+            link.ready = true;
+            link.ringUrl = ready.ring;
+            this.wake();
+            void this.exclusive(async () => undefined);
+          },
+          () => undefined,
+        );
     }
   }
 

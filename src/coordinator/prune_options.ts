@@ -45,7 +45,8 @@ export interface PruneRunOptions {
 
 /** Runner options from the config: the gbn section, the train section's SGD settings, logs/<task_name>/. Throws BAD_CONFIG without a gbn section. */
 export function pruneRunOptions(
-  ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'> & Partial<Pick<PruneStageContext, 'files' | 'resumePoint' | 'log' | 'observer'>>,
+  ctx: Pick<PruneStageContext, 'cluster' | 'config' | 'trainSize' | 'testSize'> &
+    Partial<Pick<PruneStageContext, 'files' | 'resumePoint' | 'log' | 'observer'>>,
   onEvent?: (e: PruneEvent) => void,
 ): PruneRunOptions {
   const { config } = ctx;

@@ -66,7 +66,8 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
   const totalFilters = groups.reduce((a, g) => a + g.width * g.bns.length, 0);
   const sampler = new BatchSampler(o.trainSize, o.batchSize, p.sampler, o.shuffle);
   const rng = new Rng(p.rng);
-  const report = (when: ResumeWhen) => o.resumePoint?.(when, () => ({ ...structuredClone(p), sampler: sampler.state(), rng: rng.state() })) ?? Promise.resolve();
+  const report = (when: ResumeWhen) =>
+    o.resumePoint?.(when, () => ({ ...structuredClone(p), sampler: sampler.state(), rng: rng.state() })) ?? Promise.resolve();
 
   while (p.phase.kind !== 'melt') {
     if (p.phase.kind === 'tock') {
@@ -81,10 +82,19 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
     // A whole-pass Tick (tick_batches unset) starts a fresh permutation, so that it sees every sample once.
     if (gbn.tick_batches === undefined && !p.phase.at) sampler.restart();
     const watch = o.observer && { observer: o.observer, label: `Tick ${p.ticks + 1}` };
-    const { acc, trainLoss } = await tickSteps(cluster, gbn, o.sgd, sampler, tickBatches(gbn, sampler, o.maxStepsPerEpoch), p.phase.at, (when, at) => {
-      p.phase = { kind: 'tick', at: at() };
-      return report(when);
-    }, watch);
+    const { acc, trainLoss } = await tickSteps(
+      cluster,
+      gbn,
+      o.sgd,
+      sampler,
+      tickBatches(gbn, sampler, o.maxStepsPerEpoch),
+      p.phase.at,
+      (when, at) => {
+        p.phase = { kind: 'tick', at: at() };
+        return report(when);
+      },
+      watch,
+    );
     const tick = ++p.ticks;
     const { decision, info } = tickDecision(cluster, gbn, s, acc, rng);
     if (!Object.keys(decision.groups).length) {
@@ -97,10 +107,28 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
     const flopsRatio = cost.macs / baseline.macs;
     const ev = await evaluateTest(cluster, o.testSize);
     const left = info.left - info.toPrune;
-    o.log?.({ type: 'tick', tick, flopsRatio, paramsRatio: cost.params / baseline.params, filtersLeft: left, pruned: totalFilters - left, trainLoss, acc1: ev.acc1, loss: ev.loss, info });
+    o.log?.({
+      type: 'tick',
+      tick,
+      flopsRatio,
+      paramsRatio: cost.params / baseline.params,
+      filtersLeft: left,
+      pruned: totalFilters - left,
+      trainLoss,
+      acc1: ev.acc1,
+      loss: ev.loss,
+      info,
+    });
     for (const point of reachedSavePoints(p.pending, flopsRatio)) {
       p.pending.shift();
-      const extra = { stage: 'prune', tick: String(tick), save_point: String(point), flops_ratio: String(flopsRatio), macs: String(cost.macs), params: String(cost.params) };
+      const extra = {
+        stage: 'prune',
+        tick: String(tick),
+        save_point: String(point),
+        flops_ratio: String(flopsRatio),
+        macs: String(cost.macs),
+        params: String(cost.params),
+      };
       const path = await writeCheckpoint(cluster, model, join(o.checkpointDir, savePointName(point)), o.model, extra);
       p.checkpoints.push(path);
       o.log?.({ type: 'checkpoint', tick, savePoint: point, path, flopsRatio });

@@ -83,7 +83,12 @@ export function readResumePoint(dir: string): ResumePoint {
     bytes = readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new GdpError('BAD_RESUME', code === 'ENOENT' ? `no resume point: ${file} does not exist (is ${dir} the logs/<task_name> folder of a run?)` : `cannot read ${file}: ${(err as Error).message}`);
+    throw new GdpError(
+      'BAD_RESUME',
+      code === 'ENOENT'
+        ? `no resume point: ${file} does not exist (is ${dir} the logs/<task_name> folder of a run?)`
+        : `cannot read ${file}: ${(err as Error).message}`,
+    );
   }
   let parsed;
   try {
@@ -93,7 +98,8 @@ export function readResumePoint(dir: string): ResumePoint {
     throw new GdpError('BAD_RESUME', (err as Error).message);
   }
   const { tensors, metadata } = parsed;
-  if (metadata.format !== FORMAT) throw bad(`format '${metadata.format ?? '(none)'}', expected '${FORMAT}' (written by another gdp version, or not a resume point)`);
+  if (metadata.format !== FORMAT)
+    throw bad(`format '${metadata.format ?? '(none)'}', expected '${FORMAT}' (written by another gdp version, or not a resume point)`);
   const json = (key: string): unknown => {
     if (metadata[key] === undefined) throw bad(`metadata lacks '${key}'`);
     try {

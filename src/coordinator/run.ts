@@ -38,7 +38,14 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   if (o.resume) files.restore({ records: o.resume.files.records as unknown as EpochRecord[], logs: o.resume.files.logs });
 
   const write = async (pos: unknown) => {
-    const run: RunPosition = { stage, position: pos as RunPosition['position'], steps: cluster.steps, workers: o.workers, files: files.state() as unknown as RunPosition['files'], summary };
+    const run: RunPosition = {
+      stage,
+      position: pos as RunPosition['position'],
+      steps: cluster.steps,
+      workers: o.workers,
+      files: files.state() as unknown as RunPosition['files'],
+      summary,
+    };
     const path = await writeResumePoint(cluster, files.dir, run);
     const where = stage < config.stages.length ? `stage '${config.stages[stage]}'${pos === undefined ? ' (start)' : ''}` : 'run finished';
     log(`resume point: ${where}, step ${cluster.steps}: ${path}`);
@@ -112,7 +119,8 @@ async function writeLastGood(
 
 /** Throws unless the resume point's position can continue `config`: a stage still to run, a valid stage position. */
 export function checkResumable(config: Config, run: RunPosition, file: string): void {
-  if (run.stage >= config.stages.length) throw new GdpError('RUN_FINISHED', `${file}: the run already finished (all ${config.stages.length} stages); nothing to resume`);
+  if (run.stage >= config.stages.length)
+    throw new GdpError('RUN_FINISHED', `${file}: the run already finished (all ${config.stages.length} stages); nothing to resume`);
   if (run.position === undefined) return;
   const name = config.stages[run.stage];
   const problem = positionProblem(name, run.position);

@@ -29,7 +29,11 @@ export type Phase = z.infer<typeof phaseSchema>;
 /** Where Tick-Tock stands (after gating): everything its loop needs to continue exactly. */
 export const prunePositionSchema = z.object({
   /** The network's cost before gating, which every ratio divides by. */
-  baseline: z.object({ macs: z.number(), params: z.number(), layers: z.array(z.object({ path: z.string(), kind: z.enum(['conv', 'linear']), macs: z.number() })) }),
+  baseline: z.object({
+    macs: z.number(),
+    params: z.number(),
+    layers: z.array(z.object({ path: z.string(), kind: z.enum(['conv', 'linear']), macs: z.number() })),
+  }),
   /** Ticks done (each ended by its pruning decision). */
   ticks: z.number().int().nonnegative(),
   phase: phaseSchema,

@@ -46,9 +46,14 @@ function freshStart(ctx: StageContext): { at: EpochPosition; rng: number[] } {
   const max = config.train.max_epoch;
   if (first > 0) {
     const from = `base.epoch ${first}, weights ${initialWeightsPath(config)}`;
-    log(first >= max ? `train: nothing to do: epoch ${first} of ${max} already done (${from})` : `train: continuing from epoch ${first + 1} of ${max} (${from})`);
+    log(
+      first >= max ? `train: nothing to do: epoch ${first} of ${max} already done (${from})` : `train: continuing from epoch ${first + 1} of ${max} (${from})`,
+    );
   }
-  return { at: { epoch: first, step: 0, stats: emptyStats() }, rng: rngBeforeEpoch(config.base.seed, Math.min(first, max), ctx.trainSize, config.data.shuffle) };
+  return {
+    at: { epoch: first, step: 0, stats: emptyStats() },
+    rng: rngBeforeEpoch(config.base.seed, Math.min(first, max), ctx.trainSize, config.data.shuffle),
+  };
 }
 
 /**
@@ -85,7 +90,9 @@ export async function trainStage(ctx: StageContext): Promise<void> {
     log(
       `train epoch ${epoch}/${t.max_epoch}  lr ${e.lr}  loss ${record.train_loss.toFixed(4)}  train top-1 ${pct(record.train_acc)} top-5 ${pct(e.stats.correct5 / e.stats.count)}  ` +
         `test loss ${e.test.loss.toFixed(4)}  top-1 ${pct(e.test.acc1)}  top-5 ${pct(e.test.acc5)}  ${rate(e.imgS)} img/s ` +
-        `(${Object.entries(e.workerImgS).map(([id, v]) => `${id} ${rate(v)}`).join(', ')})`,
+        `(${Object.entries(e.workerImgS)
+          .map(([id, v]) => `${id} ${rate(v)}`)
+          .join(', ')})`,
     );
     if (epoch % config.base.model_saving_interval === 0 || epoch === t.max_epoch) {
       const path = await ctx.files.saveCheckpoint(cluster, `train-epoch${epoch}`, { stage: 'train', epoch, rng: rng.state() });
@@ -113,10 +120,16 @@ export async function trainStage(ctx: StageContext): Promise<void> {
     observer: ctx.observer,
   };
   // Positions keep the training stage's own form: the epoch 1-based, the Rng beside it.
-  await runEpochs(cluster, loop, start.at, (when, pos) => ctx.resumePoint?.(when, () => {
-    const p = pos();
-    return { epoch: p.epoch + 1, step: p.step, rng: rngBefore, stats: p.stats };
-  }) ?? Promise.resolve());
+  await runEpochs(
+    cluster,
+    loop,
+    start.at,
+    (when, pos) =>
+      ctx.resumePoint?.(when, () => {
+        const p = pos();
+        return { epoch: p.epoch + 1, step: p.step, rng: rngBefore, stats: p.stats };
+      }) ?? Promise.resolve(),
+  );
 }
 
 /** Rates keep 3 significant digits: a cpu smoke run does well under 1 img/s. */

@@ -131,7 +131,10 @@ export class WorkerLink {
         reject(new GdpError('WORKER_LOST', `worker ${this.id} left: ${this.lostReason ?? 'closed'}`));
         return;
       }
-      const timer = setTimeout(() => this.peer.fail(new GdpError('STEP_TIMEOUT', `no '${type}' answer to request ${seq} within ${this.timeoutMs} ms`)), this.timeoutMs);
+      const timer = setTimeout(
+        () => this.peer.fail(new GdpError('STEP_TIMEOUT', `no '${type}' answer to request ${seq} within ${this.timeoutMs} ms`)),
+        this.timeoutMs,
+      );
       timer.unref();
       const p: Pending = { type, resolve: resolve as (v: never) => void, reject, timer, started: Date.now(), gradient: gradient?.(seq) };
       this.pending.set(seq, p);
@@ -192,7 +195,9 @@ export class WorkerLink {
         if (!p.ring) throw new GdpError('PROTOCOL', `'ring_failed' for request ${m.seq}, which is not a ring step`);
         clearTimeout(p.timer);
         this.pending.delete(m.seq);
-        p.reject(new GdpError('RING_FAILED', `worker ${this.id}: ring all-reduce of request ${m.seq} failed: ${m.code}: ${m.message.replace(/\n\s*/g, ' / ')}`));
+        p.reject(
+          new GdpError('RING_FAILED', `worker ${this.id}: ring all-reduce of request ${m.seq} failed: ${m.code}: ${m.message.replace(/\n\s*/g, ' / ')}`),
+        );
         return;
       }
       case 'checksum':
@@ -209,10 +214,13 @@ export class WorkerLink {
       case 'failed': {
         const p = this.pending.get(m.seq);
         if (!p || (p.type !== 'computed' && p.type !== 'evaluated')) throw new GdpError('PROTOCOL', `unexpected '${m.type}' for request ${m.seq}`);
-        if (m.type === 'failed' && !REQUEST_FAILURES.has(m.code)) throw new GdpError('PROTOCOL', `'failed' answers may carry ${[...REQUEST_FAILURES].join(', ')}, got '${m.code}'`);
+        if (m.type === 'failed' && !REQUEST_FAILURES.has(m.code))
+          throw new GdpError('PROTOCOL', `'failed' answers may carry ${[...REQUEST_FAILURES].join(', ')}, got '${m.code}'`);
         clearTimeout(p.timer);
         this.pending.delete(m.seq);
-        p.reject(m.type === 'non_finite' ? new NonFiniteAnswer(this, m.what) : new GdpError(codeFromRemote(m.code), `worker ${this.id}: ${oneLine(m.message)}`));
+        p.reject(
+          m.type === 'non_finite' ? new NonFiniteAnswer(this, m.what) : new GdpError(codeFromRemote(m.code), `worker ${this.id}: ${oneLine(m.message)}`),
+        );
         return;
       }
       case 'error':

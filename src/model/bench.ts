@@ -22,7 +22,10 @@ export function measureLatency(model: Module, inputShape: readonly number[], bat
   model.eval();
   const rng = new Rng(batch);
   const size = inputShape.reduce((a, b) => a * b, batch);
-  const x = tf.tensor(Float32Array.from({ length: size }, () => rng.normal()), [batch, ...inputShape]);
+  const x = tf.tensor(
+    Float32Array.from({ length: size }, () => rng.normal()),
+    [batch, ...inputShape],
+  );
   const runsMs: number[] = [];
   try {
     for (let i = 0; i < warmup + runs; i++) {

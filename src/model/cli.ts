@@ -60,7 +60,10 @@ function positiveNumber(flag: string) {
 }
 
 function archOption(required: boolean): Option {
-  const o = new Option('--arch <name>', `architecture (${Object.keys(ARCHITECTURES).join(', ')})${required ? '' : '; needed only for files without gdp metadata'}`);
+  const o = new Option(
+    '--arch <name>',
+    `architecture (${Object.keys(ARCHITECTURES).join(', ')})${required ? '' : '; needed only for files without gdp metadata'}`,
+  );
   return required ? o.makeOptionMandatory() : o;
 }
 
@@ -108,7 +111,16 @@ export function buildProgram(): Command {
         const layers = cost.layers.map((l) => ({ path: l.path, kind: l.kind, in: widths[l.path][0], out: widths[l.path][1], macs: l.macs }));
         const masked = m.gated ? maskedChannels(m) : 0;
         if (o.json) {
-          const out = { arch: m.arch, numClasses: m.numClasses, inputShape: m.inputShape, gated: m.gated, maskedChannels: masked, macs: cost.macs, params: cost.params, layers };
+          const out = {
+            arch: m.arch,
+            numClasses: m.numClasses,
+            inputShape: m.inputShape,
+            gated: m.gated,
+            maskedChannels: masked,
+            macs: cost.macs,
+            params: cost.params,
+            layers,
+          };
           process.stdout.write(`${JSON.stringify(out)}\n`);
           return;
         }
@@ -126,7 +138,7 @@ export function buildProgram(): Command {
     .command('flops')
     .description('MACs and parameters of an unpruned architecture')
     .addOption(archOption(true))
-    .option('--num-class <n>', 'number of classes (default: the architecture\'s)', positiveInt('--num-class'))
+    .option('--num-class <n>', "number of classes (default: the architecture's)", positiveInt('--num-class'))
     .option('--width-mult <x>', 'channel multiplier (mobilenet_v2; default 1)', positiveNumber('--width-mult'))
     .option('--input-size <n>', 'input height and width (mobilenet_v2; default 224)', positiveInt('--input-size'))
     .option('--json', 'print one JSON object')
@@ -141,7 +153,11 @@ export function buildProgram(): Command {
       try {
         const { macs, params } = modelCost(model, inputShape);
         if (o.json) process.stdout.write(`${JSON.stringify({ arch: o.arch, numClasses, inputShape, macs, params })}\n`);
-        else say(o, `${o.arch} (${numClasses} classes, input ${inputShape.join('x')}): MACs ${fmt(macs)} (${mega(macs)})  params ${fmt(params)} (${mega(params)})`);
+        else
+          say(
+            o,
+            `${o.arch} (${numClasses} classes, input ${inputShape.join('x')}): MACs ${fmt(macs)} (${mega(macs)})  params ${fmt(params)} (${mega(params)})`,
+          );
       } finally {
         model.dispose();
       }
@@ -182,7 +198,7 @@ export function buildProgram(): Command {
     .command('melt')
     .description('fold the GBN gates of a gated checkpoint and cut its masked channels: a smaller plain network')
     .addOption(archOption(false))
-    .requiredOption('--weights <file>', 'gated safetensors (the paper\'s GBN form)')
+    .requiredOption('--weights <file>', "gated safetensors (the paper's GBN form)")
     .requiredOption('--out <file>', 'melted safetensors, with arch, num_class and widths in its metadata')
     .option('--record <file>', 'also write the melt record (JSON: the kept channels per group)')
     .option('--json', 'print one JSON object')
@@ -200,7 +216,9 @@ export function buildProgram(): Command {
         if (o.record) await writeFile(o.record, `${JSON.stringify(record)}\n`);
         const ratio = after.macs / before.macs;
         if (o.json) {
-          process.stdout.write(`${JSON.stringify({ arch: m.arch, out: o.out, before: { macs: before.macs, params: before.params }, after: { macs: after.macs, params: after.params }, macsRatio: ratio })}\n`);
+          process.stdout.write(
+            `${JSON.stringify({ arch: m.arch, out: o.out, before: { macs: before.macs, params: before.params }, after: { macs: after.macs, params: after.params }, macsRatio: ratio })}\n`,
+          );
           return;
         }
         say(o, `MACs   ${fmt(before.macs)} -> ${fmt(after.macs)} (${(100 * ratio).toFixed(1)}% kept, ${(100 * (1 - ratio)).toFixed(1)}% removed)`);
@@ -224,7 +242,8 @@ export function buildProgram(): Command {
       const m = await load(o.weights, o.arch, o);
       try {
         // An imported model goes back to its own topology (names, classes, fused activations); others are rebuilt.
-        const r = m.model instanceof GraphModel ? await exportGraphTfjs(m.model, tfjsDirWriter(o.out)) : await exportTfjs(m.model, m.inputShape, tfjsDirWriter(o.out));
+        const r =
+          m.model instanceof GraphModel ? await exportGraphTfjs(m.model, tfjsDirWriter(o.out)) : await exportTfjs(m.model, m.inputShape, tfjsDirWriter(o.out));
         say(o, `wrote ${o.out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
       } finally {
         m.model.dispose();
@@ -245,7 +264,10 @@ export function buildProgram(): Command {
         process.stdout.write(`${JSON.stringify({ out: o.out, ...r })}\n`);
         return;
       }
-      say(o, `model '${r.name}': ${r.layers} layers, input ${r.inputShape.join('x')} (HWC), ${r.numClasses} classes${r.softmax ? ' (output softmax left out: gdp gives logits)' : ''}`);
+      say(
+        o,
+        `model '${r.name}': ${r.layers} layers, input ${r.inputShape.join('x')} (HWC), ${r.numClasses} classes${r.softmax ? ' (output softmax left out: gdp gives logits)' : ''}`,
+      );
       say(o, `MACs ${fmt(r.macs)}, params ${fmt(r.params)}`);
       say(o, `wrote ${o.out} (arch 'graph')`);
     });
@@ -263,53 +285,74 @@ export function buildProgram(): Command {
     .option('--seed <n>', 'seed of the training batches drawn for --recalibrate-bn', '0')
     .option('--json', 'print one JSON object')
     .addOption(backendOption())
-    .action(async (o: Common & { weights: string; arch?: string; data: string; dataDir?: string; batchSize: number; recalibrateBn?: number; testSubset?: number; seed: string }) => {
-      const seed = Number(o.seed);
-      if (!Number.isInteger(seed)) throw new GdpError('BAD_FLAG', `--seed must be an integer, got '${o.seed}'`);
-      await startBackend(o);
-      const m = await load(o.weights, o.arch, o);
-      const config = configSchema.parse({
-        base: { task_name: 'eval', seed },
-        model: { name: m.arch, num_class: m.numClasses },
-        train: { max_epoch: 0 },
-        data: { type: o.data, batch_size: o.batchSize, test_batch_size: o.batchSize, dir: o.dataDir, num_workers: 1, test_subset: o.testSubset },
-        loss: { criterion: 'softmax' },
-      });
-      const data = await loadDataset(config);
-      try {
-        const shape = data.test.shape;
-        if (shape.join('x') !== m.inputShape.join('x')) {
-          throw new GdpError('SHAPE_MISMATCH', `${o.data} images are ${shape.join('x')} (HWC), ${m.arch} takes ${m.inputShape.join('x')}`);
+    .action(
+      async (
+        o: Common & {
+          weights: string;
+          arch?: string;
+          data: string;
+          dataDir?: string;
+          batchSize: number;
+          recalibrateBn?: number;
+          testSubset?: number;
+          seed: string;
+        },
+      ) => {
+        const seed = Number(o.seed);
+        if (!Number.isInteger(seed)) throw new GdpError('BAD_FLAG', `--seed must be an integer, got '${o.seed}'`);
+        await startBackend(o);
+        const m = await load(o.weights, o.arch, o);
+        const config = configSchema.parse({
+          base: { task_name: 'eval', seed },
+          model: { name: m.arch, num_class: m.numClasses },
+          train: { max_epoch: 0 },
+          data: { type: o.data, batch_size: o.batchSize, test_batch_size: o.batchSize, dir: o.dataDir, num_workers: 1, test_subset: o.testSubset },
+          loss: { criterion: 'softmax' },
+        });
+        const data = await loadDataset(config);
+        try {
+          const shape = data.test.shape;
+          if (shape.join('x') !== m.inputShape.join('x')) {
+            throw new GdpError('SHAPE_MISMATCH', `${o.data} images are ${shape.join('x')} (HWC), ${m.arch} takes ${m.inputShape.join('x')}`);
+          }
+          // The largest pass: a recalibration batch (training images), else a test batch.
+          checkBatch(m, Math.min(o.batchSize, Math.max(data.test.size, o.recalibrateBn ? data.train.size : 0)), '--batch-size', o.batchSize);
+          const replica = new Replica(m.model, m.inputShape);
+          if (o.recalibrateBn) {
+            const order = Int32Array.from({ length: data.train.size }, (_, i) => i);
+            new Rng(seed).shuffle(order);
+            const n = Math.min(o.recalibrateBn, Math.floor(data.train.size / o.batchSize) || 1);
+            const batches = (async function* () {
+              for (let b = 0; b < n; b++) yield await data.train.load(order.subarray(b * o.batchSize, (b + 1) * o.batchSize), { augment: false, seed });
+            })();
+            await replica.recalibrateBatchNorm(batches);
+            say(o, `BN statistics re-estimated over ${n} training batches of ${o.batchSize}`);
+          }
+          let stats = emptyStats();
+          for (let s = 0; s < data.test.size; s += o.batchSize) {
+            const idx = Int32Array.from({ length: Math.min(o.batchSize, data.test.size - s) }, (_, i) => s + i);
+            stats = addStats(stats, replica.evaluate(await data.test.load(idx, { augment: false, seed: 0 })));
+          }
+          const r = {
+            weights: o.weights,
+            data: data.test.name,
+            samples: stats.count,
+            top1: stats.correct1 / stats.count,
+            top5: stats.correct5 / stats.count,
+            loss: stats.lossSum / stats.count,
+            recalibrated_batches: o.recalibrateBn ?? 0,
+          };
+          if (o.json) {
+            process.stdout.write(`${JSON.stringify(r)}\n`);
+            return;
+          }
+          say(o, `${data.test.name}: ${r.samples} images, top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}%, loss ${r.loss.toFixed(4)}`);
+        } finally {
+          await data.close?.();
+          m.model.dispose();
         }
-        // The largest pass: a recalibration batch (training images), else a test batch.
-        checkBatch(m, Math.min(o.batchSize, Math.max(data.test.size, o.recalibrateBn ? data.train.size : 0)), '--batch-size', o.batchSize);
-        const replica = new Replica(m.model, m.inputShape);
-        if (o.recalibrateBn) {
-          const order = Int32Array.from({ length: data.train.size }, (_, i) => i);
-          new Rng(seed).shuffle(order);
-          const n = Math.min(o.recalibrateBn, Math.floor(data.train.size / o.batchSize) || 1);
-          const batches = (async function* () {
-            for (let b = 0; b < n; b++) yield await data.train.load(order.subarray(b * o.batchSize, (b + 1) * o.batchSize), { augment: false, seed });
-          })();
-          await replica.recalibrateBatchNorm(batches);
-          say(o, `BN statistics re-estimated over ${n} training batches of ${o.batchSize}`);
-        }
-        let stats = emptyStats();
-        for (let s = 0; s < data.test.size; s += o.batchSize) {
-          const idx = Int32Array.from({ length: Math.min(o.batchSize, data.test.size - s) }, (_, i) => s + i);
-          stats = addStats(stats, replica.evaluate(await data.test.load(idx, { augment: false, seed: 0 })));
-        }
-        const r = { weights: o.weights, data: data.test.name, samples: stats.count, top1: stats.correct1 / stats.count, top5: stats.correct5 / stats.count, loss: stats.lossSum / stats.count, recalibrated_batches: o.recalibrateBn ?? 0 };
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify(r)}\n`);
-          return;
-        }
-        say(o, `${data.test.name}: ${r.samples} images, top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}%, loss ${r.loss.toFixed(4)}`);
-      } finally {
-        await data.close?.();
-        m.model.dispose();
-      }
-    });
+      },
+    );
 
   program
     .command('bench')
@@ -336,7 +379,11 @@ export function buildProgram(): Command {
           return;
         }
         say(o, `${m.arch}: MACs ${fmt(macs)} (${mega(macs)}) per image`);
-        for (const r of results) say(o, `batch ${String(r.batch).padStart(3)}: ${r.perImageMs.toFixed(3)} ms/image (median ${r.medianMs.toFixed(1)} ms per batch over ${r.runsMs.length} runs)`);
+        for (const r of results)
+          say(
+            o,
+            `batch ${String(r.batch).padStart(3)}: ${r.perImageMs.toFixed(3)} ms/image (median ${r.medianMs.toFixed(1)} ms per batch over ${r.runsMs.length} runs)`,
+          );
       } finally {
         m.model.dispose();
       }

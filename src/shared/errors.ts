@@ -48,7 +48,7 @@ export const ERROR_CODES = {
   // --- a run that fails while running ---
   NO_WORKERS: { exit: 1, retryable: false, meaning: 'fewer active workers than needed, and none can come back' },
   WORKERS_MISSING: { exit: 1, retryable: false, meaning: 'not enough workers joined in time' },
-  WORKERS_EXITED: { exit: 1, retryable: false, meaning: "every local worker process exited" },
+  WORKERS_EXITED: { exit: 1, retryable: false, meaning: 'every local worker process exited' },
   WORKER_LOST: { exit: 1, retryable: true, meaning: 'a worker left or was dropped during an operation (the operation is redone)' },
   RING_FAILED: { exit: 1, retryable: true, meaning: "a step's ring all-reduce failed on a worker (the ring is re-formed and the step redone)" },
   REPLICA_DIVERGED: { exit: 1, retryable: false, meaning: "a replica's parameter checksum differs from the coordinator's" },

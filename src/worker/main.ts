@@ -39,7 +39,11 @@ function readFlagFile(flag: string, file: string): Buffer {
  * only). HOST is also the address the other workers dial, so it must be one they can reach (not 0.0.0.0). The
  * rules of the coordinator's port apply: a token for any address but loopback; --cert/--key serve wss://.
  */
-export function ringListen(o: Pick<Options, 'connect' | 'listen' | 'cert' | 'key'>, token: string | undefined, ca: Buffer | undefined): RingListenSettings | undefined {
+export function ringListen(
+  o: Pick<Options, 'connect' | 'listen' | 'cert' | 'key'>,
+  token: string | undefined,
+  ca: Buffer | undefined,
+): RingListenSettings | undefined {
   const coordinatorHost = new URL(o.connect).hostname.replace(/^\[|\]$/g, '');
   const listen = o.listen ?? (isLoopbackHost(coordinatorHost) ? '127.0.0.1:0' : undefined);
   if ((o.cert === undefined) !== (o.key === undefined)) throw new GdpError('BAD_FLAG', '--cert and --key go together');
@@ -50,9 +54,12 @@ export function ringListen(o: Pick<Options, 'connect' | 'listen' | 'cert' | 'key
   const i = listen.lastIndexOf(':');
   const host = i > 0 ? listen.slice(0, i).replace(/^\[|\]$/g, '') : '';
   const port = Number(listen.slice(i + 1));
-  if (!host || !Number.isInteger(port) || port < 0 || port > 65535) throw new GdpError('BAD_FLAG', `--listen expects HOST:PORT (port 0-65535), got '${listen}'`);
-  if (host === '0.0.0.0' || host === '::') throw new GdpError('BAD_FLAG', `--listen ${listen}: give an address of this machine the other workers can reach; it is the address they dial`);
-  if (!isLoopbackHost(host) && token === undefined) throw new GdpError('BAD_FLAG', `--listen ${listen} is reachable from other machines: it needs the run's token (--token or GDP_TOKEN)`);
+  if (!host || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new GdpError('BAD_FLAG', `--listen expects HOST:PORT (port 0-65535), got '${listen}'`);
+  if (host === '0.0.0.0' || host === '::')
+    throw new GdpError('BAD_FLAG', `--listen ${listen}: give an address of this machine the other workers can reach; it is the address they dial`);
+  if (!isLoopbackHost(host) && token === undefined)
+    throw new GdpError('BAD_FLAG', `--listen ${listen} is reachable from other machines: it needs the run's token (--token or GDP_TOKEN)`);
   const tls = o.cert && o.key ? { cert: readFlagFile('--cert', o.cert), key: readFlagFile('--key', o.key) } : undefined;
   return { host, port, token, tls, ca };
 }
@@ -82,7 +89,17 @@ async function run(o: Options): Promise<void> {
   const worker = new Reconnector({
     url: o.connect,
     connect: (url) => connectWs(url, { token, ca }),
-    session: (t) => new WorkerSession(t, { workerId: id, backend: backend.description, gpu: o.gpu ?? null, host: hostname(), pid: process.pid, dataDir: o.dataDir, ring, log }),
+    session: (t) =>
+      new WorkerSession(t, {
+        workerId: id,
+        backend: backend.description,
+        gpu: o.gpu ?? null,
+        host: hostname(),
+        pid: process.pid,
+        dataDir: o.dataDir,
+        ring,
+        log,
+      }),
     retryForMs: o.retryFor * 1000,
     log: (line) => log(`gdp-worker ${id}: ${line}`),
   });
@@ -109,15 +126,23 @@ export async function main(argv: string[]): Promise<number> {
     })
     .addOption(backendOption())
     .option('--id <id>', 'worker id shown in logs (default HOST-PID)')
-    .option('--listen <host:port>', "ring listener for the other workers when the run uses dist.allreduce 'ring' or 'auto' (default 127.0.0.1:0 with a loopback coordinator)")
+    .option(
+      '--listen <host:port>',
+      "ring listener for the other workers when the run uses dist.allreduce 'ring' or 'auto' (default 127.0.0.1:0 with a loopback coordinator)",
+    )
     .option('--cert <file>', 'PEM certificate: the ring listener serves wss://, with --key')
     .option('--key <file>', 'PEM private key of --cert')
     .option('--data-dir <dir>', "this machine's dataset folder (overrides the config's data.dir)")
-    .option('--retry-for <seconds>', 'when the coordinator goes away without ending the run, keep reconnecting this long (0: exit)', (v: string) => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`--retry-for must be a number of seconds >= 0, got '${v}'`);
-      return n;
-    }, 600)
+    .option(
+      '--retry-for <seconds>',
+      'when the coordinator goes away without ending the run, keep reconnecting this long (0: exit)',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`--retry-for must be a number of seconds >= 0, got '${v}'`);
+        return n;
+      },
+      600,
+    )
     .exitOverride();
   return runCommand<Options>(program, argv, run);
 }

@@ -78,7 +78,10 @@ export class Reconnector {
         const left = this.o.retryForMs - (Date.now() - since);
         const why = asGdpError(err).message;
         if (left <= 0) {
-          throw new GdpError(asGdpError(err).code, `${why}; ${this.o.retryForMs > 0 ? `gave up after retrying for ${Math.round(this.o.retryForMs / 1000)} s` : 'not retrying (--retry-for 0)'}`);
+          throw new GdpError(
+            asGdpError(err).code,
+            `${why}; ${this.o.retryForMs > 0 ? `gave up after retrying for ${Math.round(this.o.retryForMs / 1000)} s` : 'not retrying (--retry-for 0)'}`,
+          );
         }
         const wait = Math.min(delay, left);
         this.o.log(`${why}; reconnecting to ${this.o.url} in ${(wait / 1000).toFixed(1)} s (retry ${++retries}, giving up in ${Math.ceil(left / 1000)} s)`);

@@ -367,7 +367,9 @@ export class WorkerSession {
     this.ringHeld = { seq: m.seq, avg };
     if (info.rank === 0) {
       // float32 always: the coordinator's replica must apply the very bits the ranks apply.
-      bucketRanges(avg.length, this.bucketElems).forEach(([s, e], index) => this.peer.send({ type: 'bucket', stream: 'avg', seq: m.seq, index, data: toWire(avg.subarray(s, e)) }));
+      bucketRanges(avg.length, this.bucketElems).forEach(([s, e], index) =>
+        this.peer.send({ type: 'bucket', stream: 'avg', seq: m.seq, index, data: toWire(avg.subarray(s, e)) }),
+      );
     }
     this.peer.send({ type: 'computed', seq: m.seq, stats });
   }
@@ -377,7 +379,8 @@ export class WorkerSession {
     const h = this.ringHeld;
     if (!h || h.seq !== m.seq) throw new GdpError('PROTOCOL', `'apply' ${m.seq} of a held average, but ${h ? `request ${h.seq}'s` : 'none'} is held`);
     const layout = this.need().replica.layout(m.set);
-    if (layout.size !== h.avg.length) throw new GdpError('PROTOCOL', `'apply' ${m.seq} of '${m.set}' (${layout.size} values), the held average has ${h.avg.length}`);
+    if (layout.size !== h.avg.length)
+      throw new GdpError('PROTOCOL', `'apply' ${m.seq} of '${m.set}' (${layout.size} values), the held average has ${h.avg.length}`);
     this.ringHeld = undefined;
     this.uncommitted = undefined;
     this.need().replica.applyGradient(layout, h.avg, m.sgd);

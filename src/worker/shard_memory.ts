@@ -32,6 +32,13 @@ export class ShardMemoryCheck {
     if (samples <= fits) return;
     const batch = config.data[setting === 'data.batch_size' ? 'batch_size' : 'test_batch_size'];
     const info = { model: replica.model, inputShape: replica.inputShape, arch: config.model.name };
-    checkShardFits(info, samples, this.backend, kind, { batch: `${setting} ${batch}`, total: batch, advice: `more workers, or a smaller ${setting}` }, this.limit);
+    checkShardFits(
+      info,
+      samples,
+      this.backend,
+      kind,
+      { batch: `${setting} ${batch}`, total: batch, advice: `more workers, or a smaller ${setting}` },
+      this.limit,
+    );
   }
 }

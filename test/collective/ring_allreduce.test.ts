@@ -10,13 +10,15 @@ import { bits, delay, memoryRing, memoryRingLinks, outcomes, rankGradients } fro
 
 /** Runs one all-reduce on every rank of `ring`, each rank starting after its own delay; returns the results. */
 async function runAll(ring: RingAllReduce[], op: number, grads: Float32Array[], count: number, delays?: number[]): Promise<Float32Array[]> {
-  return Promise.all(ring.map(async (r, k) => {
-    if (delays) await delay(delays[k]);
-    return r.allreduce(op, grads[k], count);
-  }));
+  return Promise.all(
+    ring.map(async (r, k) => {
+      if (delays) await delay(delays[k]);
+      return r.allreduce(op, grads[k], count);
+    }),
+  );
 }
 
-test('ring over in-memory links: every rank ends with ringAverage\'s bits, for 1-5 ranks, sizes below, at and off multiples of N, and several pieces', async () => {
+test("ring over in-memory links: every rank ends with ringAverage's bits, for 1-5 ranks, sizes below, at and off multiples of N, and several pieces", async () => {
   for (const n of [1, 2, 3, 4, 5]) {
     for (const size of [1, 2, 3, 7, 10, 37, 1001]) {
       for (const bucketElems of [1, 4, 1000]) {
@@ -24,7 +26,12 @@ test('ring over in-memory links: every rank ends with ringAverage\'s bits, for 1
         const grads = rankGradients(n, size, size + n);
         const expect = ringAverage(grads, 3 * n + 1);
         const ring = memoryRing(n, bucketElems);
-        const out = await runAll(ring, 7, grads.map((g) => g.slice()), 3 * n + 1);
+        const out = await runAll(
+          ring,
+          7,
+          grads.map((g) => g.slice()),
+          3 * n + 1,
+        );
         for (let k = 0; k < n; k++) assert.deepEqual(bits(out[k]), bits(expect), `n=${n} size=${size} bucket=${bucketElems} rank ${k}`);
         for (const r of ring) r.close();
       }
@@ -36,9 +43,19 @@ test('the bits depend on (N, rank order) only: ranks starting at different times
   const n = 4;
   const grads = rankGradients(n, 999, 3);
   const results: Uint32Array[] = [];
-  for (const delays of [[0, 0, 0, 0], [30, 0, 10, 20], [0, 25, 5, 15]]) {
+  for (const delays of [
+    [0, 0, 0, 0],
+    [30, 0, 10, 20],
+    [0, 25, 5, 15],
+  ]) {
     const ring = memoryRing(n, 16);
-    const out = await runAll(ring, 1, grads.map((g) => g.slice()), 100, delays);
+    const out = await runAll(
+      ring,
+      1,
+      grads.map((g) => g.slice()),
+      100,
+      delays,
+    );
     for (const o of out) results.push(bits(o).slice());
     for (const r of ring) r.close();
   }
@@ -51,10 +68,12 @@ test('consecutive all-reduces on one ring, ranks racing ahead of each other betw
   const ring = memoryRing(n, 5);
   for (let op = 10; op < 15; op++) {
     const grads = rankGradients(n, 23 + op, op);
-    const out = await Promise.all(ring.map(async (r, k) => {
-      await delay(((op + k) % 3) * 5);
-      return r.allreduce(op, grads[k].slice(), op);
-    }));
+    const out = await Promise.all(
+      ring.map(async (r, k) => {
+        await delay(((op + k) % 3) * 5);
+        return r.allreduce(op, grads[k].slice(), op);
+      }),
+    );
     for (const o of out) assert.deepEqual(bits(o), bits(ringAverage(grads, op)));
   }
   for (const r of ring) r.close();
@@ -67,7 +86,12 @@ test('ring and the star (fixed worker order, reduceRange) agree within 1e-6 rela
     const star = new Float32Array(size);
     reduceRange(grads, star, 0, size, 256);
     const ring = memoryRing(n, 512);
-    const out = await runAll(ring, 0, grads.map((g) => g.slice()), 256);
+    const out = await runAll(
+      ring,
+      0,
+      grads.map((g) => g.slice()),
+      256,
+    );
     let differ = 0;
     for (let i = 0; i < size; i++) {
       // Relative to the magnitude of the terms: a sum that cancels to near zero has no relative precision to keep.
@@ -139,11 +163,17 @@ for (const [what, nth, edit, code] of BAD_FRAMES) {
 }
 
 test('ranks disagreeing on the vector length (BAD_LAYOUT) or the sample count (BAD_ANSWER) fail', async () => {
-  for (const [sizes, counts, code] of [[[10, 10, 11], [5, 5, 5], 'BAD_LAYOUT'], [[10, 10, 10], [5, 6, 5], 'BAD_ANSWER']] as const) {
+  for (const [sizes, counts, code] of [
+    [[10, 10, 11], [5, 5, 5], 'BAD_LAYOUT'],
+    [[10, 10, 10], [5, 6, 5], 'BAD_ANSWER'],
+  ] as const) {
     const ring = memoryRing(3, 4);
     const got = await outcomes(ring.map((r, k) => r.allreduce(0, new Float32Array(sizes[k]), counts[k])));
     assert.ok(got.includes(code), String(got));
-    assert.ok(got.every((g) => g === code || g === 'WORKER_LOST'), String(got));
+    assert.ok(
+      got.every((g) => g === code || g === 'WORKER_LOST'),
+      String(got),
+    );
   }
 });
 
@@ -152,10 +182,13 @@ test('a rank that never starts: the others fail with PEER_TIMEOUT or WORKER_LOST
   const grads = rankGradients(4, 40, 1);
   const got = await outcomes([0, 1, 3].map((k) => ring[k].allreduce(0, grads[k], 4)));
   assert.ok(got.includes('PEER_TIMEOUT'), String(got));
-  assert.ok(got.every((g) => g === 'PEER_TIMEOUT' || g === 'WORKER_LOST'), String(got));
+  assert.ok(
+    got.every((g) => g === 'PEER_TIMEOUT' || g === 'WORKER_LOST'),
+    String(got),
+  );
 });
 
-test('a link closed mid-ring fails every rank\'s all-reduce with WORKER_LOST', async () => {
+test("a link closed mid-ring fails every rank's all-reduce with WORKER_LOST", async () => {
   const links = memoryRingLinks(3);
   let chunks = 0;
   // Rank 1's incoming link dies after its first chunk arrived.
@@ -182,7 +215,7 @@ test('misuse (a bug of the caller) is refused with INTERNAL: overlapping all-red
   for (const r of ring) r.close();
 });
 
-test('an infinity in a rank\'s own gradient fails its all-reduce with NON_FINITE and the ring with it', async () => {
+test("an infinity in a rank's own gradient fails its all-reduce with NON_FINITE and the ring with it", async () => {
   const ring = memoryRing(3, 4);
   const grads = rankGradients(3, 12, 4);
   grads[2][5] = Infinity;

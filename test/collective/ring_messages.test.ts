@@ -4,21 +4,31 @@ import { decodeRingMessage, encodeRingMessage, RING_PROTOCOL_VERSION } from '../
 import { decodeMessage, encodeMessage } from '../../src/shared/protocol/codec.js';
 import { toWire } from '../../src/shared/protocol/tensor.js';
 
-test('ring messages round-trip; a chunk\'s values travel as binary', () => {
+test("ring messages round-trip; a chunk's values travel as binary", () => {
   const v = new Float32Array([1, -2, 3.5]);
   const m = decodeRingMessage(encodeRingMessage({ type: 'ring_chunk', op: 4, phase: 'all_gather', step: 1, piece: 0, data: toWire(v) }));
   assert.equal(m.type, 'ring_chunk');
   assert.ok(m.type === 'ring_chunk' && m.data.data instanceof Uint8Array && m.data.data.byteLength === 12);
   assert.deepEqual(decodeRingMessage(encodeRingMessage({ type: 'ring_hello', protocol: RING_PROTOCOL_VERSION, ring: 2, rank: 1, size: 3 })), {
-    type: 'ring_hello', protocol: RING_PROTOCOL_VERSION, ring: 2, rank: 1, size: 3,
+    type: 'ring_hello',
+    protocol: RING_PROTOCOL_VERSION,
+    ring: 2,
+    rank: 1,
+    size: 3,
   });
 });
 
-test('a ring link refuses coordinator messages and the coordinator\'s codec refuses ring messages (BAD_MESSAGE)', () => {
-  for (const m of [{ type: 'heartbeat', t: 1 }, { type: 'checksum_request', seq: 1 }] as const) {
+test("a ring link refuses coordinator messages and the coordinator's codec refuses ring messages (BAD_MESSAGE)", () => {
+  for (const m of [
+    { type: 'heartbeat', t: 1 },
+    { type: 'checksum_request', seq: 1 },
+  ] as const) {
     assert.throws(() => decodeRingMessage(encodeMessage(m)), { code: 'BAD_MESSAGE' });
   }
-  for (const m of [{ type: 'ring_ready', op: 1, elems: 3, count: 2 }, { type: 'ring_accept', ring: 1 }] as const) {
+  for (const m of [
+    { type: 'ring_ready', op: 1, elems: 3, count: 2 },
+    { type: 'ring_accept', ring: 1 },
+  ] as const) {
     assert.throws(() => decodeMessage(encodeRingMessage(m)), { code: 'BAD_MESSAGE' });
   }
 });

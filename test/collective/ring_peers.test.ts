@@ -44,7 +44,7 @@ async function expectExact(ring: RingAllReduce[], op: number, size: number, seed
   for (const o of out) assert.deepEqual(bits(o), expect);
 }
 
-test('ring over ws on 127.0.0.1 with a token: every rank ends with ringAverage\'s bits, over consecutive all-reduces', async () => {
+test("ring over ws on 127.0.0.1 with a token: every rank ends with ringAverage's bits, over consecutive all-reduces", async () => {
   await withEndpoints(4, async (eps) => {
     const ring = await formRing(eps, 1, 1000);
     await expectExact(ring, 1, 10007, 1, 77);
@@ -98,7 +98,10 @@ async function withChildRank(
   job: { size: number; seed: number; count: number; op: number; bucketElems: number },
   fn: (links: Awaited<ReturnType<RingEndpoint['join']>>[], child: ChildProcess, reply: Promise<unknown[]>) => Promise<void>,
 ): Promise<void> {
-  const child: ChildProcess = fork(fileURLToPath(new URL('./ring_child.js', import.meta.url)), [], { env: { ...process.env, GDP_TOKEN: TOKEN }, stdio: 'ignore' as never });
+  const child: ChildProcess = fork(fileURLToPath(new URL('./ring_child.js', import.meta.url)), [], {
+    env: { ...process.env, GDP_TOKEN: TOKEN },
+    stdio: 'ignore' as never,
+  });
   const eps = await endpoints(2);
   try {
     const [{ url }] = (await once(child, 'message')) as [{ url: string }];
@@ -145,11 +148,15 @@ test('the same ring with a child process rank gives the same bits as in one proc
 
 test('ring over wss:// (TLS) with the certificate trusted by --ca', { skip: !hasOpenssl && 'openssl not found' }, async () => {
   await withSelfSignedCert(async (tls) => {
-    await withEndpoints(3, async (eps) => {
-      assert.match(eps[0].url, /^wss:/);
-      const ring = await formRing(eps, 1, 256, { ...DIAL, ca: tls.cert });
-      await expectExact(ring, 1, 2000, 6, 3);
-      for (const x of ring) x.close();
-    }, { token: TOKEN, tls });
+    await withEndpoints(
+      3,
+      async (eps) => {
+        assert.match(eps[0].url, /^wss:/);
+        const ring = await formRing(eps, 1, 256, { ...DIAL, ca: tls.cert });
+        await expectExact(ring, 1, 2000, 6, 3);
+        for (const x of ring) x.close();
+      },
+      { token: TOKEN, tls },
+    );
   });
 });

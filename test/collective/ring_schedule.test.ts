@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ringAverage } from '../../src/shared/collective/ring_reference.js';
-import { mod, ownedSegment, receiveSchedule, receivedSegment, ringSegments, segmentPieces, sentSegment, summationOrder } from '../../src/shared/collective/ring_schedule.js';
+import {
+  mod,
+  ownedSegment,
+  receiveSchedule,
+  receivedSegment,
+  ringSegments,
+  segmentPieces,
+  sentSegment,
+  summationOrder,
+} from '../../src/shared/collective/ring_schedule.js';
 
 test('segments tile the vector in order, sizes differing by at most 1; pieces tile each segment', () => {
   for (const n of [1, 2, 3, 4, 5, 8]) {
@@ -18,7 +27,10 @@ test('segments tile the vector in order, sizes differing by at most 1; pieces ti
       assert.ok(Math.max(...lens) - Math.min(...lens) <= 1, `${size} over ${n}: ${lens}`);
       for (const seg of segs) {
         const pieces = segmentPieces(seg, 3);
-        assert.equal(pieces.reduce((a, [s, e]) => a + e - s, 0), seg[1] - seg[0]);
+        assert.equal(
+          pieces.reduce((a, [s, e]) => a + e - s, 0),
+          seg[1] - seg[0],
+        );
         assert.ok(pieces.every(([s, e]) => e - s >= 1 && e - s <= 3));
       }
     }
@@ -55,7 +67,7 @@ test('simulated symbolically, the schedule leaves each owner with every rank onc
   }
 });
 
-test('receiveSchedule lists the predecessor\'s pieces in sending order, skipping empty segments', () => {
+test("receiveSchedule lists the predecessor's pieces in sending order, skipping empty segments", () => {
   // 7 elements over 4 ranks: segments [0,2) [2,4) [4,6) [6,7). Rank 2 receives from rank 1: reduce-scatter segments
   // 1, 0, 3, then all-gather segments 2, 1, 0; pieces of 1 element.
   const got = receiveSchedule(7, 4, 2, 1).map((s) => `${s.phase[0]}${s.step}.${s.piece}:${s.range[0]}-${s.range[1]}`);

@@ -8,7 +8,9 @@ import { configNotes } from '../../src/shared/config/notes.js';
 import { GdpError } from '../../src/shared/errors.js';
 
 /** The paper's VGG-16 demo config (run/vgg16/prune.json with multi_gpus off), verbatim. */
-const VGG16_DEMO = JSON.parse(`{"base": {"task_name": "vgg16_cifar10", "cuda": true, "seed": 0, "checkpoint_path": "", "epoch": 0, "model_saving_interval": 80, "multi_gpus": false, "fp16": false}, "model": {"name": "cifar.vgg16", "num_class": 10, "pretrained": false}, "train": {"trainer": "normal", "max_epoch": 160, "optim": "sgd", "steplr": [[80, 0.1], [120, 0.01], [160, 0.001]], "weight_decay": 5e-4, "momentum": 0.9, "nesterov": false}, "data": {"type": "cifar10", "shuffle": true, "batch_size": 128, "test_batch_size": 128, "num_workers": 8}, "loss": {"criterion": "softmax"}, "gbn": {"sparse_lambda": 1e-3, "flops_eta": 0, "lr_min": 1e-3, "lr_max": 1e-2, "tock_epoch": 10, "T": 10, "p": 0.005, "finetune_epoch": 40}}`);
+const VGG16_DEMO = JSON.parse(
+  `{"base": {"task_name": "vgg16_cifar10", "cuda": true, "seed": 0, "checkpoint_path": "", "epoch": 0, "model_saving_interval": 80, "multi_gpus": false, "fp16": false}, "model": {"name": "cifar.vgg16", "num_class": 10, "pretrained": false}, "train": {"trainer": "normal", "max_epoch": 160, "optim": "sgd", "steplr": [[80, 0.1], [120, 0.01], [160, 0.001]], "weight_decay": 5e-4, "momentum": 0.9, "nesterov": false}, "data": {"type": "cifar10", "shuffle": true, "batch_size": 128, "test_batch_size": 128, "num_workers": 8}, "loss": {"criterion": "softmax"}, "gbn": {"sparse_lambda": 1e-3, "flops_eta": 0, "lr_min": 1e-3, "lr_max": 1e-2, "tock_epoch": 10, "T": 10, "p": 0.005, "finetune_epoch": 40}}`,
+);
 
 // dist/test/config/ -> repository root
 const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..');
@@ -28,7 +30,11 @@ describe('paper config parity', () => {
     assert.equal(c.base.task_name, 'vgg16_cifar10');
     assert.equal(c.base.cuda, true);
     assert.equal(c.model.name, 'cifar.vgg16');
-    assert.deepEqual(c.train.steplr, [[80, 0.1], [120, 0.01], [160, 0.001]]);
+    assert.deepEqual(c.train.steplr, [
+      [80, 0.1],
+      [120, 0.01],
+      [160, 0.001],
+    ]);
     assert.equal(c.train.weight_decay, 5e-4);
     assert.equal(c.data.num_workers, 8);
     assert.equal(c.gbn?.p, 0.005);
@@ -95,7 +101,10 @@ describe("every key of the paper's schema gdp accepts has the paper's meaning or
   it('base.epoch without a train stage is accepted with a note that it does not apply', () => {
     const c = withSets('base.epoch=80', 'model.weights=w.safetensors', 'stages=["prune","finetune"]');
     assert.equal(configNotes(c).filter((n) => n.includes('base.epoch')).length, 1);
-    assert.deepEqual(configNotes(withSets('base.epoch=80', 'model.weights=w.safetensors')).filter((n) => n.includes('base.epoch')), []);
+    assert.deepEqual(
+      configNotes(withSets('base.epoch=80', 'model.weights=w.safetensors')).filter((n) => n.includes('base.epoch')),
+      [],
+    );
   });
 
   it('model.pretrained: true is refused, pointing to model.weights (gdp downloads nothing)', () => {

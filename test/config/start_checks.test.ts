@@ -21,12 +21,18 @@ const BASE = {
   loss: { criterion: 'softmax' },
 };
 
-const code = (c: string, ...mention: string[]) => (e: unknown) => e instanceof GdpError && e.code === c && mention.every((m) => e.message.includes(m));
+const code =
+  (c: string, ...mention: string[]) =>
+  (e: unknown) =>
+    e instanceof GdpError && e.code === c && mention.every((m) => e.message.includes(m));
 
 test('inputs that would fail a run later fail at start, naming the key', () => {
   assert.throws(() => parseConfig({ ...BASE, stages: ['train', 'prune'] }), code('BAD_CONFIG', "gbn: stages 'prune' and 'finetune' need a 'gbn' section"));
   assert.throws(() => parseConfig({ ...BASE, stages: ['finetune'] }), code('BAD_CONFIG', 'gbn'));
-  assert.throws(() => parseConfig({ ...BASE, dist: { heartbeat_ms: 2000, heartbeat_timeout_ms: 5000 } }), code('BAD_CONFIG', 'dist.heartbeat_timeout_ms: heartbeat_timeout_ms must be at least 3 heartbeat_ms'));
+  assert.throws(
+    () => parseConfig({ ...BASE, dist: { heartbeat_ms: 2000, heartbeat_timeout_ms: 5000 } }),
+    code('BAD_CONFIG', 'dist.heartbeat_timeout_ms: heartbeat_timeout_ms must be at least 3 heartbeat_ms'),
+  );
   assert.equal(parseConfig(BASE).dist.heartbeat_timeout_ms, 30000);
   // Names of Object.prototype members are not architectures.
   for (const name of ['constructor', 'toString', '__proto__']) assert.throws(() => archSpec(name), code('UNKNOWN_ARCH', `'${name}'`));
@@ -35,7 +41,10 @@ test('inputs that would fail a run later fail at start, naming the key', () => {
 test('the model must take the data: image shape and number of classes', () => {
   const c = parseConfig(BASE);
   assert.doesNotThrow(() => checkModelFitsData(c, { shape: [28, 28, 1], numClasses: 10 }));
-  assert.throws(() => checkModelFitsData(c, { shape: [32, 32, 3], numClasses: 10 }), code('BAD_CONFIG', "model.name: 'mnist.resnet20' takes 28x28x1 images", '32x32x3'));
+  assert.throws(
+    () => checkModelFitsData(c, { shape: [32, 32, 3], numClasses: 10 }),
+    code('BAD_CONFIG', "model.name: 'mnist.resnet20' takes 28x28x1 images", '32x32x3'),
+  );
   assert.throws(() => checkModelFitsData(c, { shape: [28, 28, 1], numClasses: 100 }), code('BAD_CONFIG', 'model.num_class: 10 outputs', '100 classes'));
 });
 
@@ -70,10 +79,16 @@ test('the starting weights are read and checked against the config before any wo
       return file;
     };
     const other = plainOf('cifar.resnet20');
-    assert.throws(() => checkInitialWeights(parseConfig({ ...BASE, model: { ...BASE.model, weights: other } })), code('SHAPE_MISMATCH', 'cifar.resnet20.safetensors', 'conv1'));
+    assert.throws(
+      () => checkInitialWeights(parseConfig({ ...BASE, model: { ...BASE.model, weights: other } })),
+      code('SHAPE_MISMATCH', 'cifar.resnet20.safetensors', 'conv1'),
+    );
     const own = plainOf('mnist.resnet20');
     assert.doesNotThrow(() => checkInitialWeights(parseConfig({ ...BASE, model: { ...BASE.model, weights: own } })));
-    assert.throws(() => checkInitialWeights(parseConfig({ ...BASE, model: { ...BASE.model, num_class: 100, weights: own } })), code('SHAPE_MISMATCH', '10 classes', 'num_class is 100'));
+    assert.throws(
+      () => checkInitialWeights(parseConfig({ ...BASE, model: { ...BASE.model, num_class: 100, weights: own } })),
+      code('SHAPE_MISMATCH', '10 classes', 'num_class is 100'),
+    );
     assert.doesNotThrow(() => checkInitialWeights(parseConfig(BASE)));
   } finally {
     rmSync(dir, { recursive: true, force: true });

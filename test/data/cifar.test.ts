@@ -73,8 +73,15 @@ describe('CIFAR-10 binary', () => {
     // Sample 1, row 2, column 3, green: byte (1*37 + 85 + 14 + 9) & 255 = 145.
     assert.equal(patternByte(1, 1, 2, 3), 145);
     assert.ok(Math.abs(px(b.x, 1, 2, 3, 1) - (145 / 255 - 0.4822) / 0.243) < 1e-6);
-    for (const [i, s] of [[0, 4], [1, 1]] as const)
-      for (const [y, x] of [[0, 0], [31, 31], [17, 5]] as const) {
+    for (const [i, s] of [
+      [0, 4],
+      [1, 1],
+    ] as const)
+      for (const [y, x] of [
+        [0, 0],
+        [31, 31],
+        [17, 5],
+      ] as const) {
         assert.ok(Math.abs(px(b.x, i, y, x, 0) - (patternByte(s, 0, y, x) / 255 - 0.4914) / 0.247) < 1e-6);
         assert.ok(Math.abs(px(b.x, i, y, x, 2) - (patternByte(s, 2, y, x) / 255 - 0.4465) / 0.261) < 1e-6);
       }
@@ -92,7 +99,7 @@ describe('CIFAR-10 binary', () => {
 
   it('crops from the zero-padded image and flips: augmented pixels are the plain ones moved', async () => {
     const plain = (await pair.train.load([3], { augment: false, seed: 0 })).x;
-    const pad = [0, 1, 2].map((c) => ((0 - [0.4914, 0.4822, 0.4465][c]) / [0.247, 0.243, 0.261][c]));
+    const pad = [0, 1, 2].map((c) => (0 - [0.4914, 0.4822, 0.4465][c]) / [0.247, 0.243, 0.261][c]);
     let flips = 0;
     let shifted = 0;
     for (let seed = 0; seed < 24; seed++) {
@@ -117,8 +124,14 @@ describe('CIFAR-10 binary', () => {
       lefts.add(a.left);
       if (a.flip) flips++;
     }
-    assert.deepEqual([...tops].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
-    assert.deepEqual([...lefts].sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(
+      [...tops].sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    assert.deepEqual(
+      [...lefts].sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8],
+    );
     assert.ok(flips > 900 && flips < 1100, `flips ${flips}/2000`);
   });
 
@@ -135,8 +148,14 @@ describe('CIFAR-100 binary', () => {
     for (const dir of [t.parent, t.folder]) {
       const pair = loadCifar('cifar100', dir, inThread);
       assert.equal(pair.train.numClasses, 100);
-      assert.deepEqual(Array.from(pair.train.labels), CIFAR100_TRAIN_LABELS.map((l) => l[1]));
-      assert.deepEqual(Array.from(pair.test.labels), CIFAR100_TEST_LABELS.map((l) => l[1]));
+      assert.deepEqual(
+        Array.from(pair.train.labels),
+        CIFAR100_TRAIN_LABELS.map((l) => l[1]),
+      );
+      assert.deepEqual(
+        Array.from(pair.test.labels),
+        CIFAR100_TEST_LABELS.map((l) => l[1]),
+      );
       const b = await pair.test.load([1], { augment: false, seed: 0 });
       // Test sample 1 was written as pattern sample 101; row 5, column 9, blue.
       const byte = patternByte(101, 2, 5, 9);
@@ -175,7 +194,16 @@ describe('malformed CIFAR files', () => {
     rejects(() => loadCifar('cifar10', parent, inThread), join(folder, 'data_batch_2.bin'), '= 10');
     const t = writeTinyCifar100();
     dirs.push(t.parent);
-    writeFileSync(join(t.folder, 'test.bin'), cifarRecords([[3, 40], [20, 5]], 0));
+    writeFileSync(
+      join(t.folder, 'test.bin'),
+      cifarRecords(
+        [
+          [3, 40],
+          [20, 5],
+        ],
+        0,
+      ),
+    );
     rejects(() => loadCifar('cifar100', t.parent, inThread), join(t.folder, 'test.bin'), 'record 1');
     // CIFAR-10 files read as CIFAR-100 (a 3073-byte record is not 3074) are caught by their size.
     writeFileSync(join(t.folder, 'train.bin'), cifarRecords([[1], [2]], 0));

@@ -15,8 +15,7 @@ export function cifarRecords(labels: number[][], firstSample: number): Buffer {
   labels.forEach((ls, r) => {
     ls.forEach((l, b) => (buf[r * rec + b] = l));
     for (let c = 0; c < 3; c++)
-      for (let y = 0; y < 32; y++)
-        for (let x = 0; x < 32; x++) buf[r * rec + labelBytes + c * 1024 + y * 32 + x] = patternByte(firstSample + r, c, y, x);
+      for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) buf[r * rec + labelBytes + c * 1024 + y * 32 + x] = patternByte(firstSample + r, c, y, x);
   });
   return buf;
 }
@@ -31,9 +30,21 @@ export function writeTinyCifar10(): { parent: string; folder: string } {
   mkdirSync(folder);
   const perBatch = [[0, 1], [2], [3], [4], [5]];
   perBatch.forEach((samples, b) => {
-    writeFileSync(join(folder, `data_batch_${b + 1}.bin`), cifarRecords(samples.map((s) => [CIFAR10_TRAIN_LABELS[s]]), samples[0]));
+    writeFileSync(
+      join(folder, `data_batch_${b + 1}.bin`),
+      cifarRecords(
+        samples.map((s) => [CIFAR10_TRAIN_LABELS[s]]),
+        samples[0],
+      ),
+    );
   });
-  writeFileSync(join(folder, 'test_batch.bin'), cifarRecords(CIFAR10_TEST_LABELS.map((l) => [l]), 100));
+  writeFileSync(
+    join(folder, 'test_batch.bin'),
+    cifarRecords(
+      CIFAR10_TEST_LABELS.map((l) => [l]),
+      100,
+    ),
+  );
   return { parent, folder };
 }
 

@@ -100,7 +100,10 @@ describe('image folders (data.type folder)', () => {
   });
 
   it('loads size x size x channels at 16 and 32, 1 and 3 channels, classes by sorted folder name, normalised by the training set', async () => {
-    for (const [fx, channels] of [[colour, 3], [grey, 1]] as const) {
+    for (const [fx, channels] of [
+      [colour, 3],
+      [grey, 1],
+    ] as const) {
       for (const size of [16, 32]) {
         const what = `${channels} channel(s) at ${size}`;
         const pair = await loadDataset(folderConfig(fx.dir, { image_size: size, channels }));
@@ -108,8 +111,16 @@ describe('image folders (data.type folder)', () => {
           assert.deepEqual(pair.train.shape, [size, size, channels]);
           assert.equal(pair.train.numClasses, 3);
           assert.deepEqual(fx.classes, ['ant', 'moth', 'zebra']);
-          assert.deepEqual(Array.from(pair.train.labels), fx.train.map((s) => s.label), what);
-          assert.deepEqual(Array.from(pair.test.labels), fx.val.map((s) => s.label), what);
+          assert.deepEqual(
+            Array.from(pair.train.labels),
+            fx.train.map((s) => s.label),
+            what,
+          );
+          assert.deepEqual(
+            Array.from(pair.test.labels),
+            fx.val.map((s) => s.label),
+            what,
+          );
           const want = directStats(fx.train);
           const norm = await normalisationOf(pair);
           for (let c = 0; c < channels; c++) {
@@ -117,10 +128,16 @@ describe('image folders (data.type folder)', () => {
             assert.ok(Math.abs(norm.std[c] - want.std[c]) < 1e-6, `${what} std ${c}: ${norm.std[c]} vs ${want.std[c]}`);
           }
           const per = size * size * channels;
-          for (const [ds, images] of [[pair.test, fx.val], [pair.train, fx.train]] as const) {
+          for (const [ds, images] of [
+            [pair.test, fx.val],
+            [pair.train, fx.train],
+          ] as const) {
             const b = await ds.load(all(ds.size), { augment: false, seed: 0 });
             assert.equal(b.x.length, ds.size * per);
-            assert.deepEqual(Array.from(b.y), images.map((s) => s.label));
+            assert.deepEqual(
+              Array.from(b.y),
+              images.map((s) => s.label),
+            );
             for (let i = 0; i < b.n; i++)
               for (let p = 0; p < per; p++) {
                 const c = p % channels;
@@ -130,7 +147,10 @@ describe('image folders (data.type folder)', () => {
           }
           const aug = await pair.train.load([4, 0, 2], { augment: true, seed: 3 });
           assert.equal(aug.x.length, 3 * per);
-          assert.deepEqual(Array.from(aug.y), [4, 0, 2].map((k) => fx.train[k].label));
+          assert.deepEqual(
+            Array.from(aug.y),
+            [4, 0, 2].map((k) => fx.train[k].label),
+          );
         } finally {
           await pair.close?.();
         }
@@ -140,7 +160,8 @@ describe('image folders (data.type folder)', () => {
     const asRgb = await loadDataset(folderConfig(grey.dir, { image_size: 16, channels: 3 }));
     const x = (await asRgb.test.load([0], { augment: false, seed: 0 })).x;
     const norm = await normalisationOf(asRgb);
-    for (let p = 0; p < x.length; p += 3) for (let c = 0; c < 3; c++) assert.ok(Math.abs(x[p + c] * norm.std[c] + norm.mean[c] - grey.val[0].colour[0] / 255) < 1e-5);
+    for (let p = 0; p < x.length; p += 3)
+      for (let c = 0; c < 3; c++) assert.ok(Math.abs(x[p + c] * norm.std[c] + norm.mean[c] - grey.val[0].colour[0] / 255) < 1e-5);
     const asGrey = await loadDataset(folderConfig(colour.dir, { image_size: 16, channels: 1 }));
     assert.equal((await asGrey.test.load([0, 1], { augment: true, seed: 1 })).x.length, 2 * 16 * 16);
   });
@@ -162,14 +183,30 @@ describe('image folders (data.type folder)', () => {
       if (a.flip) flips++;
       if (a.top !== 2 || a.left !== 2) shifted++;
       const x = (await pair.train.load([0], { augment: true, seed })).x;
-      assert.ok(maxAbsDiff(x, padCropReference(plain, 16, 3, 2, a, [0, 1, 2].map((c) => value(0, c)))) < 1e-6, `seed ${seed}`);
+      assert.ok(
+        maxAbsDiff(
+          x,
+          padCropReference(
+            plain,
+            16,
+            3,
+            2,
+            a,
+            [0, 1, 2].map((c) => value(0, c)),
+          ),
+        ) < 1e-6,
+        `seed ${seed}`,
+      );
     }
     assert.ok(flips > 0 && flips < 24, `flips ${flips}/24`);
     assert.ok(shifted > 12, `shifted ${shifted}/24`);
   });
 
   it('builds the same augmented pixels on any pool thread as in the calling thread, pad+crop and resized crop', async () => {
-    for (const [size, augment] of [[16, 'pad_crop'], [64, 'resized_crop']] as const) {
+    for (const [size, augment] of [
+      [16, 'pad_crop'],
+      [64, 'resized_crop'],
+    ] as const) {
       const inThread = await loadDataset(folderConfig(pattern, { image_size: size, channels: 3 }, TWO_CLASSES));
       const pooled = await loadDataset(folderConfig(pattern, { image_size: size, channels: 3, num_workers: 2 }, TWO_CLASSES));
       try {
@@ -270,7 +307,10 @@ describe('image folders (data.type folder)', () => {
     const data = { batch_size: 4, test_batch_size: 4 };
     assert.throws(() => parseConfig({ ...base, data: { ...data, type: 'cifar10', image_size: 32 } }), /data\.image_size: applies to data\.type 'folder' only/);
     assert.throws(() => parseConfig({ ...base, data: { ...data, type: 'folder', mean: [0.5] } }), /data\.std: data\.mean and data\.std go together/);
-    assert.throws(() => parseConfig({ ...base, data: { ...data, type: 'folder', channels: 1, mean: [0.5, 0.5, 0.5], std: [1, 1, 1] } }), /data\.mean: 3 value\(s\) for 1 channel/);
+    assert.throws(
+      () => parseConfig({ ...base, data: { ...data, type: 'folder', channels: 1, mean: [0.5, 0.5, 0.5], std: [1, 1, 1] } }),
+      /data\.mean: 3 value\(s\) for 1 channel/,
+    );
     // The channel count defaults to the model's input: mnist.resnet20 takes one.
     const cfg = folderConfig(grey.dir, { mean: [0.5, 0.5, 0.5], std: [1, 1, 1] }, { name: 'mnist.resnet20', num_class: 3 });
     await assert.rejects(loadDataset(cfg), /data\.mean: 3 value\(s\) for 1-channel images/);
@@ -320,7 +360,14 @@ test('the smoke config with data.type folder trains a few steps on 2 in-process 
   const log: string[] = [];
   const run = await startInProcess(config, { workers: 2, backend: 'wasm', loadData, log: (l) => log.push(l) });
   try {
-    await trainStage({ cluster: run.coordinator, config, trainSize: data.train.size, testSize: data.test.size, files: new RunFiles(config), log: (l) => log.push(l) });
+    await trainStage({
+      cluster: run.coordinator,
+      config,
+      trainSize: data.train.size,
+      testSize: data.test.size,
+      files: new RunFiles(config),
+      log: (l) => log.push(l),
+    });
     assert.equal(run.coordinator.steps, 2);
     assert.equal(run.coordinator.workerIds.length, 2, log.join('\n'));
     assert.deepEqual(prints, [dataFingerprint(data), dataFingerprint(data)]);

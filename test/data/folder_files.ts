@@ -47,9 +47,31 @@ export interface SolidFolder {
 
 /** Class folders created out of sorted order, so that sorting shows; sizes of both orientations and several formats. */
 const LAYOUT: { cls: string; train: [string, number, number][]; val: [string, number, number][] }[] = [
-  { cls: 'zebra', train: [['0.png', 30, 30], ['1.png', 18, 18], ['2.png', 64, 48]], val: [['0.png', 33, 31]] },
-  { cls: 'ant', train: [['0.png', 40, 30], ['1.webp', 24, 36]], val: [['0.png', 36, 36]] },
-  { cls: 'moth', train: [['0.png', 32, 32], ['1.png', 50, 20]], val: [['0.png', 20, 28]] },
+  {
+    cls: 'zebra',
+    train: [
+      ['0.png', 30, 30],
+      ['1.png', 18, 18],
+      ['2.png', 64, 48],
+    ],
+    val: [['0.png', 33, 31]],
+  },
+  {
+    cls: 'ant',
+    train: [
+      ['0.png', 40, 30],
+      ['1.webp', 24, 36],
+    ],
+    val: [['0.png', 36, 36]],
+  },
+  {
+    cls: 'moth',
+    train: [
+      ['0.png', 32, 32],
+      ['1.png', 50, 20],
+    ],
+    val: [['0.png', 20, 28]],
+  },
 ];
 
 /**

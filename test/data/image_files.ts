@@ -14,15 +14,30 @@ export async function writeSolidJpeg(path: string, width: number, height: number
 /** A JPEG whose left half is `left` and right half is `right` (the split is at width/2). */
 export async function writeSplitJpeg(path: string, width: number, height: number, left: Rgb, right: Rgb): Promise<void> {
   const raw = Buffer.alloc(width * height * 3);
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++) raw.set(x < width / 2 ? left : right, (y * width + x) * 3);
-  await sharp(raw, { raw: { width, height, channels: 3 } }).jpeg({ quality: 95 }).toFile(path);
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) raw.set(x < width / 2 ? left : right, (y * width + x) * 3);
+  await sharp(raw, { raw: { width, height, channels: 3 } })
+    .jpeg({ quality: 95 })
+    .toFile(path);
 }
 
 /** Classes created out of order, so that sorting them is visible; sizes differ in both orientations. */
 export const CLASSES: { wnid: string; rgb: Rgb; sizes: [number, number][] }[] = [
-  { wnid: 'n03000000', rgb: [20, 40, 230], sizes: [[300, 200], [120, 90]] },
-  { wnid: 'n01000000', rgb: [230, 30, 40], sizes: [[260, 380], [224, 224]] },
+  {
+    wnid: 'n03000000',
+    rgb: [20, 40, 230],
+    sizes: [
+      [300, 200],
+      [120, 90],
+    ],
+  },
+  {
+    wnid: 'n01000000',
+    rgb: [230, 30, 40],
+    sizes: [
+      [260, 380],
+      [224, 224],
+    ],
+  },
   { wnid: 'n02000000', rgb: [40, 200, 60], sizes: [[500, 333]] },
 ];
 

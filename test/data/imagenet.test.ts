@@ -58,7 +58,11 @@ describe('ImageNet folders', () => {
 
   it('decodes every size to 224x224x3 with the right normalised colour, with and without augmentation', async () => {
     const byLabel = [CLASSES[1].rgb, CLASSES[2].rgb, CLASSES[0].rgb];
-    for (const [ds, augment] of [[pair.train, true], [pair.train, false], [pair.test, false]] as const) {
+    for (const [ds, augment] of [
+      [pair.train, true],
+      [pair.train, false],
+      [pair.test, false],
+    ] as const) {
       const idx = Array.from({ length: ds.size }, (_, i) => i);
       const b = await ds.load(idx, { augment, seed: 3 });
       assert.equal(b.x.length, ds.size * SIDE * SIDE * 3);

@@ -44,7 +44,10 @@ describe('loadDataset', () => {
   });
 
   it('rejects a model whose class count does not match the data', async () => {
-    await assert.rejects(loadDataset(config(['model.num_class=100', 'data.type=cifar10', `data.dir=${t.parent}`])), /model\.num_class: 100, but cifar10 has 10 classes/);
+    await assert.rejects(
+      loadDataset(config(['model.num_class=100', 'data.type=cifar10', `data.dir=${t.parent}`])),
+      /model\.num_class: 100, but cifar10 has 10 classes/,
+    );
   });
 
   it('cuts the test set to data.test_subset, and loads the same samples through the pool', async () => {

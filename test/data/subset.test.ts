@@ -68,7 +68,10 @@ describe('data.test_subset', () => {
       for (let i = 1; i < idx.length; i++) assert.ok(idx[i] > idx[i - 1], `trial ${trial}: not strictly ascending`);
       assert.ok(idx[0] >= 0 && idx[idx.length - 1] < size);
       const have = countsOf(labels, classes);
-      const got = countsOf(Array.from(idx, (k) => labels[k]), classes);
+      const got = countsOf(
+        Array.from(idx, (k) => labels[k]),
+        classes,
+      );
       for (let c = 0; c < classes; c++) {
         const exact = (Math.min(n, size) * have[c]) / size;
         assert.ok(Math.abs(got[c] - exact) < 1, `trial ${trial} class ${c}: ${got[c]} of ${have[c]}, share ${exact}`);

@@ -133,35 +133,62 @@ test('bad files give clear errors naming the tensor or field', async () => {
     const truncated = await write('truncated.safetensors', good.subarray(0, good.length - 100));
     await expectGdpError(loadModelFile(truncated), 'BAD_SAFETENSORS', truncated, 'linear.weight', 'truncated');
 
-    const missing = await write('missing.safetensors', withState((m) => m.delete('layer2.0.bn2.running_var')));
+    const missing = await write(
+      'missing.safetensors',
+      withState((m) => m.delete('layer2.0.bn2.running_var')),
+    );
     await expectGdpError(loadModelFile(missing), 'MISSING_TENSOR', missing, 'layer2.0.bn2.running_var');
 
-    const wrongKernel = await write('kernel.safetensors', withState((m) => m.set('layer1.1.conv2.weight', { shape: [16, 16, 5, 5], data: new Float32Array(16 * 16 * 25) })));
+    const wrongKernel = await write(
+      'kernel.safetensors',
+      withState((m) => m.set('layer1.1.conv2.weight', { shape: [16, 16, 5, 5], data: new Float32Array(16 * 16 * 25) })),
+    );
     await expectGdpError(loadModelFile(wrongKernel), 'SHAPE_MISMATCH', 'layer1.1.conv2.weight', '[16,16,5,5]');
 
-    const wrongBn = await write('bn.safetensors', withState((m) => m.set('bn1.running_mean', { shape: [12], data: new Float32Array(12) })));
+    const wrongBn = await write(
+      'bn.safetensors',
+      withState((m) => m.set('bn1.running_mean', { shape: [12], data: new Float32Array(12) })),
+    );
     await expectGdpError(loadModelFile(wrongBn), 'SHAPE_MISMATCH', 'bn1.running_mean');
 
     // Widths that do not chain: conv1 makes 16 channels, its BN is given 12.
-    const chain = await write('chain.safetensors', withState((m) => {
-      for (const n of ['weight', 'bias', 'running_mean', 'running_var']) m.set(`bn1.${n}`, { shape: [12], data: new Float32Array(12) });
-    }));
+    const chain = await write(
+      'chain.safetensors',
+      withState((m) => {
+        for (const n of ['weight', 'bias', 'running_mean', 'running_var']) m.set(`bn1.${n}`, { shape: [12], data: new Float32Array(12) });
+      }),
+    );
     await expectGdpError(loadModelFile(chain), 'SHAPE_MISMATCH', 'bn1');
 
-    const unknown = await write('unknown.safetensors', withState(() => {}, { arch: 'cifar.resnet57' }));
+    const unknown = await write(
+      'unknown.safetensors',
+      withState(() => {}, { arch: 'cifar.resnet57' }),
+    );
     await expectGdpError(loadModelFile(unknown), 'UNKNOWN_ARCH', unknown, 'cifar.resnet57');
 
-    const noArch = await write('noarch.safetensors', withState(() => {}, {}));
+    const noArch = await write(
+      'noarch.safetensors',
+      withState(() => {}, {}),
+    );
     await expectGdpError(loadModelFile(noArch), 'MISSING_ARCH', "'arch'", '--arch');
     await expectGdpError(loadModelFile(noArch, { arch: 'cifar.resnet20' }), 'SHAPE_MISMATCH', noArch, 'conv1', 'input channels');
 
-    const extra = await write('extra.safetensors', withState((m) => m.set('layer9.conv.weight', { shape: [1], data: new Float32Array(1) })));
+    const extra = await write(
+      'extra.safetensors',
+      withState((m) => m.set('layer9.conv.weight', { shape: [1], data: new Float32Array(1) })),
+    );
     await expectGdpError(loadModelFile(extra), 'UNEXPECTED_TENSOR', 'layer9.conv.weight');
 
-    const badClasses = await write('classes.safetensors', withState(() => {}, { arch: 'mnist.resnet20', num_class: 'ten' }));
+    const badClasses = await write(
+      'classes.safetensors',
+      withState(() => {}, { arch: 'mnist.resnet20', num_class: 'ten' }),
+    );
     await expectGdpError(loadModelFile(badClasses), 'BAD_METADATA', "'num_class'");
 
-    const lyingWidths = await write('widths.safetensors', withState(() => {}, { arch: 'mnist.resnet20', widths: '{"layer1.0.conv1":[16,8]}' }));
+    const lyingWidths = await write(
+      'widths.safetensors',
+      withState(() => {}, { arch: 'mnist.resnet20', widths: '{"layer1.0.conv1":[16,8]}' }),
+    );
     await expectGdpError(loadModelFile(lyingWidths), 'SHAPE_MISMATCH', 'layer1.0.conv1', "'widths'");
 
     await expectGdpError(loadModelFile(join(dir, 'nope.safetensors')), 'FILE_NOT_FOUND', 'nope.safetensors');

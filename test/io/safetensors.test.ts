@@ -61,25 +61,32 @@ function stateDictFile(tensors: Map<string, HostTensor>): Uint8Array {
   return build(entries, { format: 'pt' });
 }
 
-const badFile = (...mention: string[]) => (e: unknown) => e instanceof GdpError && e.code === 'BAD_SAFETENSORS' && mention.every((m) => e.message.includes(m));
+const badFile =
+  (...mention: string[]) =>
+  (e: unknown) =>
+    e instanceof GdpError && e.code === 'BAD_SAFETENSORS' && mention.every((m) => e.message.includes(m));
 
-test("the paper's ResNet-56 saved as PyTorch's state_dict (I64 num_batches_tracked) loads with the fixture's logits", { skip: hasFixture ? false : 'fixture absent' }, async () => {
-  const plain = parseSafetensors(new Uint8Array(readFileSync(fixture('resnet56_cifar10_baseline.safetensors'))));
-  const file = parseSafetensors(stateDictFile(plain.tensors), 'resnet56_pt.safetensors');
-  // One counter per BN: the stem's, two in each of the 27 blocks, and the two option-B shortcuts'.
-  const counters = [...file.other].filter(([n]) => n.endsWith('.num_batches_tracked'));
-  assert.equal(counters.length, 57);
-  assert.equal(file.other.size, 57);
-  assert.equal(new DataView(counters[0][1].bytes.buffer, counters[0][1].bytes.byteOffset).getBigInt64(0, true), 78200n);
-  assert.deepEqual(file.metadata, { format: 'pt' });
-  const { model } = loadModel(file, { arch: 'cifar.resnet56' }, 'resnet56_pt.safetensors');
-  try {
-    const diff = maxAbsDiff(predictLogits(model, await fixtureInputNhwc(), INPUT_SHAPE_NHWC), await fixtureLogits('base'));
-    assert.ok(diff <= 1e-4, `max abs diff ${diff}`);
-  } finally {
-    model.dispose();
-  }
-});
+test(
+  "the paper's ResNet-56 saved as PyTorch's state_dict (I64 num_batches_tracked) loads with the fixture's logits",
+  { skip: hasFixture ? false : 'fixture absent' },
+  async () => {
+    const plain = parseSafetensors(new Uint8Array(readFileSync(fixture('resnet56_cifar10_baseline.safetensors'))));
+    const file = parseSafetensors(stateDictFile(plain.tensors), 'resnet56_pt.safetensors');
+    // One counter per BN: the stem's, two in each of the 27 blocks, and the two option-B shortcuts'.
+    const counters = [...file.other].filter(([n]) => n.endsWith('.num_batches_tracked'));
+    assert.equal(counters.length, 57);
+    assert.equal(file.other.size, 57);
+    assert.equal(new DataView(counters[0][1].bytes.buffer, counters[0][1].bytes.byteOffset).getBigInt64(0, true), 78200n);
+    assert.deepEqual(file.metadata, { format: 'pt' });
+    const { model } = loadModel(file, { arch: 'cifar.resnet56' }, 'resnet56_pt.safetensors');
+    try {
+      const diff = maxAbsDiff(predictLogits(model, await fixtureInputNhwc(), INPUT_SHAPE_NHWC), await fixtureLogits('base'));
+      assert.ok(diff <= 1e-4, `max abs diff ${diff}`);
+    } finally {
+      model.dispose();
+    }
+  },
+);
 
 test('a state_dict with I64 num_batches_tracked (and a DataParallel prefix) loads with the same logits as the plain file', () => {
   const model = buildModel('mnist.resnet20', { seed: 7 });
@@ -119,7 +126,18 @@ test('every float dtype PyTorch writes converts to float32', () => {
 });
 
 test('integer, bool and complex tensors are parsed as raw bytes of their size; a gdp weight stored so is refused by name', () => {
-  const ints: [string, number][] = [['I64', 8], ['I32', 4], ['I16', 2], ['I8', 1], ['U64', 8], ['U32', 4], ['U16', 2], ['U8', 1], ['BOOL', 1], ['C64', 8]];
+  const ints: [string, number][] = [
+    ['I64', 8],
+    ['I32', 4],
+    ['I16', 2],
+    ['I8', 1],
+    ['U64', 8],
+    ['U32', 4],
+    ['U16', 2],
+    ['U8', 1],
+    ['BOOL', 1],
+    ['C64', 8],
+  ];
   const entries = ints.map(([dtype, size]) => ({ name: dtype.toLowerCase(), dtype, shape: [2, 3], bytes: new Uint8Array(6 * size).fill(1) }));
   const file = parseSafetensors(build(entries));
   assert.equal(file.tensors.size, 0);
@@ -129,7 +147,10 @@ test('integer, bool and complex tensors are parsed as raw bytes of their size; a
     assert.deepEqual(t?.shape, [2, 3]);
     assert.equal(t?.bytes.length, 6 * size);
   }
-  assert.throws(() => parseSafetensors(build([{ name: 'c', dtype: 'I32', shape: [3], bytes: new Uint8Array(8) }])), badFile("'c'", '8 bytes', 'shape [3] of I32 takes 12'));
+  assert.throws(
+    () => parseSafetensors(build([{ name: 'c', dtype: 'I32', shape: [3], bytes: new Uint8Array(8) }])),
+    badFile("'c'", '8 bytes', 'shape [3] of I32 takes 12'),
+  );
 
   const model = buildModel('mnist.resnet20', { seed: 1 });
   const state = exportTorchState(model);
@@ -137,9 +158,15 @@ test('integer, bool and complex tensors are parsed as raw bytes of their size; a
   const asStored = (name: string, t: HostTensor): Stored => ({ name, dtype: 'F32', shape: t.shape, bytes: f32(t.data) });
   const entriesOf = (edit: (s: Stored) => Stored): Stored[] => [...state].map(([n, t]) => edit(asStored(n, t)));
   const intWeight = parseSafetensors(build(entriesOf((s) => (s.name === 'conv1.weight' ? { ...s, dtype: 'I32' } : s))), 'int.safetensors');
-  assert.throws(() => loadModel(intWeight, { arch: 'mnist.resnet20' }, 'int.safetensors'), (e: unknown) => e instanceof GdpError && e.code === 'BAD_DTYPE' && /'conv1\.weight' is I32/.test(e.message));
+  assert.throws(
+    () => loadModel(intWeight, { arch: 'mnist.resnet20' }, 'int.safetensors'),
+    (e: unknown) => e instanceof GdpError && e.code === 'BAD_DTYPE' && /'conv1\.weight' is I32/.test(e.message),
+  );
   const extra = parseSafetensors(build([...entriesOf((s) => s), { name: 'bn1.step', dtype: 'I64', shape: [], bytes: i64(1n) }]), 'extra.safetensors');
-  assert.throws(() => loadModel(extra, { arch: 'mnist.resnet20' }, 'extra.safetensors'), (e: unknown) => e instanceof GdpError && e.code === 'UNEXPECTED_TENSOR' && e.message.includes("'bn1.step' (I64)"));
+  assert.throws(
+    () => loadModel(extra, { arch: 'mnist.resnet20' }, 'extra.safetensors'),
+    (e: unknown) => e instanceof GdpError && e.code === 'UNEXPECTED_TENSOR' && e.message.includes("'bn1.step' (I64)"),
+  );
 });
 
 test("the format's header and layout rules: each broken one is BAD_SAFETENSORS naming it", () => {
@@ -148,7 +175,9 @@ test("the format's header and layout rules: each broken one is BAD_SAFETENSORS n
   const ok = parseSafetensors(build([a, b], { format: 'pt' }));
   assert.deepEqual([...ok.tensors.get('b')!.data], [1, 1]);
   // Scalars and empty tensors take no room beyond their item count; padding spaces after the JSON are allowed.
-  const empty = parseSafetensors(build([a, { name: 'e', dtype: 'F32', shape: [0, 4], bytes: new Uint8Array(0) }, { name: 's', dtype: 'F64', shape: [], bytes: new Uint8Array(8) }]));
+  const empty = parseSafetensors(
+    build([a, { name: 'e', dtype: 'F32', shape: [0, 4], bytes: new Uint8Array(0) }, { name: 's', dtype: 'F64', shape: [], bytes: new Uint8Array(8) }]),
+  );
   assert.deepEqual(empty.tensors.get('e')?.data.length, 0);
   assert.deepEqual(empty.tensors.get('s')?.shape, []);
   const padded = '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}    ';

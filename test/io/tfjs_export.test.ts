@@ -123,7 +123,10 @@ test('a padded max pool on possibly negative values is refused, not exported wro
       return this.rest.apply(this.pool.apply(x, F), F);
     }
   }
-  assert.throws(() => toLayersModel(new PoolFirst(), [8, 8, 3]), (e: unknown) => e instanceof GdpError && e.code === 'UNSUPPORTED_EXPORT' && e.message.includes('pool'));
+  assert.throws(
+    () => toLayersModel(new PoolFirst(), [8, 8, 3]),
+    (e: unknown) => e instanceof GdpError && e.code === 'UNSUPPORTED_EXPORT' && e.message.includes('pool'),
+  );
 });
 
 test("the paper's ResNet-56 exported to TF.js reproduces PyTorch's logits", { skip: hasFixture ? false : 'fixture absent' }, async () => {

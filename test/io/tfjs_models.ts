@@ -25,7 +25,14 @@ export function mobileBlock(): tf.LayersModel {
 export function flattenNet(): tf.Sequential {
   return tf.sequential({
     layers: [
-      tf.layers.zeroPadding2d({ inputShape: [9, 8, 2], padding: [[0, 1], [2, 0]] as [[number, number], [number, number]], name: 'zero_pad' }),
+      tf.layers.zeroPadding2d({
+        inputShape: [9, 8, 2],
+        padding: [
+          [0, 1],
+          [2, 0],
+        ] as [[number, number], [number, number]],
+        name: 'zero_pad',
+      }),
       tf.layers.conv2d({ filters: 4, kernelSize: 3, strides: 2, name: 'conv', activation: 'relu' }),
       tf.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same', name: 'pool' }),
       tf.layers.averagePooling2d({ poolSize: 2, strides: 1, padding: 'same', name: 'avg' }),

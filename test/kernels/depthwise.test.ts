@@ -7,28 +7,17 @@
  * scalar loop; no leaks.
  */
 import assert from 'node:assert/strict';
-import {after, before, describe, it} from 'node:test';
+import { after, before, describe, it } from 'node:test';
 
-import {
-  backend_util,
-  DepthwiseConv2dNativeBackpropFilter,
-  DepthwiseConv2dNativeBackpropInput,
-  getKernel,
-} from '@tensorflow/tfjs-core';
-import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
+import { backend_util, DepthwiseConv2dNativeBackpropFilter, DepthwiseConv2dNativeBackpropInput, getKernel } from '@tensorflow/tfjs-core';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
-import {depthwiseGradOptions} from '../../src/shared/kernels/wasm/depthwise_common.js';
-import {batchNormTrain} from '../../src/shared/nn/batchnorm_train.js';
-import {heapF32} from '../../src/shared/kernels/wasm/kernel_utils.js';
-import {
-  DEPTHWISE_BLOCK_VECTORS,
-  depthwiseGatherKernels,
-  depthwiseTapKernels,
-  forChannelBlocks,
-} from '../../src/shared/kernels/wasm/simd/depthwise.js';
+import { depthwiseGradOptions } from '../../src/shared/kernels/wasm/depthwise_common.js';
+import { batchNormTrain } from '../../src/shared/nn/batchnorm_train.js';
+import { heapF32 } from '../../src/shared/kernels/wasm/kernel_utils.js';
+import { DEPTHWISE_BLOCK_VECTORS, depthwiseGatherKernels, depthwiseTapKernels, forChannelBlocks } from '../../src/shared/kernels/wasm/simd/depthwise.js';
 
-import {assertClose, assertNoLeak, dot, finiteDiff, Pad, randomArray, runOn, size, tf, useWasm} from './helpers.js';
-
+import { assertClose, assertNoLeak, dot, finiteDiff, Pad, randomArray, runOn, size, tf, useWasm } from './helpers.js';
 
 interface DwCase {
   n: number;
@@ -42,18 +31,27 @@ interface DwCase {
   dilations?: [number, number];
 }
 
-const describeCase = (c: DwCase) => `n${c.n} ${c.h}x${c.w}x${c.c}*${c.m} k${c.k.join('x')} s${c.strides.join(',')} ` +
-    `pad ${JSON.stringify(c.pad)}${c.dilations ? ` d${c.dilations.join(',')}` : ''}`;
+const describeCase = (c: DwCase) =>
+  `n${c.n} ${c.h}x${c.w}x${c.c}*${c.m} k${c.k.join('x')} s${c.strides.join(',')} ` +
+  `pad ${JSON.stringify(c.pad)}${c.dilations ? ` d${c.dilations.join(',')}` : ''}`;
 
 function geometry(c: DwCase) {
-  return backend_util.computeConv2DInfo(
-      [c.n, c.h, c.w, c.c], [c.k[0], c.k[1], c.c, c.m], c.strides, c.dilations ?? 1, c.pad, undefined, true);
+  return backend_util.computeConv2DInfo([c.n, c.h, c.w, c.c], [c.k[0], c.k[1], c.c, c.m], c.strides, c.dilations ?? 1, c.pad, undefined, true);
 }
 
 /** The grid: 3x3 stride 1 and 2 under every padding kind and many channel counts, plus other filters and sizes. */
 function gridCases(): DwCase[] {
   const cases: DwCase[] = [];
-  const pads: Pad[] = ['same', 'valid', [[0, 0], [1, 0], [0, 2], [0, 0]]];
+  const pads: Pad[] = [
+    'same',
+    'valid',
+    [
+      [0, 0],
+      [1, 0],
+      [0, 2],
+      [0, 0],
+    ],
+  ];
   const channels = [1, 3, 4, 7, 8, 16, 33];
   let i = 0;
   for (const s of [1, 2]) {
@@ -61,21 +59,35 @@ function gridCases(): DwCase[] {
       for (const c of channels) {
         i++;
         const n = 1 + (i % 3);
-        cases.push({n, h: 5 + (i % 4), w: 6 + (i % 3), c, m: 1, k: [3, 3], strides: [s, s], pad});
+        cases.push({ n, h: 5 + (i % 4), w: 6 + (i % 3), c, m: 1, k: [3, 3], strides: [s, s], pad });
       }
     }
   }
   cases.push(
-      {n: 2, h: 9, w: 7, c: 12, m: 1, k: [5, 5], strides: [2, 2], pad: 'same'},
-      {n: 1, h: 8, w: 8, c: 20, m: 1, k: [1, 3], strides: [1, 2], pad: 'same'},
-      {n: 3, h: 4, w: 4, c: 24, m: 1, k: [3, 3], strides: [3, 3], pad: 'valid'},
-      {n: 2, h: 7, w: 5, c: 36, m: 1, k: [2, 2], strides: [2, 1], pad: 'same'},
-      {n: 2, h: 12, w: 12, c: 48, m: 1, k: [3, 3], strides: [2, 2], pad: 'same'},
-      {n: 4, h: 2, w: 2, c: 16, m: 1, k: [3, 3], strides: [1, 1], pad: 'same'},
-      {n: 1, h: 3, w: 3, c: 6, m: 1, k: [3, 3], strides: [1, 1], pad: [[0, 0], [2, 2], [2, 2], [0, 0]]},
-      {n: 2, h: 6, w: 5, c: 3, m: 2, k: [3, 3], strides: [1, 1], pad: 'same'},
-      {n: 2, h: 7, w: 7, c: 5, m: 3, k: [3, 3], strides: [2, 2], pad: 'same'},
-      {n: 1, h: 6, w: 6, c: 4, m: 2, k: [3, 3], strides: [1, 1], pad: 'valid'},
+    { n: 2, h: 9, w: 7, c: 12, m: 1, k: [5, 5], strides: [2, 2], pad: 'same' },
+    { n: 1, h: 8, w: 8, c: 20, m: 1, k: [1, 3], strides: [1, 2], pad: 'same' },
+    { n: 3, h: 4, w: 4, c: 24, m: 1, k: [3, 3], strides: [3, 3], pad: 'valid' },
+    { n: 2, h: 7, w: 5, c: 36, m: 1, k: [2, 2], strides: [2, 1], pad: 'same' },
+    { n: 2, h: 12, w: 12, c: 48, m: 1, k: [3, 3], strides: [2, 2], pad: 'same' },
+    { n: 4, h: 2, w: 2, c: 16, m: 1, k: [3, 3], strides: [1, 1], pad: 'same' },
+    {
+      n: 1,
+      h: 3,
+      w: 3,
+      c: 6,
+      m: 1,
+      k: [3, 3],
+      strides: [1, 1],
+      pad: [
+        [0, 0],
+        [2, 2],
+        [2, 2],
+        [0, 0],
+      ],
+    },
+    { n: 2, h: 6, w: 5, c: 3, m: 2, k: [3, 3], strides: [1, 1], pad: 'same' },
+    { n: 2, h: 7, w: 7, c: 5, m: 3, k: [3, 3], strides: [2, 2], pad: 'same' },
+    { n: 1, h: 6, w: 6, c: 4, m: 2, k: [3, 3], strides: [1, 1], pad: 'valid' },
   );
   return cases;
 }
@@ -84,7 +96,7 @@ const filterPaths = ['simd', 'scalar'] as const;
 const inputPaths = ['xnnpack', 'simd', 'scalar'] as const;
 
 function withPaths<T>(filter: typeof depthwiseGradOptions.filter, input: typeof depthwiseGradOptions.input, f: () => T): T {
-  const saved = {...depthwiseGradOptions};
+  const saved = { ...depthwiseGradOptions };
   depthwiseGradOptions.filter = filter;
   depthwiseGradOptions.input = input;
   try {
@@ -96,22 +108,32 @@ function withPaths<T>(filter: typeof depthwiseGradOptions.filter, input: typeof 
 
 const strideOne = (c: DwCase) => c.strides[0] === 1 && c.strides[1] === 1;
 
-const filterGrad = (c: DwCase) => (x: tf.Tensor, dy: tf.Tensor) => tf.engine().runKernel(
-    DepthwiseConv2dNativeBackpropFilter, {x, dy},
-    {strides: c.strides, pad: c.pad, dilations: c.dilations ?? [1, 1], filterShape: [c.k[0], c.k[1], c.c, c.m]}) as
-    tf.Tensor;
+const filterGrad = (c: DwCase) => (x: tf.Tensor, dy: tf.Tensor) =>
+  tf
+    .engine()
+    .runKernel(
+      DepthwiseConv2dNativeBackpropFilter,
+      { x, dy },
+      { strides: c.strides, pad: c.pad, dilations: c.dilations ?? [1, 1], filterShape: [c.k[0], c.k[1], c.c, c.m] },
+    ) as tf.Tensor;
 
-const inputGrad = (c: DwCase) => (dy: tf.Tensor, w: tf.Tensor) => tf.engine().runKernel(
-    DepthwiseConv2dNativeBackpropInput, {dy, filter: w},
-    {strides: c.strides, pad: c.pad, dilations: c.dilations ?? [1, 1], inputShape: [c.n, c.h, c.w, c.c]}) as
-    tf.Tensor;
+const inputGrad = (c: DwCase) => (dy: tf.Tensor, w: tf.Tensor) =>
+  tf
+    .engine()
+    .runKernel(
+      DepthwiseConv2dNativeBackpropInput,
+      { dy, filter: w },
+      { strides: c.strides, pad: c.pad, dilations: c.dilations ?? [1, 1], inputShape: [c.n, c.h, c.w, c.c] },
+    ) as tf.Tensor;
 
 function arraysOf(c: DwCase, seed: number) {
-  const xShape = [c.n, c.h, c.w, c.c], wShape = [c.k[0], c.k[1], c.c, c.m], yShape = geometry(c).outShape;
+  const xShape = [c.n, c.h, c.w, c.c],
+    wShape = [c.k[0], c.k[1], c.c, c.m],
+    yShape = geometry(c).outShape;
   return {
-    x: {values: randomArray(size(xShape), seed), shape: xShape},
-    w: {values: randomArray(size(wShape), seed + 1), shape: wShape},
-    dy: {values: randomArray(size(yShape), seed + 2), shape: [...yShape]},
+    x: { values: randomArray(size(xShape), seed), shape: xShape },
+    w: { values: randomArray(size(wShape), seed + 1), shape: wShape },
+    dy: { values: randomArray(size(yShape), seed + 2), shape: [...yShape] },
   };
 }
 
@@ -143,7 +165,7 @@ describe('depthwise gradient kernels on wasm vs cpu', () => {
   });
 
   it('rejects a dy that does not have the output shape', () => {
-    const c: DwCase = {n: 1, h: 5, w: 5, c: 4, m: 1, k: [3, 3], strides: [1, 1], pad: 'same'};
+    const c: DwCase = { n: 1, h: 5, w: 5, c: 4, m: 1, k: [3, 3], strides: [1, 1], pad: 'same' };
     tf.tidy(() => {
       assert.throws(() => filterGrad(c)(tf.zeros([1, 5, 5, 4]), tf.zeros([1, 4, 5, 4])), /does not match/);
       assert.throws(() => inputGrad(c)(tf.zeros([1, 5, 5, 3]), tf.zeros([3, 3, 4, 1])), /does not match/);
@@ -154,8 +176,8 @@ describe('depthwise gradient kernels on wasm vs cpu', () => {
 /** Float64 depthwise convolution (NHWC x, [kh, kw, C, M] w) with dilations, under tfjs' geometry. */
 function depthwiseF64(c: DwCase, x: ArrayLike<number>, w: ArrayLike<number>): Float64Array {
   const info = geometry(c);
-  const {outHeight: oh, outWidth: ow, strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw} = info;
-  const {top, left} = info.padInfo;
+  const { outHeight: oh, outWidth: ow, strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw } = info;
+  const { top, left } = info.padInfo;
   const co = c.c * c.m;
   const y = new Float64Array(c.n * oh * ow * co);
   for (let b = 0; b < c.n; b++) {
@@ -183,9 +205,9 @@ function depthwiseF64(c: DwCase, x: ArrayLike<number>, w: ArrayLike<number>): Fl
 
 describe('depthwise gradients against finite differences (tf.grads of tf.depthwiseConv2d on wasm)', () => {
   const cases: DwCase[] = [
-    {n: 2, h: 7, w: 6, c: 8, m: 1, k: [3, 3], strides: [1, 1], pad: 'same'},
-    {n: 2, h: 7, w: 8, c: 7, m: 1, k: [3, 3], strides: [2, 2], pad: 'same'},
-    {n: 1, h: 6, w: 6, c: 5, m: 2, k: [3, 3], strides: [1, 1], pad: 'valid'},
+    { n: 2, h: 7, w: 6, c: 8, m: 1, k: [3, 3], strides: [1, 1], pad: 'same' },
+    { n: 2, h: 7, w: 8, c: 7, m: 1, k: [3, 3], strides: [2, 2], pad: 'same' },
+    { n: 1, h: 6, w: 6, c: 5, m: 2, k: [3, 3], strides: [1, 1], pad: 'valid' },
   ];
   cases.forEach((c, i) => {
     it(describeCase(c), () => {
@@ -195,18 +217,38 @@ describe('depthwise gradients against finite differences (tf.grads of tf.depthwi
       const [gx, gw] = tf.tidy(() => {
         const r = tf.tensor(r32, a.dy.shape);
         const loss = (x: tf.Tensor, w: tf.Tensor) =>
-            tf.mul(0.5, tf.sum(tf.mul(r, tf.square(tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.strides, c.pad)))));
-        return tf.grads(loss)([tf.tensor(a.x.values, a.x.shape), tf.tensor(a.w.values, a.w.shape)]).map(t => t.dataSync());
+          tf.mul(0.5, tf.sum(tf.mul(r, tf.square(tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.strides, c.pad)))));
+        return tf
+          .grads(loss)([tf.tensor(a.x.values, a.x.shape), tf.tensor(a.w.values, a.w.shape)])
+          .map((t) => t.dataSync());
       });
-      const x = Float64Array.from(a.x.values), w = Float64Array.from(a.w.values);
+      const x = Float64Array.from(a.x.values),
+        w = Float64Array.from(a.w.values);
       const loss = () => {
         const y = depthwiseF64(c, x, w);
-        return 0.5 * dot(y.map(v => v * v), r32);
+        return (
+          0.5 *
+          dot(
+            y.map((v) => v * v),
+            r32,
+          )
+        );
       };
-      const idx = (n: number, seed: number) => Array.from(randomArray(20, seed), v => Math.floor((v + 1) / 2 * n));
-      const wi = idx(w.length, 950 + i), xi = idx(x.length, 960 + i);
-      assertClose(wi.map(j => gw[j]), finiteDiff(w, wi, 1e-2, loss), 1e-4, 'dL/dw');
-      assertClose(xi.map(j => gx[j]), finiteDiff(x, xi, 1e-2, loss), 1e-4, 'dL/dx');
+      const idx = (n: number, seed: number) => Array.from(randomArray(20, seed), (v) => Math.floor(((v + 1) / 2) * n));
+      const wi = idx(w.length, 950 + i),
+        xi = idx(x.length, 960 + i);
+      assertClose(
+        wi.map((j) => gw[j]),
+        finiteDiff(w, wi, 1e-2, loss),
+        1e-4,
+        'dL/dw',
+      );
+      assertClose(
+        xi.map((j) => gx[j]),
+        finiteDiff(x, xi, 1e-2, loss),
+        1e-4,
+        'dL/dx',
+      );
     });
   });
 });
@@ -215,16 +257,30 @@ describe('dilated depthwise gradients: adjoint identities with the forward op', 
   // The cpu gradient kernels ignore dilations, so these check <dy, conv(x, w)> = <dW, w> = <dx, x> instead,
   // with the forward kernel of either backend (which implement dilations) and a float64 forward.
   const cases: DwCase[] = [
-    {n: 2, h: 9, w: 8, c: 8, m: 1, k: [3, 3], strides: [1, 1], pad: 'same', dilations: [2, 2]},
-    {n: 1, h: 10, w: 9, c: 7, m: 1, k: [3, 2], strides: [1, 1], pad: 'valid', dilations: [2, 3]},
-    {n: 2, h: 8, w: 8, c: 4, m: 2, k: [3, 3], strides: [1, 1], pad: [[0, 0], [1, 3], [2, 0], [0, 0]], dilations: [2, 1]},
+    { n: 2, h: 9, w: 8, c: 8, m: 1, k: [3, 3], strides: [1, 1], pad: 'same', dilations: [2, 2] },
+    { n: 1, h: 10, w: 9, c: 7, m: 1, k: [3, 2], strides: [1, 1], pad: 'valid', dilations: [2, 3] },
+    {
+      n: 2,
+      h: 8,
+      w: 8,
+      c: 4,
+      m: 2,
+      k: [3, 3],
+      strides: [1, 1],
+      pad: [
+        [0, 0],
+        [1, 3],
+        [2, 0],
+        [0, 0],
+      ],
+      dilations: [2, 1],
+    },
   ];
   cases.forEach((c, i) => {
     it(describeCase(c), async () => {
       const a = arraysOf(c, 1500 + 3 * i);
       const want = dot(depthwiseF64(c, a.x.values, a.w.values), a.dy.values);
-      const [y] = await runOn('wasm', [a.x, a.w], (x, w) =>
-          tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.strides, c.pad, 'NHWC', c.dilations));
+      const [y] = await runOn('wasm', [a.x, a.w], (x, w) => tf.depthwiseConv2d(x as tf.Tensor4D, w as tf.Tensor4D, c.strides, c.pad, 'NHWC', c.dilations));
       assertClose([dot(y, a.dy.values)], [want], 1e-5, 'forward');
       for (const path of filterPaths) {
         const [dw] = await withPaths(path, 'auto', () => runOn('wasm', [a.x, a.dy], filterGrad(c)));
@@ -245,28 +301,45 @@ describe('depthwise SIMD kernels at edge sizes vs a scalar loop', () => {
    * image strides; for the gather kernel, `taps` table entries at distinct offsets into a and w. Returns the
    * kernel's output (w for the filter tap, b for the gather) and the scalar loop's.
    */
-  function kernelCase(kind: 'filterTap'|'inputGather'|'inputGatherUnrolled', vectors: number, rows: number, cols: number,
-                      images: number, taps: number, seed: number) {
+  function kernelCase(
+    kind: 'filterTap' | 'inputGather' | 'inputGatherUnrolled',
+    vectors: number,
+    rows: number,
+    cols: number,
+    images: number,
+    taps: number,
+    seed: number,
+  ) {
     const backend = tf.backend() as BackendWasm;
     const kernels = depthwiseTapKernels(backend);
     assert.ok(kernels, 'wasm SIMD kernels are available in this runtime');
     const pitch = 4 * vectors + 3;
-    const aCol = 2 * pitch, aRow = (2 * cols + 1) * pitch, aImage = (rows + 1) * aRow;
-    const bCol = pitch, bRow = (cols + 2) * pitch, bImage = (rows + 2) * bRow;
+    const aCol = 2 * pitch,
+      aRow = (2 * cols + 1) * pitch,
+      aImage = (rows + 1) * aRow;
+    const bCol = pitch,
+      bRow = (cols + 2) * pitch,
+      bImage = (rows + 2) * bRow;
     // Gather taps read a at pixel offsets 0, 1, 2, ... pitches (past the walked pixels: a has slack for them).
-    const aLen = images * aImage + (taps + 1) * pitch, bLen = images * bImage + 4, wLen = Math.max(1, taps) * pitch;
+    const aLen = images * aImage + (taps + 1) * pitch,
+      bLen = images * bImage + 4,
+      wLen = Math.max(1, taps) * pitch;
     const buf = backend.makeOutput([aLen + bLen + wLen + 2 * taps + 8], 'float32');
     try {
-      const {heap, offset} = heapF32(backend, buf);
-      const aOff = offset + 1, bOff = offset + aLen + 2, wOff = offset + aLen + bLen + 3, tOff = wOff + wLen + 1;
+      const { heap, offset } = heapF32(backend, buf);
+      const aOff = offset + 1,
+        bOff = offset + aLen + 2,
+        wOff = offset + aLen + bLen + 3,
+        tOff = wOff + wLen + 1;
       heap.set(randomArray(aLen + bLen + wLen, seed), offset);
-      const table = Array.from({length: taps}, (_, t) => [4 * t * pitch, 4 * (wOff + t * pitch)]).flat();
+      const table = Array.from({ length: taps }, (_, t) => [4 * t * pitch, 4 * (wOff + t * pitch)]).flat();
       new Int32Array(heap.buffer, 4 * tOff, 2 * taps).set(table);
-      const want = (kind === 'filterTap' ? heap.slice(wOff, wOff + 4 * vectors) : heap.slice(bOff, bOff + bLen - 4));
+      const want = kind === 'filterTap' ? heap.slice(wOff, wOff + 4 * vectors) : heap.slice(bOff, bOff + bLen - 4);
       for (let n = 0; n < images; n++) {
         for (let r = 0; r < rows; r++) {
           for (let q = 0; q < cols; q++) {
-            const ap = aOff + n * aImage + r * aRow + q * aCol, bp = n * bImage + r * bRow + q * bCol;
+            const ap = aOff + n * aImage + r * aRow + q * aCol,
+              bp = n * bImage + r * bRow + q * bCol;
             for (let k = 0; k < 4 * vectors; k++) {
               if (kind === 'filterTap') {
                 want[k] += heap[ap + k] * heap[bOff + bp + k];
@@ -281,19 +354,49 @@ describe('depthwise SIMD kernels at edge sizes vs a scalar loop', () => {
       }
       const F = 4;
       if (kind === 'filterTap') {
-        forChannelBlocks(kernels.filterTap, vectors, (kernel, v0, blocks) => kernel(
-            (aOff + 4 * v0) * F, (bOff + 4 * v0) * F, (wOff + 4 * v0) * F, rows, cols, images, aRow * F, aCol * F,
-            aImage * F, bRow * F, bCol * F, bImage * F, blocks));
+        forChannelBlocks(kernels.filterTap, vectors, (kernel, v0, blocks) =>
+          kernel(
+            (aOff + 4 * v0) * F,
+            (bOff + 4 * v0) * F,
+            (wOff + 4 * v0) * F,
+            rows,
+            cols,
+            images,
+            aRow * F,
+            aCol * F,
+            aImage * F,
+            bRow * F,
+            bCol * F,
+            bImage * F,
+            blocks,
+          ),
+        );
       } else {
         const gather = kind === 'inputGather' ? kernels.inputGather : depthwiseGatherKernels(backend, taps);
         assert.ok(gather);
-        forChannelBlocks(gather, vectors, (kernel, v0, blocks) => kernel(
-            (aOff + 4 * v0) * F, (bOff + 4 * v0) * F, 16 * v0, rows, cols, images, aRow * F, aCol * F, aImage * F,
-            bRow * F, bCol * F, bImage * F, blocks, tOff * F, taps));
+        forChannelBlocks(gather, vectors, (kernel, v0, blocks) =>
+          kernel(
+            (aOff + 4 * v0) * F,
+            (bOff + 4 * v0) * F,
+            16 * v0,
+            rows,
+            cols,
+            images,
+            aRow * F,
+            aCol * F,
+            aImage * F,
+            bRow * F,
+            bCol * F,
+            bImage * F,
+            blocks,
+            tOff * F,
+            taps,
+          ),
+        );
       }
       const h = heapF32(backend, buf).heap;
       const got = kind === 'filterTap' ? h.slice(wOff, wOff + 4 * vectors) : h.slice(bOff, bOff + bLen - 4);
-      return {got, want};
+      return { got, want };
     } finally {
       backend.disposeData(buf.dataId);
     }
@@ -303,9 +406,16 @@ describe('depthwise SIMD kernels at edge sizes vs a scalar loop', () => {
     it(`${kind}: 1..9 vectors (blocks of ${DEPTHWISE_BLOCK_VECTORS.join(', ')}), 0 to 3 images, rows, columns`, () => {
       let seed = 3000;
       for (const vectors of [1, 2, 3, 4, 5, 6, 7, 9]) {
-        for (const [rows, cols, images] of [[1, 1, 1], [1, 3, 2], [3, 1, 1], [2, 5, 3], [0, 4, 1], [2, 2, 0]]) {
+        for (const [rows, cols, images] of [
+          [1, 1, 1],
+          [1, 3, 2],
+          [3, 1, 1],
+          [2, 5, 3],
+          [0, 4, 1],
+          [2, 2, 0],
+        ]) {
           for (const taps of kind === 'filterTap' ? [1] : kind === 'inputGather' ? [0, 1, 4, 11] : [1, 2, 3, 9]) {
-            const {got, want} = kernelCase(kind, vectors, rows, cols, images, taps, seed++);
+            const { got, want } = kernelCase(kind, vectors, rows, cols, images, taps, seed++);
             assertClose(got, want, 1e-6, `${kind} ${vectors} vectors ${rows}x${cols}x${images}, ${taps} taps`);
           }
         }
@@ -317,16 +427,29 @@ describe('depthwise SIMD kernels at edge sizes vs a scalar loop', () => {
 describe('a MobileNetV2 inverted residual block: training step on wasm vs cpu', () => {
   // 1x1 conv -> BN -> ReLU6 -> 3x3 depthwise -> BN -> ReLU6 (as clipByValue) -> 1x1 conv -> BN (+ x): every
   // gradient kernel the step needs on wasm (depthwise, clip, batch norm, convolutions) against cpu's.
-  for (const [stride, cin, cout] of [[1, 4, 4], [2, 4, 8]] as const) {
+  for (const [stride, cin, cout] of [
+    [1, 4, 4],
+    [2, 4, 8],
+  ] as const) {
     it(`stride ${stride}, ${cin} -> ${cout} channels, expansion 6`, async () => {
       const e = 6 * cin;
-      const shapes = [[2, 9, 9, cin], [1, 1, cin, e], [e], [e], [3, 3, e, 1], [e], [e], [1, 1, e, cout], [cout], [cout],
-                      [2, Math.ceil(9 / stride), Math.ceil(9 / stride), cout]];
-      const arrays = shapes.map((shape, k) => ({values: randomArray(size(shape), 4000 + 10 * stride + k), shape}));
+      const shapes = [
+        [2, 9, 9, cin],
+        [1, 1, cin, e],
+        [e],
+        [e],
+        [3, 3, e, 1],
+        [e],
+        [e],
+        [1, 1, e, cout],
+        [cout],
+        [cout],
+        [2, Math.ceil(9 / stride), Math.ceil(9 / stride), cout],
+      ];
+      const arrays = shapes.map((shape, k) => ({ values: randomArray(size(shape), 4000 + 10 * stride + k), shape }));
       const step = (x: tf.Tensor, ...p: tf.Tensor[]) => {
         const r = p[9];
-        const bn = (t: tf.Tensor, a: tf.Tensor, c: tf.Tensor) =>
-            batchNormTrain(t as tf.Tensor4D, a as tf.Tensor1D, c as tf.Tensor1D, 1e-5, () => {});
+        const bn = (t: tf.Tensor, a: tf.Tensor, c: tf.Tensor) => batchNormTrain(t as tf.Tensor4D, a as tf.Tensor1D, c as tf.Tensor1D, 1e-5, () => {});
         const f = (xi: tf.Tensor, ...q: tf.Tensor[]) => {
           let h = tf.relu6(bn(tf.conv2d(xi as tf.Tensor4D, q[0] as tf.Tensor4D, 1, 'same'), q[1], q[2]));
           h = tf.clipByValue(bn(tf.depthwiseConv2d(h as tf.Tensor4D, q[3] as tf.Tensor4D, stride, 'same'), q[4], q[5]), 0, 6);
@@ -343,9 +466,13 @@ describe('a MobileNetV2 inverted residual block: training step on wasm vs cpu', 
 });
 
 describe('depthwise gradient kernels do not leak', () => {
-  const c: DwCase = {n: 2, h: 6, w: 6, c: 7, m: 2, k: [3, 3], strides: [2, 2], pad: 'same'};
-  const c1: DwCase = {...c, c: 8, m: 1, strides: [1, 1]};
-  for (const [filter, input] of [['simd', 'simd'], ['scalar', 'scalar'], ['auto', 'xnnpack']] as const) {
+  const c: DwCase = { n: 2, h: 6, w: 6, c: 7, m: 2, k: [3, 3], strides: [2, 2], pad: 'same' };
+  const c1: DwCase = { ...c, c: 8, m: 1, strides: [1, 1] };
+  for (const [filter, input] of [
+    ['simd', 'simd'],
+    ['scalar', 'scalar'],
+    ['auto', 'xnnpack'],
+  ] as const) {
     it(`filter ${filter}, input ${input}`, () => {
       withPaths(filter, input, () => {
         for (const cc of input === 'xnnpack' ? [c1] : [c, c1]) {
@@ -355,8 +482,7 @@ describe('depthwise gradient kernels do not leak', () => {
           assertNoLeak(() => {
             tf.dispose([filterGrad(cc)(x, dy), inputGrad(cc)(dy, w)]);
             tf.tidy(() => {
-              tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(
-                  tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, cc.strides, cc.pad)))([x, w]);
+              tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, cc.strides, cc.pad)))([x, w]);
             });
           });
           tf.dispose([x, w, dy]);

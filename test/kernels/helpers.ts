@@ -11,9 +11,9 @@ import '@tensorflow/tfjs-backend-wasm';
 // bundle registers all of them (against the same tfjs-core instance).
 import '@tensorflow/tfjs';
 
-import {registerWasmTrainingKernels} from '../../src/shared/kernels/wasm/register_all.js';
+import { registerWasmTrainingKernels } from '../../src/shared/kernels/wasm/register_all.js';
 
-export {tf};
+export { tf };
 
 export async function useWasm(): Promise<void> {
   registerWasmTrainingKernels();
@@ -44,17 +44,18 @@ export function size(shape: readonly number[]): number {
  * the outputs' values; restores the previous backend.
  */
 export async function runOn(
-    backend: string, arrays: Array<{values: Float32Array, shape: number[]}>,
-    f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[]):
-    Promise<Float32Array[]> {
+  backend: string,
+  arrays: Array<{ values: Float32Array; shape: number[] }>,
+  f: (...xs: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
+): Promise<Float32Array[]> {
   const previous = tf.getBackend();
   await tf.setBackend(backend);
   try {
     return tf.tidy(() => {
-      const xs = arrays.map(a => tf.tensor(a.values, a.shape, 'float32'));
+      const xs = arrays.map((a) => tf.tensor(a.values, a.shape, 'float32'));
       const out = f(...xs);
       const outs = Array.isArray(out) ? out : [out];
-      return outs.map(t => t.dataSync() as Float32Array);
+      return outs.map((t) => t.dataSync() as Float32Array);
     });
   } finally {
     await tf.setBackend(previous);
@@ -62,34 +63,37 @@ export async function runOn(
 }
 
 /** max |a - b| <= tol * (1 + max |b|), with a readable failure message. */
-export function assertClose(
-    actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number,
-    what: string): void {
+export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
   let maxDiff = 0;
   let maxRef = 0;
   let worst = -1;
   for (let i = 0; i < expected.length; i++) {
     const d = Math.abs(actual[i] - expected[i]);
-    if (!(d <= maxDiff)) {  // also catches NaN
+    if (!(d <= maxDiff)) {
+      // also catches NaN
       maxDiff = Number.isNaN(d) ? Infinity : d;
       worst = i;
     }
     maxRef = Math.max(maxRef, Math.abs(expected[i]));
   }
-  assert.ok(
-      maxDiff <= tol * (1 + maxRef),
-      `${what}: max abs diff ${maxDiff} at ${worst} (got ${
-          actual[worst]}, want ${expected[worst]}), max |ref| ${maxRef}`);
+  assert.ok(maxDiff <= tol * (1 + maxRef), `${what}: max abs diff ${maxDiff} at ${worst} (got ${actual[worst]}, want ${expected[worst]}), max |ref| ${maxRef}`);
 }
 
-export type Pad = 'same'|'valid'|[[0, 0], [number, number], [number, number], [0, 0]];
+export type Pad = 'same' | 'valid' | [[0, 0], [number, number], [number, number], [0, 0]];
 
 /** Forward conv in float64 (NHWC x, HWIO w), explicit top/left padding. */
 export function conv2dF64(
-    x: ArrayLike<number>, xShape: number[], w: ArrayLike<number>,
-    wShape: number[], stride: number, padTop: number, padLeft: number,
-    outH: number, outW: number): Float64Array {
+  x: ArrayLike<number>,
+  xShape: number[],
+  w: ArrayLike<number>,
+  wShape: number[],
+  stride: number,
+  padTop: number,
+  padLeft: number,
+  outH: number,
+  outW: number,
+): Float64Array {
   const [n, h, wd, ci] = xShape;
   const [kh, kw, , co] = wShape;
   const y = new Float64Array(n * outH * outW * co);
@@ -129,10 +133,8 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * Central finite differences of `loss` (float64) w.r.t. the given indices of
  * `params` (modified in place and restored).
  */
-export function finiteDiff(
-    params: Float64Array, indices: number[], eps: number,
-    loss: () => number): number[] {
-  return indices.map(i => {
+export function finiteDiff(params: Float64Array, indices: number[], eps: number, loss: () => number): number[] {
+  return indices.map((i) => {
     const v = params[i];
     params[i] = v + eps;
     const up = loss();

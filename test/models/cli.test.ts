@@ -15,8 +15,6 @@ const dir = await mkdtemp(join(tmpdir(), 'gdp-model-cli-'));
 test.after(() => rm(dir, { recursive: true, force: true }));
 const skip = hasFixture ? false : 'the PyTorch fixture ../shared/fixtures/pytorch-resnet56 is absent';
 
-
-
 test('flops --json prints one JSON object with PyTorch MACs and params; the backend goes to stderr', async () => {
   const r = await gdpModel('flops', '--arch', 'cifar.resnet56', '--json', '--backend', 'cpu');
   assert.equal(r.code, 0, r.stderr);
@@ -40,7 +38,19 @@ test('bad flags and unknown architectures exit 2 with the code and the culprit n
 
 test('predict reproduces PyTorch logits of the gated checkpoint (wasm) and checks the input size', { skip }, async () => {
   const out = join(dir, 'logits.f32');
-  const args = ['predict', '--arch', 'cifar.resnet56', '--weights', fixture('resnet56_cifar10_gbn70.safetensors'), '--input', fixture('input_a.f32'), '--out', out, '--backend', 'wasm'];
+  const args = [
+    'predict',
+    '--arch',
+    'cifar.resnet56',
+    '--weights',
+    fixture('resnet56_cifar10_gbn70.safetensors'),
+    '--input',
+    fixture('input_a.f32'),
+    '--out',
+    out,
+    '--backend',
+    'wasm',
+  ];
   const r = await gdpModel(...args, '--shape', '8,3,32,32', '--batch', '3');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /backend: wasm/);
@@ -60,7 +70,10 @@ test('info lists layers, widths, MACs and masked channels of the gated checkpoin
   assert.equal(out.gated, true);
   assert.equal(out.macs, 125_747_840);
   assert.ok(out.maskedChannels > 0);
-  assert.deepEqual(out.layers.find((l: { path: string }) => l.path === 'layer2.0.shortcut.0'), { path: 'layer2.0.shortcut.0', kind: 'conv', in: 16, out: 32, macs: 16 * 16 * 16 * 32 });
+  assert.deepEqual(
+    out.layers.find((l: { path: string }) => l.path === 'layer2.0.shortcut.0'),
+    { path: 'layer2.0.shortcut.0', kind: 'conv', in: 16, out: 32, macs: 16 * 16 * 16 * 32 },
+  );
   const missing = await gdpModel('info', '--weights', fixture('resnet56_cifar10_baseline.safetensors'), '--backend', 'cpu');
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /MISSING_ARCH.*'arch'.*--arch/);
@@ -68,7 +81,19 @@ test('info lists layers, widths, MACs and masked channels of the gated checkpoin
 
 test('export writes a TF.js model that stock tf.loadLayersModel runs with PyTorch logits', { skip }, async () => {
   const out = join(dir, 'tfjs');
-  const r = await gdpModel('export', '--arch', 'cifar.resnet56', '--weights', fixture('resnet56_cifar10_baseline.safetensors'), '--format', 'tfjs', '--out', out, '--backend', 'wasm');
+  const r = await gdpModel(
+    'export',
+    '--arch',
+    'cifar.resnet56',
+    '--weights',
+    fixture('resnet56_cifar10_baseline.safetensors'),
+    '--format',
+    'tfjs',
+    '--out',
+    out,
+    '--backend',
+    'wasm',
+  );
   assert.equal(r.code, 0, r.stderr);
   await initBackend('wasm');
   const x = await fixtureInputNhwc();
@@ -81,7 +106,18 @@ test('export writes a TF.js model that stock tf.loadLayersModel runs with PyTorc
 
 test('melt: the gated 70% checkpoint melts to ~30% of the MACs, loads without --arch and keeps PyTorch logits', { skip }, async () => {
   const melted = join(dir, 'melted.safetensors');
-  const r = await gdpModel('melt', '--arch', 'cifar.resnet56', '--weights', fixture('resnet56_cifar10_gbn70.safetensors'), '--out', melted, '--json', '--backend', 'wasm');
+  const r = await gdpModel(
+    'melt',
+    '--arch',
+    'cifar.resnet56',
+    '--weights',
+    fixture('resnet56_cifar10_gbn70.safetensors'),
+    '--out',
+    melted,
+    '--json',
+    '--backend',
+    'wasm',
+  );
   assert.equal(r.code, 0, r.stderr);
   const m = JSON.parse(r.stdout);
   assert.equal(m.before.macs, 125_747_840);
@@ -107,7 +143,13 @@ test('bench reports per-image latency at each batch size', async () => {
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout);
   assert.equal(out.macs, 31_021_952);
-  assert.deepEqual(out.latency.map((l: { batch: number; runsMs: number[] }) => [l.batch, l.runsMs.length]), [[1, 2], [2, 2]]);
+  assert.deepEqual(
+    out.latency.map((l: { batch: number; runsMs: number[] }) => [l.batch, l.runsMs.length]),
+    [
+      [1, 2],
+      [2, 2],
+    ],
+  );
   for (const l of out.latency) assert.ok(l.perImageMs > 0 && Math.abs(l.perImageMs * l.batch - l.medianMs) < 1e-9);
 });
 

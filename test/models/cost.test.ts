@@ -39,16 +39,32 @@ test('architectures carry PyTorch names', () => {
   const r50 = buildModel('resnet50', { numClasses: 7 });
   try {
     const vggNames = vgg.namedParameters().map(([n]) => n);
-    assert.deepEqual(vggNames.slice(0, 6), ['features.0.weight', 'features.0.bias', 'features.1.weight', 'features.1.bias', 'features.3.weight', 'features.3.bias']);
+    assert.deepEqual(vggNames.slice(0, 6), [
+      'features.0.weight',
+      'features.0.bias',
+      'features.1.weight',
+      'features.1.bias',
+      'features.3.weight',
+      'features.3.bias',
+    ]);
     // 13 convs x 3 entries + 5 pools = 44 entries; the last conv is at 40, its BN at 41.
     assert.ok(vggNames.includes('features.40.weight') && vggNames.includes('features.41.bias'));
     assert.deepEqual(vggNames.slice(-2), ['classifier.weight', 'classifier.bias']);
     const r50Names = new Set([...r50.namedSlots()].map(([n]) => n));
-    for (const n of ['conv1.weight', 'bn1.running_var', 'layer1.0.downsample.0.weight', 'layer1.0.downsample.1.weight', 'layer4.2.conv3.weight', 'layer4.2.bn3.bias', 'fc.weight', 'fc.bias']) {
+    for (const n of [
+      'conv1.weight',
+      'bn1.running_var',
+      'layer1.0.downsample.0.weight',
+      'layer1.0.downsample.1.weight',
+      'layer4.2.conv3.weight',
+      'layer4.2.bn3.bias',
+      'fc.weight',
+      'fc.bias',
+    ]) {
       assert.ok(r50Names.has(n), n);
     }
     assert.ok(!r50Names.has('layer1.1.downsample.0.weight'));
-    assert.equal((r50.slot('fc.bias').value.shape)[0], 7);
+    assert.equal(r50.slot('fc.bias').value.shape[0], 7);
     // v1.5: the stride is on the 3x3 conv of the first block of layers 2-4.
     const l2 = (r50 as ImageNetResNet).layers[1].layers[0] as unknown as { conv1: Conv2d; conv2: Conv2d };
     assert.equal(l2.conv1.stride, 1);
@@ -108,8 +124,7 @@ test('MACs and params follow pruned widths (VGG-16: conv, BN and classifier inpu
       2 * 2 * 9 * 512 * 412 - // features.40 outputs
       412 * 10; // classifier inputs
     assert.equal(cost.macs, want);
-    const wantP =
-      14_728_266 - (9 * 3 * 44 + 44) - 2 * 44 - 9 * 64 * 44 - (9 * 512 * 412 + 412) - 2 * 412 - 412 * 10;
+    const wantP = 14_728_266 - (9 * 3 * 44 + 44) - 2 * 44 - 9 * 64 * 44 - (9 * 512 * 412 + 412) - 2 * 412 - 412 * 10;
     assert.equal(cost.params, wantP);
     // Layer-by-layer figures are part of the answer too.
     assert.equal(cost.layers.find((l) => l.path === 'features.3')?.macs, 32 * 32 * 9 * 20 * 64);

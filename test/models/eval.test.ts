@@ -14,8 +14,6 @@ import { Replica, addStats, emptyStats } from '../../src/shared/train/replica.js
 import { useBackend } from '../helpers.js';
 import { gdpModel } from './gdp_model.js';
 
-
-
 describe('BN re-estimation and gdp-model eval', () => {
   let dir: string;
   before(async () => {
@@ -24,11 +22,20 @@ describe('BN re-estimation and gdp-model eval', () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
-  it('recalibrateBatchNorm sets running statistics to the plain average of the batches\' statistics, nothing else', async () => {
+  it("recalibrateBatchNorm sets running statistics to the plain average of the batches' statistics, nothing else", async () => {
     const model = buildModel('mnist.resnet20', { seed: 2 });
     const replica = new Replica(model, [28, 28, 1]);
     const mnist = loadMnist();
-    const batches = [await mnist.train.load(Int32Array.from({ length: 16 }, (_, i) => i), { augment: false, seed: 0 }), await mnist.train.load(Int32Array.from({ length: 24 }, (_, i) => 100 + i), { augment: false, seed: 0 })];
+    const batches = [
+      await mnist.train.load(
+        Int32Array.from({ length: 16 }, (_, i) => i),
+        { augment: false, seed: 0 },
+      ),
+      await mnist.train.load(
+        Int32Array.from({ length: 24 }, (_, i) => 100 + i),
+        { augment: false, seed: 0 },
+      ),
+    ];
     const params = replica.readParams(replica.layout('all'));
     const tensors = tf.memory().numTensors;
     assert.equal(await replica.recalibrateBatchNorm(batches), 2);
@@ -118,9 +125,37 @@ describe('BN re-estimation and gdp-model eval', () => {
     assert.equal(b.code, 2, b.stderr);
     assert.match(b.stderr, /BATCH_TOO_LARGE.*--batches 20000/);
     // cpu has no known limit: the check lets it through (here to the missing input file).
-    const p = await gdpModel('predict', '--weights', file, '--input', join(dir, 'absent.f32'), '--shape', '20000,1,28,28', '--out', join(dir, 'o.f32'), '--batch', '20000', '--backend', 'cpu');
+    const p = await gdpModel(
+      'predict',
+      '--weights',
+      file,
+      '--input',
+      join(dir, 'absent.f32'),
+      '--shape',
+      '20000,1,28,28',
+      '--out',
+      join(dir, 'o.f32'),
+      '--batch',
+      '20000',
+      '--backend',
+      'cpu',
+    );
     assert.doesNotMatch(p.stderr, /BATCH_TOO_LARGE/);
-    const pw = await gdpModel('predict', '--weights', file, '--input', join(dir, 'absent.f32'), '--shape', '20000,1,28,28', '--out', join(dir, 'o.f32'), '--batch', '20000', '--backend', 'wasm');
+    const pw = await gdpModel(
+      'predict',
+      '--weights',
+      file,
+      '--input',
+      join(dir, 'absent.f32'),
+      '--shape',
+      '20000,1,28,28',
+      '--out',
+      join(dir, 'o.f32'),
+      '--batch',
+      '20000',
+      '--backend',
+      'wasm',
+    );
     assert.match(pw.stderr, /BATCH_TOO_LARGE.*--batch 20000/);
   });
 });

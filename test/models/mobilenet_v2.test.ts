@@ -26,7 +26,7 @@ const code = (c: string, text: RegExp) => (e: Error & { code?: string }) => e.co
 describe('mobilenet_v2', () => {
   before(cpu);
 
-  it('gdp-model flops gives torchvision 0.14\'s MACs and parameters at width 1.0, 224x224', async () => {
+  it("gdp-model flops gives torchvision 0.14's MACs and parameters at width 1.0, 224x224", async () => {
     const r = await gdpModel('flops', '--arch', 'mobilenet_v2', '--json', '--backend', 'cpu');
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
@@ -34,7 +34,10 @@ describe('mobilenet_v2', () => {
   });
 
   it('rounds widths as torchvision does and keeps its parameter names and PyTorch layouts', () => {
-    assert.deepEqual([makeDivisible(32 * 0.35), makeDivisible(16 * 0.35), makeDivisible(24 * 0.35), makeDivisible(320 * 0.35), makeDivisible(1280 * 0.35)], [16, 8, 8, 112, 448]);
+    assert.deepEqual(
+      [makeDivisible(32 * 0.35), makeDivisible(16 * 0.35), makeDivisible(24 * 0.35), makeDivisible(320 * 0.35), makeDivisible(1280 * 0.35)],
+      [16, 8, 8, 112, 448],
+    );
     assert.equal(makeDivisible(10), 16, 'one multiple up when rounding loses over 10%');
     const model = buildModel('mobilenet_v2', SMALL);
     try {
@@ -57,7 +60,12 @@ describe('mobilenet_v2', () => {
       const dw = [...model.namedModules()].find(([p]) => p === 'features.2.conv.1.0')![1] as DepthwiseConv2d;
       const w = dw.weight.value.arraySync() as number[][][][];
       const t = state.get('features.2.conv.1.0.weight')!.data;
-      for (const [c, i, j] of [[0, 0, 0], [5, 1, 2], [47, 2, 1]]) assert.equal(t[c * 9 + i * 3 + j], w[i][j][c][0]);
+      for (const [c, i, j] of [
+        [0, 0, 0],
+        [5, 1, 2],
+        [47, 2, 1],
+      ])
+        assert.equal(t[c * 9 + i * 3 + j], w[i][j][c][0]);
     } finally {
       model.dispose();
     }
@@ -69,7 +77,10 @@ describe('mobilenet_v2', () => {
     assert.throws(() => modelInputShape('resnet50', { inputSize: 128 }), code('BAD_CONFIG', /model.input_size .*224x224/));
     const config = { model: { name: 'mobilenet_v2', num_class: 10, input_size: 32 }, data: { type: 'cifar10' } };
     assert.doesNotThrow(() => checkModelFitsData(config, { shape: [32, 32, 3], numClasses: 10 }));
-    assert.throws(() => checkModelFitsData({ ...config, model: { ...config.model, input_size: 64 } }, { shape: [32, 32, 3], numClasses: 10 }), code('BAD_CONFIG', /^model.input_size: 'mobilenet_v2' takes 64x64x3/));
+    assert.throws(
+      () => checkModelFitsData({ ...config, model: { ...config.model, input_size: 64 } }, { shape: [32, 32, 3], numClasses: 10 }),
+      code('BAD_CONFIG', /^model.input_size: 'mobilenet_v2' takes 64x64x3/),
+    );
   });
 
   it('groups: an inverted residual ties expansion, depthwise conv and both BNs; projections join the residual add', () => {
@@ -134,11 +145,18 @@ describe('mobilenet_v2', () => {
       if (!name.endsWith('.weight')) continue;
       const size = layout.shapes[i].reduce((a, b) => a * b, 1);
       const part = grad.subarray(layout.offsets[i], layout.offsets[i] + size);
-      assert.ok(part.some((v) => v !== 0), `${name} gets a gradient`);
+      assert.ok(
+        part.some((v) => v !== 0),
+        `${name} gets a gradient`,
+      );
     }
     assert.ok(layout.names.includes('features.2.conv.1.0.weight'));
     // A small step: at 32x32 the last stages are 1x1 maps whose BNs normalise 4 values, so the loss is very steep.
-    replica.applyGradient(layout, grad.map((v) => v / n), { lr: 1e-5, momentum: 0, weightDecay: 0, nesterov: false });
+    replica.applyGradient(
+      layout,
+      grad.map((v) => v / n),
+      { lr: 1e-5, momentum: 0, weightDecay: 0, nesterov: false },
+    );
     const next = replica.gradients(batch, layout).stats;
     assert.ok(next.lossSum < stats.lossSum, `loss sum ${stats.lossSum} -> ${next.lossSum}`);
     model.dispose();

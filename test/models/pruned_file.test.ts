@@ -23,8 +23,21 @@ test('the files a smoke run saves are gdp model files: pruned.safetensors loads 
     // The smoke config cut further (as the resume tests cut it): every stage in seconds.
     const r = await coord(
       [
-        '--workers', '2', '--in-process', '--backend', 'wasm', '--config', join(ROOT, 'configs', 'smoke.json'), '--set', `base.log_dir=${logDir}`,
-        '--set', 'data.batch_size=16', '--set', 'train.max_steps_per_epoch=2', '--set', 'data.test_subset=50',
+        '--workers',
+        '2',
+        '--in-process',
+        '--backend',
+        'wasm',
+        '--config',
+        join(ROOT, 'configs', 'smoke.json'),
+        '--set',
+        `base.log_dir=${logDir}`,
+        '--set',
+        'data.batch_size=16',
+        '--set',
+        'train.max_steps_per_epoch=2',
+        '--set',
+        'data.test_subset=50',
       ],
       150000,
     );

@@ -7,7 +7,7 @@ import { bucketElements, MAX_FRAME_BYTES } from '../../src/shared/protocol/versi
 import { GdpError } from '../../src/shared/errors.js';
 
 test('a vector larger than a bucket is split and reassembled exactly; no frame exceeds the limit', () => {
-  const flat = Float32Array.from({ length: 10007 }, (_, i) => (i * 0.37) % 5 - 2.5);
+  const flat = Float32Array.from({ length: 10007 }, (_, i) => ((i * 0.37) % 5) - 2.5);
   const elems = 1000;
   const parts = splitBuckets(flat, elems);
   assert.equal(parts.length, 11);
@@ -31,15 +31,30 @@ test('the largest configurable bucket still fits in a frame; ResNet-50 gradients
 test('buckets out of order, of the wrong size, non-finite or missing are rejected', () => {
   const mk = () => new BucketAssembler('grad of w1', 10, 4);
   const ok = toWire(new Float32Array(4));
-  assert.throws(() => mk().add(1, ok), (e: unknown) => e instanceof GdpError && e.code === 'BAD_BUCKET' && /bucket 1 arrived, expected bucket 0 of 3/.test(e.message));
-  assert.throws(() => mk().add(0, toWire(new Float32Array(3))), (e: unknown) => e instanceof GdpError && /has 3 values, the layout expects 4/.test(e.message));
-  assert.throws(() => mk().add(0, toWire(Float32Array.of(0, Infinity, 0, 0))), (e: unknown) => e instanceof GdpError && e.code === 'NON_FINITE');
+  assert.throws(
+    () => mk().add(1, ok),
+    (e: unknown) => e instanceof GdpError && e.code === 'BAD_BUCKET' && /bucket 1 arrived, expected bucket 0 of 3/.test(e.message),
+  );
+  assert.throws(
+    () => mk().add(0, toWire(new Float32Array(3))),
+    (e: unknown) => e instanceof GdpError && /has 3 values, the layout expects 4/.test(e.message),
+  );
+  assert.throws(
+    () => mk().add(0, toWire(Float32Array.of(0, Infinity, 0, 0))),
+    (e: unknown) => e instanceof GdpError && e.code === 'NON_FINITE',
+  );
   const a = mk();
   a.add(0, ok);
-  assert.throws(() => a.result(), (e: unknown) => e instanceof GdpError && /1 of 3 buckets arrived/.test(e.message));
+  assert.throws(
+    () => a.result(),
+    (e: unknown) => e instanceof GdpError && /1 of 3 buckets arrived/.test(e.message),
+  );
   a.add(1, ok);
   a.add(2, toWire(new Float32Array(2)));
-  assert.throws(() => a.add(3, ok), (e: unknown) => e instanceof GdpError && e.code === 'BAD_BUCKET');
+  assert.throws(
+    () => a.add(3, ok),
+    (e: unknown) => e instanceof GdpError && e.code === 'BAD_BUCKET',
+  );
 });
 
 test('float16 buckets: half the bytes, decoded within half-precision rounding at any magnitude, scale per bucket', () => {
@@ -66,7 +81,10 @@ test('float16 buckets: half the bytes, decoded within half-precision rounding at
 
 test('a bucket of the wrong dtype or with a non-finite float16 value is rejected', () => {
   const f16 = () => new BucketAssembler('grad of w1', 4, 4, undefined, 'float16');
-  assert.throws(() => f16().add(0, toWire(new Float32Array(4))), (e: unknown) => e instanceof GdpError && e.code === 'BAD_BUCKET' && /is float32, expected float16/.test(e.message));
+  assert.throws(
+    () => f16().add(0, toWire(new Float32Array(4))),
+    (e: unknown) => e instanceof GdpError && e.code === 'BAD_BUCKET' && /is float32, expected float16/.test(e.message),
+  );
   assert.throws(
     () => new BucketAssembler('grad of w1', 4, 4).add(0, splitBuckets(new Float32Array(4), 4, 'float16')[0]),
     (e: unknown) => e instanceof GdpError && /is float16, expected float32/.test(e.message),
@@ -79,7 +97,10 @@ test('a bucket of the wrong dtype or with a non-finite float16 value is rejected
       a.add(0, data);
       assert.ok(Math.abs(a.result()[1] - Math.fround(bad)) <= bad * 2 ** -11);
     } else {
-      assert.throws(() => f16().add(0, data), (e: unknown) => e instanceof GdpError && e.code === 'NON_FINITE');
+      assert.throws(
+        () => f16().add(0, data),
+        (e: unknown) => e instanceof GdpError && e.code === 'NON_FINITE',
+      );
     }
   }
 });

@@ -18,11 +18,26 @@ test('messages round-trip, tensors as binary', () => {
     { type: 'compute', seq: 4, set: 'gates', indices: toWire(Int32Array.of(5, 1, 9)), seed: 7 },
     { type: 'average', seq: 4, set: 'all' },
     { type: 'apply', seq: 4, set: 'all', sgd: { lr: 0.1, momentum: 0.9, weightDecay: 1e-4, nesterov: true, gateL1: 1e-3 } },
-    { type: 'model_update', seq: 5, update: { kind: 'custom', handler: 'h', record: { keep: [1, 2], name: 'conv1' }, tensors: [{ name: 't', tensor: toWire(Float32Array.of(1, 2), [2, 1]) }] } },
+    {
+      type: 'model_update',
+      seq: 5,
+      update: {
+        kind: 'custom',
+        handler: 'h',
+        record: { keep: [1, 2], name: 'conv1' },
+        tensors: [{ name: 't', tensor: toWire(Float32Array.of(1, 2), [2, 1]) }],
+      },
+    },
   ];
   // Binary fields come back as Buffers (Uint8Array subclass): compare their bytes.
   const plain = (v: unknown): unknown =>
-    v instanceof Uint8Array ? Array.from(v) : Array.isArray(v) ? v.map(plain) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)])) : v;
+    v instanceof Uint8Array
+      ? Array.from(v)
+      : Array.isArray(v)
+        ? v.map(plain)
+        : v && typeof v === 'object'
+          ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]))
+          : v;
   for (const m of msgs) assert.deepEqual(plain(decodeMessage(encodeMessage(m))), plain(m));
   const frame = encodeMessage(msgs[1]);
   // Binary: 4 bytes a value plus a small header, not a list of msgpack floats (5 or 9 bytes each).
@@ -46,5 +61,8 @@ test('bad frames are rejected with what is wrong', () => {
 
 test('a frame over the limit is refused at encoding', () => {
   const big = new Float32Array(MAX_FRAME_BYTES / 4 + 1);
-  assert.throws(() => encodeMessage({ type: 'bucket', stream: 'grad', seq: 1, index: 0, data: toWire(big) }), code(/over the \d+-byte frame limit/, 'FRAME_TOO_LARGE'));
+  assert.throws(
+    () => encodeMessage({ type: 'bucket', stream: 'grad', seq: 1, index: 0, data: toWire(big) }),
+    code(/over the \d+-byte frame limit/, 'FRAME_TOO_LARGE'),
+  );
 });

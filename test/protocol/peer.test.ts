@@ -15,7 +15,10 @@ test('validated messages flow both ways in order over the in-memory pair; heartb
   pb.onMessage((m) => got.push(m));
   for (let seq = 1; seq <= 5; seq++) pa.send({ type: 'checksum_request', seq });
   await new Promise((r) => setTimeout(r, 80));
-  assert.deepEqual(got.map((m) => (m as { seq: number }).seq), [1, 2, 3, 4, 5]);
+  assert.deepEqual(
+    got.map((m) => (m as { seq: number }).seq),
+    [1, 2, 3, 4, 5],
+  );
   pa.close();
   await new Promise((r) => setTimeout(r, 10));
   assert.ok(pa.closed && pb.closed);

@@ -27,11 +27,11 @@ function f32(name: string): Float32Array {
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
 }
 
-describe('the paper\'s pruned ResNet-56 (gbn70 fixture)', () => {
+describe("the paper's pruned ResNet-56 (gbn70 fixture)", () => {
   // Inference only: the wasm backend is fast and exact enough (the fixture's README gives 4e-6 against PyTorch).
   before(() => useBackend('wasm'));
 
-  it('melts to about 30% of the baseline MACs with PyTorch\'s logits', () => {
+  it("melts to about 30% of the baseline MACs with PyTorch's logits", () => {
     // CI clones the repo next to a copy of shared/: a missing fixture is a broken checkout, not a reason to skip.
     assert.ok(existsSync(FIXTURES), `fixtures not found at ${FIXTURES}`);
     const model = buildModel('cifar.resnet56');
@@ -58,10 +58,12 @@ describe('the paper\'s pruned ResNet-56 (gbn70 fixture)', () => {
     const ratio = cost.macs / BASELINE_MACS;
     assert.ok(ratio > 0.25 && ratio < 0.35, `MACs ratio ${ratio}`);
     assert.ok(Object.keys(record.groups).length > 20);
-    console.log(`# gbn70 melted: ${cost.macs} MACs (${(100 * ratio).toFixed(2)}% of baseline), ${cost.params} params; max |logit - PyTorch| masked ${maxAbsDiff(masked, want)}, melted ${maxAbsDiff(melted, want)}`);
+    console.log(
+      `# gbn70 melted: ${cost.macs} MACs (${(100 * ratio).toFixed(2)}% of baseline), ${cost.params} params; max |logit - PyTorch| masked ${maxAbsDiff(masked, want)}, melted ${maxAbsDiff(melted, want)}`,
+    );
   });
 
-  it('the paper\'s masks, as a decision record, replay onto the gated baseline', () => {
+  it("the paper's masks, as a decision record, replay onto the gated baseline", () => {
     const load = (name: string) => {
       const m = buildModel('cifar.resnet56');
       const file = resolve(FIXTURES, name);

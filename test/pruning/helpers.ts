@@ -27,7 +27,10 @@ export function randomiseBatchNorms(model: Module, rng: Rng): void {
 
 export function randomImages(n: number, shape: readonly number[], rng: Rng): tf.Tensor4D {
   const size = n * shape.reduce((a, b) => a * b, 1);
-  return tf.tensor4d(Float32Array.from({ length: size }, () => rng.normal()), [n, shape[0], shape[1], shape[2]]);
+  return tf.tensor4d(
+    Float32Array.from({ length: size }, () => rng.normal()),
+    [n, shape[0], shape[1], shape[2]],
+  );
 }
 
 /** Eval-mode logits as a plain array. */

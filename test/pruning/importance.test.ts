@@ -55,7 +55,10 @@ describe('importance', () => {
       const ref = meanLossGateGrads(model, b);
       const gates = replica.readParams(layout);
       const { grad } = replica.gradients(b, layout);
-      acc.add(gates, grad.map((v) => v / b.n));
+      acc.add(
+        gates,
+        grad.map((v) => v / b.n),
+      );
       layout.names.forEach((name, i) => {
         const p = name.slice(0, -2);
         const e = expected.get(p) ?? new Float64Array(ref.get(p)!.length);

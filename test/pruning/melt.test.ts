@@ -62,7 +62,10 @@ describe('melt', () => {
     it(`${arch}: masked eval logits equal melted logits, no gates left, MACs as predicted`, () => {
       const { model, s } = randomlyPruned(arch, shape, 7);
       const masks = maskPerNode(model, shape);
-      assert.ok(masks.some((m) => m?.includes('0')), 'the random decision masked something');
+      assert.ok(
+        masks.some((m) => m?.includes('0')),
+        'the random decision masked something',
+      );
       const x = randomImages(4, shape, new Rng(3));
       const masked = evalLogits(model, x);
       const predicted = effectiveCost(model, s);
@@ -113,8 +116,14 @@ describe('melt', () => {
     addGates(fresh);
     const id = Object.keys(record.groups)[0];
     record.layers[id].width += 1;
-    assert.throws(() => applyMelt(fresh, record), (e: Error & { code?: string }) => e.code === 'BAD_MELT');
-    assert.ok([...fresh.namedSlots()].some(([n]) => n.endsWith('.g')), 'still gated');
+    assert.throws(
+      () => applyMelt(fresh, record),
+      (e: Error & { code?: string }) => e.code === 'BAD_MELT',
+    );
+    assert.ok(
+      [...fresh.namedSlots()].some(([n]) => n.endsWith('.g')),
+      'still gated',
+    );
   });
 
   it('refuses masks that differ inside a group, or a group with every channel masked', () => {
@@ -127,8 +136,14 @@ describe('melt', () => {
     const bn2 = bnAt.get('layer1.1.bn2') as BatchNorm2d;
     const half = Float32Array.from({ length: 16 }, (_, i) => (i === 3 ? 0 : 1));
     bn2.mask!.set(tf.tensor1d(half));
-    assert.throws(() => melt(model, shape), (e: Error & { code?: string }) => e.code === 'INCONSISTENT_MASK' && /channel 3/.test(e.message));
+    assert.throws(
+      () => melt(model, shape),
+      (e: Error & { code?: string }) => e.code === 'INCONSISTENT_MASK' && /channel 3/.test(e.message),
+    );
     for (const p of stream.bns) (bnAt.get(p) as BatchNorm2d).mask!.set(tf.zeros([16]));
-    assert.throws(() => melt(model, shape), (e: Error & { code?: string }) => e.code === 'EMPTY_GROUP');
+    assert.throws(
+      () => melt(model, shape),
+      (e: Error & { code?: string }) => e.code === 'EMPTY_GROUP',
+    );
   });
 });

@@ -195,7 +195,7 @@ describe('Tick-Tock pruner', () => {
     for (const w of widths) assert.ok(w % 4 === 0 || w === 10, `width ${w} is no multiple of 4`);
   });
 
-  it('data.shuffle: false gives Tock, Tick and finetune batches in sample order, as the paper\'s DataLoader; true shuffles them', async () => {
+  it("data.shuffle: false gives Tock, Tick and finetune batches in sample order, as the paper's DataLoader; true shuffles them", async () => {
     /** The global batches of a prune and finetune run: Tock (4 steps), 2 Ticks (1 each), Tock, Tick, finetune (4). */
     const batches = async (shuffle: boolean) => {
       const ctx = context(join(dir, `shuffle-${shuffle}`), { tock_epoch: 1, max_ticks: 3, target_flops: 0.1 });
@@ -215,7 +215,10 @@ describe('Tick-Tock pruner', () => {
     const unshuffled = await batches(false);
     // 16 samples in batches of 4: an epoch is 4 steps.
     assert.equal(unshuffled.length, 15);
-    assert.deepEqual(unshuffled.slice(0, 5).map((b) => b[0]), [0, 4, 8, 12, 0]);
+    assert.deepEqual(
+      unshuffled.slice(0, 5).map((b) => b[0]),
+      [0, 4, 8, 12, 0],
+    );
     assert.ok(unshuffled.every(inOrder), JSON.stringify(unshuffled));
     const shuffled = await batches(true);
     assert.equal(shuffled.length, 15);

@@ -64,7 +64,9 @@ async function tickScores(cluster: PruneCluster, batches: number, seed: number):
 
 /** Mask decisions of a run, in order: which channels of which group each Tick pruned. */
 function decisions(updates: readonly ModelUpdate[]): string[] {
-  return updates.filter((u) => u.kind === 'custom' && u.handler === 'gdp.prune.mask').map((u) => JSON.stringify(u, (_k, v: unknown) => (v instanceof Uint8Array ? [...v] : v)));
+  return updates
+    .filter((u) => u.kind === 'custom' && u.handler === 'gdp.prune.mask')
+    .map((u) => JSON.stringify(u, (_k, v: unknown) => (v instanceof Uint8Array ? [...v] : v)));
 }
 
 describe('gate scores over 2 workers equal one process on the same batches', () => {

@@ -42,7 +42,10 @@ describe('channel groups of depthwise convolutions, concatenations and flatten',
     assert.deepEqual(res.slices, { fc: { offset: 0, area: 9 } });
     const inner = byId.get('block.1')!;
     assert.deepEqual([inner.bns, inner.depthwise, inner.producers, inner.consumers], [['block.1', 'block.4'], ['block.3'], ['block.0'], ['block.6']]);
-    assert.deepEqual(prunableGroups(s).map((g) => g.id), ['stem.1', 'branch1.1', 'branch2.4', 'mix.1', 'block.1']);
+    assert.deepEqual(
+      prunableGroups(s).map((g) => g.id),
+      ['stem.1', 'branch1.1', 'branch2.4', 'mix.1', 'block.1'],
+    );
     assert.deepEqual(
       s.groups.filter((g) => !g.prunable).map((g) => [g.id, g.blockReason]),
       [
@@ -52,7 +55,13 @@ describe('channel groups of depthwise convolutions, concatenations and flatten',
     );
     // The flatten's output is two runs of groups, in feature order.
     const flat = s.graph.nodes.find((n) => n.kind === 'flatten')!;
-    assert.deepEqual(s.segmentsOfNode[flat.id].map((g) => [s.groups[g.group].id, g.width, g.area]), [['mix.1', 8, 9], ['branch1.1', 4, 9]]);
+    assert.deepEqual(
+      s.segmentsOfNode[flat.id].map((g) => [s.groups[g.group].id, g.width, g.area]),
+      [
+        ['mix.1', 8, 9],
+        ['branch1.1', 4, 9],
+      ],
+    );
   });
 
   it('a BN over a concatenation keeps the concatenated groups whole, with the reason', () => {
@@ -62,7 +71,10 @@ describe('channel groups of depthwise convolutions, concatenations and flatten',
       assert.equal(g.prunable, false, id);
       assert.match(g.blockReason!, /'mix.0' normalises a concatenation/);
     }
-    assert.ok(prunableGroups(s).some((g) => g.id === 'stem.1'), 'groups elsewhere stay prunable');
+    assert.ok(
+      prunableGroups(s).some((g) => g.id === 'stem.1'),
+      'groups elsewhere stay prunable',
+    );
   });
 
   for (const seed of [3, 4, 5]) {
@@ -70,7 +82,10 @@ describe('channel groups of depthwise convolutions, concatenations and flatten',
       const model = randomlyPruned(seed);
       const s = channelStructure(model, SHAPE);
       const masks = prunableGroups(s).map((g) => groupMask(model, g).filter((v) => v === 0).length);
-      assert.ok(masks.every((n) => n > 0), `every prunable group lost channels: ${masks}`);
+      assert.ok(
+        masks.every((n) => n > 0),
+        `every prunable group lost channels: ${masks}`,
+      );
       const predicted = effectiveCost(model, s);
       const x = randomImages(3, SHAPE, new Rng(seed));
       const masked = evalLogits(model, x);
@@ -84,7 +99,10 @@ describe('channel groups of depthwise convolutions, concatenations and flatten',
       assert.equal(after.macs, predicted.macs);
       assert.equal(after.params, predicted.params);
       const fc = [...model.namedModules()].find(([p]) => p === 'fc')![1] as Linear;
-      assert.equal(fc.inFeatures, (predicted.alive[s.groups.findIndex((g) => g.id === 'mix.1')] + predicted.alive[s.groups.findIndex((g) => g.id === 'branch1.1')]) * 9);
+      assert.equal(
+        fc.inFeatures,
+        (predicted.alive[s.groups.findIndex((g) => g.id === 'mix.1')] + predicted.alive[s.groups.findIndex((g) => g.id === 'branch1.1')]) * 9,
+      );
       // The record as it travels (JSON) melts a second replica into the same network.
       applyMelt(twin, parseMeltRecord(JSON.parse(JSON.stringify(record))));
       assert.deepEqual(evalLogits(twin, x), melted);
@@ -100,9 +118,15 @@ describe('channel groups of depthwise convolutions, concatenations and flatten',
     const record = JSON.parse(JSON.stringify(melt(randomlyPruned(6), SHAPE)));
     record.layers['branch1.1'].slices.fc = [100, 9];
     const before = modelCost(model, SHAPE);
-    assert.throws(() => applyMelt(model, record), (e: Error & { code?: string }) => e.code === 'BAD_MELT' && /'fc' has 108 inputs/.test(e.message));
+    assert.throws(
+      () => applyMelt(model, record),
+      (e: Error & { code?: string }) => e.code === 'BAD_MELT' && /'fc' has 108 inputs/.test(e.message),
+    );
     assert.deepEqual(modelCost(model, SHAPE), before);
-    assert.ok(prunableGroups(s).every((g) => model.slot(`${g.bns[0]}.g`)), 'still gated');
+    assert.ok(
+      prunableGroups(s).every((g) => model.slot(`${g.bns[0]}.g`)),
+      'still gated',
+    );
     model.dispose();
   });
 });

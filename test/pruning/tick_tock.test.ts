@@ -12,7 +12,10 @@ describe('Tick-Tock schedule (pure next-phase function)', () => {
 
   it('a Tock is followed by a Tick; a Tick by a Tock (from its start) every T Ticks, else by a Tick', () => {
     assert.deepEqual(nextPhase({ kind: 'tock' }, gbn), tick);
-    assert.deepEqual([1, 2, 3, 4, 5, 6].map((t) => after(t, 0.8).kind), ['tick', 'tick', 'tock', 'tick', 'tick', 'tock']);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 6].map((t) => after(t, 0.8).kind),
+      ['tick', 'tick', 'tock', 'tick', 'tick', 'tock'],
+    );
     assert.deepEqual(after(3, 0.8), tock);
   });
 
@@ -39,7 +42,15 @@ describe('Tick-Tock schedule (pure next-phase function)', () => {
   it('every phase it returns is a valid position phase', () => {
     const phases = [nextPhase({ kind: 'tock' }, gbn), after(3, 0.8), after(1, 0.4), nextPhase({ kind: 'tick', tick: 1, pruned: false }, gbn)];
     for (const phase of phases) {
-      const position = { baseline: { macs: 1, params: 1, layers: [] }, ticks: 1, phase, sampler: { rng: [1, 2, 3, 4], drawn: false, cursor: 0 }, rng: [1, 2, 3, 4], pending: [], checkpoints: [] };
+      const position = {
+        baseline: { macs: 1, params: 1, layers: [] },
+        ticks: 1,
+        phase,
+        sampler: { rng: [1, 2, 3, 4], drawn: false, cursor: 0 },
+        rng: [1, 2, 3, 4],
+        pending: [],
+        checkpoints: [],
+      };
       assert.ok(prunePositionSchema.safeParse(position).success, JSON.stringify(phase));
     }
   });

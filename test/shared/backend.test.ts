@@ -14,11 +14,17 @@ const hasNative = (() => {
 })();
 
 test('an unknown backend is refused with the allowed values', async () => {
-  await assert.rejects(initBackend('gpu' as BackendChoice), (e: Error & { code?: string }) => e.code === 'BAD_FLAG' && /auto\|tensorflow\|wasm\|cpu/.test(e.message));
+  await assert.rejects(
+    initBackend('gpu' as BackendChoice),
+    (e: Error & { code?: string }) => e.code === 'BAD_FLAG' && /auto\|tensorflow\|wasm\|cpu/.test(e.message),
+  );
 });
 
 test('asking for tensorflow without the optional package says how to install it', { skip: hasNative && 'tfjs-node is installed here' }, async () => {
-  await assert.rejects(initBackend('tensorflow'), (e: Error & { code?: string }) => e.code === 'BACKEND_MISSING' && /npm install @tensorflow\/tfjs-node/.test(e.message));
+  await assert.rejects(
+    initBackend('tensorflow'),
+    (e: Error & { code?: string }) => e.code === 'BACKEND_MISSING' && /npm install @tensorflow\/tfjs-node/.test(e.message),
+  );
 });
 
 test('auto falls back to wasm when native TensorFlow is absent', { skip: hasNative && 'tfjs-node is installed here' }, async () => {

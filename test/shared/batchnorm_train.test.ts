@@ -19,7 +19,14 @@ for (const shape of [
 ] as [number, number, number, number][]) {
   test(`fused BN forward and gradients equal autograd's for x ${shape.join('x')}`, () => {
     const ch = shape[3];
-    const x = tf.tensor4d(randomArray(shape.reduce((p, q) => p * q, 1), 11, 2), shape);
+    const x = tf.tensor4d(
+      randomArray(
+        shape.reduce((p, q) => p * q, 1),
+        11,
+        2,
+      ),
+      shape,
+    );
     const a = tf.tensor1d(randomArray(ch, 12, 1.5));
     const c = tf.tensor1d(randomArray(ch, 13, 0.5));
     // A non-uniform upstream gradient so every term of the backward pass matters.

@@ -8,14 +8,24 @@ import { GdpError } from '../../src/shared/errors.js';
 import { archSpec, buildModel } from '../../src/shared/models/registry.js';
 import type { CifarResNet } from '../../src/shared/models/resnet_cifar.js';
 import type { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
-import { activationsPerSample, backendMemoryLimit, checkShardFits, estimatePeakBytes, largestBatchWithin, WASM_HEAP_LIMIT } from '../../src/shared/train/memory.js';
+import {
+  activationsPerSample,
+  backendMemoryLimit,
+  checkShardFits,
+  estimatePeakBytes,
+  largestBatchWithin,
+  WASM_HEAP_LIMIT,
+} from '../../src/shared/train/memory.js';
 import { REPO_ROOT } from '../io/fixture.js';
 
 await initBackend('cpu');
 
-const tooLarge = (...mention: string[]) => (e: unknown) => e instanceof GdpError && e.code === 'BATCH_TOO_LARGE' && mention.every((m) => e.message.includes(m));
+const tooLarge =
+  (...mention: string[]) =>
+  (e: unknown) =>
+    e instanceof GdpError && e.code === 'BATCH_TOO_LARGE' && mention.every((m) => e.message.includes(m));
 
-test("the estimate bounds the wasm heap a pass really takes, without being far above it", async () => {
+test('the estimate bounds the wasm heap a pass really takes, without being far above it', async () => {
   for (const kind of ['train', 'forward']) {
     // A fresh process: the wasm heap only grows, so its size after one pass is that pass's peak.
     const { stdout } = await promisify(execFile)(process.execPath, [join(REPO_ROOT, 'dist', 'bench', 'memory.js'), 'mnist.resnet20', '48', kind]);

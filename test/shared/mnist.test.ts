@@ -19,7 +19,10 @@ test('MNIST split: first 80% of each digit trains, the rest tests (7,996 / 2,004
 
 test('MNIST is normalised by the training set mean and std', async () => {
   const { train, test: testSet } = loadMnist();
-  const all = await train.load(Array.from({ length: train.size }, (_, i) => i), { augment: false, seed: 0 });
+  const all = await train.load(
+    Array.from({ length: train.size }, (_, i) => i),
+    { augment: false, seed: 0 },
+  );
   let s = 0;
   let q = 0;
   for (const v of all.x) {

@@ -10,10 +10,19 @@ import { maxAbsDiff, randomArray, useBackend } from '../helpers.js';
 
 before(() => useBackend('cpu'));
 
-test('parameter and buffer names are PyTorch\'s', () => {
+test("parameter and buffer names are PyTorch's", () => {
   const m = buildModel('cifar.resnet56');
   const names = [...m.namedSlots()].map(([n]) => n);
-  for (const n of ['conv1.weight', 'bn1.running_var', 'layer1.0.conv1.weight', 'layer2.0.shortcut.0.weight', 'layer2.0.shortcut.1.bias', 'layer3.8.bn2.weight', 'linear.weight', 'linear.bias']) {
+  for (const n of [
+    'conv1.weight',
+    'bn1.running_var',
+    'layer1.0.conv1.weight',
+    'layer2.0.shortcut.0.weight',
+    'layer2.0.shortcut.1.bias',
+    'layer3.8.bn2.weight',
+    'linear.weight',
+    'linear.bias',
+  ]) {
     assert.ok(names.includes(n), `missing ${n}`);
   }
   assert.ok(!names.includes('layer1.0.shortcut.0.weight'), 'identity shortcuts have no conv');
@@ -47,7 +56,7 @@ test('BatchNorm2d train mode normalises with batch stats and updates running sta
   bn.dispose();
 });
 
-test('gating a BN (the paper\'s conversion) keeps its eval output; melting the gate back keeps it too', () => {
+test("gating a BN (the paper's conversion) keeps its eval output; melting the gate back keeps it too", () => {
   const bn = new BatchNorm2d(4);
   bn.weight.set(tf.tensor1d([0.5, -2, 1.5, 0.25]));
   bn.bias.set(tf.tensor1d([0.1, 0.3, -0.2, 1]));

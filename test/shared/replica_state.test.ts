@@ -24,9 +24,16 @@ async function trained(): Promise<Replica> {
   const data = await tinyData();
   for (const start of [0, 16]) {
     const layout = r.layout('all');
-    const batch = await data.train.load(Int32Array.from({ length: 16 }, (_, i) => start + i), { augment: false, seed: 0 });
+    const batch = await data.train.load(
+      Int32Array.from({ length: 16 }, (_, i) => start + i),
+      { augment: false, seed: 0 },
+    );
     const { grad } = r.gradients(batch, layout);
-    r.applyGradient(layout, grad.map((g) => g / batch.n), SGD);
+    r.applyGradient(
+      layout,
+      grad.map((g) => g / batch.n),
+      SGD,
+    );
   }
   return r;
 }
@@ -48,7 +55,11 @@ test('snapshot -> loadState on a replica built with another seed gives the same 
   const s = a.snapshot();
   const { entries, flat } = flattenState([...s.slots, ...s.momentum]);
   const slots = unflattenState(entries.slice(0, s.slots.length), flat);
-  const momentum = unflattenState(entries.slice(s.slots.length), flat, slots.reduce((n, t) => n + t.values.length, 0));
+  const momentum = unflattenState(
+    entries.slice(s.slots.length),
+    flat,
+    slots.reduce((n, t) => n + t.values.length, 0),
+  );
   b.loadState({ updates: s.updates, slots, momentum });
   for (const scope of ['parameters', 'state', 'state-without-running-stats'] as const) assert.equal(b.checksum(scope), a.checksum(scope), scope);
   assert.deepEqual(b.updates, a.updates);
@@ -71,7 +82,10 @@ test('loadState refuses a state that does not fit the model with BAD_STATE, befo
     ['a missing slot', { ...good, updates: [], slots: without(good, 'conv1.weight') }],
     ['an extra slot', { ...good, updates: [], slots: [...good.slots, { name: 'conv9.weight', values: new Float32Array(4) }] }],
     ['a slot of another size', { ...good, updates: [], slots: [...without(good, 'conv1.weight'), { name: 'conv1.weight', values: new Float32Array(5) }] }],
-    ['a slot of another shape', { ...good, updates: [], slots: [...without(good, 'linear.weight'), { name: 'linear.weight', shape: [3, 20], values: new Float32Array(60) }] }],
+    [
+      'a slot of another shape',
+      { ...good, updates: [], slots: [...without(good, 'linear.weight'), { name: 'linear.weight', shape: [3, 20], values: new Float32Array(60) }] },
+    ],
     ['a slot named twice', { ...good, updates: [], slots: [...good.slots, good.slots[0]] }],
     ['momentum of no parameter', { ...good, updates: [], momentum: [{ name: 'conv9.weight', values: new Float32Array(3) }] }],
   ];
@@ -88,13 +102,21 @@ test('loadState refuses a state that does not fit the model with BAD_STATE, befo
     const plain = ungated(state);
     const b = fresh(11);
     const before = b.checksum('state');
-    assert.equal(codeOf(() => b.loadState(plain)), 'BAD_STATE', what);
+    assert.equal(
+      codeOf(() => b.loadState(plain)),
+      'BAD_STATE',
+      what,
+    );
     assert.equal(b.checksum('state'), before, `${what}: nothing overwritten`);
     b.model.dispose();
   }
   const used = fresh(11);
   used.applyUpdate({ kind: 'reset_momentum' });
-  assert.equal(codeOf(() => used.loadState(good)), 'INTERNAL', 'a replica that applied updates cannot replay a log');
+  assert.equal(
+    codeOf(() => used.loadState(good)),
+    'INTERNAL',
+    'a replica that applied updates cannot replay a log',
+  );
   used.model.dispose();
   a.model.dispose();
 });
@@ -111,7 +133,10 @@ test('applyUpdate records every update; reset_momentum drops momentum, a mask ke
     a.updates.map((u) => u.kind),
     ['custom', 'mask', 'reset_momentum'],
   );
-  assert.equal(codeOf(() => a.applyUpdate({ kind: 'gate', layers: ['conv1'] })), 'BAD_UPDATE');
+  assert.equal(
+    codeOf(() => a.applyUpdate({ kind: 'gate', layers: ['conv1'] })),
+    'BAD_UPDATE',
+  );
   assert.equal(a.updates.length, 3, 'a refused update is not recorded');
   a.model.dispose();
 });
@@ -131,10 +156,25 @@ test('running statistics: set/get round trip, checked in full; only the state ch
   assert.equal(a.checksum('parameters'), sums.parameters);
   assert.equal(a.checksum('state-without-running-stats'), sums.shared);
   const nan = changed.map((s, i) => (i === 2 ? { ...s, values: s.values.map(() => NaN) } : s));
-  assert.equal(codeOf(() => a.setRunningStats(nan)), 'NON_FINITE');
-  assert.equal(codeOf(() => a.setRunningStats(changed.slice(1))), 'BAD_STATE', 'a statistic missing');
-  assert.equal(codeOf(() => a.checkRunningStats([...changed, { name: 'bn1.bn_mask', shape: [6], values: new Float32Array(6) }])), 'BAD_STATE', 'not a statistic');
-  assert.equal(codeOf(() => a.checkRunningStats(changed.map((s) => ({ ...s, shape: [2, 3] })))), 'BAD_STATE', 'another shape');
+  assert.equal(
+    codeOf(() => a.setRunningStats(nan)),
+    'NON_FINITE',
+  );
+  assert.equal(
+    codeOf(() => a.setRunningStats(changed.slice(1))),
+    'BAD_STATE',
+    'a statistic missing',
+  );
+  assert.equal(
+    codeOf(() => a.checkRunningStats([...changed, { name: 'bn1.bn_mask', shape: [6], values: new Float32Array(6) }])),
+    'BAD_STATE',
+    'not a statistic',
+  );
+  assert.equal(
+    codeOf(() => a.checkRunningStats(changed.map((s) => ({ ...s, shape: [2, 3] })))),
+    'BAD_STATE',
+    'another shape',
+  );
   assert.deepEqual(a.runningStats(), changed, 'refused sets changed nothing');
   a.model.dispose();
 });

@@ -52,7 +52,11 @@ async function stepOn(backend: 'cpu' | 'wasm', arch: string, hw: number, batch: 
   const layout = replica.layout('all');
   const b = { x: randomArray(batch * hw * hw * c, 5), y: Int32Array.from({ length: batch }, (_, i) => (i * 3) % spec.defaultClasses), n: batch };
   const { grad, stats } = replica.gradients(b, layout);
-  replica.applyGradient(layout, grad.map((v) => v / batch), { lr: 0.1, momentum: 0.9, weightDecay: 5e-4, nesterov: false });
+  replica.applyGradient(
+    layout,
+    grad.map((v) => v / batch),
+    { lr: 0.1, momentum: 0.9, weightDecay: 5e-4, nesterov: false },
+  );
   const params = replica.readParams(layout);
   const bn = model.namedBuffers().map(([, s]) => s.value.dataSync() as Float32Array);
   model.dispose();

@@ -99,12 +99,16 @@ export class RingAllReduce {
       throw new GdpError('INTERNAL', `ring bucketElems ${bucketElems}: need 1 to ${Math.floor((MAX_FRAME_BYTES - CHUNK_OVERHEAD_BYTES) / 4)}`);
     }
     if (!(timeoutMs > 0)) throw new GdpError('INTERNAL', `ring timeoutMs ${timeoutMs}: need a positive number`);
-    if ((size > 1) !== (links !== null)) throw new GdpError('INTERNAL', `a ring of ${size} needs ${size > 1 ? 'two links' : 'no links'}`);
+    if (size > 1 !== (links !== null)) throw new GdpError('INTERNAL', `a ring of ${size} needs ${size > 1 ? 'two links' : 'no links'}`);
     if (links) {
       links.next.onFrame((f) => this.guard(() => this.fromNext(f)));
       links.prev.onFrame((f) => this.guard(() => this.fromPrev(f)));
-      links.next.onClose((reason, err) => this.fail(err ?? new GdpError('WORKER_LOST', `${this.name}: the link to rank ${mod(rank + 1, size)} (${links.next.remote}) closed: ${reason}`)));
-      links.prev.onClose((reason, err) => this.fail(err ?? new GdpError('WORKER_LOST', `${this.name}: the link from rank ${mod(rank - 1, size)} (${links.prev.remote}) closed: ${reason}`)));
+      links.next.onClose((reason, err) =>
+        this.fail(err ?? new GdpError('WORKER_LOST', `${this.name}: the link to rank ${mod(rank + 1, size)} (${links.next.remote}) closed: ${reason}`)),
+      );
+      links.prev.onClose((reason, err) =>
+        this.fail(err ?? new GdpError('WORKER_LOST', `${this.name}: the link from rank ${mod(rank - 1, size)} (${links.prev.remote}) closed: ${reason}`)),
+      );
     }
   }
 
@@ -154,10 +158,14 @@ export class RingAllReduce {
         reject,
       };
       this.running = run;
-      run.timer = setTimeout(() => this.fail(new GdpError('PEER_TIMEOUT', `${this.name}: all-reduce ${op} not done after ${this.opts.timeoutMs} ms (a peer stalled)`)), this.opts.timeoutMs);
+      run.timer = setTimeout(
+        () => this.fail(new GdpError('PEER_TIMEOUT', `${this.name}: all-reduce ${op} not done after ${this.opts.timeoutMs} ms (a peer stalled)`)),
+        this.opts.timeoutMs,
+      );
       this.guard(() => {
         this.links!.prev.send(encodeRingMessage({ type: 'ring_ready', op, elems: values.length, count }));
-        if (this.successorReady > op) throw new GdpError('PROTOCOL', `${this.name}: the successor is at all-reduce ${this.successorReady}, this rank starts ${op}`);
+        if (this.successorReady > op)
+          throw new GdpError('PROTOCOL', `${this.name}: the successor is at all-reduce ${this.successorReady}, this rank starts ${op}`);
         if (this.successorReady === op) this.successorStarted(run);
         this.progress(run);
       });
@@ -185,7 +193,8 @@ export class RingAllReduce {
     const run = this.running;
     if (m.op <= this.successorReady) throw new GdpError('PROTOCOL', `${this.name}: ring_ready for all-reduce ${m.op} after ${this.successorReady}`);
     // A successor ahead of us may only be at the op after ours once it has taken ours (it cannot finish ours alone).
-    if (run && !run.ready && m.op !== run.op) throw new GdpError('PROTOCOL', `${this.name}: the successor is ready for all-reduce ${m.op}, this rank runs ${run.op}`);
+    if (run && !run.ready && m.op !== run.op)
+      throw new GdpError('PROTOCOL', `${this.name}: the successor is ready for all-reduce ${m.op}, this rank runs ${run.op}`);
     this.successorReady = m.op;
     this.successorElems = m.elems;
     this.successorCount = m.count;
@@ -215,7 +224,10 @@ export class RingAllReduce {
     const slot = run.schedule[run.received];
     if (!slot) throw new GdpError('PROTOCOL', `${this.name}: all-reduce ${m.op}: a chunk after all ${run.schedule.length} arrived`);
     if (m.phase !== slot.phase || m.step !== slot.step || m.piece !== slot.piece) {
-      throw new GdpError('PROTOCOL', `${this.name}: all-reduce ${m.op}: got ${m.phase} step ${m.step} piece ${m.piece}, expected ${slot.phase} step ${slot.step} piece ${slot.piece}`);
+      throw new GdpError(
+        'PROTOCOL',
+        `${this.name}: all-reduce ${m.op}: got ${m.phase} step ${m.step} piece ${m.piece}, expected ${slot.phase} step ${slot.step} piece ${slot.piece}`,
+      );
     }
     this.take(run, slot, m);
     run.received++;

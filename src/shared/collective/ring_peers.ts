@@ -89,7 +89,8 @@ export class RingEndpoint {
     try {
       const m = decodeRingMessage(await link.nextFrame(this.helloTimeoutMs, 'HELLO_TIMEOUT'));
       if (m.type !== 'ring_hello') throw new GdpError('PROTOCOL', `'${m.type}' as the first message, expected ring_hello`);
-      if (m.protocol !== RING_PROTOCOL_VERSION) throw new GdpError('PROTOCOL_VERSION', `ring protocol ${m.protocol}, this worker speaks ${RING_PROTOCOL_VERSION}`);
+      if (m.protocol !== RING_PROTOCOL_VERSION)
+        throw new GdpError('PROTOCOL_VERSION', `ring protocol ${m.protocol}, this worker speaks ${RING_PROTOCOL_VERSION}`);
       hello = m;
     } catch (err) {
       this.refuse(link, asGdpError(err));
@@ -125,7 +126,13 @@ export class RingEndpoint {
   private claim(w: Waiter, link: HandshakeTransport, hello: RingMessageOf<'ring_hello'>): void {
     const { ring, rank, size } = w.spec;
     if (hello.size !== size || hello.rank !== mod(rank + 1, size)) {
-      this.refuse(link, new GdpError('PROTOCOL', `ring ${ring}: rank ${hello.rank} of ${hello.size} dialed rank ${rank} of ${size}, whose successor is rank ${mod(rank + 1, size)}`));
+      this.refuse(
+        link,
+        new GdpError(
+          'PROTOCOL',
+          `ring ${ring}: rank ${hello.rank} of ${hello.size} dialed rank ${rank} of ${size}, whose successor is rank ${mod(rank + 1, size)}`,
+        ),
+      );
       return;
     }
     this.waiters.delete(ring);

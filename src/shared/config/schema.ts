@@ -26,7 +26,8 @@ const base = z
     fp16: z
       .boolean()
       .refine((v) => !v, {
-        message: 'gdp trains in float32, as the paper\'s code does (its fp16 switch only re-enables cuDNN); set it false, and for half-precision gradient uploads set dist.grad_dtype: "float16"',
+        message:
+          'gdp trains in float32, as the paper\'s code does (its fp16 switch only re-enables cuDNN); set it false, and for half-precision gradient uploads set dist.grad_dtype: "float16"',
       })
       .default(false),
     /** gdp: where logs/<task_name>/ goes. */
@@ -47,7 +48,8 @@ const model = z
     pretrained: z
       .boolean()
       .refine((v) => !v, {
-        message: 'gdp downloads no weights: convert the pretrained weights to safetensors (PyTorch names) and name the file in model.weights; set pretrained false',
+        message:
+          'gdp downloads no weights: convert the pretrained weights to safetensors (PyTorch names) and name the file in model.weights; set pretrained false',
       })
       .default(false),
     /** gdp: safetensors weights to start from (PyTorch names and layout). */
@@ -80,7 +82,10 @@ const train = z
     trainer: z.enum(['normal']).default('normal'),
     max_epoch: z.number().int().nonnegative(),
     optim: z.enum(['sgd']).default('sgd'),
-    steplr: z.array(z.tuple([z.number().int().positive(), z.number().nonnegative()])).min(1).optional(),
+    steplr: z
+      .array(z.tuple([z.number().int().positive(), z.number().nonnegative()]))
+      .min(1)
+      .optional(),
     sgdr: sgdr.optional(),
     weight_decay: z.number().nonnegative().default(0),
     momentum: z.number().min(0).max(1).default(0),
@@ -119,11 +124,15 @@ const data = z
   .strict()
   .superRefine((d, ctx) => {
     for (const key of FOLDER_KEYS) {
-      if (d[key] !== undefined && d.type !== 'folder') ctx.addIssue({ code: 'custom', path: [key], message: `applies to data.type 'folder' only, not '${d.type}'` });
+      if (d[key] !== undefined && d.type !== 'folder')
+        ctx.addIssue({ code: 'custom', path: [key], message: `applies to data.type 'folder' only, not '${d.type}'` });
     }
-    if ((d.mean === undefined) !== (d.std === undefined)) ctx.addIssue({ code: 'custom', path: [d.mean ? 'std' : 'mean'], message: 'data.mean and data.std go together' });
-    else if (d.mean && d.std && d.mean.length !== d.std.length) ctx.addIssue({ code: 'custom', path: ['std'], message: `${d.std.length} value(s), data.mean has ${d.mean.length}` });
-    if (d.mean && d.channels !== undefined && d.mean.length !== d.channels) ctx.addIssue({ code: 'custom', path: ['mean'], message: `${d.mean.length} value(s) for ${d.channels} channel(s)` });
+    if ((d.mean === undefined) !== (d.std === undefined))
+      ctx.addIssue({ code: 'custom', path: [d.mean ? 'std' : 'mean'], message: 'data.mean and data.std go together' });
+    else if (d.mean && d.std && d.mean.length !== d.std.length)
+      ctx.addIssue({ code: 'custom', path: ['std'], message: `${d.std.length} value(s), data.mean has ${d.mean.length}` });
+    if (d.mean && d.channels !== undefined && d.mean.length !== d.channels)
+      ctx.addIssue({ code: 'custom', path: ['mean'], message: `${d.mean.length} value(s) for ${d.channels} channel(s)` });
   });
 
 const loss = z.object({ criterion: z.enum(['softmax']) }).strict();
@@ -211,7 +220,8 @@ export const configSchema = z
   // The paper's main.py continues from base.checkpoint_path at epoch base.epoch+1: without weights it would train
   // a fresh network on the tail of the schedule.
   .refine((c) => c.base.epoch === 0 || c.base.checkpoint_path !== '' || c.model.weights !== undefined, {
-    message: 'continuing from epoch base.epoch+1 needs the weights that epoch ended with: set base.checkpoint_path or model.weights (or continue a gdp run exactly with --resume DIR)',
+    message:
+      'continuing from epoch base.epoch+1 needs the weights that epoch ended with: set base.checkpoint_path or model.weights (or continue a gdp run exactly with --resume DIR)',
     path: ['base', 'epoch'],
   });
 

@@ -68,10 +68,16 @@ function readSplit(variant: CifarVariant, folder: string, files: string[]): Cifa
     try {
       bytes = readFileSync(path);
     } catch (err) {
-      throw new GdpError('BAD_DATA', `${variant}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); expected ${describeLayout(variant)}`);
+      throw new GdpError(
+        'BAD_DATA',
+        `${variant}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); expected ${describeLayout(variant)}`,
+      );
     }
     if (bytes.length === 0 || bytes.length % recordBytes !== 0) {
-      throw new GdpError('BAD_DATA', `${variant}: ${path} has ${bytes.length} bytes, not a positive multiple of the ${recordBytes}-byte record; expected ${describeLayout(variant)}`);
+      throw new GdpError(
+        'BAD_DATA',
+        `${variant}: ${path} has ${bytes.length} bytes, not a positive multiple of the ${recordBytes}-byte record; expected ${describeLayout(variant)}`,
+      );
     }
     return { path, bytes };
   });
@@ -83,7 +89,10 @@ function readSplit(variant: CifarVariant, folder: string, files: string[]): Cifa
     for (let r = 0; r < bytes.length; r += recordBytes, k++) {
       for (let b = 0; b < l.labelBytes; b++) {
         if (bytes[r + b] >= l.labelRanges[b]) {
-          throw new GdpError('BAD_DATA', `${variant}: ${path} record ${r / recordBytes} has label byte ${b} = ${bytes[r + b]}, outside [0, ${l.labelRanges[b]}); expected ${describeLayout(variant)}`);
+          throw new GdpError(
+            'BAD_DATA',
+            `${variant}: ${path} record ${r / recordBytes} has label byte ${b} = ${bytes[r + b]}, outside [0, ${l.labelRanges[b]}); expected ${describeLayout(variant)}`,
+          );
         }
       }
       labels[k] = bytes[r + l.labelBytes - 1];

@@ -52,7 +52,8 @@ export async function runDecodeTask(task: DecodeTask): Promise<Float32Array> {
     if (task.planes.length !== n * CIFAR_IMAGE_BYTES) throw new GdpError('BAD_DATA', `cifar decode task: ${task.planes.length} bytes for ${n} images`);
     cifarToNhwc(task.planes, task.indices, opts, out);
   } else {
-    if (task.norm.mean.length !== task.spec.channels) throw new GdpError('BAD_DATA', `image decode task: ${task.norm.mean.length} normalisation channels for ${task.spec.channels}-channel images`);
+    if (task.norm.mean.length !== task.spec.channels)
+      throw new GdpError('BAD_DATA', `image decode task: ${task.norm.mean.length} normalisation channels for ${task.spec.channels}-channel images`);
     for (let i = 0; i < n; i++) await decodeImageInto(task.files[i], task.indices[i], { ...opts, spec: task.spec }, out, i * per);
   }
   return out;

@@ -63,7 +63,8 @@ function classFolders(name: string, root: string): string[] {
   const classes = entries.filter((c) => isDir(join(root, c)));
   if (classes.length > 0) return classes;
   const loose = entries.filter(isImage).length;
-  if (loose > 0) throw new GdpError('BAD_DATA', `${name}: ${root} holds ${loose} image file(s) but no class folders: put each class's images in ${root}/<class>/`);
+  if (loose > 0)
+    throw new GdpError('BAD_DATA', `${name}: ${root} holds ${loose} image file(s) but no class folders: put each class's images in ${root}/<class>/`);
   throw new GdpError('BAD_DATA', `${name}: ${root} has no class folders; expected ${layout(name)}`);
 }
 
@@ -174,7 +175,10 @@ async function folderNormalisation(train: ImageFolderDataset): Promise<Normalisa
   const std = Array.from(sq, (q, k) => Math.sqrt(Math.max(0, q / count - mean[k] * mean[k])));
   const flat = std.findIndex((v) => !(v > 1e-6));
   if (flat >= 0) {
-    throw new GdpError('BAD_DATA', `${train.name}: channel ${flat} has the value ${mean[flat].toFixed(4)} in every training image (std 0), so it cannot be normalised: set data.mean and data.std`);
+    throw new GdpError(
+      'BAD_DATA',
+      `${train.name}: channel ${flat} has the value ${mean[flat].toFixed(4)} in every training image (std 0), so it cannot be normalised: set data.mean and data.std`,
+    );
   }
   return { mean, std };
 }
@@ -201,7 +205,15 @@ export function loadFolderPair(dir: string, pool: DecodePool, setup: FolderSetup
   const normalisation = (): Promise<Normalisation> => (given ? Promise.resolve(given) : (computed ??= folderNormalisation(train)));
   // What a worker's copy must match besides labels: sample k must be the same file, transformed the same way.
   const setupText = `${spec.size}x${spec.size}x${spec.channels} ${spec.augment} resize ${spec.resize} pad ${spec.pad} norm ${given ? JSON.stringify(given) : 'from train'} classes ${createHash('sha256').update(classes.join('\n')).digest('hex').slice(0, 16)}`;
-  const train: ImageFolderDataset = new ImageFolderDataset(`${name}/train`, scanSplit(name, trainRoot, classes, classes), classes.length, spec, normalisation, pool, setupText);
+  const train: ImageFolderDataset = new ImageFolderDataset(
+    `${name}/train`,
+    scanSplit(name, trainRoot, classes, classes),
+    classes.length,
+    spec,
+    normalisation,
+    pool,
+    setupText,
+  );
   const test = new ImageFolderDataset(`${name}/val`, scanSplit(name, valRoot, valClasses, classes), classes.length, spec, normalisation, pool, setupText);
   return { train, test };
 }

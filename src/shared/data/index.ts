@@ -27,9 +27,11 @@ export interface LoadDatasetOptions {
 function folderSetup(config: Config): FolderSetup {
   const d = config.data;
   const [h, w, c] = modelInputShape(config.model.name, modelOptions(config.model));
-  if (d.image_size === undefined && h !== w) throw new GdpError('BAD_CONFIG', `data.image_size: '${config.model.name}' takes ${h}x${w} images; folder images are square, set data.image_size`);
+  if (d.image_size === undefined && h !== w)
+    throw new GdpError('BAD_CONFIG', `data.image_size: '${config.model.name}' takes ${h}x${w} images; folder images are square, set data.image_size`);
   const channels = d.channels ?? (c === 1 ? 1 : 3);
-  if (d.mean && d.mean.length !== channels) throw new GdpError('BAD_CONFIG', `data.mean: ${d.mean.length} value(s) for ${channels}-channel images (data.channels or the model's input)`);
+  if (d.mean && d.mean.length !== channels)
+    throw new GdpError('BAD_CONFIG', `data.mean: ${d.mean.length} value(s) for ${channels}-channel images (data.channels or the model's input)`);
   const spec = folderImageSpec(d.image_size ?? h, channels);
   return { name: 'folder', spec, norm: d.mean && d.std ? { mean: d.mean, std: d.std } : undefined };
 }

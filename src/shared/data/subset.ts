@@ -69,6 +69,9 @@ export class SubsetDataset implements Dataset {
   }
   async load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch> {
     const { idx } = checkedIndices(this.name, this.labels, indices);
-    return this.inner.load(idx.map((i) => this.members[i]), opts);
+    return this.inner.load(
+      idx.map((i) => this.members[i]),
+      opts,
+    );
   }
 }

@@ -34,7 +34,13 @@ export interface ModelDescription {
  * cannot replace the model fields.
  */
 export function modelMetadata(model: Module, desc: ModelDescription, extra: Record<string, string> = {}): Record<string, string> {
-  const meta: Record<string, string> = { format: 'gdp', ...extra, arch: desc.arch, num_class: String(desc.numClasses), widths: JSON.stringify(layerWidths(model)) };
+  const meta: Record<string, string> = {
+    format: 'gdp',
+    ...extra,
+    arch: desc.arch,
+    num_class: String(desc.numClasses),
+    widths: JSON.stringify(layerWidths(model)),
+  };
   if (desc.inputSize !== undefined) meta.input_size = String(desc.inputSize);
   // An imported architecture travels with its weights: the TF.js topology it is built from.
   if (model instanceof GraphModel) meta.graph = JSON.stringify(model.topology);
@@ -134,7 +140,8 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
   let inputShape = spec.inputShape;
   if (meta.input_size !== undefined) {
     const size = Number(meta.input_size);
-    if (!Number.isInteger(size) || size < 1) throw new GdpError('BAD_METADATA', `${source}: metadata field 'input_size' must be a positive integer, got '${meta.input_size}'`);
+    if (!Number.isInteger(size) || size < 1)
+      throw new GdpError('BAD_METADATA', `${source}: metadata field 'input_size' must be a positive integer, got '${meta.input_size}'`);
     try {
       inputShape = modelInputShape(arch, { inputSize: size });
     } catch (e) {

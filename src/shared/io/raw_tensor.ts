@@ -37,8 +37,6 @@ export async function writeF32(path: string, data: Float32Array): Promise<void> 
 /** NCHW (PyTorch's layout) to NHWC (gdp's activations). */
 export function nchwToNhwc(x: Float32Array, [n, c, h, w]: readonly number[]): Float32Array {
   const out = new Float32Array(x.length);
-  for (let b = 0; b < n; b++)
-    for (let ch = 0; ch < c; ch++)
-      for (let i = 0; i < h * w; i++) out[(b * h * w + i) * c + ch] = x[(b * c + ch) * h * w + i];
+  for (let b = 0; b < n; b++) for (let ch = 0; ch < c; ch++) for (let i = 0; i < h * w; i++) out[(b * h * w + i) * c + ch] = x[(b * c + ch) * h * w + i];
   return out;
 }

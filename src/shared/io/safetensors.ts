@@ -88,10 +88,13 @@ function checkEntry(name: string, raw: unknown, bad: (m: string) => GdpError): E
   const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
   const dtype = String(e.dtype);
   if (typeof e.dtype !== 'string' || !Object.hasOwn(DTYPES, dtype)) {
-    throw bad(`tensor '${name}': unknown dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(DTYPES).join(', ')}; packed sub-byte types such as F4 are not read)`);
+    throw bad(
+      `tensor '${name}': unknown dtype ${JSON.stringify(e.dtype)} (known: ${Object.keys(DTYPES).join(', ')}; packed sub-byte types such as F4 are not read)`,
+    );
   }
   const info = DTYPES[dtype];
-  if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw bad(`tensor '${name}': shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
+  if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+    throw bad(`tensor '${name}': shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
   const shape = e.shape as number[];
   const off = e.data_offsets;
   if (!Array.isArray(off) || off.length !== 2 || !off.every((d) => Number.isSafeInteger(d) && d >= 0) || off[0] > off[1]) {

@@ -32,19 +32,36 @@ export function toLayersModel(model: Module, inputShape: readonly number[], name
   const weights: [tf.layers.Layer, tf.Tensor[]][] = [];
   const apply = (l: tf.layers.Layer, x: tf.SymbolicTensor | tf.SymbolicTensor[]) => l.apply(x) as tf.SymbolicTensor;
   const pad = (x: tf.SymbolicTensor, p: number, n: string) =>
-    p > 0 ? apply(tf.layers.zeroPadding2d({ padding: [[p, p], [p, p]], name: `${n}_pad` }), x) : x;
+    p > 0
+      ? apply(
+          tf.layers.zeroPadding2d({
+            padding: [
+              [p, p],
+              [p, p],
+            ],
+            name: `${n}_pad`,
+          }),
+          x,
+        )
+      : x;
 
   for (const node of g.nodes.slice(1)) {
     const x = out.get(node.inputs[0])!;
     const n = layerName(node.path);
     let y: tf.SymbolicTensor;
     if (node.kind === 'add') {
-      y = apply(tf.layers.add({}), node.inputs.map((i) => out.get(i)!));
+      y = apply(
+        tf.layers.add({}),
+        node.inputs.map((i) => out.get(i)!),
+      );
     } else if (node.kind === 'relu') {
       y = apply(tf.layers.reLU({}), x);
       nonNegative.add(node.id);
     } else if (node.kind === 'concat') {
-      y = apply(tf.layers.concatenate({ axis: -1 }), node.inputs.map((i) => out.get(i)!));
+      y = apply(
+        tf.layers.concatenate({ axis: -1 }),
+        node.inputs.map((i) => out.get(i)!),
+      );
     } else if (node.kind === 'flatten') {
       // Keras flattens NHWC as h, w, c; gdp's Linear weights expect PyTorch's c, h, w, so a spatial map is permuted first.
       const spatial = x.shape.length === 4 && (x.shape[1] ?? 1) * (x.shape[2] ?? 1) > 1;
@@ -53,11 +70,27 @@ export function toLayersModel(model: Module, inputShape: readonly number[], name
     } else {
       const m = node.layer;
       if (m instanceof Conv2d) {
-        const conv = tf.layers.conv2d({ filters: m.outChannels, kernelSize: m.kernel, strides: m.stride, dilationRate: m.dilation, padding: 'valid', useBias: !!m.bias, name: n });
+        const conv = tf.layers.conv2d({
+          filters: m.outChannels,
+          kernelSize: m.kernel,
+          strides: m.stride,
+          dilationRate: m.dilation,
+          padding: 'valid',
+          useBias: !!m.bias,
+          name: n,
+        });
         y = apply(conv, pad(x, m.padding, n));
         weights.push([conv, m.bias ? [m.weight.value, m.bias.value] : [m.weight.value]]);
       } else if (m instanceof DepthwiseConv2d) {
-        const dw = tf.layers.depthwiseConv2d({ kernelSize: m.kernel, strides: m.stride, dilationRate: m.dilation, padding: 'valid', depthMultiplier: 1, useBias: !!m.bias, name: n });
+        const dw = tf.layers.depthwiseConv2d({
+          kernelSize: m.kernel,
+          strides: m.stride,
+          dilationRate: m.dilation,
+          padding: 'valid',
+          depthMultiplier: 1,
+          useBias: !!m.bias,
+          name: n,
+        });
         y = apply(dw, pad(x, m.padding, n));
         weights.push([dw, m.bias ? [m.weight.value, m.bias.value] : [m.weight.value]]);
       } else if (m instanceof ReLU6) {

@@ -127,12 +127,19 @@ export function readTfjsModelSync(path: string): TfjsModel {
     throw new GdpError('BAD_TFJS_MODEL', `${join(dir, file)} is not JSON: ${(e as Error).message}`);
   }
   const manifest = Array.isArray(json.weightsManifest) ? json.weightsManifest : [];
-  const shards = manifest.flatMap((g) => g.paths).map((p) => {
-    const b = read(p, 'weight shard');
-    return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
-  });
+  const shards = manifest
+    .flatMap((g) => g.paths)
+    .map((p) => {
+      const b = read(p, 'weight shard');
+      return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+    });
   return modelFromArtifacts(
-    { modelTopology: json.modelTopology, format: json.format, weightSpecs: manifest.flatMap((g) => g.weights), weightData: tf.io.CompositeArrayBuffer.join(shards) },
+    {
+      modelTopology: json.modelTopology,
+      format: json.format,
+      weightSpecs: manifest.flatMap((g) => g.weights),
+      weightData: tf.io.CompositeArrayBuffer.join(shards),
+    },
     path,
   );
 }

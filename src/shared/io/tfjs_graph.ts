@@ -344,7 +344,8 @@ export function readLayersTopology(topology: unknown, weights: tf.NamedTensorMap
     for (const [wname, shape] of expectedWeights(n, inShape)) {
       const w = weights[wname];
       if (!w) throw new GdpError('BAD_TFJS_MODEL', `${source}: layer '${n.name}' (${n.className}) lacks weight '${wname}'`);
-      if (w.shape.join('x') !== shape.join('x')) throw new GdpError('BAD_TFJS_MODEL', `${source}: weight '${wname}' has shape [${w.shape}], layer '${n.name}' needs [${shape}]`);
+      if (w.shape.join('x') !== shape.join('x'))
+        throw new GdpError('BAD_TFJS_MODEL', `${source}: weight '${wname}' has shape [${w.shape}], layer '${n.name}' needs [${shape}]`);
       out.set(wname, { shape, data: Float32Array.from(w.dataSync()) });
     }
   }

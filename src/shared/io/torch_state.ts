@@ -21,7 +21,8 @@ const depthwiseSwap = (t: tf.Tensor): tf.Tensor => tf.transpose(t, [2, 3, 0, 1])
 function takeFrom(tensors: Map<string, HostTensor>, other: ReadonlyMap<string, RawTensor>, used: Set<string>, name: string, source: string): HostTensor {
   const t = tensors.get(name);
   const o = other.get(name);
-  if (!t && o) throw new GdpError('BAD_DTYPE', `${source}: tensor '${name}' is ${o.dtype}; gdp loads weights from floating-point tensors (F64, F32, F16, BF16, F8)`);
+  if (!t && o)
+    throw new GdpError('BAD_DTYPE', `${source}: tensor '${name}' is ${o.dtype}; gdp loads weights from floating-point tensors (F64, F32, F16, BF16, F8)`);
   if (!t) throw new GdpError('MISSING_TENSOR', `${source}: missing tensor '${name}'`);
   used.add(name);
   return t;
@@ -111,11 +112,18 @@ export function loadTorchState(
   }
   const strange = [...other].filter(([k]) => !ignored(k));
   if (strange.length) {
-    const list = strange.slice(0, 8).map(([k, t]) => `'${k}' (${t.dtype})`).join(', ');
-    throw new GdpError('UNEXPECTED_TENSOR', `${source}: non-float tensors the model does not have: ${list}${strange.length > 8 ? ', ...' : ''} (only ${IGNORED_SUFFIXES.join(', ')} are ignored)`);
+    const list = strange
+      .slice(0, 8)
+      .map(([k, t]) => `'${k}' (${t.dtype})`)
+      .join(', ');
+    throw new GdpError(
+      'UNEXPECTED_TENSOR',
+      `${source}: non-float tensors the model does not have: ${list}${strange.length > 8 ? ', ...' : ''} (only ${IGNORED_SUFFIXES.join(', ')} are ignored)`,
+    );
   }
   const unused = [...tensors.keys()].filter((k) => !used.has(k) && !ignored(k));
-  if (unused.length) throw new GdpError('UNEXPECTED_TENSOR', `${source}: tensors the model does not have: ${unused.slice(0, 8).join(', ')}${unused.length > 8 ? ', ...' : ''}`);
+  if (unused.length)
+    throw new GdpError('UNEXPECTED_TENSOR', `${source}: tensors the model does not have: ${unused.slice(0, 8).join(', ')}${unused.length > 8 ? ', ...' : ''}`);
   trace(model, inputShape);
 }
 
@@ -142,7 +150,12 @@ export function exportTorchState(model: Module): Map<string, HostTensor> {
       put(`${p}bias`, m.bias.value);
     } else if (m instanceof BatchNorm2d) {
       const q = m.gated ? `${p}bn.` : p;
-      const slots: [string, Slot][] = [['weight', m.weight], ['bias', m.bias], ['running_mean', m.runningMean], ['running_var', m.runningVar]];
+      const slots: [string, Slot][] = [
+        ['weight', m.weight],
+        ['bias', m.bias],
+        ['running_mean', m.runningMean],
+        ['running_var', m.runningVar],
+      ];
       for (const [n, s] of slots) put(`${q}${n}`, s.value);
       if (m.gate && m.mask) {
         put(`${p}g`, m.gate.value, [1, m.channels, 1, 1]);

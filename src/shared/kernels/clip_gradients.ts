@@ -9,10 +9,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 
-import {ClipGrad, ClipGradAttrs, hasKernel} from './custom_kernels.js';
+import { ClipGrad, ClipGradAttrs, hasKernel } from './custom_kernels.js';
 
 function clipGradient(dy: tf.Tensor, x: tf.Tensor, attrs: ClipGradAttrs): tf.Tensor {
-  if (hasKernel(ClipGrad)) return tf.engine().runKernel(ClipGrad, {dy, x}, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+  if (hasKernel(ClipGrad)) return tf.engine().runKernel(ClipGrad, { dy, x }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
   return tf.tidy(() => {
     const above = attrs.loInclusive ? tf.greaterEqual(x, attrs.lo) : tf.greater(x, attrs.lo);
     return tf.mul(dy, tf.cast(tf.logicalAnd(above, tf.lessEqual(x, attrs.hi)), 'float32'));
@@ -22,15 +22,15 @@ function clipGradient(dy: tf.Tensor, x: tf.Tensor, attrs: ClipGradAttrs): tf.Ten
 const relu6Gradient: tf.GradConfig = {
   kernelName: tf.Relu6,
   inputsToSave: ['x'],
-  gradFunc: (dy, saved) => ({x: () => clipGradient(dy as tf.Tensor, saved[0], {lo: 0, hi: 6, loInclusive: false})}),
+  gradFunc: (dy, saved) => ({ x: () => clipGradient(dy as tf.Tensor, saved[0], { lo: 0, hi: 6, loInclusive: false }) }),
 };
 
 const clipByValueGradient: tf.GradConfig = {
   kernelName: tf.ClipByValue,
   inputsToSave: ['x'],
   gradFunc: (dy, saved, attrs) => {
-    const {clipValueMin, clipValueMax} = attrs as unknown as tf.ClipByValueAttrs;
-    return {x: () => clipGradient(dy as tf.Tensor, saved[0], {lo: clipValueMin, hi: clipValueMax, loInclusive: true})};
+    const { clipValueMin, clipValueMax } = attrs as unknown as tf.ClipByValueAttrs;
+    return { x: () => clipGradient(dy as tf.Tensor, saved[0], { lo: clipValueMin, hi: clipValueMax, loInclusive: true }) };
   },
 };
 

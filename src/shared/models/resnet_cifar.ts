@@ -16,10 +16,7 @@ export class BasicBlock extends Module {
     this.conv2 = this.addChild('conv2', new Conv2d(planes, planes, 3, rng, { padding: 1 }));
     this.bn2 = this.addChild('bn2', new BatchNorm2d(planes));
     const projection = stride !== 1 || inPlanes !== planes;
-    this.shortcut = this.addChild(
-      'shortcut',
-      new Sequential(projection ? [new Conv2d(inPlanes, planes, 1, rng, { stride }), new BatchNorm2d(planes)] : []),
-    );
+    this.shortcut = this.addChild('shortcut', new Sequential(projection ? [new Conv2d(inPlanes, planes, 1, rng, { stride }), new BatchNorm2d(planes)] : []));
   }
   apply<T>(x: T, F: Ops<T>): T {
     const out = F.relu(this.bn1.apply(this.conv1.apply(x, F), F));

@@ -57,13 +57,7 @@ export function batchNormTrain(
   return op(x, a, c) as tf.Tensor4D;
 }
 
-function fused(
-  x: tf.Tensor4D,
-  a: tf.Tensor1D,
-  c: tf.Tensor1D,
-  eps: number,
-  onStats: (mean: tf.Tensor1D, variance: tf.Tensor1D) => void,
-): tf.Tensor4D {
+function fused(x: tf.Tensor4D, a: tf.Tensor1D, c: tf.Tensor1D, eps: number, onStats: (mean: tf.Tensor1D, variance: tf.Tensor1D) => void): tf.Tensor4D {
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xIn, aIn, cIn] = args as tf.Tensor[];
     const save = args[3] as tf.GradSaveFunc;

@@ -49,7 +49,14 @@ export interface Conv2dOptions {
 function dilateKernel(w: tf.Tensor4D, d: number): tf.Tensor4D {
   const [k, , i, o] = w.shape;
   const e = d * (k - 1) + 1;
-  const spread = tf.pad(tf.reshape(w, [k, 1, k, 1, i, o]), [[0, 0], [0, d - 1], [0, 0], [0, d - 1], [0, 0], [0, 0]]);
+  const spread = tf.pad(tf.reshape(w, [k, 1, k, 1, i, o]), [
+    [0, 0],
+    [0, d - 1],
+    [0, 0],
+    [0, d - 1],
+    [0, 0],
+    [0, 0],
+  ]);
   return tf.slice(tf.reshape(spread, [k * d, k * d, i, o]), [0, 0, 0, 0], [e, e, i, o]) as tf.Tensor4D;
 }
 
@@ -77,7 +84,18 @@ abstract class SpatialConv extends Layer {
     return tf.tidy(() => {
       const p = this.padding;
       const w = this.dilation > 1 ? dilateKernel(this.weight.value as tf.Tensor4D, this.dilation) : (this.weight.value as tf.Tensor4D);
-      const y = this.convolve(x as tf.Tensor4D, w, p === 0 ? 'valid' : [[0, 0], [p, p], [p, p], [0, 0]]);
+      const y = this.convolve(
+        x as tf.Tensor4D,
+        w,
+        p === 0
+          ? 'valid'
+          : [
+              [0, 0],
+              [p, p],
+              [p, p],
+              [0, 0],
+            ],
+      );
       return this.bias ? tf.add(y, this.bias.value) : y;
     });
   }
@@ -321,7 +339,19 @@ export class MaxPool2d extends Layer {
     return tf.tidy(() => {
       const p = this.padding;
       // -Infinity padding keeps PyTorch's semantics (padded cells never win the max).
-      const xp = p > 0 ? tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], -1e30) : x;
+      const xp =
+        p > 0
+          ? tf.pad(
+              x,
+              [
+                [0, 0],
+                [p, p],
+                [p, p],
+                [0, 0],
+              ],
+              -1e30,
+            )
+          : x;
       return tf.maxPool(xp as tf.Tensor4D, this.kernel, this.stride, 'valid');
     });
   }

@@ -23,7 +23,7 @@ export function toFloat16Bits(v: number): number {
     // Normal: keep 10 mantissa bits, round the 13 dropped ones to nearest even (a carry may bump the exponent).
     let h = ((e + 15) << 10) | (mant >>> 13);
     const rest = mant & 0x1fff;
-    if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
+    if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++;
     return sign | h;
   }
   if (e < -25) return sign;

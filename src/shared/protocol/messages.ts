@@ -43,7 +43,10 @@ const sgd = z.object({
 });
 /** Names and shapes of a flat vector's parts, in order (a FlatLayout without offsets). */
 /** A worker's ring listener as its peers dial it (RingEndpoint.url). */
-const peerUrl = z.string().max(300).regex(/^wss?:\/\/[A-Za-z0-9.:\[\]-]+:\d{1,5}$/, 'a ring address is ws://HOST:PORT or wss://HOST:PORT');
+const peerUrl = z
+  .string()
+  .max(300)
+  .regex(/^wss?:\/\/[A-Za-z0-9.:\[\]-]+:\d{1,5}$/, 'a ring address is ws://HOST:PORT or wss://HOST:PORT');
 /**
  * A worker's place in this step's ring all-reduce (src/shared/collective): the formation id (new at every
  * (re-)formation), its rank and the ring's size, its predecessor's address, the all-reduce id (the same on every

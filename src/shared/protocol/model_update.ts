@@ -41,7 +41,9 @@ export function decodeUpdateLog(text: string, source: string): ModelUpdate[] {
   try {
     raw = JSON.parse(text, (_k, v: unknown) => {
       const b = v as { base64?: unknown } | null;
-      return typeof b === 'object' && b !== null && typeof b.base64 === 'string' && Object.keys(b).length === 1 ? new Uint8Array(Buffer.from(b.base64, 'base64')) : v;
+      return typeof b === 'object' && b !== null && typeof b.base64 === 'string' && Object.keys(b).length === 1
+        ? new Uint8Array(Buffer.from(b.base64, 'base64'))
+        : v;
     });
   } catch (err) {
     throw new GdpError('BAD_UPDATE', `${source}: the model-update log is not valid JSON (${(err as Error).message})`);

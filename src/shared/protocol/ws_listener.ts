@@ -77,7 +77,9 @@ export function listenWs(host: string, port: number, onConnection: (t: Transport
   server.requestTimeout = 15000;
   // Backstop against a flood of raw TCP connections that never ask for an upgrade.
   server.maxConnections = max + HANDSHAKE_MARGIN + (opts.routes?.maxConnections ?? 0);
-  server.on('drop', (d?: { remoteAddress?: string; remotePort?: number }) => log(`refused a connection from ${d?.remoteAddress}:${d?.remotePort}: too many open connections`));
+  server.on('drop', (d?: { remoteAddress?: string; remotePort?: number }) =>
+    log(`refused a connection from ${d?.remoteAddress}:${d?.remotePort}: too many open connections`),
+  );
   const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrameBytes ?? MAX_FRAME_BYTES });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (opts.routes?.upgrade(req, socket, head)) return;

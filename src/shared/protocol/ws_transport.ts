@@ -5,7 +5,8 @@ import { MAX_FRAME_BYTES } from './version.js';
 
 /** ws' own refusals of what the other side sent (ws error codes), as GdpErrors; socket-level errors stay plain. */
 function frameError(err: Error & { code?: string }): GdpError | undefined {
-  if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return new GdpError('FRAME_TOO_LARGE', `a frame over the ${MAX_FRAME_BYTES}-byte limit (${err.message})`);
+  if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH')
+    return new GdpError('FRAME_TOO_LARGE', `a frame over the ${MAX_FRAME_BYTES}-byte limit (${err.message})`);
   if (err.code?.startsWith('WS_ERR_')) return new GdpError('BAD_FRAME', `not a valid WebSocket frame: ${err.message}`);
   return undefined;
 }
@@ -63,7 +64,7 @@ export interface ConnectOptions {
 }
 
 const REFUSALS: Record<number, [ErrorCode, string]> = {
-  401: ['AUTH_REFUSED', 'missing or wrong token (give the coordinator\'s token with --token or GDP_TOKEN)'],
+  401: ['AUTH_REFUSED', "missing or wrong token (give the coordinator's token with --token or GDP_TOKEN)"],
   503: ['TOO_MANY_CONNECTIONS', 'the coordinator is at its connection limit (--max-connections)'],
 };
 

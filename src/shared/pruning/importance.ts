@@ -5,7 +5,6 @@ import type { Rng } from '../rng.js';
 import type { FlatLayout } from '../train/replica.js';
 import type { ChannelGroup } from './groups.js';
 
-
 /** Per-BN gate scores, by BN module path. */
 export type BnScores = Map<string, Float64Array>;
 

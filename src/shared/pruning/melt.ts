@@ -123,7 +123,8 @@ export function applyMelt(model: Module, data: MeltRecord): void {
     const kept = new Set(keep);
     for (const p of l.consumers) {
       const m = mods.get(p);
-      if (!(m instanceof Conv2d) && !(m instanceof Linear)) throw new GdpError('BAD_MELT', `melt record, group '${id}': '${p}' is not a Conv2d or Linear in this model`);
+      if (!(m instanceof Conv2d) && !(m instanceof Linear))
+        throw new GdpError('BAD_MELT', `melt record, group '${id}': '${p}' is not a Conv2d or Linear in this model`);
       const slice = l.slices?.[p];
       const [offset, area] = slice ?? [0, 1];
       if (!slice) width(p, inputWidth(m));

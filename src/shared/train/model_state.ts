@@ -76,7 +76,11 @@ export function flattenState(tensors: readonly StateTensor[]): { entries: Tensor
 export function unflattenState(entries: readonly TensorEntry[], flat: Float32Array, start = 0): StateTensor[] {
   const layout = layoutOf(entries);
   if (start + layout.size > flat.length) throw new GdpError('BAD_STATE', `state of ${layout.size} values does not fit the ${flat.length - start} received`);
-  return entries.map((e, i) => ({ name: e.name, shape: e.shape, values: flat.subarray(start + layout.offsets[i], start + layout.offsets[i] + elements(e.shape)) }));
+  return entries.map((e, i) => ({
+    name: e.name,
+    shape: e.shape,
+    values: flat.subarray(start + layout.offsets[i], start + layout.offsets[i] + elements(e.shape)),
+  }));
 }
 
 /**

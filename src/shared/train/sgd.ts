@@ -13,13 +13,7 @@ export interface SgdOptions {
  *   d = grad + wd * p;  buf = d (first step) or momentum * buf + (1 - dampening) * d;
  *   d = nesterov ? d + momentum * buf : buf;  p -= lr * d
  */
-export function sgdStep(
-  params: Float32Array,
-  grad: Float32Array,
-  momentumBuf: Float32Array,
-  firstStep: boolean,
-  o: SgdOptions,
-): void {
+export function sgdStep(params: Float32Array, grad: Float32Array, momentumBuf: Float32Array, firstStep: boolean, o: SgdOptions): void {
   const n = params.length;
   if (grad.length !== n || momentumBuf.length !== n) throw new Error(`sgdStep: length mismatch ${n}/${grad.length}/${momentumBuf.length}`);
   const { lr, momentum, weightDecay: wd, nesterov } = o;

@@ -22,42 +22,26 @@ import {
   TensorInfo,
 } from '@tensorflow/tfjs-core';
 
-import {
-  runKernel,
-  runStockKernel,
-  required,
-  shortGeometry,
-  stockKernelSetup,
-  WasmKernelArgs,
-  withScratch,
-  windowNHWC,
-} from './kernel_utils.js';
+import { runKernel, runStockKernel, required, shortGeometry, stockKernelSetup, WasmKernelArgs, withScratch, windowNHWC } from './kernel_utils.js';
 
-export function avgPoolGrad(
-    args: WasmKernelArgs<AvgPoolGradInputs, AvgPoolGradAttrs>): TensorInfo {
-  const {inputs, backend, attrs} = args;
+export function avgPoolGrad(args: WasmKernelArgs<AvgPoolGradInputs, AvgPoolGradAttrs>): TensorInfo {
+  const { inputs, backend, attrs } = args;
   const dy = required(inputs.dy, 'dy');
   const input = required(inputs.input, 'input');
-  const {filterSize, strides, pad} = attrs;
-  const info = backend_util.computePool2DInfo(
-      input.shape as [number, number, number, number], filterSize, strides,
-      1, pad);
-  const {n, h, w, c, oh, ow, kh, kw, sh, sw, pt, pl} = shortGeometry(info);
+  const { filterSize, strides, pad } = attrs;
+  const info = backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad);
+  const { n, h, w, c, oh, ow, kh, kw, sh, sw, pt, pl } = shortGeometry(info);
   const disjoint = (oh === 1 || sh === kh) && (ow === 1 || sw === kw);
   if (!disjoint || input.dtype !== 'float32') {
     return runStockKernel(AvgPoolGrad, backend, inputs, attrs);
   }
-  return withScratch(backend, s => {
-    const scale = s.run(
-        Fill, {},
-        {shape: [1, 1, kh, 1, kw, 1], value: 1 / (kh * kw), dtype: 'float32'});
-    const spread = s.run(
-        Multiply, {a: s.view(dy, [n, oh, 1, ow, 1, c]), b: scale});
+  return withScratch(backend, (s) => {
+    const scale = s.run(Fill, {}, { shape: [1, 1, kh, 1, kw, 1], value: 1 / (kh * kw), dtype: 'float32' });
+    const spread = s.run(Multiply, { a: s.view(dy, [n, oh, 1, ow, 1, c]), b: scale });
     // spread covers padded rows [0, oh*kh), i.e. input rows from -padTop.
-    const dx = windowNHWC(
-        s, s.view(spread, [n, oh * kh, ow * kw, c]), pt, h, pl, w);
+    const dx = windowNHWC(s, s.view(spread, [n, oh * kh, ow * kw, c]), pt, h, pl, w);
     // Reshape shares dx's data with a refCount the scratch cleanup respects.
-    return runKernel(Reshape, backend, {x: dx}, {shape: [n, h, w, c]});
+    return runKernel(Reshape, backend, { x: dx }, { shape: [n, h, w, c] });
   });
 }
 

@@ -7,25 +7,9 @@
  * and the stock kernel then runs without transposes. It also works around
  * a stale-operator bug of the stock kernel (see freshIfReshaped).
  */
-import {
-  BatchMatMul,
-  BatchMatMulAttrs,
-  BatchMatMulInputs,
-  KernelConfig,
-  KernelFunc,
-  TensorInfo,
-  Transpose,
-  util,
-} from '@tensorflow/tfjs-core';
+import { BatchMatMul, BatchMatMulAttrs, BatchMatMulInputs, KernelConfig, KernelFunc, TensorInfo, Transpose, util } from '@tensorflow/tfjs-core';
 
-import {
-  runStockKernel,
-  required,
-  Scratch,
-  stockKernelSetup,
-  WasmKernelArgs,
-  withScratch,
-} from './kernel_utils.js';
+import { runStockKernel, required, Scratch, stockKernelSetup, WasmKernelArgs, withScratch } from './kernel_utils.js';
 
 /** Swaps the last two axes; a pure reshape when one of them has size 1. */
 function transposeInner(s: Scratch, x: TensorInfo): TensorInfo {
@@ -37,7 +21,7 @@ function transposeInner(s: Scratch, x: TensorInfo): TensorInfo {
   }
   const perm = shape.map((_, i) => i);
   [perm[rank - 2], perm[rank - 1]] = [rank - 1, rank - 2];
-  return s.run(Transpose, {x}, {perm});
+  return s.run(Transpose, { x }, { perm });
 }
 
 /**
@@ -52,17 +36,15 @@ function freshIfReshaped(s: Scratch, b: TensorInfo): TensorInfo {
   return util.arraysEqual(own, b.shape) ? b : s.subView(b, 0, b.shape);
 }
 
-export function batchMatMul(
-    args: WasmKernelArgs<BatchMatMulInputs, BatchMatMulAttrs>): TensorInfo {
-  const {inputs, backend, attrs} = args;
-  const {transposeA, transposeB} = attrs;
-  return withScratch(backend, s => {
+export function batchMatMul(args: WasmKernelArgs<BatchMatMulInputs, BatchMatMulAttrs>): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { transposeA, transposeB } = attrs;
+  return withScratch(backend, (s) => {
     let a = required(inputs.a, 'a');
     let b = required(inputs.b, 'b');
     a = transposeA ? transposeInner(s, a) : a;
     b = freshIfReshaped(s, transposeB ? transposeInner(s, b) : b);
-    return runStockKernel(
-        BatchMatMul, backend, {a, b}, {transposeA: false, transposeB: false});
+    return runStockKernel(BatchMatMul, backend, { a, b }, { transposeA: false, transposeB: false });
   });
 }
 

@@ -7,74 +7,66 @@
  * columns) goes to the stock kernel. Conv2DBackpropInput's stride-1 phase
  * convolutions come through here too.
  */
-import {
-  backend_util,
-  Conv2D,
-  Conv2DAttrs,
-  Conv2DInputs,
-  KernelConfig,
-  KernelFunc,
-  TensorInfo,
-} from '@tensorflow/tfjs-core';
+import { backend_util, Conv2D, Conv2DAttrs, Conv2DInputs, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 
-import {
-  required,
-  runStockKernel,
-  shortGeometry,
-  stockKernelSetup,
-  WasmKernelArgs,
-  withScratch,
-  windowNHWC,
-} from './kernel_utils.js';
-import {convTileKernel} from './simd/module.js';
+import { required, runStockKernel, shortGeometry, stockKernelSetup, WasmKernelArgs, withScratch, windowNHWC } from './kernel_utils.js';
+import { convTileKernel } from './simd/module.js';
 
 type Shape4 = [number, number, number, number];
 
 export function conv2D(args: WasmKernelArgs<Conv2DInputs, Conv2DAttrs>): TensorInfo {
-  const {inputs, backend, attrs} = args;
+  const { inputs, backend, attrs } = args;
   const x = required(inputs.x, 'x');
   const filter = required(inputs.filter, 'filter');
-  const {strides, pad, dataFormat, dilations, dimRoundingMode} = attrs;
+  const { strides, pad, dataFormat, dilations, dimRoundingMode } = attrs;
   const nhwc = dataFormat == null || dataFormat === 'NHWC';
-  const info = nhwc ?
-      backend_util.computeConv2DInfo(
-          x.shape as Shape4, filter.shape as Shape4, strides, dilations, pad, dimRoundingMode, false,
-          'channelsLast') :
-      null;
+  const info = nhwc
+    ? backend_util.computeConv2DInfo(x.shape as Shape4, filter.shape as Shape4, strides, dilations, pad, dimRoundingMode, false, 'channelsLast')
+    : null;
   const g = info == null ? null : shortGeometry(info);
-  const usable = g != null && conv2DOptions.simd && g.sh === 1 && g.sw === 1 && g.kh * g.kw > 1 && g.co >= 4 &&
-      g.ow >= 4 && info!.dilationHeight === 1 && info!.dilationWidth === 1 && x.dtype === 'float32';
+  const usable =
+    g != null &&
+    conv2DOptions.simd &&
+    g.sh === 1 &&
+    g.sw === 1 &&
+    g.kh * g.kw > 1 &&
+    g.co >= 4 &&
+    g.ow >= 4 &&
+    info!.dilationHeight === 1 &&
+    info!.dilationWidth === 1 &&
+    x.dtype === 'float32';
   const wide = usable ? convTileKernel(backend, g.c * 4, 2) : null;
   const narrow = usable ? convTileKernel(backend, g.c * 4, 1) : null;
   if (g == null || wide == null || narrow == null) {
     return runStockKernel(Conv2D, backend, inputs, attrs);
   }
-  const {n, c: ci, oh, ow, co, kh, kw, pt, pl} = g;
+  const { n, c: ci, oh, ow, co, kh, kw, pt, pl } = g;
   // Output channels: blocks of 8, then blocks of 4 for the rest, the last one ending at co (it may overlap the
   // one before; overlapping blocks write the same values).
   const blocks: Array<[typeof wide, number, number]> = [];
   const eights = Math.floor(co / 8);
   if (eights > 0) blocks.push([wide, 0, eights]);
   for (let o = 8 * eights; o < co; o += 4) blocks.push([narrow, Math.min(o, co - 4), 1]);
-  return withScratch(backend, s => {
-    const hp = oh + kh - 1, wp = ow + kw - 1;
+  return withScratch(backend, (s) => {
+    const hp = oh + kh - 1,
+      wp = ow + kw - 1;
     const xp = windowNHWC(s, x, -pt, hp, -pl, wp);
     const y = backend.makeOutput([n, oh, ow, co], 'float32');
     const F = Float32Array.BYTES_PER_ELEMENT;
     const xb = backend.getMemoryOffset(xp.dataId);
     const wb = backend.getMemoryOffset(filter.dataId);
     const yb = backend.getMemoryOffset(y.dataId);
-    const xRow = wp * ci * F, co4 = co * F;
+    const xRow = wp * ci * F,
+      co4 = co * F;
     const tiles = Math.floor(ow / 4);
     for (let b = 0; b < n; b++) {
-      const x0 = xb + b * hp * xRow, y0 = yb + b * oh * ow * co4;
+      const x0 = xb + b * hp * xRow,
+        y0 = yb + b * oh * ow * co4;
       for (const [kernel, o0, oTiles] of blocks) {
         kernel(x0, wb + o0 * F, y0 + o0 * F, oh, tiles, oTiles, kh, kw, ci, xRow, co4, xRow, ow * co4);
         if (ow % 4 !== 0) {
           // The last 4 pixels of every row again: overlapping tiles write the same values.
-          kernel(
-              x0 + (ow - 4) * ci * F, wb + o0 * F, y0 + ((ow - 4) * co + o0) * F, oh, 1, oTiles, kh, kw, ci, xRow,
-              co4, xRow, ow * co4);
+          kernel(x0 + (ow - 4) * ci * F, wb + o0 * F, y0 + ((ow - 4) * co + o0) * F, oh, 1, oTiles, kh, kw, ci, xRow, co4, xRow, ow * co4);
         }
       }
     }
@@ -83,7 +75,7 @@ export function conv2D(args: WasmKernelArgs<Conv2DInputs, Conv2DAttrs>): TensorI
 }
 
 /** Tests and benchmarks switch the SIMD path off to compare with the stock kernel. */
-export const conv2DOptions = {simd: true};
+export const conv2DOptions = { simd: true };
 
 export const conv2DConfig: KernelConfig = {
   kernelName: Conv2D,

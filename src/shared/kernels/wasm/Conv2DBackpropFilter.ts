@@ -53,28 +53,22 @@ import {
   withScratch,
   windowNHWC,
 } from './kernel_utils.js';
-import {SimdKernels, simdKernels} from './simd/module.js';
-import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
+import { SimdKernels, simdKernels } from './simd/module.js';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
 type Shape4 = [number, number, number, number];
 
-export function conv2DBackpropFilter(
-    args: WasmKernelArgs<Conv2DBackpropFilterInputs, Conv2DBackpropFilterAttrs>):
-    TensorInfo {
-  const {inputs, backend, attrs} = args;
+export function conv2DBackpropFilter(args: WasmKernelArgs<Conv2DBackpropFilterInputs, Conv2DBackpropFilterAttrs>): TensorInfo {
+  const { inputs, backend, attrs } = args;
   const x = required(inputs.x, 'x');
   const dy = required(inputs.dy, 'dy');
-  const {strides, pad, dataFormat, dimRoundingMode, filterShape} = attrs;
+  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs;
   assertNHWC(dataFormat, Conv2DBackpropFilter);
-  const info = backend_util.computeConv2DInfo(
-      x.shape as Shape4, filterShape, strides, 1, pad, dimRoundingMode,
-      false, 'channelsLast');
+  const info = backend_util.computeConv2DInfo(x.shape as Shape4, filterShape, strides, 1, pad, dimRoundingMode, false, 'channelsLast');
   const g = shortGeometry(info);
-  const {n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl} = g;
+  const { n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl } = g;
   if (dy.shape[1] !== oh || dy.shape[2] !== ow || dy.shape[3] !== co) {
-    throw new Error(
-        `${Conv2DBackpropFilter}: dy shape ${dy.shape} does not match ` +
-        `[${n}, ${oh}, ${ow}, ${co}]`);
+    throw new Error(`${Conv2DBackpropFilter}: dy shape ${dy.shape} does not match ` + `[${n}, ${oh}, ${ow}, ${co}]`);
   }
   const [hq, wq] = phaseGridSize(g);
   const len = n * hq * wq;
@@ -93,7 +87,7 @@ export function conv2DBackpropFilter(
     return swappedConv(backend, x, dy, info, filterShape);
   }
 
-  return withScratch(backend, s => {
+  return withScratch(backend, (s) => {
     const xq = windowNHWC(s, x, -pt, sh * hq, -pl, sw * wq);
     const dyq = windowNHWC(s, dy, 0, hq, 0, wq);
     const phaseWidth = sw * ci;
@@ -107,10 +101,9 @@ export function conv2DBackpropFilter(
         rows = s.alloc([n * hq, rowLen]);
         copyRuns(backend, xq, 0, sh * rowLen, rows, 0, rowLen, rowLen, n * hq);
       }
-      const grad = pointwiseProduct(
-          s, s.view(rows, [len, phaseWidth]), s.view(dyq, [len, co]));
+      const grad = pointwiseProduct(s, s.view(rows, [len, phaseWidth]), s.view(dyq, [len, co]));
       if (sw === 1) {
-        return runKernel(Reshape, backend, {x: grad}, {shape: filterShape});
+        return runKernel(Reshape, backend, { x: grad }, { shape: filterShape });
       }
       const out = backend.makeOutput(filterShape, 'float32');
       copyRuns(backend, grad, 0, ci * co, out, 0, ci * co, ci * co, 1);
@@ -123,12 +116,9 @@ export function conv2DBackpropFilter(
       let rows = xq;
       if (sh > 1) {
         rows = s.alloc([n * hq, rowLen]);
-        copyRuns(
-            backend, xq, bh * rowLen, sh * rowLen, rows, 0, rowLen, rowLen,
-            n * hq);
+        copyRuns(backend, xq, bh * rowLen, sh * rowLen, rows, 0, rowLen, rowLen, n * hq);
       }
-      phases.push(s.run(
-          Transpose, {x: s.view(rows, [len, phaseWidth])}, {perm: [1, 0]}));
+      phases.push(s.run(Transpose, { x: s.view(rows, [len, phaseWidth]) }, { perm: [1, 0] }));
       if (rows !== xq) {
         s.free(rows);
       }
@@ -150,21 +140,18 @@ export function conv2DBackpropFilter(
           // Columns at or past len - o read past the phase row; they meet
           // zero rows of dyq, so they are zero-filled instead.
           const valid = Math.max(0, Math.min(lc, len - o - l0));
-          copyRuns(
-              backend, phase, bw * ci * len + o + l0, len, block, dst, lc,
-              valid, ci);
+          copyRuns(backend, phase, bw * ci * len + o + l0, len, block, dst, lc, valid, ci);
           fillRuns(backend, block, dst + valid, lc, lc - valid, ci);
         }
       }
       const a = s.subView(block, 0, [k, lc]);
       const b = s.subView(dyq, l0 * co, [lc, co]);
-      const part = s.run(
-          BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
+      const part = s.run(BatchMatMul, { a, b }, { transposeA: false, transposeB: false });
       s.dropView(a);
       s.dropView(b);
       return part;
     });
-    return runKernel(Reshape, backend, {x: acc}, {shape: filterShape});
+    return runKernel(Reshape, backend, { x: acc }, { shape: filterShape });
   });
 }
 
@@ -175,25 +162,24 @@ export function conv2DBackpropFilter(
  * The wider operand is transposed and streamed (A); the narrower one is
  * XNNPACK's packed B, which then stays small in cache. Returns [cx, co].
  */
-function pointwiseProduct(
-    s: Scratch, xm: TensorInfo, dym: TensorInfo): TensorInfo {
+function pointwiseProduct(s: Scratch, xm: TensorInfo, dym: TensorInfo): TensorInfo {
   const [m, cx] = xm.shape;
   const co = dym.shape[1];
   const swap = co > cx;
   const [left, right] = swap ? [dym, xm] : [xm, dym];
-  const cl = swap ? co : cx, cr = swap ? cx : co;
+  const cl = swap ? co : cx,
+    cr = swap ? cx : co;
   const acc = sumOverChunks(s, m, chunkRows(m, cx + co), (l0, lc) => {
     const rows = s.subView(left, l0 * cl, [lc, cl]);
-    const a = s.run(Transpose, {x: rows}, {perm: [1, 0]});
+    const a = s.run(Transpose, { x: rows }, { perm: [1, 0] });
     s.dropView(rows);
     const b = s.subView(right, l0 * cr, [lc, cr]);
-    const part =
-        s.run(BatchMatMul, {a, b}, {transposeA: false, transposeB: false});
+    const part = s.run(BatchMatMul, { a, b }, { transposeA: false, transposeB: false });
     s.dropView(b);
     s.free(a);
     return part;
   });
-  return swap ? s.run(Transpose, {x: acc}, {perm: [1, 0]}) : acc;
+  return swap ? s.run(Transpose, { x: acc }, { perm: [1, 0] }) : acc;
 }
 
 /**
@@ -201,27 +187,21 @@ function pointwiseProduct(
  * sized so that a chunk's operands stay in cache (at least 64 rows).
  */
 function chunkRows(len: number, floatsPerRow: number): number {
-  return Math.max(
-      64,
-      Math.min(
-          len,
-          Math.floor(conv2DBackpropFilterOptions.chunkFloats / floatsPerRow)));
+  return Math.max(64, Math.min(len, Math.floor(conv2DBackpropFilterOptions.chunkFloats / floatsPerRow)));
 }
 
 /**
  * Sum of `part(l0, lc)` over the chunks [l0, l0 + lc) of [0, len), each
  * partial result freed once added.
  */
-function sumOverChunks(
-    s: Scratch, len: number, chunk: number,
-    part: (l0: number, lc: number) => TensorInfo): TensorInfo {
-  let acc: TensorInfo|null = null;
+function sumOverChunks(s: Scratch, len: number, chunk: number, part: (l0: number, lc: number) => TensorInfo): TensorInfo {
+  let acc: TensorInfo | null = null;
   for (let l0 = 0; l0 < len; l0 += chunk) {
     const p = part(l0, Math.min(chunk, len - l0));
     if (acc == null) {
       acc = p;
     } else {
-      const sum = s.run(Add, {a: acc, b: p});
+      const sum = s.run(Add, { a: acc, b: p });
       s.free(acc);
       s.free(p);
       acc = sum;
@@ -240,26 +220,32 @@ function sumOverChunks(
  * runs this well when N is large and OH*OW small (deep ResNet stages),
  * where the im2col path wastes work on its padded phase grid.
  */
-function swappedConv(
-    backend: BackendWasm, x: TensorInfo, dy: TensorInfo,
-    info: backend_util.Conv2DInfo, filterShape: number[]): TensorInfo {
-  const {h, w, oh, ow, kh, kw, sh, sw, pt, pl} = shortGeometry(info);
+function swappedConv(backend: BackendWasm, x: TensorInfo, dy: TensorInfo, info: backend_util.Conv2DInfo, filterShape: number[]): TensorInfo {
+  const { h, w, oh, ow, kh, kw, sh, sw, pt, pl } = shortGeometry(info);
   // Rows read: pt + H + pb = kh + sh*(oh - 1); a negative pb crops x.
   const pb = kh + sh * (oh - 1) - h - pt;
   const pr = kw + sw * (ow - 1) - w - pl;
-  return withScratch(backend, s => {
-    const xs = s.run(Transpose, {x}, {perm: [3, 1, 2, 0]});
-    const xc = windowNHWC(
-        s, xs, 0, h + Math.min(0, pb), 0, w + Math.min(0, pr));
-    const f = s.run(Transpose, {x: dy}, {perm: [1, 2, 0, 3]});
-    const g = s.run(Conv2D, {x: xc, filter: f}, {
-      strides: [1, 1],
-      pad: [[0, 0], [pt, Math.max(0, pb)], [pl, Math.max(0, pr)], [0, 0]],
-      dataFormat: 'NHWC',
-      dilations: [sh, sw],
-    });
-    const out = s.run(Transpose, {x: g}, {perm: [1, 2, 0, 3]});
-    return runKernel(Reshape, backend, {x: out}, {shape: filterShape});
+  return withScratch(backend, (s) => {
+    const xs = s.run(Transpose, { x }, { perm: [3, 1, 2, 0] });
+    const xc = windowNHWC(s, xs, 0, h + Math.min(0, pb), 0, w + Math.min(0, pr));
+    const f = s.run(Transpose, { x: dy }, { perm: [1, 2, 0, 3] });
+    const g = s.run(
+      Conv2D,
+      { x: xc, filter: f },
+      {
+        strides: [1, 1],
+        pad: [
+          [0, 0],
+          [pt, Math.max(0, pb)],
+          [pl, Math.max(0, pr)],
+          [0, 0],
+        ],
+        dataFormat: 'NHWC',
+        dilations: [sh, sw],
+      },
+    );
+    const out = s.run(Transpose, { x: g }, { perm: [1, 2, 0, 3] });
+    return runKernel(Reshape, backend, { x: out }, { shape: filterShape });
   });
 }
 
@@ -273,30 +259,29 @@ function swappedConv(
  * and block of dW passes over them.
  */
 function outerProductSum(
-    backend: BackendWasm, simd: SimdKernels, x: TensorInfo, dy: TensorInfo,
-    info: backend_util.Conv2DInfo, filterShape: number[]): TensorInfo {
-  const {n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl} =
-      shortGeometry(info);
-  return withScratch(backend, s => {
-    const c4 = Math.ceil(ci / 4) * 4, o8 = Math.ceil(co / 8) * 8;
+  backend: BackendWasm,
+  simd: SimdKernels,
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: backend_util.Conv2DInfo,
+  filterShape: number[],
+): TensorInfo {
+  const { n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl } = shortGeometry(info);
+  return withScratch(backend, (s) => {
+    const c4 = Math.ceil(ci / 4) * 4,
+      o8 = Math.ceil(co / 8) * 8;
     const xs = padChannels(s, x, c4);
     const dys = padChannels(s, dy, o8);
     const taps = kh * kw;
-    const grad = ci === c4 && co === o8 ?
-        backend.makeOutput(filterShape, 'float32') :
-        s.alloc([taps * c4 * o8]);
+    const grad = ci === c4 && co === o8 ? backend.makeOutput(filterShape, 'float32') : s.alloc([taps * c4 * o8]);
     fillRuns(backend, grad, 0, 0, taps * c4 * o8, 1);
     const F = Float32Array.BYTES_PER_ELEMENT;
     const xBase = backend.getMemoryOffset(xs.dataId);
     const dyBase = backend.getMemoryOffset(dys.dataId);
     const wBase = backend.getMemoryOffset(grad.dataId);
-    const xImage = h * w * c4 * F, dyImage = oh * ow * o8 * F;
-    const group = Math.max(
-        1,
-        Math.min(
-            n,
-            Math.floor(
-                conv2DBackpropFilterOptions.groupBytes / (xImage + dyImage))));
+    const xImage = h * w * c4 * F,
+      dyImage = oh * ow * o8 * F;
+    const group = Math.max(1, Math.min(n, Math.floor(conv2DBackpropFilterOptions.groupBytes / (xImage + dyImage))));
     for (let n0 = 0; n0 < n; n0 += group) {
       const images = Math.min(group, n - n0);
       for (let a = 0; a < kh; a++) {
@@ -308,14 +293,10 @@ function outerProductSum(
           const j0 = Math.max(0, Math.ceil((pl - b) / sw));
           const j1 = Math.min(ow, Math.floor((w - 1 + pl - b) / sw) + 1);
           if (j1 <= j0) continue;
-          const xp = xBase + n0 * xImage +
-              ((sh * i0 + a - pt) * w + sw * j0 + b - pl) * c4 * F;
+          const xp = xBase + n0 * xImage + ((sh * i0 + a - pt) * w + sw * j0 + b - pl) * c4 * F;
           const dp = dyBase + n0 * dyImage + (i0 * ow + j0) * o8 * F;
           const wp = wBase + (a * kw + b) * c4 * o8 * F;
-          simd.outerTile4x8(
-              xp, dp, wp, i1 - i0, j1 - j0, images, sh * w * c4 * F,
-              sw * c4 * F, xImage, ow * o8 * F, o8 * F, dyImage, o8 * F,
-              c4 / 4, o8 / 8);
+          simd.outerTile4x8(xp, dp, wp, i1 - i0, j1 - j0, images, sh * w * c4 * F, sw * c4 * F, xImage, ow * o8 * F, o8 * F, dyImage, o8 * F, c4 / 4, o8 / 8);
         }
       }
     }
@@ -338,14 +319,13 @@ function outerProductSum(
  * path keeps in cache per image group.
  */
 export const conv2DBackpropFilterOptions: {
-  strategy: 'auto'|'simd'|'xnnpack'|'im2col'|'swapped',
-  chunkFloats: number,
-  groupBytes: number,
-} = {strategy: 'auto', chunkFloats: 1 << 18, groupBytes: 1 << 19};
+  strategy: 'auto' | 'simd' | 'xnnpack' | 'im2col' | 'swapped';
+  chunkFloats: number;
+  groupBytes: number;
+} = { strategy: 'auto', chunkFloats: 1 << 18, groupBytes: 1 << 19 };
 
 const SWAPPED_MIN_BATCH = 32;
 const SWAPPED_MAX_OUT_PIXELS = 100;
-
 
 export const conv2DBackpropFilterConfig: KernelConfig = {
   kernelName: Conv2DBackpropFilter,

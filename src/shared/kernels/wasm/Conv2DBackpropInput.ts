@@ -38,7 +38,7 @@ import {
   withScratch,
   windowNHWC,
 } from './kernel_utils.js';
-import {PhasePlan, planPhases} from './transposed_conv_plan.js';
+import { PhasePlan, planPhases } from './transposed_conv_plan.js';
 
 /**
  * Flipped, in/out-swapped taps of row phase bh, with the column phases
@@ -47,15 +47,13 @@ import {PhasePlan, planPhases} from './transposed_conv_plan.js';
  * block copies from `swapped` = filter as [kh, kw, co, ci]; the stock
  * StridedSlice/Reverse kernels cost milliseconds even on filters.
  */
-function phaseFilter(
-    s: Scratch, swapped: TensorInfo, bh: number, ph: PhasePlan,
-    pw: PhasePlan): TensorInfo {
+function phaseFilter(s: Scratch, swapped: TensorInfo, bh: number, ph: PhasePlan, pw: PhasePlan): TensorInfo {
   const [, kw, co, ci] = swapped.shape;
   const th = ph.taps[bh];
   const width = pw.maxTaps;
   const sw = pw.stride;
   const out = s.alloc([th, width, co, sw * ci]);
-  if (pw.taps.some(t => t < width)) {
+  if (pw.taps.some((t) => t < width)) {
     fillRuns(s.backend, out, 0, 0, th * width * co * sw * ci, 1);
   }
   // Flipped tap t of phase b is kernel tap b + s*(taps - 1 - t).
@@ -66,9 +64,7 @@ function phaseFilter(
       for (let u = 0; u < tw; u++) {
         const q = bw + sw * (tw - 1 - u);
         const slot = width - tw + u;
-        copyRuns(
-            s.backend, swapped, (p * kw + q) * co * ci, ci, out,
-            (t * width + slot) * co * sw * ci + bw * ci, sw * ci, ci, co);
+        copyRuns(s.backend, swapped, (p * kw + q) * co * ci, ci, out, (t * width + slot) * co * sw * ci + bw * ci, sw * ci, ci, co);
       }
     }
   }
@@ -79,59 +75,66 @@ function phaseFilter(
  * Stride-1 correlation of dy with `filter` giving the phase outputs
  * [N, ph.count, pw.count, filter.shape[3]]; negative paddings crop dy.
  */
-function phaseConv(
-    s: Scratch, dy: TensorInfo, filter: TensorInfo, padTop: number,
-    padBottom: number, padLeft: number, padRight: number): TensorInfo|null {
+function phaseConv(s: Scratch, dy: TensorInfo, filter: TensorInfo, padTop: number, padBottom: number, padLeft: number, padRight: number): TensorInfo | null {
   const [, oh, ow] = dy.shape;
-  const cropT = Math.max(0, -padTop), cropB = Math.max(0, -padBottom);
-  const cropL = Math.max(0, -padLeft), cropR = Math.max(0, -padRight);
-  const hIn = oh - cropT - cropB, wIn = ow - cropL - cropR;
+  const cropT = Math.max(0, -padTop),
+    cropB = Math.max(0, -padBottom);
+  const cropL = Math.max(0, -padLeft),
+    cropR = Math.max(0, -padRight);
+  const hIn = oh - cropT - cropB,
+    wIn = ow - cropL - cropR;
   if (hIn <= 0 || wIn <= 0) {
-    return null;  // dy does not reach this phase: its outputs are zero.
+    return null; // dy does not reach this phase: its outputs are zero.
   }
   const dyc = windowNHWC(s, dy, cropT, hIn, cropL, wIn);
-  return s.run(Conv2D, {x: dyc, filter}, {
-    strides: [1, 1],
-    pad: [
-      [0, 0], [Math.max(0, padTop), Math.max(0, padBottom)],
-      [Math.max(0, padLeft), Math.max(0, padRight)], [0, 0]
-    ],
-    dataFormat: 'NHWC',
-    dilations: [1, 1],
-  });
+  return s.run(
+    Conv2D,
+    { x: dyc, filter },
+    {
+      strides: [1, 1],
+      pad: [
+        [0, 0],
+        [Math.max(0, padTop), Math.max(0, padBottom)],
+        [Math.max(0, padLeft), Math.max(0, padRight)],
+        [0, 0],
+      ],
+      dataFormat: 'NHWC',
+      dilations: [1, 1],
+    },
+  );
 }
 
-export function conv2DBackpropInput(args: WasmKernelArgs<
-                                    Conv2DBackpropInputInputs,
-                                    Conv2DBackpropInputAttrs>): TensorInfo {
-  const {inputs, backend, attrs} = args;
+export function conv2DBackpropInput(args: WasmKernelArgs<Conv2DBackpropInputInputs, Conv2DBackpropInputAttrs>): TensorInfo {
+  const { inputs, backend, attrs } = args;
   const dy = required(inputs.dy, 'dy');
   const filter = required(inputs.filter, 'filter');
-  const {strides, pad, dataFormat, dimRoundingMode, inputShape} = attrs;
+  const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs;
   if (dataFormat === 'NCHW') {
     // Rare layout: the stock kernel supports it (slowly).
     return runStockKernel(Conv2DBackpropInput, backend, inputs, attrs);
   }
   const info = backend_util.computeConv2DInfo(
-      inputShape, filter.shape as [number, number, number, number], strides,
-      1, pad, dimRoundingMode, false, 'channelsLast');
-  const {n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl} =
-      shortGeometry(info);
+    inputShape,
+    filter.shape as [number, number, number, number],
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+    false,
+    'channelsLast',
+  );
+  const { n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl } = shortGeometry(info);
   if (dy.shape[1] !== oh || dy.shape[2] !== ow) {
-    throw new Error(
-        `${Conv2DBackpropInput}: dy shape ${dy.shape} does not match the ` +
-        `forward output [${n}, ${oh}, ${ow}, ${co}]`);
+    throw new Error(`${Conv2DBackpropInput}: dy shape ${dy.shape} does not match the ` + `forward output [${n}, ${oh}, ${ow}, ${co}]`);
   }
   const ph = planPhases(h, oh, kh, sh, pt);
   const pw = planPhases(w, ow, kw, sw, pl);
 
-  return withScratch(backend, s => {
-    const swapped = s.run(Transpose, {x: filter}, {perm: [0, 1, 3, 2]});
+  return withScratch(backend, (s) => {
+    const swapped = s.run(Transpose, { x: filter }, { perm: [0, 1, 3, 2] });
     const padL = pw.padBefore(pw.maxTaps);
     if (sh === 1 && sw === 1) {
-      const out = phaseConv(
-          s, dy, phaseFilter(s, swapped, 0, ph, pw), ph.padBefore(kh),
-          ph.padAfter, padL, pw.padAfter);
+      const out = phaseConv(s, dy, phaseFilter(s, swapped, 0, ph, pw), ph.padBefore(kh), ph.padAfter, padL, pw.padAfter);
       if (out == null) {
         return s.release(zeros(s, [n, h, w, ci]));
       }
@@ -147,11 +150,7 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
       }
       const rows = Math.ceil((h - h0) / sh);
       const th = ph.taps[bh];
-      const out = th === 0 ? null :
-                             phaseConv(
-                                 s, dy, phaseFilter(s, swapped, bh, ph, pw),
-                                 ph.padBefore(th), ph.padAfter, padL,
-                                 pw.padAfter);
+      const out = th === 0 ? null : phaseConv(s, dy, phaseFilter(s, swapped, bh, ph, pw), ph.padBefore(th), ph.padAfter, padL, pw.padAfter);
       for (let b = 0; b < n; b++) {
         const dst = (b * h + h0) * rowLen;
         if (out == null) {
@@ -161,9 +160,7 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
         // Phase row m holds dx rows interleaved along the width already.
         const m0 = (h0 + ph.start - bh) / sh;
         const srcRow = pw.count * sw * ci;
-        copyRuns(
-            backend, out, (b * ph.count + m0) * srcRow + pw.start * ci, srcRow,
-            dx, dst, sh * rowLen, rowLen, rows);
+        copyRuns(backend, out, (b * ph.count + m0) * srcRow + pw.start * ci, srcRow, dx, dst, sh * rowLen, rowLen, rows);
       }
       if (out != null) {
         s.free(out);
@@ -174,7 +171,7 @@ export function conv2DBackpropInput(args: WasmKernelArgs<
 }
 
 function zeros(s: Scratch, shape: number[]): TensorInfo {
-  return s.run(Fill, {}, {shape, value: 0, dtype: 'float32'});
+  return s.run(Fill, {}, { shape, value: 0, dtype: 'float32' });
 }
 
 export const conv2DBackpropInputConfig: KernelConfig = {
@@ -185,4 +182,3 @@ export const conv2DBackpropInputConfig: KernelConfig = {
   // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
   kernelFunc: conv2DBackpropInput as unknown as KernelFunc,
 };
-

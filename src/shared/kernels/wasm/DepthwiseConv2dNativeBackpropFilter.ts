@@ -16,23 +16,16 @@ import {
   TensorInfo,
 } from '@tensorflow/tfjs-core';
 
-import {
-  DepthwiseGeometry,
-  depthwiseGeometry,
-  depthwiseGradOptions,
-  forEachTap,
-  imageGroup,
-  repeatChannels,
-} from './depthwise_common.js';
-import {copyRuns, fillRuns, heapF32, padChannels, required, Scratch, WasmKernelArgs, withScratch} from './kernel_utils.js';
-import {depthwiseTapKernels, DepthwiseTapKernels, forChannelBlocks} from './simd/depthwise.js';
+import { DepthwiseGeometry, depthwiseGeometry, depthwiseGradOptions, forEachTap, imageGroup, repeatChannels } from './depthwise_common.js';
+import { copyRuns, fillRuns, heapF32, padChannels, required, Scratch, WasmKernelArgs, withScratch } from './kernel_utils.js';
+import { depthwiseTapKernels, DepthwiseTapKernels, forChannelBlocks } from './simd/depthwise.js';
 
 const F = Float32Array.BYTES_PER_ELEMENT;
 
 export function depthwiseConv2dNativeBackpropFilter(
-    args: WasmKernelArgs<DepthwiseConv2dNativeBackpropFilterInputs, DepthwiseConv2dNativeBackpropFilterAttrs>):
-    TensorInfo {
-  const {inputs, backend, attrs} = args;
+  args: WasmKernelArgs<DepthwiseConv2dNativeBackpropFilterInputs, DepthwiseConv2dNativeBackpropFilterAttrs>,
+): TensorInfo {
+  const { inputs, backend, attrs } = args;
   const x = required(inputs.x, 'x');
   const dy = required(inputs.dy, 'dy');
   const g = depthwiseGeometry(DepthwiseConv2dNativeBackpropFilter, x.shape, attrs.filterShape, dy.shape, attrs);
@@ -40,7 +33,7 @@ export function depthwiseConv2dNativeBackpropFilter(
   if (depthwiseGradOptions.filter === 'simd' && simd == null) {
     throw new Error(`${DepthwiseConv2dNativeBackpropFilter}: the simd path was asked for but wasm SIMD is unavailable`);
   }
-  return withScratch(backend, s => {
+  return withScratch(backend, (s) => {
     const out = backend.makeOutput(attrs.filterShape, 'float32');
     try {
       // [kh, kw, C, M] is [kh, kw, C*M] in memory: the M = 1 gradient over C*M channels, x's channels repeated.
@@ -62,11 +55,10 @@ export function depthwiseConv2dNativeBackpropFilter(
  * The SIMD path: channels zero-padded to c4 (a multiple of 4), then per image group and tap one filter-tap kernel
  * call per channel block, adding into dW [taps, c4]; images go in groups that stay in cache while all taps pass.
  */
-function simdSum(
-    s: Scratch, simd: DepthwiseTapKernels, x: TensorInfo, dy: TensorInfo, g: DepthwiseGeometry,
-    out: TensorInfo): void {
-  const {n, h, w, c, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl} = g;
-  const c4 = Math.ceil(c / 4) * 4, taps = kh * kw;
+function simdSum(s: Scratch, simd: DepthwiseTapKernels, x: TensorInfo, dy: TensorInfo, g: DepthwiseGeometry, out: TensorInfo): void {
+  const { n, h, w, c, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl } = g;
+  const c4 = Math.ceil(c / 4) * 4,
+    taps = kh * kw;
   const xs = padChannels(s, x, c4);
   const dys = padChannels(s, dy, c4);
   const grad = c4 === c ? out : s.alloc([taps * c4]);
@@ -74,7 +66,9 @@ function simdSum(
   const xBase = s.backend.getMemoryOffset(xs.dataId);
   const dyBase = s.backend.getMemoryOffset(dys.dataId);
   const wBase = s.backend.getMemoryOffset(grad.dataId);
-  const pixel = c4 * F, xImage = h * w * pixel, dyImage = oh * ow * pixel;
+  const pixel = c4 * F,
+    xImage = h * w * pixel,
+    dyImage = oh * ow * pixel;
   const group = imageGroup(n, xImage + dyImage);
   for (let n0 = 0; n0 < n; n0 += group) {
     const images = Math.min(group, n - n0);
@@ -83,9 +77,7 @@ function simdSum(
       const dp = dyBase + n0 * dyImage + (i0 * ow + j0) * pixel;
       const wp = wBase + (a * kw + b) * pixel;
       forChannelBlocks(simd.filterTap, c4 / 4, (kernel, v0, blocks) => {
-        kernel(
-            xp + 16 * v0, dp + 16 * v0, wp + 16 * v0, i1 - i0, j1 - j0, images, sh * w * pixel, sw * pixel, xImage,
-            ow * pixel, pixel, dyImage, blocks);
+        kernel(xp + 16 * v0, dp + 16 * v0, wp + 16 * v0, i1 - i0, j1 - j0, images, sh * w * pixel, sw * pixel, xImage, ow * pixel, pixel, dyImage, blocks);
       });
     });
   }
@@ -94,9 +86,10 @@ function simdSum(
 
 /** The same sums in plain loops over the heap (float64 accumulators), for runtimes without wasm SIMD. */
 function scalarSum(s: Scratch, x: TensorInfo, dy: TensorInfo, g: DepthwiseGeometry, out: TensorInfo): void {
-  const {n, h, w, c, oh, ow, kw, sh, sw, dh, dw, pt, pl} = g;
+  const { n, h, w, c, oh, ow, kw, sh, sw, dh, dw, pt, pl } = g;
   const heap = heapF32(s.backend, out).heap;
-  const xo = heapF32(s.backend, x).offset, dyo = heapF32(s.backend, dy).offset;
+  const xo = heapF32(s.backend, x).offset,
+    dyo = heapF32(s.backend, dy).offset;
   const wo = heapF32(s.backend, out).offset;
   const acc = new Float64Array(c);
   heap.fill(0, wo, wo + g.kh * kw * c);

@@ -8,21 +8,14 @@
  * Identity and the wasm Reshape, the output shares the input's data and
  * bumps its reference count.
  */
-import {
-  Identity,
-  IdentityInputs,
-  KernelConfig,
-  KernelFunc,
-  TensorInfo,
-} from '@tensorflow/tfjs-core';
+import { Identity, IdentityInputs, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 
-import {required, WasmKernelArgs} from './kernel_utils.js';
+import { required, WasmKernelArgs } from './kernel_utils.js';
 
-export function identity(args: WasmKernelArgs<IdentityInputs, {}>):
-    TensorInfo {
+export function identity(args: WasmKernelArgs<IdentityInputs, {}>): TensorInfo {
   const x = required(args.inputs.x, 'x');
   args.backend.incRef(x.dataId);
-  return {dataId: x.dataId, shape: x.shape, dtype: x.dtype};
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
 
 export const identityConfig: KernelConfig = {

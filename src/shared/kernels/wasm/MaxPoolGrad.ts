@@ -44,56 +44,52 @@ import {
   windowNHWC,
 } from './kernel_utils.js';
 
-export function maxPoolGrad(
-    args: WasmKernelArgs<MaxPoolGradInputs, MaxPoolGradAttrs>): TensorInfo {
-  const {inputs, backend, attrs} = args;
+export function maxPoolGrad(args: WasmKernelArgs<MaxPoolGradInputs, MaxPoolGradAttrs>): TensorInfo {
+  const { inputs, backend, attrs } = args;
   const dy = required(inputs.dy, 'dy');
   const input = required(inputs.input, 'input');
   const output = required(inputs.output, 'output');
-  const {filterSize, strides, pad, dimRoundingMode} = attrs;
+  const { filterSize, strides, pad, dimRoundingMode } = attrs;
   if (input.dtype !== 'float32' || dy.dtype !== 'float32') {
     return runStockKernel(MaxPoolGrad, backend, inputs, attrs);
   }
-  const info = backend_util.computePool2DInfo(
-      input.shape as [number, number, number, number], filterSize, strides,
-      1, pad, dimRoundingMode);
+  const info = backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
   const g = shortGeometry(info);
-  const {n, h, w, c, kh, kw, oh, ow, sh, sw, pt, pl} = g;
+  const { n, h, w, c, kh, kw, oh, ow, sh, sw, pt, pl } = g;
   const [hq, wq] = phaseGridSize(g);
 
-  return withScratch(backend, s => {
+  return withScratch(backend, (s) => {
     const xq = windowNHWC(s, input, -pt, sh * hq, -pl, sw * wq, -Infinity);
-    const phaseX: Array<Array<TensorInfo|null>> =
-        Array.from({length: sh}, () => new Array<TensorInfo|null>(sw).fill(null));
-    const phaseDx: Array<Array<TensorInfo|null>> =
-        Array.from({length: sh}, () => new Array<TensorInfo|null>(sw).fill(null));
+    const phaseX: Array<Array<TensorInfo | null>> = Array.from({ length: sh }, () => new Array<TensorInfo | null>(sw).fill(null));
+    const phaseDx: Array<Array<TensorInfo | null>> = Array.from({ length: sh }, () => new Array<TensorInfo | null>(sw).fill(null));
     let remaining = dy;
     for (let p = 0; p < kh; p++) {
       for (let q = 0; q < kw; q++) {
-        const bh = p % sh, bw = q % sw;
-        const ah = (p - bh) / sh, aw = (q - bw) / sw;
+        const bh = p % sh,
+          bw = q % sw;
+        const ah = (p - bh) / sh,
+          aw = (q - bw) / sw;
         const px = phaseX[bh][bw] ?? phaseNHWC(s, xq, sh, sw, bh, bw);
         phaseX[bh][bw] = px;
         const taps = windowNHWC(s, px, ah, oh, aw, ow);
         // gap = max - tap >= 0 is exactly 0 where the tap is a maximum, so
         // Step(gap) is 0 there and 1 elsewhere (also for -inf padding).
-        const gap = s.run(Sub, {a: output, b: taps});
+        const gap = s.run(Sub, { a: output, b: taps });
         if (taps !== px) {
           s.free(taps);
         }
-        const notMax = s.run(Step, {x: gap}, {alpha: 0});
+        const notMax = s.run(Step, { x: gap }, { alpha: 0 });
         s.free(gap);
-        const kept = s.run(Multiply, {a: remaining, b: notMax});
+        const kept = s.run(Multiply, { a: remaining, b: notMax });
         s.free(notMax);
-        const routed = s.run(Sub, {a: remaining, b: kept});
+        const routed = s.run(Sub, { a: remaining, b: kept });
         if (remaining !== dy) {
           s.free(remaining);
         }
         remaining = kept;
         const placed = windowNHWC(s, routed, -ah, hq, -aw, wq);
         const prev = phaseDx[bh][bw];
-        phaseDx[bh][bw] =
-            prev == null ? placed : s.run(Add, {a: prev, b: placed});
+        phaseDx[bh][bw] = prev == null ? placed : s.run(Add, { a: prev, b: placed });
         if (prev != null) {
           s.free(prev);
           s.free(placed);

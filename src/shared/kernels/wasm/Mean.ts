@@ -3,10 +3,10 @@
  * statistics) by native average pooling, see leading_reduce.ts;
  * everything else goes to the stock kernel.
  */
-import {KernelConfig, KernelFunc, Mean} from '@tensorflow/tfjs-core';
+import { KernelConfig, KernelFunc, Mean } from '@tensorflow/tfjs-core';
 
-import {stockKernelSetup} from './kernel_utils.js';
-import {leadingReduceKernel} from './leading_reduce.js';
+import { stockKernelSetup } from './kernel_utils.js';
+import { leadingReduceKernel } from './leading_reduce.js';
 
 export const mean = leadingReduceKernel(Mean);
 

@@ -10,11 +10,11 @@
  * add one block of vectors at a time into float32 partial sums and carry
  * the totals in float64, so rounding does not grow with the batch size.
  */
-import {TensorInfo, util} from '@tensorflow/tfjs-core';
-import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
+import { TensorInfo, util } from '@tensorflow/tfjs-core';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
-import {heapF32, Scratch} from './kernel_utils.js';
-import {SimdKernels, simdKernels} from './simd/module.js';
+import { heapF32, Scratch } from './kernel_utils.js';
+import { SimdKernels, simdKernels } from './simd/module.js';
 
 const F = Float32Array.BYTES_PER_ELEMENT;
 /** Vectors per reduction block (64 KiB of each input). */
@@ -31,9 +31,12 @@ export class ChannelPasses {
   readonly period: number;
   /** Whole float32x4 vectors; the rest (total % 4 floats) is done in JS. */
   readonly vectors: number;
-  readonly simd: SimdKernels|null;
+  readonly simd: SimdKernels | null;
 
-  constructor(readonly s: Scratch, x: TensorInfo) {
+  constructor(
+    readonly s: Scratch,
+    x: TensorInfo,
+  ) {
     this.channels = x.shape[x.shape.length - 1];
     this.total = util.sizeFromShape(x.shape);
     this.period = (this.channels * 4) / gcd(this.channels, 4);
@@ -47,7 +50,7 @@ export class ChannelPasses {
 
   /** The whole heap as floats; re-fetch after allocations (it may grow). */
   heap(): Float32Array {
-    return (this.backend.wasm as unknown as {HEAPF32: Float32Array}).HEAPF32;
+    return (this.backend.wasm as unknown as { HEAPF32: Float32Array }).HEAPF32;
   }
 
   /** Float index of `info` on the heap. */
@@ -71,14 +74,14 @@ export class ChannelPasses {
     return p;
   }
 
-  private arena: {base: number, used: number}|null = null;
+  private arena: { base: number; used: number } | null = null;
   private static readonly ARENA_SLOTS = 8;
 
   /** Byte offset of a fresh (uninitialised) period-sized slot of the arena. */
   private slot(): number {
     if (this.arena == null) {
       const info = this.s.alloc([ChannelPasses.ARENA_SLOTS * this.period]);
-      this.arena = {base: this.ptr(info), used: 0};
+      this.arena = { base: this.ptr(info), used: 0 };
     }
     if (this.arena.used === ChannelPasses.ARENA_SLOTS) throw new Error('ChannelPasses: arena exhausted');
     return this.arena.base + this.arena.used++ * this.period * F;
@@ -87,14 +90,14 @@ export class ChannelPasses {
   /** A new [C] float32 tensor (the caller's output) holding `values`. */
   vector(values: ArrayLike<number>): TensorInfo {
     const out = this.backend.makeOutput([this.channels], 'float32');
-    const {heap, offset} = heapF32(this.backend, out);
+    const { heap, offset } = heapF32(this.backend, out);
     for (let c = 0; c < this.channels; c++) heap[offset + c] = values[c];
     return out;
   }
 
   /** A [C] tensor's values. */
   read(info: TensorInfo): Float32Array {
-    const {heap, offset} = heapF32(this.backend, info);
+    const { heap, offset } = heapF32(this.backend, info);
     return heap.slice(offset, offset + this.channels);
   }
 
@@ -105,15 +108,16 @@ export class ChannelPasses {
    * covers the tail, and everything when there is no SIMD.
    */
   reduce(
-      count: number,
-      simdBlock: (v0: number, n: number, accs: number[]) => void,
-      scalar: (heap: Float32Array, i: number, c: number, sums: Float64Array[]) => void): Float64Array[] {
-    const sums = Array.from({length: count}, () => new Float64Array(this.channels));
+    count: number,
+    simdBlock: (v0: number, n: number, accs: number[]) => void,
+    scalar: (heap: Float32Array, i: number, c: number, sums: Float64Array[]) => void,
+  ): Float64Array[] {
+    const sums = Array.from({ length: count }, () => new Float64Array(this.channels));
     let done = 0;
     if (this.simd != null) {
       const periodVectors = this.period / 4;
       const block = periodVectors * Math.max(1, Math.floor(BLOCK_VECTORS / periodVectors));
-      const accPtrs = Array.from({length: count}, () => this.slot());
+      const accPtrs = Array.from({ length: count }, () => this.slot());
       for (let v0 = 0; v0 < this.vectors; v0 += block) {
         const n = Math.min(block, this.vectors - v0);
         const h = this.heap();
@@ -139,8 +143,7 @@ export class ChannelPasses {
    * `simdAll(n)` does the first n vectors, `scalar(heap, i, c)` one float
    * (the tail, or everything without SIMD).
    */
-  map(out: TensorInfo, simdAll: (n: number) => void,
-      scalar: (heap: Float32Array, i: number, c: number) => void): TensorInfo {
+  map(out: TensorInfo, simdAll: (n: number) => void, scalar: (heap: Float32Array, i: number, c: number) => void): TensorInfo {
     let done = 0;
     if (this.simd != null) {
       simdAll(this.vectors);
@@ -156,5 +159,5 @@ export class ChannelPasses {
 }
 
 /** Tests force the plain loops with useSimd = false. */
-export const channelPassOptions = {useSimd: true};
+export const channelPassOptions = { useSimd: true };
 const options = channelPassOptions;

@@ -6,9 +6,9 @@
  * (terms outside x are zero). A channel multiplier M > 1 is reduced to M = 1 over C*M channels: x's channels
  * repeated M times (filter gradient) or dx's C*M channels summed in groups of M (input gradient).
  */
-import {backend_util, TensorInfo, Tile} from '@tensorflow/tfjs-core';
+import { backend_util, TensorInfo, Tile } from '@tensorflow/tfjs-core';
 
-import {Scratch} from './kernel_utils.js';
+import { Scratch } from './kernel_utils.js';
 
 type Shape4 = [number, number, number, number];
 
@@ -38,15 +38,30 @@ export interface DepthwiseGeometry {
  * output shape.
  */
 export function depthwiseGeometry(
-    kernelName: string, xShape: number[], filterShape: number[], dyShape: number[],
-    attrs: {strides: number|[number, number], dilations?: number|[number, number], pad: unknown,
-            dimRoundingMode?: 'floor'|'round'|'ceil', dataFormat?: string}): DepthwiseGeometry {
+  kernelName: string,
+  xShape: number[],
+  filterShape: number[],
+  dyShape: number[],
+  attrs: {
+    strides: number | [number, number];
+    dilations?: number | [number, number];
+    pad: unknown;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    dataFormat?: string;
+  },
+): DepthwiseGeometry {
   if (attrs.dataFormat != null && attrs.dataFormat !== 'NHWC') {
     throw new Error(`${kernelName} on wasm supports NHWC only, got dataFormat '${attrs.dataFormat}'`);
   }
   const info = backend_util.computeConv2DInfo(
-      xShape as Shape4, filterShape as Shape4, attrs.strides, attrs.dilations ?? 1,
-      attrs.pad as Parameters<typeof backend_util.computeConv2DInfo>[4], attrs.dimRoundingMode, true);
+    xShape as Shape4,
+    filterShape as Shape4,
+    attrs.strides,
+    attrs.dilations ?? 1,
+    attrs.pad as Parameters<typeof backend_util.computeConv2DInfo>[4],
+    attrs.dimRoundingMode,
+    true,
+  );
   const expected = info.outShape;
   if (dyShape.length !== 4 || dyShape.some((d, i) => d !== expected[i])) {
     throw new Error(`${kernelName}: dy shape [${dyShape}] does not match the output shape [${expected}]`);
@@ -73,17 +88,14 @@ export function depthwiseGeometry(
 /**
  * Outputs [lo, hi) along one axis whose tap `k` reads inside the input: 0 <= s*i + d*k - pad < size, i < outSize.
  */
-export function tapRange(k: number, pad: number, s: number, d: number, size: number, outSize: number):
-    [number, number] {
+export function tapRange(k: number, pad: number, s: number, d: number, size: number, outSize: number): [number, number] {
   const lo = Math.max(0, Math.ceil((pad - d * k) / s));
   const hi = Math.min(outSize, Math.floor((size - 1 + pad - d * k) / s) + 1);
   return [lo, Math.max(lo, hi)];
 }
 
 /** Visits every tap (a, b) with output rows [i0, i1) and columns [j0, j1) that read inside x, skipping empty ones. */
-export function forEachTap(
-    g: DepthwiseGeometry, visit: (a: number, b: number, i0: number, i1: number, j0: number, j1: number) => void):
-    void {
+export function forEachTap(g: DepthwiseGeometry, visit: (a: number, b: number, i0: number, i1: number, j0: number, j1: number) => void): void {
   for (let a = 0; a < g.kh; a++) {
     const [i0, i1] = tapRange(a, g.pt, g.sh, g.dh, g.h, g.oh);
     if (i1 === i0) continue;
@@ -98,7 +110,7 @@ export function forEachTap(
 export function repeatChannels(s: Scratch, x: TensorInfo, m: number): TensorInfo {
   if (m === 1) return x;
   const [n, h, w, c] = x.shape;
-  const tiled = s.run(Tile, {x: s.view(x, [n * h * w, c, 1])}, {reps: [1, 1, m]});
+  const tiled = s.run(Tile, { x: s.view(x, [n * h * w, c, 1]) }, { reps: [1, 1, m] });
   return s.view(tiled, [n, h, w, c * m]);
 }
 
@@ -108,10 +120,10 @@ export function repeatChannels(s: Scratch, x: TensorInfo, m: number): TensorInfo
  * depthwise kernel on the flipped filter). 'auto' takes xnnpack where it applies, else simd where available.
  */
 export const depthwiseGradOptions: {
-  filter: 'auto'|'simd'|'scalar',
-  input: 'auto'|'simd'|'scalar'|'xnnpack',
-  groupBytes: number,
-} = {filter: 'auto', input: 'auto', groupBytes: 1 << 19};
+  filter: 'auto' | 'simd' | 'scalar';
+  input: 'auto' | 'simd' | 'scalar' | 'xnnpack';
+  groupBytes: number;
+} = { filter: 'auto', input: 'auto', groupBytes: 1 << 19 };
 
 /** Images per group whose two operands (`bytesPerImage` together) stay in L2 while every tap passes over them. */
 export function imageGroup(n: number, bytesPerImage: number): number {

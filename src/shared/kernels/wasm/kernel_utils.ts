@@ -3,17 +3,8 @@
  * own kernels on TensorInfos, freeing intermediates, and block copies on the
  * wasm heap.
  */
-import {
-  backend_util,
-  getKernel,
-  KernelConfig,
-  NamedAttrMap,
-  NamedTensorInfoMap,
-  PadV2,
-  TensorInfo,
-  util,
-} from '@tensorflow/tfjs-core';
-import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
+import { backend_util, getKernel, KernelConfig, NamedAttrMap, NamedTensorInfoMap, PadV2, TensorInfo, util } from '@tensorflow/tfjs-core';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
 export const WASM = 'wasm';
 
@@ -52,31 +43,20 @@ function single(out: TensorInfo | TensorInfo[], name: string): TensorInfo {
  * typed loosely because tfjs' NamedAttrMap does not model every attribute
  * shape kernels accept (explicit paddings are number[][]).
  */
-export function runKernel(
-    name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
-    attrs: object = {}): TensorInfo {
+export function runKernel(name: string, backend: BackendWasm, inputs: NamedTensorInfoMap, attrs: object = {}): TensorInfo {
   return callKernel(getKernel(name, WASM), name, backend, inputs, attrs);
 }
 
 /** Runs a stock kernel that we replaced (or the registered one otherwise). */
-export function runStockKernel(
-    name: string, backend: BackendWasm, inputs: NamedTensorInfoMap,
-    attrs: object = {}): TensorInfo {
-  return callKernel(
-      stockKernels.get(name) ?? getKernel(name, WASM), name, backend, inputs,
-      attrs);
+export function runStockKernel(name: string, backend: BackendWasm, inputs: NamedTensorInfoMap, attrs: object = {}): TensorInfo {
+  return callKernel(stockKernels.get(name) ?? getKernel(name, WASM), name, backend, inputs, attrs);
 }
 
-function callKernel(
-    config: KernelConfig|undefined, name: string, backend: BackendWasm,
-    inputs: NamedTensorInfoMap, attrs: object): TensorInfo {
+function callKernel(config: KernelConfig | undefined, name: string, backend: BackendWasm, inputs: NamedTensorInfoMap, attrs: object): TensorInfo {
   if (config == null) {
     throw new Error(`wasm kernel ${name} is not registered`);
   }
-  return single(
-      config.kernelFunc(
-          {inputs, backend, attrs: attrs as unknown as NamedAttrMap}),
-      name);
+  return single(config.kernelFunc({ inputs, backend, attrs: attrs as unknown as NamedAttrMap }), name);
 }
 
 /**
@@ -94,8 +74,7 @@ export function stockKernelSetup(kernelName: string): (backend: {}) => void {
  * afterwards, also when `f` throws; `f` returns the kernel output (released
  * from the scratch, or made outside it).
  */
-export function withScratch<T>(backend: BackendWasm, f: (s: Scratch) => T):
-    T {
+export function withScratch<T>(backend: BackendWasm, f: (s: Scratch) => T): T {
   const s = new Scratch(backend);
   try {
     return f(s);
@@ -120,8 +99,7 @@ export class Scratch {
     return info;
   }
 
-  run(name: string, inputs: NamedTensorInfoMap, attrs: object = {}):
-      TensorInfo {
+  run(name: string, inputs: NamedTensorInfoMap, attrs: object = {}): TensorInfo {
     return this.keep(runKernel(name, this.backend, inputs, attrs));
   }
 
@@ -134,7 +112,7 @@ export class Scratch {
     if (util.sizeFromShape(shape) !== util.sizeFromShape(x.shape)) {
       throw new Error(`view: cannot reshape [${x.shape}] to [${shape}]`);
     }
-    return {dataId: x.dataId, shape, dtype: x.dtype};
+    return { dataId: x.dataId, shape, dtype: x.dtype };
   }
 
   /**
@@ -147,12 +125,10 @@ export class Scratch {
    */
   subView(base: TensorInfo, offset: number, shape: number[]): TensorInfo {
     const end = offset + util.sizeFromShape(shape);
-    if (offset < 0 || end > util.sizeFromShape(base.shape) ||
-        base.dtype !== 'float32') {
+    if (offset < 0 || end > util.sizeFromShape(base.shape) || base.dtype !== 'float32') {
       throw new Error(`subView [${offset}, ${end}) outside [${base.shape}]`);
     }
-    const byteOffset = this.backend.getMemoryOffset(base.dataId) +
-        offset * Float32Array.BYTES_PER_ELEMENT;
+    const byteOffset = this.backend.getMemoryOffset(base.dataId) + offset * Float32Array.BYTES_PER_ELEMENT;
     const view = this.backend.makeOutput(shape, 'float32', byteOffset);
     this.subViews.push(view);
     return view;
@@ -216,8 +192,7 @@ export class Scratch {
  * A Float32Array over the whole wasm heap and the element offset of `info`
  * in it. Views must be re-fetched after any allocation (the heap may grow).
  */
-export function heapF32(backend: BackendWasm, info: TensorInfo):
-    {heap: Float32Array, offset: number} {
+export function heapF32(backend: BackendWasm, info: TensorInfo): { heap: Float32Array; offset: number } {
   if (info.dtype !== 'float32') {
     throw new Error(`expected float32, got ${info.dtype}`);
   }
@@ -236,9 +211,16 @@ export function heapF32(backend: BackendWasm, info: TensorInfo):
  * copy the whole input out of the heap.
  */
 export function copyRuns(
-    backend: BackendWasm, src: TensorInfo, srcStart: number,
-    srcStride: number, dst: TensorInfo, dstStart: number, dstStride: number,
-    len: number, rows: number): void {
+  backend: BackendWasm,
+  src: TensorInfo,
+  srcStart: number,
+  srcStride: number,
+  dst: TensorInfo,
+  dstStart: number,
+  dstStride: number,
+  len: number,
+  rows: number,
+): void {
   if (len <= 0 || rows <= 0) {
     return;
   }
@@ -259,9 +241,7 @@ export function copyRuns(
 }
 
 /** Fills `rows` runs of `len` floats of `dst` with `value`. */
-export function fillRuns(
-    backend: BackendWasm, dst: TensorInfo, dstStart: number,
-    dstStride: number, len: number, rows: number, value = 0): void {
+export function fillRuns(backend: BackendWasm, dst: TensorInfo, dstStart: number, dstStride: number, len: number, rows: number, value = 0): void {
   if (len <= 0 || rows <= 0) {
     return;
   }
@@ -284,24 +264,29 @@ export function fillRuns(
  * both crops and pads. Returns `x` itself (untracked) when the window is the
  * identity.
  */
-export function windowNHWC(
-    s: Scratch, x: TensorInfo, h0: number, outH: number, w0: number,
-    outW: number, padValue = 0): TensorInfo {
+export function windowNHWC(s: Scratch, x: TensorInfo, h0: number, outH: number, w0: number, outW: number, padValue = 0): TensorInfo {
   const [n, h, w, c] = x.shape;
   if (h0 === 0 && w0 === 0 && outH === h && outW === w) {
     return x;
   }
-  const hLo = Math.max(0, -h0), hHi = Math.min(outH, h - h0);
-  const wLo = Math.max(0, -w0), wHi = Math.min(outW, w - w0);
+  const hLo = Math.max(0, -h0),
+    hHi = Math.min(outH, h - h0);
+  const wLo = Math.max(0, -w0),
+    wHi = Math.min(outW, w - w0);
   if (h0 <= 0 && w0 <= 0 && outH - h + h0 >= 0 && outW - w + w0 >= 0) {
     // Pure padding: PadV2 on the [N, H, W*C] view is a fast native kernel.
     const padded = s.run(
-        PadV2, {x: s.view(x, [n, h, w * c])}, {
-          paddings: [
-            [0, 0], [-h0, outH - h + h0], [-w0 * c, (outW - w + w0) * c]
-          ],
-          constantValue: padValue,
-        });
+      PadV2,
+      { x: s.view(x, [n, h, w * c]) },
+      {
+        paddings: [
+          [0, 0],
+          [-h0, outH - h + h0],
+          [-w0 * c, (outW - w + w0) * c],
+        ],
+        constantValue: padValue,
+      },
+    );
     return s.view(padded, [n, outH, outW, c]);
   }
   const out = s.alloc([n, outH, outW, c]);
@@ -314,22 +299,14 @@ export function windowNHWC(
     const base = b * outH * outRow;
     // Zero rows above/below the copied band, and the left/right margins.
     fillRuns(s.backend, out, base, 0, hLo * outRow, 1, padValue);
-    fillRuns(
-        s.backend, out, base + hHi * outRow, 0, (outH - hHi) * outRow, 1,
-        padValue);
+    fillRuns(s.backend, out, base + hHi * outRow, 0, (outH - hHi) * outRow, 1, padValue);
     if (wLo > 0) {
-      fillRuns(
-          s.backend, out, base + hLo * outRow, outRow, wLo * c, hHi - hLo,
-          padValue);
+      fillRuns(s.backend, out, base + hLo * outRow, outRow, wLo * c, hHi - hLo, padValue);
     }
     if (wHi < outW) {
-      fillRuns(
-          s.backend, out, base + hLo * outRow + wHi * c, outRow,
-          (outW - wHi) * c, hHi - hLo, padValue);
+      fillRuns(s.backend, out, base + hLo * outRow + wHi * c, outRow, (outW - wHi) * c, hHi - hLo, padValue);
     }
-    copyRuns(
-        s.backend, x, ((b * h + h0 + hLo) * w + w0 + wLo) * c, w * c, out,
-        base + hLo * outRow + wLo * c, outRow, (wHi - wLo) * c, hHi - hLo);
+    copyRuns(s.backend, x, ((b * h + h0 + hLo) * w + w0 + wLo) * c, w * c, out, base + hLo * outRow + wLo * c, outRow, (wHi - wLo) * c, hHi - hLo);
   }
   return out;
 }
@@ -361,25 +338,21 @@ export function shortGeometry(info: backend_util.Conv2DInfo) {
  * phase_b[q]; a window tap k = s*a + b reads phase_b[o + a] for output o, so
  * the grid needs o + a < hq, and must hold the padded input (pt + h).
  */
-export function phaseGridSize(g: ReturnType<typeof shortGeometry>):
-    [number, number] {
+export function phaseGridSize(g: ReturnType<typeof shortGeometry>): [number, number] {
   return [
     Math.max(Math.ceil((g.pt + g.h) / g.sh), g.oh + Math.ceil(g.kh / g.sh) - 1),
     Math.max(Math.ceil((g.pl + g.w) / g.sw), g.ow + Math.ceil(g.kw / g.sw) - 1),
   ];
 }
 
-export function assertNHWC(dataFormat: string|undefined, name: string): void {
-  if (dataFormat != null && dataFormat !== 'NHWC' &&
-      dataFormat !== 'channelsLast') {
-    throw new Error(
-        `${name} on wasm supports NHWC only, got dataFormat '${dataFormat}'`);
+export function assertNHWC(dataFormat: string | undefined, name: string): void {
+  if (dataFormat != null && dataFormat !== 'NHWC' && dataFormat !== 'channelsLast') {
+    throw new Error(`${name} on wasm supports NHWC only, got dataFormat '${dataFormat}'`);
   }
 }
 
 /** tfjs types kernel inputs as optional; fail clearly if one is missing. */
-export function required(info: TensorInfo|undefined, name: string):
-    TensorInfo {
+export function required(info: TensorInfo | undefined, name: string): TensorInfo {
   if (info == null) {
     throw new Error(`missing kernel input '${name}'`);
   }
@@ -391,25 +364,22 @@ export function required(info: TensorInfo|undefined, name: string):
  * multiples of the strides: out[n, i, j, :] = x[n, sh*i + bh, sw*j + bw, :].
  * Returns `x` itself for unit strides.
  */
-export function phaseNHWC(
-    s: Scratch, x: TensorInfo, sh: number, sw: number, bh: number,
-    bw: number): TensorInfo {
+export function phaseNHWC(s: Scratch, x: TensorInfo, sh: number, sw: number, bh: number, bw: number): TensorInfo {
   if (sh === 1 && sw === 1) {
     return x;
   }
   const [n, h, w, c] = x.shape;
-  const hq = h / sh, wq = w / sw;
+  const hq = h / sh,
+    wq = w / sw;
   const out = s.alloc([n, hq, wq, c]);
-  const inRow = w * c, outRow = wq * c;
+  const inRow = w * c,
+    outRow = wq * c;
   if (sw === 1) {
-    copyRuns(s.backend, x, bh * inRow, sh * inRow, out, 0, outRow, outRow,
-             n * hq);
+    copyRuns(s.backend, x, bh * inRow, sh * inRow, out, 0, outRow, outRow, n * hq);
     return out;
   }
   for (let r = 0; r < n * hq; r++) {
-    copyRuns(
-        s.backend, x, (r * sh + bh) * inRow + bw * c, sw * c, out, r * outRow,
-        c, c, wq);
+    copyRuns(s.backend, x, (r * sh + bh) * inRow + bw * c, sw * c, out, r * outRow, c, c, wq);
   }
   return out;
 }
@@ -419,11 +389,10 @@ export function phaseNHWC(
  * phases[bh][bw][n, (i + top) div sh, (j + left) div sw, :] with
  * bh = (i + top) mod sh, bw = (j + left) mod sw; a null phase is zero.
  */
-export function interleavePhasesNHWC(
-    s: Scratch, phases: Array<Array<TensorInfo|null>>, outShape: number[],
-    top: number, left: number): TensorInfo {
+export function interleavePhasesNHWC(s: Scratch, phases: Array<Array<TensorInfo | null>>, outShape: number[], top: number, left: number): TensorInfo {
   const [n, h, w, c] = outShape;
-  const sh = phases.length, sw = phases[0].length;
+  const sh = phases.length,
+    sw = phases[0].length;
   const out = s.alloc(outShape);
   for (let bh = 0; bh < sh; bh++) {
     const i0 = (((bh - top) % sh) + sh) % sh;
@@ -444,8 +413,7 @@ export function interleavePhasesNHWC(
             continue;
           }
           const [, hq, wq] = phase.shape;
-          const src =
-              ((b * hq + (i + top - bh) / sh) * wq + (j0 + left - bw) / sw) * c;
+          const src = ((b * hq + (i + top - bh) / sh) * wq + (j0 + left - bw) / sw) * c;
           copyRuns(s.backend, phase, src, c, out, dst, sw * c, c, cols);
         }
       }
@@ -462,6 +430,14 @@ export function padChannels(s: Scratch, x: TensorInfo, to: number): TensorInfo {
   }
   const rows = x.shape.reduce((p, d) => p * d, 1) / c;
   return s.run(
-      PadV2, {x: s.view(x, [rows, c])},
-      {paddings: [[0, 0], [0, to - c]], constantValue: 0});
+    PadV2,
+    { x: s.view(x, [rows, c]) },
+    {
+      paddings: [
+        [0, 0],
+        [0, to - c],
+      ],
+      constantValue: 0,
+    },
+  );
 }

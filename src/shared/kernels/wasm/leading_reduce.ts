@@ -7,36 +7,18 @@
  * what batch-norm statistics and bias/scale gradients need. A matmul with a
  * ones row is no faster: XNNPACK packs the data operand on every call.
  */
-import {
-  AvgPool,
-  Fill,
-  Mean,
-  Multiply,
-  Reshape,
-  Sum,
-  SumAttrs,
-  SumInputs,
-  TensorInfo,
-  util,
-} from '@tensorflow/tfjs-core';
-import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
+import { AvgPool, Fill, Mean, Multiply, Reshape, Sum, SumAttrs, SumInputs, TensorInfo, util } from '@tensorflow/tfjs-core';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
-import {
-  required,
-  runKernel,
-  runStockKernel,
-  WasmKernelArgs,
-  withScratch,
-} from './kernel_utils.js';
+import { required, runKernel, runStockKernel, WasmKernelArgs, withScratch } from './kernel_utils.js';
 
 /**
  * kernelFunc of Sum or Mean (same inputs and attributes): leading-axes
  * reductions here, everything else by the stock kernel.
  */
-export function leadingReduceKernel(kernelName: typeof Sum|typeof Mean):
-    (args: WasmKernelArgs<SumInputs, SumAttrs>) => TensorInfo {
+export function leadingReduceKernel(kernelName: typeof Sum | typeof Mean): (args: WasmKernelArgs<SumInputs, SumAttrs>) => TensorInfo {
   const sum = kernelName === Sum;
-  return ({inputs, backend, attrs}) => {
+  return ({ inputs, backend, attrs }) => {
     const x = required(inputs.x, 'x');
     const k = leadingAxes(x, attrs.axis);
     if (k == null) {
@@ -50,14 +32,14 @@ export function leadingReduceKernel(kernelName: typeof Sum|typeof Mean):
  * Number of leading axes reduced if `axis` selects exactly axes 0..k-1 of a
  * float32 tensor (k >= 1), else null.
  */
-export function leadingAxes(
-    x: TensorInfo, axis: number|number[]): number|null {
-  if (x.dtype !== 'float32' || x.shape.length === 0 ||
-      util.sizeFromShape(x.shape) === 0) {
+export function leadingAxes(x: TensorInfo, axis: number | number[]): number | null {
+  if (x.dtype !== 'float32' || x.shape.length === 0 || util.sizeFromShape(x.shape) === 0) {
     return null;
   }
-  const axes =
-      util.parseAxisParam(axis, x.shape).slice().sort((a, b) => a - b);
+  const axes = util
+    .parseAxisParam(axis, x.shape)
+    .slice()
+    .sort((a, b) => a - b);
   if (axes.length === 0 || axes.some((a, i) => a !== i)) {
     return null;
   }
@@ -65,25 +47,19 @@ export function leadingAxes(
 }
 
 /** Mean (or sum, `sum` = true) over the first k axes of x. */
-export function reduceLeading(
-    backend: BackendWasm, x: TensorInfo, k: number, keepDims: boolean,
-    sum: boolean): TensorInfo {
+export function reduceLeading(backend: BackendWasm, x: TensorInfo, k: number, keepDims: boolean, sum: boolean): TensorInfo {
   const lead = x.shape.slice(0, k);
   const rest = x.shape.slice(k);
   const count = util.sizeFromShape(lead);
   const cols = lead[k - 1];
   const rows = count / cols;
-  const outShape =
-      keepDims ? [...lead.map(() => 1), ...rest] : rest;
-  return withScratch(backend, s => {
-    let out = s.run(
-        AvgPool, {x: s.view(x, [1, rows, cols, util.sizeFromShape(rest)])},
-        {filterSize: [rows, cols], strides: [1, 1], pad: 'valid'});
+  const outShape = keepDims ? [...lead.map(() => 1), ...rest] : rest;
+  return withScratch(backend, (s) => {
+    let out = s.run(AvgPool, { x: s.view(x, [1, rows, cols, util.sizeFromShape(rest)]) }, { filterSize: [rows, cols], strides: [1, 1], pad: 'valid' });
     if (sum) {
-      const scale =
-          s.run(Fill, {}, {shape: [], value: count, dtype: 'float32'});
-      out = s.run(Multiply, {a: out, b: scale});
+      const scale = s.run(Fill, {}, { shape: [], value: count, dtype: 'float32' });
+      out = s.run(Multiply, { a: out, b: scale });
     }
-    return runKernel(Reshape, backend, {x: out}, {shape: outShape});
+    return runKernel(Reshape, backend, { x: out }, { shape: outShape });
   });
 }

@@ -4,30 +4,25 @@
  * replacements can delegate to them. Safe to call more than once.
  */
 import '@tensorflow/tfjs-backend-wasm';
-import {
-  getKernel,
-  KernelConfig,
-  registerKernel,
-  unregisterKernel,
-} from '@tensorflow/tfjs-core';
+import { getKernel, KernelConfig, registerKernel, unregisterKernel } from '@tensorflow/tfjs-core';
 
-import {avgPoolGradConfig} from './AvgPoolGrad.js';
-import {batchMatMulConfig} from './BatchMatMul.js';
-import {batchNormTrainBackwardConfig} from './BatchNormTrainBackward.js';
-import {batchNormTrainForwardConfig} from './BatchNormTrainForward.js';
-import {clipGradConfig} from './ClipGrad.js';
-import {registerClipGradients} from '../clip_gradients.js';
-import {conv2DConfig} from './Conv2D.js';
-import {conv2DBackpropFilterConfig} from './Conv2DBackpropFilter.js';
-import {conv2DBackpropInputConfig} from './Conv2DBackpropInput.js';
-import {depthwiseConv2dNativeBackpropFilterConfig} from './DepthwiseConv2dNativeBackpropFilter.js';
-import {depthwiseConv2dNativeBackpropInputConfig} from './DepthwiseConv2dNativeBackpropInput.js';
-import {rememberStockKernel, WASM} from './kernel_utils.js';
-import {identityConfig} from './Identity.js';
-import {maxPoolGradConfig} from './MaxPoolGrad.js';
-import {meanConfig} from './Mean.js';
-import {reluGradConfig} from './ReluGrad.js';
-import {sumConfig} from './Sum.js';
+import { avgPoolGradConfig } from './AvgPoolGrad.js';
+import { batchMatMulConfig } from './BatchMatMul.js';
+import { batchNormTrainBackwardConfig } from './BatchNormTrainBackward.js';
+import { batchNormTrainForwardConfig } from './BatchNormTrainForward.js';
+import { clipGradConfig } from './ClipGrad.js';
+import { registerClipGradients } from '../clip_gradients.js';
+import { conv2DConfig } from './Conv2D.js';
+import { conv2DBackpropFilterConfig } from './Conv2DBackpropFilter.js';
+import { conv2DBackpropInputConfig } from './Conv2DBackpropInput.js';
+import { depthwiseConv2dNativeBackpropFilterConfig } from './DepthwiseConv2dNativeBackpropFilter.js';
+import { depthwiseConv2dNativeBackpropInputConfig } from './DepthwiseConv2dNativeBackpropInput.js';
+import { rememberStockKernel, WASM } from './kernel_utils.js';
+import { identityConfig } from './Identity.js';
+import { maxPoolGradConfig } from './MaxPoolGrad.js';
+import { meanConfig } from './Mean.js';
+import { reluGradConfig } from './ReluGrad.js';
+import { sumConfig } from './Sum.js';
 
 export const wasmTrainingKernels: readonly KernelConfig[] = [
   conv2DConfig,

@@ -29,9 +29,7 @@ export interface PhasePlan {
   padAfter: number;
 }
 
-export function planPhases(
-    inSize: number, outSize: number, kernel: number, stride: number,
-    padBefore: number): PhasePlan {
+export function planPhases(inSize: number, outSize: number, kernel: number, stride: number, padBefore: number): PhasePlan {
   const taps: number[] = [];
   let mLo = Infinity;
   let mHi = -Infinity;

@@ -11,22 +11,22 @@
  * `end`. `;;` starts a comment. Labels are resolved to depths.
  */
 
-const TYPES: Record<string, number> = {i32: 0x7f, f32: 0x7d, v128: 0x7b};
+const TYPES: Record<string, number> = { i32: 0x7f, f32: 0x7d, v128: 0x7b };
 
-type Imm = 'none'|'local'|'label'|'block'|'i32'|'f32'|'mem'|'lane';
+type Imm = 'none' | 'local' | 'label' | 'block' | 'i32' | 'f32' | 'mem' | 'lane';
 
 /** Opcode bytes (0xfd prefix for SIMD) and immediate kind, with natural alignment (log2) for memory ops. */
 const OPS: Record<string, [number[], Imm, number?]> = {
-  'block': [[0x02], 'block'],
-  'loop': [[0x03], 'block'],
-  'if': [[0x04], 'block'],
-  'else': [[0x05], 'none'],
-  'end': [[0x0b], 'none'],
-  'br': [[0x0c], 'label'],
-  'br_if': [[0x0d], 'label'],
-  'return': [[0x0f], 'none'],
-  'drop': [[0x1a], 'none'],
-  'select': [[0x1b], 'none'],
+  block: [[0x02], 'block'],
+  loop: [[0x03], 'block'],
+  if: [[0x04], 'block'],
+  else: [[0x05], 'none'],
+  end: [[0x0b], 'none'],
+  br: [[0x0c], 'label'],
+  br_if: [[0x0d], 'label'],
+  return: [[0x0f], 'none'],
+  drop: [[0x1a], 'none'],
+  select: [[0x1b], 'none'],
   'local.get': [[0x20], 'local'],
   'local.set': [[0x21], 'local'],
   'local.tee': [[0x22], 'local'],
@@ -142,7 +142,7 @@ function parseFunction(f: WasmFunction): Parsed {
   // Locals are declared one group per entry (count 1); fine for a few dozen.
   uleb(localTypes.length, body);
   for (const ty of localTypes) body.push(1, ty);
-  const labels: (string|null)[] = [];
+  const labels: (string | null)[] = [];
   const need = (what: string) => {
     const v = tokens[++t];
     if (v === undefined) throw new Error(`${f.name}: missing ${what}`);
@@ -205,7 +205,7 @@ function parseFunction(f: WasmFunction): Parsed {
   }
   if (labels.length !== 0) throw new Error(`${f.name}: unclosed block`);
   body.push(0x0b);
-  return {params, results, code: body};
+  return { params, results, code: body };
 }
 
 /** Module binary: memory imported as env.memory, every function exported under its name. */
@@ -225,7 +225,7 @@ export function assemble(functions: readonly WasmFunction[]): Uint8Array {
   const imports: number[] = [1];
   str('env', imports);
   str('memory', imports);
-  imports.push(0x02, 0x00, 0x00);  // memory, limits: min 0, no max
+  imports.push(0x02, 0x00, 0x00); // memory, limits: min 0, no max
   section(2, imports, out);
   const funcs: number[] = [];
   uleb(parsed.length, funcs);

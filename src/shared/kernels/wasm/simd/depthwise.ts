@@ -5,34 +5,60 @@
  * phase of dx at a time. Pointers and strides are bytes on the wasm heap; channel blocks are 16 * nv bytes apart
  * in every operand.
  */
-import type {BackendWasm} from '@tensorflow/tfjs-backend-wasm';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
-import {WasmFunction} from './assembler.js';
-import {countedLoop, heapModule, pixelLoops} from './module.js';
+import { WasmFunction } from './assembler.js';
+import { countedLoop, heapModule, pixelLoops } from './module.js';
 
 /** Vectors per channel block the kernels are assembled for; a channel count is covered by blocks of 4, 2, 1. */
 export const DEPTHWISE_BLOCK_VECTORS = [4, 2, 1] as const;
-export type BlockVectors = typeof DEPTHWISE_BLOCK_VECTORS[number];
+export type BlockVectors = (typeof DEPTHWISE_BLOCK_VECTORS)[number];
 
 /**
  * Filter tap: for each of `blocks` channel blocks, w[c] += sum over the pixels of a[c] * b[c] (a, b: x and dy at
  * the tap's offsets).
  */
 export type DepthwiseTapKernel = (
-    a: number, b: number, w: number, rows: number, cols: number, images: number, aRow: number, aCol: number,
-    aImage: number, bRow: number, bCol: number, bImage: number, blocks: number) => void;
+  a: number,
+  b: number,
+  w: number,
+  rows: number,
+  cols: number,
+  images: number,
+  aRow: number,
+  aCol: number,
+  aImage: number,
+  bRow: number,
+  bCol: number,
+  bImage: number,
+  blocks: number,
+) => void;
 
 /** The gather kernel: a tap kernel's arguments, then the tap table's byte offset and its number of entries. */
 export type DepthwiseGatherKernel = (
-    a: number, b: number, w: number, rows: number, cols: number, images: number, aRow: number, aCol: number,
-    aImage: number, bRow: number, bCol: number, bImage: number, blocks: number, table: number, taps: number) => void;
+  a: number,
+  b: number,
+  w: number,
+  rows: number,
+  cols: number,
+  images: number,
+  aRow: number,
+  aCol: number,
+  aImage: number,
+  bRow: number,
+  bCol: number,
+  bImage: number,
+  blocks: number,
+  table: number,
+  taps: number,
+) => void;
 
 export interface DepthwiseTapKernels {
   filterTap: Record<BlockVectors, DepthwiseTapKernel>;
   inputGather: Record<BlockVectors, DepthwiseGatherKernel>;
 }
 
-const range = (n: number) => Array.from({length: n}, (_, i) => i);
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /**
  * The pixel walk shared by the kernels; `pre`/`body`/`post` run per block, per pixel, after a block; `extra`
@@ -47,8 +73,14 @@ function tapWalk(name: string, nv: number, pre: string, body: string, post: stri
     (param $blocks i32) ${extra}
     (local $k i32) (local $n i32) (local $r i32) (local $c i32)
     (local $a i32) (local $b i32) (local $ar i32) (local $br i32) (local $aq i32) (local $bq i32)
-    ${range(nv).map(v => `(local $v${v} v128)`).join(' ')}
-    ${countedLoop('$block', '$k', '$blocks', `
+    ${range(nv)
+      .map((v) => `(local $v${v} v128)`)
+      .join(' ')}
+    ${countedLoop(
+      '$block',
+      '$k',
+      '$blocks',
+      `
       ${pre}
       local.get $a0 local.set $a
       local.get $b0 local.set $b
@@ -56,7 +88,8 @@ function tapWalk(name: string, nv: number, pre: string, body: string, post: stri
       ${post}
       local.get $a0 i32.const ${16 * nv} i32.add local.set $a0
       local.get $b0 i32.const ${16 * nv} i32.add local.set $b0
-      local.get $w i32.const ${16 * nv} i32.add local.set $w`)}
+      local.get $w i32.const ${16 * nv} i32.add local.set $w`,
+    )}
     `,
   };
 }
@@ -65,12 +98,19 @@ function tapWalk(name: string, nv: number, pre: string, body: string, post: stri
 export function filterTap(nv: number, name = `dwFilterTap${nv}`): WasmFunction {
   const vs = range(nv);
   return tapWalk(
-      name, nv, vs.map(v => `local.get $w v128.load offset=${16 * v} local.set $v${v}`).join(' '),
-      vs.map(v => `
+    name,
+    nv,
+    vs.map((v) => `local.get $w v128.load offset=${16 * v} local.set $v${v}`).join(' '),
+    vs
+      .map(
+        (v) => `
         local.get $v${v}
         local.get $aq v128.load offset=${16 * v} local.get $bq v128.load offset=${16 * v} f32x4.mul
-        f32x4.add local.set $v${v}`).join(''),
-      vs.map(v => `local.get $w local.get $v${v} v128.store offset=${16 * v}`).join(' '));
+        f32x4.add local.set $v${v}`,
+      )
+      .join(''),
+    vs.map((v) => `local.get $w local.get $v${v} v128.store offset=${16 * v}`).join(' '),
+  );
 }
 
 /**
@@ -82,19 +122,33 @@ export function filterTap(nv: number, name = `dwFilterTap${nv}`): WasmFunction {
 export function inputGather(nv: number, name = `dwInputGather${nv}`): WasmFunction {
   const vs = range(nv);
   return tapWalk(
-      name, nv, '', `
-        ${vs.map(v => `local.get $zero local.set $v${v}`).join(' ')}
+    name,
+    nv,
+    '',
+    `
+        ${vs.map((v) => `local.get $zero local.set $v${v}`).join(' ')}
         local.get $table local.set $t
-        ${countedLoop('$tap', '$ti', '$taps', `
+        ${countedLoop(
+          '$tap',
+          '$ti',
+          '$taps',
+          `
           local.get $aq local.get $t i32.load i32.add local.set $p
           local.get $t i32.load offset=4 local.get $w i32.add local.set $wp
-          ${vs.map(v => `
+          ${vs
+            .map(
+              (v) => `
           local.get $v${v}
           local.get $p v128.load offset=${16 * v} local.get $wp v128.load offset=${16 * v} f32x4.mul
-          f32x4.add local.set $v${v}`).join('')}
-          local.get $t i32.const 8 i32.add local.set $t`)}
-        ${vs.map(v => `local.get $bq local.get $v${v} v128.store offset=${16 * v}`).join(' ')}`,
-      '', '(param $table i32) (param $taps i32) (local $t i32) (local $ti i32) (local $p i32) (local $wp i32) (local $zero v128)');
+          f32x4.add local.set $v${v}`,
+            )
+            .join('')}
+          local.get $t i32.const 8 i32.add local.set $t`,
+        )}
+        ${vs.map((v) => `local.get $bq local.get $v${v} v128.store offset=${16 * v}`).join(' ')}`,
+    '',
+    '(param $table i32) (param $taps i32) (local $t i32) (local $ti i32) (local $p i32) (local $wp i32) (local $zero v128)',
+  );
 }
 
 /**
@@ -103,19 +157,36 @@ export function inputGather(nv: number, name = `dwInputGather${nv}`): WasmFuncti
  * a stride-2 phase). Same arguments; `$taps` is ignored.
  */
 export function inputGatherUnrolled(nv: number, taps: number, name = `dwInputGather${nv}x${taps}`): WasmFunction {
-  const vs = range(nv), ts = range(taps);
+  const vs = range(nv),
+    ts = range(taps);
   return tapWalk(
-      name, nv, ts.map(t => `
+    name,
+    nv,
+    ts
+      .map(
+        (t) => `
         local.get $table i32.load offset=${8 * t} local.set $o${t}
-        local.get $table i32.load offset=${8 * t + 4} local.get $w i32.add local.set $f${t}`).join(''),
-      `${ts.map(t => `
+        local.get $table i32.load offset=${8 * t + 4} local.get $w i32.add local.set $f${t}`,
+      )
+      .join(''),
+    `${ts
+      .map(
+        (t) => `
         local.get $aq local.get $o${t} i32.add local.set $p
-        ${vs.map(v => `
+        ${vs
+          .map(
+            (v) => `
         local.get $p v128.load offset=${16 * v} local.get $f${t} v128.load offset=${16 * v} f32x4.mul
-        ${t === 0 ? '' : `local.get $v${v} f32x4.add`} local.set $v${v}`).join('')}`).join('')}
-        ${vs.map(v => `local.get $bq local.get $v${v} v128.store offset=${16 * v}`).join(' ')}`,
-      '', `(param $table i32) (param $taps i32) (local $p i32)
-      ${ts.map(t => `(local $o${t} i32) (local $f${t} i32)`).join(' ')}`);
+        ${t === 0 ? '' : `local.get $v${v} f32x4.add`} local.set $v${v}`,
+          )
+          .join('')}`,
+      )
+      .join('')}
+        ${vs.map((v) => `local.get $bq local.get $v${v} v128.store offset=${16 * v}`).join(' ')}`,
+    '',
+    `(param $table i32) (param $taps i32) (local $p i32)
+      ${ts.map((t) => `(local $o${t} i32) (local $f${t} i32)`).join(' ')}`,
+  );
 }
 
 /** Tap counts up to which the gather kernel is unrolled (a 3x3 filter at stride 1 has 9). */
@@ -125,24 +196,20 @@ export const MAX_UNROLLED_TAPS = 9;
  * The gather kernels for `taps` table entries bound to `backend`'s heap (unrolled up to MAX_UNROLLED_TAPS, each
  * count assembled on first use), or null without wasm SIMD.
  */
-export function depthwiseGatherKernels(backend: BackendWasm, taps: number):
-    Record<BlockVectors, DepthwiseGatherKernel>|null {
+export function depthwiseGatherKernels(backend: BackendWasm, taps: number): Record<BlockVectors, DepthwiseGatherKernel> | null {
   if (taps > MAX_UNROLLED_TAPS || taps === 0) return depthwiseTapKernels(backend)?.inputGather ?? null;
-  const exports = heapModule<Record<string, DepthwiseGatherKernel>>(
-      backend, `depthwiseGather${taps}`, () => DEPTHWISE_BLOCK_VECTORS.map(nv => inputGatherUnrolled(nv, taps)));
+  const exports = heapModule<Record<string, DepthwiseGatherKernel>>(backend, `depthwiseGather${taps}`, () =>
+    DEPTHWISE_BLOCK_VECTORS.map((nv) => inputGatherUnrolled(nv, taps)),
+  );
   if (exports == null) return null;
-  return Object.fromEntries(DEPTHWISE_BLOCK_VECTORS.map(nv => [nv, exports[`dwInputGather${nv}x${taps}`]])) as
-      Record<BlockVectors, DepthwiseGatherKernel>;
+  return Object.fromEntries(DEPTHWISE_BLOCK_VECTORS.map((nv) => [nv, exports[`dwInputGather${nv}x${taps}`]])) as Record<BlockVectors, DepthwiseGatherKernel>;
 }
 
 /** The tap kernels bound to `backend`'s heap, or null without wasm SIMD. */
-export function depthwiseTapKernels(backend: BackendWasm): DepthwiseTapKernels|null {
-  const exports = heapModule<Record<string, unknown>>(
-      backend, 'depthwise',
-      () => DEPTHWISE_BLOCK_VECTORS.flatMap(nv => [filterTap(nv), inputGather(nv)]));
+export function depthwiseTapKernels(backend: BackendWasm): DepthwiseTapKernels | null {
+  const exports = heapModule<Record<string, unknown>>(backend, 'depthwise', () => DEPTHWISE_BLOCK_VECTORS.flatMap((nv) => [filterTap(nv), inputGather(nv)]));
   if (exports == null) return null;
-  const pick = <K>(prefix: string) =>
-      Object.fromEntries(DEPTHWISE_BLOCK_VECTORS.map(nv => [nv, exports[`${prefix}${nv}`]])) as Record<BlockVectors, K>;
+  const pick = <K>(prefix: string) => Object.fromEntries(DEPTHWISE_BLOCK_VECTORS.map((nv) => [nv, exports[`${prefix}${nv}`]])) as Record<BlockVectors, K>;
   return {
     filterTap: pick<DepthwiseTapKernel>('dwFilterTap'),
     inputGather: pick<DepthwiseGatherKernel>('dwInputGather'),
@@ -153,8 +220,7 @@ export function depthwiseTapKernels(backend: BackendWasm): DepthwiseTapKernels|n
  * Runs `kernel` over `vectors` float32x4 channel vectors in blocks of 4, 2 and 1 vectors (`call(kernel, first
  * vector, blocks)`), so any multiple of 4 channels is covered with the widest blocks first.
  */
-export function forChannelBlocks<K>(
-    kernels: Record<BlockVectors, K>, vectors: number, call: (kernel: K, v0: number, blocks: number) => void): void {
+export function forChannelBlocks<K>(kernels: Record<BlockVectors, K>, vectors: number, call: (kernel: K, v0: number, blocks: number) => void): void {
   let v0 = 0;
   for (const nv of DEPTHWISE_BLOCK_VECTORS) {
     const blocks = Math.floor((vectors - v0) / nv);
