@@ -3,29 +3,15 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext } from 'playwright-core';
+import { CHROMIUM, launchChromium } from '../browser/chromium.js';
 
-export const CHROMIUM = '/usr/bin/chromium';
 /** The reason to skip browser tests, or false. */
 export const noChromium: string | false = existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install -y chromium)`;
 
-/** Runs `fn` with a headless Chromium (as test/browser/tfjs_browser.test.ts launches it); closes it afterwards. */
+/** Runs `fn` with a headless Chromium (test/browser/chromium.ts launchChromium); closes it afterwards. */
 export async function withChromium<T>(fn: (context: BrowserContext) => Promise<T>): Promise<T> {
   const work = await mkdtemp(join(tmpdir(), 'gdp-dash-browser-'));
-  const { chromium } = await import('playwright-core');
-  const context = await chromium.launchPersistentContext(join(work, 'profile'), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const context = await launchChromium(join(work, 'profile'));
   try {
     return await fn(context);
   } finally {
