@@ -124,37 +124,7 @@ export async function gradExchange(
   try {
     await Promise.race([all, exited]);
     const links = await Promise.all(peers.map(async (p, i) => new WorkerLink(p, await Promise.race([hellos[i], exited]), 600000, 600000)));
-    const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 0, nesterov: false };
-    const exchange = async () => {
-      const seqs: number[] = [];
-      const reduction = reducer.begin({
-        size: elems,
-        bucketElems,
-        workers: links.map((l) => l.id),
-        count: n,
-        dtype,
-        onAveraged: (index, values) => {
-          const data = toWire(values);
-          links.forEach((l, w) => l.post((seq) => [{ type: 'bucket', stream: 'avg', seq, index, data }], seqs[w]));
-        },
-        fail: (w, err) => links[w].peer.fail(err),
-      });
-      const answers = links.map((link, w) =>
-        link.request(
-          'computed',
-          (seq) => {
-            seqs[w] = seq;
-            return [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([w])), seed: 0 }];
-          },
-          () => reduction.sink(w),
-        ),
-      );
-      links.forEach((l, w) => l.post((seq) => [{ type: 'average', seq, set: 'all' }], seqs[w]));
-      await Promise.all(answers);
-      reduction.result();
-      links.forEach((l, w) => l.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }], seqs[w]));
-      await Promise.all(links.map((l) => l.request('checksum', (seq) => [{ type: 'checksum_request', seq }])));
-    };
+    const exchange = () => starExchange(links, reducer, elems, bucketElems, dtype, (w) => w);
     for (let i = 0; i < opts.warmup; i++) await Promise.race([exchange(), exited]);
     const t0 = performance.now();
     for (let i = 0; i < opts.rounds; i++) await Promise.race([exchange(), exited]);
@@ -165,4 +135,48 @@ export async function gradExchange(
     await listener.close();
     await Promise.all(far.map((f) => f.stop()));
   }
+}
+
+/**
+ * One star all-reduce through the coordinator's own code: compute requests to every link (sample index
+ * `sample(w)`), each worker's buckets reduced as they arrive and every averaged bucket sent back at once behind an
+ * `average` header, then `apply`; closed by a checksum request the far ends answer only after the update arrived.
+ */
+export async function starExchange(
+  links: WorkerLink[],
+  reducer: GradientReducer,
+  elems: number,
+  bucketElems: number,
+  dtype: BucketDtype,
+  sample: (w: number) => number,
+): Promise<void> {
+  const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 0, nesterov: false };
+  const seqs: number[] = [];
+  const reduction = reducer.begin({
+    size: elems,
+    bucketElems,
+    workers: links.map((l) => l.id),
+    count: links.length,
+    dtype,
+    onAveraged: (index, values) => {
+      const data = toWire(values);
+      links.forEach((l, w) => l.post((seq) => [{ type: 'bucket', stream: 'avg', seq, index, data }], seqs[w]));
+    },
+    fail: (w, err) => links[w].peer.fail(err),
+  });
+  const answers = links.map((link, w) =>
+    link.request(
+      'computed',
+      (seq) => {
+        seqs[w] = seq;
+        return [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([sample(w)])), seed: 0 }];
+      },
+      () => reduction.sink(w),
+    ),
+  );
+  links.forEach((l, w) => l.post((seq) => [{ type: 'average', seq, set: 'all' }], seqs[w]));
+  await Promise.all(answers);
+  reduction.result();
+  links.forEach((l, w) => l.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }], seqs[w]));
+  await Promise.all(links.map((l) => l.request('checksum', (seq) => [{ type: 'checksum_request', seq }])));
 }

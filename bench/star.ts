@@ -11,9 +11,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { GradientReducer } from '../src/coordinator/gradient_reducer.js';
+import { starExchange } from './comm.js';
 import { WorkerLink, type Hello } from '../src/coordinator/worker_link.js';
 import { Peer } from '../src/shared/protocol/peer.js';
-import { toWire } from '../src/shared/protocol/tensor.js';
 import type { Transport } from '../src/shared/protocol/transport.js';
 import { bucketElements } from '../src/shared/protocol/version.js';
 import { listenWs } from '../src/shared/protocol/ws_listener.js';
@@ -57,38 +57,9 @@ export async function starAllReduceMs(
   try {
     await Promise.race([all, exited]);
     const links = await Promise.all(peers.map(async (peer, i) => new WorkerLink(peer, { ...(await hellos[i]), workerId: `w${i}` }, 600000, 600000)));
-    const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 0, nesterov: false };
     const round = async (): Promise<number> => {
       const t0 = performance.now();
-      // The coordinator's own step: buckets reduced as they arrive, each averaged bucket sent back at once.
-      const seqs: number[] = [];
-      const reduction = reducer.begin({
-        size: elems,
-        bucketElems,
-        workers: links.map((l) => l.id),
-        count: workers,
-        dtype: 'float32',
-        onAveraged: (index, values) => {
-          const data = toWire(values);
-          links.forEach((l, w) => l.post((seq) => [{ type: 'bucket', stream: 'avg', seq, index, data }], seqs[w]));
-        },
-        fail: (w, err) => links[w].peer.fail(err),
-      });
-      const answers = links.map((link, w) =>
-        link.request(
-          'computed',
-          (seq) => {
-            seqs[w] = seq;
-            return [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([0])), seed: 0 }];
-          },
-          () => reduction.sink(w),
-        ),
-      );
-      links.forEach((l, w) => l.post((seq) => [{ type: 'average', seq, set: 'all' }], seqs[w]));
-      await Promise.all(answers);
-      reduction.result();
-      links.forEach((l, w) => l.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }], seqs[w]));
-      await Promise.all(links.map((link) => link.request('checksum', (seq) => [{ type: 'checksum_request', seq }])));
+      await starExchange(links, reducer, elems, bucketElems, 'float32', () => 0);
       return performance.now() - t0;
     };
     const ms: number[] = [];
