@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { unzipSync } from 'fflate';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -13,7 +14,7 @@ import { readTfjsModel, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js'
 import { modelFromImport, type GraphModel } from '../../src/shared/models/graph_model.js';
 import { maxAbsDiff, predictLogits } from '../../src/shared/models/infer.js';
 import { Rng } from '../../src/shared/rng.js';
-import { writeKeras2H5, writeKeras3 } from './keras_writer.js';
+import { keras3Config, writeKeras2H5, writeKeras3 } from './keras_writer.js';
 import { flattenNet, mobileBlock, randomizeWeights } from './tfjs_models.js';
 
 await initBackend('cpu');
@@ -160,3 +161,46 @@ for (const suffix of ['keras', 'h5'] as const) {
     stock.dispose();
   });
 }
+
+/** A Keras 3 config's structure: model class, outputs, and per layer its class, name, input shape and inbound layer names. */
+function keras3Structure(config: Record<string, unknown>): unknown {
+  const c = config.config as { layers: Record<string, unknown>[]; output_layers?: unknown };
+  const names = (v: unknown): string[] =>
+    Array.isArray(v)
+      ? v.flatMap(names)
+      : v && typeof v === 'object'
+        ? ((h) => (Array.isArray(h) ? [String(h[0])] : names(Object.values(v as object))))(
+            (v as { config?: { keras_history?: unknown } }).config?.keras_history,
+          )
+        : [];
+  return {
+    class_name: config.class_name,
+    output_layers: JSON.stringify(c.output_layers ?? null).replace(/\[|\]/g, ''),
+    layers: c.layers.map((l) => {
+      const lc = l.config as Record<string, unknown>;
+      return [
+        l.module,
+        l.class_name,
+        lc.name,
+        JSON.stringify(lc.batch_shape ?? null),
+        (l.inbound_nodes as unknown[] | undefined)?.map((n) => names((n as { args: unknown }).args)),
+      ];
+    }),
+  };
+}
+
+test("export --keras .keras writes the config.json structure of Keras 3's layout (as the test writer lays it out)", async () => {
+  for (const build of [mobileBlock, flattenNet]) {
+    const stock = build();
+    await stock.save(tfjsDirWriter(join(dir, 'cfg_src')));
+    const { topology, graph } = await readTfjsModel(join(dir, 'cfg_src'));
+    const m = modelFromImport(topology, graph, new Rng(0), 'cfg_src');
+    await exportGraphKeras(m, join(dir, 'cfg.keras'));
+    const config = JSON.parse(new TextDecoder().decode(unzipSync(await readFile(join(dir, 'cfg.keras')))['config.json']));
+    const want = keras3Structure(keras3Config(stock));
+    // The Sequential's InputLayer name is Keras' default either way; the model names are tf.layers' own.
+    assert.deepEqual(keras3Structure(config), want);
+    m.dispose();
+    stock.dispose();
+  }
+});
