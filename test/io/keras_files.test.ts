@@ -11,6 +11,7 @@ import { GdpError } from '../../src/shared/errors.js';
 import { exportGraphKeras } from '../../src/shared/io/keras_export.js';
 import { readKerasModel, snakeCase } from '../../src/shared/io/keras_files.js';
 import { readTfjsModel, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
+import { graphArtifacts } from '../../src/shared/io/tfjs_graph_export.js';
 import { modelFromImport, type GraphModel } from '../../src/shared/models/graph_model.js';
 import { maxAbsDiff, predictLogits } from '../../src/shared/models/infer.js';
 import { Rng } from '../../src/shared/rng.js';
@@ -68,6 +69,11 @@ for (const [name, build] of builds) {
       const viaKeras = await readKerasModel(file);
       assert.deepEqual(viaKeras.graph.nodes, viaTfjs.graph.nodes);
       assert.deepEqual([...viaKeras.graph.weights.keys()].sort(), [...viaTfjs.graph.weights.keys()].sort());
+      // Keras in, TF.js out: stock tf.loadLayersModel runs the export with the stock model's outputs.
+      const web = await tf.loadLayersModel(tf.io.fromMemory(await graphArtifacts(m)));
+      const [a, b] = tf.tidy(() => [web, stock].map((s) => (s.predict(x) as tf.Tensor).dataSync() as Float32Array));
+      assert.ok(maxAbsDiff(a, b) <= 1e-4, `TF.js export: max abs diff ${maxAbsDiff(a, b)}`);
+      web.dispose();
       tf.dispose(x);
       m.dispose();
       stock.dispose();
