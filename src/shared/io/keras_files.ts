@@ -118,12 +118,12 @@ function keras3Topology(path: string, files: Record<string, Uint8Array>): { raw:
 }
 
 /** Runs `fn` on an HDF5 file given as bytes (h5wasm's Node build opens files by path: a temporary copy). */
-function withHdf5Bytes<T>(bytes: Uint8Array, fn: (f: Group, file: string) => T): T {
+function withHdf5Bytes<T>(bytes: Uint8Array, fn: (f: Group) => T): T {
   const dir = mkdtempSync(join(tmpdir(), 'gdp-keras-'));
   try {
     const file = join(dir, 'model.weights.h5');
     writeFileSync(file, bytes);
-    return withHdf5File(file, 'r', (f) => fn(f, file));
+    return withHdf5File(file, 'r', fn);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
