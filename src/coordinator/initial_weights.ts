@@ -3,7 +3,7 @@ import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { layerWidths, loadModel, type LoadedModel, type Widths } from '../shared/io/model_file.js';
 import { parseSafetensors } from '../shared/io/safetensors.js';
-import { readTfjsModelSync } from '../shared/io/tfjs_files.js';
+import { readImportedModelSync } from '../shared/io/keras_files.js';
 import { GRAPH_ARCH, modelFromImport } from '../shared/models/graph_model.js';
 import { Rng } from '../shared/rng.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
@@ -33,9 +33,9 @@ function readWeightsFile(config: Config, path: string): LoadedModel {
   return loadModel(parseSafetensors(bytes, path), { arch: config.model.name }, path);
 }
 
-/** The TF.js model of `model.file` with its weights, as `gdp-model import` reads it. */
+/** The TF.js or Keras model of `model.file` with its weights, as `gdp-model import` reads it. */
 function importedModel(path: string): LoadedModel {
-  const { topology, graph } = readTfjsModelSync(path);
+  const { topology, graph } = readImportedModelSync(path);
   const model = modelFromImport(topology, graph, new Rng(0), path);
   return { model, arch: GRAPH_ARCH, numClasses: model.numClasses, inputShape: model.inputShape, gated: false, metadata: {} };
 }

@@ -8,7 +8,7 @@ import { RunFeed } from '../dashboard/feed.js';
 import { listenDashboard } from '../dashboard/listen.js';
 import { writeReport } from '../dashboard/report.js';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
-import { loadConfig } from '../shared/config/load.js';
+import { loadConfigReady } from '../shared/config/load.js';
 import { configNotes } from '../shared/config/notes.js';
 import type { Config } from '../shared/config/schema.js';
 import { dataFingerprint } from '../shared/data/index.js';
@@ -69,9 +69,9 @@ interface Options {
   dashboard: boolean;
 }
 
-function resolveConfig(o: Options, resume?: ResumePoint): Config {
+async function resolveConfig(o: Options, resume?: ResumePoint): Promise<Config> {
   if (resume && o.config) throw new GdpError('BAD_FLAG', `--resume takes the config saved in ${resume.file}; drop --config`);
-  const config = resume ? resumedConfig(resume, o.set) : loadConfig(o.config ?? DEFAULT_CONFIG, o.set);
+  const config = resume ? resumedConfig(resume, o.set) : await loadConfigReady(o.config ?? DEFAULT_CONFIG, o.set);
   if (o.dataDir) config.data.dir = o.dataDir;
   assertStagesAvailable(config.stages);
   if (resume) checkResumable(config, resume.run, resume.file);
@@ -107,7 +107,7 @@ export function resolveNetwork(o: Pick<Options, 'listen' | 'token' | 'cert' | 'k
 
 async function run(o: Options): Promise<void> {
   const resume = o.resume === undefined ? undefined : readResumePoint(o.resume);
-  const config = resolveConfig(o, resume);
+  const config = await resolveConfig(o, resume);
   const { host, port, token, tls } = resolveNetwork(o);
   if (o.workers === undefined && !o.dryRun) throw new GdpError('BAD_FLAG', '--workers <n> is required (only --dry-run runs without workers)');
   const backend = await initBackend(o.backend as BackendChoice);

@@ -21,6 +21,8 @@ import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { measureLatency } from './bench.js';
 import { importTfjsFile } from './import_tfjs.js';
 import { exportGraphTfjs } from '../shared/io/tfjs_graph_export.js';
+import { exportGraphKeras } from '../shared/io/keras_export.js';
+import { isKerasFile, KERAS_SUFFIXES } from '../shared/io/keras_files.js';
 import { GraphModel } from '../shared/models/graph_model.js';
 import { writeReport } from '../dashboard/report.js';
 import { writeWidthPage } from '../dashboard/width_page.js';
@@ -231,20 +233,33 @@ export function buildProgram(): Command {
 
   program
     .command('export')
-    .description('write a TF.js layers model (model.json + weights.bin, NHWC input) for tf.loadLayersModel')
+    .description('write a TF.js layers model (model.json + weights.bin, NHWC input) for tf.loadLayersModel, or a Keras file')
     .requiredOption('--weights <file>', 'safetensors file')
     .addOption(archOption(false))
     .addOption(new Option('--format <format>', 'output format').choices(['tfjs']).default('tfjs'))
-    .requiredOption('--out <dir>', 'output directory')
+    .option('--out <dir>', 'output directory (TF.js)')
+    .option('--keras <file>', 'an imported model as a Keras file instead: OUT.keras (Keras 3) or OUT.h5 (legacy Keras 2)')
     .addOption(backendOption())
-    .action(async (o: Common & { weights: string; arch?: string; out: string }) => {
+    .action(async (o: Common & { weights: string; arch?: string; out?: string; keras?: string }) => {
+      if ((o.out === undefined) === (o.keras === undefined)) throw new GdpError('BAD_FLAG', 'export takes one of --out DIR (TF.js) and --keras FILE');
       await startBackend(o);
       const m = await load(o.weights, o.arch, o);
       try {
+        const note = (line: string) => say(o, `note: ${line}`);
+        if (o.keras !== undefined) {
+          if (!(m.model instanceof GraphModel))
+            throw new GdpError('UNSUPPORTED_EXPORT', `${o.weights}: --keras exports imported ('graph') models; ${m.arch} exports to TF.js with --out`);
+          const r = await exportGraphKeras(m.model, o.keras, note);
+          say(o, `wrote ${o.keras} (${fmt(r.bytes)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
+          return;
+        }
+        const out = o.out!;
         // An imported model goes back to its own topology (names, classes, fused activations); others are rebuilt.
         const r =
-          m.model instanceof GraphModel ? await exportGraphTfjs(m.model, tfjsDirWriter(o.out)) : await exportTfjs(m.model, m.inputShape, tfjsDirWriter(o.out));
-        say(o, `wrote ${o.out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
+          m.model instanceof GraphModel
+            ? await exportGraphTfjs(m.model, tfjsDirWriter(out), note)
+            : await exportTfjs(m.model, m.inputShape, tfjsDirWriter(out));
+        say(o, `wrote ${out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
       } finally {
         m.model.dispose();
       }
@@ -252,14 +267,18 @@ export function buildProgram(): Command {
 
   program
     .command('import')
-    .description('read a TF.js layers model (Sequential or functional) into a gdp model file: same layer names, weights and outputs')
-    .requiredOption('--tfjs <path>', 'the model.json of a TF.js layers model (or its folder)')
+    .description('read a TF.js layers model or a Keras file (Sequential or functional) into a gdp model file: same layer names, weights and outputs')
+    .option('--tfjs <path>', 'the model.json of a TF.js layers model (or its folder)')
+    .option('--keras <file>', 'a Keras 3 .keras file or a legacy Keras 2 .h5 file (whole model: config and weights)')
     .requiredOption('--out <file>', 'gdp safetensors; its metadata carries the graph, so --weights and model.weights take it')
     .option('--json', 'print one JSON object')
     .addOption(backendOption())
-    .action(async (o: Common & { tfjs: string; out: string }) => {
+    .action(async (o: Common & { tfjs?: string; keras?: string; out: string }) => {
+      if ((o.tfjs === undefined) === (o.keras === undefined)) throw new GdpError('BAD_FLAG', 'import takes one of --tfjs PATH and --keras FILE');
+      if (o.keras !== undefined && !isKerasFile(o.keras))
+        throw new GdpError('BAD_FLAG', `--keras ${o.keras}: a Keras file ends in ${KERAS_SUFFIXES.join(', ')}`);
       await startBackend(o);
-      const r = await importTfjsFile(o.tfjs, o.out);
+      const r = await importTfjsFile((o.tfjs ?? o.keras)!, o.out);
       if (o.json) {
         process.stdout.write(`${JSON.stringify({ out: o.out, ...r })}\n`);
         return;

@@ -1,6 +1,6 @@
 import { modelCost } from '../shared/graph/flops.js';
 import { saveModelFile } from '../shared/io/model_file.js';
-import { readTfjsModel } from '../shared/io/tfjs_files.js';
+import { readImportedModel } from '../shared/io/keras_files.js';
 import { GRAPH_ARCH, modelFromImport } from '../shared/models/graph_model.js';
 import { Rng } from '../shared/rng.js';
 
@@ -17,13 +17,14 @@ export interface ImportSummary {
 }
 
 /**
- * `gdp-model import --tfjs`: reads a TF.js layers model (model.json and shards), builds the gdp 'graph' model of it
+ * `gdp-model import --tfjs / --keras`: reads a TF.js layers model (model.json and shards) or a Keras file (.keras,
+ * legacy .h5; see keras_files.ts), builds the gdp 'graph' model of it
  * with the same layer names and weights, and writes it as a gdp safetensors file whose metadata carries the
  * topology (`graph`), so every gdp-model command and a config's `model.weights` load it.
- * @throws GdpError BAD_TFJS_MODEL, UNSUPPORTED_LAYER (before anything runs).
+ * @throws GdpError BAD_TFJS_MODEL, BAD_KERAS_FILE, FILE_NOT_FOUND, UNSUPPORTED_LAYER (before anything runs).
  */
 export async function importTfjsFile(path: string, out: string): Promise<ImportSummary> {
-  const { topology, graph } = await readTfjsModel(path);
+  const { topology, graph } = await readImportedModel(path);
   const model = modelFromImport(topology, graph, new Rng(0), path);
   try {
     const cost = modelCost(model, model.inputShape);

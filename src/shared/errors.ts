@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   UNEXPECTED_TENSOR: { exit: 2, retryable: false, meaning: 'a weights file holds tensors the model does not have' },
   SHAPE_MISMATCH: { exit: 2, retryable: false, meaning: 'a tensor or layer input has another shape than the model expects' },
   BAD_TFJS_MODEL: { exit: 2, retryable: false, meaning: 'a TF.js model file is malformed' },
+  BAD_KERAS_FILE: { exit: 2, retryable: false, meaning: 'a Keras file (.keras zip, .h5) is malformed or its weights do not fit its config' },
   UNSUPPORTED_LAYER: { exit: 2, retryable: false, meaning: 'an imported model holds a layer or option gdp cannot compute exactly' },
   UNSUPPORTED_EXPORT: { exit: 2, retryable: false, meaning: 'the network holds a layer the export format cannot express' },
   BAD_RUN_FILE: { exit: 2, retryable: false, meaning: "a run folder's log file (cfg.json, log.json, prune_log.json, summary.json) is malformed" },

@@ -12,6 +12,15 @@ import { parseConfig } from '../../src/shared/config/load.js';
 import { configModel } from '../../src/shared/models/registry.js';
 import { maxAbsDiff } from '../../src/shared/models/infer.js';
 import { flattenNet, randomizeWeights } from '../io/tfjs_models.js';
+import { writeKeras2H5, writeKeras3 } from '../io/keras_writer.js';
+import { loadHdf5 } from '../../src/shared/io/hdf5.js';
+import { readKerasModel } from '../../src/shared/io/keras_files.js';
+import { parseLayersTopology } from '../../src/shared/io/tfjs_graph.js';
+import { layerWidths } from '../../src/shared/io/model_file.js';
+import { modelFromImport } from '../../src/shared/models/graph_model.js';
+import { predictLogits } from '../../src/shared/models/infer.js';
+import { Rng } from '../../src/shared/rng.js';
+import { readInitialWeights } from '../../src/coordinator/initial_weights.js';
 import { gdpModel } from './gdp_model.js';
 
 await initBackend('cpu');
@@ -77,4 +86,50 @@ test("a config's model.file fills model.graph (from the TF.js file), and so does
   code(() => resolveModelGraph(parseConfig({ ...base, model: { name: 'mnist.resnet20', num_class: 2, file: join(dir, 'cfg', 'model.json') } })));
   code(() => configModel({ ...fromFile.model, num_class: 10 }, 0));
   code(() => configModel({ name: 'graph', num_class: 2 }, 0));
+});
+
+test('gdp-model import --keras and export --keras: .keras and .h5 through the command line; a config takes either as model.file', async () => {
+  const stock = flattenNet();
+  randomizeWeights(stock, 8);
+  await writeKeras3(stock, join(dir, 'net.keras'));
+  await writeKeras2H5(stock, join(dir, 'net.h5'));
+  const file = join(dir, 'keras.safetensors');
+  const r = await gdpModel('import', '--keras', join(dir, 'net.keras'), '--out', file, '--json', '--backend', 'cpu');
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout).inputShape, [9, 8, 2]);
+  const e = await gdpModel('export', '--weights', file, '--keras', join(dir, 'back.h5'), '--backend', 'cpu');
+  assert.equal(e.code, 0, e.stderr);
+  assert.match(e.stdout, /wrote .*back\.h5/);
+  const x = tf.randomNormal([3, 9, 8, 2], 0, 1, 'float32', 4);
+  const want = tf.tidy(() => (stock.predict(x) as tf.Tensor).dataSync() as Float32Array);
+  const back = await readKerasModel(join(dir, 'back.h5'));
+  const m = modelFromImport(back.topology, back.graph, new Rng(0), 'back.h5');
+  assert.ok(maxAbsDiff(predictLogits(m, x.dataSync() as Float32Array, [3, 9, 8, 2]), want) <= 1e-5);
+  m.dispose();
+
+  const both = await gdpModel('import', '--keras', join(dir, 'net.keras'), '--tfjs', join(dir, 'net'), '--out', file, '--backend', 'cpu');
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /BAD_FLAG/);
+
+  const base = {
+    base: { task_name: 't' },
+    train: { max_epoch: 1, steplr: [[1, 0.1]] },
+    data: { type: 'mnist', batch_size: 8, test_batch_size: 8 },
+    loss: { criterion: 'softmax' },
+  };
+  await loadHdf5();
+  const graphs = ['net.keras', 'net.h5'].map((f) => {
+    const c = resolveModelGraph(parseConfig({ ...base, model: { name: 'graph', num_class: 2, file: join(dir, f) } }));
+    const built = configModel(c.model, 0);
+    // The run's starting weights come from the Keras file, as for a TF.js model.json.
+    const loaded = readInitialWeights(c, join(dir, f), layerWidths(built.model));
+    assert.ok(maxAbsDiff(predictLogits(loaded.model, x.dataSync() as Float32Array, [3, 9, 8, 2]), want) <= 1e-5, f);
+    loaded.model.dispose();
+    built.model.dispose();
+    return parseLayersTopology(c.model.graph, f).nodes;
+  });
+  // The two files spell the config in Keras 3 and Keras 2 form: the same graph.
+  assert.deepEqual(graphs[0], graphs[1]);
+  tf.dispose(x);
+  stock.dispose();
 });

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { GdpError } from '../errors.js';
+import { loadHdf5 } from '../io/hdf5.js';
+import { isKerasFile } from '../io/keras_files.js';
 import { resolveModelGraph } from './model_graph.js';
 import { configSchema, type Config } from './schema.js';
 
@@ -73,4 +75,14 @@ export function readConfigFile(path: string): Record<string, unknown> {
 /** Reads, overrides and validates a config file, then resolves an imported model's graph (resolveModelGraph). */
 export function loadConfig(path: string, overrides: readonly string[] = []): Config {
   return resolveModelGraph(parseConfig(applyOverrides(readConfigFile(path), overrides), path));
+}
+
+/**
+ * loadConfig that first loads the HDF5 library when `model.file` names a Keras file, so that its topology and
+ * starting weights can then be read synchronously (loadHdf5). Same errors.
+ */
+export async function loadConfigReady(path: string, overrides: readonly string[] = []): Promise<Config> {
+  const config = parseConfig(applyOverrides(readConfigFile(path), overrides), path);
+  if (config.model.file !== undefined && isKerasFile(config.model.file)) await loadHdf5();
+  return resolveModelGraph(config);
 }

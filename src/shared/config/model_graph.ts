@@ -1,17 +1,18 @@
 import { readFileSync } from 'node:fs';
 import { GdpError } from '../errors.js';
 import { parseSafetensors } from '../io/safetensors.js';
-import { readTfjsModelSync } from '../io/tfjs_files.js';
+import { readImportedTopologySync } from '../io/keras_files.js';
 import { GRAPH_ARCH } from '../models/graph_model.js';
 import type { Config } from './schema.js';
 
 /**
  * Fills `model.graph` of a config whose model is an imported TF.js network (`model.name` 'graph'), so that the
  * coordinator's start-up checks, the data and every worker (which gets the config in its welcome) build the same
- * architecture without the file: from `model.file` (a TF.js layers model.json) or else from the `graph` metadata of
+ * architecture without the file: from `model.file` (a TF.js layers model.json, or a Keras .keras / .h5 file whose
+ * config gdp keeps in Keras 2 form; an .h5 needs loadHdf5() first, as loadConfigReady does) or else from the `graph` metadata of
  * `model.weights` (a `gdp-model import` output). Changes and returns `config`.
  * @throws GdpError BAD_CONFIG (model.file with another model.name; a 'graph' model with nothing to build it from),
- *   BAD_TFJS_MODEL, UNSUPPORTED_LAYER (the TF.js model), FILE_NOT_FOUND, BAD_METADATA (the weights file).
+ *   BAD_TFJS_MODEL, BAD_KERAS_FILE, UNSUPPORTED_LAYER (the model file), FILE_NOT_FOUND, BAD_METADATA (the weights file).
  */
 export function resolveModelGraph(config: Config): Config {
   const m = config.model;
@@ -19,9 +20,9 @@ export function resolveModelGraph(config: Config): Config {
     if (m.name !== GRAPH_ARCH)
       throw new GdpError(
         'BAD_CONFIG',
-        `model.file: a TF.js model trains as architecture '${GRAPH_ARCH}'; set model.name to '${GRAPH_ARCH}' (it is '${m.name}')`,
+        `model.file: an imported model trains as architecture '${GRAPH_ARCH}'; set model.name to '${GRAPH_ARCH}' (it is '${m.name}')`,
       );
-    const { topology } = readTfjsModelSync(m.file);
+    const topology = readImportedTopologySync(m.file);
     if (m.graph !== undefined && JSON.stringify(m.graph) !== JSON.stringify(topology)) {
       throw new GdpError('BAD_CONFIG', `model.graph differs from the topology of model.file (${m.file}): set one`);
     }

@@ -303,7 +303,7 @@ function outShape(node: Omit<ImportedNode, 'shape'>, shapes: number[][]): number
 }
 
 /** The weights a layer must have, by TF.js name, with their shapes, given its input shape. */
-function expectedWeights(n: ImportedNode, inShape: number[]): [string, number[]][] {
+export function expectedWeights(n: ImportedNode, inShape: number[]): [string, number[]][] {
   const { op, name } = n;
   const c = inShape[inShape.length - 1];
   const bias = (units: number): [string, number[]][] => ('useBias' in op && op.useBias ? [[`${name}/bias`, [units]]] : []);

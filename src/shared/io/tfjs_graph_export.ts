@@ -6,12 +6,15 @@ import { topologyLayers } from './tfjs_graph.js';
 
 /**
  * The TF.js layers model of an imported ('graph') gdp model, pruned, masked or melted: the topology it was imported
- * from, layer names, classes and options unchanged (fused activations, SeparableConv2D, the output softmax, Dropout),
- * with `filters` set to the current widths, and its weights in TF.js names and layouts. Gated BNs export with
- * g * mask folded in; every BatchNormalization exports with center and scale and every Dense with a bias, since
- * training may have moved them from 0 and 1. Dense kernels after a spatial Flatten go back to Keras' (h, w, c) rows.
+ * from, layer names, classes and options unchanged (fused activations, SeparableConv2D, the output softmax, Dropout,
+ * `use_bias`, `center`, `scale`), with `filters` set to the current widths, and its weights in TF.js names and
+ * layouts. Gated BNs export with g * mask folded in. gdp trains a BatchNormalization's gamma and beta and a Dense
+ * bias even where the original left them out (`scale`/`center`/`use_bias` false), and gating folds g into gamma:
+ * such a layer keeps its option off while the value is exactly what the option implies (gamma 1, beta 0, bias 0),
+ * and otherwise exports with it on, with a line to `log` naming the layer and why. Dense kernels after a spatial
+ * Flatten go back to Keras' (h, w, c) rows.
  */
-export async function graphArtifacts(model: GraphModel): Promise<tf.io.ModelArtifacts> {
+export async function graphArtifacts(model: GraphModel, log: (line: string) => void = () => {}): Promise<tf.io.ModelArtifacts> {
   const topology = structuredClone(model.topology) as Record<string, unknown>;
   const configs = new Map(
     (topologyLayers(topology) ?? []).map((l) => [String((l.config as { name?: unknown } | undefined)?.name), l.config as Record<string, unknown>]),
@@ -37,18 +40,22 @@ export async function graphArtifacts(model: GraphModel): Promise<tf.io.ModelArti
         put(`${n.name}/depthwise_kernel`, dw.weight.value);
         if (dw.bias) put(`${n.name}/bias`, dw.bias.value);
       } else if (k === 'batchnorm') {
-        if (cfg) Object.assign(cfg, { center: true, scale: true });
         const [gamma, beta, mean, variance] = bnWeights(model.part(n.name, BatchNorm2d));
-        put(`${n.name}/gamma`, gamma, true);
-        put(`${n.name}/beta`, beta, true);
+        owned.push(gamma, beta);
+        const scale = keepOption(n.name, n.op.scale, gamma, 1, 'scale', 'gamma', log);
+        const center = keepOption(n.name, n.op.center, beta, 0, 'center', 'beta', log);
+        if (cfg) Object.assign(cfg, { center, scale });
+        if (scale) put(`${n.name}/gamma`, gamma);
+        if (center) put(`${n.name}/beta`, beta);
         put(`${n.name}/moving_mean`, mean, true);
         put(`${n.name}/moving_variance`, variance, true);
       } else if (k === 'dense') {
-        if (cfg) cfg.use_bias = true;
         const d = model.part(n.name, Linear);
+        const useBias = keepOption(n.name, n.op.useBias, d.bias.value, 0, 'use_bias', 'bias', log);
+        if (cfg) cfg.use_bias = useBias;
         const hw = model.denseAfterFlatten.get(n.name);
         put(`${n.name}/kernel`, hw ? permuteFlattenRows(d.weight.value, hw, false) : d.weight.value, hw !== undefined);
-        put(`${n.name}/bias`, d.bias.value);
+        if (useBias) put(`${n.name}/bias`, d.bias.value);
       }
     }
     const { data, specs } = await tf.io.encodeWeights(weights);
@@ -64,7 +71,20 @@ export async function graphArtifacts(model: GraphModel): Promise<tf.io.ModelArti
   }
 }
 
-/** Writes an imported ('graph') model as a TF.js layers model through `handler` (e.g. tfjsDirWriter). */
-export async function exportGraphTfjs(model: GraphModel, handler: tf.io.IOHandler): Promise<tf.io.SaveResult> {
-  return handler.save!(await graphArtifacts(model));
+/**
+ * Whether a layer option that makes a weight (`use_bias`, `center`, `scale`) is on in the export: on when it was on
+ * in the original, or when the weight is no longer exactly `neutral` (training or gating moved it; logged).
+ */
+function keepOption(layer: string, original: boolean, w: tf.Tensor, neutral: number, option: string, weight: string, log: (line: string) => void): boolean {
+  if (original) return true;
+  const moved = (w.dataSync() as Float32Array).filter((v) => v !== neutral).length;
+  if (moved === 0) return false;
+  const why = weight === 'gamma' ? 'training or a folded gate moved it' : 'training moved it';
+  log(`${layer}: exported with ${option} true (the original had it false): ${moved} of ${w.size} ${weight} values are not ${neutral}, ${why}`);
+  return true;
+}
+
+/** Writes an imported ('graph') model as a TF.js layers model through `handler` (e.g. tfjsDirWriter); see graphArtifacts for `log`. */
+export async function exportGraphTfjs(model: GraphModel, handler: tf.io.IOHandler, log?: (line: string) => void): Promise<tf.io.SaveResult> {
+  return handler.save!(await graphArtifacts(model, log));
 }
