@@ -50,8 +50,8 @@ async function startPrune(cluster: PruneCluster, o: PruneRunOptions): Promise<Pr
 /**
  * The Gate Decorator's Tick-Tock pruning, driven over the cluster: gate every BN, one Tock, then Ticks (convs
  * frozen: the gates, or all but the convs (`tick_trains`), train at lr_min for `tick_batches` global batches while
- * scores accumulate, then a global prune of p * the remaining filters, see tickDecision) with a Tock every T Ticks, until `target_flops` (or `max_ticks`), saving a
- * checkpoint the first time the FLOPs ratio falls under each save point; finally the melt is broadcast. With
+ * scores accumulate, then a global prune of p * the remaining filters, see tickDecision) with a Tock every T Ticks,
+ * until `target_flops` (or `max_ticks`), saving a checkpoint the first time the FLOPs ratio falls under each save point; finally the melt is broadcast. With
  * `resume`, continues from a position this run reported through `o.resumePoint`. Throws NOTHING_TO_PRUNE for a
  * model without a prunable channel group.
  */

@@ -35,7 +35,7 @@ export interface GroupScores {
 export interface GlobalPruneOptions {
   /**
    * The fraction of the alive filters to prune (the paper's `p`, in [0, 1]): the paper's `num` is
-   * floor(p * alive filters), a group channel counting once per member BN.
+   * floor(p * alive filters) (or p * countFrom), a group channel counting once per member BN.
    */
   p: number;
   /** Every group keeps at least max(minFilters, ceil(minimalRatio * width)) channels (all it has, when fewer). */
@@ -109,9 +109,10 @@ function countAlive(mask: ArrayLike<number>): number {
 /**
  * Global pruning over all groups with one threshold, following the paper's `get_threshold`/`set_mask`: each
  * group's alive channels except its `minimal` best are candidates; every candidate enters the ranking once per
- * member BN; the threshold is the entry at position num = floor(p * alive filters) (0-based) of the sorted ranking,
- * and every candidate scoring <= threshold is pruned. Ties inside a group are broken by channel index (lower index
- * ranks lower).
+ * member BN; the threshold is the entry at position num = floor(p * alive filters) (0-based; `countFrom` replaces
+ * the alive filters) of the sorted ranking, and every candidate scoring <= threshold is pruned: num + 1 filters when
+ * scores are distinct and groups have one BN. Ties inside a group are broken by channel index (lower index ranks
+ * lower).
  *
  * With `roundTo` = k > 1 the ranked unit is a chunk: a group's candidates, in score order, are cut into chunks of k
  * (the first one smaller when the alive count is no multiple of k, so that what stays becomes one), a trailing
@@ -119,8 +120,8 @@ function countAlive(mask: ArrayLike<number>): number {
  * threshold is the score of the chunk at which the sorted chunks' weights first exceed `num`, and every chunk at or
  * under it goes. With k = 1 this is exactly the per-channel ranking above.
  *
- * Throws BAD_DECISION (p outside [0, 1], minArea, roundTo, minFilters, countFrom), SHAPE_MISMATCH (scores or mask not of the group's
- * width), BAD_SCORE (NaN).
+ * Throws BAD_DECISION (p outside [0, 1], minArea, roundTo, minFilters, countFrom), SHAPE_MISMATCH (scores or mask
+ * not of the group's width), BAD_SCORE (NaN).
  */
 export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOptions): { decision: MaskDecision; info: GlobalPruneInfo } {
   if (!(opts.minArea > 0)) throw new GdpError('BAD_DECISION', `minArea must be positive, got ${opts.minArea}`);
