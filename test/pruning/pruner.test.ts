@@ -8,7 +8,7 @@ import { finetuneStage } from '../../src/coordinator/finetune.js';
 import type { PruneEvent } from '../../src/coordinator/prune_events.js';
 import { pruneRunOptions, type PruneStageContext } from '../../src/coordinator/prune_options.js';
 import { pruneStage, runPrune } from '../../src/coordinator/pruner.js';
-import { savePointName } from '../../src/coordinator/tick_tock.js';
+import { prunePositionSchema, savePointName } from '../../src/coordinator/tick_tock.js';
 import { RunFiles } from '../../src/coordinator/run_files.js';
 import { configSchema, type ConfigInput } from '../../src/shared/config/schema.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
@@ -207,10 +207,15 @@ describe('Tick-Tock pruner', () => {
         return step(indices, set, sgd);
       };
       const events: PruneEvent[] = [];
-      await runPrune(ctx.cluster, { ...pruneRunOptions({ ...ctx, config, files: new RunFiles(config) }), log: (e) => events.push(e) });
+      // The count a resumed run lags from travels in the position (checked against its schema, as a resume does).
+      const previousLeft: (number | undefined)[] = [];
+      const resumePoint = async (when: string, at: () => unknown) => {
+        if (when === 'boundary') previousLeft.push(prunePositionSchema.parse(at()).previousLeft);
+      };
+      await runPrune(ctx.cluster, { ...pruneRunOptions({ ...ctx, config, files: new RunFiles(config) }), log: (e) => events.push(e), resumePoint });
       const ticks = events.filter((e): e is Tick => e.type === 'tick').map((e) => e.info);
       const widths = [...ctx.cluster.replica.model.namedModules()].flatMap(([, m]) => (m instanceof BatchNorm2d ? [m.channels] : []));
-      return { tickSteps, ticks, widths };
+      return { tickSteps, ticks, widths, previousLeft };
     };
     const gdp = await run('switches-gdp', {});
     assert.ok(gdp.tickSteps.length >= 3 && gdp.tickSteps.every((s) => s === 'gates'), gdp.tickSteps.join());
@@ -224,6 +229,8 @@ describe('Tick-Tock pruner', () => {
     assert.ok(paper.ticks.length >= 3);
     paper.ticks.forEach((t, k) => assert.equal(t.counted, k === 0 ? t.left : paper.ticks[k - 1].left, `Tick ${k + 1}`));
     assert.ok(paper.ticks[1].counted > paper.ticks[1].left, 'the lag changes the count');
+    // Boundaries: after the first Tock (no Tick yet), then after every Tick that did not end the run.
+    assert.deepEqual(paper.previousLeft, [undefined, ...paper.ticks.slice(0, paper.previousLeft.length - 1).map((t) => t.left)]);
     for (const w of paper.widths) assert.ok(w >= 6, `a BN kept ${w} channels`);
 
     // minimal_rounding floor (the paper's int(width * ratio)): a group of 16 may go to 3 at ratio 0.2, where ceil keeps 4.
