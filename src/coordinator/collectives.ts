@@ -6,15 +6,14 @@ import type { ModelUpdate } from '../shared/protocol/model_update.js';
 import { asGdpError } from '../shared/protocol/peer.js';
 import { firstNonFinite, namedArraysFromWire, namedArraysToWire, toWire } from '../shared/protocol/tensor.js';
 import type { ChecksumScope } from '../shared/train/model_state.js';
-import { addStats, emptyStats, type FlatLayout, type ParamSet, type Replica, type StepStats } from '../shared/train/replica.js';
-import type { SgdOptions } from '../shared/train/sgd.js';
+import { addStats, emptyStats, type FlatLayout, type ParamSet, type Replica, type StepSgdOptions, type StepStats } from '../shared/train/replica.js';
 import { DivergedError, type DivergenceSite } from './divergence.js';
 import type { GradientReducer } from './gradient_reducer.js';
 import { isLost, type Membership } from './membership.js';
 import { RingSteps } from './ring_step.js';
 import { NonFiniteAnswer, type Answers, type WorkerLink } from './worker_link.js';
 
-export type StepSgd = SgdOptions & { gateL1?: number };
+export type StepSgd = StepSgdOptions;
 
 export interface WorkerStepStats {
   id: string;

@@ -49,9 +49,9 @@ async function startPrune(cluster: PruneCluster, o: PruneRunOptions): Promise<Pr
 
 /**
  * The Gate Decorator's Tick-Tock pruning, driven over the cluster: gate every BN, one Tock, then Ticks (convs
- * frozen: only gates train at lr_min for `tick_batches` global batches while scores accumulate, then a global
- * prune of p * the remaining filters) with a Tock every T Ticks, until `target_flops` (or `max_ticks`), saving a
- * checkpoint the first time the FLOPs ratio falls under each save point; finally the melt is broadcast. With
+ * frozen: the gates, or all but the convs (`tick_trains`), train at lr_min for `tick_batches` global batches while
+ * scores accumulate, then a global prune of p * the remaining filters, see tickDecision) with a Tock every T Ticks,
+ * until `target_flops` (or `max_ticks`), saving a checkpoint the first time the FLOPs ratio falls under each save point; finally the melt is broadcast. With
  * `resume`, continues from a position this run reported through `o.resumePoint`. Throws NOTHING_TO_PRUNE for a
  * model without a prunable channel group.
  */
@@ -96,7 +96,8 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
       watch,
     );
     const tick = ++p.ticks;
-    const { decision, info } = tickDecision(cluster, gbn, s, acc, rng);
+    const { decision, info } = tickDecision(cluster, gbn, s, acc, rng, p.previousLeft);
+    p.previousLeft = info.left;
     if (!Object.keys(decision.groups).length) {
       // The melt follows at once, without a boundary.
       p.phase = nextPhase({ kind: 'tick', tick, pruned: false }, gbn);

@@ -36,6 +36,8 @@ export const prunePositionSchema = z.object({
   }),
   /** Ticks done (each ended by its pruning decision). */
   ticks: z.number().int().nonnegative(),
+  /** Filters alive before the last Tick's prune (its decision's `left`): what `gbn.prune_count: lagged` counts from. */
+  previousLeft: z.number().int().nonnegative().optional(),
   phase: phaseSchema,
   sampler: samplerStateSchema,
   /** The `random` criterion's Rng. */

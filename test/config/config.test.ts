@@ -72,6 +72,20 @@ describe('paper config parity', () => {
     rejectsWith(() => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), ['gbn.round_to=0'])), 'BAD_CONFIG', 'gbn.round_to');
   });
 
+  it("validates the paper's Tick switches (gbn.tick_trains, tick_decay_frozen, prune_count, min_filters, minimal_rounding); defaults are gdp's", () => {
+    const withSets = (...sets: string[]) => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), sets));
+    const d = withSets().gbn!;
+    assert.deepEqual([d.tick_trains, d.tick_decay_frozen, d.prune_count, d.min_filters, d.minimal_rounding], ['gates', false, 'alive', 1, 'ceil']);
+    const sets = ['gbn.tick_trains=all_but_conv', 'gbn.tick_decay_frozen=true', 'gbn.prune_count=lagged', 'gbn.min_filters=3', 'gbn.minimal_rounding=floor'];
+    const c = withSets(...sets).gbn!;
+    assert.deepEqual([c.tick_trains, c.tick_decay_frozen, c.prune_count, c.min_filters, c.minimal_rounding], ['all_but_conv', true, 'lagged', 3, 'floor']);
+    rejectsWith(() => withSets('gbn.tick_trains=convs'), 'BAD_CONFIG', 'gbn.tick_trains');
+    rejectsWith(() => withSets('gbn.tick_decay_frozen=yes'), 'BAD_CONFIG', 'gbn.tick_decay_frozen');
+    rejectsWith(() => withSets('gbn.prune_count=paper'), 'BAD_CONFIG', 'gbn.prune_count');
+    rejectsWith(() => withSets('gbn.minimal_rounding=round'), 'BAD_CONFIG', 'gbn.minimal_rounding');
+    for (const bad of ['0', '2.5', '-1']) rejectsWith(() => withSets(`gbn.min_filters=${bad}`), 'BAD_CONFIG', 'gbn.min_filters');
+  });
+
   it('applies --set overrides and validates the result', () => {
     const raw = applyOverrides(structuredClone(VGG16_DEMO), ['gbn.p=0.01', 'data.dir=/x', 'stages=["prune","finetune"]']);
     const c = parseConfig(raw);
@@ -164,6 +178,12 @@ describe('shipped configs', () => {
         save_points: [0.4, 0.38, 0.35, 0.32, 0.3],
         tick_batches: 391,
         round_to: 1, // gdp's default: no rounding, as the paper
+        // gdp's defaults (the paper's code differs: see the keys' doc comments and README, Pruning)
+        min_filters: 1,
+        minimal_rounding: 'ceil',
+        tick_trains: 'gates',
+        tick_decay_frozen: false,
+        prune_count: 'alive',
         criterion: undefined,
         minimal_ratio: undefined,
         finetune_momentum: undefined,

@@ -18,6 +18,7 @@ test('messages round-trip, tensors as binary', () => {
     { type: 'compute', seq: 4, set: 'gates', indices: toWire(Int32Array.of(5, 1, 9)), seed: 7 },
     { type: 'average', seq: 4, set: 'all' },
     { type: 'apply', seq: 4, set: 'all', sgd: { lr: 0.1, momentum: 0.9, weightDecay: 1e-4, nesterov: true, gateL1: 1e-3 } },
+    { type: 'apply', seq: 4, set: 'all_but_conv', sgd: { lr: 0.1, momentum: 0.9, weightDecay: 1e-4, nesterov: false, decayFrozen: true } },
     {
       type: 'model_update',
       seq: 5,

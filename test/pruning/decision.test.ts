@@ -135,6 +135,73 @@ describe('global prune decision', () => {
     assert.throws(() => pruneNum([], 1, { minimalRatio: 0.1, flopsEta: 0, minArea: 1, roundTo: 0 }), /roundTo must be a positive integer/);
   });
 
+  it('min_filters: every group keeps at least max(k, ceil(minimal_ratio * width)) alive channels, or all it has; floor rounding', () => {
+    const rng = new Rng(5);
+    const gs = [2, 3, 4, 10, 16, 40].map((w, i) => group(`g${i}`, w, i % 2 ? [`g${i}a`, `g${i}b`] : [`g${i}`], 16));
+    for (const k of [1, 3, 5]) {
+      const entries: GroupScores[] = gs.map((g) => ({ group: g, scores: Array.from({ length: g.width }, () => rng.next()), mask: ones(g.width) }));
+      // p = 1: every candidate goes, so what is left is exactly the minimum.
+      const { decision } = globalPrune(entries, { p: 1, minimalRatio: 0.1, minFilters: k, flopsEta: 0, minArea: 16 });
+      for (const g of gs) {
+        const left = g.width - (decision.groups[g.id]?.length ?? 0);
+        assert.equal(left, Math.min(g.width, Math.max(k, Math.ceil(0.1 * g.width))), `k=${k}, ${g.id} of width ${g.width}`);
+      }
+    }
+    // minimal_rounding floor: the paper's max(1, int(width * minimal_ratio)), then raised to min_filters.
+    assert.deepEqual(
+      [16, 32, 64, 30, 5].map((w) => minimalChannels(w, 0.1, 1, 'floor')),
+      [1, 3, 6, 3, 1],
+    );
+    assert.deepEqual(
+      [16, 32, 64].map((w) => minimalChannels(w, 0.1)),
+      [2, 4, 7],
+    );
+    assert.equal(minimalChannels(32, 0.1, 5, 'floor'), 5);
+    const floorEntries: GroupScores[] = gs.map((g) => ({ group: g, scores: Array.from({ length: g.width }, () => rng.next()), mask: ones(g.width) }));
+    const floored = globalPrune(floorEntries, { p: 1, minimalRatio: 0.1, minimalRounding: 'floor', flopsEta: 0, minArea: 16 }).decision;
+    for (const g of gs) assert.equal(g.width - (floored.groups[g.id]?.length ?? 0), Math.max(1, Math.floor(g.width * 0.1)), `floor, ${g.id}`);
+    // k = 1 is the default: the same decision with and without the option.
+    const entries: GroupScores[] = gs.map((g) => ({ group: g, scores: Array.from({ length: g.width }, () => rng.next()), mask: ones(g.width) }));
+    const opts = { p: 0.5, minimalRatio: 0.1, flopsEta: 0, minArea: 16 };
+    assert.deepEqual(globalPrune(entries, { ...opts, minFilters: 1 }), globalPrune(entries, opts));
+    for (const bad of [0, 1.5]) assert.throws(() => globalPrune(entries, { ...opts, minFilters: bad }), /minFilters must be a positive integer/);
+  });
+
+  it("countFrom: with distinct scores, single-BN groups, floor(countFrom * p) + 1 filters go; lagged over Ticks as the paper's loop", () => {
+    const rng = new Rng(8);
+    const gs = [40, 64, 96].map((w, i) => group(`g${i}`, w, [`g${i}`], 16));
+    const masks = gs.map((g) => ones(g.width));
+    const p = 0.1;
+    // The paper's loop: left = total - pruned_filters, with pruned_filters = total - (the alive count taken before
+    // the previous prune); before the first prune pruned_filters is 0.
+    const total = 200;
+    let prunedFilters = 0;
+    const counts: number[] = [];
+    const alive: number[] = [];
+    let previous: number | undefined;
+    for (let tick = 0; tick < 6; tick++) {
+      const entries: GroupScores[] = gs.map((g, i) => ({ group: g, scores: Array.from({ length: g.width }, () => rng.next()), mask: masks[i] }));
+      const paperLeft = total - prunedFilters;
+      const { decision, info } = globalPrune(entries, { p, minimalRatio: 0.1, flopsEta: 0, minArea: 16, countFrom: previous });
+      assert.equal(info.counted, paperLeft, `Tick ${tick + 1}`);
+      assert.equal(info.num, Math.floor(paperLeft * p));
+      assert.equal(info.toPrune, Math.floor(paperLeft * p) + 1, `Tick ${tick + 1}: int(left * p) + 1`);
+      counts.push(info.toPrune);
+      alive.push(info.left);
+      for (const [i, g] of gs.entries()) for (const c of decision.groups[g.id] ?? []) masks[i][c] = 0;
+      prunedFilters = total - info.left;
+      previous = info.left;
+    }
+    // The lag matters: Ticks 1 and 2 both count from 200 (21 each); counting from the alive filters, Tick 2 prunes 18.
+    assert.deepEqual(counts.slice(0, 2), [21, 21]);
+    assert.equal(Math.floor(alive[1] * p) + 1, 18);
+    // Without countFrom the count comes from the filters alive now.
+    const entries: GroupScores[] = gs.map((g, i) => ({ group: g, scores: Array.from({ length: g.width }, () => rng.next()), mask: masks[i] }));
+    const now = globalPrune(entries, { p, minimalRatio: 0.1, flopsEta: 0, minArea: 16 }).info;
+    assert.deepEqual([now.counted, now.toPrune], [now.left, Math.floor(now.left * p) + 1]);
+    assert.throws(() => globalPrune(entries, { p, minimalRatio: 0.1, flopsEta: 0, minArea: 16, countFrom: -1 }), /countFrom must be a non-negative integer/);
+  });
+
   it('a decision round-trips through JSON and applies identically to a second model', () => {
     const shape = [8, 8, 3];
     const m1 = buildModel('cifar.resnet20', { seed: 1 });

@@ -4,8 +4,7 @@ import type { Batch, Dataset } from '../../src/shared/data/dataset.js';
 import type { ModelUpdate } from '../../src/shared/protocol/model_update.js';
 import '../../src/shared/pruning/updates.js';
 import { Rng } from '../../src/shared/rng.js';
-import { addStats, emptyStats, type ParamSet, type Replica } from '../../src/shared/train/replica.js';
-import type { SgdOptions } from '../../src/shared/train/sgd.js';
+import { addStats, emptyStats, type ParamSet, type Replica, type StepSgdOptions } from '../../src/shared/train/replica.js';
 
 /**
  * The pruner's cluster operations on one in-process replica: what the coordinator does, without workers. With
@@ -21,7 +20,7 @@ export class LocalCluster implements PruneCluster {
     private readonly test: Dataset,
     private readonly shards = 1,
   ) {}
-  async step(indices: Int32Array, set: ParamSet, sgd: SgdOptions & { gateL1?: number }): Promise<StepResult> {
+  async step(indices: Int32Array, set: ParamSet, sgd: StepSgdOptions): Promise<StepResult> {
     const layout = this.replica.layout(set);
     const avgGrad = new Float32Array(layout.size);
     let stats = emptyStats();

@@ -8,7 +8,7 @@ import { finetuneStage } from '../../src/coordinator/finetune.js';
 import type { PruneEvent } from '../../src/coordinator/prune_events.js';
 import { pruneRunOptions, type PruneStageContext } from '../../src/coordinator/prune_options.js';
 import { pruneStage, runPrune } from '../../src/coordinator/pruner.js';
-import { savePointName } from '../../src/coordinator/tick_tock.js';
+import { prunePositionSchema, savePointName } from '../../src/coordinator/tick_tock.js';
 import { RunFiles } from '../../src/coordinator/run_files.js';
 import { configSchema, type ConfigInput } from '../../src/shared/config/schema.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
@@ -16,6 +16,7 @@ import { layerWidths } from '../../src/shared/io/model_file.js';
 import { parseSafetensors } from '../../src/shared/io/safetensors.js';
 import { loadTorchState } from '../../src/shared/io/torch_state.js';
 import { CifarResNet } from '../../src/shared/models/resnet_cifar.js';
+import { BatchNorm2d } from '../../src/shared/nn/layers.js';
 import { effectiveCost } from '../../src/shared/pruning/cost.js';
 import { channelStructure } from '../../src/shared/pruning/groups.js';
 import { applyModelUpdate } from '../../src/shared/train/apply_update.js';
@@ -193,6 +194,49 @@ describe('Tick-Tock pruner', () => {
       `something was pruned: ${widths}`,
     );
     for (const w of widths) assert.ok(w % 4 === 0 || w === 10, `width ${w} is no multiple of 4`);
+  });
+
+  it("the paper's Tick switches reach the run: tick_trains and tick_decay_frozen the Tick steps, prune_count the count, min_filters the widths", async () => {
+    const run = async (task: string, gbn: Partial<NonNullable<ConfigInput['gbn']>>) => {
+      const ctx = context(dir, { max_ticks: 5, target_flops: 0.01, p: 0.3, T: 10, ...gbn });
+      const config = { ...ctx.config, base: { ...ctx.config.base, task_name: task } };
+      const tickSteps: string[] = [];
+      const step = ctx.cluster.step.bind(ctx.cluster);
+      ctx.cluster.step = (indices, set, sgd) => {
+        if (set !== 'all') tickSteps.push(`${set}${sgd.decayFrozen ? '+decay' : ''}`);
+        return step(indices, set, sgd);
+      };
+      const events: PruneEvent[] = [];
+      // The count a resumed run lags from travels in the position (checked against its schema, as a resume does).
+      const previousLeft: (number | undefined)[] = [];
+      const resumePoint = async (when: string, at: () => unknown) => {
+        if (when === 'boundary') previousLeft.push(prunePositionSchema.parse(at()).previousLeft);
+      };
+      await runPrune(ctx.cluster, { ...pruneRunOptions({ ...ctx, config, files: new RunFiles(config) }), log: (e) => events.push(e), resumePoint });
+      const ticks = events.filter((e): e is Tick => e.type === 'tick').map((e) => e.info);
+      const widths = [...ctx.cluster.replica.model.namedModules()].flatMap(([, m]) => (m instanceof BatchNorm2d ? [m.channels] : []));
+      return { tickSteps, ticks, widths, previousLeft };
+    };
+    const gdp = await run('switches-gdp', {});
+    assert.ok(gdp.tickSteps.length >= 3 && gdp.tickSteps.every((s) => s === 'gates'), gdp.tickSteps.join());
+    for (const t of gdp.ticks) assert.equal(t.counted, t.left);
+    // Without min_filters some group goes under 6 channels, so the paper run's bound below is tested.
+    assert.ok(Math.min(...gdp.widths) < 6, `widths ${gdp.widths}`);
+
+    const paper = await run('switches-paper', { tick_trains: 'all_but_conv', tick_decay_frozen: true, prune_count: 'lagged', min_filters: 6 });
+    assert.ok(paper.tickSteps.length >= 3 && paper.tickSteps.every((s) => s === 'all_but_conv+decay'), paper.tickSteps.join());
+    // The paper's left lags a Tick: Tick 1 counts the filters alive at its start, Tick k those alive before Tick k-1's prune.
+    assert.ok(paper.ticks.length >= 3);
+    paper.ticks.forEach((t, k) => assert.equal(t.counted, k === 0 ? t.left : paper.ticks[k - 1].left, `Tick ${k + 1}`));
+    assert.ok(paper.ticks[1].counted > paper.ticks[1].left, 'the lag changes the count');
+    // Boundaries: after the first Tock (no Tick yet), then after every Tick that did not end the run.
+    assert.deepEqual(paper.previousLeft, [undefined, ...paper.ticks.slice(0, paper.previousLeft.length - 1).map((t) => t.left)]);
+    for (const w of paper.widths) assert.ok(w >= 6, `a BN kept ${w} channels`);
+
+    // minimal_rounding floor (the paper's int(width * ratio)): a group of 16 may go to 3 at ratio 0.2, where ceil keeps 4.
+    const floor = await run('switches-floor', { minimal_ratio: 0.2, minimal_rounding: 'floor', p: 0.5, max_ticks: 6 });
+    const ceil = await run('switches-ceil', { minimal_ratio: 0.2, p: 0.5, max_ticks: 6 });
+    assert.ok(Math.min(...ceil.widths) >= 4 && Math.min(...floor.widths) === 3, `ceil: ${ceil.widths}; floor: ${floor.widths}`);
   });
 
   it("data.shuffle: false gives Tock, Tick and finetune batches in sample order, as the paper's DataLoader; true shuffles them", async () => {

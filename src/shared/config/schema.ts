@@ -153,8 +153,42 @@ const gbn = z
     save_points: z.array(z.number().gt(0).lt(1)).default([]),
     /** gdp: channel importance. */
     criterion: z.enum(['gate', 'l1', 'random']).default('gate'),
-    /** gdp: every layer keeps at least this fraction of its channels. */
+    /** gdp: every layer keeps at least this fraction of its channels (rounded as minimal_rounding says). */
     minimal_ratio: z.number().gt(0).max(1).default(0.1),
+    /**
+     * gdp: `ceil`: a group keeps at least ceil(minimal_ratio * width) channels. `floor`: max(1, int(width *
+     * minimal_ratio)), the paper's `GatedBatchNorm2d.minimal_filter` (prune/universal.py), e.g. 1, 3 and 6 of
+     * ResNet-56's 16, 32 and 64 channels where ceil keeps 2, 4 and 7.
+     */
+    minimal_rounding: z.enum(['ceil', 'floor']).default('ceil'),
+    /**
+     * gdp: every group keeps at least this many alive channels (or all it has, when narrower), besides
+     * minimal_ratio. The paper's notebooks pass `minium_filter = 3` to `IterRecoverFramework` (prune/universal.py),
+     * whose constructor ignores it: the paper's code keeps `max(1, int(0.1 * width))` (minimal_rounding: floor).
+     */
+    min_filters: z.number().int().positive().default(1),
+    /**
+     * gdp: which parameters a Tick trains. `gates`: the gates alone. `all_but_conv`: every parameter but those of
+     * the convolutions (gates, BN biases, the linear layer), as the paper's `IterRecoverFramework.freeze_conv`
+     * (prune/universal.py) leaves trainable; a gated BN's weight is frozen in both.
+     */
+    tick_trains: z.enum(['gates', 'all_but_conv']).default('gates'),
+    /**
+     * gdp: a Tick also applies weight decay and momentum to the parameters it does not train but that trained since
+     * the last momentum reset (the Tock's convolutions), with a zero gradient. This replicates PyTorch 1.x, where the
+     * paper's `optimizer.zero_grad()` leaves zero tensors in the frozen convolutions' `.grad`, so `SGD.step` still
+     * moves them; PyTorch 2's zero_grad sets them to None and skips them, as `false` does.
+     */
+    tick_decay_frozen: z.boolean().default(false),
+    /**
+     * gdp: the filter count `left` a Tick's `num = int(left * p)` comes from (every candidate up to ranked entry num
+     * is pruned: num + 1 filters, ties and whole group channels included, as the paper's `get_threshold`).
+     * `alive`: the filters alive now. `lagged`: the paper's run loop (run/resnet-56/resnet56_prune.ipynb,
+     * run/vgg16/vgg16_prune_demo.py), whose `left` counts the filters alive before the previous Tick's prune (its
+     * `pruned_filters` is updated from the count taken before each prune); the first Tick uses the filters alive at
+     * its start.
+     */
+    prune_count: z.enum(['alive', 'lagged']).default('alive'),
     /**
      * gdp: global batches per Tick. Unset: one pass over the training set (capped by train.max_steps_per_epoch), as
      * the paper's code does (its notebooks train each Tick on the whole train_loader).

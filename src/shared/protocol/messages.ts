@@ -22,7 +22,7 @@ const code = z.string().regex(/^[A-Za-z0-9_]{1,64}$/, 'an error code is 1-64 let
 const checksum = z.string().regex(/^[0-9a-f]{16}$/, 'a checksum is 16 hex digits');
 /** Worker ids name workers in logs and refusals. */
 export const workerIdSchema = z.string().regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'a worker id is 1-128 letters, digits or ._:@-');
-const paramSet = z.enum(['all', 'gates']);
+const paramSet = z.enum(['all', 'gates', 'all_but_conv']);
 /** What of a shard's result was not finite ('bn_stats': the running statistics its forward pass updated). */
 const nonFiniteWhat = z.enum(['loss', 'gradient', 'bn_stats']);
 export type NonFiniteWhat = z.infer<typeof nonFiniteWhat>;
@@ -40,6 +40,8 @@ const sgd = z.object({
   weightDecay: z.number().nonnegative(),
   nesterov: z.boolean(),
   gateL1: z.number().nonnegative().optional(),
+  /** Replica.applyGradient's decayFrozen (gbn.tick_decay_frozen). */
+  decayFrozen: z.boolean().optional(),
 });
 /** Names and shapes of a flat vector's parts, in order (a FlatLayout without offsets). */
 /** A worker's ring listener as its peers dial it (RingEndpoint.url). */

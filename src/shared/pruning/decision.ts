@@ -35,11 +35,21 @@ export interface GroupScores {
 export interface GlobalPruneOptions {
   /**
    * The fraction of the alive filters to prune (the paper's `p`, in [0, 1]): the paper's `num` is
-   * floor(p * alive filters), a group channel counting once per member BN.
+   * floor(p * alive filters) (or p * countFrom), a group channel counting once per member BN.
    */
   p: number;
-  /** Every group keeps at least max(1, ceil(minimalRatio * width)) channels. */
+  /** Every group keeps at least max(minFilters, ceil(minimalRatio * width)) channels (all it has, when fewer). */
   minimalRatio: number;
+  /** `gbn.minimal_rounding` (default `ceil`): `floor` takes floor(minimalRatio * width) instead, as the paper's code. */
+  minimalRounding?: MinimalRounding;
+  /** `gbn.min_filters` (default 1): the least number of alive channels a group keeps, whatever minimalRatio says. */
+  minFilters?: number;
+  /**
+   * The filter count the paper's num = floor(p * count) comes from (default: the filters alive now). `gbn.prune_count:
+   * lagged` passes the count from before the previous decision, as the paper's run loop does. A num beyond the
+   * candidates prunes every candidate.
+   */
+  countFrom?: number;
   /** The paper's flops_eta (0 = plain score ranking). */
   flopsEta: number;
   /** The smallest BN feature-map area (H*W) of the network: flops_eta is divided by it, as the paper does. */
@@ -54,14 +64,26 @@ export interface GlobalPruneOptions {
 export interface GlobalPruneInfo {
   /** Filters alive before this prune (group channels times member BNs). */
   left: number;
+  /** The count num came from: `countFrom`, or `left`. */
+  counted: number;
+  /** floor(p * counted): the 0-based position of the threshold in the ranking (num + 1 filters go, with ties). */
+  num: number;
   toPrune: number;
   total: number;
   totalPrunedRatio: number;
   threshold: number;
 }
 
-export function minimalChannels(width: number, minimalRatio: number): number {
-  return Math.max(1, Math.ceil(minimalRatio * width - 1e-9));
+/** How minimal_ratio * width becomes a channel count: gdp rounds up, the paper's code down. */
+export type MinimalRounding = 'ceil' | 'floor';
+
+/**
+ * The channels a group of `width` keeps at least: max(minFilters, ceil(minimalRatio * width)) (the 1e-9 absorbs
+ * float error in the product); with `floor`, the paper's `GatedBatchNorm2d.minimal_filter`, max(1, int(width *
+ * minimal_ratio)) (prune/universal.py), float64 product included, raised to minFilters.
+ */
+export function minimalChannels(width: number, minimalRatio: number, minFilters = 1, rounding: MinimalRounding = 'ceil'): number {
+  return Math.max(minFilters, rounding === 'floor' ? Math.floor(width * minimalRatio) : Math.ceil(minimalRatio * width - 1e-9));
 }
 
 /**
@@ -87,9 +109,10 @@ function countAlive(mask: ArrayLike<number>): number {
 /**
  * Global pruning over all groups with one threshold, following the paper's `get_threshold`/`set_mask`: each
  * group's alive channels except its `minimal` best are candidates; every candidate enters the ranking once per
- * member BN; the threshold is the entry at position num = floor(p * alive filters) (0-based) of the sorted ranking,
- * and every candidate scoring <= threshold is pruned. Ties inside a group are broken by channel index (lower index
- * ranks lower).
+ * member BN; the threshold is the entry at position num = floor(p * alive filters) (0-based; `countFrom` replaces
+ * the alive filters) of the sorted ranking, and every candidate scoring <= threshold is pruned: num + 1 filters when
+ * scores are distinct and groups have one BN. Ties inside a group are broken by channel index (lower index ranks
+ * lower).
  *
  * With `roundTo` = k > 1 the ranked unit is a chunk: a group's candidates, in score order, are cut into chunks of k
  * (the first one smaller when the alive count is no multiple of k, so that what stays becomes one), a trailing
@@ -97,14 +120,19 @@ function countAlive(mask: ArrayLike<number>): number {
  * threshold is the score of the chunk at which the sorted chunks' weights first exceed `num`, and every chunk at or
  * under it goes. With k = 1 this is exactly the per-channel ranking above.
  *
- * Throws BAD_DECISION (p outside [0, 1], minArea, roundTo), SHAPE_MISMATCH (scores or mask not of the group's
- * width), BAD_SCORE (NaN).
+ * Throws BAD_DECISION (p outside [0, 1], minArea, roundTo, minFilters, countFrom), SHAPE_MISMATCH (scores or mask
+ * not of the group's width), BAD_SCORE (NaN).
  */
 export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOptions): { decision: MaskDecision; info: GlobalPruneInfo } {
   if (!(opts.minArea > 0)) throw new GdpError('BAD_DECISION', `minArea must be positive, got ${opts.minArea}`);
   if (!(opts.p >= 0 && opts.p <= 1)) throw new GdpError('BAD_DECISION', `p must be a fraction in [0, 1], got ${opts.p}`);
   const roundTo = opts.roundTo ?? 1;
   if (!Number.isInteger(roundTo) || roundTo < 1) throw new GdpError('BAD_DECISION', `roundTo must be a positive integer, got ${roundTo}`);
+  const minFilters = opts.minFilters ?? 1;
+  if (!Number.isInteger(minFilters) || minFilters < 1) throw new GdpError('BAD_DECISION', `minFilters must be a positive integer, got ${minFilters}`);
+  if (opts.countFrom !== undefined && !(Number.isInteger(opts.countFrom) && opts.countFrom >= 0)) {
+    throw new GdpError('BAD_DECISION', `countFrom must be a non-negative integer, got ${opts.countFrom}`);
+  }
   const chunks: { e: GroupScores; channels: number[]; score: number; weight: number }[] = [];
   let total = 0;
   let left = 0;
@@ -123,7 +151,7 @@ export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOp
     total += g.width * count;
     left += alive.length * count;
     const byScore = alive.slice().sort((a, b) => adjusted[a] - adjusted[b] || a - b);
-    const channels = byScore.slice(0, Math.max(0, byScore.length - minimalChannels(g.width, opts.minimalRatio)));
+    const channels = byScore.slice(0, Math.max(0, byScore.length - minimalChannels(g.width, opts.minimalRatio, minFilters, opts.minimalRounding)));
     let size = alive.length % roundTo || roundTo;
     for (let i = 0; i + size <= channels.length; i += size, size = roundTo) {
       const part = channels.slice(i, i + size);
@@ -132,7 +160,8 @@ export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOp
   }
   // A stable sort keeps graph order among equal scores; the threshold is a score, so ties are pruned together.
   const ranked = chunks.slice().sort((a, b) => a.score - b.score);
-  const num = Math.floor(left * opts.p);
+  const counted = opts.countFrom ?? left;
+  const num = Math.floor(counted * opts.p);
   let threshold = ranked.length === 0 ? -Infinity : Infinity;
   let seen = 0;
   for (const c of ranked) {
@@ -151,7 +180,7 @@ export function globalPrune(entries: readonly GroupScores[], opts: GlobalPruneOp
     decision.layers[e.group.id] = [...e.group.bns];
     toPrune += channels.length * e.group.bns.length;
   }
-  const info: GlobalPruneInfo = { left, toPrune, total, totalPrunedRatio: total ? (total - left + toPrune) / total : 0, threshold };
+  const info: GlobalPruneInfo = { left, counted, num, toPrune, total, totalPrunedRatio: total ? (total - left + toPrune) / total : 0, threshold };
   return { decision, info };
 }
 

@@ -57,6 +57,25 @@ export function layoutOf(entries: readonly TensorEntry[]): FlatLayout {
   return { names: entries.map((e) => e.name), shapes: entries.map((e) => e.shape), offsets, size };
 }
 
+/**
+ * The values of `part`'s entries, laid out as `part`, taken by name from `values` laid out as `whole` (e.g. the
+ * gates' gradient out of a step that trained more). Throws BAD_LAYOUT when `whole` lacks an entry of `part` or
+ * gives it another shape, or `values` is not `whole`'s size.
+ */
+export function selectLayout(whole: FlatLayout, values: Float32Array, part: FlatLayout): Float32Array {
+  if (values.length !== whole.size) throw new GdpError('BAD_LAYOUT', `${values.length} values for a layout of ${whole.size}`);
+  const at = new Map(whole.names.map((n, i) => [n, i]));
+  const out = new Float32Array(part.size);
+  part.names.forEach((name, j) => {
+    const i = at.get(name);
+    if (i === undefined || whole.shapes[i].join('x') !== part.shapes[j].join('x')) {
+      throw new GdpError('BAD_LAYOUT', `'${name}' [${part.shapes[j]}] is not in the step's layout with that shape`);
+    }
+    out.set(values.subarray(whole.offsets[i], whole.offsets[i] + elements(part.shapes[j])), part.offsets[j]);
+  });
+  return out;
+}
+
 /** The tensors as layout entries and one flat vector (a copy), in order: how a state travels in buckets. */
 export function flattenState(tensors: readonly StateTensor[]): { entries: TensorEntry[]; flat: Float32Array } {
   const entries = tensors.map((t) => ({ name: t.name, shape: [...(t.shape ?? [t.values.length])] }));

@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Batch } from '../data/dataset.js';
 import { tensorOps, type Module, type Slot } from '../nn/module.js';
 import { GdpError } from '../errors.js';
-import { BatchNorm2d } from '../nn/layers.js';
+import { BatchNorm2d, Conv2d, DepthwiseConv2d } from '../nn/layers.js';
 import type { ModelUpdate } from '../protocol/model_update.js';
 import { applyModelUpdate } from './apply_update.js';
 import { isRunningStat, stateChecksum, type ChecksumScope, type FlatLayout, type ReplicaState, type StateTensor } from './model_state.js';
@@ -11,8 +11,11 @@ import { sgdStep, type SgdOptions } from './sgd.js';
 
 export type { FlatLayout } from './model_state.js';
 
-/** Which parameters a step trains: all trainable ones, or only the Gate Decorator gates (a Tick). */
-export type ParamSet = 'all' | 'gates';
+/**
+ * Which parameters a step trains: all trainable ones, only the Gate Decorator gates (gdp's Tick), or all but the
+ * convolutions' weights and biases (the paper's Tick, `gbn.tick_trains: all_but_conv`).
+ */
+export type ParamSet = 'all' | 'gates' | 'all_but_conv';
 
 export interface StepStats {
   lossSum: number;
@@ -29,6 +32,19 @@ export function addStats(a: StepStats, b: StepStats): StepStats {
 function isGate(name: string): boolean {
   return name === 'g' || name.endsWith('.g');
 }
+
+/** The parameters of every convolution (weight, bias), by name: what the paper's `freeze_conv` freezes. */
+function convParameterNames(model: Module): Set<string> {
+  const names = new Set<string>();
+  for (const [path, m] of model.namedModules()) {
+    if (!(m instanceof Conv2d || m instanceof DepthwiseConv2d)) continue;
+    for (const [name] of m.namedParameters()) names.add(path ? `${path}.${name}` : name);
+  }
+  return names;
+}
+
+/** SGD options of a step, with the Gate Decorator's extras (Replica.applyGradient). */
+export type StepSgdOptions = SgdOptions & { gateL1?: number; decayFrozen?: boolean };
 
 /** A named float32 tensor with its shape, as Replica.runningStats returns it. */
 export interface ShapedTensor {
@@ -70,8 +86,10 @@ export class Replica {
     const shapes: number[][] = [];
     const offsets: number[] = [];
     let size = 0;
+    const convs = set === 'all_but_conv' ? convParameterNames(this.model) : undefined;
     for (const [name, s] of this.model.namedParameters()) {
       if (set === 'gates' && !isGate(name)) continue;
+      if (convs?.has(name)) continue;
       names.push(name);
       shapes.push(s.value.shape);
       offsets.push(size);
@@ -161,9 +179,12 @@ export class Replica {
 
   /**
    * Applies an averaged gradient with SGD (PyTorch semantics) and uploads the new values. `gateL1` adds the
-   * sparsity term lambda * sign(g) to every gate's gradient, as the paper's code does after backward.
+   * sparsity term lambda * sign(g) to every gate's gradient, as the paper's code does after backward. With
+   * `decayFrozen`, every parameter outside `layout` that has a momentum buffer (trained since the last momentum
+   * reset) takes an SGD step with a zero gradient, i.e. weight decay and momentum only: what PyTorch 1.x's SGD does
+   * to a frozen parameter whose `.grad` zero_grad() left as a zero tensor (`gbn.tick_decay_frozen`).
    */
-  applyGradient(layout: FlatLayout, avgGrad: Float32Array, opts: SgdOptions & { gateL1?: number }): void {
+  applyGradient(layout: FlatLayout, avgGrad: Float32Array, opts: StepSgdOptions): void {
     if (avgGrad.length !== layout.size) throw new GdpError('INTERNAL', `gradient has ${avgGrad.length} values, layout ${layout.size}`);
     const slots = this.slots(layout);
     layout.names.forEach((name, i) => {
@@ -179,6 +200,18 @@ export class Replica {
       sgdStep(p, g, buf, first, opts);
       slots[i].set(tf.tensor(p.slice(), layout.shapes[i]));
     });
+    if (opts.decayFrozen) this.decayFrozen(new Set(layout.names), opts);
+  }
+
+  /** The zero-gradient SGD step of applyGradient's `decayFrozen`, on the parameters with momentum not in `trained`. */
+  private decayFrozen(trained: ReadonlySet<string>, opts: SgdOptions): void {
+    for (const [name, s] of this.model.namedParameters()) {
+      const buf = this.momentum.get(name);
+      if (trained.has(name) || !buf) continue;
+      const p = this.host.get(name)!;
+      sgdStep(p, new Float32Array(p.length), buf, false, opts);
+      s.set(tf.tensor(p.slice(), s.value.shape));
+    }
   }
 
   /** Momentum buffers by parameter name (copies): the optimizer state a joining worker receives. */
