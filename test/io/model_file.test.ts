@@ -160,6 +160,16 @@ test('bad files give clear errors naming the tensor or field', async () => {
     );
     await expectGdpError(loadModelFile(chain), 'SHAPE_MISMATCH', 'bn1');
 
+    // A residual block whose branch makes 12 channels while its shortcut carries 16: the addition does not fit.
+    const residual = await write(
+      'residual.safetensors',
+      withState((m) => {
+        m.set('layer1.0.conv2.weight', { shape: [12, 16, 3, 3], data: new Float32Array(12 * 16 * 9) });
+        for (const n of ['weight', 'bias', 'running_mean', 'running_var']) m.set(`layer1.0.bn2.${n}`, { shape: [12], data: new Float32Array(12) });
+      }),
+    );
+    await expectGdpError(loadModelFile(residual), 'SHAPE_MISMATCH', residual, 'addition', '[28,28,12]', "'layer1.0.bn2'", '[28,28,16]');
+
     const unknown = await write(
       'unknown.safetensors',
       withState(() => {}, { arch: 'cifar.resnet57' }),
