@@ -1,9 +1,11 @@
+import { applyDelta } from './run_history.js';
+
 /**
  * The page's own script, run in the browser after uPlot (a global `uPlot`). It reads its start-up data from the
  * `<script id="gdp-data" type="application/json">` element: `{ live: true }` for the dashboard, which then opens
  * `/events` (with the page's `?token=`) and receives a `view` and then `delta`s; `{ live: false, view }` for
  * report.html. Everything from the data is put in the DOM as text (textContent), never as markup. Plain ES2020,
- * no build step: it is inlined as is.
+ * no build step: it is inlined as is, with the compiled source of run_history.ts's applyDelta.
  *
  * DOM hooks that tests read: `#workers tr[data-id]` with `td.state`; `#stage`; chart boxes `[data-chart]` with
  * `data-points` (points drawn); `#ticks tr[data-tick] td[data-field]` and `#final tr[data-label] td[data-field]`,
@@ -192,14 +194,8 @@ export const PAGE_SCRIPT = String.raw`
   }
 
   // ---- live updates ----
-  function applyDelta(d) {
-    Object.assign(view, d.parts);
-    Object.keys(d.steps).forEach(function (name) {
-      var cur = view.steps[name], s = d.steps[name];
-      ['x', 'n', 'mean', 'min', 'max'].forEach(function (k) { cur[k] = cur[k].slice(0, s.from).concat(s[k]); });
-      cur.width = s.width;
-    });
-  }
+  // run_history.ts's applyDelta itself (its source), the rule the server-side tests check.
+  ${applyDelta.toString()}
   var pending = false;
   function schedule() {
     if (pending) return;
@@ -214,7 +210,7 @@ export const PAGE_SCRIPT = String.raw`
     ws.onmessage = function (m) {
       var msg = JSON.parse(m.data);
       if (msg.kind === 'view') view = msg.view;
-      else if (msg.kind === 'delta' && view) applyDelta(msg.delta);
+      else if (msg.kind === 'delta' && view) applyDelta(view, msg.delta);
       schedule();
     };
     ws.onclose = function () { $('conn').textContent = 'disconnected (retrying)'; $('conn').className = 'down'; setTimeout(connect, 2000); };

@@ -238,7 +238,10 @@ export class RunHistory {
   }
 }
 
-/** Applies a delta to a view as a browser does (the same rule, so tests can check both agree). */
+/**
+ * Applies a delta to a view. The dashboard page runs this very function (page_script.ts inlines its source), so it
+ * must use nothing but its parameters and built-ins.
+ */
 export function applyDelta(view: RunView, d: RunDelta): void {
   Object.assign(view, d.parts);
   for (const [name, s] of Object.entries(d.steps) as [StepSeriesName, SeriesDelta][]) {
