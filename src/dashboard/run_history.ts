@@ -79,6 +79,8 @@ export interface RunView {
   task?: string;
   stages: string[];
   startedAt?: number;
+  /** The step a resumed run continued from: the per-step curves, workers and log start there. */
+  resumedAt?: number;
   workers: WorkerView[];
   /** Joined and lost events, newest last, at most `maxLog`. */
   log: { t: number; text: string }[];
@@ -146,7 +148,8 @@ export class RunHistory {
         v.task = e.task;
         v.stages = e.stages;
         v.startedAt = e.t;
-        this.touch('task', 'stages', 'startedAt');
+        v.resumedAt = e.resumedStep;
+        this.touch('task', 'stages', 'startedAt', 'resumedAt');
         break;
       case 'worker_joined': {
         const w: WorkerView = { id: e.id, host: e.host, backend: e.backend, gpu: e.gpu, state: 'active', joinedAt: e.t, joinedStep: e.step };
