@@ -8,7 +8,7 @@ import { Collectives, type StepResult, type StepSgd } from './collectives.js';
 import { GradientReducer } from './gradient_reducer.js';
 import { Membership, type MembershipOptions } from './membership.js';
 
-export { shardRanges, type StepResult, type StepSgd } from './collectives.js';
+export type { StepResult, StepSgd } from './collectives.js';
 
 /**
  * What the training stages (and the pruning engine) drive. One call is one collective operation over every

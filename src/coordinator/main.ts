@@ -201,7 +201,9 @@ async function run(o: Options): Promise<void> {
       if (r.workers !== o.workers)
         log(`gdp-coord: note: the run had ${r.workers} worker(s), now ${o.workers}: its numbers will differ from an uninterrupted run's`);
     }
-    observer?.start(config.base.task_name, config.stages, o.workers);
+    // A resumed run's page starts with the epochs, Ticks and Tocks logged before its resume point.
+    const resumed = resume && { step: resume.run.steps, records: resume.run.files.records, prune: resume.run.files.logs['prune_log.json'] ?? [] };
+    observer?.start(config.base.task_name, config.stages, o.workers, resumed);
     try {
       await runStages({
         coordinator,

@@ -1,6 +1,6 @@
 /**
- * The float32 arithmetic of the gradient average, shared by the whole-vector form (`reduceRange`) and the streaming
- * one (GradientReducer folds each worker's bucket as it arrives): acc_0 = g_0, acc_w = fround(acc_{w-1} + g_w) in
+ * The float32 arithmetic of the gradient average as the streaming reduction computes it (GradientReducer folds each
+ * worker's bucket as it arrives): acc_0 = g_0, acc_w = fround(acc_{w-1} + g_w) in
  * worker order, out = fround(acc / count). Storing into a Float32Array rounds like Math.fround, so each fold is one
  * tight loop over typed arrays, bit for bit the per-element definition.
  */
@@ -49,17 +49,4 @@ export function foldInto(acc: Float32Array, at: number, g: Float32Array, role: F
 export function foldRole(w: number, workers: number): FoldRole {
   if (workers === 1) return 'only';
   return w === 0 ? 'first' : w === workers - 1 ? 'last' : 'add';
-}
-
-/**
- * out[i] = (g_0[i] + g_1[i] + ... ) / count for i in [start, end), summed in float32 in the order of `grads`:
- * the same arithmetic, bit for bit, however the range is split (the reference the streaming reduction is tested
- * against).
- */
-export function reduceRange(grads: readonly Float32Array[], out: Float32Array, start: number, end: number, count: number): void {
-  if (!grads.length) {
-    out.fill(0, start, end);
-    return;
-  }
-  grads.forEach((g, w) => foldInto(out, start, g.subarray(start, end), foldRole(w, grads.length), count));
 }

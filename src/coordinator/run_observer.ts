@@ -1,4 +1,4 @@
-import type { RunFeed } from '../dashboard/feed.js';
+import type { ResumedLogs, RunFeed } from '../dashboard/feed.js';
 import type { StageName } from '../dashboard/events.js';
 import { stateDictWidths, type LayerWidth } from '../dashboard/widths.js';
 import { exportTorchState } from '../shared/io/torch_state.js';
@@ -46,9 +46,9 @@ export class FeedObserver implements RunObserver {
     private readonly model: () => Module,
   ) {}
 
-  /** The run's start (before its first stage): its name, stages and workers, and the baseline widths. */
-  start(task: string, stages: readonly string[], workers: number): void {
-    this.feed.run(task, stages, workers);
+  /** The run's start (before its first stage): its name, stages and workers, and the baseline widths; `resumed` see RunFeed.run. */
+  start(task: string, stages: readonly string[], workers: number, resumed?: ResumedLogs): void {
+    this.feed.run(task, stages, workers, resumed);
     this.baseline = this.widths();
     this.feed.widths(this.baseline, this.baseline, 'baseline');
   }

@@ -126,8 +126,18 @@ export const finalRowSchema = z.object({
 });
 export const finalTableSchema = z.object({ type: z.literal('final'), t: num, rows: z.array(finalRowSchema).min(1).max(16) });
 
-/** The run's name and its stages, once at the start. */
-export const runStartedSchema = z.object({ type: z.literal('run'), t: num, task: z.string(), stages: z.array(z.string()), workers: count });
+/**
+ * The run's name and its stages, once at the start; `resumedStep`: the global step a resumed run continues from
+ * (its per-step history starts there).
+ */
+export const runStartedSchema = z.object({
+  type: z.literal('run'),
+  t: num,
+  task: z.string(),
+  stages: z.array(z.string()),
+  workers: count,
+  resumedStep: count.optional(),
+});
 
 export const dashboardEventSchema = z.discriminatedUnion('type', [
   runStartedSchema,

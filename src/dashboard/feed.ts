@@ -1,5 +1,5 @@
 import type { DashboardEvent, FinalRow, StageName } from './events.js';
-import { epochEvent, pruneRecordEvent, type EpochRecordLike, type PruneRecordLike } from './run_records.js';
+import { epochEvent, logEvents, pruneRecordEvent, type EpochRecordLike, type PruneRecordLike } from './run_records.js';
 import { widthsEvent, type LayerWidth } from './widths.js';
 
 export type { EpochRecordLike, PruneRecordLike };
@@ -13,6 +13,13 @@ export type { EpochRecordLike, PruneRecordLike };
 export interface StepResultLike {
   stats: { lossSum: number; correct1: number; count: number };
   perWorker: readonly { id: string; count: number; ms: number }[];
+}
+
+/** What a resumed run has logged before `step`, as its resume point holds it (entries of any shape: checked here). */
+export interface ResumedLogs {
+  step: number;
+  records: readonly unknown[];
+  prune: readonly unknown[];
 }
 
 /** Where events go: a Dashboard (it validates), or anything that records them. */
@@ -55,9 +62,15 @@ export class RunFeed {
     }
   }
 
-  /** At the start of the run (main.ts, before runStages). */
-  run(task: string, stages: readonly string[], workers: number): void {
-    this.send({ type: 'run', t: this.now(), task, stages: [...stages], workers });
+  /**
+   * At the start of the run (main.ts, before runStages). A resumed run passes where it continues (`step`) and the
+   * logs its resume point holds (log.json records, prune_log.json entries): the page shows those epochs, Ticks and
+   * Tocks at once, and says that its per-step history starts at `step`.
+   */
+  run(task: string, stages: readonly string[], workers: number, resumed?: ResumedLogs): void {
+    const t = this.now();
+    this.send({ type: 'run', t, task, stages: [...stages], workers, resumedStep: resumed?.step });
+    if (resumed) for (const e of logEvents(resumed.records, resumed.prune, t)) this.send(e);
   }
 
   /** cluster.ts, where it logs "worker X joined": the hello's fields and the step count then. */

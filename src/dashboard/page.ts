@@ -75,7 +75,8 @@ export function renderPage(o: PageOptions): string {
 </head><body>
 <h1>gdp: <span id="task"></span> <span id="conn">connecting</span></h1>
 <div id="stages"></div>
-<div id="live-box"><h2>Stage</h2><div id="stage"></div><progress id="stage-bar" max="1" value="0"></progress>
+<div id="resumed" hidden></div>
+<div id="live-box"><div id="stage-box"${o.mode === 'live' ? '' : ' hidden'}><h2>Stage</h2><div id="stage"></div><progress id="stage-bar" max="1" value="0"></progress></div>
 <h2>Workers</h2><table id="workers"></table>
 <details><summary>joined / lost</summary><div id="log"></div></details></div>
 <h2>Training</h2>

@@ -1,13 +1,16 @@
+import { applyDelta } from './run_history.js';
+
 /**
  * The page's own script, run in the browser after uPlot (a global `uPlot`). It reads its start-up data from the
  * `<script id="gdp-data" type="application/json">` element: `{ live: true }` for the dashboard, which then opens
  * `/events` (with the page's `?token=`) and receives a `view` and then `delta`s; `{ live: false, view }` for
  * report.html. Everything from the data is put in the DOM as text (textContent), never as markup. Plain ES2020,
- * no build step: it is inlined as is.
+ * no build step: it is inlined as is, with the compiled source of run_history.ts's applyDelta.
  *
- * DOM hooks that tests read: `#workers tr[data-id]` with `td.state`; `#stage`; chart boxes `[data-chart]` with
- * `data-points` (points drawn); `#ticks tr[data-tick] td[data-field]` and `#final tr[data-label] td[data-field]`,
- * each cell with the exact number in `data-value`; `#widths-table tr[data-path]`.
+ * DOM hooks that tests read: `#workers tr[data-id]` with `td.state` and `td[data-field=lastHeard]` (`data-value`: ms
+ * since the epoch); `#stage` (`#stage-box` is hidden in a report: a finished run has no current stage); `#resumed`;
+ * chart boxes `[data-chart]` with `data-points` (points drawn); `#ticks tr[data-tick] td[data-field]` and
+ * `#final tr[data-label] td[data-field]`, each cell with the exact number in `data-value`; `#widths-table tr[data-path]`.
  */
 export const PAGE_SCRIPT = String.raw`
 (function () {
@@ -25,7 +28,13 @@ export const PAGE_SCRIPT = String.raw`
   }
   function pct(x, d) { return x === undefined || x === null ? '-' : (100 * x).toFixed(d === undefined ? 2 : d) + '%'; }
   function rate(x) { return x === undefined || x === null ? '-' : x >= 100 ? x.toFixed(0) : x.toPrecision(3); }
-  function ago(t) { if (!t) return '-'; var s = (Date.now() - t) / 1000; return s < 0 ? '0 s' : s.toFixed(0) + ' s ago'; }
+  // Live: how long ago; a report is read long after the run, so it gives the time itself (UTC).
+  function heard(t) {
+    if (!t) return '-';
+    if (!boot.live) return new Date(t).toISOString().slice(0, 19).replace('T', ' ');
+    var s = (Date.now() - t) / 1000;
+    return s < 0 ? '0 s' : s.toFixed(0) + ' s ago';
+  }
   function dur(s) {
     if (s === undefined || s === null || !isFinite(s)) return '-';
     var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = Math.floor(s % 60);
@@ -167,12 +176,12 @@ export const PAGE_SCRIPT = String.raw`
       cell(tr, w.id, 'id'); cell(tr, w.host, 'host'); cell(tr, w.backend, 'backend'); cell(tr, w.gpu === null ? '-' : w.gpu, 'gpu');
       cell(tr, rate(w.imgS), 'imgS', w.imgS === undefined ? '' : w.imgS);
       cell(tr, w.computeShare === undefined ? '-' : pct(w.computeShare, 0) + ' / ' + pct(1 - w.computeShare, 0), 'share');
-      cell(tr, ago(w.lastHeard), 'lastHeard');
+      cell(tr, heard(w.lastHeard), 'lastHeard', w.lastHeard === undefined ? '' : w.lastHeard);
       var st = cell(tr, w.state === 'lost' ? 'lost at step ' + w.lostStep + ' (' + w.reason + ')' : 'active since step ' + (w.joinedStep + 1), 'state');
       st.className = 'state';
       return tr;
     });
-    fillTable('workers', ['worker', 'host', 'backend', 'GPU', 'img/s', 'compute / exchange', 'last heard', 'state'], rows);
+    fillTable('workers', ['worker', 'host', 'backend', 'GPU', 'img/s', 'compute / exchange', boot.live ? 'last heard' : 'last heard (UTC)', 'state'], rows);
     $('log').textContent = view.log.map(function (l) { return new Date(l.t).toISOString().slice(11, 19) + '  ' + l.text; }).join('\n');
   }
   function drawStage() {
@@ -186,20 +195,17 @@ export const PAGE_SCRIPT = String.raw`
     if (!view) return;
     $('task').textContent = view.task ? view.task : '';
     $('stages').textContent = view.stages.length ? 'stages: ' + view.stages.join(', ') : '';
+    $('resumed').hidden = view.resumedAt === undefined;
+    $('resumed').textContent = view.resumedAt === undefined ? '' : 'resumed at step ' + view.resumedAt +
+      ': the per-step curves, the workers and their log start there; the epochs, Ticks and Tocks before it come from the run\'s logs';
     $('live-box').hidden = !boot.live && !view.workers.length;
     drawWorkers(); drawStage(); drawSteps(); drawEpochs(); drawTrajectory(); drawWidths(); drawFinal();
     document.body.setAttribute('data-rendered', String((Number(document.body.getAttribute('data-rendered')) || 0) + 1));
   }
 
   // ---- live updates ----
-  function applyDelta(d) {
-    Object.assign(view, d.parts);
-    Object.keys(d.steps).forEach(function (name) {
-      var cur = view.steps[name], s = d.steps[name];
-      ['x', 'n', 'mean', 'min', 'max'].forEach(function (k) { cur[k] = cur[k].slice(0, s.from).concat(s[k]); });
-      cur.width = s.width;
-    });
-  }
+  // run_history.ts's applyDelta itself (its source), the rule the server-side tests check.
+  ${applyDelta.toString()}
   var pending = false;
   function schedule() {
     if (pending) return;
@@ -214,7 +220,7 @@ export const PAGE_SCRIPT = String.raw`
     ws.onmessage = function (m) {
       var msg = JSON.parse(m.data);
       if (msg.kind === 'view') view = msg.view;
-      else if (msg.kind === 'delta' && view) applyDelta(msg.delta);
+      else if (msg.kind === 'delta' && view) applyDelta(view, msg.delta);
       schedule();
     };
     ws.onclose = function () { $('conn').textContent = 'disconnected (retrying)'; $('conn').className = 'down'; setTimeout(connect, 2000); };

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { GdpError } from '../shared/errors.js';
 import { dashboardEventSchema, finalRowSchema, type DashboardEvent } from './events.js';
 import { renderPage } from './page.js';
-import { epochEvent, epochRecordSchema, pruneEventSchema, pruneRecordEvent } from './run_records.js';
+import { epochRecordSchema, logEvents, pruneEventSchema } from './run_records.js';
 import { RunHistory, type RunView } from './run_history.js';
 import type { SeriesView } from './series.js';
 import { fileWidths, widthsEvent } from './widths.js';
@@ -69,26 +69,7 @@ export function runFileEvents(dir: string): DashboardEvent[] {
   const prune = readJson(dir, 'prune_log.json', z.array(pruneEventSchema), false) ?? [];
   const summary = readJson(dir, 'summary.json', z.array(finalRowSchema), false);
   const t = 0;
-  const events: DashboardEvent[] = [{ type: 'run', t, task: cfg.base.task_name, stages: cfg.stages ?? [], workers: 0 }];
-  let next = 0;
-  // Prune-log events up to the next Tock (excluded), or all when `all`.
-  const drain = (all: boolean) => {
-    for (; next < prune.length; next++) {
-      const e = prune[next];
-      if (e.type === 'tock' && !all) return;
-      const ev = pruneRecordEvent(e, t);
-      if (ev) events.push(ev);
-    }
-  };
-  for (const r of records) {
-    if (r.stage === 'tock') {
-      drain(false);
-      next++;
-    }
-    if (r.stage === 'finetune') drain(true);
-    events.push(epochEvent(r, t));
-  }
-  drain(true);
+  const events: DashboardEvent[] = [{ type: 'run', t, task: cfg.base.task_name, stages: cfg.stages ?? [], workers: 0 }, ...logEvents(records, prune, t)];
   const base = baselineFile(dir);
   const final = ['finetuned.safetensors', 'pruned.safetensors'].map((f) => join(dir, f)).find((f) => existsSync(f));
   if (base) {
@@ -113,6 +94,7 @@ export function reportView(dir: string): RunView {
     for (const k of Object.keys(view.steps) as (keyof RunView['steps'])[]) if (live.steps[k]) view.steps[k] = live.steps[k];
     if (Array.isArray(live.workers)) view.workers = live.workers;
     if (Array.isArray(live.log)) view.log = live.log;
+    if (typeof live.resumedAt === 'number') view.resumedAt = live.resumedAt;
   }
   return view;
 }

@@ -79,6 +79,8 @@ export interface RunView {
   task?: string;
   stages: string[];
   startedAt?: number;
+  /** The step a resumed run continued from: the per-step curves, workers and log start there. */
+  resumedAt?: number;
   workers: WorkerView[];
   /** Joined and lost events, newest last, at most `maxLog`. */
   log: { t: number; text: string }[];
@@ -146,7 +148,8 @@ export class RunHistory {
         v.task = e.task;
         v.stages = e.stages;
         v.startedAt = e.t;
-        this.touch('task', 'stages', 'startedAt');
+        v.resumedAt = e.resumedStep;
+        this.touch('task', 'stages', 'startedAt', 'resumedAt');
         break;
       case 'worker_joined': {
         const w: WorkerView = { id: e.id, host: e.host, backend: e.backend, gpu: e.gpu, state: 'active', joinedAt: e.t, joinedStep: e.step };
@@ -238,7 +241,10 @@ export class RunHistory {
   }
 }
 
-/** Applies a delta to a view as a browser does (the same rule, so tests can check both agree). */
+/**
+ * Applies a delta to a view. The dashboard page runs this very function (page_script.ts inlines its source), so it
+ * must use nothing but its parameters and built-ins.
+ */
 export function applyDelta(view: RunView, d: RunDelta): void {
   Object.assign(view, d.parts);
   for (const [name, s] of Object.entries(d.steps) as [StepSeriesName, SeriesDelta][]) {

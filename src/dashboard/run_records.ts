@@ -50,3 +50,40 @@ export function pruneRecordEvent(e: PruneRecordLike, t: number): DashboardEvent 
   if (e.type === 'checkpoint') return { type: 'save_point', t, tick: e.tick, savePoint: e.savePoint, macsRatio: e.flopsRatio, path: e.path };
   return undefined;
 }
+
+/**
+ * The dashboard events of a run's logs, in the order the run produced them, stamped `t`: the epochs of log.json
+ * and the Ticks and save points of prune_log.json (a Tock's Ticks are those logged before it). Entries that do not
+ * parse (a file from another version) are left out.
+ */
+export function logEvents(records: readonly unknown[], prune: readonly unknown[], t: number): DashboardEvent[] {
+  const epochs = records.flatMap((r) => {
+    const p = epochRecordSchema.safeParse(r);
+    return p.success ? [p.data] : [];
+  });
+  const log = prune.flatMap((e) => {
+    const p = pruneEventSchema.safeParse(e);
+    return p.success ? [p.data] : [];
+  });
+  const events: DashboardEvent[] = [];
+  let next = 0;
+  // Prune-log events up to the next Tock (excluded), or all when `all`.
+  const drain = (all: boolean) => {
+    for (; next < log.length; next++) {
+      const e = log[next];
+      if (e.type === 'tock' && !all) return;
+      const ev = pruneRecordEvent(e, t);
+      if (ev) events.push(ev);
+    }
+  };
+  for (const r of epochs) {
+    if (r.stage === 'tock') {
+      drain(false);
+      next++;
+    }
+    if (r.stage === 'finetune') drain(true);
+    events.push(epochEvent(r, t));
+  }
+  drain(true);
+  return events;
+}

@@ -1,24 +1,20 @@
 import { writeFile } from 'node:fs/promises';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { backendOption } from '../shared/cli_options.js';
 import { GdpError } from '../shared/errors.js';
 import { modelCost } from '../shared/graph/flops.js';
-import { layerWidths, loadModelFile, saveModelFile, type LoadedModel } from '../shared/io/model_file.js';
+import { layerWidths, saveModelFile, type LoadedModel } from '../shared/io/model_file.js';
 import { nchwToNhwc, parseShape, readF32, writeF32 } from '../shared/io/raw_tensor.js';
 import { exportTfjs } from '../shared/io/tfjs_export.js';
 import { tfjsDirWriter } from '../shared/io/tfjs_files.js';
 import { predictLogits } from '../shared/models/infer.js';
-import { ARCHITECTURES, archSpec, buildModel, modelInputShape } from '../shared/models/registry.js';
+import { archSpec, buildModel, modelInputShape } from '../shared/models/registry.js';
 import { melt } from '../shared/pruning/melt.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
-import { configSchema } from '../shared/config/schema.js';
-import { loadDataset } from '../shared/data/index.js';
-import { Rng } from '../shared/rng.js';
-import { checkShardFits } from '../shared/train/memory.js';
-import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { measureLatency } from './bench.js';
+import { archOption, checkBatch, fmt, load, mega, positiveInt, positiveNumber, say, startBackend, type Common } from './cli_common.js';
+import { evalCommand, type EvalOptions } from './eval_command.js';
 import { importTfjsFile } from './import_tfjs.js';
 import { exportGraphTfjs } from '../shared/io/tfjs_graph_export.js';
 import { exportGraphKeras } from '../shared/io/keras_export.js';
@@ -26,59 +22,6 @@ import { isKerasFile, KERAS_SUFFIXES } from '../shared/io/keras_files.js';
 import { GraphModel } from '../shared/models/graph_model.js';
 import { writeReport } from '../dashboard/report.js';
 import { writeWidthPage } from '../dashboard/width_page.js';
-
-interface Common {
-  backend: BackendChoice;
-  json?: boolean;
-}
-
-const fmt = (n: number): string => n.toLocaleString('en-US');
-const mega = (n: number): string => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} G` : `${(n / 1e6).toFixed(2)} M`);
-
-/** Human-readable lines go to stdout, or to stderr when stdout carries JSON. */
-function say(o: Common, line: string): void {
-  (o.json ? process.stderr : process.stdout).write(`${line}\n`);
-}
-
-async function startBackend(o: Common): Promise<void> {
-  const info = await initBackend(o.backend);
-  say(o, `backend: ${info.description}`);
-}
-
-function positiveInt(flag: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer`);
-    return n;
-  };
-}
-
-function positiveNumber(flag: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`${flag} must be a positive number`);
-    return n;
-  };
-}
-
-function archOption(required: boolean): Option {
-  const o = new Option(
-    '--arch <name>',
-    `architecture (${Object.keys(ARCHITECTURES).join(', ')})${required ? '' : '; needed only for files without gdp metadata'}`,
-  );
-  return required ? o.makeOptionMandatory() : o;
-}
-
-async function load(weights: string, arch: string | undefined, o: Common): Promise<LoadedModel> {
-  const m = await loadModelFile(weights, { arch });
-  say(o, `model: ${m.arch}, ${m.numClasses} classes, input ${m.inputShape.join('x')} (HWC)${m.gated ? ', gated (GBN) checkpoint' : ''}`);
-  return m;
-}
-
-/** Throws BATCH_TOO_LARGE before a forward pass over `batch` images could exhaust the backend's memory. */
-function checkBatch(m: Pick<LoadedModel, 'model' | 'inputShape' | 'arch'>, batch: number, flag: string, setting = batch): void {
-  checkShardFits(m, batch, tf.getBackend(), 'forward', { batch: `${flag} ${setting}`, advice: `use a smaller ${flag}` });
-}
 
 /** Channels whose GBN mask is 0: pruned in place, still present until melting. */
 function maskedChannels(m: LoadedModel): number {
@@ -304,74 +247,7 @@ export function buildProgram(): Command {
     .option('--seed <n>', 'seed of the training batches drawn for --recalibrate-bn', '0')
     .option('--json', 'print one JSON object')
     .addOption(backendOption())
-    .action(
-      async (
-        o: Common & {
-          weights: string;
-          arch?: string;
-          data: string;
-          dataDir?: string;
-          batchSize: number;
-          recalibrateBn?: number;
-          testSubset?: number;
-          seed: string;
-        },
-      ) => {
-        const seed = Number(o.seed);
-        if (!Number.isInteger(seed)) throw new GdpError('BAD_FLAG', `--seed must be an integer, got '${o.seed}'`);
-        await startBackend(o);
-        const m = await load(o.weights, o.arch, o);
-        const config = configSchema.parse({
-          base: { task_name: 'eval', seed },
-          model: { name: m.arch, num_class: m.numClasses },
-          train: { max_epoch: 0 },
-          data: { type: o.data, batch_size: o.batchSize, test_batch_size: o.batchSize, dir: o.dataDir, num_workers: 1, test_subset: o.testSubset },
-          loss: { criterion: 'softmax' },
-        });
-        const data = await loadDataset(config);
-        try {
-          const shape = data.test.shape;
-          if (shape.join('x') !== m.inputShape.join('x')) {
-            throw new GdpError('SHAPE_MISMATCH', `${o.data} images are ${shape.join('x')} (HWC), ${m.arch} takes ${m.inputShape.join('x')}`);
-          }
-          // The largest pass: a recalibration batch (training images), else a test batch.
-          checkBatch(m, Math.min(o.batchSize, Math.max(data.test.size, o.recalibrateBn ? data.train.size : 0)), '--batch-size', o.batchSize);
-          const replica = new Replica(m.model, m.inputShape);
-          if (o.recalibrateBn) {
-            const order = Int32Array.from({ length: data.train.size }, (_, i) => i);
-            new Rng(seed).shuffle(order);
-            const n = Math.min(o.recalibrateBn, Math.floor(data.train.size / o.batchSize) || 1);
-            const batches = (async function* () {
-              for (let b = 0; b < n; b++) yield await data.train.load(order.subarray(b * o.batchSize, (b + 1) * o.batchSize), { augment: false, seed });
-            })();
-            await replica.recalibrateBatchNorm(batches);
-            say(o, `BN statistics re-estimated over ${n} training batches of ${o.batchSize}`);
-          }
-          let stats = emptyStats();
-          for (let s = 0; s < data.test.size; s += o.batchSize) {
-            const idx = Int32Array.from({ length: Math.min(o.batchSize, data.test.size - s) }, (_, i) => s + i);
-            stats = addStats(stats, replica.evaluate(await data.test.load(idx, { augment: false, seed: 0 })));
-          }
-          const r = {
-            weights: o.weights,
-            data: data.test.name,
-            samples: stats.count,
-            top1: stats.correct1 / stats.count,
-            top5: stats.correct5 / stats.count,
-            loss: stats.lossSum / stats.count,
-            recalibrated_batches: o.recalibrateBn ?? 0,
-          };
-          if (o.json) {
-            process.stdout.write(`${JSON.stringify(r)}\n`);
-            return;
-          }
-          say(o, `${data.test.name}: ${r.samples} images, top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}%, loss ${r.loss.toFixed(4)}`);
-        } finally {
-          await data.close?.();
-          m.model.dispose();
-        }
-      },
-    );
+    .action((o: EvalOptions) => evalCommand(o));
 
   program
     .command('bench')

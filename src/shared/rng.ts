@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { GdpError } from './errors.js';
 
 /**
  * Seeded PRNG (sfc32) with serialisable state, so that shuffles, augmentation and weight init are reproducible
@@ -20,7 +21,7 @@ export class Rng {
       this.s = Uint32Array.of(next(), next(), next(), next());
       for (let i = 0; i < 12; i++) this.nextU32();
     } else {
-      if (seed.length !== 4) throw new Error('Rng state must have 4 words');
+      if (seed.length !== 4) throw new GdpError('INTERNAL', `an Rng state has 4 words, got ${seed.length} (states are checked by rngStateSchema when read)`);
       this.s = Uint32Array.from(seed);
     }
   }

@@ -9,7 +9,7 @@ import { initBackend } from '../../src/shared/backend.js';
 import { loadModelFile } from '../../src/shared/io/model_file.js';
 import { exportTfjs } from '../../src/shared/io/tfjs_export.js';
 import { tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
-import { maxAbsDiff } from '../../src/shared/models/infer.js';
+import { maxAbsDiff } from '../helpers.js';
 import { fixture, fixtureLogits, hasFixture, REPO_ROOT } from '../io/fixture.js';
 import { CHROMIUM, hasChromium, launchChromium, serve } from './chromium.js';
 

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { reduceRange } from '../../src/coordinator/reduce.js';
 import { RingAllReduce } from '../../src/shared/collective/ring_allreduce.js';
 import { decodeRingMessage, encodeRingMessage, type RingMessage } from '../../src/shared/collective/ring_messages.js';
-import { ringAverage } from '../../src/shared/collective/ring_reference.js';
+import { ringAverage, reduceRange } from './reference_reductions.js';
 import { encodeMessage } from '../../src/shared/protocol/codec.js';
 import type { Transport } from '../../src/shared/protocol/transport.js';
 import { bits, delay, memoryRing, memoryRingLinks, outcomes, rankGradients } from './ring_helpers.js';

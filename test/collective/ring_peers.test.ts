@@ -7,7 +7,7 @@ import { WebSocket } from 'ws';
 import { RingAllReduce } from '../../src/shared/collective/ring_allreduce.js';
 import { decodeRingMessage } from '../../src/shared/collective/ring_messages.js';
 import { RingEndpoint, type RingDialOptions } from '../../src/shared/collective/ring_peers.js';
-import { ringAverage } from '../../src/shared/collective/ring_reference.js';
+import { ringAverage } from './reference_reductions.js';
 import { encodeMessage } from '../../src/shared/protocol/codec.js';
 import { connectWs } from '../../src/shared/protocol/ws_transport.js';
 import { hasOpenssl, withSelfSignedCert } from '../tls_cert.js';

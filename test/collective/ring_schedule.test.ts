@@ -1,16 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ringAverage } from '../../src/shared/collective/ring_reference.js';
-import {
-  mod,
-  ownedSegment,
-  receiveSchedule,
-  receivedSegment,
-  ringSegments,
-  segmentPieces,
-  sentSegment,
-  summationOrder,
-} from '../../src/shared/collective/ring_schedule.js';
+import { ringAverage, ownedSegment, ringSegments, summationOrder } from './reference_reductions.js';
+import { mod, receiveSchedule, receivedSegment, segmentPieces, sentSegment } from '../../src/shared/collective/ring_schedule.js';
 
 test('segments tile the vector in order, sizes differing by at most 1; pieces tile each segment', () => {
   for (const n of [1, 2, 3, 4, 5, 8]) {

@@ -66,32 +66,43 @@ test('a step gives the mean loss and top-1, and per worker its rate and its shar
   assert.match(lines[0], /dropped a 'step' event/);
 });
 
-test("the coordinator's epochs and prune events give the page the same figures as the run's files give the report", () => {
-  // The run as the coordinator would report it: train, Tock, Tick, save point, Tick, Tock, Tick, finetune.
-  const records = [record('train', 1, 0.5), record('train', 2, 0.6), record('tock', 1, 0.62), record('tock', 1, 0.64), record('finetune', 1, 0.7)];
-  const tick = (n: number, r: number): PruneRecordLike => ({
-    type: 'tick',
-    tick: n,
-    flopsRatio: r,
-    paramsRatio: r * 0.9,
-    filtersLeft: 100 - n,
-    acc1: 0.3 + n / 100,
-    loss: 2 + n,
-  });
-  const tock = (i: number): PruneRecordLike => ({ type: 'tock', epoch: 1, epochs: 1, acc1: records[i]['acc@1'] }) as PruneRecordLike;
-  const prune: PruneRecordLike[] = [
-    tock(2),
-    tick(1, 0.9),
-    { type: 'checkpoint', tick: 1, savePoint: 0.9, path: 'gbn_90.safetensors', flopsRatio: 0.9 },
-    tick(2, 0.8),
-    tock(3),
-    tick(3, 0.7),
-    { type: 'melt' },
-  ];
+// A run as the coordinator would report it: train, Tock, Tick, save point, Tick, Tock, Tick, finetune.
+const records = [record('train', 1, 0.5), record('train', 2, 0.6), record('tock', 1, 0.62), record('tock', 1, 0.64), record('finetune', 1, 0.7)];
+const tick = (n: number, r: number): PruneRecordLike => ({
+  type: 'tick',
+  tick: n,
+  flopsRatio: r,
+  paramsRatio: r * 0.9,
+  filtersLeft: 100 - n,
+  acc1: 0.3 + n / 100,
+  loss: 2 + n,
+});
+const tock = (i: number): PruneRecordLike => ({ type: 'tock', epoch: 1, epochs: 1, acc1: records[i]['acc@1'] }) as PruneRecordLike;
+const prune: PruneRecordLike[] = [
+  tock(2),
+  tick(1, 0.9),
+  { type: 'checkpoint', tick: 1, savePoint: 0.9, path: 'gbn_90.safetensors', flopsRatio: 0.9 },
+  tick(2, 0.8),
+  tock(3),
+  tick(3, 0.7),
+  { type: 'melt' },
+];
+const STAGES = ['train', 'prune', 'finetune'];
 
+/** A run folder holding `records` and `prune` as log.json and prune_log.json (and summary.json when given). */
+function runFolder(rows?: unknown[]): string {
+  const dir = mkdtempSync(join(tmpdir(), 'gdp-feed-'));
+  writeFileSync(join(dir, 'cfg.json'), JSON.stringify({ base: { task_name: 'equal' }, stages: STAGES }));
+  writeFileSync(join(dir, 'log.json'), JSON.stringify(records));
+  writeFileSync(join(dir, 'prune_log.json'), JSON.stringify(prune));
+  if (rows) writeFileSync(join(dir, 'summary.json'), JSON.stringify(rows));
+  return dir;
+}
+
+test("the coordinator's epochs and prune events give the page the same figures as the run's files give the report", () => {
   const sink = recorder();
   const feed = new RunFeed(sink, { now: () => 0 });
-  feed.run('equal', ['train', 'prune', 'finetune'], 2);
+  feed.run('equal', STAGES, 2);
   feed.epoch(records[0]);
   feed.epoch(records[1]);
   for (const e of prune) {
@@ -105,12 +116,8 @@ test("the coordinator's epochs and prune events give the page the same figures a
   ];
   feed.final(rows);
 
-  const dir = mkdtempSync(join(tmpdir(), 'gdp-feed-'));
+  const dir = runFolder(rows);
   try {
-    writeFileSync(join(dir, 'cfg.json'), JSON.stringify({ base: { task_name: 'equal' }, stages: ['train', 'prune', 'finetune'] }));
-    writeFileSync(join(dir, 'log.json'), JSON.stringify(records));
-    writeFileSync(join(dir, 'prune_log.json'), JSON.stringify(prune));
-    writeFileSync(join(dir, 'summary.json'), JSON.stringify(rows));
     const fromFiles = reportView(dir);
     const live = sink.history.view();
     for (const k of ['task', 'stages', 'epochs', 'ticks', 'tocks', 'savePoints', 'final'] as const) assert.deepEqual(fromFiles[k], live[k], k);
@@ -133,6 +140,31 @@ test("the coordinator's epochs and prune events give the page the same figures a
     assert.deepEqual(after.steps, sink.history.view().steps);
     assert.deepEqual(after.workers, sink.history.view().workers);
     assert.equal(after.steps.loss.x.length, 50);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a resumed run's page starts with the epochs, Ticks and Tocks its resume point logged, as the report has them, and says where it resumed", () => {
+  const sink = recorder();
+  const feed = new RunFeed(sink, { now: () => 0 });
+  // Entries of another shape (a resume point of another version) are left out, not fatal.
+  feed.run('equal', STAGES, 2, { step: 40, records: [...records, { stage: 'train' }], prune: [...prune, { type: 'bogus' }] });
+  const dir = runFolder();
+  try {
+    const live = sink.history.view();
+    const fromFiles = reportView(dir);
+    for (const k of ['task', 'stages', 'epochs', 'ticks', 'tocks', 'savePoints'] as const) assert.deepEqual(live[k], fromFiles[k], k);
+    assert.equal(live.epochs.length, 5);
+    assert.equal(live.resumedAt, 40);
+    assert.equal(fromFiles.resumedAt, undefined);
+    // The report of the resumed run says so too (the history it saves carries the step).
+    writeReport(dir, { live });
+    assert.equal(reportView(dir).resumedAt, 40);
+    // A run started afresh says nothing of the kind.
+    const fresh = recorder();
+    new RunFeed(fresh, { now: () => 0 }).run('equal', STAGES, 2);
+    assert.equal(fresh.history.view().resumedAt, undefined);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

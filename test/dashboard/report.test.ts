@@ -1,13 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import type { Page } from 'playwright-core';
+import { dashboardEventSchema, type DashboardEvent } from '../../src/dashboard/events.js';
+import { renderPage } from '../../src/dashboard/page.js';
+import { writeReport } from '../../src/dashboard/report.js';
+import { RunHistory } from '../../src/dashboard/run_history.js';
 import { coord, ROOT } from '../dist/cli_helpers.js';
 import { noChromium, withChromium } from './browser.js';
 
@@ -145,6 +149,53 @@ test(
       });
     } finally {
       await rm(logs, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  'a report gives workers the UTC time they were last heard, leaves out the Stage panel, and says where a resumed run resumed (read back in chromium)',
+  { skip: noChromium, timeout: 120_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'gdp-report-static-'));
+    try {
+      const epoch = { stage: 'train', epoch: 1, lr: 0.1, train_loss: 1, train_acc: 0.5, test_loss: 1.2, 'acc@1': 0.6, 'acc@5': 0.9, img_s: 50 };
+      writeFileSync(join(dir, 'cfg.json'), JSON.stringify({ base: { task_name: 'static' }, stages: ['train'] }));
+      writeFileSync(join(dir, 'log.json'), JSON.stringify([epoch]));
+      // The history a resumed run saves at its end: resumed at step 40, one worker last heard at 09:30:15 UTC.
+      const heard = Date.UTC(2026, 10, 30, 9, 30, 15);
+      const sink = new RunHistory();
+      const events: DashboardEvent[] = [
+        { type: 'run', t: heard - 60_000, task: 'static', stages: ['train'], workers: 1, resumedStep: 40 },
+        { type: 'worker_joined', t: heard - 50_000, id: 'w0', host: 'h', backend: 'wasm', gpu: null, step: 40 },
+        { type: 'stage', t: heard - 10_000, stage: 'train', label: 'train epoch 1/1', done: 41, total: 50 },
+        { type: 'step', t: heard - 10_000, step: 41, stage: 'train', loss: 1, acc1: 0.5, lr: 0.1, imgS: 50 },
+        { type: 'worker_stats', t: heard, id: 'w0', imgS: 50, computeShare: 0.5, lastHeard: heard },
+      ];
+      for (const e of events) sink.apply(dashboardEventSchema.parse(e));
+      const file = writeReport(dir, { live: sink.view() });
+      // The dashboard itself keeps its Stage panel (shown while the run goes on).
+      assert.match(renderPage({ mode: 'live', title: 't' }), /<div id="stage-box">/);
+
+      await withChromium(async (context) => {
+        const page = await context.newPage();
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(e.message));
+        await page.route(/^https?:/, (route) => route.abort());
+        await page.goto(pathToFileURL(file).href);
+        await page.waitForFunction(`document.body.dataset.rendered >= 1`);
+        const cell = '#workers tr[data-id="w0"] td[data-field="lastHeard"]';
+        assert.equal(await page.textContent(cell), '2026-11-30 09:30:15');
+        assert.equal(Number(await page.getAttribute(cell, 'data-value')), heard);
+        assert.ok((await page.$$eval('#workers th', (th) => th.map((h) => h.textContent))).includes('last heard (UTC)'));
+        assert.equal(await page.isVisible('#stage-box'), false);
+        assert.equal(await page.isVisible('#workers'), true);
+        assert.match((await page.textContent('#resumed')) ?? '', /^resumed at step 40: /);
+        assert.equal(await page.isVisible('#resumed'), true);
+        assert.deepEqual(errors, []);
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   },
 );

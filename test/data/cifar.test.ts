@@ -136,7 +136,8 @@ describe('CIFAR-10 binary', () => {
   });
 
   it('rejects out-of-range sample indices', async () => {
-    await assert.rejects(pair.train.load([6], { augment: false, seed: 0 }), RangeError);
+    await assert.rejects(pair.train.load([6], { augment: false, seed: 0 }), { name: 'GdpError', code: 'BAD_MESSAGE', message: /sample index 6 / });
+    await assert.rejects(pair.train.load([0.5], { augment: false, seed: 0 }), { name: 'GdpError', code: 'BAD_MESSAGE', message: /sample index 0.5 / });
   });
 });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { shardRanges } from '../../src/coordinator/cluster.js';
+import { shardRanges } from '../../src/coordinator/collectives.js';
 import { startInProcess } from '../../src/coordinator/in_process.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { archSpec, buildModel } from '../../src/shared/models/registry.js';

@@ -4,7 +4,8 @@ import { WebSocket } from 'ws';
 import { coordinatorFor } from '../../src/coordinator/in_process.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { archSpec, buildModel } from '../../src/shared/models/registry.js';
-import { decodeMessage, encodeMessage, packBlob } from '../../src/shared/protocol/codec.js';
+import { pack } from 'msgpackr';
+import { decodeMessage, encodeMessage } from '../../src/shared/protocol/codec.js';
 import type { Message } from '../../src/shared/protocol/messages.js';
 import { float32FromWire, toWire } from '../../src/shared/protocol/tensor.js';
 import type { Transport } from '../../src/shared/protocol/transport.js';
@@ -62,7 +63,7 @@ async function reference(stepsWithTwoShards = 0) {
 
 const BAD_FRAMES: [string, (m: Extract<Message, { type: 'bucket' }>) => Uint8Array, RegExp][] = [
   ['garbage bytes', () => Uint8Array.of(0xc1, 0xff, 0x00, 0x13), /BAD_MESSAGE: .*not msgpack/],
-  ['an unknown message type', (m) => packBlob({ type: 'bogus', seq: m.seq }), /BAD_MESSAGE: invalid 'bogus' message/],
+  ['an unknown message type', (m) => pack({ type: 'bogus', seq: m.seq }), /BAD_MESSAGE: invalid 'bogus' message/],
   ['a bucket of the wrong size', (m) => encodeMessage({ ...m, data: toWire(new Float32Array(3)) }), /BAD_BUCKET: .*bucket 0 has 3 values, the layout expects \d+/],
   [
     'a NaN gradient',

@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
 import { coordinatorFor } from '../../src/coordinator/in_process.js';
 import { Rng } from '../../src/shared/rng.js';
-import { encodeMessage, packBlob } from '../../src/shared/protocol/codec.js';
+import { pack } from 'msgpackr';
+import { encodeMessage } from '../../src/shared/protocol/codec.js';
 import type { Message } from '../../src/shared/protocol/messages.js';
 import { stateChecksum } from '../../src/shared/train/model_state.js';
 import { toWire } from '../../src/shared/protocol/tensor.js';
@@ -172,9 +173,9 @@ function fuzzFrame(id: string): Frame {
   if (r < 0.45) {
     const m = structuredClone(base);
     for (let i = 1 + rng.int(3); i > 0; i--) mutateObject(m);
-    return packBlob(m);
+    return pack(m);
   }
-  const bytes = packBlob(base);
+  const bytes = pack(base);
   if (r < 0.55) {
     const b = bytes.slice();
     for (let i = 1 + rng.int(8); i > 0; i--) b[rng.int(b.length)] = rng.int(256);

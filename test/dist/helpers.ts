@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/shared/backend.js';
 import { parseConfig } from '../../src/shared/config/load.js';
-import type { Config, ConfigInput } from '../../src/shared/config/schema.js';
+import type { ConfigInput } from '../helpers.js';
+import type { Config } from '../../src/shared/config/schema.js';
 import type { Batch, Dataset, DatasetPair } from '../../src/shared/data/dataset.js';
 import { loadMnist } from '../../src/shared/data/mnist.js';
 import { ARCHITECTURES } from '../../src/shared/models/registry.js';
@@ -117,12 +118,7 @@ export function tinyConfig(over: Partial<Record<keyof ConfigInput, unknown>> = {
 
 export const noLog = (): void => {};
 
-export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
+export { maxAbsDiff } from '../helpers.js';
 
 export function numTensors(): number {
   return tf.memory().numTensors;

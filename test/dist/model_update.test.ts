@@ -5,7 +5,7 @@ import { GdpError } from '../../src/shared/errors.js';
 import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
 import type { Module } from '../../src/shared/nn/module.js';
 import { stateChecksum } from '../../src/shared/train/model_state.js';
-import { namedTensors } from '../../src/shared/protocol/model_update.js';
+import { namedTensors } from '../helpers.js';
 import { registerUpdateHandler } from '../../src/shared/train/apply_update.js';
 import { addStats, emptyStats } from '../../src/shared/train/replica.js';
 import { connectWorker, noLog, numTensors, setup, tinyConfig, tinyData } from './helpers.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { shardRanges } from '../../src/coordinator/cluster.js';
+import { shardRanges } from '../../src/coordinator/collectives.js';
 import { startInProcess } from '../../src/coordinator/in_process.js';
 import { archSpec, buildModel } from '../../src/shared/models/registry.js';
 import { Replica } from '../../src/shared/train/replica.js';

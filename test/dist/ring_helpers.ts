@@ -1,4 +1,5 @@
-import type { Config, ConfigInput } from '../../src/shared/config/schema.js';
+import type { ConfigInput } from '../helpers.js';
+import type { Config } from '../../src/shared/config/schema.js';
 import { Rng } from '../../src/shared/rng.js';
 import { tinyConfig } from './helpers.js';
 

@@ -10,7 +10,8 @@ import { modelCost } from '../../src/shared/graph/flops.js';
 import { layerWidths, loadModel, loadModelFile, saveModelFile, serializeModel } from '../../src/shared/io/model_file.js';
 import { parseSafetensors, serializeSafetensors } from '../../src/shared/io/safetensors.js';
 import { exportTorchState } from '../../src/shared/io/torch_state.js';
-import { maxAbsDiff, predictLogits } from '../../src/shared/models/infer.js';
+import { maxAbsDiff } from '../helpers.js';
+import { predictLogits } from '../../src/shared/models/infer.js';
 import { buildModel } from '../../src/shared/models/registry.js';
 import type { CifarResNet } from '../../src/shared/models/resnet_cifar.js';
 import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
@@ -159,6 +160,16 @@ test('bad files give clear errors naming the tensor or field', async () => {
       }),
     );
     await expectGdpError(loadModelFile(chain), 'SHAPE_MISMATCH', 'bn1');
+
+    // A residual block whose branch makes 12 channels while its shortcut carries 16: the addition does not fit.
+    const residual = await write(
+      'residual.safetensors',
+      withState((m) => {
+        m.set('layer1.0.conv2.weight', { shape: [12, 16, 3, 3], data: new Float32Array(12 * 16 * 9) });
+        for (const n of ['weight', 'bias', 'running_mean', 'running_var']) m.set(`layer1.0.bn2.${n}`, { shape: [12], data: new Float32Array(12) });
+      }),
+    );
+    await expectGdpError(loadModelFile(residual), 'SHAPE_MISMATCH', residual, 'addition', '[28,28,12]', "'layer1.0.bn2'", '[28,28,16]');
 
     const unknown = await write(
       'unknown.safetensors',

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/shared/backend.js';
 import { loadModelFile } from '../../src/shared/io/model_file.js';
-import { maxAbsDiff, predictLogits } from '../../src/shared/models/infer.js';
+import { maxAbsDiff } from '../helpers.js';
+import { predictLogits } from '../../src/shared/models/infer.js';
 import { fixture, fixtureInputNhwc, fixtureLogits, hasFixture, INPUT_SHAPE_NHWC } from './fixture.js';
 
 const skip = hasFixture ? false : 'the PyTorch fixture ../shared/fixtures/pytorch-resnet56 is absent';

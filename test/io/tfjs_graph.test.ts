@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/shared/backend.js';
 import { GdpError } from '../../src/shared/errors.js';
-import { readTfjsGraph, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
+import { readTfjsModel, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
 import { mobileBlock } from './tfjs_models.js';
 
 await initBackend('cpu');
@@ -19,7 +19,7 @@ async function saveAndRead(m: tf.LayersModel) {
   const out = join(dir, `m${saved++}`);
   await m.save(tfjsDirWriter(out));
   m.dispose();
-  return readTfjsGraph(join(out, 'model.json'));
+  return (await readTfjsModel(join(out, 'model.json'))).graph;
 }
 
 test('a functional MobileNet-style model reads into nodes with shapes, inputs and TF.js weights', async () => {
@@ -135,7 +135,7 @@ test('a malformed model.json or a weight missing from the shards is BAD_TFJS_MOD
   const bad = join(dir, 'bad');
   await tf.sequential({ layers: [tf.layers.dense({ inputShape: [3], units: 2 })] }).save(tfjsDirWriter(bad));
   await writeFile(join(bad, 'model.json'), '{"modelTopology": ');
-  await assert.rejects(readTfjsGraph(bad), (e: unknown) => e instanceof GdpError && e.code === 'BAD_TFJS_MODEL' && e.message.includes('model.json'));
+  await assert.rejects(readTfjsModel(bad), (e: unknown) => e instanceof GdpError && e.code === 'BAD_TFJS_MODEL' && e.message.includes('model.json'));
 
   const m = mobileBlock();
   const out = join(dir, 'noweights');
@@ -156,5 +156,5 @@ test('a malformed model.json or a weight missing from the shards is BAD_TFJS_MOD
     }),
   );
   m.dispose();
-  await assert.rejects(readTfjsGraph(out), (e: unknown) => e instanceof GdpError && e.code === 'BAD_TFJS_MODEL' && e.message.includes("'dw/depthwise_kernel'"));
+  await assert.rejects(readTfjsModel(out), (e: unknown) => e instanceof GdpError && e.code === 'BAD_TFJS_MODEL' && e.message.includes("'dw/depthwise_kernel'"));
 });

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/shared/backend.js';
 import { readF32 } from '../../src/shared/io/raw_tensor.js';
 import { tfjsDirReader } from '../../src/shared/io/tfjs_files.js';
-import { maxAbsDiff } from '../../src/shared/models/infer.js';
+import { maxAbsDiff } from '../helpers.js';
 import { fixture, fixtureInputNhwc, fixtureLogits, hasFixture, INPUT_SHAPE_NHWC } from '../io/fixture.js';
 import { gdpModel } from './gdp_model.js';
 

@@ -11,8 +11,9 @@ import { loadModelFile, saveModelFile, type LoadedModel } from '../../src/shared
 import { tfjsDirReader, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
 import { exportGraphTfjs } from '../../src/shared/io/tfjs_graph_export.js';
 import { GraphModel } from '../../src/shared/models/graph_model.js';
-import { maxAbsDiff, predictLogits } from '../../src/shared/models/infer.js';
-import { addGates, bnAt, maskChannels } from '../../src/shared/pruning/gates.js';
+import { maxAbsDiff, addGates } from '../helpers.js';
+import { predictLogits } from '../../src/shared/models/infer.js';
+import { bnAt, maskChannels } from '../../src/shared/pruning/gates.js';
 import { channelStructure, prunableGroups } from '../../src/shared/pruning/groups.js';
 import { melt } from '../../src/shared/pruning/melt.js';
 import { importTfjsFile } from '../../src/model/import_tfjs.js';

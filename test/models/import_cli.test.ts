@@ -10,7 +10,7 @@ import { tfjsDirReader, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js'
 import { resolveModelGraph } from '../../src/shared/config/model_graph.js';
 import { parseConfig } from '../../src/shared/config/load.js';
 import { configModel } from '../../src/shared/models/registry.js';
-import { maxAbsDiff } from '../../src/shared/models/infer.js';
+import { maxAbsDiff } from '../helpers.js';
 import { flattenNet, randomizeWeights } from '../io/tfjs_models.js';
 import { writeKeras2H5, writeKeras3 } from '../io/keras_writer.js';
 import { loadHdf5 } from '../../src/shared/io/hdf5.js';

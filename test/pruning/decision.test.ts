@@ -11,7 +11,8 @@ import {
   type GlobalPruneOptions,
   type GroupScores,
 } from '../../src/shared/pruning/decision.js';
-import { addGates, groupMask } from '../../src/shared/pruning/gates.js';
+import { addGates } from '../helpers.js';
+import { groupMask } from '../../src/shared/pruning/gates.js';
 import { channelStructure, prunableGroups, type ChannelGroup } from '../../src/shared/pruning/groups.js';
 import { randomImportance } from '../../src/shared/pruning/importance.js';
 import { Rng } from '../../src/shared/rng.js';

@@ -10,11 +10,11 @@ import { loadTorchState } from '../../src/shared/io/torch_state.js';
 import { buildModel } from '../../src/shared/models/registry.js';
 import { effectiveCost } from '../../src/shared/pruning/cost.js';
 import { applyDecision, type MaskDecision } from '../../src/shared/pruning/decision.js';
-import { addGates, batchNorms, groupMask, isGated } from '../../src/shared/pruning/gates.js';
+import { batchNorms, groupMask } from '../../src/shared/pruning/gates.js';
 import type { Module } from '../../src/shared/nn/module.js';
 import { channelStructure, prunableGroups } from '../../src/shared/pruning/groups.js';
 import { melt } from '../../src/shared/pruning/melt.js';
-import { useBackend } from '../helpers.js';
+import { useBackend, addGates, isGated } from '../helpers.js';
 import { evalLogits, maxAbsDiff } from './helpers.js';
 
 // Compiled to dist/test/pruning/: the repo root is three levels up, and CI puts shared/ next to the repo.

@@ -2,11 +2,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import { BatchNorm2d } from '../../src/shared/nn/layers.js';
 import type { Module } from '../../src/shared/nn/module.js';
 import { applyDecision, globalPrune } from '../../src/shared/pruning/decision.js';
-import { addGates, groupMask } from '../../src/shared/pruning/gates.js';
+import { groupMask } from '../../src/shared/pruning/gates.js';
 import { channelStructure, prunableGroups } from '../../src/shared/pruning/groups.js';
 import { randomImportance } from '../../src/shared/pruning/importance.js';
 import type { Rng } from '../../src/shared/rng.js';
-import { useBackend } from '../helpers.js';
+import { useBackend, addGates } from '../helpers.js';
 
 export async function cpu(): Promise<void> {
   await useBackend('cpu');

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { buildModel } from '../../src/shared/models/registry.js';
 import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
 import { tensorOps, type Module } from '../../src/shared/nn/module.js';
-import { addGates } from '../../src/shared/pruning/gates.js';
+import { addGates } from '../helpers.js';
 import { channelStructure, prunableGroups } from '../../src/shared/pruning/groups.js';
 import { GateScoreAccumulator, gateImportance, l1Importance, randomImportance } from '../../src/shared/pruning/importance.js';
 import { Rng } from '../../src/shared/rng.js';

@@ -1,4 +1,5 @@
-import { shardRanges, type StepResult } from '../../src/coordinator/cluster.js';
+import { shardRanges } from '../../src/coordinator/collectives.js';
+import type { StepResult } from '../../src/coordinator/cluster.js';
 import type { PruneCluster } from '../../src/coordinator/prune_options.js';
 import type { Batch, Dataset } from '../../src/shared/data/dataset.js';
 import type { ModelUpdate } from '../../src/shared/protocol/model_update.js';

@@ -10,7 +10,8 @@ import { pruneRunOptions, type PruneStageContext } from '../../src/coordinator/p
 import { pruneStage, runPrune } from '../../src/coordinator/pruner.js';
 import { prunePositionSchema, savePointName } from '../../src/coordinator/tick_tock.js';
 import { RunFiles } from '../../src/coordinator/run_files.js';
-import { configSchema, type ConfigInput } from '../../src/shared/config/schema.js';
+import type { ConfigInput } from '../helpers.js';
+import { configSchema } from '../../src/shared/config/schema.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
 import { layerWidths } from '../../src/shared/io/model_file.js';
 import { parseSafetensors } from '../../src/shared/io/safetensors.js';

@@ -106,6 +106,24 @@ test('tracing finds every residual addition and a width mismatch names the layer
   m.dispose();
 });
 
+test('a residual addition of two widths is a SHAPE_MISMATCH naming the layers feeding it; an unknown slot is UNKNOWN_LAYER', () => {
+  const m = buildModel('mnist.resnet20');
+  const block = (m as unknown as { layers: { layers: { conv2: Conv2d; bn2: BatchNorm2d }[] }[] }).layers[0].layers[0];
+  block.conv2.keepOutputChannels([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+  block.bn2.keepChannels([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+  assert.throws(() => trace(m, [28, 28, 1]), {
+    name: 'GdpError',
+    code: 'SHAPE_MISMATCH',
+    message: "an addition of shapes [28,28,12] (after 'layer1.0.bn2') and [28,28,16] (after 'bn1')",
+  });
+  assert.throws(() => m.slot('layer1.0.conv3.weight'), {
+    name: 'GdpError',
+    code: 'UNKNOWN_LAYER',
+    message: /no parameter or buffer named 'layer1\.0\.conv3\.weight'/,
+  });
+  m.dispose();
+});
+
 test('train and eval forward passes do not leak tensors', () => {
   const m = buildModel('mnist.resnet20');
   const x = tf.tensor4d(randomArray(2 * 8 * 8 * 1, 9), [2, 8, 8, 1]);

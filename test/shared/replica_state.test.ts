@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { GdpError } from '../../src/shared/errors.js';
 import { archSpec, buildModel } from '../../src/shared/models/registry.js';
-import { namedTensors } from '../../src/shared/protocol/model_update.js';
+import { namedTensors } from '../helpers.js';
 import '../../src/shared/pruning/updates.js';
 import { pruningUpdate } from '../../src/shared/pruning/updates.js';
 import { flattenState, unflattenState, type ReplicaState } from '../../src/shared/train/model_state.js';

@@ -50,5 +50,9 @@ test('first momentum step uses the gradient itself, as PyTorch does', () => {
 });
 
 test('sgdStep rejects mismatched lengths', () => {
-  assert.throws(() => sgdStep(new Float32Array(2), new Float32Array(3), new Float32Array(2), true, cases[0][1]), /length mismatch/);
+  assert.throws(() => sgdStep(new Float32Array(2), new Float32Array(3), new Float32Array(2), true, cases[0][1]), {
+    name: 'GdpError',
+    code: 'BAD_LAYOUT',
+    message: /2 parameters, but 3 gradient values/,
+  });
 });

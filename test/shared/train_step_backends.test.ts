@@ -5,11 +5,10 @@ import { initBackend } from '../../src/shared/backend.js';
 import { ARCHITECTURES, buildModel } from '../../src/shared/models/registry.js';
 import { Replica } from '../../src/shared/train/replica.js';
 import type { Module } from '../../src/shared/nn/module.js';
-import { addGates } from '../../src/shared/pruning/gates.js';
 import { channelStructure, prunableGroups } from '../../src/shared/pruning/groups.js';
 import { applyDecision } from '../../src/shared/pruning/decision.js';
 import { melt } from '../../src/shared/pruning/melt.js';
-import { randomArray } from '../helpers.js';
+import { randomArray, addGates } from '../helpers.js';
 
 /**
  * A full training step (forward, loss, backward, SGD update) on wasm gives the gradients the cpu backend gives,

@@ -18,7 +18,7 @@ export interface RingLinks {
 }
 
 export interface RingOptions {
-  /** This rank, 0 <= rank < size: its place in the ring, which fixes the summation order (summationOrder). */
+  /** This rank, 0 <= rank < size: its place in the ring, which fixes the summation order. */
   rank: number;
   /** Ranks in the ring. */
   size: number;
@@ -55,7 +55,7 @@ interface Running {
  * - Summation order: segment s is summed as ((g_s + g_{s+1}) + g_{s+2}) + ... + g_{s+size-1} (ranks mod size), each
  *   addition rounded to float32, then divided once by `count` by its owner (rank s - 1) and rounded to float32:
  *   out = fround(fround(acc + g_last) / count). The order depends on (size, rank order) only, never on timing;
- *   `ringAverage` (ring_reference.ts) computes the same bits on one process.
+ *   the tests' reference `ringAverage` computes the same bits on one process.
  * - The all-gather copies the owners' results, so every rank ends with identical bits.
  * - Flow control: a rank sends chunks of all-reduce `op` only after its successor said `ring_ready` for that op,
  *   so nothing is buffered for an all-reduce not yet started; sends are views of `values` (the codec's encoding is

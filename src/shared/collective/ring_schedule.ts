@@ -31,11 +31,6 @@ export function segmentRange(size: number, ranks: number, s: number): [number, n
   return [s * q + Math.min(s, r), (s + 1) * q + Math.min(s + 1, r)];
 }
 
-/** Every segment's [start, end), in segment order; they tile [0, size). */
-export function ringSegments(size: number, ranks: number): [number, number][] {
-  return Array.from({ length: ranks }, (_, s) => segmentRange(size, ranks, s));
-}
-
 /** [start, end) of each piece of a segment, in absolute element indices. */
 export function segmentPieces(segment: [number, number], bucketElems: number): [number, number][] {
   return bucketRanges(segment[1] - segment[0], bucketElems).map(([a, b]) => [segment[0] + a, segment[0] + b]);
@@ -49,19 +44,6 @@ export function sentSegment(phase: RingPhase, rank: number, step: number, ranks:
 /** The segment `rank` receives (from rank - 1) at `step` of `phase`: what rank - 1 sends then. */
 export function receivedSegment(phase: RingPhase, rank: number, step: number, ranks: number): number {
   return sentSegment(phase, mod(rank - 1, ranks), step, ranks);
-}
-
-/** The segment whose complete sum `rank` holds after the reduce-scatter, and whose average it computes. */
-export function ownedSegment(rank: number, ranks: number): number {
-  return mod(rank + 1, ranks);
-}
-
-/**
- * The ranks whose values are added for segment `s`, in the order of the additions: s, s + 1, ..., s + ranks - 1
- * (mod ranks). The sum is ((g_s + g_{s+1}) + g_{s+2}) + ... in float32, whatever the timing of the frames.
- */
-export function summationOrder(s: number, ranks: number): number[] {
-  return Array.from({ length: ranks }, (_, k) => mod(s + k, ranks));
 }
 
 /** One frame's place in the schedule. */

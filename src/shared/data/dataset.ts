@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { GdpError } from '../errors.js';
 /** A batch in the model's layout: images NHWC, normalised, and integer labels. */
 export interface Batch {
   x: Float32Array;
@@ -43,7 +44,7 @@ export function sampleSeed(seed: number, index: number): number {
 
 /**
  * Checks that every index is a whole number in [0, size) and returns them as Int32Array with their labels. Indices
- * come from the network, so the dataset checks them before touching any memory.
+ * come from the network, so the dataset checks them before touching any memory; one out of range throws BAD_MESSAGE.
  */
 export function checkedIndices(name: string, labels: Int32Array, indices: ArrayLike<number>): { idx: Int32Array; y: Int32Array } {
   const n = indices.length;
@@ -51,7 +52,9 @@ export function checkedIndices(name: string, labels: Int32Array, indices: ArrayL
   const y = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const k = indices[i];
-    if (!Number.isInteger(k) || k < 0 || k >= labels.length) throw new RangeError(`${name}: sample index ${k} out of range [0, ${labels.length})`);
+    if (!Number.isInteger(k) || k < 0 || k >= labels.length) {
+      throw new GdpError('BAD_MESSAGE', `${name}: sample index ${k} is not a whole number in [0, ${labels.length})`);
+    }
     idx[i] = k;
     y[i] = labels[k];
   }

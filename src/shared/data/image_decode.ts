@@ -63,7 +63,7 @@ export async function decodeImageInto(
     const meta = await img.metadata();
     const width = meta.width;
     const height = meta.height;
-    if (!width || !height) throw new Error('no image dimensions');
+    if (!width || !height) throw new GdpError('BAD_DATA', 'the image header holds no width or height');
     const resize = { fit: 'fill' as const, kernel: 'linear' as const };
     if (rng && spec.augment === 'resized_crop') {
       const rect = randomResizedCropRect(width, height, rng);

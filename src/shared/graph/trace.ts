@@ -28,6 +28,9 @@ export interface Graph {
 /**
  * Runs the model's own `apply` on symbols instead of tensors. The result is the dataflow graph that pruning
  * (channel groups), FLOPs counting and surgery are derived from, so none of them is written per architecture.
+ * Throws SHAPE_MISMATCH when widths do not chain (a layer's input channels, the two sides of an addition, the
+ * inputs of a concatenation: a weights file with inconsistent widths gets here), INTERNAL for a concatenation of
+ * nothing (a model's `apply` is wrong).
  */
 export function trace(model: Module, inputShape: readonly number[]): Graph {
   const nodes: GraphNode[] = [{ id: 0, kind: 'input', path: '', inputs: [], shape: [...inputShape], inShape: [] }];
@@ -36,6 +39,13 @@ export function trace(model: Module, inputShape: readonly number[]): Graph {
   const push = (n: Omit<GraphNode, 'id'>): Sym => {
     nodes.push({ ...n, id: nodes.length });
     return { node: nodes.length - 1 };
+  };
+  // Where a value comes from, for error messages: the nearest layer upstream (the input when there is none).
+  const origin = (id: number): string => {
+    for (let n = nodes[id]; ; n = nodes[n.inputs[0]]) {
+      if (n.kind === 'layer') return `after '${n.path}'`;
+      if (n.kind === 'input') return 'the model input';
+    }
   };
   const ops: Ops<Sym> = {
     layer(m, x) {
@@ -52,7 +62,7 @@ export function trace(model: Module, inputShape: readonly number[]): Graph {
     add(a, b) {
       const sa = nodes[a.node].shape;
       const sb = nodes[b.node].shape;
-      if (sa.join() !== sb.join()) throw new Error(`traced add of mismatched shapes [${sa}] and [${sb}]`);
+      if (sa.join() !== sb.join()) throw new GdpError('SHAPE_MISMATCH', `an addition of shapes [${sa}] (${origin(a.node)}) and [${sb}] (${origin(b.node)})`);
       return push({ kind: 'add', path: '', inputs: [a.node, b.node], shape: [...sa], inShape: [...sa] });
     },
     relu(x) {
@@ -64,11 +74,16 @@ export function trace(model: Module, inputShape: readonly number[]): Graph {
       return push({ kind: 'flatten', path: '', inputs: [x.node], shape: [s.reduce((a, b) => a * b, 1)], inShape: [...s] });
     },
     concat(xs) {
-      if (xs.length === 0) throw new Error('traced concat of no inputs');
+      if (xs.length === 0) throw new GdpError('INTERNAL', 'a model concatenates no inputs');
       const shapes = xs.map((x) => nodes[x.node].shape);
       const lead = shapes[0].slice(0, -1).join();
-      const bad = shapes.find((s) => s.length !== shapes[0].length || s.slice(0, -1).join() !== lead);
-      if (bad) throw new Error(`traced concat of mismatched shapes [${shapes[0]}] and [${bad}]`);
+      const bad = shapes.findIndex((s) => s.length !== shapes[0].length || s.slice(0, -1).join() !== lead);
+      if (bad >= 0) {
+        throw new GdpError(
+          'SHAPE_MISMATCH',
+          `a concatenation of shapes [${shapes[0]}] (${origin(xs[0].node)}) and [${shapes[bad]}] (${origin(xs[bad].node)}), which differ before the channel axis`,
+        );
+      }
       const shape = [...shapes[0].slice(0, -1), shapes.reduce((a, s) => a + s[s.length - 1], 0)];
       return push({ kind: 'concat', path: '', inputs: xs.map((x) => x.node), shape, inShape: [...shapes[0]] });
     },

@@ -69,7 +69,7 @@ export interface TfjsModel {
 
 const splitPath = (path: string): [string, string] => (path.endsWith('.json') ? [dirname(path), basename(path)] : [path, MODEL_JSON]);
 
-/** The importer's graph of loaded model artifacts; see readTfjsGraph for the errors. */
+/** The importer's graph of loaded model artifacts; see readTfjsModel for the errors. */
 function modelFromArtifacts(artifacts: tf.io.ModelArtifacts, path: string): TfjsModel {
   if (artifacts.format === 'graph-model' || !artifacts.modelTopology || artifacts.modelTopology instanceof ArrayBuffer) {
     throw new GdpError(
@@ -92,15 +92,11 @@ function modelFromArtifacts(artifacts: tf.io.ModelArtifacts, path: string): Tfjs
 }
 
 /**
- * Reads a TF.js layers model from `path` (its model.json, or the folder holding one) with its weight shards into
- * the importer's graph (see readLayersTopology). Quantized weights are dequantized to float32 by tfjs.
- * Throws BAD_TFJS_MODEL (unreadable or malformed files, a graph model) and UNSUPPORTED_LAYER.
+ * Reads a TF.js layers model from `path` (its model.json, or the folder holding one) with its weight shards: the
+ * topology as stored (what a 'graph' architecture is built from) and the importer's graph (see
+ * readLayersTopology). Quantized weights are dequantized to float32 by tfjs. Throws BAD_TFJS_MODEL (unreadable or
+ * malformed files, a graph model) and UNSUPPORTED_LAYER.
  */
-export async function readTfjsGraph(path: string): Promise<ImportedGraph> {
-  return (await readTfjsModel(path)).graph;
-}
-
-/** readTfjsGraph with the topology as stored (what a 'graph' architecture is built from). Same errors. */
 export async function readTfjsModel(path: string): Promise<TfjsModel> {
   const [dir, file] = splitPath(path);
   return modelFromArtifacts(await tfjsDirReader(dir, file).load!(), path);

@@ -16,10 +16,3 @@ export function predictLogits(model: Module, x: Float32Array, shape: readonly [n
   }
   return concatFloat32(parts);
 }
-
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) return Infinity;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
-  return d;
-}

@@ -1,3 +1,4 @@
+import { GdpError } from '../errors.js';
 import { BatchNorm2d, Conv2d, GlobalAvgPool, Linear } from '../nn/layers.js';
 import { Module, Sequential, type Ops } from '../nn/module.js';
 import type { Rng } from '../rng.js';
@@ -34,7 +35,7 @@ export class CifarResNet extends Module {
   readonly linear: Linear;
   constructor(depth: number, numClasses: number, inChannels: number, rng: Rng) {
     super();
-    if ((depth - 2) % 6 !== 0) throw new Error(`CIFAR ResNet depth must be 6n+2, got ${depth}`);
+    if ((depth - 2) % 6 !== 0) throw new GdpError('INTERNAL', `a CIFAR ResNet's depth is 6n+2, got ${depth} (the registry names the depths)`);
     const n = (depth - 2) / 6;
     this.conv1 = this.addChild('conv1', new Conv2d(inChannels, 16, 3, rng, { padding: 1 }));
     this.bn1 = this.addChild('bn1', new BatchNorm2d(16));

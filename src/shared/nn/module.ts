@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { relu } from './relu.js';
+import { GdpError } from '../errors.js';
 
 /**
  * A named tensor slot. Tensors are immutable, so updating a parameter swaps the tensor; the slot keeps the name
@@ -88,7 +89,7 @@ export abstract class Module {
   }
   slot(name: string): Slot {
     for (const [n, s] of this.namedSlots()) if (n === name) return s;
-    throw new Error(`no parameter or buffer named '${name}'`);
+    throw new GdpError('UNKNOWN_LAYER', `the model has no parameter or buffer named '${name}'`);
   }
 
   train(on = true): this {

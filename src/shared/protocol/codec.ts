@@ -59,8 +59,3 @@ export function decodeFrame<T>(schema: z.ZodType<T>, frame: Uint8Array): T {
   }
   return r.data;
 }
-
-/** Any value as msgpack, unvalidated: lets tests craft frames the codec must reject, without importing msgpackr. */
-export function packBlob(value: unknown): Uint8Array {
-  return packr.pack(value);
-}

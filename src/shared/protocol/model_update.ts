@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { GdpError } from '../errors.js';
-import { namedTensorSchema, toWire, type NamedTensor } from './tensor.js';
+import { namedTensorSchema } from './tensor.js';
 
 /**
  * A model update is replayable data: the coordinator broadcasts it, every replica (the coordinator's own too)
@@ -24,11 +24,6 @@ export const modelUpdateSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('custom'), handler: z.string().min(1), record: jsonSchema, tensors: z.array(namedTensorSchema) }),
 ]);
 export type ModelUpdate = z.infer<typeof modelUpdateSchema>;
-
-/** Helper for builders: named Float32Arrays as wire tensors. */
-export function namedTensors(entries: Iterable<[string, Float32Array] | [string, Float32Array, readonly number[]]>): NamedTensor[] {
-  return [...entries].map(([name, a, shape]) => ({ name, tensor: toWire(a, shape ?? [a.length]) }));
-}
 
 /** The update log as JSON text (binary tensor data as base64), e.g. for safetensors metadata. */
 export function encodeUpdateLog(updates: readonly ModelUpdate[]): string {

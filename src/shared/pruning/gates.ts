@@ -17,22 +17,6 @@ export function bnAt(model: Module, path: string, what = 'pruning'): BatchNorm2d
   return bn;
 }
 
-/** Converts every BN to a GBN (the paper's `GatedBatchNorm2d.transform`); returns the paths converted now. */
-export function addGates(model: Module): string[] {
-  const done: string[] = [];
-  for (const [p, bn] of batchNorms(model)) {
-    if (bn.gated) continue;
-    bn.addGate();
-    done.push(p);
-  }
-  return done;
-}
-
-export function isGated(model: Module): boolean {
-  const bns = [...batchNorms(model).values()];
-  return bns.length > 0 && bns.every((b) => b.gated);
-}
-
 /**
  * The mask shared by a group's BNs (1 = alive). Its members must agree: a channel alive in one BN and masked in
  * another would be half-pruned, which no melt can reproduce.
@@ -42,7 +26,7 @@ export function groupMask(model: Module, g: ChannelGroup): Float32Array {
   let first = '';
   for (const p of g.bns) {
     const bn = bnAt(model, p);
-    if (!bn.mask) throw new GdpError('NOT_GATED', `group '${g.id}': BN '${p}' has no gate (run addGates first)`);
+    if (!bn.mask) throw new GdpError('NOT_GATED', `group '${g.id}': BN '${p}' has no gate (gate the model first)`);
     const m = bn.mask.value.dataSync() as Float32Array;
     if (!mask) {
       mask = m;

@@ -1,3 +1,5 @@
+import { GdpError } from '../errors.js';
+
 export interface SgdOptions {
   lr: number;
   momentum: number;
@@ -15,7 +17,9 @@ export interface SgdOptions {
  */
 export function sgdStep(params: Float32Array, grad: Float32Array, momentumBuf: Float32Array, firstStep: boolean, o: SgdOptions): void {
   const n = params.length;
-  if (grad.length !== n || momentumBuf.length !== n) throw new Error(`sgdStep: length mismatch ${n}/${grad.length}/${momentumBuf.length}`);
+  if (grad.length !== n || momentumBuf.length !== n) {
+    throw new GdpError('BAD_LAYOUT', `sgdStep: ${n} parameters, but ${grad.length} gradient values and ${momentumBuf.length} momentum values`);
+  }
   const { lr, momentum, weightDecay: wd, nesterov } = o;
   const damp = 1 - (o.dampening ?? 0);
   for (let i = 0; i < n; i++) {
