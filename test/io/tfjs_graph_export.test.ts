@@ -9,7 +9,8 @@ import { readTfjsModel, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js'
 import { topologyLayers } from '../../src/shared/io/tfjs_graph.js';
 import { graphArtifacts } from '../../src/shared/io/tfjs_graph_export.js';
 import { modelFromImport, type GraphModel } from '../../src/shared/models/graph_model.js';
-import { maxAbsDiff, predictLogits } from '../../src/shared/models/infer.js';
+import { predictLogits } from '../../src/shared/models/infer.js';
+import { maxAbsDiff } from '../helpers.js';
 import { BatchNorm2d, Linear } from '../../src/shared/nn/layers.js';
 import { Rng } from '../../src/shared/rng.js';
 import { randomizeWeights } from './tfjs_models.js';
