@@ -1,11 +1,16 @@
 /**
  * `npm run bench:quality -- [--recipe default|paper] [--seeds 0,1,2] [--set key=value ...] [--out FILE.json]`
+ * `npm run bench:quality -- --merge A.json B.json ...` (the summary over the runs of several such files)
  *
  * Pruning quality over seeds: runs a named recipe end to end (train, prune, finetune) with `gdp-coord --workers 2
  * --local` once per seed, then prints the mean and standard deviation of the baseline's test top-1, the top-1 right
  * after pruning (raw, and with BN statistics re-estimated over 20 training batches by `gdp-model eval
  * --recalibrate-bn 20`), the final top-1, the MACs and parameters left, and the wall time of each stage. Minutes per
  * seed; not part of `npm test`. Accuracies are correct/total over the whole test split.
+ *
+ * A seed whose run fails is reported (with the end of its output; the whole output is in the run directory) and
+ * the others go on; `--out` is rewritten after every seed, so a long series interrupted keeps what it measured,
+ * and `--merge` combines files of the same recipe and overrides (seeds measured at different times).
  *
  * Recipes:
  * - `default`: the embedded default job (configs/mnist-resnet20.json) as it ships.
@@ -14,7 +19,7 @@
  *   without momentum.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,15 +55,20 @@ interface SeedResult {
   stage_s: Record<string, number>;
 }
 
-/** Runs a command, echoing its output with a prefix; resolves with stdout and the times its lines arrived. */
-function run(cmd: string[], cwd: string, prefix: string): Promise<{ out: string; lines: [number, string][] }> {
+/**
+ * Runs a command, echoing its stage lines with a prefix and writing all its output to `logFile`; resolves with
+ * stdout and the times its lines arrived. On a non-zero exit, rejects with the end of the output and the log's path.
+ */
+function run(cmd: string[], cwd: string, prefix: string, logFile: string): Promise<{ out: string; lines: [number, string][] }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, cmd, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const log = createWriteStream(logFile);
     let out = '';
     const lines: [number, string][] = [];
     let partial = '';
     child.stdout.on('data', (d: Buffer) => {
       out += d;
+      log.write(d);
       partial += d;
       const parts = partial.split('\n');
       partial = parts.pop()!;
@@ -68,9 +78,17 @@ function run(cmd: string[], cwd: string, prefix: string): Promise<{ out: string;
           process.stderr.write(`${prefix}${l}\n`);
       }
     });
-    child.stderr.on('data', (d: Buffer) => process.stderr.write(`${prefix}${d}`));
+    child.stderr.on('data', (d: Buffer) => {
+      log.write(d);
+      process.stderr.write(`${prefix}${d}`);
+    });
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve({ out, lines }) : reject(new Error(`${cmd.join(' ')} exited ${code}`))));
+    child.on('close', (code) => {
+      log.end();
+      if (code === 0) return resolve({ out, lines });
+      const tail = out.trimEnd().split('\n').slice(-30).join('\n');
+      reject(new Error(`${cmd.join(' ')} exited ${code}; its last lines (all in ${logFile}):\n${tail}`));
+    });
   });
 }
 
@@ -87,7 +105,7 @@ async function oneSeed(recipe: string, seed: number, extra: string[], config: st
   const task = `quality_${recipe}_${seed}`;
   const sets = [...RECIPES[recipe], ...extra, `base.seed=${seed}`, `base.task_name=${task}`].flatMap((s) => ['--set', s]);
   const prefix = `[seed ${seed}] `;
-  const { lines } = await run([COORD, '--workers', '2', '--local', '--listen', '127.0.0.1:0', ...config, ...sets], dir, prefix);
+  const { lines } = await run([COORD, '--workers', '2', '--local', '--listen', '127.0.0.1:0', ...config, ...sets], dir, prefix, join(dir, `${task}.log`));
   const end = performance.now();
   const logDir = join(dir, 'logs', task);
   const summary = JSON.parse(readFileSync(join(logDir, 'summary.json'), 'utf8')) as { label: string; macs: number; params: number; acc1: number }[];
@@ -97,6 +115,7 @@ async function oneSeed(recipe: string, seed: number, extra: string[], config: st
     [MODEL, 'eval', '--weights', join(logDir, 'pruned.safetensors'), '--recalibrate-bn', '20', '--batch-size', '128', '--json'],
     dir,
     prefix,
+    join(dir, `${task}.eval.log`),
   );
   const bn = JSON.parse(evalOut.out.trim().split('\n').pop()!) as { top1: number };
   const [base, last] = [summary[0], summary[summary.length - 1]];
@@ -119,6 +138,14 @@ function meanStd(xs: number[]): { mean: number; std: number } {
   return { mean: Number(mean.toFixed(3)), std: Number(std.toFixed(3)) };
 }
 
+interface QualityFile {
+  recipe: string;
+  set: string[];
+  seeds: number[];
+  runs: SeedResult[];
+  failed?: { seed: number; error: string }[];
+}
+
 const program = new Command()
   .name('npm run bench:quality --')
   .option('--recipe <name>', `one of ${Object.keys(RECIPES).join(', ')}`, 'default')
@@ -130,9 +157,42 @@ const program = new Command()
     [] as string[],
   )
   .option('--config <file>', "the run's base config (default: the embedded default job's)")
-  .option('--out <file>', 'also write the figures as JSON')
+  .option('--out <file>', 'also write the figures as JSON (rewritten after every seed)')
+  .option('--merge <files...>', 'run nothing: print the summary over the runs of these --out files (same recipe and overrides)')
   .parse();
-const o = program.opts<{ recipe: string; seeds: string; set: string[]; config?: string; out?: string }>();
+const o = program.opts<{ recipe: string; seeds: string; set: string[]; config?: string; out?: string; merge?: string[] }>();
+
+/** The summary (mean ± std over seeds) of `runs`; also what `--out` holds besides the runs. */
+function summarize(runs: SeedResult[]) {
+  const keys = ['baseline_top1', 'pruned_top1_raw', 'pruned_top1_bn', 'final_top1', 'macs_left', 'params_left', 'ticks'] as const;
+  const stats = Object.fromEntries(keys.map((k) => [k, meanStd(runs.map((r) => r[k]))]));
+  const drop = meanStd(runs.map((r) => r.baseline_top1 - r.final_top1));
+  const stages = [...new Set(runs.flatMap((r) => Object.keys(r.stage_s)))];
+  const stageStats = Object.fromEntries(stages.map((s) => [s, meanStd(runs.map((r) => r.stage_s[s] ?? 0))]));
+  const fmt = (m: { mean: number; std: number }, unit = '') => `${m.mean.toFixed(2)}${unit} ± ${m.std.toFixed(2)}`;
+  const lines = [
+    ...keys.map((k) => `${k.padEnd(18)} ${fmt(stats[k], k === 'ticks' ? '' : '%')}`),
+    `${'drop'.padEnd(18)} ${fmt(drop, ' pts')}`,
+    ...stages.map((s) => `${`${s} wall`.padEnd(18)} ${fmt(stageStats[s], ' s')}`),
+  ];
+  return { mean_std: { ...stats, drop, stage_s: stageStats }, lines };
+}
+
+if (o.merge) {
+  const files = o.merge.map((f) => ({ f, q: JSON.parse(readFileSync(f, 'utf8')) as QualityFile }));
+  const [first] = files;
+  for (const { f, q } of files) {
+    if (q.recipe !== first.q.recipe || JSON.stringify(q.set) !== JSON.stringify(first.q.set))
+      program.error(`--merge: ${f} is recipe '${q.recipe}' with [${q.set.join(' ')}], ${first.f} is '${first.q.recipe}' with [${first.q.set.join(' ')}]`);
+  }
+  const runs = files.flatMap(({ q }) => q.runs);
+  const seen = runs.map((r) => r.seed);
+  if (new Set(seen).size !== seen.length) program.error(`--merge: a seed appears twice (${seen.join(', ')})`);
+  console.log(`recipe '${first.q.recipe}'${first.q.set.length ? ` with ${first.q.set.join(' ')}` : ''}, seeds ${seen.join(', ')}`);
+  for (const l of summarize(runs).lines) console.log(l);
+  process.exit(0);
+}
+
 if (!RECIPES[o.recipe]) program.error(`--recipe must be one of ${Object.keys(RECIPES).join(', ')}, got '${o.recipe}'`);
 const seeds = o.seeds.split(',').map(Number);
 if (!seeds.length || seeds.some((s) => !Number.isInteger(s))) program.error(`--seeds must be integers, got '${o.seeds}'`);
@@ -140,21 +200,24 @@ if (!seeds.length || seeds.some((s) => !Number.isInteger(s))) program.error(`--s
 const dir = mkdtempSync(join(tmpdir(), 'gdp-quality-'));
 process.stderr.write(`bench:quality: recipe '${o.recipe}', seeds ${seeds.join(', ')}; runs in ${dir}\n`);
 const results: SeedResult[] = [];
-for (const seed of seeds) results.push(await oneSeed(o.recipe, seed, o.set, o.config ? ['--config', resolve(o.config)] : [], dir));
+const failed: { seed: number; error: string }[] = [];
+const save = () => {
+  if (!o.out) return;
+  const file: QualityFile & { mean_std: object } = { recipe: o.recipe, set: o.set, seeds, runs: results, failed, ...summarize(results) };
+  writeFileSync(o.out, `${JSON.stringify({ ...file, lines: undefined }, null, 2)}\n`);
+};
+for (const seed of seeds) {
+  try {
+    results.push(await oneSeed(o.recipe, seed, o.set, o.config ? ['--config', resolve(o.config)] : [], dir));
+  } catch (err) {
+    failed.push({ seed, error: (err as Error).message });
+    process.stderr.write(`[seed ${seed}] failed: ${(err as Error).message}\n`);
+  }
+  save();
+}
 
-const keys = ['baseline_top1', 'pruned_top1_raw', 'pruned_top1_bn', 'final_top1', 'macs_left', 'params_left', 'ticks'] as const;
-const stats = Object.fromEntries(keys.map((k) => [k, meanStd(results.map((r) => r[k]))]));
-const drop = meanStd(results.map((r) => r.baseline_top1 - r.final_top1));
-const stages = [...new Set(results.flatMap((r) => Object.keys(r.stage_s)))];
-const stageStats = Object.fromEntries(stages.map((s) => [s, meanStd(results.map((r) => r.stage_s[s] ?? 0))]));
-
-const fmt = (m: { mean: number; std: number }, unit = '') => `${m.mean.toFixed(2)}${unit} ± ${m.std.toFixed(2)}`;
-console.log(`recipe '${o.recipe}'${o.set.length ? ` with ${o.set.join(' ')}` : ''}, ${seeds.length} seed(s)`);
-for (const k of keys) console.log(`${k.padEnd(18)} ${fmt(stats[k], k === 'ticks' ? '' : '%')}`);
-console.log(`${'drop'.padEnd(18)} ${fmt(drop, ' pts')}`);
-for (const s of stages) console.log(`${`${s} wall`.padEnd(18)} ${fmt(stageStats[s], ' s')}`);
-if (o.out)
-  writeFileSync(
-    o.out,
-    `${JSON.stringify({ recipe: o.recipe, set: o.set, seeds, runs: results, mean_std: { ...stats, drop, stage_s: stageStats } }, null, 2)}\n`,
-  );
+console.log(
+  `recipe '${o.recipe}'${o.set.length ? ` with ${o.set.join(' ')}` : ''}, ${results.length} seed(s)${failed.length ? `, ${failed.length} failed` : ''}`,
+);
+for (const l of summarize(results).lines) console.log(l);
+if (failed.length) process.exitCode = 1;
