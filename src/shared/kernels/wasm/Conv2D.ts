@@ -9,7 +9,9 @@
  */
 import { backend_util, Conv2D, Conv2DAttrs, Conv2DInputs, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 
-import { required, runStockKernel, shortGeometry, stockKernelSetup, WasmKernelArgs, withScratch, windowNHWC } from './kernel_utils.js';
+import { windowNHWC } from './heap_layout.js';
+import { required, runStockKernel, shortGeometry, stockKernelSetup, WasmKernelArgs } from './kernel_utils.js';
+import { withScratch } from './scratch.js';
 import { convTileKernel } from './simd/module.js';
 
 type Shape4 = [number, number, number, number];

@@ -39,22 +39,12 @@ import {
   Transpose,
 } from '@tensorflow/tfjs-core';
 
-import {
-  assertNHWC,
-  copyRuns,
-  fillRuns,
-  padChannels,
-  phaseGridSize,
-  runKernel,
-  required,
-  shortGeometry,
-  Scratch,
-  WasmKernelArgs,
-  withScratch,
-  windowNHWC,
-} from './kernel_utils.js';
+import { copyRuns, fillRuns, padChannels, windowNHWC } from './heap_layout.js';
+import { assertNHWC, phaseGridSize, runKernel, required, shortGeometry, WasmKernelArgs } from './kernel_utils.js';
+import { Scratch, withScratch } from './scratch.js';
 import { SimdKernels, simdKernels } from './simd/module.js';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { GdpError } from '../../errors.js';
 
 type Shape4 = [number, number, number, number];
 
@@ -68,7 +58,7 @@ export function conv2DBackpropFilter(args: WasmKernelArgs<Conv2DBackpropFilterIn
   const g = shortGeometry(info);
   const { n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl } = g;
   if (dy.shape[1] !== oh || dy.shape[2] !== ow || dy.shape[3] !== co) {
-    throw new Error(`${Conv2DBackpropFilter}: dy shape ${dy.shape} does not match ` + `[${n}, ${oh}, ${ow}, ${co}]`);
+    throw new GdpError('SHAPE_MISMATCH', `${Conv2DBackpropFilter}: dy shape ${dy.shape} does not match ` + `[${n}, ${oh}, ${ow}, ${co}]`);
   }
   const [hq, wq] = phaseGridSize(g);
   const len = n * hq * wq;
@@ -208,7 +198,7 @@ function sumOverChunks(s: Scratch, len: number, chunk: number, part: (l0: number
     }
   }
   if (acc == null) {
-    throw new Error(`${Conv2DBackpropFilter}: empty reduction`);
+    throw new GdpError('INTERNAL', `${Conv2DBackpropFilter}: empty reduction`);
   }
   return acc;
 }
