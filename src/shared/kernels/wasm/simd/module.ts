@@ -9,7 +9,7 @@ import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
 import { assemble, WasmFunction } from './assembler.js';
 import { channelFunctions } from './channel.js';
-import { convTile, outerTile } from './tiles.js';
+import { convTile, ConvTileShape, outerTile } from './tiles.js';
 import { GdpError } from '../../../errors.js';
 
 // The loop builder lives in wasm_text.ts; re-exported for the coordinator's fold (fold_simd.ts), which imports it from here.
@@ -89,20 +89,21 @@ export type ConvTileKernel = (
   yNext: number,
 ) => void;
 
-const convInstances = new WeakMap<object, Map<number, ConvTileKernel>>();
+const convInstances = new WeakMap<object, Map<string, ConvTileKernel>>();
 
-/** The convTile kernel for (`pixelBytes`, `ov`) on `backend`'s heap (assembled once per pair), or null. */
-export function convTileKernel(backend: BackendWasm, pixelBytes: number, ov: 1 | 2 = 2): ConvTileKernel | null {
+/** The convTile kernel for `shape` on `backend`'s heap (assembled once per shape), or null. */
+export function convTileKernel(backend: BackendWasm, shape: ConvTileShape): ConvTileKernel | null {
   const memory = (backend.wasm as unknown as { asm?: { memory?: unknown } }).asm?.memory;
   if (simdKernels(backend) == null || WA == null || !(memory instanceof WA.Memory)) return null;
-  let byBytes = convInstances.get(backend.wasm);
-  if (byBytes == null) convInstances.set(backend.wasm, (byBytes = new Map()));
-  const key = 2 * pixelBytes + ov - 1;
-  let k = byBytes.get(key);
+  let byShape = convInstances.get(backend.wasm);
+  if (byShape == null) convInstances.set(backend.wasm, (byShape = new Map()));
+  const { pixelBytes, ov, px = 4 } = shape;
+  const key = `${pixelBytes},${ov},${px}`;
+  let k = byShape.get(key);
   if (k == null) {
-    const module = new WA.Module(assemble([convTile(pixelBytes, ov, 'conv')]));
+    const module = new WA.Module(assemble([convTile(shape, 'conv')]));
     k = (new WA.Instance(module, { env: { memory } }).exports as { conv: ConvTileKernel }).conv;
-    byBytes.set(key, k);
+    byShape.set(key, k);
   }
   return k;
 }

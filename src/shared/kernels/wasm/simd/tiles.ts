@@ -94,25 +94,54 @@ export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * o
   };
 }
 
+/** The shape a convTile kernel is assembled for (all byte counts fixed in the code). */
+export interface ConvTileShape {
+  /** Bytes between the x values of two consecutive output pixels: stride * ci * 4. */
+  pixelBytes: number;
+  /** float32x4 vectors of output channels per block: 2 (8 channels) or 1 (4). */
+  ov: 1 | 2;
+  /** Output pixels per tile, 1 to 4 (more accumulators than 4 x 2 vectors ran slower under V8). */
+  px?: number;
+}
+
 /**
  * Forward-convolution kernel over `rows` output rows (starts `xNext` and
- * `yNext` bytes apart), each `tiles` groups of 4 consecutive output pixels
- * by `oTiles` groups of 8 output channels, summed over kh x kw taps and ci
- * channels of a padded NHWC input: 4 x values (one per pixel,
- * `pixelBytes` = stride * ci * 4 apart, fixed at assembly) are splatted
+ * `yNext` bytes apart), each `tiles` groups of `px` consecutive output pixels
+ * by `oTiles` groups of 4 * ov output channels, summed over kh x kw taps and ci
+ * channels of a padded NHWC input: px x values (one per pixel,
+ * `pixelBytes` apart) are splatted
  * against 4 * ov filter values (ov = 2: blocks of 8 output channels; ov = 1:
- * blocks of 4, for the last channels when C is not a multiple of 8).
+ * blocks of 4, for the last channels when C is not a multiple of 8). Tiles of
+ * fewer than 4 pixels cover the columns left over by 4-pixel tiles.
  * Writes y (no accumulate), so overlapping blocks may be recomputed.
  */
-export function convTile(pixelBytes: number, ov = 2, name = `convTile_${pixelBytes}_${ov}`): WasmFunction {
+export function convTile(shape: ConvTileShape, name = 'conv'): WasmFunction {
+  const { pixelBytes, ov, px = 4 } = shape;
   const acc = (k: number, v: number) => `$a${k * ov + v}`;
+  // One filter row (one input channel of one tap): its vectors, then px splatted x values times them.
+  const filterRow = () => `
+            ${range(ov)
+              .map((v) => `local.get $wc v128.load offset=${16 * v} local.set $d${v}`)
+              .join(' ')}
+            ${range(px)
+              .map(
+                (k) => `
+              local.get $xc v128.load32_splat offset=${k * pixelBytes} local.set $s
+              ${range(ov)
+                .map(
+                  (v) => `
+              local.get ${acc(k, v)} local.get $s local.get $d${v} f32x4.mul f32x4.add local.set ${acc(k, v)}`,
+                )
+                .join('')}`,
+              )
+              .join('')}`;
   return {
     name,
     text: `
     (param $x i32) (param $w i32) (param $y i32) (param $rows i32) (param $tiles i32) (param $oTiles i32)
     (param $kh i32) (param $kw i32) (param $ci i32) (param $xRow i32) (param $co4 i32)
     (param $xNext i32) (param $yNext i32)
-    ${range(4 * ov)
+    ${range(px * ov)
       .map((i) => `(local $a${i} v128)`)
       .join(' ')}
     ${range(ov)
@@ -145,7 +174,7 @@ export function convTile(pixelBytes: number, ov = 2, name = `convTile_${pixelByt
         '$o',
         '$oTiles',
         `
-        ${range(4 * ov)
+        ${range(px * ov)
           .map((i) => `local.get $zero local.set $a${i}`)
           .join(' ')}
         local.get $xt local.set $xa
@@ -163,21 +192,7 @@ export function convTile(pixelBytes: number, ov = 2, name = `convTile_${pixelByt
             '$c',
             '$kwci',
             `
-            ${range(ov)
-              .map((v) => `local.get $wc v128.load offset=${16 * v} local.set $d${v}`)
-              .join(' ')}
-            ${range(4)
-              .map(
-                (k) => `
-              local.get $xc v128.load32_splat offset=${k * pixelBytes} local.set $s
-              ${range(ov)
-                .map(
-                  (v) => `
-              local.get ${acc(k, v)} local.get $s local.get $d${v} f32x4.mul f32x4.add local.set ${acc(k, v)}`,
-                )
-                .join('')}`,
-              )
-              .join('')}
+            ${filterRow()}
             local.get $xc i32.const 4 i32.add local.set $xc
             ${advance('$wc', '$co4')}`,
           )}
@@ -185,7 +200,7 @@ export function convTile(pixelBytes: number, ov = 2, name = `convTile_${pixelByt
           ${advance('$wa', '$wRow')}`,
         )}
         local.get $yo local.set $yq
-        ${range(4)
+        ${range(px)
           .map(
             (k) => `
           ${range(ov)
@@ -197,8 +212,8 @@ export function convTile(pixelBytes: number, ov = 2, name = `convTile_${pixelByt
         local.get $wo i32.const ${16 * ov} i32.add local.set $wo
         local.get $yo i32.const ${16 * ov} i32.add local.set $yo`,
       )}
-      local.get $xt i32.const ${4 * pixelBytes} i32.add local.set $xt
-      local.get $yt local.get $co4 i32.const 2 i32.shl i32.add local.set $yt`,
+      local.get $xt i32.const ${px * pixelBytes} i32.add local.set $xt
+      local.get $yt local.get $co4 i32.const ${px} i32.mul i32.add local.set $yt`,
     )}
     ${advance('$x', '$xNext')}
     ${advance('$y', '$yNext')}`,
