@@ -9,11 +9,13 @@ changes), global average pooling and a linear classifier. A step is what gdp's b
 backward and an SGD update (momentum 0.9, weight decay 5e-4) on one fixed synthetic batch.
 
 Prints one JSON line: {"arch", "torch", "threads", "batch", "img_s", "ms_per_step", "cpu_ms_per_step"}; img_s and
-ms_per_step are wall time, cpu_ms_per_step the process cpu time.
+ms_per_step are wall time, cpu_ms_per_step the process cpu time, each the median over the steps (other processes
+on the cores disturb single steps).
 """
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -84,11 +86,13 @@ def main():
         opt.step()
 
     step()  # warm-up: allocator and kernel selection
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = [], []
     for _ in range(args.steps):
+        w0, c0 = time.perf_counter(), time.process_time()
         step()
-    wall = (time.perf_counter() - wall) / args.steps
-    cpu = (time.process_time() - cpu) / args.steps
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    wall, cpu = statistics.median(wall), statistics.median(cpu)
     print(json.dumps({
         'arch': args.arch,
         'torch': torch.__version__,
