@@ -87,9 +87,9 @@ export function conv2D(args: WasmKernelArgs<Conv2DInputs, Conv2DAttrs>): TensorI
 }
 
 /**
- * Tests and benchmarks switch the SIMD path off to compare with the stock kernel, and its refinements off to compare
- * with the kernel before them: `remainderTiles`
- * computes the columns left over by 4-pixel tiles with a narrower tile instead of an overlapping 4-pixel one.
+ * Tests and benchmarks switch the SIMD path off to compare with the stock kernel, and `remainderTiles` off to
+ * compute the columns left over by 4-pixel tiles with an overlapping 4-pixel tile (the kernel before) instead of a
+ * 1-3 pixel one; both give the same bits.
  */
 export const conv2DOptions = { simd: true, remainderTiles: true };
 
