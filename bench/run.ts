@@ -1,6 +1,7 @@
 /**
  * `npm run bench [-- --out FILE.json] [--backend NAME] [--quick] [--only SECTIONS]`: prints one table and writes
- * the same figures as JSON. Sections: one replica's training throughput (`train`); a mobilenet_v2 step and its
+ * the same figures as JSON. Sections: one replica's training throughput, beside PyTorch's on one thread when a
+ * Python with torch is installed (`train`); a mobilenet_v2 step and its
  * depthwise share (`mobilenet`); local mode with 1 and 2 worker processes (`local`); raw ws and protocol
  * gradient-exchange throughput (`comm`); star against ring all-reduce with N synthetic workers (`exchange`); latency
  * of the paper's ResNet-56 before and after pruning + melting (`latency`). A section that fails prints its error and stores null; the exit
@@ -19,6 +20,7 @@ import { gradExchange, rawWsThroughput } from './comm.js';
 import { localScaling, type LocalScaling } from './local_scaling.js';
 import { meltedLatency } from './melted_latency.js';
 import { mobileNetStep } from './mobilenet_step.js';
+import { findTorchPython, pytorchTrain } from './pytorch_reference.js';
 import { trainThroughput, type TrainThroughput } from './train_throughput.js';
 
 /** torchvision ResNet-50 (1000 classes): 25,557,032 parameters, i.e. one full gradient. */
@@ -72,21 +74,41 @@ async function section(id: Section, name: string, keys: string[], fn: () => Prom
 
 // --- one replica, no communication ---
 const train: Record<string, TrainThroughput> = {};
-await section('train', 'train throughput', ['train_img_s'], () => {
+await section('train', 'train throughput', ['train_img_s', 'train_vs_pytorch'], async () => {
   const out: Record<string, number> = {};
+  const vsPytorch: Record<string, number | null> = { mnist_resnet20: null, cifar_resnet56: null };
+  const torch = await findTorchPython();
   for (const [key, arch] of [
     ['mnist_resnet20', 'mnist.resnet20'],
     ['cifar_resnet56', 'cifar.resnet56'],
   ] as const) {
-    const r = trainThroughput(arch, 64, quick ? 2 : 5);
+    const steps = quick ? 2 : 5;
+    const r = trainThroughput(arch, 64, steps);
     train[key] = r;
     out[key] = round(r.imgPerSec);
     rows.push([
       `train ${arch} b64, 1 replica`,
-      `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step; tensors ${r.tensorsBefore} -> ${r.tensorsAfter})`,
+      `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step, cpu ${r.cpuMsPerStep.toFixed(0)} ms; tensors ${r.tensorsBefore} -> ${r.tensorsAfter})`,
+    ]);
+    if (torch.python == null) continue;
+    let p;
+    try {
+      p = await pytorchTrain(torch.python, arch, 64, steps);
+    } catch (err) {
+      // The reference failing leaves gdp's own figures standing; the ratio stays null.
+      rows.push([`  PyTorch, same net: FAILED`, (err as Error).message.split('\n')[0]]);
+      continue;
+    }
+    // Cpu time on both sides: both run on one thread, and cpu time is what other processes on the cores disturb least.
+    vsPytorch[key] = round(p.cpu_ms_per_step / r.cpuMsPerStep, 3);
+    rows.push([
+      `  PyTorch ${p.torch}, ${p.threads} thread, same net`,
+      `${p.img_s.toFixed(1)} img/s (${p.ms_per_step.toFixed(0)} ms/step, cpu ${p.cpu_ms_per_step.toFixed(0)} ms); gdp / PyTorch (cpu time) ${vsPytorch[key]}x`,
     ]);
   }
+  if (torch.python == null) rows.push(['train vs PyTorch', `skipped: ${torch.reason}`]);
   result.train_img_s = out;
+  result.train_vs_pytorch = vsPytorch;
 });
 
 // --- local mode: real coordinator, real gdp-worker processes over ws ---

@@ -1,12 +1,14 @@
 /**
  * Interleaved A/B of full training steps on wasm, for measuring kernel changes on a shared machine:
  *
- *   node dist/bench/train_ab.js [--arch cifar.resnet56] [--batch 64] [--rounds 5]
+ *   node dist/bench/train_ab.js [--arch cifar.resnet56] [--batch 64] [--rounds 5] [--untuned]
  *
  * Alternates one step with the XNNPACK-only paths (im2col/swapped filter gradients, stock Conv2D, BatchNorm and
  * ReLU gradients composed from tfjs ops) and one with the defaults (hand-written SIMD kernels), in the same
  * process, and prints the median process cpu time per step of each and their ratio. Cpu time rather than wall
- * time: other processes on the cores lengthen wall time but not (much) the work this process does.
+ * time: other processes on the cores lengthen wall time but not (much) the work this process does. `--untuned` adds
+ * a third variant, the SIMD kernels without their blocking refinements (Conv2D's overlapping last tile instead of
+ * 1-3 pixel tiles, 512 KiB filter-gradient image groups instead of 64 KiB), which give the same bits.
  */
 import { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
@@ -23,8 +25,11 @@ const opts = new Command()
   .option('--arch <name>', 'architecture', 'cifar.resnet56')
   .option('--batch <n>', 'batch size', (v) => Number(v), 64)
   .option('--rounds <n>', 'timed steps of each variant', (v) => Number(v), 5)
+  .option('--untuned', 'also time the SIMD kernels without their blocking refinements')
   .parse()
-  .opts<{ arch: string; batch: number; rounds: number }>();
+  .opts<{ arch: string; batch: number; rounds: number; untuned?: boolean }>();
+
+const tuned = { remainderTiles: conv2DOptions.remainderTiles, groupBytes: conv2DBackpropFilterOptions.groupBytes };
 
 const variants: Record<string, () => void> = {
   xnnpack: () => {
@@ -36,8 +41,17 @@ const variants: Record<string, () => void> = {
     conv2DBackpropFilterOptions.strategy = 'auto';
     conv2DOptions.simd = true;
     customKernelOptions.enabled = true;
+    conv2DOptions.remainderTiles = tuned.remainderTiles;
+    conv2DBackpropFilterOptions.groupBytes = tuned.groupBytes;
   },
 };
+if (opts.untuned) {
+  variants.untuned = () => {
+    variants.simd();
+    conv2DOptions.remainderTiles = false;
+    conv2DBackpropFilterOptions.groupBytes = 1 << 19;
+  };
+}
 
 const cpuMs = () => {
   const u = process.cpuUsage();
@@ -66,7 +80,7 @@ const step = () => {
   );
 };
 
-const times: Record<string, number[]> = { xnnpack: [], simd: [] };
+const times: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
 for (const set of Object.values(variants)) {
   set();
   step(); // warm-up: kernel set-up, first allocations
@@ -87,7 +101,8 @@ for (const [name, t] of Object.entries(times)) {
     `${name.padEnd(8)} ${median(t).toFixed(0)} cpu ms per step (${((opts.batch * 1000) / median(t)).toFixed(1)} img/s); all: ${t.map((v) => v.toFixed(0)).join(' ')}`,
   );
 }
+const untuned = times.untuned ? `, ${(median(times.untuned) / median(times.simd)).toFixed(3)}x untuned` : '';
 console.log(
-  `${opts.arch} b${opts.batch}: simd is ${(median(times.xnnpack) / median(times.simd)).toFixed(3)}x xnnpack; tensors ${tensors} -> ${tf.memory().numTensors}`,
+  `${opts.arch} b${opts.batch}: simd is ${(median(times.xnnpack) / median(times.simd)).toFixed(3)}x xnnpack${untuned}; tensors ${tensors} -> ${tf.memory().numTensors}`,
 );
 model.dispose();

@@ -10,6 +10,8 @@ export interface TrainThroughput {
   gradElems: number;
   imgPerSec: number;
   msPerStep: number;
+  /** Median process cpu time of a step (less disturbed than wall time by other processes on the cores). */
+  cpuMsPerStep: number;
   tensorsBefore: number;
   tensorsAfter: number;
 }
@@ -35,9 +37,16 @@ export function trainThroughput(arch: string, batch: number, steps: number): Tra
   step(); // warm-up: kernel set-up, allocations
   const tensorsBefore = tf.memory().numTensors;
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) step();
+  const cpuMs: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const c0 = process.cpuUsage();
+    step();
+    const c = process.cpuUsage(c0);
+    cpuMs.push((c.user + c.system) / 1000);
+  }
   const ms = (performance.now() - t0) / steps;
+  const cpuMsPerStep = [...cpuMs].sort((a, b) => a - b)[Math.floor(steps / 2)];
   const tensorsAfter = tf.memory().numTensors;
   model.dispose();
-  return { arch, batch, gradElems: layout.size, imgPerSec: (batch * 1000) / ms, msPerStep: ms, tensorsBefore, tensorsAfter };
+  return { arch, batch, gradElems: layout.size, imgPerSec: (batch * 1000) / ms, msPerStep: ms, cpuMsPerStep, tensorsBefore, tensorsAfter };
 }

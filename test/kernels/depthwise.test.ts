@@ -14,7 +14,7 @@ import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
 import { depthwiseGradOptions } from '../../src/shared/kernels/wasm/depthwise_common.js';
 import { batchNormTrain } from '../../src/shared/nn/batchnorm_train.js';
-import { heapF32 } from '../../src/shared/kernels/wasm/kernel_utils.js';
+import { heapF32 } from '../../src/shared/kernels/wasm/heap_layout.js';
 import { DEPTHWISE_BLOCK_VECTORS, depthwiseGatherKernels, depthwiseTapKernels, forChannelBlocks } from '../../src/shared/kernels/wasm/simd/depthwise.js';
 
 import { assertClose, assertNoLeak, dot, finiteDiff, Pad, randomArray, runOn, size, tf, useWasm } from './helpers.js';

@@ -22,7 +22,9 @@ import {
   TensorInfo,
 } from '@tensorflow/tfjs-core';
 
-import { runKernel, runStockKernel, required, shortGeometry, stockKernelSetup, WasmKernelArgs, withScratch, windowNHWC } from './kernel_utils.js';
+import { windowNHWC } from './heap_layout.js';
+import { runKernel, runStockKernel, required, shortGeometry, stockKernelSetup, WasmKernelArgs } from './kernel_utils.js';
+import { withScratch } from './scratch.js';
 
 export function avgPoolGrad(args: WasmKernelArgs<AvgPoolGradInputs, AvgPoolGradAttrs>): TensorInfo {
   const { inputs, backend, attrs } = args;

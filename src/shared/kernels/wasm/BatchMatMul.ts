@@ -9,7 +9,8 @@
  */
 import { BatchMatMul, BatchMatMulAttrs, BatchMatMulInputs, KernelConfig, KernelFunc, TensorInfo, Transpose, util } from '@tensorflow/tfjs-core';
 
-import { runStockKernel, required, Scratch, stockKernelSetup, WasmKernelArgs, withScratch } from './kernel_utils.js';
+import { runStockKernel, required, stockKernelSetup, WasmKernelArgs } from './kernel_utils.js';
+import { Scratch, withScratch } from './scratch.js';
 
 /** Swaps the last two axes; a pure reshape when one of them has size 1. */
 function transposeInner(s: Scratch, x: TensorInfo): TensorInfo {

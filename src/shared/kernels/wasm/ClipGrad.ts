@@ -8,7 +8,8 @@ import { KernelConfig, KernelFunc, NamedTensorInfoMap, TensorInfo } from '@tenso
 
 import { ClipGrad, ClipGradAttrs } from '../custom_kernels.js';
 import { ChannelPasses } from './channel_ops.js';
-import { required, WasmKernelArgs, withScratch } from './kernel_utils.js';
+import { required, WasmKernelArgs } from './kernel_utils.js';
+import { withScratch } from './scratch.js';
 
 export function clipGrad(args: WasmKernelArgs<NamedTensorInfoMap, ClipGradAttrs>): TensorInfo {
   const { inputs, backend, attrs } = args;

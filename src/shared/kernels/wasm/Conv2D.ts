@@ -9,7 +9,9 @@
  */
 import { backend_util, Conv2D, Conv2DAttrs, Conv2DInputs, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 
-import { required, runStockKernel, shortGeometry, stockKernelSetup, WasmKernelArgs, withScratch, windowNHWC } from './kernel_utils.js';
+import { windowNHWC } from './heap_layout.js';
+import { required, runStockKernel, shortGeometry, stockKernelSetup, WasmKernelArgs } from './kernel_utils.js';
+import { withScratch } from './scratch.js';
 import { convTileKernel } from './simd/module.js';
 
 type Shape4 = [number, number, number, number];
@@ -35,24 +37,32 @@ export function conv2D(args: WasmKernelArgs<Conv2DInputs, Conv2DAttrs>): TensorI
     info!.dilationHeight === 1 &&
     info!.dilationWidth === 1 &&
     x.dtype === 'float32';
-  const wide = usable ? convTileKernel(backend, g.c * 4, 2) : null;
-  const narrow = usable ? convTileKernel(backend, g.c * 4, 1) : null;
-  if (g == null || wide == null || narrow == null) {
+  if (!usable || g == null) {
     return runStockKernel(Conv2D, backend, inputs, attrs);
   }
   const { n, c: ci, oh, ow, co, kh, kw, pt, pl } = g;
+  const F = Float32Array.BYTES_PER_ELEMENT;
+  const kernel = (ov: 1 | 2, px = 4) => convTileKernel(backend, { pixelBytes: ci * F, ov, px });
+  const wide = kernel(2),
+    narrow = kernel(1);
+  // The columns left over by 4-pixel tiles: a tile of that many pixels, or (remainderTiles off) the last 4 pixels
+  // again, overlapping the tile before (overlapping tiles write the same values).
+  const rest = ow % 4;
+  const restKernels = rest > 0 && conv2DOptions.remainderTiles ? { 2: kernel(2, rest), 1: kernel(1, rest) } : null;
+  if (wide == null || narrow == null || (restKernels != null && (restKernels[1] == null || restKernels[2] == null))) {
+    return runStockKernel(Conv2D, backend, inputs, attrs);
+  }
   // Output channels: blocks of 8, then blocks of 4 for the rest, the last one ending at co (it may overlap the
   // one before; overlapping blocks write the same values).
-  const blocks: Array<[typeof wide, number, number]> = [];
+  const blocks: Array<[1 | 2, number, number]> = [];
   const eights = Math.floor(co / 8);
-  if (eights > 0) blocks.push([wide, 0, eights]);
-  for (let o = 8 * eights; o < co; o += 4) blocks.push([narrow, Math.min(o, co - 4), 1]);
+  if (eights > 0) blocks.push([2, 0, eights]);
+  for (let o = 8 * eights; o < co; o += 4) blocks.push([1, Math.min(o, co - 4), 1]);
   return withScratch(backend, (s) => {
     const hp = oh + kh - 1,
       wp = ow + kw - 1;
     const xp = windowNHWC(s, x, -pt, hp, -pl, wp);
     const y = backend.makeOutput([n, oh, ow, co], 'float32');
-    const F = Float32Array.BYTES_PER_ELEMENT;
     const xb = backend.getMemoryOffset(xp.dataId);
     const wb = backend.getMemoryOffset(filter.dataId);
     const yb = backend.getMemoryOffset(y.dataId);
@@ -62,11 +72,13 @@ export function conv2D(args: WasmKernelArgs<Conv2DInputs, Conv2DAttrs>): TensorI
     for (let b = 0; b < n; b++) {
       const x0 = xb + b * hp * xRow,
         y0 = yb + b * oh * ow * co4;
-      for (const [kernel, o0, oTiles] of blocks) {
-        kernel(x0, wb + o0 * F, y0 + o0 * F, oh, tiles, oTiles, kh, kw, ci, xRow, co4, xRow, ow * co4);
-        if (ow % 4 !== 0) {
-          // The last 4 pixels of every row again: overlapping tiles write the same values.
-          kernel(x0 + (ow - 4) * ci * F, wb + o0 * F, y0 + ((ow - 4) * co + o0) * F, oh, 1, oTiles, kh, kw, ci, xRow, co4, xRow, ow * co4);
+      for (const [ov, o0, oTiles] of blocks) {
+        const tileKernel = ov === 2 ? wide : narrow;
+        tileKernel(x0, wb + o0 * F, y0 + o0 * F, oh, tiles, oTiles, kh, kw, ci, xRow, co4, xRow, ow * co4);
+        if (restKernels != null) {
+          restKernels[ov]!(x0 + 4 * tiles * ci * F, wb + o0 * F, y0 + (4 * tiles * co + o0) * F, oh, 1, oTiles, kh, kw, ci, xRow, co4, xRow, ow * co4);
+        } else if (rest !== 0) {
+          tileKernel(x0 + (ow - 4) * ci * F, wb + o0 * F, y0 + ((ow - 4) * co + o0) * F, oh, 1, oTiles, kh, kw, ci, xRow, co4, xRow, ow * co4);
         }
       }
     }
@@ -74,8 +86,12 @@ export function conv2D(args: WasmKernelArgs<Conv2DInputs, Conv2DAttrs>): TensorI
   });
 }
 
-/** Tests and benchmarks switch the SIMD path off to compare with the stock kernel. */
-export const conv2DOptions = { simd: true };
+/**
+ * Tests and benchmarks switch the SIMD path off to compare with the stock kernel, and `remainderTiles` off to
+ * compute the columns left over by 4-pixel tiles with an overlapping 4-pixel tile (the kernel before) instead of a
+ * 1-3 pixel one; both give the same bits.
+ */
+export const conv2DOptions = { simd: true, remainderTiles: true };
 
 export const conv2DConfig: KernelConfig = {
   kernelName: Conv2D,

@@ -26,19 +26,11 @@ import {
   Transpose,
 } from '@tensorflow/tfjs-core';
 
-import {
-  copyRuns,
-  fillRuns,
-  runStockKernel,
-  required,
-  shortGeometry,
-  Scratch,
-  stockKernelSetup,
-  WasmKernelArgs,
-  withScratch,
-  windowNHWC,
-} from './kernel_utils.js';
+import { copyRuns, fillRuns, windowNHWC } from './heap_layout.js';
+import { runStockKernel, required, shortGeometry, stockKernelSetup, WasmKernelArgs } from './kernel_utils.js';
+import { Scratch, withScratch } from './scratch.js';
 import { PhasePlan, planPhases } from './transposed_conv_plan.js';
+import { GdpError } from '../../errors.js';
 
 /**
  * Flipped, in/out-swapped taps of row phase bh, with the column phases
@@ -125,7 +117,7 @@ export function conv2DBackpropInput(args: WasmKernelArgs<Conv2DBackpropInputInpu
   );
   const { n, h, w, c: ci, oh, ow, co, kh, kw, sh, sw, pt, pl } = shortGeometry(info);
   if (dy.shape[1] !== oh || dy.shape[2] !== ow) {
-    throw new Error(`${Conv2DBackpropInput}: dy shape ${dy.shape} does not match the ` + `forward output [${n}, ${oh}, ${ow}, ${co}]`);
+    throw new GdpError('SHAPE_MISMATCH', `${Conv2DBackpropInput}: dy shape ${dy.shape} does not match the ` + `forward output [${n}, ${oh}, ${ow}, ${co}]`);
   }
   const ph = planPhases(h, oh, kh, sh, pt);
   const pw = planPhases(w, ow, kw, sw, pl);

@@ -17,8 +17,11 @@ import {
 } from '@tensorflow/tfjs-core';
 
 import { DepthwiseGeometry, depthwiseGeometry, depthwiseGradOptions, forEachTap, imageGroup, repeatChannels } from './depthwise_common.js';
-import { copyRuns, fillRuns, heapF32, padChannels, required, Scratch, WasmKernelArgs, withScratch } from './kernel_utils.js';
+import { copyRuns, fillRuns, heapF32, padChannels } from './heap_layout.js';
+import { required, WasmKernelArgs } from './kernel_utils.js';
+import { Scratch, withScratch } from './scratch.js';
 import { depthwiseTapKernels, DepthwiseTapKernels, forChannelBlocks } from './simd/depthwise.js';
+import { GdpError } from '../../errors.js';
 
 const F = Float32Array.BYTES_PER_ELEMENT;
 
@@ -31,7 +34,7 @@ export function depthwiseConv2dNativeBackpropFilter(
   const g = depthwiseGeometry(DepthwiseConv2dNativeBackpropFilter, x.shape, attrs.filterShape, dy.shape, attrs);
   const simd = depthwiseGradOptions.filter === 'scalar' ? null : depthwiseTapKernels(backend);
   if (depthwiseGradOptions.filter === 'simd' && simd == null) {
-    throw new Error(`${DepthwiseConv2dNativeBackpropFilter}: the simd path was asked for but wasm SIMD is unavailable`);
+    throw new GdpError('INTERNAL', `${DepthwiseConv2dNativeBackpropFilter}: the simd path was asked for but wasm SIMD is unavailable`);
   }
   return withScratch(backend, (s) => {
     const out = backend.makeOutput(attrs.filterShape, 'float32');

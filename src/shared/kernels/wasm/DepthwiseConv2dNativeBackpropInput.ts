@@ -26,8 +26,11 @@ import {
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
 import { DepthwiseGeometry, depthwiseGeometry, depthwiseGradOptions, forEachTap, imageGroup } from './depthwise_common.js';
-import { copyRuns, heapF32, padChannels, required, runKernel, Scratch, WasmKernelArgs, windowNHWC, withScratch } from './kernel_utils.js';
+import { copyRuns, heapF32, padChannels, windowNHWC } from './heap_layout.js';
+import { required, runKernel, WasmKernelArgs } from './kernel_utils.js';
+import { Scratch, withScratch } from './scratch.js';
 import { depthwiseGatherKernels, depthwiseTapKernels, DepthwiseTapKernels, forChannelBlocks } from './simd/depthwise.js';
+import { GdpError } from '../../errors.js';
 
 const F = Float32Array.BYTES_PER_ELEMENT;
 
@@ -57,12 +60,12 @@ function choosePath(backend: BackendWasm, g: DepthwiseGeometry): 'xnnpack' | 'si
   const option = depthwiseGradOptions.input;
   const strideOne = g.sh === 1 && g.sw === 1 && g.pt <= g.dh * (g.kh - 1) && g.pl <= g.dw * (g.kw - 1) && g.h - g.oh + g.pt >= 0 && g.w - g.ow + g.pl >= 0;
   if (option === 'xnnpack' && !strideOne) {
-    throw new Error(`${DepthwiseConv2dNativeBackpropInput}: the xnnpack path needs stride 1 and pads within the filter`);
+    throw new GdpError('INTERNAL', `${DepthwiseConv2dNativeBackpropInput}: the xnnpack path needs stride 1 and pads within the filter`);
   }
   if (option === 'xnnpack' || option === 'scalar') return option;
   const simd = depthwiseTapKernels(backend) != null;
   if (option === 'simd' && !simd) {
-    throw new Error(`${DepthwiseConv2dNativeBackpropInput}: the simd path was asked for but wasm SIMD is unavailable`);
+    throw new GdpError('INTERNAL', `${DepthwiseConv2dNativeBackpropInput}: the simd path was asked for but wasm SIMD is unavailable`);
   }
   if (option === 'auto' && strideOne) return 'xnnpack';
   return simd ? 'simd' : 'scalar';

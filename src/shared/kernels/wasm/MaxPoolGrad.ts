@@ -31,18 +31,9 @@ import {
   TensorInfo,
 } from '@tensorflow/tfjs-core';
 
-import {
-  interleavePhasesNHWC,
-  phaseGridSize,
-  phaseNHWC,
-  required,
-  shortGeometry,
-  runStockKernel,
-  stockKernelSetup,
-  WasmKernelArgs,
-  withScratch,
-  windowNHWC,
-} from './kernel_utils.js';
+import { interleavePhasesNHWC, phaseNHWC, windowNHWC } from './heap_layout.js';
+import { phaseGridSize, required, shortGeometry, runStockKernel, stockKernelSetup, WasmKernelArgs } from './kernel_utils.js';
+import { withScratch } from './scratch.js';
 
 export function maxPoolGrad(args: WasmKernelArgs<MaxPoolGradInputs, MaxPoolGradAttrs>): TensorInfo {
   const { inputs, backend, attrs } = args;

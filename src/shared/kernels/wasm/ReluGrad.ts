@@ -6,7 +6,8 @@ import { KernelConfig, KernelFunc, NamedTensorInfoMap, TensorInfo } from '@tenso
 
 import { ReluGrad } from '../custom_kernels.js';
 import { ChannelPasses } from './channel_ops.js';
-import { required, WasmKernelArgs, withScratch } from './kernel_utils.js';
+import { required, WasmKernelArgs } from './kernel_utils.js';
+import { withScratch } from './scratch.js';
 
 export function reluGrad(args: WasmKernelArgs<NamedTensorInfoMap, {}>): TensorInfo {
   const { inputs, backend } = args;

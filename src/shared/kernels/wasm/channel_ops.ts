@@ -13,8 +13,10 @@
 import { TensorInfo, util } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
-import { heapF32, Scratch } from './kernel_utils.js';
+import { heapF32 } from './heap_layout.js';
+import { Scratch } from './scratch.js';
 import { SimdKernels, simdKernels } from './simd/module.js';
+import { GdpError } from '../../errors.js';
 
 const F = Float32Array.BYTES_PER_ELEMENT;
 /** Vectors per reduction block (64 KiB of each input). */
@@ -83,7 +85,7 @@ export class ChannelPasses {
       const info = this.s.alloc([ChannelPasses.ARENA_SLOTS * this.period]);
       this.arena = { base: this.ptr(info), used: 0 };
     }
-    if (this.arena.used === ChannelPasses.ARENA_SLOTS) throw new Error('ChannelPasses: arena exhausted');
+    if (this.arena.used === ChannelPasses.ARENA_SLOTS) throw new GdpError('INTERNAL', 'ChannelPasses: arena exhausted');
     return this.arena.base + this.arena.used++ * this.period * F;
   }
 

@@ -8,7 +8,8 @@
  */
 import { backend_util, TensorInfo, Tile } from '@tensorflow/tfjs-core';
 
-import { Scratch } from './kernel_utils.js';
+import { Scratch } from './scratch.js';
+import { GdpError } from '../../errors.js';
 
 type Shape4 = [number, number, number, number];
 
@@ -51,7 +52,7 @@ export function depthwiseGeometry(
   },
 ): DepthwiseGeometry {
   if (attrs.dataFormat != null && attrs.dataFormat !== 'NHWC') {
-    throw new Error(`${kernelName} on wasm supports NHWC only, got dataFormat '${attrs.dataFormat}'`);
+    throw new GdpError('UNSUPPORTED_LAYER', `${kernelName} on wasm supports NHWC only, got dataFormat '${attrs.dataFormat}'`);
   }
   const info = backend_util.computeConv2DInfo(
     xShape as Shape4,
@@ -64,7 +65,7 @@ export function depthwiseGeometry(
   );
   const expected = info.outShape;
   if (dyShape.length !== 4 || dyShape.some((d, i) => d !== expected[i])) {
-    throw new Error(`${kernelName}: dy shape [${dyShape}] does not match the output shape [${expected}]`);
+    throw new GdpError('SHAPE_MISMATCH', `${kernelName}: dy shape [${dyShape}] does not match the output shape [${expected}]`);
   }
   return {
     n: info.batchSize,

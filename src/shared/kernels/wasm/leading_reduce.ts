@@ -10,7 +10,8 @@
 import { AvgPool, Fill, Mean, Multiply, Reshape, Sum, SumAttrs, SumInputs, TensorInfo, util } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
-import { required, runKernel, runStockKernel, WasmKernelArgs, withScratch } from './kernel_utils.js';
+import { required, runKernel, runStockKernel, WasmKernelArgs } from './kernel_utils.js';
+import { withScratch } from './scratch.js';
 
 /**
  * kernelFunc of Sum or Mean (same inputs and attributes): leading-axes

@@ -11,6 +11,8 @@
  * `end`. `;;` starts a comment. Labels are resolved to depths.
  */
 
+import { GdpError } from '../../../errors.js';
+
 const TYPES: Record<string, number> = { i32: 0x7f, f32: 0x7d, v128: 0x7b };
 
 type Imm = 'none' | 'local' | 'label' | 'block' | 'i32' | 'f32' | 'mem' | 'lane';
@@ -133,7 +135,7 @@ function parseFunction(f: WasmFunction): Parsed {
       continue;
     }
     if ((kind !== 'param' && kind !== 'local') || !(b in TYPES) || locals.has(a)) {
-      throw new Error(`${f.name}: bad declaration ${tokens[t]}`);
+      throw new GdpError('INTERNAL', `${f.name}: bad declaration ${tokens[t]}`);
     }
     locals.set(a, locals.size);
     (kind === 'param' ? params : localTypes).push(TYPES[b]);
@@ -145,13 +147,13 @@ function parseFunction(f: WasmFunction): Parsed {
   const labels: (string | null)[] = [];
   const need = (what: string) => {
     const v = tokens[++t];
-    if (v === undefined) throw new Error(`${f.name}: missing ${what}`);
+    if (v === undefined) throw new GdpError('INTERNAL', `${f.name}: missing ${what}`);
     return v;
   };
   for (; t < tokens.length; t++) {
     const name = tokens[t];
     const op = OPS[name];
-    if (!op) throw new Error(`${f.name}: unknown instruction '${name}'`);
+    if (!op) throw new GdpError('INTERNAL', `${f.name}: unknown instruction '${name}'`);
     const [bytes, imm, align] = op;
     body.push(...bytes);
     switch (imm) {
@@ -167,14 +169,14 @@ function parseFunction(f: WasmFunction): Parsed {
       case 'label': {
         const l = need('label');
         const depth = labels.length - 1 - labels.lastIndexOf(l);
-        if (depth >= labels.length) throw new Error(`${f.name}: unknown label ${l}`);
+        if (depth >= labels.length) throw new GdpError('INTERNAL', `${f.name}: unknown label ${l}`);
         uleb(depth, body);
         break;
       }
       case 'local': {
         const l = need('local');
         const i = locals.get(l);
-        if (i === undefined) throw new Error(`${f.name}: unknown local ${l}`);
+        if (i === undefined) throw new GdpError('INTERNAL', `${f.name}: unknown local ${l}`);
         uleb(i, body);
         break;
       }
@@ -203,7 +205,7 @@ function parseFunction(f: WasmFunction): Parsed {
       }
     }
   }
-  if (labels.length !== 0) throw new Error(`${f.name}: unclosed block`);
+  if (labels.length !== 0) throw new GdpError('INTERNAL', `${f.name}: unclosed block`);
   body.push(0x0b);
   return { params, results, code: body };
 }

@@ -8,7 +8,8 @@
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
 import { WasmFunction } from './assembler.js';
-import { countedLoop, heapModule, pixelLoops } from './module.js';
+import { heapModule } from './module.js';
+import { countedLoop, pixelLoops, range } from './wasm_text.js';
 
 /** Vectors per channel block the kernels are assembled for; a channel count is covered by blocks of 4, 2, 1. */
 export const DEPTHWISE_BLOCK_VECTORS = [4, 2, 1] as const;
@@ -57,8 +58,6 @@ export interface DepthwiseTapKernels {
   filterTap: Record<BlockVectors, DepthwiseTapKernel>;
   inputGather: Record<BlockVectors, DepthwiseGatherKernel>;
 }
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /**
  * The pixel walk shared by the kernels; `pre`/`body`/`post` run per block, per pixel, after a block; `extra`
