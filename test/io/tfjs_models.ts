@@ -43,13 +43,20 @@ export function flattenNet(): tf.Sequential {
   });
 }
 
-/** MobileNetV2 (Sandler et al. 2018) in miniature: stem, inverted residual blocks with ReLU6 and depthwise 3x3, 1x1 head, GAP. */
-export function tinyMobileNetV2(inputShape: [number, number, number], classes: number, width = 8): tf.LayersModel {
+/**
+ * MobileNetV2 (Sandler et al. 2018) in miniature: stem, inverted residual blocks with ReLU6 and depthwise 3x3, 1x1 head, GAP.
+ * With `seed`, every kernel starts from a seeded Glorot-uniform draw (TF.js' default initializer), so the same seed
+ * gives the same starting network; without it TF.js draws unseeded, as a user's `tf.layers` network does.
+ */
+export function tinyMobileNetV2(inputShape: [number, number, number], classes: number, width = 8, seed?: number): tf.LayersModel {
+  let next = seed;
+  const init = (): { kernelInitializer?: ReturnType<typeof tf.initializers.glorotUniform> } =>
+    next === undefined ? {} : { kernelInitializer: tf.initializers.glorotUniform({ seed: next++ }) };
   const input = tf.input({ shape: inputShape, name: 'image' });
   const convBn = (x: Sym, name: string, filters: number, kernel: number, strides: number, relu6: boolean, depthwise = false): Sym => {
     const conv = depthwise
-      ? tf.layers.depthwiseConv2d({ kernelSize: kernel, strides, padding: 'same', useBias: false, name })
-      : tf.layers.conv2d({ filters, kernelSize: kernel, strides, padding: 'same', useBias: false, name });
+      ? tf.layers.depthwiseConv2d({ kernelSize: kernel, strides, padding: 'same', useBias: false, name, depthwiseInitializer: init().kernelInitializer })
+      : tf.layers.conv2d({ filters, kernelSize: kernel, strides, padding: 'same', useBias: false, name, ...init() });
     const y = call(tf.layers.batchNormalization({ name: `${name}_bn` }), call(conv, x));
     return relu6 ? call(tf.layers.reLU({ maxValue: 6, name: `${name}_relu` }), y) : y;
   };
@@ -65,7 +72,7 @@ export function tinyMobileNetV2(inputShape: [number, number, number], classes: n
   x = block(x, 'block3', 2 * width, 2 * width, 1, 4);
   x = convBn(x, 'head', 4 * width, 1, 1, true);
   x = call(tf.layers.globalAveragePooling2d({ name: 'pool' }), x);
-  x = call(tf.layers.dense({ units: classes, activation: 'softmax', name: 'logits' }), x);
+  x = call(tf.layers.dense({ units: classes, activation: 'softmax', name: 'logits', ...init() }), x);
   return tf.model({ inputs: input, outputs: x, name: 'tiny_mobilenet_v2' });
 }
 
