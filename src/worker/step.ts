@@ -63,6 +63,12 @@ export class WorkerStep {
   private avgBuffer?: Float32Array;
   /** The ring's average for the compute request `seq`, applied when its 'apply' arrives (held). */
   private ringHeld?: { seq: number; avg: Float32Array };
+  /**
+   * The star step's gradient vector, reused: it is encoded into the upload frames before compute() returns. A
+   * full-size array per step would be garbage that brings V8's major collections (and their marking threads, which
+   * take the core another worker computes on) sooner.
+   */
+  private gradBuffer?: Float32Array;
 
   constructor(private readonly c: StepContext) {}
 
@@ -120,13 +126,15 @@ export class WorkerStep {
    * step that may be committed, so the coordinator tells a diverged run (every worker) from a faulty worker). A ring
    * step passes false: its all-reduce refuses non-finite values itself and the ring fails.
    */
-  private async shardGradient(m: MessageOf<'compute'>, reportNonFinite: boolean): Promise<Gradients | undefined> {
+  private async shardGradient(m: MessageOf<'compute'>, reportNonFinite: boolean, reuse: boolean): Promise<Gradients | undefined> {
     const { replica, data } = this.c.need();
     const indices = int32FromWire(m.indices, 'compute indices');
     if (!this.c.fits(m.seq, indices.length)) return undefined;
     const batch = await data.train.load(indices, { augment: true, seed: m.seed });
     const runningStats = replica.runningStats();
-    const out = replica.gradients(batch, replica.layout(m.set));
+    const layout = replica.layout(m.set);
+    if (reuse && this.gradBuffer?.length !== layout.size) this.gradBuffer = new Float32Array(layout.size);
+    const out = replica.gradients(batch, layout, reuse ? this.gradBuffer : undefined);
     this.uncommitted = { seq: m.seq, runningStats, samples: batch.n };
     this.samplesSinceSync += batch.n;
     if (!reportNonFinite) return out;
@@ -147,7 +155,7 @@ export class WorkerStep {
   async compute(m: MessageOf<'compute'>): Promise<void> {
     if (m.ring) return this.computeRing(m, m.ring);
     const { config } = this.c.need();
-    const r = await this.shardGradient(m, true);
+    const r = await this.shardGradient(m, true, true);
     if (!r) return;
     const { grad, stats } = r;
     // Sent bucket by bucket, each encoded just before it goes (float16 halves the upload, dist.grad_dtype).
@@ -168,7 +176,8 @@ export class WorkerStep {
   private async computeRing(m: MessageOf<'compute'>, info: RingInfo): Promise<void> {
     const ringMember = this.c.ringMember();
     if (!ringMember) throw new GdpError('PROTOCOL', `'compute' ${m.seq} in a ring, but this worker has no ring listener`);
-    const r = await this.shardGradient(m, false);
+    // The ring holds its average until 'apply', and may reduce in place: a fresh vector.
+    const r = await this.shardGradient(m, false, false);
     if (!r) return;
     const { grad, stats } = r;
     let avg: Float32Array;
