@@ -124,7 +124,8 @@ export class WorkerStep {
    * shard too big for its backend's memory ('failed' BATCH_TOO_LARGE), or, with `reportNonFinite`, a loss, gradient
    * or updated BN statistic that is not finite ('non_finite': nothing non-finite is sent, nor kept as the state of a
    * step that may be committed, so the coordinator tells a diverged run (every worker) from a faulty worker). A ring
-   * step passes false: its all-reduce refuses non-finite values itself and the ring fails.
+   * step passes false: its all-reduce refuses non-finite values itself and the ring fails. With `reuse` the vector
+   * is this worker's reused buffer, valid until the next shard.
    */
   private async shardGradient(m: MessageOf<'compute'>, reportNonFinite: boolean, reuse: boolean): Promise<Gradients | undefined> {
     const { replica, data } = this.c.need();
