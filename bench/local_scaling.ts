@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { coordinatorFor } from '../src/coordinator/in_process.js';
 import { LocalWorkers } from '../src/coordinator/local_workers.js';
@@ -19,6 +20,23 @@ export interface LocalScaling {
   workerRoundTripMs: number;
   /** Per step, the rest: average, `apply` + averaged buckets posted, the coordinator's own SGD update. */
   coordinatorMs: number;
+  /**
+   * CPU time per timed step (user + system, all threads, ms) of this process (the coordinator) and of each worker
+   * process; undefined where /proc is not there. Their sum over the cores bounds the step from below however busy
+   * the machine is, so it tells the work added by running distributed from the waiting.
+   */
+  cpuMsPerStep?: { coordinator: number; workers: number[] };
+}
+
+/** CPU ms (user + system, every thread) a process used so far, from /proc/PID/stat; undefined without /proc. */
+function processCpuMs(pid: number): number | undefined {
+  try {
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th, in clock ticks (100/s).
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -42,6 +60,8 @@ export async function localScaling(n: number, backend: string, opts: { batch: nu
     const batchIndices = () => Int32Array.from({ length: opts.batch }, () => rng.int(trainSize));
     const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 5e-4, nesterov: false };
     for (let i = 0; i < opts.warmup; i++) await coordinator.step(batchIndices(), 'all', sgd);
+    const pids = [process.pid, ...local.pids];
+    const cpuBefore = pids.map(processCpuMs);
     let roundTrip = 0;
     let stepMs = 0;
     for (let i = 0; i < opts.steps; i++) {
@@ -52,6 +72,10 @@ export async function localScaling(n: number, backend: string, opts: { batch: nu
       stepMs += ms;
       roundTrip += Math.max(...r.perWorker.map((w) => w.ms));
     }
+    const cpu = pids.map((pid, i) => {
+      const after = processCpuMs(pid);
+      return after === undefined || cpuBefore[i] === undefined ? undefined : (after - cpuBefore[i]!) / opts.steps;
+    });
     const msPerStep = stepMs / opts.steps;
     const workerRoundTripMs = roundTrip / opts.steps;
     return {
@@ -62,6 +86,7 @@ export async function localScaling(n: number, backend: string, opts: { batch: nu
       msPerStep,
       workerRoundTripMs,
       coordinatorMs: msPerStep - workerRoundTripMs,
+      cpuMsPerStep: cpu.every((c) => c !== undefined) ? { coordinator: cpu[0]!, workers: cpu.slice(1) as number[] } : undefined,
     };
   } catch (err) {
     process.stderr.write(logs.map((l) => `  ${l}\n`).join(''));

@@ -126,11 +126,15 @@ await section('mobilenet', 'mobilenet_v2 step', ['train_img_s_mobilenet_v2', 'de
 await section('local', 'local mode', ['local_img_s_1w', 'local_img_s_2w', 'scaling_efficiency', 'local_step_ms'], async () => {
   const runs: LocalScaling[] = [];
   for (const n of [1, 2]) {
-    const r = await localScaling(n, info.name, { batch: 64, steps: quick ? 3 : 10, warmup: quick ? 1 : 2 });
+    // Warm-up steps leave the first JIT compilations and GC sizing out of the timed ones: in 2 workers they take
+    // cores the other worker computes on, and a training run spends nearly all its steps past them.
+    const r = await localScaling(n, info.name, { batch: 64, steps: quick ? 3 : 10, warmup: quick ? 3 : 4 });
     runs.push(r);
+    const cpu = r.cpuMsPerStep;
     rows.push([
       `local mnist.resnet20 b64, ${n} worker${n > 1 ? 's' : ''}`,
-      `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step: slowest worker round trip ${r.workerRoundTripMs.toFixed(0)} ms, coordinator ${r.coordinatorMs.toFixed(0)} ms; ${r.steps} steps)`,
+      `${r.imgPerSec.toFixed(1)} img/s (${r.msPerStep.toFixed(0)} ms/step: slowest worker round trip ${r.workerRoundTripMs.toFixed(0)} ms, coordinator ${r.coordinatorMs.toFixed(0)} ms; ${r.steps} steps)` +
+        (cpu ? `; CPU ms/step: coordinator ${cpu.coordinator.toFixed(0)}, workers ${cpu.workers.map((w) => w.toFixed(0)).join(' + ')}` : ''),
     ]);
   }
   // The cluster reports each worker's round trip (compute + gradient upload) but not the split; the protocol
@@ -154,6 +158,7 @@ await section('local', 'local mode', ['local_img_s_1w', 'local_img_s_2w', 'scali
         coordinator: round(r.coordinatorMs, 1),
         communication_estimate: round(exchange.ms, 1),
         compute_estimate: round(r.workerRoundTripMs - exchange.ms, 1),
+        cpu: r.cpuMsPerStep && { coordinator: round(r.cpuMsPerStep.coordinator, 1), workers: r.cpuMsPerStep.workers.map((w) => round(w, 1)) },
       },
     ]),
   );

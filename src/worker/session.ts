@@ -5,19 +5,20 @@ import type { DatasetPair } from '../shared/data/dataset.js';
 import { dataFingerprint, loadDataset } from '../shared/data/index.js';
 import { GdpError, codeFromRemote } from '../shared/errors.js';
 import { checkModelFitsData, configModel } from '../shared/models/registry.js';
-import { BucketAssembler, bucketRanges } from '../shared/protocol/buckets.js';
+import { BucketAssembler } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
 import { Peer, asGdpError } from '../shared/protocol/peer.js';
-import { firstNonFinite, int32FromWire, namedArraysFromWire, namedArraysToWire, toWire, toWireFloat16 } from '../shared/protocol/tensor.js';
+import { int32FromWire, namedArraysFromWire, namedArraysToWire } from '../shared/protocol/tensor.js';
 import type { Transport } from '../shared/protocol/transport.js';
 import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
 import { backendMemoryLimit } from '../shared/train/memory.js';
 import { layoutOf, unflattenState } from '../shared/train/model_state.js';
-import { Replica, addStats, emptyStats, type FlatLayout, type ShapedTensor } from '../shared/train/replica.js';
+import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 // Registers the pruning engine's model-update handlers (mask decisions, melts) in every worker.
 import '../shared/pruning/updates.js';
-import { RingMember, type RingInfo, type RingListenSettings } from './ring_member.js';
+import { RingMember, type RingListenSettings } from './ring_member.js';
 import { ShardMemoryCheck } from './shard_memory.js';
+import { WorkerStep, type Welcomed } from './step.js';
 
 export interface WorkerOptions {
   workerId: string;
@@ -44,12 +45,6 @@ export interface WorkerOptions {
   log: (line: string) => void;
 }
 
-interface Welcomed {
-  config: Config;
-  replica: Replica;
-  data: DatasetPair;
-}
-
 /** A welcome whose state buckets are still arriving, and the freshly built replica that will hold it. */
 interface PendingState {
   welcome: MessageOf<'welcome'>;
@@ -64,22 +59,6 @@ interface PendingState {
  */
 const letTimersRun = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
-/** A computed shard whose step is not applied yet: if the step is redone without it, its side effects are undone. */
-interface Uncommitted {
-  seq: number;
-  /** BN running statistics before the shard's forward pass. */
-  runningStats: ShapedTensor[];
-  samples: number;
-}
-
-/** A step's averaged gradient, arriving or held until the step's 'apply' commits it. */
-interface HeldAverage {
-  seq: number;
-  set: MessageOf<'average'>['set'];
-  layout: FlatLayout;
-  assembler: BucketAssembler;
-}
-
 /**
  * A worker: holds one replica, computes what the coordinator asks and applies what it broadcasts. `run()`
  * resolves when the coordinator ends the session, and rejects on refusal, a protocol error or a lost connection.
@@ -88,15 +67,9 @@ export class WorkerSession {
   private readonly peer: Peer;
   private state?: Welcomed;
   private pendingState?: PendingState;
-  private held?: HeldAverage;
-  private uncommitted?: Uncommitted;
   private bucketElems = 1;
-  /** Training samples since the last BN synchronisation: this worker's weight in the average. */
-  private samplesSinceSync = 0;
-  private avgBuffer?: Float32Array;
   private ringMember?: RingMember;
-  /** The ring's average for the compute request `seq`, applied when its 'apply' arrives (held). */
-  private ringHeld?: { seq: number; avg: Float32Array };
+  private readonly step: WorkerStep;
   private shutdownReason?: string;
   private wasWelcomed = false;
   private remoteError?: GdpError;
@@ -111,6 +84,17 @@ export class WorkerSession {
   ) {
     const backend = tf.getBackend();
     this.memory = new ShardMemoryCheck(backend, opts.memoryLimit ?? backendMemoryLimit(backend));
+    this.step = new WorkerStep({
+      send: (m) => this.peer.send(m),
+      need: () => this.need(),
+      bucketElems: () => this.bucketElems,
+      ringMember: () => this.ringMember,
+      fits: (seq, samples) => {
+        const { replica, config } = this.need();
+        return this.fits(seq, () => this.memory.check(replica, config, samples, 'train', 'data.batch_size'));
+      },
+      log: opts.log,
+    });
     // Until the welcome brings the run's settings, the defaults of a config's dist section.
     this.peer = new Peer(transport, { name: `coordinator (${transport.remote})`, heartbeatMs: 2000, timeoutMs: 600000, log: opts.log });
     this.done = new Promise((resolve, reject) => {
@@ -164,34 +148,30 @@ export class WorkerSession {
   }
 
   private async handle(m: Message): Promise<void> {
-    // After a step's compute come only its 'average', 'avg' buckets and 'apply'; anything else means the step was
-    // dropped (another worker was lost) and is being redone: this shard's effects on the BN statistics are undone,
-    // and averaged buckets already held are discarded.
-    if (this.uncommitted && m.type !== 'apply' && m.type !== 'bucket' && m.type !== 'average') this.rollback();
-    if (this.held && !((m.type === 'apply' || (m.type === 'bucket' && m.stream === 'avg')) && m.seq === this.held.seq)) this.held = undefined;
+    this.step.before(m);
     switch (m.type) {
       case 'welcome':
         return this.welcome(m);
       case 'bucket':
         return this.bucket(m);
       case 'compute':
-        return this.compute(m);
+        return this.step.compute(m);
       case 'average':
-        return this.average(m);
+        return this.step.average(m);
       case 'apply':
-        return this.apply(m);
+        return this.step.apply(m);
       case 'checksum_request':
         this.peer.send({ type: 'checksum', seq: m.seq, checksum: this.need().replica.checksum('parameters') });
         return;
       case 'evaluate':
         return this.evaluate(m);
       case 'bn_request':
-        this.peer.send({ type: 'bn_stats', seq: m.seq, samples: this.samplesSinceSync, tensors: namedArraysToWire(this.need().replica.runningStats()) });
+        this.peer.send({ type: 'bn_stats', seq: m.seq, samples: this.step.samplesSinceSync, tensors: namedArraysToWire(this.need().replica.runningStats()) });
         return;
       case 'set_buffers': {
         const { replica } = this.need();
         replica.setRunningStats(namedArraysFromWire(m.tensors, 'BN statistic'));
-        this.samplesSinceSync = 0;
+        this.step.samplesSinceSync = 0;
         this.peer.send({ type: 'ack', seq: m.seq, checksum: replica.checksum('state') });
         return;
       }
@@ -216,33 +196,6 @@ export class WorkerSession {
     }
   }
 
-  /** A step's averaged gradient follows in 'avg' buckets: held until its 'apply' (the coordinator's commit). */
-  private average(m: MessageOf<'average'>): void {
-    // The average of another step than the one this worker computed: that step was dropped.
-    if (this.uncommitted && this.uncommitted.seq !== m.seq) this.rollback();
-    const layout = this.need().replica.layout(m.set);
-    // One buffer reused across steps: applyGradient consumes the average before the next one arrives.
-    const assembler = new BucketAssembler(`averaged gradient of request ${m.seq}`, layout.size, this.bucketElems, (n) => {
-      if (this.avgBuffer?.length !== n) this.avgBuffer = new Float32Array(n);
-      return this.avgBuffer;
-    });
-    this.held = { seq: m.seq, set: m.set, layout, assembler };
-  }
-
-  /** The step is committed: the averaged gradient held for it (streamed by the coordinator, or the ring's) is applied. */
-  private apply(m: MessageOf<'apply'>): void {
-    if (m.held) return this.applyHeld(m);
-    const held = this.held;
-    this.held = undefined;
-    if (held?.seq !== m.seq) throw new GdpError('PROTOCOL', `'apply' ${m.seq} without the average of that step`);
-    if (held.set !== m.set) throw new GdpError('PROTOCOL', `'apply' ${m.seq} of '${m.set}' parameters, its average was of '${held.set}'`);
-    if (this.uncommitted) {
-      if (this.uncommitted.seq !== m.seq) this.rollback();
-      this.uncommitted = undefined;
-    }
-    this.need().replica.applyGradient(held.layout, held.assembler.result(), m.sgd);
-  }
-
   private async welcome(m: MessageOf<'welcome'>): Promise<void> {
     if (this.state || this.pendingState) throw new GdpError('PROTOCOL', 'second welcome');
     if (m.protocol !== PROTOCOL_VERSION) throw new GdpError('PROTOCOL_VERSION', `coordinator speaks protocol ${m.protocol}, this worker ${PROTOCOL_VERSION}`);
@@ -263,8 +216,8 @@ export class WorkerSession {
     if (m.stream === 'state' && this.pendingState) {
       this.pendingState.assembler.add(m.index, m.data);
       if (this.pendingState.assembler.complete) await this.finishWelcome();
-    } else if (m.stream === 'avg' && this.held?.seq === m.seq) {
-      this.held.assembler.add(m.index, m.data);
+    } else if (m.stream === 'avg' && this.step.holds(m.seq)) {
+      this.step.averageBucket(m);
     } else {
       throw new GdpError('PROTOCOL', `unexpected '${m.stream}' bucket ${m.index} of request ${m.seq}`);
     }
@@ -295,105 +248,6 @@ export class WorkerSession {
       this.opts.log(`ring listener at ${this.ringMember.url}`);
     }
     this.peer.send({ type: 'ready', checksum: replica.checksum('state'), data: dataFingerprint(data), ring: this.ringMember?.url });
-  }
-
-  /**
-   * The gradient sum of a compute request's shard, or undefined when this worker answered the request itself: a
-   * shard too big for its backend's memory ('failed' BATCH_TOO_LARGE), or, with `reportNonFinite`, a loss, gradient
-   * or updated BN statistic that is not finite ('non_finite': nothing non-finite is sent, nor kept as the state of a
-   * step that may be committed, so the coordinator tells a diverged run (every worker) from a faulty worker). A ring
-   * step passes false: its all-reduce refuses non-finite values itself and the ring fails.
-   */
-  private async shardGradient(m: MessageOf<'compute'>, reportNonFinite: boolean): Promise<ReturnType<Replica['gradients']> | undefined> {
-    const { replica, data, config } = this.need();
-    const indices = int32FromWire(m.indices, 'compute indices');
-    if (!this.fits(m.seq, () => this.memory.check(replica, config, indices.length, 'train', 'data.batch_size'))) return undefined;
-    const batch = await data.train.load(indices, { augment: true, seed: m.seed });
-    const runningStats = replica.runningStats();
-    const out = replica.gradients(batch, replica.layout(m.set));
-    this.uncommitted = { seq: m.seq, runningStats, samples: batch.n };
-    this.samplesSinceSync += batch.n;
-    if (!reportNonFinite) return out;
-    const nonFinite = !Number.isFinite(out.stats.lossSum)
-      ? 'loss'
-      : firstNonFinite(out.grad) >= 0
-        ? 'gradient'
-        : replica.runningStats().some((st) => firstNonFinite(st.values) >= 0)
-          ? 'bn_stats'
-          : undefined;
-    if (nonFinite) {
-      this.peer.send({ type: 'non_finite', seq: m.seq, what: nonFinite });
-      return undefined;
-    }
-    return out;
-  }
-
-  private async compute(m: MessageOf<'compute'>): Promise<void> {
-    if (m.ring) return this.computeRing(m, m.ring);
-    const { config } = this.need();
-    const r = await this.shardGradient(m, true);
-    if (!r) return;
-    const { grad, stats } = r;
-    // Sent bucket by bucket, each encoded just before it goes (float16 halves the upload, dist.grad_dtype).
-    const dtype = config.dist.grad_dtype;
-    bucketRanges(grad.length, this.bucketElems).forEach(([s, e], index) => {
-      const data = dtype === 'float16' ? toWireFloat16(grad.subarray(s, e)) : toWire(grad.subarray(s, e));
-      this.peer.send({ type: 'bucket', stream: 'grad', seq: m.seq, index, data });
-    });
-    this.peer.send({ type: 'computed', seq: m.seq, stats });
-  }
-
-  /**
-   * A ring step: the shard's gradient sum is all-reduced with the other ranks and the average held until 'apply';
-   * rank 0 uploads it (the coordinator's replica needs it, and one upload keeps its traffic constant in N). A ring
-   * failure is answered with 'ring_failed' (the connection stays: the coordinator re-forms the ring and redoes the
-   * step); a failure to compute ends the session as in a star step.
-   */
-  private async computeRing(m: MessageOf<'compute'>, info: RingInfo): Promise<void> {
-    if (!this.ringMember) throw new GdpError('PROTOCOL', `'compute' ${m.seq} in a ring, but this worker has no ring listener`);
-    const r = await this.shardGradient(m, false);
-    if (!r) return;
-    const { grad, stats } = r;
-    let avg: Float32Array;
-    try {
-      avg = await this.ringMember.allreduce(info, grad);
-    } catch (err) {
-      const e = asGdpError(err);
-      this.opts.log(`ring ${info.ring} rank ${info.rank} of ${info.size}: all-reduce of request ${m.seq} failed: ${e.code}: ${e.message}`);
-      // The message schema bounds the text and refuses control characters (a peer's words may end up in it).
-      this.peer.send({ type: 'ring_failed', seq: m.seq, code: e.code, message: e.message.replace(/[\x00-\x09\x0b-\x1f\x7f]/g, ' ').slice(0, 10000) });
-      return;
-    }
-    this.ringHeld = { seq: m.seq, avg };
-    if (info.rank === 0) {
-      // float32 always: the coordinator's replica must apply the very bits the ranks apply.
-      bucketRanges(avg.length, this.bucketElems).forEach(([s, e], index) =>
-        this.peer.send({ type: 'bucket', stream: 'avg', seq: m.seq, index, data: toWire(avg.subarray(s, e)) }),
-      );
-    }
-    this.peer.send({ type: 'computed', seq: m.seq, stats });
-  }
-
-  /** Commits a ring step: the average held from the all-reduce of request `m.seq`. */
-  private applyHeld(m: MessageOf<'apply'>): void {
-    const h = this.ringHeld;
-    if (!h || h.seq !== m.seq) throw new GdpError('PROTOCOL', `'apply' ${m.seq} of a held average, but ${h ? `request ${h.seq}'s` : 'none'} is held`);
-    const layout = this.need().replica.layout(m.set);
-    if (layout.size !== h.avg.length)
-      throw new GdpError('PROTOCOL', `'apply' ${m.seq} of '${m.set}' (${layout.size} values), the held average has ${h.avg.length}`);
-    this.ringHeld = undefined;
-    this.uncommitted = undefined;
-    this.need().replica.applyGradient(layout, h.avg, m.sgd);
-  }
-
-  /** Undoes the BN statistics and sample count of a shard whose step was dropped. */
-  private rollback(): void {
-    const u = this.uncommitted!;
-    this.uncommitted = undefined;
-    this.ringHeld = undefined;
-    this.need().replica.setRunningStats(u.runningStats);
-    this.samplesSinceSync -= u.samples;
-    this.opts.log(`step of request ${u.seq} was dropped by the coordinator; its BN statistics are undone`);
   }
 
   private async evaluate(m: MessageOf<'evaluate'>): Promise<void> {

@@ -114,12 +114,15 @@ export class Replica {
 
   /**
    * Sum over the batch of the cross-entropy gradient for `layout`'s parameters, as one flat vector, with loss and
-   * top-1/top-5 counts. Batch statistics of BN are this batch's (per shard in data-parallel training).
+   * top-1/top-5 counts. Batch statistics of BN are this batch's (per shard in data-parallel training). `out`, when
+   * given, receives the vector (every element is written) instead of a new array: a caller that is done with the
+   * previous step's vector spares a full-size allocation per step. Throws INTERNAL for an `out` of another size.
    */
-  gradients(batch: Batch, layout: FlatLayout): { grad: Float32Array; stats: StepStats } {
+  gradients(batch: Batch, layout: FlatLayout, out?: Float32Array): { grad: Float32Array; stats: StepStats } {
+    if (out && out.length !== layout.size) throw new GdpError('INTERNAL', `gradient buffer of ${out.length} values, layout ${layout.size}`);
     this.model.train();
     const slots = this.slots(layout);
-    const grad = new Float32Array(layout.size);
+    const grad = out ?? new Float32Array(layout.size);
     let stats = emptyStats();
     tf.tidy(() => {
       const x = this.input(batch);
@@ -187,6 +190,10 @@ export class Replica {
   applyGradient(layout: FlatLayout, avgGrad: Float32Array, opts: StepSgdOptions): void {
     if (avgGrad.length !== layout.size) throw new GdpError('INTERNAL', `gradient has ${avgGrad.length} values, layout ${layout.size}`);
     const slots = this.slots(layout);
+    // The wasm backend copies an uploaded array into its heap at once, so the host vector itself can go; the cpu and
+    // tensorflow backends may keep the array they are given, which the next update changes in place: they get a
+    // copy. (A full-size copy per step is garbage that brings V8's major collections sooner.)
+    const copy = tf.getBackend() !== 'wasm';
     layout.names.forEach((name, i) => {
       const p = this.host.get(name)!;
       let buf = this.momentum.get(name);
@@ -198,7 +205,7 @@ export class Replica {
         g = g.map((v, j) => v + l1 * Math.sign(p[j]));
       }
       sgdStep(p, g, buf, first, opts);
-      slots[i].set(tf.tensor(p.slice(), layout.shapes[i]));
+      slots[i].set(tf.tensor(copy ? p.slice() : p, layout.shapes[i]));
     });
     if (opts.decayFrozen) this.decayFrozen(new Set(layout.names), opts);
   }
