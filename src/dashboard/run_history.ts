@@ -148,7 +148,9 @@ export class RunHistory {
         v.task = e.task;
         v.stages = e.stages;
         v.startedAt = e.t;
-        v.resumedAt = e.resumedStep;
+        // No key at all for a fresh run: the view travels as JSON, which drops undefined members.
+        if (e.resumedStep !== undefined) v.resumedAt = e.resumedStep;
+        else delete v.resumedAt;
         this.touch('task', 'stages', 'startedAt', 'resumedAt');
         break;
       case 'worker_joined': {
