@@ -1,5 +1,5 @@
 import { GdpError } from '../errors.js';
-import { decodeMessage, encodeMessage } from './codec.js';
+import { EncodedMessage, decodeMessage, encodeMessage } from './codec.js';
 import type { Message } from './messages.js';
 import type { Transport } from './transport.js';
 
@@ -71,9 +71,10 @@ export class Peer {
     this.closeHandlers.push(fn);
   }
 
-  send(msg: Message): void {
+  /** Sends a message, or the frame of one encoded once for several peers (codec.ts' encodeOnce). */
+  send(msg: Message | EncodedMessage): void {
     if (this.closing) return;
-    this.transport.send(encodeMessage(msg));
+    this.transport.send(msg instanceof EncodedMessage ? msg.frame : encodeMessage(msg));
   }
 
   /** Ends the connection because of `err`: logs it, tells the other side, closes. */
