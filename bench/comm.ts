@@ -155,30 +155,30 @@ export async function starExchange(
   // One number for every link's step messages (links made with one RequestNumbers, as the cluster's are), so each
   // averaged bucket is encoded once for all of them, as Collectives' gather does.
   const step = links.every((l) => l.numbers === links[0].numbers) ? links[0].numbers.take() : undefined;
-  const seqs: number[] = [];
+  const seqs = new Map<WorkerLink, number>();
   const reduction = reducer.begin({
     size: elems,
     bucketElems,
     workers: links.map((l) => l.id),
     count: links.length,
     dtype,
-    onAveraged: (index, values) => postAveragedBucket(links.map((l, w) => [l, seqs[w]]), index, values),
+    onAveraged: (index, values) => postAveragedBucket(seqs, index, values),
     fail: (w, err) => links[w].peer.fail(err),
   });
   const answers = links.map((link, w) =>
     link.request(
       'computed',
       (seq) => {
-        seqs[w] = seq;
+        seqs.set(link, seq);
         return [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([sample(w)])), seed: 0 }];
       },
       () => reduction.sink(w),
       step,
     ),
   );
-  links.forEach((l, w) => l.post((seq) => [{ type: 'average', seq, set: 'all' }], seqs[w]));
+  links.forEach((l) => l.post((seq) => [{ type: 'average', seq, set: 'all' }], seqs.get(l)));
   await Promise.all(answers);
   reduction.result();
-  links.forEach((l, w) => l.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }], seqs[w]));
+  links.forEach((l) => l.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }], seqs.get(l)));
   await Promise.all(links.map((l) => l.request('checksum', (seq) => [{ type: 'checksum_request', seq }])));
 }

@@ -123,5 +123,8 @@ test('a message encoded once reaches several peers as the same validated message
     const b = m as Extract<Message, { type: 'bucket' }>;
     assert.deepEqual(float32FromWire(b.data, 'x'), grad);
   }
-  assert.throws(() => encodeOnce({ type: 'bucket', stream: 'avg', seq: 1, index: 0, data: toWire(new Float32Array(MAX_FRAME_BYTES / 4 + 1)) }), code(/frame limit/, 'FRAME_TOO_LARGE'));
+  assert.throws(
+    () => encodeOnce({ type: 'bucket', stream: 'avg', seq: 1, index: 0, data: toWire(new Float32Array(MAX_FRAME_BYTES / 4 + 1)) }),
+    code(/frame limit/, 'FRAME_TOO_LARGE'),
+  );
 });
