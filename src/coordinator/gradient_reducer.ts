@@ -164,4 +164,5 @@ export function postAveragedBucket(seqs: Iterable<[WorkerLink, number]>, index: 
     if (!frame) frames.set(seq, (frame = encodeOnce({ type: 'bucket', stream: 'avg', seq, index, data })));
     link.post(() => [frame], seq);
   }
+  for (const frame of frames.values()) frame.done();
 }
