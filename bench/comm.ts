@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { GradientReducer } from '../src/coordinator/gradient_reducer.js';
-import { WorkerLink, type Hello } from '../src/coordinator/worker_link.js';
+import { GradientReducer, postAveragedBucket } from '../src/coordinator/gradient_reducer.js';
+import { RequestNumbers, WorkerLink, type Hello } from '../src/coordinator/worker_link.js';
 import type { BucketDtype } from '../src/shared/protocol/buckets.js';
 import { Peer } from '../src/shared/protocol/peer.js';
 import { toWire } from '../src/shared/protocol/tensor.js';
@@ -123,7 +123,8 @@ export async function gradExchange(
   const reducer = new GradientReducer();
   try {
     await Promise.race([all, exited]);
-    const links = await Promise.all(peers.map(async (p, i) => new WorkerLink(p, await Promise.race([hellos[i], exited]), 600000, 600000)));
+    const numbers = new RequestNumbers();
+    const links = await Promise.all(peers.map(async (p, i) => new WorkerLink(p, await Promise.race([hellos[i], exited]), 600000, 600000, numbers)));
     const exchange = () => starExchange(links, reducer, elems, bucketElems, dtype, (w) => w);
     for (let i = 0; i < opts.warmup; i++) await Promise.race([exchange(), exited]);
     const t0 = performance.now();
@@ -151,32 +152,33 @@ export async function starExchange(
   sample: (w: number) => number,
 ): Promise<void> {
   const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 0, nesterov: false };
-  const seqs: number[] = [];
+  // One number for every link's step messages (links made with one RequestNumbers, as the cluster's are), so each
+  // averaged bucket is encoded once for all of them, as Collectives' gather does.
+  const step = links.every((l) => l.numbers === links[0].numbers) ? links[0].numbers.take() : undefined;
+  const seqs = new Map<WorkerLink, number>();
   const reduction = reducer.begin({
     size: elems,
     bucketElems,
     workers: links.map((l) => l.id),
     count: links.length,
     dtype,
-    onAveraged: (index, values) => {
-      const data = toWire(values);
-      links.forEach((l, w) => l.post((seq) => [{ type: 'bucket', stream: 'avg', seq, index, data }], seqs[w]));
-    },
+    onAveraged: (index, values) => postAveragedBucket(seqs, index, values),
     fail: (w, err) => links[w].peer.fail(err),
   });
   const answers = links.map((link, w) =>
     link.request(
       'computed',
       (seq) => {
-        seqs[w] = seq;
+        seqs.set(link, seq);
         return [{ type: 'compute', seq, set: 'all', indices: toWire(new Int32Array([sample(w)])), seed: 0 }];
       },
       () => reduction.sink(w),
+      step,
     ),
   );
-  links.forEach((l, w) => l.post((seq) => [{ type: 'average', seq, set: 'all' }], seqs[w]));
+  links.forEach((l) => l.post((seq) => [{ type: 'average', seq, set: 'all' }], seqs.get(l)));
   await Promise.all(answers);
   reduction.result();
-  links.forEach((l, w) => l.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }], seqs[w]));
+  links.forEach((l) => l.post((seq) => [{ type: 'apply', seq, set: 'all', sgd }], seqs.get(l)));
   await Promise.all(links.map((l) => l.request('checksum', (seq) => [{ type: 'checksum_request', seq }])));
 }

@@ -12,7 +12,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { GradientReducer } from '../src/coordinator/gradient_reducer.js';
 import { starExchange } from './comm.js';
-import { WorkerLink, type Hello } from '../src/coordinator/worker_link.js';
+import { RequestNumbers, WorkerLink, type Hello } from '../src/coordinator/worker_link.js';
 import { Peer } from '../src/shared/protocol/peer.js';
 import type { Transport } from '../src/shared/protocol/transport.js';
 import { bucketElements } from '../src/shared/protocol/version.js';
@@ -56,7 +56,8 @@ export async function starAllReduceMs(
   const reducer = new GradientReducer();
   try {
     await Promise.race([all, exited]);
-    const links = await Promise.all(peers.map(async (peer, i) => new WorkerLink(peer, { ...(await hellos[i]), workerId: `w${i}` }, 600000, 600000)));
+    const numbers = new RequestNumbers();
+    const links = await Promise.all(peers.map(async (peer, i) => new WorkerLink(peer, { ...(await hellos[i]), workerId: `w${i}` }, 600000, 600000, numbers)));
     const round = async (): Promise<number> => {
       const t0 = performance.now();
       await starExchange(links, reducer, elems, bucketElems, 'float32', () => 0);

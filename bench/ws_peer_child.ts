@@ -33,6 +33,8 @@ async function grad(size: number, bucketElems: number, dtype: BucketDtype): Prom
   // Small finite values: the receiver checks every element.
   const gradient = new Float32Array(size).map((_, i) => ((i % 1000) - 500) * 1e-4);
   let avg: BucketAssembler | undefined;
+  // One buffer reused across steps, as the worker's session keeps it (a fresh 100 MB vector per step costs page faults).
+  let avgBuffer: Float32Array | undefined;
   peer.onMessage((m) => {
     switch (m.type) {
       case 'compute':
@@ -40,7 +42,7 @@ async function grad(size: number, bucketElems: number, dtype: BucketDtype): Prom
         peer.send({ type: 'computed', seq: m.seq, stats: { lossSum: 0, correct1: 0, correct5: 0, count: 1 } });
         return;
       case 'average':
-        avg = new BucketAssembler(`averaged gradient of request ${m.seq}`, size, bucketElems);
+        avg = new BucketAssembler(`averaged gradient of request ${m.seq}`, size, bucketElems, (n) => (avgBuffer ??= new Float32Array(n)));
         return;
       case 'bucket':
         avg!.add(m.index, m.data);

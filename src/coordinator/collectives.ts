@@ -8,7 +8,7 @@ import { firstNonFinite, namedArraysFromWire, namedArraysToWire, toWire } from '
 import type { ChecksumScope } from '../shared/train/model_state.js';
 import { addStats, emptyStats, type FlatLayout, type ParamSet, type Replica, type StepSgdOptions, type StepStats } from '../shared/train/replica.js';
 import { DivergedError, type DivergenceSite } from './divergence.js';
-import type { GradientReducer } from './gradient_reducer.js';
+import { postAveragedBucket, type GradientReducer } from './gradient_reducer.js';
 import { isLost, type Membership } from './membership.js';
 import { RingSteps } from './ring_step.js';
 import { NonFiniteAnswer, type Answers, type WorkerLink } from './worker_link.js';
@@ -176,19 +176,19 @@ export class Collectives {
     // different at every step so that a sample seen again in a later epoch is augmented afresh.
     const seed = sampleSeed(this.o.config.base.seed, this.steps);
     const { reducer, bucketElems, config, members } = this.o;
-    // A worker's step messages carry its compute request's number; other replicas get a fresh one.
-    const seqs = new Map<WorkerLink, number>();
+    // Every replica's step messages carry one number (the links share their numbering, as the cluster's do), so that
+    // each averaged bucket is encoded once and the same bytes go to all of them; links numbered apart (a test's) get
+    // their own numbers and encodings.
     const targets = [...members.active(), ...members.followers()];
+    const shared = targets.every((l) => l.numbers === targets[0]?.numbers) ? targets[0]?.numbers.take() : undefined;
+    const seqs = new Map<WorkerLink, number>();
     const reduction = reducer.begin({
       size: layout.size,
       bucketElems,
       workers: shards.map((s) => s.link.id),
       count: shards.reduce((n, s) => n + s.idx.length, 0),
       dtype: config.dist.grad_dtype,
-      onAveraged: (index, values) => {
-        const data = toWire(values);
-        for (const link of targets) link.post((seq) => [{ type: 'bucket', stream: 'avg', seq, index, data }], seqs.get(link));
-      },
+      onAveraged: (index, values) => postAveragedBucket(seqs, index, values),
       fail: (w, err) => shards[w].link.peer.fail(err),
     });
     const pending = shards.map(({ link, idx }, w) =>
@@ -199,10 +199,11 @@ export class Collectives {
           return [{ type: 'compute', seq, set, indices: toWire(idx), seed }];
         },
         (seq) => reduction.sink(w, `gradient from worker ${link.id} for request ${seq}`),
+        shared,
       ),
     );
     for (const link of targets) {
-      if (!seqs.has(link)) seqs.set(link, link.reserveSeq());
+      if (!seqs.has(link)) seqs.set(link, shared ?? link.reserveSeq());
       link.post((seq) => [{ type: 'average', seq, set }], seqs.get(link));
     }
     const answers = await all(pending, { step: this.steps + 1 });

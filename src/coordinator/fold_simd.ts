@@ -10,26 +10,37 @@ interface WasmApi {
 }
 const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
-/** What each role stores at $acc from the loaded vector $v (and $c, the divisor splatted). */
+/**
+ * What each role stores at $acc from the loaded vector $v (and $c, the divisor splatted). The roles that give the
+ * average ('last', 'only') also add its values times 0 into $q: an overflow of the sum shows there.
+ */
 const STORE: Record<FoldRole, string> = {
   first: 'local.get $acc local.get $v v128.store',
   add: 'local.get $acc local.get $acc v128.load local.get $v f32x4.add v128.store',
-  last: 'local.get $acc local.get $acc v128.load local.get $v f32x4.add local.get $c f32x4.div v128.store',
-  only: 'local.get $acc local.get $v local.get $c f32x4.div v128.store',
+  last: 'local.get $acc local.get $acc v128.load local.get $v f32x4.add local.get $c f32x4.div local.tee $o v128.store',
+  only: 'local.get $acc local.get $v local.get $c f32x4.div local.tee $o v128.store',
 };
+const PROBES_OUTPUT: Record<FoldRole, boolean> = { first: false, add: false, last: true, only: true };
+
+/** The sum of a v128 local's four f32 lanes. */
+const laneSum = (v: string) =>
+  `local.get ${v} f32x4.extract_lane 0 local.get ${v} f32x4.extract_lane 1 f32.add
+    local.get ${v} f32x4.extract_lane 2 f32.add local.get ${v} f32x4.extract_lane 3 f32.add`;
 
 /**
  * fold_<role>(acc, g, n, count) over n float32x4 vectors at byte offsets acc and g: foldInto's arithmetic four lanes
- * at a time (IEEE binary32 add and divide round exactly as Math.fround of the float64 operation does), returning the
- * sum of the lanes of sum(g * 0), NaN exactly when g holds a NaN or an infinity.
+ * at a time (IEEE binary32 add and divide round exactly as Math.fround of the float64 operation does). Returns the
+ * sum of the lanes of sum(g * 0), NaN exactly when g holds a NaN or an infinity; for 'last' and 'only', plus
+ * Infinity when g is finite but a stored average is not (the float32 sum overflowed).
  */
 const FUNCTIONS: WasmFunction[] = (Object.keys(STORE) as FoldRole[]).map((role) => ({
   name: `fold_${role}`,
   text: `
     (param $acc i32) (param $g i32) (param $n i32) (param $count f32) (result f32)
-    (local $k i32) (local $v v128) (local $p v128) (local $z v128) (local $c v128)
+    (local $k i32) (local $v v128) (local $p v128) (local $z v128) (local $c v128) (local $o v128) (local $q v128) (local $qs f32)
     f32.const 0 f32x4.splat local.set $z
     local.get $z local.set $p
+    local.get $z local.set $q
     local.get $count f32x4.splat local.set $c
     ${countedLoop(
       '$vec',
@@ -39,11 +50,15 @@ const FUNCTIONS: WasmFunction[] = (Object.keys(STORE) as FoldRole[]).map((role) 
       local.get $g v128.load local.set $v
       local.get $p local.get $v local.get $z f32x4.mul f32x4.add local.set $p
       ${STORE[role]}
+      ${PROBES_OUTPUT[role] ? 'local.get $q local.get $o local.get $z f32x4.mul f32x4.add local.set $q' : ''}
       local.get $acc i32.const 16 i32.add local.set $acc
       local.get $g i32.const 16 i32.add local.set $g`,
     )}
-    local.get $p f32x4.extract_lane 0 local.get $p f32x4.extract_lane 1 f32.add
-    local.get $p f32x4.extract_lane 2 f32.add local.get $p f32x4.extract_lane 3 f32.add`,
+    ${laneSum('$q')} local.set $qs
+    ${laneSum('$p')}
+    ;; + (qs > -1 ? 0 : Infinity): qs is a sum of zeros, or NaN (comparisons with NaN are false)
+    f32.const 0 f32.const Infinity local.get $qs f32.const -1 f32.gt select
+    f32.add`,
 }));
 
 type Fold = (acc: number, g: number, n: number, count: number) => number;
@@ -75,14 +90,18 @@ export class SimdAccumulator {
   }
 
   /**
-   * Folds the first `n` values of `staging` into acc[at, at + n) as `role` (reduce.ts' foldInto); returns the
-   * finiteness probe (NaN when a staged value is not finite).
+   * Folds the first `n` values of `staging` into acc[at, at + n) as `role` (reduce.ts' foldInto). Returns the
+   * finiteness probe: NaN when a staged value is not finite; otherwise, for 'last' and 'only' (the roles that store
+   * the average), Infinity when a stored average value is not (the float32 sum overflowed); otherwise 0.
    */
   fold(at: number, n: number, role: FoldRole, count: number): number {
     const vecs = n >> 2;
     let probe = this.folds[role](4 * at, this.staging.byteOffset, vecs, count);
     // The last 0-3 values, in JS (the same arithmetic).
-    if (n > 4 * vecs) probe += foldInto(this.acc, at + 4 * vecs, this.staging.subarray(4 * vecs, n), role, count);
+    if (n > 4 * vecs) {
+      probe += foldInto(this.acc, at + 4 * vecs, this.staging.subarray(4 * vecs, n), role, count);
+      if (PROBES_OUTPUT[role]) for (let i = at + 4 * vecs; i < at + n; i++) if (!Number.isFinite(this.acc[i])) probe += Infinity;
+    }
     return probe;
   }
 }

@@ -1,9 +1,10 @@
 import { GdpError } from '../shared/errors.js';
 import { bucketRanges, checkBucket, type BucketDtype } from '../shared/protocol/buckets.js';
-import { firstNonFinite, floatsIntoArray, type WireTensor } from '../shared/protocol/tensor.js';
+import { encodeOnce, type EncodedMessage } from '../shared/protocol/codec.js';
+import { floatsIntoArray, toWire, type WireTensor } from '../shared/protocol/tensor.js';
 import { SimdAccumulator } from './fold_simd.js';
 import { foldRole } from './reduce.js';
-import type { GradientSink } from './worker_link.js';
+import type { GradientSink, WorkerLink } from './worker_link.js';
 
 /** What one step's reduction needs to know before the first bucket arrives. */
 export interface ReductionOptions {
@@ -125,7 +126,7 @@ export class StepReduction {
     const g = this.acc.staging.subarray(0, e - s);
     floatsIntoArray(data, this.o.dtype, g, 0, `${this.what(w)} bucket ${index}`);
     const probe = this.acc.fold(s, e - s, role, this.o.count);
-    if (probe !== 0) {
+    if (Number.isNaN(probe)) {
       this.failed = true;
       const bad = g.findIndex((v) => !Number.isFinite(v));
       throw new GdpError('NON_FINITE', `${this.what(w)}: bucket ${index} holds ${g[bad]} at element ${s + bad}`);
@@ -133,11 +134,11 @@ export class StepReduction {
     if (++this.folded[index] === this.o.workers.length) {
       this.held[index] = [];
       this.averaged++;
-      // Finite gradients can still sum past float32's range: from such a bucket on nothing more is sent (replicas take
-      // buckets in order), and the step's caller finds the non-finite average (the run diverged; no one is to blame).
-      const avg = this.acc.acc.subarray(s, e);
-      if (firstNonFinite(avg) >= 0) this.overflowed = true;
-      if (!this.overflowed) this.o.onAveraged(index, avg);
+      // Finite gradients can still sum past float32's range (the fold's probe is then Infinity): from such a bucket on
+      // nothing more is sent (replicas take buckets in order), and the step's caller finds the non-finite average (the
+      // run diverged; no one is to blame).
+      if (probe !== 0) this.overflowed = true;
+      if (!this.overflowed) this.o.onAveraged(index, this.acc.acc.subarray(s, e));
     }
   }
 
@@ -148,4 +149,20 @@ export class StepReduction {
     }
     return this.acc.acc;
   }
+}
+
+/**
+ * Posts averaged bucket `index` (`values`, its range of the average) as an 'avg' bucket to every replica under the
+ * number of its step messages (`seqs`), encoding it once per distinct number: replicas whose links share their
+ * numbering (the cluster's) receive the same bytes, and the values are copied once whatever their number.
+ */
+export function postAveragedBucket(seqs: Iterable<[WorkerLink, number]>, index: number, values: Float32Array): void {
+  const data = toWire(values);
+  const frames = new Map<number, EncodedMessage>();
+  for (const [link, seq] of seqs) {
+    let frame = frames.get(seq);
+    if (!frame) frames.set(seq, (frame = encodeOnce({ type: 'bucket', stream: 'avg', seq, index, data })));
+    link.post(() => [frame], seq);
+  }
+  for (const frame of frames.values()) frame.done();
 }

@@ -8,7 +8,7 @@ import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
 import { flattenState } from '../shared/train/model_state.js';
 import type { Replica } from '../shared/train/replica.js';
 import type { RunObserver } from './run_observer.js';
-import { WorkerLink, type Hello } from './worker_link.js';
+import { RequestNumbers, WorkerLink, type Hello } from './worker_link.js';
 
 export interface MembershipOptions {
   config: Config;
@@ -50,6 +50,8 @@ export class Membership {
   private queue: Promise<unknown> = Promise.resolve();
   private waiters: (() => void)[] = [];
   private closed = false;
+  /** One numbering for every worker's requests: a step's messages then carry the same number to all of them. */
+  private readonly numbers = new RequestNumbers();
   /** Called while paused for workers; may throw to give up (e.g. every local worker process exited). */
   pauseCheck?: () => void;
 
@@ -129,7 +131,7 @@ export class Membership {
         peer.close('refused');
         return;
       }
-      const l = new WorkerLink(peer, m, d.step_timeout_ms, d.heartbeat_timeout_ms);
+      const l = new WorkerLink(peer, m, d.step_timeout_ms, d.heartbeat_timeout_ms, this.numbers);
       link = l;
       peer.onClose(() => {
         if (this.closed) return;

@@ -1,4 +1,5 @@
 import { GdpError, codeFromRemote } from '../shared/errors.js';
+import type { EncodedMessage } from '../shared/protocol/codec.js';
 import type { Message, MessageOf, NonFiniteWhat } from '../shared/protocol/messages.js';
 import type { Peer } from '../shared/protocol/peer.js';
 import type { WireTensor } from '../shared/protocol/tensor.js';
@@ -62,14 +63,25 @@ interface Pending {
 }
 
 /**
+ * Hands out request numbers 1, 2, ... Links that share one (a cluster's) never use the same number twice, so a
+ * step can give its compute requests to all workers one number, and then send every replica the same bytes for its
+ * averaged buckets (encoded once, codec.ts' encodeOnce).
+ */
+export class RequestNumbers {
+  private next = 1;
+  take(): number {
+    return this.next++;
+  }
+}
+
+/**
  * The coordinator's view of one worker: a request layer over its Peer. It numbers its requests itself (the
- * welcome is request 0, since 'ready' carries no number; then 1, 2, ...) and pairs every answer with its request
- * (sequence number, type, bucket layout); anything else ends the connection. When the connection ends, every
- * pending request is rejected with WORKER_LOST.
+ * welcome is request 0, since 'ready' carries no number; then increasing numbers from `numbers`, its own unless a
+ * shared one is given) and pairs every answer with its request (sequence number, type, bucket layout); anything
+ * else ends the connection. When the connection ends, every pending request is rejected with WORKER_LOST.
  */
 export class WorkerLink {
   private pending = new Map<number, Pending>();
-  private nextSeq = 1;
   /** Set once the welcome state is loaded and verified and the worker takes shards. */
   active = false;
   /** Set when its 'ready' checked out: it becomes active at the next boundary between collective operations. */
@@ -87,6 +99,7 @@ export class WorkerLink {
     readonly hello: Hello,
     private readonly timeoutMs: number,
     private readonly heartbeatTimeoutMs: number,
+    readonly numbers: RequestNumbers = new RequestNumbers(),
   ) {
     peer.onMessage((m) => this.receive(m));
     peer.onClose((reason, err) => {
@@ -122,10 +135,16 @@ export class WorkerLink {
   /**
    * Sends the messages `build` makes around a fresh sequence number and resolves with the answer of type `type` to
    * them; rejects with WORKER_LOST when the connection ends first (STEP_TIMEOUT closes it). A 'computed' answer's
-   * gradient buckets go to the sink `gradient` gives for that number.
+   * gradient buckets go to the sink `gradient` gives for that number. `seq`: a number taken from this link's
+   * `numbers` for several links' requests (a step's compute); throws INTERNAL if a request of it is pending.
    */
-  request<T extends AnswerType>(type: T, build: (seq: number) => Message[], gradient?: (seq: number) => GradientSink): Promise<Answers[T]> {
-    const seq = type === 'ready' ? 0 : this.nextSeq++;
+  request<T extends AnswerType>(
+    type: T,
+    build: (seq: number) => Message[],
+    gradient?: (seq: number) => GradientSink,
+    seq = type === 'ready' ? 0 : this.numbers.take(),
+  ): Promise<Answers[T]> {
+    if (this.pending.has(seq)) throw new GdpError('INTERNAL', `worker ${this.id}: request ${seq} is already pending`);
     return new Promise<Answers[T]>((resolve, reject) => {
       if (this.closed) {
         reject(new GdpError('WORKER_LOST', `worker ${this.id} left: ${this.lostReason ?? 'closed'}`));
@@ -152,13 +171,13 @@ export class WorkerLink {
    * Sends without waiting for an answer (the ordered channel makes later requests wait behind it). `seq` is the
    * request the messages follow up (the compute a step's 'apply' commits); by default a fresh number.
    */
-  post(build: (seq: number) => Message[], seq = this.nextSeq++): void {
+  post(build: (seq: number) => (Message | EncodedMessage)[], seq = this.numbers.take()): void {
     for (const m of build(seq)) this.peer.send(m);
   }
 
   /** A fresh sequence number for messages sent later with `post` (a step's average to a worker without a shard). */
   reserveSeq(): number {
-    return this.nextSeq++;
+    return this.numbers.take();
   }
 
   private take(seq: number, type: AnswerType): Pending {

@@ -174,3 +174,54 @@ test('the SIMD fold gives foldInto\'s values bit for bit for every role, and its
     }
   }
 });
+
+test('the SIMD fold\'s probe is Infinity when finite values sum past float32 (last and only roles), NaN for a bad input', () => {
+  const n = 1031; // 257 vectors and a tail of 3
+  const acc = new SimdAccumulator(n, n);
+  const big = 3e38;
+  // An overflow in the SIMD part and in the JS tail; none at all.
+  for (const at of [-1, 40, n - 2]) {
+    for (const role of ['last', 'only'] as const) {
+      acc.acc.fill(role === 'last' ? big : 0);
+      acc.staging.fill(1);
+      if (at >= 0) acc.staging[at] = role === 'last' ? big : Infinity;
+      const probe = acc.fold(0, n, role, role === 'last' ? 1 : 0.5);
+      if (at < 0) assert.equal(probe, 0, role);
+      else if (role === 'last') assert.equal(probe, Infinity, `${role}, overflow at ${at}`);
+      // A non-finite input is the sender's fault, whatever the output: NaN.
+      else assert.ok(Number.isNaN(probe), `${role}, infinity given at ${at}`);
+    }
+    // Only the roles that store the average look at it: a running sum may hold anything.
+    acc.acc.fill(big);
+    acc.staging.fill(big);
+    assert.equal(acc.fold(0, n, 'add', 1), 0);
+  }
+  // 'only' dividing finite values by a tiny count overflows too.
+  acc.staging.fill(1e30);
+  assert.equal(acc.fold(0, n, 'only', 1e-10), Infinity);
+});
+
+test('an averaged bucket that overflows is not sent, nor any after it; earlier ones are', () => {
+  const size = 30;
+  const a = new Float32Array(size).fill(1);
+  const b = new Float32Array(size).fill(1);
+  b[15] = 3e38;
+  a[15] = 3e38;
+  const sent: number[] = [];
+  const r = new GradientReducer().begin({
+    size,
+    bucketElems: 10,
+    workers: ['a', 'b'],
+    count: 1,
+    dtype: 'float32',
+    onAveraged: (index) => sent.push(index),
+    fail: () => assert.fail('no worker is at fault'),
+  });
+  const [ga, gb] = [splitBuckets(a, 10), splitBuckets(b, 10)];
+  for (let i = 0; i < 3; i++) {
+    r.sink(0).add(i, ga[i]);
+    r.sink(1).add(i, gb[i]);
+  }
+  assert.deepEqual(sent, [0]);
+  assert.equal(r.result()[15], Infinity);
+});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { WorkerLink, type Hello } from '../../src/coordinator/worker_link.js';
+import { RequestNumbers, WorkerLink, type Hello } from '../../src/coordinator/worker_link.js';
 import { GdpError } from '../../src/shared/errors.js';
 import type { Message } from '../../src/shared/protocol/messages.js';
 import { Peer } from '../../src/shared/protocol/peer.js';
@@ -11,9 +11,9 @@ const opts = { name: 'test end', heartbeatMs: 50, timeoutMs: 5000, log: () => {}
 const tick = () => new Promise((r) => setTimeout(r, 20));
 
 /** A link on one end of an in-memory pair, and what reaches the other end. */
-function linked() {
+function linked(numbers?: RequestNumbers) {
   const [a, b] = memoryPair(['memory:coordinator', 'memory:w0']);
-  const link = new WorkerLink(new Peer(a, opts), HELLO, 5000, 5000);
+  const link = new WorkerLink(new Peer(a, opts), HELLO, 5000, 5000, numbers);
   const far = new Peer(b, opts);
   const got: Message[] = [];
   far.onMessage((m) => got.push(m));
@@ -86,4 +86,25 @@ test("'failed' and 'non_finite' answers reject their request and keep the connec
   await assert.rejects(checksum, (err: GdpError) => err.code === 'WORKER_LOST' && /PROTOCOL: unexpected 'non_finite' for request 1/.test(err.message));
   far.close();
   second.far.close();
+});
+
+test('links sharing one RequestNumbers never reuse a number; a step may give them all the same one', async () => {
+  const numbers = new RequestNumbers();
+  const [x, y] = [linked(numbers), linked(numbers)];
+  const checksum = (seq: number): Message[] => [{ type: 'checksum_request', seq }];
+  const pending = [x.link.request('checksum', checksum), y.link.request('checksum', checksum), x.link.request('checksum', checksum)];
+  const step = numbers.take();
+  pending.push(x.link.request('checksum', checksum, undefined, step), y.link.request('checksum', checksum, undefined, step));
+  await tick();
+  const seqs = (got: Message[]) => got.map((m) => (m as { seq: number }).seq);
+  assert.deepEqual([seqs(x.got), seqs(y.got)], [
+    [1, 3, 4],
+    [2, 4],
+  ]);
+  // A number already pending on that link is refused: two answers could not be told apart.
+  assert.throws(() => x.link.request('checksum', checksum, undefined, step), (e: unknown) => e instanceof GdpError && e.code === 'INTERNAL');
+  for (const { far, got } of [x, y]) for (const seq of seqs(got)) far.send({ type: 'checksum', seq, checksum: '0123456789abcdef' });
+  assert.equal((await Promise.all(pending)).length, 5);
+  x.far.close();
+  y.far.close();
 });

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pack } from 'msgpackr';
-import { decodeMessage, encodeMessage } from '../../src/shared/protocol/codec.js';
+import { EncodedMessage, decodeMessage, encodeFrame, encodeMessage, encodeOnce } from '../../src/shared/protocol/codec.js';
 import type { Message } from '../../src/shared/protocol/messages.js';
+import { Peer } from '../../src/shared/protocol/peer.js';
+import { memoryPair } from '../../src/shared/protocol/transport.js';
 import { float32FromWire, int32FromWire, toWire } from '../../src/shared/protocol/tensor.js';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION } from '../../src/shared/protocol/version.js';
 import { GdpError } from '../../src/shared/errors.js';
@@ -66,5 +68,65 @@ test('a frame over the limit is refused at encoding', () => {
   assert.throws(
     () => encodeMessage({ type: 'bucket', stream: 'grad', seq: 1, index: 0, data: toWire(big) }),
     code(/over the \d+-byte frame limit/, 'FRAME_TOO_LARGE'),
+  );
+});
+
+test('frames with large tensors are the bytes msgpackr gives, each in a buffer of its own', () => {
+  const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff);
+  const cases: ({ type: string } & Record<string, unknown>)[] = [];
+  // Around the fast path's threshold, the bin 16 / bin 32 limit and a typical bucket; small and large numbers.
+  for (const n of [65532, 65536, 65540, 1 << 20]) {
+    for (const [seq, index] of [
+      [1, 0],
+      [300, 70000],
+      [2 ** 31, 5],
+    ]) {
+      cases.push({ type: 'bucket', stream: 'avg', seq, index, data: { dtype: 'float32', shape: [n / 4], data: bytes(n, seq) } });
+    }
+    cases.push({ type: 'bucket', stream: 'grad', seq: 7, index: 1, data: { dtype: 'float16', shape: [n / 2], data: bytes(n, 3), scale: -12 } });
+  }
+  // Another protocol's message (a ring chunk's shape), a byte array straight in the message, a value left undefined.
+  cases.push({ type: 'ring_chunk', op: 4, step: 2, part: 1, data: { dtype: 'float32', shape: [2, 8192], data: bytes(65536, 9) }, note: undefined });
+  cases.push({ type: 'raw', blob: bytes(70000, 1), data: { dtype: 'float32', shape: [16384], data: bytes(65536, 2) } });
+  for (const m of cases) {
+    const frame = encodeFrame(m);
+    assert.deepEqual(Buffer.from(frame), Buffer.from(pack(m)), JSON.stringify({ ...m, data: undefined }));
+    // From 64 KiB of tensor bytes on: at the start of a buffer of its own, of its size rounded up to 64 KiB (below
+    // that, msgpackr's output).
+    const tensorBytes = (m.data as { data: Uint8Array }).data.byteLength;
+    if (tensorBytes >= 65536) {
+      assert.equal(frame.byteOffset, 0);
+      assert.equal(frame.buffer.byteLength, Math.ceil(frame.byteLength / 65536) * 65536);
+    }
+  }
+  // And they decode to what was sent.
+  const grad = Float32Array.from({ length: 20000 }, (_, i) => Math.cos(i));
+  const back = decodeMessage(encodeMessage({ type: 'bucket', stream: 'avg', seq: 9, index: 2, data: toWire(grad) })) as Extract<Message, { type: 'bucket' }>;
+  assert.deepEqual([back.seq, back.index, back.data.shape], [9, 2, [20000]]);
+  assert.deepEqual(float32FromWire(back.data, 'x'), grad);
+});
+
+test('a message encoded once reaches several peers as the same validated message', async () => {
+  const grad = Float32Array.from({ length: 30000 }, (_, i) => i * 0.5);
+  const once = encodeOnce({ type: 'bucket', stream: 'avg', seq: 4, index: 0, data: toWire(grad) });
+  assert.ok(once instanceof EncodedMessage);
+  assert.equal(once.type, 'bucket');
+  const got: Message[] = [];
+  for (let k = 0; k < 2; k++) {
+    const [a, b] = memoryPair();
+    const far = new Peer(b, { name: 'far', heartbeatMs: 1000, timeoutMs: 5000, log: () => {} });
+    far.onMessage((m) => got.push(m));
+    new Peer(a, { name: 'near', heartbeatMs: 1000, timeoutMs: 5000, log: () => {} }).send(once);
+  }
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(got.length, 2);
+  for (const m of got) {
+    assert.equal(m.type, 'bucket');
+    const b = m as Extract<Message, { type: 'bucket' }>;
+    assert.deepEqual(float32FromWire(b.data, 'x'), grad);
+  }
+  assert.throws(
+    () => encodeOnce({ type: 'bucket', stream: 'avg', seq: 1, index: 0, data: toWire(new Float32Array(MAX_FRAME_BYTES / 4 + 1)) }),
+    code(/frame limit/, 'FRAME_TOO_LARGE'),
   );
 });

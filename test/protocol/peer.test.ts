@@ -57,3 +57,17 @@ test('a handler that rejects a message ends the connection; silence past the tim
   assert.equal(await timedOut, 'PEER_TIMEOUT');
   clearInterval(keepAlive);
 });
+
+test('the in-memory pair delivers a copy: a frame written to after its send (a reused buffer) arrives as sent', async () => {
+  const [a, b] = memoryPair();
+  const got: number[][] = [];
+  b.onFrame((f) => got.push([...f]));
+  // A Buffer, as the codec's frames are: its slice() would be a view.
+  const frame = Buffer.from([1, 2, 3]);
+  let sent = 0;
+  a.send(frame, () => sent++);
+  frame.fill(9);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(got, [[1, 2, 3]]);
+  assert.equal(sent, 1);
+});

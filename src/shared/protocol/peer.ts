@@ -1,5 +1,5 @@
 import { GdpError } from '../errors.js';
-import { decodeMessage, encodeMessage } from './codec.js';
+import { EncodedMessage, decodeMessage, encodeMessage, frameSent } from './codec.js';
 import type { Message } from './messages.js';
 import type { Transport } from './transport.js';
 
@@ -71,9 +71,15 @@ export class Peer {
     this.closeHandlers.push(fn);
   }
 
-  send(msg: Message): void {
+  /** Sends a message, or the frame of one encoded once for several peers (codec.ts' encodeOnce). */
+  send(msg: Message | EncodedMessage): void {
     if (this.closing) return;
-    this.transport.send(encodeMessage(msg));
+    if (msg instanceof EncodedMessage) {
+      this.transport.send(msg.frame, msg.sending());
+      return;
+    }
+    const frame = encodeMessage(msg);
+    this.transport.send(frame, () => frameSent(frame));
   }
 
   /** Ends the connection because of `err`: logs it, tells the other side, closes. */

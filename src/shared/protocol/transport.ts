@@ -7,7 +7,11 @@ import type { GdpError } from '../errors.js';
 export interface Transport {
   /** Who is on the other end, for logs (e.g. "127.0.0.1:50212"). */
   readonly remote: string;
-  send(frame: Uint8Array): void;
+  /**
+   * Sends one frame. `sent`, when given, is called once the transport no longer reads `frame` (written to the socket,
+   * or copied), so its buffer may be reused; never when the frame was not sent or its write failed.
+   */
+  send(frame: Uint8Array, sent?: () => void): void;
   onFrame(fn: (frame: Uint8Array) => void): void;
   onClose(fn: (reason: string, err?: GdpError) => void): void;
   close(reason?: string): void;
@@ -20,11 +24,13 @@ class MemoryTransport implements Transport {
   private closed = false;
   constructor(readonly remote: string) {}
 
-  send(frame: Uint8Array): void {
+  send(frame: Uint8Array, sent?: () => void): void {
     if (this.closed) return;
-    // A copy, delivered on a later turn of the event loop: the receiver never aliases the sender's memory,
-    // and ordering is FIFO like a socket's.
-    const copy = frame.slice();
+    // A copy, delivered on a later turn of the event loop: the receiver never aliases the sender's memory (whose
+    // buffer may serve the next frame once `sent` ran), and ordering is FIFO like a socket's. Uint8Array's slice, as
+    // a Buffer's slice() is a view.
+    const copy = Uint8Array.prototype.slice.call(frame);
+    sent?.();
     setImmediate(() => {
       if (!this.peer.closed) for (const fn of this.peer.frameFns) fn(copy);
     });

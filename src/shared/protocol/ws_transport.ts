@@ -25,8 +25,9 @@ export class WsTransport implements Transport {
   ) {
     ws.binaryType = 'nodebuffer';
   }
-  send(frame: Uint8Array): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(frame, { binary: true });
+  send(frame: Uint8Array, sent?: () => void): void {
+    // ws calls back once the frame is written to the socket (or with an error: then it is not reused).
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(frame, { binary: true }, sent && ((err) => !err && sent()));
   }
   onFrame(fn: (frame: Uint8Array) => void): void {
     this.ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
