@@ -13,14 +13,15 @@ import { WebSocket } from 'ws';
 import { BucketAssembler, splitBuckets, type BucketDtype } from '../src/shared/protocol/buckets.js';
 import { Peer } from '../src/shared/protocol/peer.js';
 import { PROTOCOL_VERSION, MAX_FRAME_BYTES } from '../src/shared/protocol/version.js';
-import { connectWs } from '../src/shared/protocol/ws_transport.js';
+import { CLIENT_SOCKET_OPTIONS, connectWs } from '../src/shared/protocol/ws_transport.js';
 import { receiveBytes, sendFrames } from './ws_frames.js';
 
 const [mode, url, a, b, c] = process.argv.slice(2);
 
 /** up: on 'go', sends the bytes (worker -> coordinator); down: receives them, then answers 'done'. */
 function raw(direction: string, totalBytes: number, frameBytes: number): void {
-  const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES });
+  // The same socket options as gdp's client (zero masking key), so raw and protocol move bytes alike.
+  const ws = new WebSocket(url, CLIENT_SOCKET_OPTIONS);
   if (direction === 'up') ws.once('message', () => void sendFrames(ws, totalBytes, frameBytes).catch(() => process.exit(1)));
   else ws.once('open', () => void receiveBytes(ws, totalBytes).then(() => ws.send('done')));
   ws.on('close', () => process.exit(0));
