@@ -101,7 +101,7 @@ function checkShards(config: Config, o: StartCheckOptions): void {
     return;
   }
   checkBatchFits(config, o.workers, backend);
-  const how = o.workerBackend ? 'the local workers' : 'assumed: the workers\' default; a worker on another backend checks its shards itself';
+  const how = o.workerBackend ? 'the local workers' : "assumed: the workers' default; a worker on another backend checks its shards itself";
   say(`shard-size memory check: ${o.workers} worker(s) fit on the ${backend} backend (${how})`);
 }
 

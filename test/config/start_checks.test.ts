@@ -112,8 +112,14 @@ test('a run with a prune stage needs a prunable channel group: a model without B
       () => checkPrunable(withPrune),
       code('NOTHING_TO_PRUNE', "stages include 'prune'", 'Gate Decorator prunes the channels of BatchNorm layers', "group '@conv' (4 channels from 'conv')"),
     );
-    assert.throws(() => checkPrunable(withPrune), (e: unknown) => /'@conv'[^;]*: 'out' reads it without a BN in between/.test((e as Error).message));
-    assert.throws(() => checkPrunable(withPrune), (e: unknown) => /'@out'[^;]*: it is the network output/.test((e as Error).message));
+    assert.throws(
+      () => checkPrunable(withPrune),
+      (e: unknown) => /'@conv'[^;]*: 'out' reads it without a BN in between/.test((e as Error).message),
+    );
+    assert.throws(
+      () => checkPrunable(withPrune),
+      (e: unknown) => /'@out'[^;]*: it is the network output/.test((e as Error).message),
+    );
     // Without a prune stage the same model trains.
     assert.doesNotThrow(() => checkPrunable(resolveModelGraph(parseConfig({ ...BASE, model, stages: ['train'] }))));
   } finally {

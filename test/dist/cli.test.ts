@@ -84,11 +84,11 @@ test('--dry-run runs the start-up checks a real start runs: each failure exits n
 test('--dry-run says which backend the shard-size check assumed, or why it skipped it', async () => {
   const remote = await coord(['--dry-run', '--workers', '2', '--set', 'stages=["train"]'], 30000);
   assert.equal(remote.code, 0, remote.err);
-  assert.match(remote.err, /shard-size memory check: 2 worker\(s\) fit on the wasm backend \(assumed: the workers' default/);
+  assert.match(remote.err, /gdp-coord: shard-size memory check: 2 worker\(s\) fit on the wasm backend \(assumed: the workers' default/);
   const none = await coord(['--dry-run', '--set', 'stages=["train"]'], 30000);
-  assert.match(none.err, /shard-size memory check skipped: without --workers the shard size is not known/);
+  assert.match(none.err, /gdp-coord: shard-size memory check skipped: without --workers the shard size is not known/);
   const cpu = await coord(['--dry-run', '--workers', '1', '--local', '--backend', 'cpu', '--set', 'stages=["train"]'], 30000);
-  assert.match(cpu.err, /shard-size memory check skipped: gdp knows no memory limit for the cpu backend/);
+  assert.match(cpu.err, /gdp-coord: shard-size memory check skipped: gdp knows no memory limit for the cpu backend/);
 });
 
 test('without --dry-run, --workers is required', async () => {

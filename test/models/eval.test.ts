@@ -140,7 +140,22 @@ describe('BN re-estimation and gdp-model eval', () => {
       assert.equal(got.top1, ref.correct1 / ref.count);
       assert.ok(Math.abs(got.loss - ref.lossSum / ref.count) < 1e-5, `${got.loss} vs ${ref.lossSum / ref.count}`);
       // --recalibrate-bn draws shuffled training batches of the folder, as on a built-in dataset.
-      const recal = await gdpModel('eval', '--weights', file, '--data', 'folder', '--data-dir', folder.dir, '--batch-size', '4', '--json', '--backend', 'wasm', '--recalibrate-bn', '1');
+      const recal = await gdpModel(
+        'eval',
+        '--weights',
+        file,
+        '--data',
+        'folder',
+        '--data-dir',
+        folder.dir,
+        '--batch-size',
+        '4',
+        '--json',
+        '--backend',
+        'wasm',
+        '--recalibrate-bn',
+        '1',
+      );
       assert.equal(recal.code, 0, recal.stderr);
       const order = all(data.train.size);
       new Rng(0).shuffle(order);
