@@ -116,7 +116,13 @@ async function run(o: Options): Promise<void> {
   note(`gdp-coord: backend ${backend.description}`);
   for (const line of configNotes(config)) note(`gdp-coord: ${line}`);
   const workerBackend = o.local || o.inProcess ? backend.name : undefined;
-  const data = await runStartChecks(config, { dataDir: o.dataDir, workers: o.workers, workerBackend, resumed: resume !== undefined });
+  const data = await runStartChecks(config, {
+    dataDir: o.dataDir,
+    workers: o.workers,
+    workerBackend,
+    resumed: resume !== undefined,
+    note: (l) => note(`gdp-coord: ${l}`),
+  });
   if (o.dryRun || o.workers === undefined) {
     log(JSON.stringify(config, null, 2));
     return;

@@ -66,12 +66,12 @@ export function formatPruneEvent(e: PruneEvent): string {
   const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
   switch (e.type) {
     case 'tick':
-      return `Tick ${e.tick}: FLOPs ${pct(e.flopsRatio)}, params ${pct(e.paramsRatio)}, filters left ${e.filtersLeft}, train loss ${e.trainLoss.toFixed(4)}, acc after prune ${pct(e.acc1)}`;
+      return `Tick ${e.tick}: MACs ${pct(e.flopsRatio)}, params ${pct(e.paramsRatio)}, filters left ${e.filtersLeft}, train loss ${e.trainLoss.toFixed(4)}, acc after prune ${pct(e.acc1)}`;
     case 'tock':
     case 'finetune':
       return `${e.type === 'tock' ? 'Tock' : 'Finetune'} epoch ${e.epoch}/${e.epochs}: train loss ${e.trainLoss.toFixed(4)}, test loss ${e.loss.toFixed(4)}, acc ${pct(e.acc1)}, lr ${e.lr.toFixed(5)}`;
     case 'checkpoint':
-      return `Saved ${e.path} (FLOPs ${pct(e.flopsRatio)} <= ${pct(e.savePoint)})`;
+      return `Saved ${e.path} (MACs ${pct(e.flopsRatio)} <= ${pct(e.savePoint)})`;
     case 'melt':
       return `Melted: ${e.macs} MACs (${pct(e.flopsRatio)}), ${e.params} params (${pct(e.paramsRatio)})`;
   }

@@ -3,7 +3,7 @@ import { GdpError } from '../shared/errors.js';
 import { modelCost, type ModelCost } from '../shared/graph/flops.js';
 import { effectiveCost } from '../shared/pruning/cost.js';
 import { batchNorms } from '../shared/pruning/gates.js';
-import { channelStructure, prunableGroups } from '../shared/pruning/groups.js';
+import { channelStructure, prunableGroups, whyNothingToPrune } from '../shared/pruning/groups.js';
 import { planMelt, type MeltRecord } from '../shared/pruning/melt.js';
 import { pruningUpdate } from '../shared/pruning/updates.js';
 import { Rng } from '../shared/rng.js';
@@ -62,7 +62,7 @@ export async function runPrune(cluster: PruneCluster, o: PruneRunOptions, resume
   const baseline = p.baseline;
   const s = channelStructure(model, o.inputShape);
   const groups = prunableGroups(s);
-  if (!groups.length) throw new GdpError('NOTHING_TO_PRUNE', 'the model has no prunable channel group');
+  if (!groups.length) throw new GdpError('NOTHING_TO_PRUNE', whyNothingToPrune(s));
   const totalFilters = groups.reduce((a, g) => a + g.width * g.bns.length, 0);
   const sampler = new BatchSampler(o.trainSize, o.batchSize, p.sampler, o.shuffle);
   const rng = new Rng(p.rng);

@@ -1,21 +1,26 @@
 import type { Config } from '../shared/config/schema.js';
 import { loadDataset } from '../shared/data/index.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
+import { SubsetDataset } from '../shared/data/subset.js';
 import { layerWidths } from '../shared/io/model_file.js';
 import { checkModelFitsData, configModel } from '../shared/models/registry.js';
-import { checkShardFits } from '../shared/train/memory.js';
+import { GdpError } from '../shared/errors.js';
+import { channelStructure, prunableGroups, whyNothingToPrune } from '../shared/pruning/groups.js';
+import { backendMemoryLimit, checkShardFits } from '../shared/train/memory.js';
 import { initialWeightsPath, readInitialWeights } from './initial_weights.js';
 
 export interface StartCheckOptions {
   /** `--data-dir`, over the config's data.dir. */
   dataDir?: string;
-  /** Workers the run waits for; without it (a dry run) the shard-size check is skipped. */
+  /** Workers the run waits for; without it (a dry run without --workers) the shard-size check is skipped. */
   workers?: number;
   /**
    * The workers' tensor backend ('wasm', 'cpu', 'tensorflow') when the coordinator knows it (`--local`,
-   * `--in-process`: its own); workers that connect from elsewhere check their shards themselves.
+   * `--in-process`: its own). Without it the check assumes wasm, the workers' default.
    */
   workerBackend?: string;
+  /** Where to say which backend the shard-size check assumed, or why it was skipped. */
+  note?: (line: string) => void;
   /** A resumed run takes its weights from the resume point, not model.weights. */
   resumed: boolean;
 }
@@ -50,17 +55,74 @@ export function checkInitialWeights(config: Config): void {
 }
 
 /**
- * Every start-up check that needs no worker, in the order a start meets them: the data (files, sizes, labels),
- * the model against the data, the starting weights, the shard size against the workers' backend memory. `--dry-run` runs
+ * Throws unless a run with a prune stage has a channel group to prune, so that a model without one fails at start,
+ * not after the train stage. Gate Decorator gates BatchNorm channels, so the model needs a BN after a convolution.
+ * @throws GdpError NOTHING_TO_PRUNE naming the groups found and why each is not prunable.
+ */
+export function checkPrunable(config: Config): void {
+  if (!config.stages.includes('prune')) return;
+  const { model, inputShape } = configModel(config.model, 0);
+  try {
+    const s = channelStructure(model, inputShape);
+    if (!prunableGroups(s).length) throw new GdpError('NOTHING_TO_PRUNE', `stages include 'prune', but ${whyNothingToPrune(s)}`);
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * Throws unless `data.batch_size` is at most the training set and `data.test_subset` at most the test set (a
+ * larger one would silently mean fewer samples than asked).
+ * @throws GdpError BAD_CONFIG naming the key and both sizes.
+ */
+export function checkDataSizes(config: Config, sizes: { train: number; test: number }): void {
+  const { batch_size: batch, test_subset: subset } = config.data;
+  if (batch > sizes.train) {
+    throw new GdpError('BAD_CONFIG', `data.batch_size: ${batch} is larger than the training set (${sizes.train} samples)`);
+  }
+  if (subset !== undefined && subset > sizes.test) {
+    throw new GdpError('BAD_CONFIG', `data.test_subset: ${subset} is larger than the test set (${sizes.test} samples)`);
+  }
+}
+
+/**
+ * The shard-size memory check of a start: against the workers' backend when known, else against wasm (the workers'
+ * default), saying so through `note`; skipped, with a note saying why, without a worker count or a known memory limit.
+ */
+function checkShards(config: Config, o: StartCheckOptions): void {
+  const say = o.note ?? (() => {});
+  if (o.workers === undefined) {
+    say('shard-size memory check skipped: without --workers the shard size is not known');
+    return;
+  }
+  const backend = o.workerBackend ?? 'wasm';
+  if (backendMemoryLimit(backend) === undefined) {
+    say(`shard-size memory check skipped: gdp knows no memory limit for the ${backend} backend`);
+    return;
+  }
+  checkBatchFits(config, o.workers, backend);
+  const how = o.workerBackend ? 'the local workers' : "assumed: the workers' default; a worker on another backend checks its shards itself";
+  say(`shard-size memory check: ${o.workers} worker(s) fit on the ${backend} backend (${how})`);
+}
+
+/**
+ * Every start-up check that needs no worker, in the order a start meets them: the data (files, sizes, labels, the
+ * batch and test subset against them), the model against the data, a prunable group when a prune stage runs, the
+ * starting weights, the shard size against the workers' backend memory. `--dry-run` runs
  * exactly these, so that it says yes only to what starts. Needs an initialised tensor backend.
  * @returns the dataset (closed: the coordinator needs only its sizes and fingerprint).
  */
 export async function runStartChecks(config: Config, o: StartCheckOptions): Promise<DatasetPair> {
   // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.
-  const data = await loadDataset(config, { dataDir: o.dataDir, numWorkers: 0 });
-  await data.close?.();
+  // loadDataset shrinks the test set to data.test_subset: check against the full size, then take the subset as it does.
+  const full = await loadDataset({ ...config, data: { ...config.data, test_subset: undefined } }, { dataDir: o.dataDir, numWorkers: 0 });
+  await full.close?.();
+  checkDataSizes(config, { train: full.train.size, test: full.test.size });
+  const subset = config.data.test_subset;
+  const data = subset !== undefined && subset < full.test.size ? { ...full, test: new SubsetDataset(full.test, subset) } : full;
   checkModelFitsData(config, data.train);
+  checkPrunable(config);
   if (!o.resumed) checkInitialWeights(config);
-  if (o.workers !== undefined && o.workerBackend !== undefined) checkBatchFits(config, o.workers, o.workerBackend);
+  checkShards(config, o);
   return data;
 }

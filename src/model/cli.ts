@@ -239,8 +239,12 @@ export function buildProgram(): Command {
     .description('top-1 / top-5 and loss on the test set of a dataset, optionally re-estimating BN statistics first')
     .requiredOption('--weights <file>', 'safetensors file (gdp or PyTorch; gated, masked or melted)')
     .addOption(archOption(false))
-    .addOption(new Option('--data <type>', 'dataset').choices(['mnist', 'cifar10', 'cifar100', 'imagenet']).default('mnist'))
-    .option('--data-dir <dir>', 'dataset folder (CIFAR, ImageNet)')
+    .addOption(
+      new Option('--data <type>', 'dataset (folder: DIR/train/<class>/*, DIR/val/<class>/*, sized as the model input)')
+        .choices(['mnist', 'cifar10', 'cifar100', 'imagenet', 'folder'])
+        .default('mnist'),
+    )
+    .option('--data-dir <dir>', 'dataset folder (CIFAR, ImageNet, folder)')
     .option('--batch-size <n>', 'images per forward pass', positiveInt('--batch-size'), 500)
     .option('--test-subset <n>', 'evaluate on N test images, every class in proportion (as data.test_subset)', positiveInt('--test-subset'))
     .option('--recalibrate-bn <batches>', 'first re-estimate BN running statistics over this many training batches', positiveInt('--recalibrate-bn'))

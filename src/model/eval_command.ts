@@ -17,9 +17,28 @@ export interface EvalOptions extends Common {
 }
 
 /**
+ * The `data` section eval loads: `--data`, `--data-dir`, and for `folder` the image size and channels of the model's
+ * input (HWC `inputShape`; folder images are square), so a model pruned on its own images is evaluated on them.
+ * Throws BAD_FLAG for a dataset other than mnist without --data-dir, and SHAPE_MISMATCH for a folder and a model
+ * whose input is not square or has neither 1 nor 3 channels.
+ */
+export function evalData(o: Pick<EvalOptions, 'data' | 'dataDir' | 'batchSize' | 'testSubset'>, inputShape: readonly number[]): Record<string, unknown> {
+  // loadDataset's own message names the config key data.dir, which eval does not read.
+  if (o.data !== 'mnist' && o.dataDir === undefined) throw new GdpError('BAD_FLAG', `--data ${o.data} needs the dataset folder: pass --data-dir <dir>`);
+  const data = { type: o.data, batch_size: o.batchSize, test_batch_size: o.batchSize, dir: o.dataDir, num_workers: 1, test_subset: o.testSubset };
+  if (o.data !== 'folder') return data;
+  const [h, w, c] = inputShape;
+  if (h !== w || (c !== 1 && c !== 3)) {
+    throw new GdpError('SHAPE_MISMATCH', `--data folder gives square images of 1 or 3 channels; the model takes ${inputShape.join('x')} (HWC)`);
+  }
+  // Normalisation: computed from the folder's training images, as a folder run without data.mean / data.std does.
+  return { ...data, image_size: h, channels: c };
+}
+
+/**
  * `gdp-model eval`: top-1 / top-5 accuracy and mean loss of a weights file on a dataset's test set, after an
  * optional re-estimation of BN running statistics over `recalibrateBn` shuffled training batches. Throws BAD_FLAG
- * (a non-integer seed), SHAPE_MISMATCH (the dataset's images do not fit the model), BATCH_TOO_LARGE, and the
+ * (a non-integer seed, a missing --data-dir), SHAPE_MISMATCH (the dataset's images do not fit the model), BATCH_TOO_LARGE, and the
  * errors of loading the model file and the dataset.
  */
 export async function evalCommand(o: EvalOptions): Promise<void> {
@@ -31,7 +50,7 @@ export async function evalCommand(o: EvalOptions): Promise<void> {
     base: { task_name: 'eval', seed },
     model: { name: m.arch, num_class: m.numClasses },
     train: { max_epoch: 0 },
-    data: { type: o.data, batch_size: o.batchSize, test_batch_size: o.batchSize, dir: o.dataDir, num_workers: 1, test_subset: o.testSubset },
+    data: evalData(o, m.inputShape),
     loss: { criterion: 'softmax' },
   });
   const data = await loadDataset(config);

@@ -6,7 +6,10 @@ import { archSpec, buildModel, checkModelFitsData } from '../../src/shared/model
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkBatchFits, checkInitialWeights } from '../../src/coordinator/start_checks.js';
+import { checkBatchFits, checkDataSizes, checkInitialWeights, checkPrunable } from '../../src/coordinator/start_checks.js';
+import { resolveModelGraph } from '../../src/shared/config/model_graph.js';
+import { tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
+import { convFlattenDense } from '../io/tfjs_models.js';
 import { initBackend } from '../../src/shared/backend.js';
 import { serializeSafetensors } from '../../src/shared/io/safetensors.js';
 import { exportTorchState } from '../../src/shared/io/torch_state.js';
@@ -93,4 +96,43 @@ test('the starting weights are read and checked against the config before any wo
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+const GBN = { gbn: { sparse_lambda: 1e-3, lr_min: 1e-3, lr_max: 2e-2, tock_epoch: 1, T: 3, p: 0.1, finetune_epoch: 1, target_flops: 0.5 } };
+
+test('a run with a prune stage needs a prunable channel group: a model without BatchNorm fails at start with the reasons', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gdp-noprune-'));
+  try {
+    const stock = convFlattenDense([28, 28, 1], 10);
+    await stock.save(tfjsDirWriter(join(dir, 'net')));
+    stock.dispose();
+    const model = { name: 'graph', num_class: 10, file: join(dir, 'net', 'model.json') };
+    const withPrune = resolveModelGraph(parseConfig({ ...BASE, ...GBN, model, stages: ['train', 'prune'] }));
+    assert.throws(
+      () => checkPrunable(withPrune),
+      code('NOTHING_TO_PRUNE', "stages include 'prune'", 'Gate Decorator prunes the channels of BatchNorm layers', "group '@conv' (4 channels from 'conv')"),
+    );
+    assert.throws(
+      () => checkPrunable(withPrune),
+      (e: unknown) => /'@conv'[^;]*: 'out' reads it without a BN in between/.test((e as Error).message),
+    );
+    assert.throws(
+      () => checkPrunable(withPrune),
+      (e: unknown) => /'@out'[^;]*: it is the network output/.test((e as Error).message),
+    );
+    // Without a prune stage the same model trains.
+    assert.doesNotThrow(() => checkPrunable(resolveModelGraph(parseConfig({ ...BASE, model, stages: ['train'] }))));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // A built-in network has a BN after every convolution.
+  assert.doesNotThrow(() => checkPrunable(parseConfig({ ...BASE, ...GBN, stages: ['train', 'prune'] })));
+});
+
+test('data.batch_size and data.test_subset must fit the training and test sets, naming the key and both sizes', () => {
+  const sizes = { train: 60000, test: 10000 };
+  const c = (data: object) => parseConfig({ ...BASE, data: { ...BASE.data, ...data } });
+  assert.throws(() => checkDataSizes(c({ batch_size: 60001 }), sizes), code('BAD_CONFIG', 'data.batch_size: 60001', 'training set (60000 samples)'));
+  assert.throws(() => checkDataSizes(c({ test_subset: 10001 }), sizes), code('BAD_CONFIG', 'data.test_subset: 10001', 'test set (10000 samples)'));
+  assert.doesNotThrow(() => checkDataSizes(c({ batch_size: 60000, test_subset: 10000 }), sizes));
 });

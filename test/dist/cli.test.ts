@@ -9,6 +9,8 @@ import { GdpError } from '../../src/shared/errors.js';
 import { initBackend } from '../../src/shared/backend.js';
 import { saveModelFile } from '../../src/shared/io/model_file.js';
 import { buildModel } from '../../src/shared/models/registry.js';
+import { tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
+import { convFlattenDense } from '../io/tfjs_models.js';
 import { alive, coord, smokeArgs, workerPids } from './cli_helpers.js';
 
 await initBackend('cpu');
@@ -45,6 +47,9 @@ test('--dry-run runs the start-up checks a real start runs: each failure exits n
     const model = buildModel('cifar.resnet20', { seed: 1 });
     await saveModelFile(cifar20, model, { arch: 'cifar.resnet20', numClasses: 10 });
     model.dispose();
+    const noBn = convFlattenDense([28, 28, 1], 10);
+    await noBn.save(tfjsDirWriter(join(dir, 'nobn')));
+    noBn.dispose();
     const cases: [string[], number, RegExp][] = [
       [['--set', 'model.name=cifar.resnet56'], 2, /BAD_CONFIG.*model\.name: 'cifar\.resnet56' takes 32x32x3 images/],
       [['--set', `model.weights=${join(dir, 'absent.safetensors')}`], 1, /FILE_NOT_FOUND.*absent\.safetensors/],
@@ -52,6 +57,16 @@ test('--dry-run runs the start-up checks a real start runs: each failure exits n
       [['--set', 'data.type=cifar10', '--set', 'model.name=cifar.resnet20', '--set', `data.dir=${join(dir, 'no-cifar')}`], 1, /BAD_DATA.*no-cifar/],
       // The issue's batch: one wasm worker cannot hold a training step on 4096 MNIST digits (no allocation: an estimate).
       [['--workers', '1', '--local', '--backend', 'wasm', '--set', 'data.batch_size=4096'], 1, /BATCH_TOO_LARGE.*data\.batch_size 4096 on 1 worker makes shards of 4096 samples.*limit of 4\.00 GiB.*more workers/],
+      // Without --local the shard size is known from --workers too; the check assumes the workers' default, wasm.
+      [['--workers', '1', '--set', 'data.batch_size=4096'], 1, /BATCH_TOO_LARGE.*data\.batch_size 4096 on 1 worker.*wasm backend's memory limit/],
+      // A model without BatchNorm has nothing to prune: refused before the train stage, with the reasons.
+      [
+        ['--set', 'stages=["train","prune"]', '--set', 'model.name=graph', '--set', `model.file=${join(dir, 'nobn', 'model.json')}`],
+        2,
+        /NOTHING_TO_PRUNE.*Gate Decorator prunes the channels of BatchNorm layers.*'@conv' \(4 channels from 'conv'\): 'out' reads it without a BN/,
+      ],
+      [['--set', 'data.batch_size=100000'], 2, /BAD_CONFIG.*data\.batch_size: 100000 is larger than the training set \(\d+ samples\)/],
+      [['--set', 'data.test_subset=100000'], 2, /BAD_CONFIG.*data\.test_subset: 100000 is larger than the test set \(\d+ samples\)/],
     ];
     for (const [args, code, message] of cases) {
       const r = await coord(['--dry-run', '--set', 'stages=["train"]', ...args], 60000);
@@ -64,6 +79,16 @@ test('--dry-run runs the start-up checks a real start runs: each failure exits n
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('--dry-run says which backend the shard-size check assumed, or why it skipped it', async () => {
+  const remote = await coord(['--dry-run', '--workers', '2', '--set', 'stages=["train"]'], 30000);
+  assert.equal(remote.code, 0, remote.err);
+  assert.match(remote.err, /gdp-coord: shard-size memory check: 2 worker\(s\) fit on the wasm backend \(assumed: the workers' default/);
+  const none = await coord(['--dry-run', '--set', 'stages=["train"]'], 30000);
+  assert.match(none.err, /gdp-coord: shard-size memory check skipped: without --workers the shard size is not known/);
+  const cpu = await coord(['--dry-run', '--workers', '1', '--local', '--backend', 'cpu', '--set', 'stages=["train"]'], 30000);
+  assert.match(cpu.err, /gdp-coord: shard-size memory check skipped: gdp knows no memory limit for the cpu backend/);
 });
 
 test('without --dry-run, --workers is required', async () => {

@@ -87,3 +87,14 @@ export function randomizeWeights(m: tf.LayersModel, seed = 1): void {
     );
   }
 }
+
+/** Conv -> ReLU -> Flatten -> Dense without BatchNorm: a model Gate Decorator finds nothing to prune in. */
+export function convFlattenDense(inputShape: [number, number, number], classes: number): tf.Sequential {
+  return tf.sequential({
+    layers: [
+      tf.layers.conv2d({ inputShape, filters: 4, kernelSize: 3, strides: 2, activation: 'relu', name: 'conv' }),
+      tf.layers.flatten({ name: 'flat' }),
+      tf.layers.dense({ units: classes, name: 'out' }),
+    ],
+  });
+}

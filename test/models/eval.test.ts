@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
+import { parseConfig } from '../../src/shared/config/load.js';
+import { loadDataset } from '../../src/shared/data/index.js';
 import { loadMnist } from '../../src/shared/data/mnist.js';
 import { stratifiedSubset } from '../../src/shared/data/subset.js';
 import { saveModelFile } from '../../src/shared/io/model_file.js';
@@ -12,6 +14,7 @@ import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
 import { Rng } from '../../src/shared/rng.js';
 import { Replica, addStats, emptyStats } from '../../src/shared/train/replica.js';
 import { useBackend } from '../helpers.js';
+import { writeSolidFolder } from '../data/folder_files.js';
 import { gdpModel } from './gdp_model.js';
 
 describe('BN re-estimation and gdp-model eval', () => {
@@ -108,7 +111,62 @@ describe('BN re-estimation and gdp-model eval', () => {
     assert.match(wrong.stderr, /SHAPE_MISMATCH.*28x28x1.*32x32x3/);
     const noDir = await gdpModel('eval', '--weights', file, '--data', 'cifar10', '--backend', 'cpu');
     assert.equal(noDir.code, 2);
-    assert.match(noDir.stderr, /data\.dir|--data-dir/);
+    // eval reads no config: the message names the flag only.
+    assert.match(noDir.stderr, /BAD_FLAG.*--data cifar10 needs the dataset folder: pass --data-dir/);
+    assert.doesNotMatch(noDir.stderr, /data\.dir/);
+  });
+
+  it('eval --data folder: own images sized as the model input give the numbers of an in-process evaluation, with re-estimation', async () => {
+    const folder = await writeSolidFolder(3);
+    try {
+      const model = buildModel('cifar.resnet20', { seed: 5, numClasses: 3 });
+      const file = join(dir, 'own.safetensors');
+      await saveModelFile(file, model, { arch: 'cifar.resnet20', numClasses: 3 });
+      const config = parseConfig({
+        base: { task_name: 'eval' },
+        model: { name: 'cifar.resnet20', num_class: 3 },
+        train: { max_epoch: 0 },
+        data: { type: 'folder', dir: folder.dir, batch_size: 4, test_batch_size: 4, num_workers: 0 },
+        loss: { criterion: 'softmax' },
+      });
+      const data = await loadDataset(config);
+      const replica = new Replica(model, [32, 32, 3]);
+      const all = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
+      const r = await gdpModel('eval', '--weights', file, '--data', 'folder', '--data-dir', folder.dir, '--batch-size', '4', '--json', '--backend', 'wasm');
+      assert.equal(r.code, 0, r.stderr);
+      const got = JSON.parse(r.stdout);
+      const ref = replica.evaluate(await data.test.load(all(data.test.size), { augment: false, seed: 0 }));
+      assert.equal(got.samples, folder.val.length);
+      assert.equal(got.top1, ref.correct1 / ref.count);
+      assert.ok(Math.abs(got.loss - ref.lossSum / ref.count) < 1e-5, `${got.loss} vs ${ref.lossSum / ref.count}`);
+      // --recalibrate-bn draws shuffled training batches of the folder, as on a built-in dataset.
+      const recal = await gdpModel(
+        'eval',
+        '--weights',
+        file,
+        '--data',
+        'folder',
+        '--data-dir',
+        folder.dir,
+        '--batch-size',
+        '4',
+        '--json',
+        '--backend',
+        'wasm',
+        '--recalibrate-bn',
+        '1',
+      );
+      assert.equal(recal.code, 0, recal.stderr);
+      const order = all(data.train.size);
+      new Rng(0).shuffle(order);
+      await replica.recalibrateBatchNorm([data.train.load(order.subarray(0, 4), { augment: false, seed: 0 })]);
+      const refRecal = replica.evaluate(await data.test.load(all(data.test.size), { augment: false, seed: 0 }));
+      assert.ok(Math.abs(JSON.parse(recal.stdout).loss - refRecal.lossSum / refRecal.count) < 1e-5);
+      await data.close?.();
+      model.dispose();
+    } finally {
+      await rm(folder.dir, { recursive: true, force: true });
+    }
   });
 
   it('a batch over the wasm heap stops with BATCH_TOO_LARGE before any pass (eval, predict, bench)', async () => {

@@ -136,7 +136,7 @@ describe('Tick-Tock pruner', () => {
       'prune_log.json',
       'pruned.safetensors',
     ]);
-    assert.ok(ctx.lines.some((l) => l.startsWith('Tick 1: FLOPs')));
+    assert.ok(ctx.lines.some((l) => l.startsWith('Tick 1: MACs')));
     // Tock and finetune epochs join the run's epoch log, in the training stage's record format.
     const epochs = JSON.parse(readFileSync(join(run, 'log.json'), 'utf8')) as { stage: string; lr: number }[];
     assert.deepEqual(

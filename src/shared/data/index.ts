@@ -26,7 +26,11 @@ export interface LoadDatasetOptions {
  */
 function folderSetup(config: Config): FolderSetup {
   const d = config.data;
-  const [h, w, c] = modelInputShape(config.model.name, modelOptions(config.model));
+  // Both set (gdp-model eval sets them from the model file): the config's model need not be built.
+  const [h, w, c] =
+    d.image_size !== undefined && d.channels !== undefined
+      ? [d.image_size, d.image_size, d.channels]
+      : modelInputShape(config.model.name, modelOptions(config.model));
   if (d.image_size === undefined && h !== w)
     throw new GdpError('BAD_CONFIG', `data.image_size: '${config.model.name}' takes ${h}x${w} images; folder images are square, set data.image_size`);
   const channels = d.channels ?? (c === 1 ? 1 : 3);

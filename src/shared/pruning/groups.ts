@@ -231,7 +231,7 @@ export function channelStructure(model: Module, inputShape: readonly number[]): 
   for (const g of groups) {
     if (g.prunable && !g.bns.length) {
       g.prunable = false;
-      g.blockReason = 'it has no BN to carry a gate';
+      g.blockReason = 'no BatchNorm after its convolution to carry a gate';
     }
   }
   return { graph, groups, groupOfNode, segmentsOfNode };
@@ -240,4 +240,21 @@ export function channelStructure(model: Module, inputShape: readonly number[]): 
 /** The groups pruning may cut, in graph order. */
 export function prunableGroups(s: ChannelStructure): ChannelGroup[] {
   return s.groups.filter((g) => g.prunable);
+}
+
+/**
+ * Why a model has nothing to prune, for the NOTHING_TO_PRUNE message: what Gate Decorator prunes, then each
+ * unprunable group (at most `max`) with the convolutions that produce it and its recorded `blockReason`.
+ */
+export function whyNothingToPrune(s: ChannelStructure, max = 8): string {
+  const listed = s.groups.slice(0, max).map((g) => {
+    const from = g.producers.length ? ` from ${g.producers.map((p) => `'${p}'`).join(', ')}` : '';
+    return `group '${g.id}' (${g.width} channels${from}): ${g.blockReason ?? 'prunable'}`;
+  });
+  const more = s.groups.length > max ? `; and ${s.groups.length - max} more` : '';
+  return (
+    'the model has no prunable channel group. Gate Decorator prunes the channels of BatchNorm layers (a gate scales each ' +
+    'BN channel), so a convolution needs a BatchNorm right after it (activations and pooling may follow) to have its ' +
+    `channels pruned. Groups found: ${listed.join('; ')}${more}`
+  );
 }
