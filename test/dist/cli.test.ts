@@ -9,7 +9,7 @@ import { GdpError } from '../../src/shared/errors.js';
 import { initBackend } from '../../src/shared/backend.js';
 import { saveModelFile } from '../../src/shared/io/model_file.js';
 import { buildModel } from '../../src/shared/models/registry.js';
-import { alive, coord, smokeArgs, workerPids } from './cli_helpers.js';
+import { alive, coord, smokeArgs, worker, workerPids } from './cli_helpers.js';
 
 await initBackend('cpu');
 
@@ -63,6 +63,27 @@ test('--dry-run runs the start-up checks a real start runs: each failure exits n
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("commander's own rejections are BAD_FLAG with exit 2, naming the flag; --help still exits 0", async () => {
+  const cases: [(args: string[], timeoutMs: number) => Promise<{ code: number | null; err: string }>, string[], RegExp][] = [
+    [coord, ['--wokers', '2'], /^gdp-coord: error \[BAD_FLAG\]: unknown option '--wokers'\n\(Did you mean --workers\?\)/],
+    [coord, ['--backend', 'foo'], /^gdp-coord: error \[BAD_FLAG\]: option '--backend <name>' argument 'foo' is invalid/],
+    [coord, ['--workers', 'two'], /^gdp-coord: error \[BAD_FLAG\]: .*--workers must be a positive integer, got 'two'/],
+    [coord, ['--local', '--in-process', '--workers', '1', '--dry-run'], /^gdp-coord: error \[BAD_FLAG\]: option '--local' cannot be used with option '--in-process'/],
+    [worker, [], /^gdp-worker: error \[BAD_FLAG\]: required option '--connect <url>' not specified/],
+    [worker, ['--connect', 'ws://127.0.0.1:1', '--gpu', '-1'], /^gdp-worker: error \[BAD_FLAG\]: .*--gpu must be a GPU index/],
+  ];
+  for (const [bin, args, message] of cases) {
+    const r = await bin(args, 30000);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+    assert.match(r.err, message);
+  }
+  for (const bin of [coord, worker]) {
+    const help = await bin(['--help'], 30000);
+    assert.equal(help.code, 0, help.err);
+    assert.match(help.out, /^Usage: gdp-(coord|worker) \[options\]/);
   }
 });
 

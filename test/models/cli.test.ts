@@ -36,6 +36,26 @@ test('bad flags and unknown architectures exit 2 with the code and the culprit n
   assert.match(b.stderr, /--backend/);
 });
 
+test("commander's own rejections are BAD_FLAG with exit 2; help exits 0", async () => {
+  const cases: [string[], RegExp][] = [
+    [['export', '--weights', 'w.safetensors', '--format', 'onnx'], /^gdp-model: error \[BAD_FLAG\]: option '--format <format>' argument 'onnx' is invalid/],
+    [['info'], /^gdp-model: error \[BAD_FLAG\]: required option '--weights <file>' not specified/],
+    [['infoo'], /^gdp-model: error \[BAD_FLAG\]: unknown command 'infoo'\n\(Did you mean info\?\)/],
+    [['info', '--weights', 'w.safetensors', '--wieghts'], /^gdp-model: error \[BAD_FLAG\]: unknown option '--wieghts'/],
+    [['flops', '--arch', 'cifar.resnet56', '--num-class', '0'], /^gdp-model: error \[BAD_FLAG\]: .*--num-class must be a positive integer/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await gdpModel(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  }
+  for (const args of [['--help'], ['help', 'info'], ['info', '--help']]) {
+    const r = await gdpModel(...args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stdout, /^Usage: gdp-model/);
+  }
+});
+
 test('predict reproduces PyTorch logits of the gated checkpoint (wasm) and checks the input size', { skip }, async () => {
   const out = join(dir, 'logits.f32');
   const args = [
