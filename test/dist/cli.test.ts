@@ -87,6 +87,15 @@ test("commander's own rejections are BAD_FLAG with exit 2, naming the flag; --he
   }
 });
 
+test('--config naming a missing file is FILE_NOT_FOUND, exit 2; a --set mistake names the --set', async () => {
+  const r = await coord(['--dry-run', '--config', 'nope.json'], 30000);
+  assert.equal(r.code, 2, r.err);
+  assert.match(r.err, /^gdp-coord: error \[FILE_NOT_FOUND\]: cannot read config file nope\.json/);
+  const set = await coord(['--dry-run', '--set', 'gbn.targt_flops=0.5'], 30000);
+  assert.equal(set.code, 2, set.err);
+  assert.match(set.err, /BAD_CONFIG\]: invalid --set on .*\n\s+gbn: unknown key 'targt_flops' \(from --set gbn\.targt_flops=0\.5\); did you mean 'target_flops'\?/);
+});
+
 test('without --dry-run, --workers is required', async () => {
   const r = await coord(['--set', 'stages=["train"]'], 30000);
   assert.equal(r.code, 2);
