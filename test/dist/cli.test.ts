@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
 import '../../src/coordinator/all_stages.js';
 import { assertStagesAvailable } from '../../src/coordinator/stages.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { initBackend } from '../../src/shared/backend.js';
 import { saveModelFile } from '../../src/shared/io/model_file.js';
+import { tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
 import { buildModel } from '../../src/shared/models/registry.js';
-import { alive, coord, smokeArgs, worker, workerPids } from './cli_helpers.js';
+import { alive, coord, ROOT, smokeArgs, worker, workerPids } from './cli_helpers.js';
 
 await initBackend('cpu');
 
@@ -94,6 +96,30 @@ test('--config naming a missing file is FILE_NOT_FOUND, exit 2; a --set mistake 
   const set = await coord(['--dry-run', '--set', 'gbn.targt_flops=0.5'], 30000);
   assert.equal(set.code, 2, set.err);
   assert.match(set.err, /BAD_CONFIG\]: invalid --set on .*\n\s+gbn: unknown key 'targt_flops' \(from --set gbn\.targt_flops=0\.5\); did you mean 'target_flops'\?/);
+});
+
+test("a config's relative model.file is found next to the config from any cwd, and tfjs prints no Node.js banner", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gdp-own-'));
+  try {
+    const net = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 4, kernelSize: 3 }), tf.layers.flatten(), tf.layers.dense({ units: 10 })] });
+    await net.save(tfjsDirWriter(join(dir, 'net')));
+    net.dispose();
+    const own = JSON.parse(readFileSync(join(ROOT, 'configs', 'own-model.json'), 'utf8'));
+    own.model.file = 'net/model.json';
+    const config = join(dir, 'own.json');
+    writeFileSync(config, JSON.stringify(own));
+    // The helpers run the command in the temporary folder's parent: 'net/model.json' is not there.
+    const r = await coord(['--dry-run', '--config', config, '--set', 'stages=["train"]'], 60000);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(JSON.parse(r.out).model.file, join(dir, 'net', 'model.json'));
+    assert.doesNotMatch(r.out + r.err, /looks like you are running TensorFlow\.js in Node\.js/);
+    // A --set path stays relative to the working directory.
+    const set = await coord(['--dry-run', '--config', config, '--set', 'model.file=net/model.json'], 60000);
+    assert.equal(set.code, 2, set.err);
+    assert.match(set.err, /FILE_NOT_FOUND.*cannot read model net\/model\.json/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('without --dry-run, --workers is required', async () => {
