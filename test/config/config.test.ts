@@ -205,7 +205,12 @@ describe('--set mistakes name the --set, not the config file', () => {
   const shipped = join(ROOT, 'configs', 'mnist-resnet20.json');
 
   it("an unknown key names its --set and the section's nearest key", () => {
-    rejectsWith(() => loadConfig(shipped, ['gbn.targt_flops=0.5']), 'BAD_CONFIG', 'invalid --set on', "gbn: unknown key 'targt_flops' (from --set gbn.targt_flops=0.5); did you mean 'target_flops'?");
+    rejectsWith(
+      () => loadConfig(shipped, ['gbn.targt_flops=0.5']),
+      'BAD_CONFIG',
+      'invalid --set on',
+      "gbn: unknown key 'targt_flops' (from --set gbn.targt_flops=0.5); did you mean 'target_flops'?",
+    );
     rejectsWith(() => loadConfig(shipped, ['gnb.p=0.1']), 'BAD_CONFIG', "unknown key 'gnb' (from --set gnb.p=0.1); did you mean 'gbn'?");
     // Nothing near: no suggestion.
     assert.throws(

@@ -86,7 +86,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
 }
 
 /** The keys naming input files or folders: relative in a config file, they are relative to that file's folder. */
-export const CONFIG_PATH_KEYS = [
+const CONFIG_PATH_KEYS = [
   ['model', 'file'],
   ['model', 'weights'],
   ['base', 'checkpoint_path'],
@@ -99,7 +99,7 @@ export const CONFIG_PATH_KEYS = [
  * relative to the working directory, as any command-line path). Changes and returns `raw`; values of the wrong type
  * are left for validation.
  */
-export function resolveConfigPaths(raw: Record<string, unknown>, path: string): Record<string, unknown> {
+function resolveConfigPaths(raw: Record<string, unknown>, path: string): Record<string, unknown> {
   const dir = dirname(resolve(path));
   for (const [section, key] of CONFIG_PATH_KEYS) {
     const s = raw[section];
