@@ -288,7 +288,7 @@ describe('files named in a config', () => {
     rejectsWith(() => readConfigFile(join(dir, 'nope.json')), 'FILE_NOT_FOUND', 'nope.json');
     rejectsWith(() => loadConfig(join(dir, 'nope.json')), 'FILE_NOT_FOUND', 'nope.json');
     const file = write('graph.json', { name: 'graph', file: 'absent/model.json' });
-    rejectsWith(() => loadConfig(file), 'FILE_NOT_FOUND', join(dir, 'absent', 'model.json'));
+    rejectsWith(() => loadConfig(file), 'FILE_NOT_FOUND', 'model.file: ', join(dir, 'absent', 'model.json'));
     rejectsWith(() => loadConfig(file, ['model.file=elsewhere/model.json']), 'FILE_NOT_FOUND', join('elsewhere', 'model.json'));
   });
 });
