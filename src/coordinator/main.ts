@@ -1,5 +1,5 @@
 import { backendOption, runCommand } from '../shared/cli_options.js';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -255,7 +255,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('--key <file>', 'PEM private key of --cert')
     .option('--max-connections <n>', 'open connections at most; more are refused', positiveInt('--max-connections'), 64)
     .option('--min-workers <n>', 'with fewer active workers, pause and wait for workers to join', positiveInt('--min-workers'), 1)
-    .option('--local', 'start the workers as child processes of this one')
+    // Commander refuses the pair (BAD_FLAG, naming both): each starts the workers its own way.
+    .addOption(new Option('--local', 'start the workers as child processes of this one').conflicts('inProcess'))
     .option('--in-process', 'run the workers inside this process (single-process training)')
     .addOption(backendOption())
     .option('--set <key.path=value>', 'override a config key (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
@@ -265,7 +266,6 @@ export async function main(argv: string[]): Promise<number> {
       'run every start-up check that needs no worker (config, flags, data, model, weights, batch size), print the config resolved as JSON and exit',
     )
     .option('--no-dashboard', 'serve no live dashboard (by default its page is on the --listen address, its URL printed at the start)')
-    .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config')
-    .exitOverride();
+    .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config');
   return runCommand<Options>(program, argv, run);
 }

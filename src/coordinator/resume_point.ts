@@ -159,5 +159,5 @@ export function resumedConfig(p: ResumePoint, sets: readonly string[]): Config {
       );
     }
   }
-  return parseConfig(applyOverrides(p.config as unknown as Record<string, unknown>, sets), `config of ${p.file} with --set`);
+  return parseConfig(applyOverrides(p.config as unknown as Record<string, unknown>, sets), `config of ${p.file}`, sets);
 }

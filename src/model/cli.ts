@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
-import { backendOption } from '../shared/cli_options.js';
+import { backendOption, runCommand } from '../shared/cli_options.js';
 import { GdpError } from '../shared/errors.js';
 import { modelCost } from '../shared/graph/flops.js';
 import { layerWidths, saveModelFile, type LoadedModel } from '../shared/io/model_file.js';
@@ -300,19 +300,14 @@ export function buildProgram(): Command {
   return program;
 }
 
-/** Exit codes: 0 ok; a GdpError's status from the catalogue (2: bad input), printed with its code; 1 anything else. */
+/** Exit codes: 0 ok; a GdpError's or a rejected command line's status from the catalogue (2: bad input), printed with its code; 1 anything else. */
 export async function main(argv: string[]): Promise<number> {
   try {
-    await buildProgram().parseAsync(argv);
-    return 0;
+    return await runCommand(buildProgram(), argv);
   } catch (e) {
-    if (e instanceof GdpError) {
-      process.stderr.write(`gdp-model: error [${e.code}]: ${e.message}\n`);
-      return e.exitStatus;
-    }
     process.stderr.write(`gdp-model: ${(e as Error).stack ?? String(e)}\n`);
     return 1;
   }
 }
 
-process.exitCode = await main(process.argv);
+process.exitCode = await main(process.argv.slice(2));

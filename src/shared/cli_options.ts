@@ -1,6 +1,7 @@
-import { Option, type Command } from 'commander';
+import { CommanderError, Option, type Command } from 'commander';
+import * as tf from '@tensorflow/tfjs-core';
 import { BACKEND_CHOICES } from './backend.js';
-import { GdpError } from './errors.js';
+import { ERROR_CODES, GdpError } from './errors.js';
 
 /** `--backend auto|tensorflow|wasm|cpu`, checked by commander at parse time, for every gdp command line. */
 export function backendOption(): Option {
@@ -8,20 +9,39 @@ export function backendOption(): Option {
 }
 
 /**
- * Parses `argv` with `program` (built with exitOverride) and runs `run` on its options; returns the exit status:
- * commander's for a bad command line (2 when it gives none), 0 on success, the error catalogue's status for a
- * GdpError (printed as `NAME: error [CODE]: message`). Any other error is rethrown: a bug, with its stack.
+ * Makes commander's own parse errors (unknown option or command, invalid choice or argument, missing required option
+ * or argument) read like every other bad input: `NAME: error [BAD_FLAG]: message`, thrown as a CommanderError instead
+ * of exiting. Applies to `program` and all its subcommands, so call it once the command tree is built.
  */
-export async function runCommand<O>(program: Command, argv: string[], run: (opts: O) => Promise<void>): Promise<number> {
+function reportParseErrorsAsBadFlag(program: Command, name = program.name()): void {
+  program.exitOverride();
+  program.configureOutput({
+    outputError: (str, write) => write(`${name}: error [BAD_FLAG]: ${str.replace(/^error: /, '')}`),
+  });
+  for (const sub of program.commands) reportParseErrorsAsBadFlag(sub, name);
+}
+
+/**
+ * Parses `argv` (user arguments, without node and the script) with `program`, then runs `run` on the root options
+ * when given (a program whose subcommands have actions needs none); returns the exit status: 0 on success and for
+ * --help / --version, BAD_FLAG's status (2) for a command line commander rejects, the error catalogue's status for a
+ * GdpError (printed as `NAME: error [CODE]: message`). Any other error is rethrown: a bug, with its stack.
+ * Also silences tfjs' own console notices (see below).
+ */
+export async function runCommand<O>(program: Command, argv: string[], run?: (opts: O) => Promise<void>): Promise<number> {
+  // tfjs prints notices meant for library users through its log module, which stays quiet under its PROD flag: the cpu
+  // backend's "Hi, looks like you are running TensorFlow.js in Node.js..." advert on its first tensor (a model.file
+  // read before --backend starts), flag and kernel re-registration warnings. In tfjs 4.x PROD gates these notices
+  // only (checks are DEBUG's business); gdp's command lines say what matters in their own lines.
+  tf.env().set('PROD', true);
+  reportParseErrorsAsBadFlag(program);
   try {
-    program.parse(argv, { from: 'user' });
-  } catch (err) {
-    return (err as { exitCode?: number }).exitCode ?? 2;
-  }
-  try {
-    await run(program.opts<O & Record<string, unknown>>());
+    await program.parseAsync(argv, { from: 'user' });
+    if (run) await run(program.opts<O & Record<string, unknown>>());
     return 0;
   } catch (err) {
+    // Commander has printed its message (or the help) already; exit code 0 is --help, --version or `help`.
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : ERROR_CODES.BAD_FLAG.exit;
     if (!(err instanceof GdpError)) throw err;
     process.stderr.write(`${program.name()}: error [${err.code}]: ${err.message}\n`);
     return err.exitStatus;

@@ -142,7 +142,6 @@ export async function main(argv: string[]): Promise<number> {
         return n;
       },
       600,
-    )
-    .exitOverride();
+    );
   return runCommand<Options>(program, argv, run);
 }

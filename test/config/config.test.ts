@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { editDistance, nearestKey } from '../../src/shared/config/issues.js';
 import { applyOverrides, loadConfig, parseConfig, readConfigFile } from '../../src/shared/config/load.js';
 import { configNotes } from '../../src/shared/config/notes.js';
 import { GdpError } from '../../src/shared/errors.js';
@@ -196,5 +198,97 @@ describe('shipped configs', () => {
     const shipped = readConfigFile(join(dir, 'cifar10-vgg16.json')) as Record<string, Record<string, unknown>>;
     for (const [section, values] of Object.entries(VGG16_DEMO as Record<string, Record<string, unknown>>))
       for (const [key, value] of Object.entries(values)) assert.deepEqual(shipped[section][key], value, `${section}.${key}`);
+  });
+});
+
+describe('--set mistakes name the --set, not the config file', () => {
+  const shipped = join(ROOT, 'configs', 'mnist-resnet20.json');
+
+  it("an unknown key names its --set and the section's nearest key", () => {
+    rejectsWith(
+      () => loadConfig(shipped, ['gbn.targt_flops=0.5']),
+      'BAD_CONFIG',
+      'invalid --set on',
+      "gbn: unknown key 'targt_flops' (from --set gbn.targt_flops=0.5); did you mean 'target_flops'?",
+    );
+    rejectsWith(() => loadConfig(shipped, ['gnb.p=0.1']), 'BAD_CONFIG', "unknown key 'gnb' (from --set gnb.p=0.1); did you mean 'gbn'?");
+    // Nothing near: no suggestion.
+    assert.throws(
+      () => loadConfig(shipped, ['data.zzzzzzzz=1']),
+      (e: unknown) => e instanceof GdpError && e.message.includes("unknown key 'zzzzzzzz' (from --set data.zzzzzzzz=1)") && !e.message.includes('did you mean'),
+    );
+  });
+
+  it('a bad value names its --set; a mistake in the file itself names the file', () => {
+    rejectsWith(() => loadConfig(shipped, ['train.max_epoch=1', 'train.momentum=7']), 'BAD_CONFIG', 'train.momentum: ', '(from --set train.momentum=7)');
+    const dir = mkdtempSync(join(tmpdir(), 'gdp-config-set-'));
+    try {
+      const file = join(dir, 'c.json');
+      writeFileSync(file, JSON.stringify({ ...VGG16_DEMO, train: { ...VGG16_DEMO.train, momentm: 0.9 } }));
+      assert.throws(
+        () => loadConfig(file, ['train.momentum=7']),
+        (e: unknown) =>
+          e instanceof GdpError &&
+          e.message.startsWith(`invalid ${file}:`) &&
+          /train: unknown key 'momentm'; did you mean 'momentum'\?(\n|$)/.test(e.message) &&
+          e.message.includes('(from --set train.momentum=7)'),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a value starting like JSON must be JSON: BAD_CONFIG naming the --set and the parse error', () => {
+    rejectsWith(() => applyOverrides(structuredClone(VGG16_DEMO), ['stages=[train]']), 'BAD_CONFIG', '--set stages=[train]', 'not JSON', 'Unexpected token');
+    rejectsWith(() => applyOverrides(structuredClone(VGG16_DEMO), ['gbn={"p": 0.1']), 'BAD_CONFIG', '--set gbn={"p": 0.1');
+    // Other text is still a plain string.
+    assert.equal((applyOverrides(structuredClone(VGG16_DEMO), ['base.task_name=run-2']).base as { task_name: string }).task_name, 'run-2');
+  });
+
+  it('nearestKey suggests within a third of the length in edits (swaps count one)', () => {
+    assert.equal(editDistance('targt_flops', 'target_flops'), 1);
+    assert.equal(editDistance('momnetum', 'momentum'), 1);
+    assert.equal(editDistance('abc', ''), 3);
+    assert.equal(nearestKey('momnetum', ['momentum', 'nesterov']), 'momentum');
+    assert.equal(nearestKey('x', ['T', 'p']), undefined);
+    assert.equal(nearestKey('lr_mx', ['lr_max', 'lr_min']), 'lr_max');
+  });
+});
+
+describe('files named in a config', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gdp-config-paths-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const write = (name: string, model: Record<string, unknown>, data: Record<string, unknown> = {}) => {
+    const file = join(dir, name);
+    writeFileSync(file, JSON.stringify({ ...VGG16_DEMO, model: { ...VGG16_DEMO.model, ...model }, data: { ...VGG16_DEMO.data, ...data } }));
+    return file;
+  };
+
+  it("relative paths in a config file are relative to the file's folder; --set values to the working directory", () => {
+    const file = write('rel.json', { weights: 'w/start.safetensors' }, { dir: '../cifar' });
+    const c = loadConfig(file);
+    assert.equal(c.model.weights, join(dir, 'w', 'start.safetensors'));
+    assert.equal(c.data.dir, resolve(dir, '..', 'cifar'));
+    const abs = write('abs.json', { weights: '/srv/w.safetensors' });
+    assert.equal(loadConfig(abs).model.weights, '/srv/w.safetensors');
+    const set = loadConfig(file, ['model.weights=here.safetensors', 'data.dir=data', 'base.checkpoint_path=c.safetensors']);
+    assert.equal(set.model.weights, 'here.safetensors');
+    assert.equal(set.data.dir, 'data');
+    assert.equal(set.base.checkpoint_path, 'c.safetensors');
+  });
+
+  it('the shipped configs name the same folders from their own folder as before from the repository root', () => {
+    assert.equal(loadConfig(join(ROOT, 'configs', 'cifar10-resnet56.json')).data.dir, join(ROOT, 'data'));
+    const imagenet = loadConfig(join(ROOT, 'configs', 'imagenet-resnet50.json'));
+    assert.equal(imagenet.model.weights, join(ROOT, 'weights', 'resnet50-torchvision.safetensors'));
+    assert.equal(imagenet.data.dir, join(ROOT, 'data', 'imagenet12'));
+  });
+
+  it('a missing config file or model.file is FILE_NOT_FOUND naming the file', () => {
+    rejectsWith(() => readConfigFile(join(dir, 'nope.json')), 'FILE_NOT_FOUND', 'nope.json');
+    rejectsWith(() => loadConfig(join(dir, 'nope.json')), 'FILE_NOT_FOUND', 'nope.json');
+    const file = write('graph.json', { name: 'graph', file: 'absent/model.json' });
+    rejectsWith(() => loadConfig(file), 'FILE_NOT_FOUND', 'model.file: ', join(dir, 'absent', 'model.json'));
+    rejectsWith(() => loadConfig(file, ['model.file=elsewhere/model.json']), 'FILE_NOT_FOUND', join('elsewhere', 'model.json'));
   });
 });

@@ -1,17 +1,18 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
 import '../../src/coordinator/all_stages.js';
 import { assertStagesAvailable } from '../../src/coordinator/stages.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { initBackend } from '../../src/shared/backend.js';
 import { saveModelFile } from '../../src/shared/io/model_file.js';
-import { buildModel } from '../../src/shared/models/registry.js';
 import { tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
+import { buildModel } from '../../src/shared/models/registry.js';
 import { convFlattenDense } from '../io/tfjs_models.js';
-import { alive, coord, smokeArgs, workerPids } from './cli_helpers.js';
+import { alive, coord, ROOT, smokeArgs, worker, workerPids } from './cli_helpers.js';
 
 await initBackend('cpu');
 
@@ -89,6 +90,60 @@ test('--dry-run says which backend the shard-size check assumed, or why it skipp
   assert.match(none.err, /gdp-coord: shard-size memory check skipped: without --workers the shard size is not known/);
   const cpu = await coord(['--dry-run', '--workers', '1', '--local', '--backend', 'cpu', '--set', 'stages=["train"]'], 30000);
   assert.match(cpu.err, /gdp-coord: shard-size memory check skipped: gdp knows no memory limit for the cpu backend/);
+});
+
+test("commander's own rejections are BAD_FLAG with exit 2, naming the flag; --help still exits 0", async () => {
+  const cases: [(args: string[], timeoutMs: number) => Promise<{ code: number | null; err: string }>, string[], RegExp][] = [
+    [coord, ['--wokers', '2'], /^gdp-coord: error \[BAD_FLAG\]: unknown option '--wokers'\n\(Did you mean --workers\?\)/],
+    [coord, ['--backend', 'foo'], /^gdp-coord: error \[BAD_FLAG\]: option '--backend <name>' argument 'foo' is invalid/],
+    [coord, ['--workers', 'two'], /^gdp-coord: error \[BAD_FLAG\]: .*--workers must be a positive integer, got 'two'/],
+    [coord, ['--local', '--in-process', '--workers', '1', '--dry-run'], /^gdp-coord: error \[BAD_FLAG\]: option '--local' cannot be used with option '--in-process'/],
+    [worker, [], /^gdp-worker: error \[BAD_FLAG\]: required option '--connect <url>' not specified/],
+    [worker, ['--connect', 'ws://127.0.0.1:1', '--gpu', '-1'], /^gdp-worker: error \[BAD_FLAG\]: .*--gpu must be a GPU index/],
+  ];
+  for (const [bin, args, message] of cases) {
+    const r = await bin(args, 30000);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+    assert.match(r.err, message);
+  }
+  for (const bin of [coord, worker]) {
+    const help = await bin(['--help'], 30000);
+    assert.equal(help.code, 0, help.err);
+    assert.match(help.out, /^Usage: gdp-(coord|worker) \[options\]/);
+  }
+});
+
+test('--config naming a missing file is FILE_NOT_FOUND, exit 2; a --set mistake names the --set', async () => {
+  const r = await coord(['--dry-run', '--config', 'nope.json'], 30000);
+  assert.equal(r.code, 2, r.err);
+  assert.match(r.err, /^gdp-coord: error \[FILE_NOT_FOUND\]: cannot read config file nope\.json/);
+  const set = await coord(['--dry-run', '--set', 'gbn.targt_flops=0.5'], 30000);
+  assert.equal(set.code, 2, set.err);
+  assert.match(set.err, /BAD_CONFIG\]: invalid --set on .*\n\s+gbn: unknown key 'targt_flops' \(from --set gbn\.targt_flops=0\.5\); did you mean 'target_flops'\?/);
+});
+
+test("a config's relative model.file is found next to the config from any cwd, and tfjs prints no Node.js banner", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gdp-own-'));
+  try {
+    const net = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 4, kernelSize: 3 }), tf.layers.flatten(), tf.layers.dense({ units: 10 })] });
+    await net.save(tfjsDirWriter(join(dir, 'net')));
+    net.dispose();
+    const own = JSON.parse(readFileSync(join(ROOT, 'configs', 'own-model.json'), 'utf8'));
+    own.model.file = 'net/model.json';
+    const config = join(dir, 'own.json');
+    writeFileSync(config, JSON.stringify(own));
+    // The helpers run the command in the temporary folder's parent: 'net/model.json' is not there.
+    const r = await coord(['--dry-run', '--config', config, '--set', 'stages=["train"]'], 60000);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(JSON.parse(r.out).model.file, join(dir, 'net', 'model.json'));
+    assert.doesNotMatch(r.out + r.err, /looks like you are running TensorFlow\.js in Node\.js/);
+    // A --set path stays relative to the working directory.
+    const set = await coord(['--dry-run', '--config', config, '--set', 'model.file=net/model.json'], 60000);
+    assert.equal(set.code, 2, set.err);
+    assert.match(set.err, /FILE_NOT_FOUND.*cannot read model net\/model\.json/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('without --dry-run, --workers is required', async () => {

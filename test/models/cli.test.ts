@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/shared/backend.js';
 import { readF32 } from '../../src/shared/io/raw_tensor.js';
-import { tfjsDirReader } from '../../src/shared/io/tfjs_files.js';
+import { tfjsDirReader, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
 import { maxAbsDiff } from '../helpers.js';
 import { fixture, fixtureInputNhwc, fixtureLogits, hasFixture, INPUT_SHAPE_NHWC } from '../io/fixture.js';
 import { gdpModel } from './gdp_model.js';
@@ -34,6 +34,38 @@ test('bad flags and unknown architectures exit 2 with the code and the culprit n
   const b = await gdpModel('flops', '--arch', 'cifar.resnet56', '--backend', 'gpu');
   assert.notEqual(b.code, 0);
   assert.match(b.stderr, /--backend/);
+});
+
+test("commander's own rejections are BAD_FLAG with exit 2; help exits 0", async () => {
+  const cases: [string[], RegExp][] = [
+    [['export', '--weights', 'w.safetensors', '--format', 'onnx'], /^gdp-model: error \[BAD_FLAG\]: option '--format <format>' argument 'onnx' is invalid/],
+    [['info'], /^gdp-model: error \[BAD_FLAG\]: required option '--weights <file>' not specified/],
+    [['infoo'], /^gdp-model: error \[BAD_FLAG\]: unknown command 'infoo'\n\(Did you mean info\?\)/],
+    [['info', '--weights', 'w.safetensors', '--wieghts'], /^gdp-model: error \[BAD_FLAG\]: unknown option '--wieghts'/],
+    [['flops', '--arch', 'cifar.resnet56', '--num-class', '0'], /^gdp-model: error \[BAD_FLAG\]: .*--num-class must be a positive integer/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await gdpModel(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  }
+  for (const args of [['--help'], ['help', 'info'], ['info', '--help']]) {
+    const r = await gdpModel(...args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stdout, /^Usage: gdp-model/);
+  }
+});
+
+test('import: a missing --tfjs model or weight shard is FILE_NOT_FOUND naming it, exit 2', async () => {
+  const absent = await gdpModel('import', '--tfjs', join(dir, 'absent', 'model.json'), '--out', join(dir, 'absent.safetensors'), '--backend', 'cpu');
+  assert.equal(absent.code, 2, absent.stderr);
+  assert.match(absent.stderr, /error \[FILE_NOT_FOUND\]: cannot read model .*absent\/model\.json/);
+  const net = join(dir, 'shardless');
+  await tf.sequential({ layers: [tf.layers.dense({ inputShape: [3], units: 2 })] }).save(tfjsDirWriter(net));
+  await unlink(join(net, 'weights.bin'));
+  const shard = await gdpModel('import', '--tfjs', net, '--out', join(dir, 'shardless.safetensors'), '--backend', 'cpu');
+  assert.equal(shard.code, 2, shard.stderr);
+  assert.match(shard.stderr, /error \[FILE_NOT_FOUND\]: cannot read weight shard .*shardless\/weights\.bin/);
 });
 
 test('predict reproduces PyTorch logits of the gated checkpoint (wasm) and checks the input size', { skip }, async () => {

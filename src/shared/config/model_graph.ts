@@ -22,7 +22,13 @@ export function resolveModelGraph(config: Config): Config {
         'BAD_CONFIG',
         `model.file: an imported model trains as architecture '${GRAPH_ARCH}'; set model.name to '${GRAPH_ARCH}' (it is '${m.name}')`,
       );
-    const topology = readImportedTopologySync(m.file);
+    let topology: unknown;
+    try {
+      topology = readImportedTopologySync(m.file);
+    } catch (e) {
+      // The file's errors name the file; the key says where it was named.
+      throw e instanceof GdpError ? new GdpError(e.code, `model.file: ${e.message}`) : e;
+    }
     if (m.graph !== undefined && JSON.stringify(m.graph) !== JSON.stringify(topology)) {
       throw new GdpError('BAD_CONFIG', `model.graph differs from the topology of model.file (${m.file}): set one`);
     }

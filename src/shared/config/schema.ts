@@ -13,6 +13,7 @@ const base = z
     /** The paper's device switch: a hint here; each worker's --backend and --gpu place its work. */
     cuda: z.boolean().default(false),
     seed: z.number().int().default(0),
+    /** The paper's starting weights file; a relative path in a config file is relative to that file's folder (see model.weights). */
     checkpoint_path: z.string().default(''),
     /** The paper's starting epoch: the train stage runs epochs epoch+1..max_epoch from the starting weights. */
     epoch: z.number().int().min(0).default(0),
@@ -52,9 +53,15 @@ const model = z
           'gdp downloads no weights: convert the pretrained weights to safetensors (PyTorch names) and name the file in model.weights; set pretrained false',
       })
       .default(false),
-    /** gdp: safetensors weights to start from (PyTorch names and layout). */
+    /**
+     * gdp: safetensors weights to start from (PyTorch names and layout). A relative path in a config file is relative
+     * to that file's folder; given with `--set`, to the working directory (as model.file, data.dir, base.checkpoint_path).
+     */
     weights: z.string().optional(),
-    /** gdp: a TF.js layers model (its model.json) to train and prune: model.name 'graph', starting weights from it. */
+    /**
+     * gdp: a TF.js layers model (its model.json) or Keras file to train and prune: model.name 'graph', starting weights
+     * from it. Relative: to the config file's folder, or with `--set` to the working directory.
+     */
     file: z.string().optional(),
     /**
      * gdp: the TF.js layers topology architecture 'graph' is built from; filled when the config is loaded, from
@@ -109,7 +116,10 @@ const data = z
     batch_size: z.number().int().positive(),
     test_batch_size: z.number().int().positive(),
     num_workers: z.number().int().nonnegative().default(2),
-    /** gdp: dataset folder (CIFAR binary batches, ImageNet or folder train/ and val/); `--data-dir` overrides. */
+    /**
+     * gdp: dataset folder (CIFAR binary batches, ImageNet or folder train/ and val/); `--data-dir` overrides. Relative:
+     * to the config file's folder, or with `--set` to the working directory.
+     */
     dir: z.string().optional(),
     /** gdp: evaluate on N test samples, every class in proportion (the same N on every worker and run). */
     test_subset: z.number().int().positive().optional(),

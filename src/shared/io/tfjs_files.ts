@@ -27,18 +27,27 @@ export function tfjsDirWriter(dir: string): tf.io.IOHandler {
   });
 }
 
+/** A file of a TF.js model that cannot be read (absent, a folder, no permission): FILE_NOT_FOUND naming it. */
+function unreadable(what: string, path: string, e: unknown): GdpError {
+  return new GdpError('FILE_NOT_FOUND', `cannot read ${what} ${path}: ${(e as Error).message}`);
+}
+
 /**
  * A load handler for a TF.js model directory on disk: Node has no file:// handler without tfjs-node.
- * Works for layers and graph models; weight shards are read in manifest order.
+ * Works for layers and graph models; weight shards are read in manifest order. Its load throws FILE_NOT_FOUND (a file
+ * cannot be read) and BAD_TFJS_MODEL (model.json is not JSON).
  */
 export function tfjsDirReader(dir: string, file = MODEL_JSON): tf.io.IOHandler {
   return {
     load: async () => {
+      const text = await readFile(join(dir, file), 'utf8').catch((e: unknown) => {
+        throw unreadable('model', join(dir, file), e);
+      });
       let json: tf.io.ModelJSON;
       try {
-        json = JSON.parse(await readFile(join(dir, file), 'utf8'));
+        json = JSON.parse(text);
       } catch (e) {
-        throw new GdpError('BAD_TFJS_MODEL', `cannot read ${join(dir, file)}: ${(e as Error).message}`);
+        throw new GdpError('BAD_TFJS_MODEL', `${join(dir, file)} is not JSON: ${(e as Error).message}`);
       }
       return tf.io.getModelArtifactsForJSON(json, async (manifest) => {
         const specs = manifest.flatMap((g) => g.weights);
@@ -46,12 +55,9 @@ export function tfjsDirReader(dir: string, file = MODEL_JSON): tf.io.IOHandler {
           manifest
             .flatMap((g) => g.paths)
             .map(async (p) => {
-              let b: Buffer;
-              try {
-                b = await readFile(join(dir, p));
-              } catch (e) {
-                throw new GdpError('BAD_TFJS_MODEL', `cannot read weight shard ${join(dir, p)}: ${(e as Error).message}`);
-              }
+              const b = await readFile(join(dir, p)).catch((e: unknown) => {
+                throw unreadable('weight shard', join(dir, p), e);
+              });
               return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
             }),
         );
@@ -94,8 +100,8 @@ function modelFromArtifacts(artifacts: tf.io.ModelArtifacts, path: string): Tfjs
 /**
  * Reads a TF.js layers model from `path` (its model.json, or the folder holding one) with its weight shards: the
  * topology as stored (what a 'graph' architecture is built from) and the importer's graph (see
- * readLayersTopology). Quantized weights are dequantized to float32 by tfjs. Throws BAD_TFJS_MODEL (unreadable or
- * malformed files, a graph model) and UNSUPPORTED_LAYER.
+ * readLayersTopology). Quantized weights are dequantized to float32 by tfjs. Throws FILE_NOT_FOUND (model.json or a
+ * weight shard cannot be read), BAD_TFJS_MODEL (malformed files, a graph model) and UNSUPPORTED_LAYER.
  */
 export async function readTfjsModel(path: string): Promise<TfjsModel> {
   const [dir, file] = splitPath(path);
@@ -112,7 +118,7 @@ export function readTfjsModelSync(path: string): TfjsModel {
     try {
       return readFileSync(join(dir, p));
     } catch (e) {
-      throw new GdpError('BAD_TFJS_MODEL', `cannot read ${what} ${join(dir, p)}: ${(e as Error).message}`);
+      throw unreadable(what, join(dir, p), e);
     }
   };
   let json: tf.io.ModelJSON;
