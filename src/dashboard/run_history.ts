@@ -148,10 +148,12 @@ export class RunHistory {
         v.task = e.task;
         v.stages = e.stages;
         v.startedAt = e.t;
-        // No key at all for a fresh run: the view travels as JSON, which drops undefined members.
-        if (e.resumedStep !== undefined) v.resumedAt = e.resumedStep;
-        else delete v.resumedAt;
-        this.touch('task', 'stages', 'startedAt', 'resumedAt');
+        this.touch('task', 'stages', 'startedAt');
+        // No key at all for a fresh run, in the view and its deltas: JSON, which the page receives, drops undefined members.
+        if (e.resumedStep !== undefined) {
+          v.resumedAt = e.resumedStep;
+          this.touch('resumedAt');
+        } else delete v.resumedAt;
         break;
       case 'worker_joined': {
         const w: WorkerView = { id: e.id, host: e.host, backend: e.backend, gpu: e.gpu, state: 'active', joinedAt: e.t, joinedStep: e.step };
