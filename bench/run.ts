@@ -174,9 +174,9 @@ await section(
     const total = (quick ? 256 : 1024) * MIB;
     for (const direction of ['up', 'down'] as const) {
       const raw = await rawWsThroughput(direction, total, 16 * MIB);
-      // The key the issue names is the upload (masked) direction: the one every worker's gradient takes.
+      // The key the issue names is the upload direction: the one every worker's gradient takes (gdp's client socket options: zero mask).
       result[direction === 'up' ? 'raw_ws_mb_s' : 'raw_ws_down_mb_s'] = round(raw.mbPerSec, 1);
-      const what = direction === 'up' ? 'worker -> coordinator (masked)' : 'coordinator -> worker';
+      const what = direction === 'up' ? 'worker -> coordinator' : 'coordinator -> worker';
       rows.push([
         `raw ws 127.0.0.1, 16 MiB frames, ${direction}`,
         `${raw.mbPerSec.toFixed(1)} MB/s ${what} (${total / MIB} MiB in ${(raw.ms / 1000).toFixed(2)} s)`,
