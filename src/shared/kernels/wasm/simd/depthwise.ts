@@ -36,23 +36,7 @@ export type DepthwiseTapKernel = (
 ) => void;
 
 /** The gather kernel: a tap kernel's arguments, then the tap table's byte offset and its number of entries. */
-export type DepthwiseGatherKernel = (
-  a: number,
-  b: number,
-  w: number,
-  rows: number,
-  cols: number,
-  images: number,
-  aRow: number,
-  aCol: number,
-  aImage: number,
-  bRow: number,
-  bCol: number,
-  bImage: number,
-  blocks: number,
-  table: number,
-  taps: number,
-) => void;
+export type DepthwiseGatherKernel = (...args: [...Parameters<DepthwiseTapKernel>, table: number, taps: number]) => void;
 
 export interface DepthwiseTapKernels {
   filterTap: Record<BlockVectors, DepthwiseTapKernel>;
