@@ -203,8 +203,8 @@ const results: SeedResult[] = [];
 const failed: { seed: number; error: string }[] = [];
 const save = () => {
   if (!o.out) return;
-  const file: QualityFile & { mean_std: object } = { recipe: o.recipe, set: o.set, seeds, runs: results, failed, ...summarize(results) };
-  writeFileSync(o.out, `${JSON.stringify({ ...file, lines: undefined }, null, 2)}\n`);
+  const file: QualityFile & { mean_std: object } = { recipe: o.recipe, set: o.set, seeds, runs: results, failed, mean_std: summarize(results).mean_std };
+  writeFileSync(o.out, `${JSON.stringify(file, null, 2)}\n`);
 };
 for (const seed of seeds) {
   try {
