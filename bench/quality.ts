@@ -16,7 +16,7 @@
  * - `default`: the embedded default job (configs/mnist-resnet20.json) as it ships.
  * - `paper`: the paper code's recipe on the digits (issue 16): baseline 12 epochs (lr 0.1 / 0.01 / 0.001 from epochs
  *   1 / 7 / 10), p = 0.01, a 2-epoch Tock every 5 Ticks, lr_max 0.01, stop at 30% of the MACs, finetune 6 epochs
- *   without momentum.
+ *   without momentum, and the paper's Tick: one pass over the training set (`tick_batches` unset).
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -37,6 +37,7 @@ const RECIPES: Record<string, string[]> = {
     'gbn.target_flops=0.3',
     'gbn.finetune_epoch=6',
     'gbn.finetune_momentum=0',
+    'gbn.tick_batches=null',
   ],
 };
 

@@ -74,6 +74,14 @@ describe('paper config parity', () => {
     rejectsWith(() => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), ['gbn.round_to=0'])), 'BAD_CONFIG', 'gbn.round_to');
   });
 
+  it('a --set to null removes the key, so that it takes its default (the whole-pass Tick without tick_batches)', () => {
+    const raw = applyOverrides(structuredClone(VGG16_DEMO), ['gbn.tick_batches=10', 'gbn.round_to=4']);
+    assert.deepEqual([parseConfig(raw).gbn?.tick_batches, parseConfig(raw).gbn?.round_to], [10, 4]);
+    const unset = applyOverrides(raw, ['gbn.tick_batches=null', 'gbn.round_to=null']);
+    assert.equal('tick_batches' in (unset.gbn as object), false);
+    assert.deepEqual([parseConfig(unset).gbn?.tick_batches, parseConfig(unset).gbn?.round_to], [undefined, 1]);
+  });
+
   it("validates the paper's Tick switches (gbn.tick_trains, tick_decay_frozen, prune_count, min_filters, minimal_rounding); defaults are gdp's", () => {
     const withSets = (...sets: string[]) => parseConfig(applyOverrides(structuredClone(VGG16_DEMO), sets));
     const d = withSets().gbn!;

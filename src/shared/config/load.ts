@@ -40,7 +40,8 @@ function overrideValue(o: string, text: string): unknown {
 
 /**
  * Applies `key.path=value` overrides to a raw config object (a copy; `raw` is unchanged). Values as overrideValue reads
- * them; the result is validated like the file itself.
+ * them; `null` removes the key, so that it takes its default (no config key accepts null), e.g. `gbn.tick_batches=null`
+ * for the paper's whole-pass Tick when the config file sets a size. The result is validated like the file itself.
  * @throws GdpError BAD_FLAG (no key, a key through a non-section, an illegal key), BAD_CONFIG (a value that is not JSON
  *   though it starts like it).
  */
@@ -59,7 +60,8 @@ export function applyOverrides(raw: Record<string, unknown>, overrides: readonly
       }
       node = node[k] as Record<string, unknown>;
     }
-    node[keys[keys.length - 1]] = value;
+    if (value === null) delete node[keys[keys.length - 1]];
+    else node[keys[keys.length - 1]] = value;
   }
   return out;
 }
