@@ -91,8 +91,11 @@ export class WorkerLink {
   ringUrl?: string;
   /** Training samples of committed steps since the last BN synchronisation: the weight it must report. */
   samplesSinceSync = 0;
-  /** Longest time it took to answer a compute or evaluate request, in ms. */
-  private longestAnswerMs = 0;
+  /**
+   * Longest time it took to answer each kind of long request, in ms. Per kind: an evaluation over its test shard can
+   * take many times a training step, so a step's time says nothing about an evaluation's.
+   */
+  private longestAnswerMs = { computed: 0, evaluated: 0 };
 
   constructor(
     readonly peer: Peer,
@@ -121,15 +124,20 @@ export class WorkerLink {
   }
 
   /**
-   * How long this worker may be silent. Its tensor backend blocks its event loop while it computes, so while a
-   * compute or evaluate request is outstanding the allowance is twice its longest such answer so far (at least the
-   * heartbeat timeout); before its first one nothing says how long a shard takes (ResNet-50 on a CPU: minutes), so
-   * the step timeout applies. Other requests (the welcome, BN statistics, checksums) leave its heartbeats flowing.
+   * How long this worker may be silent, in ms. Its tensor backend blocks its event loop while it computes, so while
+   * a compute or evaluate request is outstanding the allowance is twice its longest answer of that kind so far (at
+   * least the heartbeat timeout); before its first answer of that kind nothing says how long it takes (ResNet-50 on a
+   * CPU: minutes a shard), so the step timeout applies. Other requests (the welcome, BN statistics, checksums) leave
+   * its heartbeats flowing.
    */
   silenceLimitMs(): number {
-    const computing = [...this.pending.values()].some((p) => p.type === 'computed' || p.type === 'evaluated');
-    if (!computing) return this.heartbeatTimeoutMs;
-    return Math.max(this.heartbeatTimeoutMs, this.longestAnswerMs > 0 ? 2 * this.longestAnswerMs : this.timeoutMs);
+    let limit = this.heartbeatTimeoutMs;
+    for (const p of this.pending.values()) {
+      if (p.type !== 'computed' && p.type !== 'evaluated') continue;
+      const longest = this.longestAnswerMs[p.type];
+      limit = Math.max(limit, longest > 0 ? 2 * longest : this.timeoutMs);
+    }
+    return limit;
   }
 
   /**
@@ -189,7 +197,7 @@ export class WorkerLink {
   private settle(seq: number, p: Pending, value: unknown): void {
     clearTimeout(p.timer);
     this.pending.delete(seq);
-    if (p.type === 'computed' || p.type === 'evaluated') this.longestAnswerMs = Math.max(this.longestAnswerMs, Date.now() - p.started);
+    if (p.type === 'computed' || p.type === 'evaluated') this.longestAnswerMs[p.type] = Math.max(this.longestAnswerMs[p.type], Date.now() - p.started);
     p.resolve(value as never);
   }
 

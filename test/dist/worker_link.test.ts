@@ -108,3 +108,29 @@ test('links sharing one RequestNumbers never reuse a number; a step may give the
   x.far.close();
   y.far.close();
 });
+
+test('the silence allowed while a shard is computed comes from earlier answers of the same kind only', async () => {
+  const [a, b] = memoryPair(['memory:coordinator', 'memory:w0']);
+  const stepTimeoutMs = 600_000;
+  const heartbeatTimeoutMs = 1000;
+  const link = new WorkerLink(new Peer(a, opts), HELLO, stepTimeoutMs, heartbeatTimeoutMs);
+  const far = new Peer(b, opts);
+  const stats = { lossSum: 0, correct1: 0, correct5: 0, count: 0 };
+  const evaluate = (seq: number): Message[] => [{ type: 'evaluate', seq, indices: { dtype: 'int32', shape: [0], data: new Uint8Array(0) }, batchSize: 4 }];
+  assert.equal(link.silenceLimitMs(), heartbeatTimeoutMs, 'nothing outstanding: heartbeats flow');
+  const first = link.request('evaluated', evaluate);
+  assert.equal(link.silenceLimitMs(), stepTimeoutMs, 'no evaluation answered yet: nothing says how long one takes');
+  await tick();
+  far.send({ type: 'evaluated', seq: 1, stats });
+  await first;
+  const second = link.request('evaluated', evaluate);
+  assert.equal(link.silenceLimitMs(), heartbeatTimeoutMs, 'an evaluation took milliseconds: twice that is below the floor');
+  // A quick evaluation says nothing about a training step's time (and a quick step nothing about an evaluation's).
+  const compute = link.request('computed', (seq) => [{ type: 'checksum_request', seq }]);
+  assert.equal(link.silenceLimitMs(), stepTimeoutMs);
+  far.send({ type: 'evaluated', seq: 2, stats });
+  await second;
+  assert.equal(link.silenceLimitMs(), stepTimeoutMs);
+  far.close();
+  await assert.rejects(compute, (err: GdpError) => err.code === 'WORKER_LOST');
+});
