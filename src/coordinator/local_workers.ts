@@ -3,11 +3,17 @@ import { fileURLToPath } from 'node:url';
 import { GdpError } from '../shared/errors.js';
 
 const WORKER_CLI = fileURLToPath(new URL('../worker/cli.js', import.meta.url));
+/**
+ * Seconds a local worker keeps reconnecting after its connection ends (gdp-worker --retry-for): one dropped while
+ * alive (stalled past its silence allowance on a loaded machine) rejoins the run; one whose coordinator died without
+ * cleaning up exits after this long (a resumed --local run starts its own workers).
+ */
+const LOCAL_RETRY_S = 60;
 
 /**
  * Worker processes this coordinator started (--local). They are ended with the coordinator: on normal exit, on
  * error and on SIGINT/SIGTERM; and should the coordinator die without cleaning up, each worker exits by itself
- * when its socket closes.
+ * LOCAL_RETRY_S after its socket closes.
  */
 export class LocalWorkers {
   private readonly children: ChildProcess[] = [];
@@ -25,11 +31,10 @@ export class LocalWorkers {
     const extra = [...(opts.ca ? ['--ca', opts.ca] : []), ...(opts.dataDir ? ['--data-dir', opts.dataDir] : [])];
     for (let i = 0; i < n; i++) {
       const id = `local${i}`;
-      // --retry-for 0: a local worker lives and dies with this coordinator (a resumed run starts its own). Its ring
-      // listener (used only when dist.allreduce is not 'star') is on loopback, whatever the coordinator's address.
+      // Its ring listener (used only when dist.allreduce is not 'star') is on loopback, whatever the coordinator's address.
       const child = spawn(
         process.execPath,
-        [WORKER_CLI, '--connect', url, '--backend', backend, '--id', id, '--retry-for', '0', '--listen', '127.0.0.1:0', ...extra],
+        [WORKER_CLI, '--connect', url, '--backend', backend, '--id', id, '--retry-for', String(LOCAL_RETRY_S), '--listen', '127.0.0.1:0', ...extra],
         {
           stdio: ['ignore', 'pipe', 'pipe'],
           env,
