@@ -22,6 +22,7 @@ import '@tensorflow/tfjs';
 import { batchNormTrain } from '../src/shared/nn/batchnorm_train.js';
 import { depthwiseGradOptions } from '../src/shared/kernels/wasm/depthwise_common.js';
 import { registerWasmTrainingKernels } from '../src/shared/kernels/wasm/register_all.js';
+import { makeDivisible, MOBILENET_V2_STAGES } from '../src/shared/models/mobilenet_v2.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: number) => {
@@ -45,25 +46,11 @@ interface Block {
 
 /** MobileNetV2 (Sandler et al. 2018, table 2) at width 0.35 on 96x96 inputs: channels rounded to multiples of 8. */
 function mobileNetV2Blocks(width = 0.35, input = 96): Block[] {
-  // The reference implementation's _make_divisible: nearest multiple of 8, at least 8, not below 90% of v.
-  const divisible = (v: number) => {
-    const r = Math.max(8, Math.floor((v + 4) / 8) * 8);
-    return r < 0.9 * v ? r + 8 : r;
-  };
-  const settings: Array<[number, number, number, number]> = [
-    [1, 16, 1, 1],
-    [6, 24, 2, 2],
-    [6, 32, 3, 2],
-    [6, 64, 4, 2],
-    [6, 96, 3, 1],
-    [6, 160, 3, 2],
-    [6, 320, 1, 1],
-  ];
   const blocks: Block[] = [];
   let res = input / 2,
-    cin = divisible(32 * width);
-  for (const [t, c, n, s] of settings) {
-    const cout = divisible(c * width);
+    cin = makeDivisible(32 * width);
+  for (const [t, c, n, s] of MOBILENET_V2_STAGES) {
+    const cout = makeDivisible(c * width);
     for (let i = 0; i < n; i++) {
       const stride = i === 0 ? s : 1;
       blocks.push({ res, cin, t, cout, stride });

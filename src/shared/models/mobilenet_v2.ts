@@ -41,8 +41,8 @@ export class InvertedResidual extends Module {
   }
 }
 
-/** MobileNetV2's stages: expansion t, output channels c, blocks n, first stride s. */
-const SETTINGS: [number, number, number, number][] = [
+/** MobileNetV2's stages (Sandler et al. 2018, table 2): expansion t, output channels c, blocks n, first stride s. */
+export const MOBILENET_V2_STAGES: readonly (readonly [number, number, number, number])[] = [
   [1, 16, 1, 1],
   [6, 24, 2, 2],
   [6, 32, 3, 2],
@@ -67,7 +67,7 @@ export class MobileNetV2 extends Module {
     let c = makeDivisible(32 * widthMult);
     const last = makeDivisible(1280 * Math.max(1, widthMult));
     const layers: Module[] = [convBnRelu6(inChannels, c, 3, 2, false, rng)];
-    for (const [t, ch, n, s] of SETTINGS) {
+    for (const [t, ch, n, s] of MOBILENET_V2_STAGES) {
       const out = makeDivisible(ch * widthMult);
       for (let i = 0; i < n; i++) {
         layers.push(new InvertedResidual(c, out, i === 0 ? s : 1, t, rng));

@@ -7,17 +7,29 @@
  * what batch-norm statistics and bias/scale gradients need. A matmul with a
  * ones row is no faster: XNNPACK packs the data operand on every call.
  */
-import { AvgPool, Fill, Mean, Multiply, Reshape, Sum, SumAttrs, SumInputs, TensorInfo, util } from '@tensorflow/tfjs-core';
+import { AvgPool, Fill, KernelConfig, KernelFunc, Mean, Multiply, Reshape, Sum, SumAttrs, SumInputs, TensorInfo, util } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
-import { required, runKernel, runStockKernel, WasmKernelArgs } from './kernel_utils.js';
+import { required, runKernel, runStockKernel, stockKernelSetup, WasmKernelArgs } from './kernel_utils.js';
 import { withScratch } from './scratch.js';
 
 /**
- * kernelFunc of Sum or Mean (same inputs and attributes): leading-axes
- * reductions here, everything else by the stock kernel.
+ * The wasm kernel config of Sum or Mean: reductions over leading axes (bias
+ * and batch-norm gradients and statistics) here, everything else by the
+ * stock kernel, whose setup therefore runs too.
  */
-export function leadingReduceKernel(kernelName: typeof Sum | typeof Mean): (args: WasmKernelArgs<SumInputs, SumAttrs>) => TensorInfo {
+export function leadingReduceConfig(kernelName: typeof Sum | typeof Mean): KernelConfig {
+  return {
+    kernelName,
+    backendName: 'wasm',
+    setupFunc: stockKernelSetup(kernelName),
+    // The registry's KernelFunc takes an untyped backend; ours needs wasm's.
+    kernelFunc: leadingReduceKernel(kernelName) as unknown as KernelFunc,
+  };
+}
+
+/** kernelFunc of Sum or Mean (same inputs and attributes). */
+function leadingReduceKernel(kernelName: typeof Sum | typeof Mean): (args: WasmKernelArgs<SumInputs, SumAttrs>) => TensorInfo {
   const sum = kernelName === Sum;
   return ({ inputs, backend, attrs }) => {
     const x = required(inputs.x, 'x');

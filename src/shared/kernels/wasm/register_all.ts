@@ -4,7 +4,7 @@
  * replacements can delegate to them. Safe to call more than once.
  */
 import '@tensorflow/tfjs-backend-wasm';
-import { getKernel, KernelConfig, registerKernel, unregisterKernel } from '@tensorflow/tfjs-core';
+import { getKernel, KernelConfig, Mean, registerKernel, Sum, unregisterKernel } from '@tensorflow/tfjs-core';
 
 import { avgPoolGradConfig } from './AvgPoolGrad.js';
 import { batchMatMulConfig } from './BatchMatMul.js';
@@ -19,10 +19,9 @@ import { depthwiseConv2dNativeBackpropFilterConfig } from './DepthwiseConv2dNati
 import { depthwiseConv2dNativeBackpropInputConfig } from './DepthwiseConv2dNativeBackpropInput.js';
 import { rememberStockKernel, WASM } from './kernel_utils.js';
 import { identityConfig } from './Identity.js';
+import { leadingReduceConfig } from './leading_reduce.js';
 import { maxPoolGradConfig } from './MaxPoolGrad.js';
-import { meanConfig } from './Mean.js';
 import { reluGradConfig } from './ReluGrad.js';
-import { sumConfig } from './Sum.js';
 
 export const wasmTrainingKernels: readonly KernelConfig[] = [
   conv2DConfig,
@@ -33,8 +32,8 @@ export const wasmTrainingKernels: readonly KernelConfig[] = [
   batchMatMulConfig,
   maxPoolGradConfig,
   avgPoolGradConfig,
-  sumConfig,
-  meanConfig,
+  leadingReduceConfig(Sum),
+  leadingReduceConfig(Mean),
   identityConfig,
   batchNormTrainForwardConfig,
   batchNormTrainBackwardConfig,
