@@ -1,5 +1,5 @@
 import { assemble, type WasmFunction } from '../shared/kernels/wasm/simd/assembler.js';
-import { countedLoop } from '../shared/kernels/wasm/simd/module.js';
+import { vectorLoop } from '../shared/kernels/wasm/simd/wasm_text.js';
 import { foldInto, type FoldRole } from './reduce.js';
 
 /** The part of the WebAssembly JS API used here (the project's libs do not declare it). */
@@ -42,17 +42,16 @@ const FUNCTIONS: WasmFunction[] = (Object.keys(STORE) as FoldRole[]).map((role) 
     local.get $z local.set $p
     local.get $z local.set $q
     local.get $count f32x4.splat local.set $c
-    ${countedLoop(
+    ${vectorLoop(
       '$vec',
       '$k',
       '$n',
+      ['$acc', '$g'],
       `
       local.get $g v128.load local.set $v
       local.get $p local.get $v local.get $z f32x4.mul f32x4.add local.set $p
       ${STORE[role]}
-      ${PROBES_OUTPUT[role] ? 'local.get $q local.get $o local.get $z f32x4.mul f32x4.add local.set $q' : ''}
-      local.get $acc i32.const 16 i32.add local.set $acc
-      local.get $g i32.const 16 i32.add local.set $g`,
+      ${PROBES_OUTPUT[role] ? 'local.get $q local.get $o local.get $z f32x4.mul f32x4.add local.set $q' : ''}`,
     )}
     ${laneSum('$q')} local.set $qs
     ${laneSum('$p')}

@@ -34,8 +34,9 @@ test(
     const url = waitFor(/gdp-coord: dashboard (\S+)/);
     const started = waitFor(/worker local0 joined[\s\S]*worker local1 joined|worker local1 joined[\s\S]*worker local0 joined/);
     let output = '';
-    // Small batches and many of them: the run lasts long enough to watch it (about a step a second here).
-    const args = [...smokeArgs(logs), '--token', TOKEN, '--set', 'train.max_steps_per_epoch=60', '--set', 'data.batch_size=8'];
+    // Small batches and many of them: the run lasts long enough to watch it (about a step a second here). The
+    // evaluation after the watching need not be long: 100 test images.
+    const args = [...smokeArgs(logs), '--token', TOKEN, '--set', 'train.max_steps_per_epoch=60', '--set', 'data.batch_size=8', '--set', 'data.test_subset=100'];
     const run = coord(args, 280_000, (out) => {
       output = out;
       url.feed(out);

@@ -12,7 +12,7 @@ import { dashboardEventSchema, type DashboardEvent } from '../../src/dashboard/e
 import { renderPage } from '../../src/dashboard/page.js';
 import { writeReport } from '../../src/dashboard/report.js';
 import { RunHistory } from '../../src/dashboard/run_history.js';
-import { coord, ROOT } from '../dist/cli_helpers.js';
+import { coord, ROOT, SMALL_SMOKE } from '../dist/cli_helpers.js';
 import { noChromium, withChromium } from './browser.js';
 
 const run = promisify(execFile);
@@ -104,6 +104,8 @@ test(
           join(ROOT, 'configs', 'smoke.json'),
           '--set',
           `base.log_dir=${logs}`,
+          // The report's figures are checked against the run's own files: any size of run will do.
+          ...SMALL_SMOKE,
         ],
         360_000,
       );

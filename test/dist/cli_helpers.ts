@@ -73,3 +73,6 @@ export function smokeArgs(logDir: string): string[] {
     '--set', 'stages=["train"]', '--set', `base.log_dir=${logDir}`,
   ];
 }
+
+/** The smoke config cut further (batch 16, 2 steps per epoch, 50 test images): every stage in seconds, as `--set` flags. */
+export const SMALL_SMOKE = ['--set', 'data.batch_size=16', '--set', 'train.max_steps_per_epoch=2', '--set', 'data.test_subset=50'];

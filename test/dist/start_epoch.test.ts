@@ -20,6 +20,11 @@ import { ROOT } from './cli_helpers.js';
 const SMOKE = join(ROOT, 'configs', 'smoke.json');
 /** The issue's schedule: epoch 1 at 0.05, epoch 2 at 0.001. */
 const TWO_EPOCHS = ['train.max_epoch=2', 'train.steplr=[[1,0.05],[2,0.001]]'];
+/**
+ * Smaller batches and test set than the smoke config's: what is checked here (epoch numbering, lr, which weights
+ * start the stage, bitwise equality of two runs) does not depend on the batch size, and the eight runs stay cheap.
+ */
+const SMALL = ['data.batch_size=8', 'data.test_batch_size=50', 'data.test_subset=100'];
 
 interface Outcome {
   dir: string;
@@ -35,7 +40,7 @@ interface Outcome {
 async function run(data: DatasetPair, logDir: string, task: string, sets: string[], opts: { stopAfter?: number; resume?: boolean } = {}): Promise<Outcome> {
   const dir = join(logDir, task);
   let point: ResumePoint | undefined;
-  let config = loadConfig(SMOKE, [`base.log_dir=${logDir}`, `base.task_name=${task}`, 'stages=["train"]', ...sets]);
+  let config = loadConfig(SMOKE, [`base.log_dir=${logDir}`, `base.task_name=${task}`, 'stages=["train"]', ...SMALL, ...sets]);
   if (opts.resume) {
     point = readResumePoint(dir);
     config = resumedConfig(point, []);
@@ -82,7 +87,7 @@ describe('base.epoch: the train stage continues at epoch base.epoch+1 from the s
   before(async () => {
     await initBackend('wasm');
     logDir = mkdtempSync(join(tmpdir(), 'gdp-start-epoch-'));
-    data = await loadDataset(loadConfig(SMOKE));
+    data = await loadDataset(loadConfig(SMOKE, SMALL));
   });
   after(() => rmSync(logDir, { recursive: true, force: true }));
 

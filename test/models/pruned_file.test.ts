@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseSafetensors } from '../../src/shared/io/safetensors.js';
-import { ROOT, coord } from '../dist/cli_helpers.js';
+import { ROOT, SMALL_SMOKE, coord } from '../dist/cli_helpers.js';
 import { gdpModel } from './gdp_model.js';
 
 interface Info {
@@ -32,12 +32,7 @@ test('the files a smoke run saves are gdp model files: pruned.safetensors loads 
         join(ROOT, 'configs', 'smoke.json'),
         '--set',
         `base.log_dir=${logDir}`,
-        '--set',
-        'data.batch_size=16',
-        '--set',
-        'train.max_steps_per_epoch=2',
-        '--set',
-        'data.test_subset=50',
+        ...SMALL_SMOKE,
       ],
       150000,
     );

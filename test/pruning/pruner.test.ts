@@ -34,7 +34,12 @@ function tinyResNet(seed: number): CifarResNet {
   return new CifarResNet(8, 10, 1, new Rng(seed));
 }
 
-function context(logDir: string, gbn: Partial<NonNullable<ConfigInput['gbn']>>, seed = 1): PruneStageContext & { cluster: LocalCluster; lines: string[] } {
+function context(
+  logDir: string,
+  gbn: Partial<NonNullable<ConfigInput['gbn']>>,
+  seed = 1,
+  shape = SHAPE,
+): PruneStageContext & { cluster: LocalCluster; lines: string[] } {
   const config = configSchema.parse({
     base: { task_name: 't', seed: 3, log_dir: logDir },
     model: { name: 'mnist.resnet20', num_class: 10 },
@@ -44,7 +49,7 @@ function context(logDir: string, gbn: Partial<NonNullable<ConfigInput['gbn']>>, 
     gbn: { sparse_lambda: 1e-3, lr_min: 1e-3, lr_max: 1e-2, tock_epoch: 1, T: 2, p: 0.2, finetune_epoch: 1, tick_batches: 1, ...gbn },
     stages: ['prune', 'finetune'],
   });
-  const cluster = new LocalCluster(new Replica(tinyResNet(seed), SHAPE), syntheticDataset(16, SHAPE, 1), syntheticDataset(8, SHAPE, 2));
+  const cluster = new LocalCluster(new Replica(tinyResNet(seed), shape), syntheticDataset(16, shape, 1), syntheticDataset(8, shape, 2));
   const lines: string[] = [];
   const log = (l: string) => {
     lines.push(l);
@@ -241,9 +246,13 @@ describe('Tick-Tock pruner', () => {
   });
 
   it("data.shuffle: false gives Tock, Tick and finetune batches in sample order, as the paper's DataLoader; true shuffles them", async () => {
-    /** The global batches of a prune and finetune run: Tock (4 steps), 2 Ticks (1 each), Tock, Tick, finetune (4). */
+    /**
+     * The global batches of a prune and finetune run: Tock (4 steps), 2 Ticks (1 each), Tock, Tick, finetune (4).
+     * On 4x4 inputs: the order of the batches does not depend on the image size, and the cpu backend's filter
+     * gradient (most of this test's time) costs a quarter of 8x8's.
+     */
     const batches = async (shuffle: boolean) => {
-      const ctx = context(join(dir, `shuffle-${shuffle}`), { tock_epoch: 1, max_ticks: 3, target_flops: 0.1 });
+      const ctx = context(join(dir, `shuffle-${shuffle}`), { tock_epoch: 1, max_ticks: 3, target_flops: 0.1 }, 1, [4, 4, 1]);
       ctx.config.data.shuffle = shuffle;
       ctx.config.train.max_steps_per_epoch = 4;
       const seen: number[][] = [];

@@ -3,7 +3,7 @@
  * documented on `SimdKernels` in simd/module.ts.
  */
 import type { WasmFunction } from './assembler.js';
-import { countedLoop } from './wasm_text.js';
+import { countedLoop, nextVectors, vectorLoop } from './wasm_text.js';
 
 /**
  * A loop over `n` vectors with `$k` cycling through [0, period) in steps of
@@ -18,7 +18,7 @@ function cyclicLoop(pointers: string[], body: string): string {
       '$n',
       `
       ${body}
-      ${pointers.map((p) => `local.get ${p} i32.const 16 i32.add local.set ${p}`).join(' ')}
+      ${nextVectors(pointers)}
       local.get $k i32.const 16 i32.add local.tee $k local.get $period i32.eq
       if i32.const 0 local.set $k end`,
     )}`;
@@ -104,19 +104,17 @@ export const channelFunctions: WasmFunction[] = [
     name: 'reluGrad',
     text: `(param $dy i32) (param $y i32) (param $n i32) (param $out i32)
       (local $i i32) (local $zero v128)
-      ${countedLoop(
+      ${vectorLoop(
         '$v',
         '$i',
         '$n',
+        ['$dy', '$y', '$out'],
         `
         local.get $out
         local.get $dy v128.load
         local.get $y v128.load local.get $zero f32x4.gt
         v128.and
-        v128.store
-        local.get $dy i32.const 16 i32.add local.set $dy
-        local.get $y i32.const 16 i32.add local.set $y
-        local.get $out i32.const 16 i32.add local.set $out`,
+        v128.store`,
       )}`,
   },
   {
@@ -126,10 +124,11 @@ export const channelFunctions: WasmFunction[] = [
       (local $i i32) (local $l v128) (local $h v128) (local $v v128)
       local.get $lo f32x4.splat local.set $l
       local.get $hi f32x4.splat local.set $h
-      ${countedLoop(
+      ${vectorLoop(
         '$v',
         '$i',
         '$n',
+        ['$dy', '$x', '$out'],
         `
         local.get $x v128.load local.set $v
         local.get $out
@@ -138,10 +137,7 @@ export const channelFunctions: WasmFunction[] = [
         local.get $v local.get $l f32x4.ge local.get $v local.get $l f32x4.gt
         local.get $loInclusive select
         v128.and
-        v128.store
-        local.get $dy i32.const 16 i32.add local.set $dy
-        local.get $x i32.const 16 i32.add local.set $x
-        local.get $out i32.const 16 i32.add local.set $out`,
+        v128.store`,
       )}`,
   },
 ];

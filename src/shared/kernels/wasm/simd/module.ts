@@ -12,9 +12,6 @@ import { channelFunctions } from './channel.js';
 import { convTile, ConvTileShape, outerTile } from './tiles.js';
 import { GdpError } from '../../../errors.js';
 
-// The loop builder lives in wasm_text.ts; re-exported for the coordinator's fold (fold_simd.ts), which imports it from here.
-export { countedLoop } from './wasm_text.js';
-
 export interface SimdKernels {
   /**
    * Filter-gradient blocks: for each of cTiles x oTiles blocks of 4 input

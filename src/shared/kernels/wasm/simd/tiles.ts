@@ -3,7 +3,7 @@
  * forward-convolution tiles. simd/module.ts assembles them against the backend's heap.
  */
 import type { WasmFunction } from './assembler.js';
-import { advance, countedLoop, pixelLoops, range } from './wasm_text.js';
+import { advance, advanceBy, countedLoop, loadVectors, pixelLoops, range, splatMulAdd, storeVectors } from './wasm_text.js';
 
 /**
  * The outer-product tile kernel for `ct` x channels by `4 * ov` dy
@@ -11,6 +11,8 @@ import { advance, countedLoop, pixelLoops, range } from './wasm_text.js';
  */
 export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * ov}`): WasmFunction {
   const acc = (k: number, v: number) => `$a${k * ov + v}`;
+  const accRow = (k: number) => range(ov).map((v) => acc(k, v));
+  const ds = range(ov).map((v) => `$d${v}`);
   return {
     name,
     text: `
@@ -47,9 +49,7 @@ export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * o
     ${range(ct)
       .map(
         (k) => `
-      ${range(ov)
-        .map((v) => `local.get $wq v128.load offset=${16 * v} local.set ${acc(k, v)}`)
-        .join(' ')}
+      ${loadVectors('$wq', accRow(k))}
       ${advance('$wq', '$wRow')}`,
       )
       .join('')}
@@ -57,37 +57,24 @@ export function outerTile(ct: number, ov: number, name = `outerTile${ct}x${4 * o
       'x',
       'dy',
       `
-      ${range(ov)
-        .map((v) => `local.get $dyq v128.load offset=${16 * v} local.set $d${v}`)
-        .join(' ')}
+      ${loadVectors('$dyq', ds)}
       ${range(ct)
-        .map(
-          (k) => `
-        local.get $xq v128.load32_splat offset=${4 * k} local.set $s
-        ${range(ov)
-          .map(
-            (v) => `
-        local.get ${acc(k, v)} local.get $s local.get $d${v} f32x4.mul f32x4.add local.set ${acc(k, v)}`,
-          )
-          .join('')}`,
-        )
+        .map((k) => splatMulAdd('$xq', 4 * k, '$s', accRow(k), ds))
         .join('')}`,
     )}
     local.get $w local.set $wq
     ${range(ct)
       .map(
         (k) => `
-      ${range(ov)
-        .map((v) => `local.get $wq local.get ${acc(k, v)} v128.store offset=${16 * v}`)
-        .join(' ')}
+      ${storeVectors('$wq', accRow(k))}
       ${advance('$wq', '$wRow')}`,
       )
       .join('')}
-    local.get $dy0 i32.const ${16 * ov} i32.add local.set $dy0
-    local.get $w i32.const ${16 * ov} i32.add local.set $w`,
+    ${advanceBy('$dy0', 16 * ov)}
+    ${advanceBy('$w', 16 * ov)}`,
     )}
     local.get $dy0 local.get $oTiles i32.const ${16 * ov} i32.mul i32.sub local.set $dy0
-    local.get $xc i32.const ${4 * ct} i32.add local.set $xc
+    ${advanceBy('$xc', 4 * ct)}
     local.get $wc local.get $wRow i32.const ${ct} i32.mul i32.add local.set $wc`,
     )}
   `,
@@ -118,22 +105,13 @@ export interface ConvTileShape {
 export function convTile(shape: ConvTileShape, name = 'conv'): WasmFunction {
   const { pixelBytes, ov, px = 4 } = shape;
   const acc = (k: number, v: number) => `$a${k * ov + v}`;
+  const accRow = (k: number) => range(ov).map((v) => acc(k, v));
+  const ds = range(ov).map((v) => `$d${v}`);
   // One filter row (one input channel of one tap): its vectors, then px splatted x values times them.
   const filterRow = () => `
-            ${range(ov)
-              .map((v) => `local.get $wc v128.load offset=${16 * v} local.set $d${v}`)
-              .join(' ')}
+            ${loadVectors('$wc', ds)}
             ${range(px)
-              .map(
-                (k) => `
-              local.get $xc v128.load32_splat offset=${k * pixelBytes} local.set $s
-              ${range(ov)
-                .map(
-                  (v) => `
-              local.get ${acc(k, v)} local.get $s local.get $d${v} f32x4.mul f32x4.add local.set ${acc(k, v)}`,
-                )
-                .join('')}`,
-              )
+              .map((k) => splatMulAdd('$xc', k * pixelBytes, '$s', accRow(k), ds))
               .join('')}`;
   return {
     name,
@@ -193,7 +171,7 @@ export function convTile(shape: ConvTileShape, name = 'conv'): WasmFunction {
             '$kwci',
             `
             ${filterRow()}
-            local.get $xc i32.const 4 i32.add local.set $xc
+            ${advanceBy('$xc', 4)}
             ${advance('$wc', '$co4')}`,
           )}
           ${advance('$xa', '$xRow')}
@@ -203,16 +181,14 @@ export function convTile(shape: ConvTileShape, name = 'conv'): WasmFunction {
         ${range(px)
           .map(
             (k) => `
-          ${range(ov)
-            .map((v) => `local.get $yq local.get ${acc(k, v)} v128.store offset=${16 * v}`)
-            .join(' ')}
+          ${storeVectors('$yq', accRow(k))}
           ${advance('$yq', '$co4')}`,
           )
           .join('')}
-        local.get $wo i32.const ${16 * ov} i32.add local.set $wo
-        local.get $yo i32.const ${16 * ov} i32.add local.set $yo`,
+        ${advanceBy('$wo', 16 * ov)}
+        ${advanceBy('$yo', 16 * ov)}`,
       )}
-      local.get $xt i32.const ${px * pixelBytes} i32.add local.set $xt
+      ${advanceBy('$xt', px * pixelBytes)}
       local.get $yt local.get $co4 i32.const ${px} i32.mul i32.add local.set $yt`,
     )}
     ${advance('$x', '$xNext')}

@@ -52,3 +52,41 @@ export function pixelLoops(a: string, b: string, body: string): string {
     ${advance(`$${b}`, `$${b}Image`)}`,
   );
 }
+
+/** Adds the constant `bytes` to the i32 pointer local `p`. */
+export const advanceBy = (p: string, bytes: number) => `local.get ${p} i32.const ${bytes} i32.add local.set ${p}`;
+
+/** Advances each pointer local of `pointers` by one float32x4 vector (16 bytes). */
+export const nextVectors = (pointers: readonly string[]) => pointers.map((p) => advanceBy(p, 16)).join(' ');
+
+/**
+ * Counted loop (`countedLoop`) over `count` float32x4 vectors: `body` runs with each pointer local of `pointers` at
+ * the current vector, then every pointer advances 16 bytes.
+ */
+export function vectorLoop(label: string, counter: string, count: string, pointers: readonly string[], body: string): string {
+  return countedLoop(
+    label,
+    counter,
+    count,
+    `
+      ${body}
+      ${nextVectors(pointers)}`,
+  );
+}
+
+/** Loads the v128 locals `locals[v]` from 16 * v bytes past the pointer local `p` (a row of float32x4 values). */
+export const loadVectors = (p: string, locals: readonly string[]) => locals.map((l, v) => `local.get ${p} v128.load offset=${16 * v} local.set ${l}`).join(' ');
+
+/** Stores the v128 locals `locals[v]` at 16 * v bytes past the pointer local `p`. */
+export const storeVectors = (p: string, locals: readonly string[]) =>
+  locals.map((l, v) => `local.get ${p} local.get ${l} v128.store offset=${16 * v}`).join(' ');
+
+/**
+ * One row of an outer product: splats the f32 at `offset` bytes past the pointer local `p` into the v128 local `s`,
+ * then `accs[v] += s * vs[v]` (f32x4.mul then f32x4.add: two roundings, as the scalar loops).
+ */
+export function splatMulAdd(p: string, offset: number, s: string, accs: readonly string[], vs: readonly string[]): string {
+  return `
+        local.get ${p} v128.load32_splat offset=${offset} local.set ${s}
+        ${accs.map((a, v) => `local.get ${a} local.get ${s} local.get ${vs[v]} f32x4.mul f32x4.add local.set ${a}`).join('\n        ')}`;
+}
