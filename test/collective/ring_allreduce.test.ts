@@ -255,3 +255,38 @@ test('every chunk frame is sent with a `sent` callback (its buffer goes back to 
   assert.ok(chunks > 0 && withSent === chunks, `${withSent} of ${chunks}`);
   for (const r of ring) r.close();
 });
+
+test('pieces are at most 1 MiB of float32 whatever the bucket size; the bits stay those of ringAverage', async () => {
+  let largest = 0;
+  let frames = 0;
+  const watch = (_rank: number, t: Transport): Transport => ({
+    remote: t.remote,
+    send: (frame, sent) => {
+      const m = decodeRingMessage(frame);
+      if (m.type === 'ring_chunk') {
+        frames++;
+        largest = Math.max(largest, m.data.data.byteLength);
+      }
+      t.send(frame, sent);
+    },
+    onFrame: (fn) => t.onFrame(fn),
+    onClose: (fn) => t.onClose(fn),
+    close: (r) => t.close(r),
+  });
+  const n = 2;
+  // Segments of 550,001 and 550,000 values: 3 pieces each, with 16 Mi-element buckets.
+  const grads = rankGradients(n, 1_100_001, 9);
+  const ring = memoryRing(n, 16 * 1024 * 1024, 60000, watch);
+  const out = await runAll(
+    ring,
+    0,
+    grads.map((g) => g.slice()),
+    3,
+  );
+  const expect = bits(ringAverage(grads, 3));
+  for (const o of out) assert.deepEqual(bits(o), expect);
+  assert.equal(largest, 1024 * 1024);
+  // Each rank sends 3 pieces in each phase's one step.
+  assert.equal(frames, n * 2 * 3);
+  for (const r of ring) r.close();
+});
