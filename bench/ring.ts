@@ -9,7 +9,9 @@
  * 2 (N - 1) / N x M x 4 bytes / link rate (the ring's bytes per rank over one link: Patarasuk and Yuan, 2009).
  * Time per all-reduce: the slowest rank's median over the repetitions after the first (a warm-up). Each ring row
  * also gives the CPU seconds (user + system, from process.cpuUsage) a rank spent per all-reduce (the mean over ranks
- * of each rank's median), a figure the machine's other load barely moves, and the 1-minute load average at the end.
+ * of each rank's median), which the machine's other load moves far less than the time; the CPU floor, the time all
+ * ranks' CPU takes on this machine's cores (N x CPU per rank / cores: with all ranks on one machine no all-reduce is
+ * faster); and the 1-minute load average at the end.
  * `--topology ring,star` also times the star with as many synthetic workers (bench/star.ts), whose
  * bound on a link of `--link-gbit` is the coordinator's link: N gradients in, then N averages out, 2 N M x 4 bytes
  * (the broadcast starts once the sum is done, so the two directions do not overlap). With --emulate the star's coordinator gets a namespace (and a link) of its
@@ -19,7 +21,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { ringBytesPerRank } from '../src/shared/collective/ring_schedule.js';
@@ -129,7 +131,8 @@ function report(row: Row): void {
   const cpu =
     row.cpu_user_s === undefined
       ? ''
-      : `  cpu/rank ${(row.cpu_user_s + row.cpu_sys_s!).toFixed(2)} s (user ${row.cpu_user_s.toFixed(2)} sys ${row.cpu_sys_s!.toFixed(2)})`;
+      : `  cpu/rank ${(row.cpu_user_s + row.cpu_sys_s!).toFixed(2)} s (user ${row.cpu_user_s.toFixed(2)} sys ${row.cpu_sys_s!.toFixed(2)}), ` +
+        `cpu floor ${((row.workers * (row.cpu_user_s + row.cpu_sys_s!)) / availableParallelism()).toFixed(2)} s`;
   console.log(
     `${row.topology}  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}${cpu}  load ${loadavg()[0].toFixed(2)}`,
   );
