@@ -37,8 +37,8 @@ export interface RingOptions {
  * The largest piece, 1 MiB of float32 whatever the bucket size. A rank forwards a piece only once all of it arrived
  * (ws delivers whole frames) and was added, so a large piece idles the next link meanwhile, at every step: with
  * 16 MiB buckets a ResNet-50 segment at 8 ranks (12.8 MB) was one piece, and its link waited for each step's
- * whole receive, fold and encode. Small pieces keep every link busy; ws' receive buffer per frame then comes from the
- * allocator's heap rather than fresh pages. Some 75 frames per rank per all-reduce at ResNet-50 size and 4 ranks.
+ * whole receive, fold and encode. Small pieces keep every link busy, at some 75 frames per rank per all-reduce at
+ * ResNet-50 size and 4 ranks.
  */
 const RING_PIECE_ELEMS = 256 * 1024;
 
@@ -292,8 +292,8 @@ export class RingAllReduce {
       for (; run.sent < run.outbox.length; run.sent++) {
         const { phase, step, piece, range } = run.outbox[run.sent];
         const frame = encodeRingMessage({ type: 'ring_chunk', op: run.op, phase, step, piece, data: toWire(run.values.subarray(range[0], range[1])) });
-        // Once written, the frame's buffer serves a later chunk (frame_pool.ts): a fresh multi-MiB buffer per chunk
-        // cost its page faults and external-memory GCs, a third of a rank's CPU at ResNet-50 size.
+        // Once written, the frame's buffer serves a later chunk (frame_pool.ts): the frames were never given back, so
+        // every chunk took a fresh buffer (page faults, and external memory that brings V8's major GCs sooner).
         this.links!.next.send(frame, () => frameSent(frame));
       }
       run.outbox.length = 0;
