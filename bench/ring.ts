@@ -7,7 +7,11 @@
  * the bound for that link speed). With --emulate (root), the ranks run in network namespaces joined by veth pairs
  * rate-limited with tc tbf (bench/netns.ts), one pass per rate in Gbit/s, and each row has its bound:
  * 2 (N - 1) / N x M x 4 bytes / link rate (the ring's bytes per rank over one link: Patarasuk and Yuan, 2009).
- * Time per all-reduce: the slowest rank's median over the repetitions after the first (a warm-up).
+ * Time per all-reduce: the slowest rank's median over the repetitions after the first (a warm-up). Each ring row
+ * also gives the CPU seconds (user + system, from process.cpuUsage) a rank spent per all-reduce (the mean over ranks
+ * of each rank's median), which the machine's other load moves far less than the time; the CPU floor, the time all
+ * ranks' CPU takes on this machine's cores (N x CPU per rank / cores: with all ranks on one machine no all-reduce is
+ * faster); and the 1-minute load average at the end.
  * `--topology ring,star` also times the star with as many synthetic workers (bench/star.ts), whose
  * bound on a link of `--link-gbit` is the coordinator's link: N gradients in, then N averages out, 2 N M x 4 bytes
  * (the broadcast starts once the sum is done, so the two directions do not overlap). With --emulate the star's coordinator gets a namespace (and a link) of its
@@ -17,6 +21,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { ringBytesPerRank } from '../src/shared/collective/ring_schedule.js';
@@ -73,6 +78,9 @@ interface Row {
   link_gbit: number | null;
   ms: number;
   bound_ms: number | null;
+  /** Ring: CPU seconds per rank per all-reduce, user and system. */
+  cpu_user_s?: number;
+  cpu_sys_s?: number;
 }
 
 function median(xs: number[]): number {
@@ -81,11 +89,15 @@ function median(xs: number[]): number {
 }
 
 /** Starts the ranks (inside namespaces when given), runs one measurement and stops them. */
-async function measure(places: { ns?: string; host: string }[], elems: number): Promise<number> {
+async function measure(places: { ns?: string; host: string }[], elems: number): Promise<{ ms: number; user: number; sys: number }> {
   const token = randomBytes(16).toString('hex');
   const children: ChildProcess[] = places.map(({ ns, host }) => {
     const cmd = ns ? ['ip', 'netns', 'exec', ns, process.execPath] : [process.execPath];
-    return spawn(cmd[0], [...cmd.slice(1), RANK, host], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, GDP_TOKEN: token } });
+    // The ranks get this process' node flags: `node --cpu-prof --cpu-prof-dir=D dist/bench/ring.js` profiles each rank.
+    return spawn(cmd[0], [...cmd.slice(1), ...process.execArgv, RANK, host], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, GDP_TOKEN: token },
+    });
   });
   const unregister = onAbort(() => children.forEach((c) => c.kill('SIGKILL')));
   try {
@@ -95,12 +107,13 @@ async function measure(places: { ns?: string; host: string }[], elems: number): 
     const n = places.length;
     const answers = children.map((c) => once(c, 'message'));
     children.forEach((c, rank) => c.send({ spec: { ring: 1, rank, size: n, prev: urls[(rank + n - 1) % n] }, elems, reps, bucketElems } satisfies RingRankJob));
-    const results = (await Promise.race([Promise.all(answers), exited])) as [{ ms?: number[]; error?: string }][];
+    const results = (await Promise.race([Promise.all(answers), exited])) as [{ ms?: number[]; user: number[]; sys: number[]; error?: string }][];
     const per = results.map(([r]) => {
       if (!r.ms) throw new Error(`a rank failed: ${r.error}`);
-      return median(r.ms.slice(1));
+      return { ms: median(r.ms.slice(1)), user: median(r.user.slice(1)), sys: median(r.sys.slice(1)) };
     });
-    return Math.max(...per);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    return { ms: Math.max(...per.map((p) => p.ms)), user: mean(per.map((p) => p.user)), sys: mean(per.map((p) => p.sys)) };
   } finally {
     for (const c of children) c.disconnect?.();
     await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? once(c, 'exit') : undefined)));
@@ -115,10 +128,25 @@ const bound = (n: number, elems: number, gbit: number | null) => (gbit ? ((ringB
 function report(row: Row): void {
   rows.push(row);
   const b = row.bound_ms === null ? '' : `  bound ${row.bound_ms.toFixed(0)} ms (${(row.ms / row.bound_ms).toFixed(2)}x)`;
+  const cpu =
+    row.cpu_user_s === undefined
+      ? ''
+      : `  cpu/rank ${(row.cpu_user_s + row.cpu_sys_s!).toFixed(2)} s (user ${row.cpu_user_s.toFixed(2)} sys ${row.cpu_sys_s!.toFixed(2)}), ` +
+        `cpu floor ${((row.workers * (row.cpu_user_s + row.cpu_sys_s!)) / availableParallelism()).toFixed(2)} s`;
   console.log(
-    `${row.topology}  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}`,
+    `${row.topology}  ${row.workers} workers  ${row.model.padEnd(8)}  ${row.link_gbit === null ? 'loopback' : `${row.link_gbit} Gbit/s`}  ${row.ms.toFixed(1)} ms${b}${cpu}  load ${loadavg()[0].toFixed(2)}`,
   );
 }
+const ringRow = (workers: number, model: string, gbit: number | null, m: { ms: number; user: number; sys: number }, boundGbit: number | null): Row => ({
+  topology: 'ring',
+  workers,
+  model,
+  link_gbit: gbit,
+  ms: m.ms,
+  bound_ms: bound(workers, MODELS[model], boundGbit),
+  cpu_user_s: m.user,
+  cpu_sys_s: m.sys,
+});
 
 if (opts.emulate) {
   for (const gbit of list(opts.emulate).map(Number)) {
@@ -128,8 +156,7 @@ if (opts.emulate) {
       try {
         for (const model of models) {
           if (topologies.includes('ring')) {
-            const ms = await measure(links.ranks.slice(1), MODELS[model]);
-            report({ topology: 'ring', workers: n, model, link_gbit: gbit, ms, bound_ms: bound(n, MODELS[model], gbit) });
+            report(ringRow(n, model, gbit, await measure(links.ranks.slice(1), MODELS[model]), gbit));
           }
           if (topologies.includes('star')) {
             const [c, ...w] = links.ranks;
@@ -165,11 +192,8 @@ if (opts.emulate) {
   for (const n of workers) {
     for (const model of models) {
       if (topologies.includes('ring')) {
-        const ms = await measure(
-          Array.from({ length: n }, () => ({ host: '127.0.0.1' })),
-          MODELS[model],
-        );
-        report({ topology: 'ring', workers: n, model, link_gbit: null, ms, bound_ms: bound(n, MODELS[model], gbit) });
+        const places = Array.from({ length: n }, () => ({ host: '127.0.0.1' }));
+        report(ringRow(n, model, null, await measure(places, MODELS[model]), gbit));
       }
       if (topologies.includes('star')) {
         const ms = await starAllReduceMs(MODELS[model], n, { bucketMib: Number(opts.bucketMib), reps: reps - 1 });
@@ -178,6 +202,13 @@ if (opts.emulate) {
     }
   }
 }
-const table = rows.map((r) => ({ ...r, ms: Math.round(r.ms), bound_ms: r.bound_ms === null ? null : Math.round(r.bound_ms) }));
+const round2 = (x: number | undefined) => (x === undefined ? undefined : Math.round(x * 100) / 100);
+const table = rows.map((r) => ({
+  ...r,
+  ms: Math.round(r.ms),
+  bound_ms: r.bound_ms === null ? null : Math.round(r.bound_ms),
+  cpu_user_s: round2(r.cpu_user_s),
+  cpu_sys_s: round2(r.cpu_sys_s),
+}));
 console.table(table);
 if (opts.json) console.log(`exchange_table: ${JSON.stringify(table)}`);

@@ -1,11 +1,12 @@
 import type { Config } from '../shared/config/schema.js';
 import { sampleSeed } from '../shared/data/dataset.js';
 import { GdpError } from '../shared/errors.js';
-import { BucketAssembler, splitBuckets } from '../shared/protocol/buckets.js';
+import { BucketAssembler, bucketRanges } from '../shared/protocol/buckets.js';
 import type { Message } from '../shared/protocol/messages.js';
 import { toWire } from '../shared/protocol/tensor.js';
 import { addStats, emptyStats, type ParamSet, type Replica, type StepStats } from '../shared/train/replica.js';
 import type { StepResult, StepSgd } from './collectives.js';
+import { postAveragedBucket } from './gradient_reducer.js';
 import { isLost, type Membership } from './membership.js';
 import type { Answers, GradientSink, WorkerLink } from './worker_link.js';
 
@@ -121,19 +122,13 @@ export class RingSteps {
     if (gone) throw new GdpError('WORKER_LOST', `worker ${gone.link.id} left before ${what} was applied`);
     this.failures = 0;
     const held = new Map(shards.map((s, i) => [s.link, answers[i].seq]));
-    let buckets: Message[] | undefined;
+    const others: WorkerLink[] = [];
     for (const link of [...members.active(), ...members.followers()]) {
       const seq = held.get(link);
-      if (seq !== undefined) {
-        link.post((q) => [{ type: 'apply', seq: q, set, sgd, held: true }], seq);
-        continue;
-      }
-      // Followers (and an active worker without samples this step) receive the average as in a star step: its
-      // header, its buckets, then the commit.
-      buckets ??= splitBuckets(avg, this.o.bucketElems).map((data, index): Message => ({ type: 'bucket', stream: 'avg', seq: 0, index, data }));
-      const parts = buckets;
-      link.post((q) => [{ type: 'average', seq: q, set }, ...parts.map((b) => ({ ...b, seq: q })), { type: 'apply', seq: q, set, sgd }]);
+      if (seq !== undefined) link.post((q) => [{ type: 'apply', seq: q, set, sgd, held: true }], seq);
+      else others.push(link);
     }
+    this.sendAverage(others, avg, set, sgd);
     for (const { link, idx } of shards) link.samplesSinceSync += idx.length;
     replica.applyGradient(layout, avg, sgd);
     return { avgGrad: avg, layout, stats, perWorker: shards.map((s, i) => ({ id: s.link.id, count: s.idx.length, ms: answers[i].ms })) };
@@ -161,6 +156,20 @@ export class RingSteps {
       this.o.log(`${this.fallback}: star all-reduce for the rest of the run`);
     }
     throw new GdpError('WORKER_LOST', `ring ${ring} failed at ${what} (${first.message})${this.fallback ? '' : '; re-forming it'}`);
+  }
+
+  /**
+   * Followers (and active workers without samples this step) receive the average as in a star step: its header, its
+   * buckets, then the commit. Links that share their numbering (the cluster's) get one number, so each bucket is
+   * encoded once and the same frame goes to all of them (postAveragedBucket), not once per link.
+   */
+  private sendAverage(links: WorkerLink[], avg: Float32Array, set: ParamSet, sgd: StepSgd): void {
+    if (!links.length) return;
+    const shared = links.every((l) => l.numbers === links[0].numbers) ? links[0].numbers.take() : undefined;
+    const seqs = new Map(links.map((l) => [l, shared ?? l.reserveSeq()]));
+    for (const [link, seq] of seqs) link.post(() => [{ type: 'average', seq, set }], seq);
+    bucketRanges(avg.length, this.o.bucketElems).forEach(([a, b], index) => postAveragedBucket(seqs, index, avg.subarray(a, b)));
+    for (const [link, seq] of seqs) link.post(() => [{ type: 'apply', seq, set, sgd }], seq);
   }
 
   /** Rank 0's upload of the average, float32 whatever dist.grad_dtype: the coordinator applies exactly those bits. */

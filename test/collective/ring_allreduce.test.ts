@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { HandshakeTransport } from '../../src/shared/collective/handshake_transport.js';
 import { RingAllReduce } from '../../src/shared/collective/ring_allreduce.js';
 import { decodeRingMessage, encodeRingMessage, type RingMessage } from '../../src/shared/collective/ring_messages.js';
 import { ringAverage, reduceRange } from './reference_reductions.js';
@@ -221,4 +222,71 @@ test("an infinity in a rank's own gradient fails its all-reduce with NON_FINITE 
   const got = await outcomes(ring.map((r, k) => r.allreduce(0, grads[k], 3)));
   // Found in the first sum that holds it: rank 2's own sum (element 5 is in segment 1, which rank 2 adds to).
   assert.deepEqual(got, ['WORKER_LOST', 'WORKER_LOST', 'NON_FINITE']);
+});
+
+test('every chunk frame is sent with a `sent` callback (its buffer goes back to the frame pool), passed on by a HandshakeTransport', async () => {
+  let chunks = 0;
+  let withSent = 0;
+  const watch = (_rank: number, t: Transport): Transport => {
+    const h = new HandshakeTransport(t);
+    return {
+      remote: h.remote,
+      send: (frame, sent) => {
+        const chunk = decodeRingMessage(frame).type === 'ring_chunk';
+        if (chunk) chunks++;
+        // Counted when the in-memory transport under the HandshakeTransport calls it back.
+        h.send(frame, sent && (() => ((withSent += chunk ? 1 : 0), sent())));
+      },
+      onFrame: (fn) => h.onFrame(fn),
+      onClose: (fn) => h.onClose(fn),
+      close: (r) => h.close(r),
+    };
+  };
+  const n = 3;
+  const grads = rankGradients(n, 100, 8);
+  const ring = memoryRing(n, 7, 20000, watch);
+  const out = await runAll(
+    ring,
+    0,
+    grads.map((g) => g.slice()),
+    5,
+  );
+  for (const o of out) assert.deepEqual(bits(o), bits(ringAverage(grads, 5)));
+  assert.ok(chunks > 0 && withSent === chunks, `${withSent} of ${chunks}`);
+  for (const r of ring) r.close();
+});
+
+test('pieces are at most 1 MiB of float32 whatever the bucket size; the bits stay those of ringAverage', async () => {
+  let largest = 0;
+  let frames = 0;
+  const watch = (_rank: number, t: Transport): Transport => ({
+    remote: t.remote,
+    send: (frame, sent) => {
+      const m = decodeRingMessage(frame);
+      if (m.type === 'ring_chunk') {
+        frames++;
+        largest = Math.max(largest, m.data.data.byteLength);
+      }
+      t.send(frame, sent);
+    },
+    onFrame: (fn) => t.onFrame(fn),
+    onClose: (fn) => t.onClose(fn),
+    close: (r) => t.close(r),
+  });
+  const n = 2;
+  // Segments of 550,001 and 550,000 values: 3 pieces each, with 16 Mi-element buckets.
+  const grads = rankGradients(n, 1_100_001, 9);
+  const ring = memoryRing(n, 16 * 1024 * 1024, 60000, watch);
+  const out = await runAll(
+    ring,
+    0,
+    grads.map((g) => g.slice()),
+    3,
+  );
+  const expect = bits(ringAverage(grads, 3));
+  for (const o of out) assert.deepEqual(bits(o), expect);
+  assert.equal(largest, 1024 * 1024);
+  // Each rank sends 3 pieces in each phase's one step.
+  assert.equal(frames, n * 2 * 3);
+  for (const r of ring) r.close();
 });

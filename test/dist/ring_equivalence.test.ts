@@ -131,17 +131,23 @@ test("'auto' keeps the star for 1 worker and takes the ring from 2 on", async ()
 });
 
 test('a ring without samples for every worker: idle workers receive the average like followers', async () => {
-  const lines: string[] = [];
-  const run = await startInProcess(ringConfig('ring'), { workers: N, loadData: tinyData, log: (l) => lines.push(l) });
-  try {
-    // 2 samples over 3 workers: the first has no shard (shardRanges), the ring has 2 ranks.
-    await run.coordinator.step(Int32Array.from([4, 9]), 'all', SGD);
-    await run.coordinator.step(Int32Array.from([1, 2, 3]), 'all', SGD);
-    await run.coordinator.verifyChecksums();
-    assert.ok(lines.some((l) => /^ring 1 formed for step 1: w1 -> w2$/.test(l)), lines.join('\n'));
-    assert.ok(lines.some((l) => /^ring 2 formed for step 2: w0 -> w1 -> w2$/.test(l)), lines.join('\n'));
-    for (const w of run.workers) assert.equal(w.replica!.checksum('parameters'), run.coordinator.replica.checksum('parameters'));
-  } finally {
-    await run.close();
+  // 3 workers: one idle at step 1; 5 workers: three idle, sharing one request number and each bucket's one frame.
+  for (const [workers, ring1] of [
+    [N, 'w1 -> w2'],
+    [5, 'w2 -> w4'],
+  ] as const) {
+    const lines: string[] = [];
+    const run = await startInProcess(ringConfig('ring'), { workers, loadData: tinyData, log: (l) => lines.push(l) });
+    try {
+      // 2 samples: the first workers have no shard (shardRanges), the ring has 2 ranks.
+      await run.coordinator.step(Int32Array.from([4, 9]), 'all', SGD);
+      await run.coordinator.step(Int32Array.from({ length: workers }, (_, i) => i + 1), 'all', SGD);
+      await run.coordinator.verifyChecksums();
+      assert.ok(lines.some((l) => l === `ring 1 formed for step 1: ${ring1}`), lines.join('\n'));
+      assert.ok(lines.some((l) => /^ring 2 formed for step 2: w0 -> w1 -> /.test(l)), lines.join('\n'));
+      for (const w of run.workers) assert.equal(w.replica!.checksum('parameters'), run.coordinator.replica.checksum('parameters'));
+    } finally {
+      await run.close();
+    }
   }
 });

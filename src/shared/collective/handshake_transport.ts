@@ -63,8 +63,8 @@ export class HandshakeTransport implements Transport {
     });
   }
 
-  send(frame: Uint8Array): void {
-    this.inner.send(frame);
+  send(frame: Uint8Array, sent?: () => void): void {
+    this.inner.send(frame, sent);
   }
   /** The first listener also gets the frames that arrived before it, at once and in order. */
   onFrame(fn: (frame: Uint8Array) => void): void {

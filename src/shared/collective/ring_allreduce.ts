@@ -1,8 +1,10 @@
 import { GdpError } from '../errors.js';
+import { frameSent } from '../protocol/codec.js';
 import { firstNonFinite, floatsIntoArray, toWire, type WireTensor } from '../protocol/tensor.js';
 import type { Transport } from '../protocol/transport.js';
 import { MAX_FRAME_BYTES } from '../protocol/version.js';
 import { asGdpError } from '../protocol/peer.js';
+import { foldInPlace } from './ring_fold.js';
 import { decodeRingMessage, encodeRingMessage, type RingMessageOf } from './ring_messages.js';
 import { mod, receiveSchedule, segmentPieces, segmentRange, sentSegment, type RingPhase, type RingSlot } from './ring_schedule.js';
 
@@ -22,11 +24,23 @@ export interface RingOptions {
   rank: number;
   /** Ranks in the ring. */
   size: number;
-  /** Float32 elements per chunk frame at most (a segment travels in pieces of this size: pipelining). */
+  /**
+   * Float32 elements per chunk frame at most (a segment travels in pieces of this size: pipelining); the ring cuts
+   * pieces of RING_PIECE_ELEMS at most whatever this says.
+   */
   bucketElems: number;
   /** An all-reduce not finished this long after it started fails with PEER_TIMEOUT (a stalled or lost peer). */
   timeoutMs: number;
 }
+
+/**
+ * The largest piece, 1 MiB of float32 whatever the bucket size. A rank forwards a piece only once all of it arrived
+ * (ws delivers whole frames) and was added, so a large piece idles the next link meanwhile, at every step: with
+ * 16 MiB buckets a ResNet-50 segment at 8 ranks (12.8 MB) was one piece, and its link waited for each step's
+ * whole receive, fold and encode. Small pieces keep every link busy, at some 75 frames per rank per all-reduce at
+ * ResNet-50 size and 4 ranks.
+ */
+const RING_PIECE_ELEMS = 256 * 1024;
 
 /** A chunk frame's bytes besides its values, at most (msgpack keys, op, step; the codec's framing). */
 const CHUNK_OVERHEAD_BYTES = 1024;
@@ -112,6 +126,11 @@ export class RingAllReduce {
     }
   }
 
+  /** Float32 elements per piece at most (RING_PIECE_ELEMS). */
+  private get pieceElems(): number {
+    return Math.min(this.opts.bucketElems, RING_PIECE_ELEMS);
+  }
+
   private get name(): string {
     return `ring rank ${this.opts.rank} of ${this.opts.size}`;
   }
@@ -138,7 +157,8 @@ export class RingAllReduce {
     this.lastOp = op;
     // `values` themselves are not scanned here (a full pass over a 100 MB gradient): every sum this rank makes is
     // checked after the addition, and its segment sent raw is checked by the successor's sum.
-    const { rank, size, bucketElems } = this.opts;
+    const { rank, size } = this.opts;
+    const pieceElems = this.pieceElems;
     if (size === 1) {
       for (let i = 0; i < values.length; i++) values[i] = values[i] / count;
       return Promise.resolve(values);
@@ -149,9 +169,9 @@ export class RingAllReduce {
         op,
         values,
         count,
-        schedule: receiveSchedule(values.length, size, rank, bucketElems),
+        schedule: receiveSchedule(values.length, size, rank, pieceElems),
         received: 0,
-        outbox: segmentPieces(first, bucketElems).map((range, piece) => ({ phase: 'reduce_scatter', step: 0, piece, range })),
+        outbox: segmentPieces(first, pieceElems).map((range, piece) => ({ phase: 'reduce_scatter', step: 0, piece, range })),
         sent: 0,
         ready: false,
         resolve,
@@ -248,29 +268,18 @@ export class RingAllReduce {
       if (slot.step < last) run.outbox.push({ phase: 'all_gather', step: slot.step + 1, piece: slot.piece, range: slot.range });
       return;
     }
-    const got = this.floatsOf(m.data, n);
-    const v = run.values;
-    if (slot.step < last) {
-      // Stored into a Float32Array: each addition rounds to float32. The received partial sum is the left operand
-      // of the summation order, our value the next term (float addition commutes, so the operand order is moot).
-      for (let i = 0; i < n; i++) v[start + i] = got[i] + v[start + i];
-      // A non-finite term (received or ours) or an overflow shows in the sum.
-      checkFinite(v.subarray(start, end), `${what}: the sum with this rank's values holds`);
-      run.outbox.push({ phase: 'reduce_scatter', step: slot.step + 1, piece: slot.piece, range: slot.range });
-    } else {
-      // The owner: the last addition, rounded, then the one division, rounded by the store.
-      const f = Math.fround;
-      const c = run.count;
-      for (let i = 0; i < n; i++) v[start + i] = f(got[i] + v[start + i]) / c;
-      checkFinite(v.subarray(start, end), `${what}: the average holds`);
-      run.outbox.push({ phase: 'all_gather', step: 0, piece: slot.piece, range: slot.range });
-    }
+    // The received partial sum plus our term (float addition commutes, so the operand order is moot); the owner
+    // then divides once. A non-finite term (received or ours) or an overflow shows in the fold's probe.
+    const owner = slot.step === last;
+    const probe = foldInPlace(run.values, start, this.floatsOf(m.data, n), owner ? run.count : 1);
+    if (probe !== 0) checkFinite(run.values.subarray(start, end), `${what}: ${owner ? 'the average' : "the sum with this rank's values"} holds`);
+    run.outbox.push(owner ? { phase: 'all_gather', step: 0, piece: slot.piece, range: slot.range } : { ...slot, step: slot.step + 1 });
   }
 
   /** The wire values as a Float32Array: a view when aligned, else a copy in the scratch buffer. */
   private floatsOf(t: WireTensor, n: number): Float32Array {
     if (t.data.byteOffset % 4 === 0) return new Float32Array(t.data.buffer, t.data.byteOffset, n);
-    if (!this.scratch || this.scratch.length < n) this.scratch = new Float32Array(this.opts.bucketElems);
+    if (!this.scratch || this.scratch.length < n) this.scratch = new Float32Array(this.pieceElems);
     const out = this.scratch.subarray(0, n);
     new Uint8Array(out.buffer, out.byteOffset, n * 4).set(t.data);
     return out;
@@ -282,7 +291,10 @@ export class RingAllReduce {
     if (run.ready) {
       for (; run.sent < run.outbox.length; run.sent++) {
         const { phase, step, piece, range } = run.outbox[run.sent];
-        this.links!.next.send(encodeRingMessage({ type: 'ring_chunk', op: run.op, phase, step, piece, data: toWire(run.values.subarray(range[0], range[1])) }));
+        const frame = encodeRingMessage({ type: 'ring_chunk', op: run.op, phase, step, piece, data: toWire(run.values.subarray(range[0], range[1])) });
+        // Once written, the frame's buffer serves a later chunk (frame_pool.ts): the frames were never given back, so
+        // every chunk took a fresh buffer (page faults, and external memory that brings V8's major GCs sooner).
+        this.links!.next.send(frame, () => frameSent(frame));
       }
       run.outbox.length = 0;
       run.sent = 0;

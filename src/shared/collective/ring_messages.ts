@@ -5,9 +5,10 @@ import { wireTensorSchema } from '../protocol/tensor.js';
 /**
  * Bumped whenever a ring message changes shape or meaning. Separate from the coordinator's PROTOCOL_VERSION: the
  * two protocols share the codec and transports but no message type, so a ring link refuses coordinator messages
- * and the coordinator's port refuses ring messages (each decodes with its own union).
+ * and the coordinator's port refuses ring messages (each decodes with its own union). Version 2: pieces of at most
+ * RING_PIECE_ELEMS (ring_allreduce.ts), a different schedule for the same buckets.
  */
-export const RING_PROTOCOL_VERSION = 1;
+export const RING_PROTOCOL_VERSION = 2;
 
 const int = z.number().int().nonnegative();
 
