@@ -10,7 +10,9 @@
  * u = 2^-24, k the longest chain of float32 operations). Winograd: k = ci + 13 (filter transform 6, input transform
  * 2, product 1, ci channel additions, output transform 4), the term sum S from winogradTermSums. cpu: k = 9 ci + 1,
  * the term sum sum(|x| |w|) over the 9 ci products (a direct convolution of |x| and |w| in float64). So
- * |wasm - cpu| <= gamma_(ci+13) S + gamma_(9ci+1) sum(|x| |w|).
+ * |wasm - cpu| <= gamma_(ci+13) S + gamma_(9ci+1) sum(|x| |w|). The filter gradient (channel counts multiples of 4
+ * in and 8 out), the same way: k = T + 11 for T tiles (input and dy transforms 2 each, product 1, T tile additions,
+ * dW transform 6) against the cpu's k = n oh ow + 1 with sum(|x| |dy|).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -18,7 +20,7 @@ import { after, before, describe, it } from 'node:test';
 import { conv2DOptions } from '../../src/shared/kernels/wasm/Conv2D.js';
 import { winogradOptions } from '../../src/shared/kernels/wasm/Conv2DWinograd.js';
 import { assertNoLeak, conv2dF64, randomArray, runOn, tf, useWasm } from './helpers.js';
-import { WinogradCase, winogradConvF32, winogradTermSums } from './winograd_reference.js';
+import { WinogradCase, winogradConvF32, winogradFilterGradF32, winogradFilterGradTermSums, winogradTermSums } from './winograd_reference.js';
 
 /** x [n, h, w, ci], filter [3, 3, ci, co], padding [top, bottom, left, right]. */
 type Case = { n: number; h: number; w: number; ci: number; co: number; pad: [number, number, number, number] };
@@ -96,6 +98,35 @@ const conv = (c: Case) => (x: tf.Tensor, f: tf.Tensor) => tf.conv2d(x as tf.Tens
 const inputGradient = (c: Case) => (x: tf.Tensor, f: tf.Tensor, dy: tf.Tensor) =>
   tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(conv(c)(a, b), dy)))([x, f])[0];
 
+/** Filter-gradient cases: the same geometries, channels rounded up to multiples of 4 in and 8 out (others take the direct kernel). */
+const GRAD_CASES: Case[] = CASES.map((c) => ({ ...c, ci: 4 * Math.ceil(c.ci / 4), co: 8 * Math.ceil(c.co / 8) }));
+
+/** dW of sum(conv(x, f) * dy) through tf.grads, i.e. Conv2DBackpropFilter with dy. */
+const filterGradient = (c: Case) => (x: tf.Tensor, f: tf.Tensor, dy: tf.Tensor) =>
+  tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(conv(c)(a, b), dy)))([x, f])[1];
+
+/** sum over images and output pixels of |x| |dy| per dW value, in float64 (the cpu's term sums). */
+function directFilterGradTermSums(x: Float32Array, dy: Float32Array, r: WinogradCase): Float64Array {
+  const { n, h, w, ci, co, pt, pl, oh, ow } = r;
+  const out = new Float64Array(9 * ci * co);
+  for (let b = 0; b < n; b++) {
+    for (let i = 0; i < oh; i++) {
+      for (let j = 0; j < ow; j++) {
+        for (let t = 0; t < 9; t++) {
+          const y = i + Math.floor(t / 3) - pt,
+            z = j + (t % 3) - pl;
+          if (y < 0 || y >= h || z < 0 || z >= w) continue;
+          for (let k = 0; k < ci; k++) {
+            const xv = Math.abs(x[((b * h + y) * w + z) * ci + k]);
+            for (let o = 0; o < co; o++) out[(t * ci + k) * co + o] += xv * Math.abs(dy[((b * oh + i) * ow + j) * co + o]);
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
 before(useWasm);
 
 describe('Winograd F(2x2, 3x3) Conv2D', () => {
@@ -127,18 +158,37 @@ describe('Winograd F(2x2, 3x3) Conv2D', () => {
     });
   });
 
-  it('gives the same bits on every call and for every block size', async () => {
-    const c: Case = { n: 3, h: 11, w: 9, ci: 12, co: 20, pad: [1, 1, 1, 1] };
-    const { x, filter } = inputs(c, 77);
-    const arrays = convArrays(c, x, filter);
-    const [first] = await runOn('wasm', arrays, conv(c));
-    const [again] = await runOn('wasm', arrays, conv(c));
-    assert.deepEqual(again, first, 'second call');
+  GRAD_CASES.forEach((c, i) => {
+    it(`${name(c)}: filter gradient (tf.grads), the reference's bits and within the bound of cpu`, async () => {
+      const { x, filter, dy } = inputs(c, 3000 + 3 * i);
+      const [oh, ow] = outSize(c);
+      const arrays = [...convArrays(c, x, filter), { values: dy, shape: [c.n, oh, ow, c.co] }];
+      const [got] = await runOn('wasm', arrays, filterGradient(c));
+      const r = forward(c);
+      assert.deepEqual(got, Float32Array.from(winogradFilterGradF32(x, dy, r)), 'bits of the JS reference');
+      const [cpu] = await runOn('cpu', arrays, filterGradient(c));
+      const s = winogradFilterGradTermSums(x, dy, r);
+      const direct = directFilterGradTermSums(x, dy, r);
+      const tiles = c.n * Math.ceil(oh / 2) * Math.ceil(ow / 2);
+      for (let j = 0; j < got.length; j++) {
+        const bound = gamma(tiles + 11) * s[j] + gamma(c.n * oh * ow + 1) * direct[j];
+        assert.ok(Math.abs(got[j] - cpu[j]) <= bound, `dW ${j}: wasm ${got[j]}, cpu ${cpu[j]}, bound ${bound}`);
+      }
+    });
+  });
+
+  it('gives the same bits on every call and for every block size (y, dx and dW)', async () => {
+    const c: Case = { n: 3, h: 11, w: 9, ci: 12, co: 24, pad: [1, 1, 1, 1] };
+    const { x, filter, dy } = inputs(c, 77);
+    const [oh, ow] = outSize(c);
+    const arrays = [...convArrays(c, x, filter), { values: dy, shape: [c.n, oh, ow, c.co] }];
+    const all = (a: tf.Tensor, b: tf.Tensor, d: tf.Tensor) => [conv(c)(a, b), inputGradient(c)(a, b, d), filterGradient(c)(a, b, d)];
+    const first = await runOn('wasm', arrays, all);
+    assert.deepEqual(await runOn('wasm', arrays, all), first, 'second call');
     // Blocks of one tile row, and all rows in one block.
     for (const bytes of [1, 1 << 26]) {
       winogradOptions.blockBytes = bytes;
-      const [blocked] = await runOn('wasm', arrays, conv(c));
-      assert.deepEqual(blocked, first, `blockBytes ${bytes}`);
+      assert.deepEqual(await runOn('wasm', arrays, all), first, `blockBytes ${bytes}`);
     }
     winogradOptions.blockBytes = saved.blockBytes;
   });

@@ -5,8 +5,11 @@
  * rounded). Run in float64 on |x| and |filter| with every subtraction turned into an addition, the same algorithm
  * gives per output the sum S of the magnitudes of all terms the float32 run adds, for the rounding-error bound of
  * winograd.test.ts (Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., section 3.1: an expression
- * of depth k in +, -, * has error at most gamma_k = k u / (1 - k u) times that sum). No side effects on import.
+ * of depth k in +, -, * has error at most gamma_k = k u / (1 - k u) times that sum). The filter gradient
+ * (simd/winograd_grad.ts) likewise. No side effects on import.
  */
+
+const abs = (a: ArrayLike<number>) => Float64Array.from(a, Math.abs);
 
 export interface WinogradCase {
   n: number;
@@ -24,7 +27,12 @@ export interface WinogradCase {
 interface Arith {
   f: (v: number) => number;
   sub: (a: number, b: number) => number;
+  neg: (a: number) => number;
 }
+
+const F32: Arith = { f: Math.fround, sub: (a, b) => a - b, neg: (a) => -a };
+/** The algorithm on magnitudes: subtractions become additions (the inputs are |x|, |filter| or |dy|). */
+const MAGNITUDES: Arith = { f: (v) => v, sub: (a, b) => a + b, neg: (a) => a };
 
 /** (G g G^T) per plane xi = 4 i + j of one 3x3 filter slice g (row-major), G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]]. */
 function filterTile(g: number[], { f, sub }: Arith): number[] {
@@ -52,13 +60,26 @@ function outputTile(m: number[], { f, sub }: Arith): number[] {
  * F(2x2, 3x3), every operation rounded to float32.
  */
 export function winogradConvF32(x: ArrayLike<number>, filter: ArrayLike<number>, c: WinogradCase): Float64Array {
-  return run(x, filter, c, { f: Math.fround, sub: (a, b) => a - b });
+  return run(x, filter, c, F32);
 }
 
 /** Per output of winogradConvF32, the sum S of the magnitudes of every term its float32 run adds (float64). */
 export function winogradTermSums(x: ArrayLike<number>, filter: ArrayLike<number>, c: WinogradCase): Float64Array {
-  const abs = (a: ArrayLike<number>) => Float64Array.from(a, Math.abs);
-  return run(abs(x), abs(filter), c, { f: (v) => v, sub: (a, b) => a + b });
+  return run(abs(x), abs(filter), c, MAGNITUDES);
+}
+
+/** B^T d B of input tile (ty, tx) of image b, per input channel (v[k][xi]); zeros outside x. */
+function inputTiles(x: ArrayLike<number>, { h, w, ci, pt, pl }: WinogradCase, b: number, ty: number, tx: number, arith: Arith): number[][] {
+  return Array.from({ length: ci }, (_, k) =>
+    inputTile(
+      Array.from({ length: 16 }, (_, t) => {
+        const r = 2 * ty + (t >> 2) - pt,
+          q = 2 * tx + (t & 3) - pl;
+        return r >= 0 && r < h && q >= 0 && q < w ? x[((b * h + r) * w + q) * ci + k] : 0;
+      }),
+      arith,
+    ),
+  );
 }
 
 function run(x: ArrayLike<number>, filter: ArrayLike<number>, c: WinogradCase, arith: Arith): Float64Array {
@@ -79,15 +100,7 @@ function run(x: ArrayLike<number>, filter: ArrayLike<number>, c: WinogradCase, a
   for (let b = 0; b < n; b++) {
     for (let ty = 0; ty < Math.ceil(oh / 2); ty++) {
       for (let tx = 0; tx < Math.ceil(ow / 2); tx++) {
-        const v: number[][] = [];
-        for (let k = 0; k < ci; k++) {
-          const d = Array.from({ length: 16 }, (_, t) => {
-            const r = 2 * ty + (t >> 2) - pt,
-              q = 2 * tx + (t & 3) - pl;
-            return r >= 0 && r < h && q >= 0 && q < w ? x[((b * h + r) * w + q) * ci + k] : 0;
-          });
-          v.push(inputTile(d, arith));
-        }
+        const v = inputTiles(x, c, b, ty, tx, arith);
         for (let o = 0; o < co; o++) {
           // Products summed over the input channels in order, from 0 (as the kernel's zeroed accumulators).
           const m = Array.from({ length: 16 }, (_, xi) => {
@@ -106,4 +119,77 @@ function run(x: ArrayLike<number>, filter: ArrayLike<number>, c: WinogradCase, a
     }
   }
   return y;
+}
+
+/** A dY A^T (4x4, row-major) of one 2x2 output-gradient tile dy (row-major), A = [[1, 0], [1, 1], [1, -1], [0, -1]]. */
+function dyTile(dy: number[], { f, sub, neg }: Arith): number[] {
+  const a = (p: number, q: number) => [p, f(p + q), f(sub(p, q)), neg(q)];
+  const t: number[][] = [0, 1].map((j) => a(dy[j], dy[2 + j])); // t[j][i]
+  return [0, 1, 2, 3].flatMap((i) => a(t[0][i], t[1][i]));
+}
+
+/** G^T du G (3x3, row-major) of one 4x4 tile du: a + h, (b - c) / 2, h + e with h = (b + c) / 2 per column, then row. */
+function gradTile(du: number[], { f, sub }: Arith): number[] {
+  const gt = (a: number, b: number, c: number, e: number) => {
+    const h = f(f(b + c) * 0.5);
+    return [f(a + h), f(f(sub(b, c)) * 0.5), f(h + e)];
+  };
+  const t: number[][] = [0, 1, 2, 3].map((j) => gt(du[j], du[4 + j], du[8 + j], du[12 + j])); // t[j][i]
+  return [0, 1, 2].flatMap((i) => gt(t[0][i], t[1][i], t[2][i], t[3][i]));
+}
+
+/**
+ * dW [3, 3, ci, co] (HWIO) of the stride-1 convolution of x [n, h, w, ci] with output gradient dy [n, oh, ow, co]
+ * (NHWC), by the Winograd filter gradient of simd/winograd_grad.ts, every operation rounded to float32 (tiles summed
+ * in order: images, tile rows, tile columns).
+ */
+export function winogradFilterGradF32(x: ArrayLike<number>, dy: ArrayLike<number>, c: WinogradCase): Float64Array {
+  return runGrad(x, dy, c, F32);
+}
+
+/** Per dW value of winogradFilterGradF32, the sum of the magnitudes of every term its float32 run adds (float64). */
+export function winogradFilterGradTermSums(x: ArrayLike<number>, dy: ArrayLike<number>, c: WinogradCase): Float64Array {
+  return runGrad(abs(x), abs(dy), c, MAGNITUDES);
+}
+
+function runGrad(x: ArrayLike<number>, dy: ArrayLike<number>, c: WinogradCase, arith: Arith): Float64Array {
+  const { n, h, w, ci, co, pt, pl, oh, ow } = c;
+  const { f } = arith;
+  const du = new Float64Array(16 * ci * co); // [xi][c][o]
+  for (let b = 0; b < n; b++) {
+    for (let ty = 0; ty < Math.ceil(oh / 2); ty++) {
+      for (let tx = 0; tx < Math.ceil(ow / 2); tx++) {
+        const v = inputTiles(x, c, b, ty, tx, arith);
+        const d = Array.from({ length: co }, (_, o) =>
+          dyTile(
+            Array.from({ length: 4 }, (_, t) => {
+              const r = 2 * ty + (t >> 1),
+                q = 2 * tx + (t & 1);
+              return r < oh && q < ow ? dy[((b * oh + r) * ow + q) * co + o] : 0;
+            }),
+            arith,
+          ),
+        );
+        for (let xi = 0; xi < 16; xi++) {
+          for (let k = 0; k < ci; k++) {
+            for (let o = 0; o < co; o++) {
+              const i = (xi * ci + k) * co + o;
+              du[i] = f(du[i] + f(v[k][xi] * d[o][xi]));
+            }
+          }
+        }
+      }
+    }
+  }
+  const dw = new Float64Array(9 * ci * co);
+  for (let k = 0; k < ci; k++) {
+    for (let o = 0; o < co; o++) {
+      const g = gradTile(
+        Array.from({ length: 16 }, (_, xi) => du[(xi * ci + k) * co + o]),
+        arith,
+      );
+      for (let t = 0; t < 9; t++) dw[(t * ci + k) * co + o] = g[t];
+    }
+  }
+  return dw;
 }

@@ -20,9 +20,10 @@ import { shortGeometry } from './kernel_utils.js';
 import { withScratch } from './scratch.js';
 import { heapModule } from './simd/module.js';
 import { winogradFunctions } from './simd/winograd.js';
+import { winogradGradFunctions } from './simd/winograd_grad.js';
 
-/** The transform kernels of simd/winograd.ts (byte offsets into the heap; see there for layouts). */
-interface WinogradKernels {
+/** The kernels of simd/winograd.ts and simd/winograd_grad.ts (byte offsets into the heap; see there for layouts). */
+export interface WinogradKernels {
   filter(g: number, u: number): void;
   input(x: number, v: number, tiles: number, xRow: number, vPlane: number): void;
   products(v: number, u: number, m: number, quads: number, vPlane: number, mPlane: number): void;
@@ -30,12 +31,19 @@ interface WinogradKernels {
   output1x2(m: number, y: number, tiles: number, yRow: number, mPlane: number): void;
   output2x1(m: number, y: number, tiles: number, yRow: number, mPlane: number): void;
   output2x2(m: number, y: number, tiles: number, yRow: number, mPlane: number): void;
+  dyTiles(dy: number, d: number, tiles: number, dyRow: number, dPlane: number): void;
+  filterGrad(du: number, dw: number): void;
+}
+
+/** The Winograd kernels for ci input and co output channels on `backend`'s heap (assembled once), or null. */
+export function winogradKernels(backend: BackendWasm, ci: number, co: number): WinogradKernels | null {
+  return heapModule<WinogradKernels>(backend, `winograd${ci},${co}`, () => [...winogradFunctions({ ci, co }), ...winogradGradFunctions({ ci, co })]);
 }
 
 /** Tuning switches (tests and benchmarks); `blockBytes` bounds a block's V plus M, in bytes. */
 export const winogradOptions = { blockBytes: 1 << 18 };
 
-type Geometry = ReturnType<typeof shortGeometry>;
+export type Geometry = ReturnType<typeof shortGeometry>;
 
 /** Whether the Winograd path applies: 3x3 taps, stride 1, at least 4 input and output channels, a non-empty output. */
 export function winogradApplies(g: Geometry): boolean {
@@ -54,9 +62,49 @@ const quadTiles = (tiles: number) => 4 * Math.ceil(tiles / 4);
  * (with planes a multiple of 4 KiB apart, as blocks of 2^k tiles would be, they all fell in one and the transforms
  * ran 2-3x slower).
  */
-function planeFloats(floats: number): number {
+export function planeFloats(floats: number): number {
   const lines = Math.ceil(floats / 16);
   return 16 * (lines % 2 === 0 ? lines + 1 : lines);
+}
+
+/**
+ * The tiling shared by the forward and the filter gradient: th x tw tiles of 2x2 outputs per image, tileRows = n th
+ * tile rows, blockRows of them per block (their V and M, or V and D, within winogradOptions.blockBytes; at least
+ * one), and the padded input's hp x wp size covering every 4x4 input tile (zeros outside x).
+ */
+export type WinogradTiling = ReturnType<typeof winogradTiling>;
+
+export function winogradTiling(g: Geometry) {
+  const th = Math.ceil(g.oh / 2),
+    tw = Math.ceil(g.ow / 2);
+  const tileRows = g.n * th;
+  const perRow = 16 * tw * (g.c + g.co) * Float32Array.BYTES_PER_ELEMENT;
+  const blockRows = Math.max(1, Math.min(tileRows, Math.floor(winogradOptions.blockBytes / perRow)));
+  return { th, tw, tileRows, blockRows, hp: 2 * th + 2, wp: 2 * tw + 2 };
+}
+
+/**
+ * V (planes vPlane bytes apart, tiles in tile-row order) of tile rows q0 .. q0 + rows - 1: the input transform of
+ * the padded input xp (at heap offset xb, ci channels, tiling.hp x tiling.wp per image) into V at heap offset vb.
+ */
+export function transformInputRows(
+  k: WinogradKernels,
+  tiling: WinogradTiling,
+  ci: number,
+  xb: number,
+  vb: number,
+  q0: number,
+  rows: number,
+  vPlane: number,
+): void {
+  const { th, tw, hp, wp } = tiling;
+  const F = Float32Array.BYTES_PER_ELEMENT;
+  const xRow = wp * ci * F;
+  for (let q = q0; q < q0 + rows; q++) {
+    const b = Math.floor(q / th),
+      r = q % th;
+    k.input(xb + (b * hp + 2 * r) * xRow, vb + (q - q0) * tw * ci * F, tw, xRow, vPlane);
+  }
 }
 
 /**
@@ -67,18 +115,11 @@ function planeFloats(floats: number): number {
 export function conv2DWinograd(backend: BackendWasm, x: TensorInfo, filter: TensorInfo, g: Geometry): TensorInfo | null {
   const { n, c: ci, oh, ow, co, pt, pl } = g;
   const F = Float32Array.BYTES_PER_ELEMENT;
-  const k = heapModule<WinogradKernels>(backend, `winograd${ci},${co}`, () => winogradFunctions({ ci, co }));
+  const k = winogradKernels(backend, ci, co);
   if (k == null) return null;
-  const th = Math.ceil(oh / 2),
-    tw = Math.ceil(ow / 2);
-  const tileRows = n * th;
-  // Tile rows per block: V and M of a block within blockBytes (at least one tile row).
-  const perRow = 16 * tw * (ci + co) * F;
-  const blockRows = Math.max(1, Math.min(tileRows, Math.floor(winogradOptions.blockBytes / perRow)));
+  const tiling = winogradTiling(g);
+  const { th, tw, tileRows, blockRows, hp, wp } = tiling;
   return withScratch(backend, (s) => {
-    // The padded input covers every 4x4 input tile (2 th + 2 rows, 2 tw + 2 columns; zeros outside x).
-    const hp = 2 * th + 2,
-      wp = 2 * tw + 2;
     const xp = windowNHWC(s, x, -pt, hp, -pl, wp);
     const u = s.alloc([16, ci, co]);
     const v = s.alloc([16 * planeFloats(quadTiles(blockRows * tw) * ci)]);
@@ -87,19 +128,14 @@ export function conv2DWinograd(backend: BackendWasm, x: TensorInfo, filter: Tens
     const at = (t: TensorInfo) => backend.getMemoryOffset(t.dataId);
     const [xb, ub, vb, mb, yb] = [xp, u, v, m, y].map(at);
     k.filter(at(filter), ub);
-    const xRow = wp * ci * F,
-      yRow = ow * co * F;
+    const yRow = ow * co * F;
     const fullCols = Math.floor(ow / 2);
     for (let q0 = 0; q0 < tileRows; q0 += blockRows) {
       const rows = Math.min(blockRows, tileRows - q0);
       const tiles = rows * tw;
       const vPlane = planeFloats(quadTiles(tiles) * ci) * F,
         mPlane = planeFloats(quadTiles(tiles) * co) * F;
-      for (let q = q0; q < q0 + rows; q++) {
-        const b = Math.floor(q / th),
-          r = q % th;
-        k.input(xb + (b * hp + 2 * r) * xRow, vb + (q - q0) * tw * ci * F, tw, xRow, vPlane);
-      }
+      transformInputRows(k, tiling, ci, xb, vb, q0, rows, vPlane);
       k.products(vb, ub, mb, Math.ceil(tiles / 4), vPlane, mPlane);
       for (let q = q0; q < q0 + rows; q++) {
         const b = Math.floor(q / th),

@@ -28,9 +28,9 @@ export interface WinogradShape {
 }
 
 const v128Locals = (names: string[]) => names.map((n) => `(local ${n} v128)`).join(' ');
-const names = (prefix: string, n: number) => range(n).map((i) => `${prefix}${i}`);
-const set = (out: string, expr: string) => `${expr} local.set ${out}`;
-const get = (...xs: string[]) => xs.map((x) => `local.get ${x}`).join(' ');
+export const names = (prefix: string, n: number) => range(n).map((i) => `${prefix}${i}`);
+export const set = (out: string, expr: string) => `${expr} local.set ${out}`;
+export const get = (...xs: string[]) => xs.map((x) => `local.get ${x}`).join(' ');
 
 /** `p += by` for a pointer local and a constant byte count. */
 const bump = ([p, by]: [string, number]) => `local.get ${p} i32.const ${by} i32.add local.set ${p}`;
@@ -40,7 +40,7 @@ const steppingLoop = (label: string, counter: string, count: string, body: strin
   countedLoop(label, counter, count, `${body}\n      ${bumps.map(bump).join('\n      ')}`);
 
 /** A 1-D transform in wasm text: its inputs and outputs are v128 locals. */
-type Transform1D = (ins: string[], outs: string[]) => string;
+export type Transform1D = (ins: string[], outs: string[]) => string;
 
 /** G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]: a, ((a + b) + c) / 2, ((a - b) + c) / 2, c (exact halvings). */
 const gTimes: Transform1D = ([a, b, c], [o0, o1, o2, o3]) => `
@@ -62,7 +62,7 @@ const aTimes: Transform1D = ([a, b, c, e], [o0, o1]) => `
  * Y = T X T^T for an n x n matrix X (locals x, row-major) and a transform t of n values to m: t on every column of X
  * into tmp ([m, n]), then on the first `rowsOut` rows of tmp into y ([rowsOut, m]).
  */
-function transform2D(t: Transform1D, n: number, m: number, x: string[], tmp: string[], y: string[], rowsOut = m): string {
+export function transform2D(t: Transform1D, n: number, m: number, x: string[], tmp: string[], y: string[], rowsOut = m): string {
   const columns = range(n).map((j) =>
     t(
       range(n).map((r) => x[r * n + j]),
@@ -99,7 +99,7 @@ function channelVectors(channels: number, body: string): string {
 }
 
 /** 16 v128 loads or stores of the locals `values` at `$ptr`, `$ptr + plane`, ..., with $ptr = base + $off. */
-function planes(op: 'load' | 'store', base: string, plane: string, values: string[]): string {
+export function planes(op: 'load' | 'store', base: string, plane: string, values: string[]): string {
   const access = (v: string) => (op === 'load' ? `local.get $ptr v128.load local.set ${v}` : `local.get $ptr local.get ${v} v128.store`);
   return `local.get ${base} local.get $off i32.add local.set $ptr
       ${values.map((v) => `${access(v)} local.get $ptr local.get ${plane} i32.add local.set $ptr`).join(' ')}`;
@@ -109,7 +109,7 @@ function planes(op: 'load' | 'store', base: string, plane: string, values: strin
  * A function over `$tiles` tiles along one tile row: params (from, to, $tiles, rowBytes, planeBytes), the `body` per
  * tile and channel vector (`channels` channels), then `from` and `to` advanced by fromStep and toStep bytes.
  */
-function tileRowFunction(name: string, params: string[], channels: number, steps: [number, number], v128: string[], body: string): WasmFunction {
+export function tileRowFunction(name: string, params: string[], channels: number, steps: [number, number], v128: string[], body: string): WasmFunction {
   const [from, to] = params;
   return {
     name,
@@ -125,36 +125,42 @@ function tileRowFunction(name: string, params: string[], channels: number, steps
   };
 }
 
-/** `filter(g, u)`: U = G g G^T for every (input channel, output channel) pair. */
-function filterTransform({ ci, co }: WinogradShape): WasmFunction {
+/**
+ * A function `name(from, to)` over the [planes, ci, co] filter-shaped arrays `from` (inCount planes) and `to`
+ * (outCount planes), planes ci * co * 4 bytes apart: for every (input channel, output channel vector), the
+ * 2-D transform t (n x n values to m x m) of the inCount values into the outCount values. Locals: $half = 0.5 splatted,
+ * and the v128 locals `scratch` for t.
+ */
+export function filterPlanesFunction(name: string, { ci, co }: WinogradShape, t: Transform1D, n: number, m: number, scratch: string[] = []): WasmFunction {
   const plane = ci * co * 4;
-  const g = names('$g', 9),
-    tmp = names('$r', 12),
-    u = names('$u', 16);
+  const ins = names('$i', n * n),
+    tmp = names('$r', m * n),
+    outs = names('$o', m * m);
   return {
-    name: 'filter',
+    name,
     text: `
-    (param $g i32) (param $u i32)
+    (param $from i32) (param $to i32)
     (local $c i32) (local $k i32) (local $off i32) (local $vectors i32) (local $cis i32) (local $p i32)
-    ${v128Locals([...g, ...tmp, ...u, '$half'])}
+    ${v128Locals([...ins, ...tmp, ...outs, '$half', ...scratch])}
     f32.const 0.5 f32x4.splat local.set $half
     i32.const ${ci} local.set $cis
-    ${countedLoop(
+    ${steppingLoop(
       '$cin',
       '$c',
       '$cis',
-      `
-      ${channelVectors(
+      channelVectors(
         co,
         `
-      local.get $g local.get $off i32.add local.set $p
-      ${g.map((v, t) => `local.get $p v128.load offset=${t * plane} local.set ${v}`).join(' ')}
-      ${transform2D(gTimes, 3, 4, g, tmp, u)}
-      local.get $u local.get $off i32.add local.set $p
-      ${u.map((v, t) => `local.get $p local.get ${v} v128.store offset=${t * plane}`).join(' ')}`,
-      )}
-      local.get $g i32.const ${co * 4} i32.add local.set $g
-      local.get $u i32.const ${co * 4} i32.add local.set $u`,
+      local.get $from local.get $off i32.add local.set $p
+      ${ins.map((v, i) => `local.get $p v128.load offset=${i * plane} local.set ${v}`).join(' ')}
+      ${transform2D(t, n, m, ins, tmp, outs)}
+      local.get $to local.get $off i32.add local.set $p
+      ${outs.map((v, i) => `local.get $p local.get ${v} v128.store offset=${i * plane}`).join(' ')}`,
+      ),
+      [
+        ['$from', co * 4],
+        ['$to', co * 4],
+      ],
     )}
   `,
   };
@@ -285,10 +291,10 @@ function products({ ci, co }: WinogradShape): WasmFunction {
   };
 }
 
-/** The functions of one (ci, co) module: filter, input, products, output1x1, output1x2, output2x1, output2x2. */
+/** The forward functions of one (ci, co) module: filter, input, products, output1x1, output1x2, output2x1, output2x2. */
 export function winogradFunctions(shape: WinogradShape): WasmFunction[] {
   return [
-    filterTransform(shape),
+    filterPlanesFunction('filter', shape, gTimes, 3, 4),
     inputTransform(shape),
     products(shape),
     ...([1, 2] as const).flatMap((rows) => ([1, 2] as const).map((cols) => outputTransform(shape, rows, cols))),
