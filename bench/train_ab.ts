@@ -1,14 +1,15 @@
 /**
  * Interleaved A/B of full training steps on wasm, for measuring kernel changes on a shared machine:
  *
- *   node dist/bench/train_ab.js [--arch cifar.resnet56] [--batch 64] [--rounds 5] [--untuned]
+ *   node dist/bench/train_ab.js [--arch cifar.resnet56] [--batch 64] [--rounds 5] [--untuned] [--direct]
  *
  * Alternates one step with the XNNPACK-only paths (im2col/swapped filter gradients, stock Conv2D, BatchNorm and
  * ReLU gradients composed from tfjs ops) and one with the defaults (hand-written SIMD kernels), in the same
  * process, and prints the median process cpu time per step of each and their ratio. Cpu time rather than wall
  * time: other processes on the cores lengthen wall time but not (much) the work this process does. `--untuned` adds
  * a third variant, the SIMD kernels without their blocking refinements (Conv2D's overlapping last tile instead of
- * 1-3 pixel tiles, 512 KiB filter-gradient image groups instead of 64 KiB), which give the same bits.
+ * 1-3 pixel tiles, 512 KiB filter-gradient image groups instead of 64 KiB), which give the same bits. `--direct` adds
+ * the SIMD kernels without Winograd (stride-1 3x3 convolutions on the direct tiles).
  */
 import { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
@@ -16,9 +17,7 @@ import { initBackend } from '../src/shared/backend.js';
 import { customKernelOptions } from '../src/shared/kernels/custom_kernels.js';
 import { conv2DOptions } from '../src/shared/kernels/wasm/Conv2D.js';
 import { conv2DBackpropFilterOptions } from '../src/shared/kernels/wasm/Conv2DBackpropFilter.js';
-import { archSpec, buildModel } from '../src/shared/models/registry.js';
-import { Rng } from '../src/shared/rng.js';
-import { Replica } from '../src/shared/train/replica.js';
+import { trainingStep } from './train_step.js';
 
 const opts = new Command()
   .name('train_ab')
@@ -26,8 +25,9 @@ const opts = new Command()
   .option('--batch <n>', 'batch size', (v) => Number(v), 64)
   .option('--rounds <n>', 'timed steps of each variant', (v) => Number(v), 5)
   .option('--untuned', 'also time the SIMD kernels without their blocking refinements')
+  .option('--direct', 'also time the SIMD kernels without Winograd')
   .parse()
-  .opts<{ arch: string; batch: number; rounds: number; untuned?: boolean }>();
+  .opts<{ arch: string; batch: number; rounds: number; untuned?: boolean; direct?: boolean }>();
 
 const tuned = { remainderTiles: conv2DOptions.remainderTiles, groupBytes: conv2DBackpropFilterOptions.groupBytes };
 
@@ -40,6 +40,7 @@ const variants: Record<string, () => void> = {
   simd: () => {
     conv2DBackpropFilterOptions.strategy = 'auto';
     conv2DOptions.simd = true;
+    conv2DOptions.winograd = true;
     customKernelOptions.enabled = true;
     conv2DOptions.remainderTiles = tuned.remainderTiles;
     conv2DBackpropFilterOptions.groupBytes = tuned.groupBytes;
@@ -53,32 +54,20 @@ if (opts.untuned) {
   };
 }
 
+if (opts.direct) {
+  variants.direct = () => {
+    variants.simd();
+    conv2DOptions.winograd = false;
+  };
+}
+
 const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
 
 await initBackend('wasm');
-const spec = archSpec(opts.arch);
-const model = buildModel(opts.arch, { seed: 1 });
-const replica = new Replica(model, spec.inputShape);
-const layout = replica.layout('all');
-const rng = new Rng(2);
-const [h, w, c] = spec.inputShape;
-const batch = {
-  x: new Float32Array(opts.batch * h * w * c).map(() => rng.normal()),
-  y: Int32Array.from({ length: opts.batch }, () => rng.int(spec.defaultClasses)),
-  n: opts.batch,
-};
-const sgd = { lr: 0.01, momentum: 0.9, weightDecay: 5e-4, nesterov: false };
-const step = () => {
-  const { grad } = replica.gradients(batch, layout);
-  replica.applyGradient(
-    layout,
-    grad.map((v) => v / opts.batch),
-    sgd,
-  );
-};
+const { model, step } = trainingStep(opts.arch, opts.batch);
 
 const times: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
 for (const set of Object.values(variants)) {
@@ -101,7 +90,9 @@ for (const [name, t] of Object.entries(times)) {
     `${name.padEnd(8)} ${median(t).toFixed(0)} cpu ms per step (${((opts.batch * 1000) / median(t)).toFixed(1)} img/s); all: ${t.map((v) => v.toFixed(0)).join(' ')}`,
   );
 }
-const untuned = times.untuned ? `, ${(median(times.untuned) / median(times.simd)).toFixed(3)}x untuned` : '';
+const untuned =
+  (times.untuned ? `, ${(median(times.untuned) / median(times.simd)).toFixed(3)}x untuned` : '') +
+  (times.direct ? `, ${(median(times.direct) / median(times.simd)).toFixed(3)}x direct (no Winograd)` : '');
 console.log(
   `${opts.arch} b${opts.batch}: simd is ${(median(times.xnnpack) / median(times.simd)).toFixed(3)}x xnnpack${untuned}; tensors ${tensors} -> ${tf.memory().numTensors}`,
 );

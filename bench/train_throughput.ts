@@ -1,7 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { archSpec, buildModel } from '../src/shared/models/registry.js';
-import { Replica } from '../src/shared/train/replica.js';
-import { Rng } from '../src/shared/rng.js';
+import { trainingStep } from './train_step.js';
 
 export interface TrainThroughput {
   arch: string;
@@ -21,19 +19,7 @@ export interface TrainThroughput {
  * synthetic data: what one worker delivers before any communication.
  */
 export function trainThroughput(arch: string, batch: number, steps: number): TrainThroughput {
-  const spec = archSpec(arch);
-  const model = buildModel(arch, { seed: 1 });
-  const replica = new Replica(model, spec.inputShape);
-  const layout = replica.layout('all');
-  const rng = new Rng(2);
-  const [h, w, c] = spec.inputShape;
-  const x = new Float32Array(batch * h * w * c).map(() => rng.normal());
-  const y = Int32Array.from({ length: batch }, () => rng.int(spec.defaultClasses));
-  const step = () => {
-    const { grad } = replica.gradients({ x, y, n: batch }, layout);
-    for (let i = 0; i < grad.length; i++) grad[i] /= batch;
-    replica.applyGradient(layout, grad, { lr: 0.01, momentum: 0.9, weightDecay: 5e-4, nesterov: false });
-  };
+  const { model, layout, step } = trainingStep(arch, batch);
   step(); // warm-up: kernel set-up, allocations
   const tensorsBefore = tf.memory().numTensors;
   const t0 = performance.now();

@@ -51,10 +51,20 @@ const conv = (c: Case) => (x: tf.Tensor, f: tf.Tensor) => tf.conv2d(x as tf.Tens
 
 before(useWasm);
 
+// The direct kernels are under test: stride-1 3x3 convolutions and their filter gradients would otherwise run as
+// Winograd (winograd.test.ts).
+const savedConv2D = { ...conv2DOptions };
+before(() => {
+  conv2DOptions.winograd = false;
+});
+after(() => {
+  Object.assign(conv2DOptions, savedConv2D);
+});
+
 describe('Conv2D remainder tiles', () => {
   const saved = { ...conv2DOptions };
   after(() => {
-    Object.assign(conv2DOptions, saved);
+    conv2DOptions.remainderTiles = saved.remainderTiles;
   });
 
   cases().forEach((c, i) => {

@@ -39,6 +39,8 @@ import {
   Transpose,
 } from '@tensorflow/tfjs-core';
 
+import { conv2DOptions } from './Conv2D.js';
+import { conv2DBackpropFilterWinograd, winogradFilterGradApplies } from './Conv2DBackpropFilterWinograd.js';
 import { copyRuns, fillRuns, padChannels, windowNHWC } from './heap_layout.js';
 import { assertNHWC, phaseGridSize, runKernel, required, shortGeometry, WasmKernelArgs } from './kernel_utils.js';
 import { Scratch, withScratch } from './scratch.js';
@@ -71,6 +73,10 @@ export function conv2DBackpropFilter(args: WasmKernelArgs<Conv2DBackpropFilterIn
     strategy = taps > 1 && n >= SWAPPED_MIN_BATCH && oh * ow <= SWAPPED_MAX_OUT_PIXELS ? 'swapped' : 'im2col';
   }
   if (strategy === 'simd' && simd != null) {
+    if (conv2DOptions.winograd && winogradFilterGradApplies(g)) {
+      const dw = conv2DBackpropFilterWinograd(backend, simd, x, dy, g, filterShape);
+      if (dw != null) return dw;
+    }
     return outerProductSum(backend, simd, x, dy, info, filterShape);
   }
   if (strategy === 'swapped') {

@@ -69,6 +69,7 @@ const OPS: Record<string, [number[], Imm, number?]> = {
   'f32x4.le': [[0xfd, 0x45], 'none'],
   'f32x4.ge': [[0xfd, 0x46], 'none'],
   'v128.and': [[0xfd, 0x4e], 'none'],
+  'f32x4.neg': [[0xfd, 0xe1, 0x01], 'none'],
   'f32x4.add': [[0xfd, 0xe4, 0x01], 'none'],
   'f32x4.sub': [[0xfd, 0xe5, 0x01], 'none'],
   'f32x4.mul': [[0xfd, 0xe6, 0x01], 'none'],

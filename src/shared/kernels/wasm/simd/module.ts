@@ -105,6 +105,19 @@ export function convTileKernel(backend: BackendWasm, shape: ConvTileShape): Conv
   return k;
 }
 
+/**
+ * Blocks of output channels for the convTile kernels, as [ov, first channel, block count]: blocks of 8 channels,
+ * then blocks of 4 for the rest, the last one ending at co (it may overlap the one before; overlapping blocks write
+ * the same values). co must be >= 4.
+ */
+export function outputChannelBlocks(co: number): Array<[1 | 2, number, number]> {
+  const blocks: Array<[1 | 2, number, number]> = [];
+  const eights = Math.floor(co / 8);
+  if (eights > 0) blocks.push([2, 0, eights]);
+  for (let o = 8 * eights; o < co; o += 4) blocks.push([1, Math.min(o, co - 4), 1]);
+  return blocks;
+}
+
 const extraInstances = new WeakMap<object, Map<string, object | null>>();
 
 /**
