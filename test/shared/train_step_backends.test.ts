@@ -21,9 +21,9 @@ const cases: { arch: string; hw: number; batch: number; keep?: number }[] = [
   { arch: 'cifar.resnet56', hw: 8, batch: 2 },
   // VGG-16 needs 32x32 inputs (five 2x2 pools); both big nets are narrowed to a quarter of their channels.
   { arch: 'cifar.vgg16', hw: 32, batch: 2, keep: 0.25 },
-  // 48x48 ends in 2x2 maps as 64x64 does (48 -> 24 -> 12 -> 6 -> 3 -> 2): the same 8 values per channel in the last
-  // BNs, at 56% of the cpu reference's cost.
-  { arch: 'resnet50', hw: 48, batch: 2, keep: 0.25 },
+  // 64x64 ends in 2x2 maps (8 values per channel in the last BNs at batch 2). 48x48 (3x3 maps before them) is too
+  // few: there the rounding differences of the Winograd and direct kernels grow past the tolerance by conv1.
+  { arch: 'resnet50', hw: 64, batch: 2, keep: 0.25 },
 ];
 
 /**
