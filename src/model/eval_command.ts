@@ -3,7 +3,8 @@ import { loadDataset } from '../shared/data/index.js';
 import { GdpError } from '../shared/errors.js';
 import { Rng } from '../shared/rng.js';
 import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
-import { checkBatch, load, say, startBackend, type Common } from './cli_common.js';
+import { say, type Common } from './cli_common.js';
+import { checkBatch, load, startBackend } from './run_common.js';
 
 export interface EvalOptions extends Common {
   weights: string;

@@ -2,10 +2,10 @@ import * as tf from '@tensorflow/tfjs-core';
 // The union package registers every op's gradient (tfjs-core's node bundle registers none) and brings
 // tfjs-layers / tfjs-converter for export; all of them share tfjs-core's global registries.
 import '@tensorflow/tfjs';
+import { BACKEND_CHOICES, type BackendChoice } from './backend_choice.js';
 import { GdpError } from './errors.js';
 
-export const BACKEND_CHOICES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
-export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+export type { BackendChoice };
 
 export interface BackendInfo {
   /** What the user asked for. */

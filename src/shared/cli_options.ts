@@ -1,6 +1,5 @@
 import { CommanderError, Option, type Command } from 'commander';
-import * as tf from '@tensorflow/tfjs-core';
-import { BACKEND_CHOICES } from './backend.js';
+import { BACKEND_CHOICES } from './backend_choice.js';
 import { ERROR_CODES, GdpError } from './errors.js';
 
 /** `--backend auto|tensorflow|wasm|cpu`, checked by commander at parse time, for every gdp command line. */
@@ -26,14 +25,9 @@ function reportParseErrorsAsBadFlag(program: Command, name = program.name()): vo
  * when given (a program whose subcommands have actions needs none); returns the exit status: 0 on success and for
  * --help / --version, BAD_FLAG's status (2) for a command line commander rejects, the error catalogue's status for a
  * GdpError (printed as `NAME: error [CODE]: message`). Any other error is rethrown: a bug, with its stack.
- * Also silences tfjs' own console notices (see below).
+ * Loads nothing heavy itself: a command imports TF.js and the rest when it runs (and tfjs_quiet.ts with them).
  */
 export async function runCommand<O>(program: Command, argv: string[], run?: (opts: O) => Promise<void>): Promise<number> {
-  // tfjs prints notices meant for library users through its log module, which stays quiet under its PROD flag: the cpu
-  // backend's "Hi, looks like you are running TensorFlow.js in Node.js..." advert on its first tensor (a model.file
-  // read before --backend starts), flag and kernel re-registration warnings. In tfjs 4.x PROD gates these notices
-  // only (checks are DEBUG's business); gdp's command lines say what matters in their own lines.
-  tf.env().set('PROD', true);
   reportParseErrorsAsBadFlag(program);
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -1,15 +1,9 @@
 import { backendOption, runCommand } from '../shared/cli_options.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
-import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { GdpError } from '../shared/errors.js';
-import { workerIdSchema } from '../shared/protocol/messages.js';
 import { isLoopbackHost } from '../shared/protocol/auth.js';
-import { connectWs } from '../shared/protocol/ws_transport.js';
 import type { RingListenSettings } from './ring_member.js';
-import { Reconnector } from './reconnect.js';
-import { WorkerSession } from './session.js';
 
 interface Options {
   connect: string;
@@ -64,10 +58,6 @@ export function ringListen(
   return { host, port, token, tls, ca };
 }
 
-function log(line: string): void {
-  process.stdout.write(line + '\n');
-}
-
 async function run(o: Options): Promise<void> {
   if (!/^wss?:\/\/[^/]+/.test(o.connect)) throw new GdpError('BAD_FLAG', `--connect expects ws://HOST:PORT or wss://HOST:PORT, got '${o.connect}'`);
   const token = o.token ?? process.env.GDP_TOKEN;
@@ -80,37 +70,9 @@ async function run(o: Options): Promise<void> {
     ca = readFlagFile('--ca', o.ca);
   }
   const ring = ringListen(o, token, ca);
-  // initBackend sets CUDA_VISIBLE_DEVICES before the GPU build of TensorFlow loads.
-  const backend = await initBackend(o.backend as BackendChoice, { gpu: o.gpu });
-  const id = o.id ?? `${hostname()}-${process.pid}`;
-  if (!workerIdSchema.safeParse(id).success) throw new GdpError('BAD_FLAG', `--id '${id}': a worker id is 1-128 letters, digits or ._:@-`);
-  log(`gdp-worker ${id}: backend ${backend.description}; connecting to ${o.connect}`);
-  // A coordinator that goes away without a 'shutdown' (killed, restarting with --resume) is waited for.
-  const worker = new Reconnector({
-    url: o.connect,
-    connect: (url) => connectWs(url, { token, ca }),
-    session: (t) =>
-      new WorkerSession(t, {
-        workerId: id,
-        backend: backend.description,
-        gpu: o.gpu ?? null,
-        host: hostname(),
-        pid: process.pid,
-        dataDir: o.dataDir,
-        ring,
-        log,
-      }),
-    retryForMs: o.retryFor * 1000,
-    log: (line) => log(`gdp-worker ${id}: ${line}`),
-  });
-  const onSignal = (sig: NodeJS.Signals) => {
-    log(`gdp-worker ${id}: ${sig}: leaving`);
-    worker.stop(`worker received ${sig}`);
-    setTimeout(() => process.exit(sig === 'SIGINT' ? 130 : 143), 200).unref();
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  await worker.run();
+  // The backend, protocol and session modules (TF.js, the wasm backend, zod schemas) take about a second of CPU to
+  // load: imported only once the flags have passed their checks, so --help and a flag error never pay it.
+  await (await import('./command.js')).runWorker(o, { token, ca, ring });
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,4 +1,5 @@
 import { GdpError } from '../errors.js';
+import type { ArchName } from './arch_names.js';
 import type { Module } from '../nn/module.js';
 import { Rng } from '../rng.js';
 import { parseLayersTopology } from '../io/tfjs_graph.js';
@@ -38,7 +39,7 @@ const cifarResNet = (depth: number): ArchSpec => ({
   build: (c, rng) => new CifarResNet(depth, c, 3, rng),
 });
 
-/** Architectures by the names the paper's configs use. */
+/** Architectures by the names the paper's configs use (tests add their own; `satisfies` keeps ARCH_NAMES complete). */
 export const ARCHITECTURES: Record<string, ArchSpec> = {
   'mnist.resnet20': { inputShape: [28, 28, 1], defaultClasses: 10, classifier: 'linear', build: (c, rng) => new CifarResNet(20, c, 1, rng) },
   'cifar.resnet20': cifarResNet(20),
@@ -55,7 +56,7 @@ export const ARCHITECTURES: Record<string, ArchSpec> = {
     scalable: true,
     build: (c, rng, widthMult) => new MobileNetV2(c, rng, widthMult ?? 1),
   },
-};
+} satisfies Record<ArchName, ArchSpec>;
 
 export function archSpec(name: string): ArchSpec {
   // Own keys only: 'constructor' or 'toString' must not find Object.prototype's members.

@@ -1,0 +1,26 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../shared/backend.js';
+import { loadModelFile, type LoadedModel } from '../shared/io/model_file.js';
+import '../shared/tfjs_quiet.js';
+import { checkShardFits } from '../shared/train/memory.js';
+import { say, type Common } from './cli_common.js';
+
+/** What gdp-model's commands share once they run: backend start-up, model loading, the batch check. */
+
+/** Starts the tensor backend the flags ask for; throws BACKEND_* codes (see backend.ts). */
+export async function startBackend(o: Common): Promise<void> {
+  const info = await initBackend(o.backend);
+  say(o, `backend: ${info.description}`);
+}
+
+/** Loads a weights file (errors: loadModelFile's) and says what it holds. */
+export async function load(weights: string, arch: string | undefined, o: Common): Promise<LoadedModel> {
+  const m = await loadModelFile(weights, { arch });
+  say(o, `model: ${m.arch}, ${m.numClasses} classes, input ${m.inputShape.join('x')} (HWC)${m.gated ? ', gated (GBN) checkpoint' : ''}`);
+  return m;
+}
+
+/** Throws BATCH_TOO_LARGE before a forward pass over `batch` images could exhaust the backend's memory. */
+export function checkBatch(m: Pick<LoadedModel, 'model' | 'inputShape' | 'arch'>, batch: number, flag: string, setting = batch): void {
+  checkShardFits(m, batch, tf.getBackend(), 'forward', { batch: `${flag} ${setting}`, advice: `use a smaller ${flag}` });
+}
