@@ -149,7 +149,11 @@ test('runningStatsEma gives the bits of the tensor ops it replaces, on the cpu a
     for (const backend of ['cpu', 'wasm'] as const) {
       await useBackend(backend);
       // momentum 0.1 with the unbiased variance factor of 32 samples; 1/k of a re-estimation (k = 1, 3).
-      for (const [keep, take] of [[0.9, 0.1 * (32 / 31)], [0, 1], [1 - 1 / 3, 1 / 3]]) {
+      for (const [keep, take] of [
+        [0.9, 0.1 * (32 / 31)],
+        [0, 1],
+        [1 - 1 / 3, 1 / 3],
+      ]) {
         const ops = tf.tidy(() => tf.add(tf.mul(tf.tensor1d(running), keep), tf.mul(tf.tensor1d(batch), take)).dataSync() as Float32Array);
         const host = runningStatsEma(running, batch, keep, take);
         assert.deepEqual(new Uint32Array(host.buffer), new Uint32Array(ops.buffer), `${backend}, keep ${keep}, take ${take}`);
