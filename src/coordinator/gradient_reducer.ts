@@ -140,8 +140,10 @@ export class StepReduction {
       // nothing more is sent (replicas take buckets in order), and the step's caller finds the non-finite average (the
       // run diverged; no one is to blame).
       if (probe !== 0) this.overflowed = true;
-      if (!this.overflowed) this.o.onAveraged(index, this.acc.acc.subarray(s, e));
-      timelineEvent('coordinator: averaged bucket sent');
+      if (!this.overflowed) {
+        this.o.onAveraged(index, this.acc.acc.subarray(s, e));
+        timelineEvent('coordinator: averaged bucket sent');
+      }
     }
   }
 

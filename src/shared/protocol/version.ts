@@ -14,7 +14,7 @@ export function bucketElements(bucketMib: number): number {
   return Math.max(1, Math.floor((bucketMib * MIB) / 4));
 }
 
-/** A gradient of fewer than this many buckets' worth of `dist.bucket_mib` is split finer (exchangeBucketElements). */
+/** Buckets a gradient travels in at least, unless they would be smaller than MIN_SPLIT_ELEMS (exchangeBucketElements). */
 const MIN_EXCHANGE_BUCKETS = 8;
 /** The smallest bucket exchangeBucketElements makes (64 KiB of float32): below it, per-message costs would dominate. */
 const MIN_SPLIT_ELEMS = 16 * 1024;
