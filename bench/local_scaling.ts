@@ -42,10 +42,14 @@ function processCpuMs(pid: number): number | undefined {
 /**
  * Images/s of local mode: the real coordinator in this process, `n` real gdp-worker child processes connected
  * over ws on 127.0.0.1 (port 0), MNIST, global batch `batch`, `steps` timed `cluster.step` calls after
- * `warmup` untimed ones (kernel set-up, first allocations).
+ * `warmup` untimed ones (kernel set-up, first allocations); `set` overrides keys of the config (`key.path=value`).
  */
-export async function localScaling(n: number, backend: string, opts: { batch: number; steps: number; warmup: number }): Promise<LocalScaling> {
-  const config = loadConfig(CONFIG, [`data.batch_size=${opts.batch}`]);
+export async function localScaling(
+  n: number,
+  backend: string,
+  opts: { batch: number; steps: number; warmup: number; set?: readonly string[] },
+): Promise<LocalScaling> {
+  const config = loadConfig(CONFIG, [`data.batch_size=${opts.batch}`, ...(opts.set ?? [])]);
   const logs: string[] = [];
   const log = (line: string) => logs.push(line);
   const coordinator = coordinatorFor(config, log);

@@ -5,6 +5,7 @@ import type { Message } from '../shared/protocol/messages.js';
 import type { ModelUpdate } from '../shared/protocol/model_update.js';
 import { asGdpError } from '../shared/protocol/peer.js';
 import { firstNonFinite, namedArraysFromWire, namedArraysToWire, toWire } from '../shared/protocol/tensor.js';
+import { timelineEvent } from '../shared/timeline.js';
 import type { ChecksumScope } from '../shared/train/model_state.js';
 import { addStats, emptyStats, type FlatLayout, type ParamSet, type Replica, type StepSgdOptions, type StepStats } from '../shared/train/replica.js';
 import { DivergedError, type DivergenceSite } from './divergence.js';
@@ -154,7 +155,9 @@ export class Collectives {
     if (gone) throw new GdpError('WORKER_LOST', `worker ${gone.link.id} left before step ${this.steps + 1} was applied`);
     this.broadcastAverage(set, sgd, seqs);
     for (const { link, idx } of shards) link.samplesSinceSync += idx.length;
+    timelineEvent('coordinator: apply sent');
     replica.applyGradient(layout, avg, sgd);
+    timelineEvent('coordinator: update applied');
     this.steps++;
     if (this.steps % this.o.config.dist.checksum_every === 0) await this.checksumsOnce();
     return { avgGrad: avg, layout, stats, perWorker: shards.map((s, i) => ({ id: s.link.id, count: s.idx.length, ms: answers[i].ms })) };
@@ -191,6 +194,7 @@ export class Collectives {
       onAveraged: (index, values) => postAveragedBucket(seqs, index, values),
       fail: (w, err) => shards[w].link.peer.fail(err),
     });
+    timelineEvent('coordinator: sending compute');
     const pending = shards.map(({ link, idx }, w) =>
       link.request(
         'computed',

@@ -2,6 +2,7 @@ import { GdpError } from '../shared/errors.js';
 import { bucketRanges, checkBucket, type BucketDtype } from '../shared/protocol/buckets.js';
 import { encodeOnce, type EncodedMessage } from '../shared/protocol/codec.js';
 import { floatsIntoArray, toWire, type WireTensor } from '../shared/protocol/tensor.js';
+import { timelineEvent } from '../shared/timeline.js';
 import { SimdAccumulator } from './fold_simd.js';
 import { foldRole } from './reduce.js';
 import type { GradientSink, WorkerLink } from './worker_link.js';
@@ -98,6 +99,7 @@ export class StepReduction {
     if (index !== this.next[w]) throw new GdpError('BAD_BUCKET', `${label}: bucket ${index} arrived, expected bucket ${this.next[w]} of ${n}`);
     checkBucket(label, this.ranges, index, data, this.o.dtype);
     this.next[w]++;
+    timelineEvent('coordinator: gradient bucket received');
     // Another worker's bad bucket ended the step: it is redone, so nothing more is summed.
     if (this.failed) return;
     if (this.folded[index] !== w) {
@@ -138,7 +140,10 @@ export class StepReduction {
       // nothing more is sent (replicas take buckets in order), and the step's caller finds the non-finite average (the
       // run diverged; no one is to blame).
       if (probe !== 0) this.overflowed = true;
-      if (!this.overflowed) this.o.onAveraged(index, this.acc.acc.subarray(s, e));
+      if (!this.overflowed) {
+        this.o.onAveraged(index, this.acc.acc.subarray(s, e));
+        timelineEvent('coordinator: averaged bucket sent');
+      }
     }
   }
 

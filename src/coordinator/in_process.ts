@@ -2,7 +2,7 @@ import type { Config } from '../shared/config/schema.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { configModel } from '../shared/models/registry.js';
 import { memoryPair } from '../shared/protocol/transport.js';
-import { bucketElements } from '../shared/protocol/version.js';
+import { exchangeBucketElements } from '../shared/protocol/version.js';
 import { Replica } from '../shared/train/replica.js';
 import { WorkerSession } from '../worker/session.js';
 import { Coordinator, type ClusterOptions } from './cluster.js';
@@ -44,7 +44,8 @@ export function coordinatorFor(
 ): Coordinator {
   const { model, inputShape } = configModel(config.model, config.base.seed);
   const replica = new Replica(model, inputShape);
-  const coordinator = new Coordinator({ config, model, replica, bucketElems: bucketElements(config.dist.bucket_mib), log, ...extra });
+  const bucketElems = exchangeBucketElements(config.dist.bucket_mib, replica.layout('all').size);
+  const coordinator = new Coordinator({ config, model, replica, bucketElems, log, ...extra });
   const weights = initialWeightsPath(config);
   if (resume) restoreCoordinator(coordinator, resume);
   else if (weights) {

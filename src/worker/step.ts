@@ -5,6 +5,7 @@ import { BucketAssembler, bucketRanges } from '../shared/protocol/buckets.js';
 import type { Message, MessageOf } from '../shared/protocol/messages.js';
 import { asGdpError } from '../shared/protocol/peer.js';
 import { firstNonFinite, int32FromWire, toWire, toWireFloat16 } from '../shared/protocol/tensor.js';
+import { timelineEvent } from '../shared/timeline.js';
 import type { FlatLayout, Replica, ShapedTensor } from '../shared/train/replica.js';
 import type { RingInfo, RingMember } from './ring_member.js';
 
@@ -103,6 +104,7 @@ export class WorkerStep {
   /** One 'avg' bucket of the held average (holds(m.seq) is true). */
   averageBucket(m: MessageOf<'bucket'>): void {
     this.held!.assembler.add(m.index, m.data);
+    timelineEvent('worker: averaged bucket received');
   }
 
   /** The step is committed: the averaged gradient held for it (streamed by the coordinator, or the ring's) is applied. */
@@ -116,7 +118,9 @@ export class WorkerStep {
       if (this.uncommitted.seq !== m.seq) this.rollback();
       this.uncommitted = undefined;
     }
+    timelineEvent('worker: apply received');
     this.c.need().replica.applyGradient(held.layout, held.assembler.result(), m.sgd);
+    timelineEvent('worker: update applied');
   }
 
   /**
@@ -136,6 +140,7 @@ export class WorkerStep {
     const layout = replica.layout(m.set);
     if (reuse && this.gradBuffer?.length !== layout.size) this.gradBuffer = new Float32Array(layout.size);
     const out = replica.gradients(batch, layout, reuse ? this.gradBuffer : undefined);
+    timelineEvent('worker: gradient computed');
     this.uncommitted = { seq: m.seq, runningStats, samples: batch.n };
     this.samplesSinceSync += batch.n;
     if (!reportNonFinite) return out;
@@ -155,6 +160,7 @@ export class WorkerStep {
 
   async compute(m: MessageOf<'compute'>): Promise<void> {
     if (m.ring) return this.computeRing(m, m.ring);
+    timelineEvent('worker: compute received');
     const { config } = this.c.need();
     const r = await this.shardGradient(m, true, true);
     if (!r) return;
@@ -166,6 +172,7 @@ export class WorkerStep {
       this.c.send({ type: 'bucket', stream: 'grad', seq: m.seq, index, data });
     });
     this.c.send({ type: 'computed', seq: m.seq, stats });
+    timelineEvent('worker: gradient sent');
   }
 
   /**

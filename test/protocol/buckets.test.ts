@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { BucketAssembler, bucketRanges, splitBuckets } from '../../src/shared/protocol/buckets.js';
 import { encodeMessage } from '../../src/shared/protocol/codec.js';
 import { toWire } from '../../src/shared/protocol/tensor.js';
-import { bucketElements, MAX_FRAME_BYTES } from '../../src/shared/protocol/version.js';
+import { bucketElements, exchangeBucketElements, MAX_FRAME_BYTES } from '../../src/shared/protocol/version.js';
 import { GdpError } from '../../src/shared/errors.js';
 
 test('a vector larger than a bucket is split and reassembled exactly; no frame exceeds the limit', () => {
@@ -26,6 +26,18 @@ test('the largest configurable bucket still fits in a frame; ResNet-50 gradients
   const resnet50 = 25_557_032;
   assert.equal(bucketRanges(resnet50, bucketElements(16)).length, 7);
   assert.equal(bucketRanges(0, 100).length, 0);
+});
+
+test("the star's buckets: at least 8 per gradient (ResNet-20, ResNet-50), dist.bucket_mib's beyond, a tiny one whole", () => {
+  const buckets = (mib: number, elems: number) => bucketRanges(elems, exchangeBucketElements(mib, elems)).length;
+  // mnist.resnet20: one 16 MiB bucket would hold it all, so nothing overlapped its upload and download.
+  assert.equal(buckets(16, 272_186), 8);
+  assert.equal(buckets(16, 25_557_032), 8);
+  assert.equal(exchangeBucketElements(16, 100_000_000), bucketElements(16));
+  // No bucket under 64 KiB of float32, unless dist.bucket_mib asks for less.
+  assert.equal(exchangeBucketElements(16, 60_000), 16_384);
+  assert.equal(buckets(16, 1_000), 1);
+  assert.equal(exchangeBucketElements(0.0001, 272_186), bucketElements(0.0001));
 });
 
 test('buckets out of order, of the wrong size, non-finite or missing are rejected', () => {

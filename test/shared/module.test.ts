@@ -1,7 +1,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
-import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
+import { BatchNorm2d, Conv2d, runningStatsEma } from '../../src/shared/nn/layers.js';
 import { buildModel } from '../../src/shared/models/registry.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
 import { trace } from '../../src/shared/graph/trace.js';
@@ -137,4 +137,29 @@ test('train and eval forward passes do not leak tensors', () => {
   assert.equal(count(), n0);
   x.dispose();
   m.dispose();
+});
+
+test('runningStatsEma gives the bits of the tensor ops it replaces, on the cpu and wasm backends', async () => {
+  const running = randomArray(37, 21, 3);
+  const batch = randomArray(37, 22, 40);
+  // Signed zeros and a tiny value: their signs and rounding must agree too.
+  running.set([0, -0, 1e-40]);
+  batch.set([-0, 0, -1e-40]);
+  try {
+    for (const backend of ['cpu', 'wasm'] as const) {
+      await useBackend(backend);
+      // momentum 0.1 with the unbiased variance factor of 32 samples; 1/k of a re-estimation (k = 1, 3).
+      for (const [keep, take] of [
+        [0.9, 0.1 * (32 / 31)],
+        [0, 1],
+        [1 - 1 / 3, 1 / 3],
+      ]) {
+        const ops = tf.tidy(() => tf.add(tf.mul(tf.tensor1d(running), keep), tf.mul(tf.tensor1d(batch), take)).dataSync() as Float32Array);
+        const host = runningStatsEma(running, batch, keep, take);
+        assert.deepEqual(new Uint32Array(host.buffer), new Uint32Array(ops.buffer), `${backend}, keep ${keep}, take ${take}`);
+      }
+    }
+  } finally {
+    await useBackend('cpu');
+  }
 });

@@ -56,3 +56,40 @@ test('sgdStep rejects mismatched lengths', () => {
     message: /2 parameters, but 3 gradient values/,
   });
 });
+
+/** sgdStep's general loop, element by element: the reference the specialised loop must equal bit for bit. */
+function generalStep(p: Float32Array, g: Float32Array, buf: Float32Array, first: boolean, o: SgdOptions): void {
+  const f = Math.fround;
+  const damp = 1 - (o.dampening ?? 0);
+  for (let i = 0; i < p.length; i++) {
+    let d = g[i];
+    if (o.weightDecay !== 0) d = f(d + f(o.weightDecay * p[i]));
+    if (o.momentum !== 0) {
+      const b = first ? d : f(f(o.momentum * buf[i]) + f(damp * d));
+      buf[i] = b;
+      d = o.nesterov ? f(d + f(o.momentum * b)) : b;
+    }
+    p[i] = f(p[i] - f(o.lr * d));
+  }
+}
+
+test('sgdStep gives the bits of the per-element definition for every option set, first step and later ones', () => {
+  let s = 7;
+  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5) * 4;
+  const n = 1001;
+  // Signed zeros, tiny and huge values among the random ones: rounding and signs must agree too.
+  const special = [0, -0, 1e-38, -1e-38, 3e38, -3e38, 1e-45];
+  const fill = () => Float32Array.from({ length: n }, (_, i) => (i < special.length ? special[i] : rand()));
+  for (const [name, o] of [...cases, ['decay, no momentum', { lr: 0.1, momentum: 0, weightDecay: 1e-3, nesterov: false }] as [string, SgdOptions]]) {
+    const p = fill();
+    const buf = new Float32Array(n);
+    const [pRef, bufRef] = [p.slice(), buf.slice()];
+    for (let step = 0; step < 4; step++) {
+      const g = fill().reverse();
+      sgdStep(p, g, buf, step === 0, o);
+      generalStep(pRef, g, bufRef, step === 0, o);
+      assert.deepEqual(new Uint32Array(p.buffer), new Uint32Array(pRef.buffer), `${name}: parameters after step ${step}`);
+      assert.deepEqual(new Uint32Array(buf.buffer), new Uint32Array(bufRef.buffer), `${name}: momentum after step ${step}`);
+    }
+  }
+});

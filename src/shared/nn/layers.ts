@@ -267,15 +267,17 @@ export class BatchNorm2d extends Layer {
     });
   }
 
+  /**
+   * PyTorch's update, running = (1 - momentum) * running + momentum * batch statistic (the variance unbiased), on
+   * the host: a few values per channel, where four tensor ops and their scalars per BN per step cost kernel launches.
+   * The bits are those of the tensor ops (runningStatsEma).
+   */
   private updateRunningStats(mean: tf.Tensor, variance: tf.Tensor, n: number): void {
     const m = this.momentum;
     const unbiased = n > 1 ? n / (n - 1) : 1;
-    const [rm, rv] = tf.tidy(() => [
-      tf.add(tf.mul(this.runningMean.value, 1 - m), tf.mul(mean, m)),
-      tf.add(tf.mul(this.runningVar.value, 1 - m), tf.mul(variance, m * unbiased)),
-    ]);
-    this.runningMean.set(rm);
-    this.runningVar.set(rv);
+    const shape = this.runningMean.value.shape;
+    this.runningMean.set(tf.tensor(runningStatsEma(this.runningMean.value.dataSync(), mean.dataSync(), 1 - m, m), shape));
+    this.runningVar.set(tf.tensor(runningStatsEma(this.runningVar.value.dataSync(), variance.dataSync(), 1 - m, m * unbiased), shape));
   }
 
   outShape(s: readonly number[]): number[] {
@@ -385,4 +387,18 @@ export class AvgPool2d extends Layer {
   outShape([h, w, c]: readonly number[]): number[] {
     return [outSize(h, this.kernel, this.stride, 0), outSize(w, this.kernel, this.stride, 0), c];
   }
+}
+
+/**
+ * running * keep + batch * take per element, as the tensor ops tf.add(tf.mul(running, keep), tf.mul(batch, take))
+ * compute it in float32: the factors rounded to float32 (as tfjs makes a scalar of a number), then every product and
+ * the sum rounded (a float32 product or sum is exact in float64, so Math.fround of it is the float32 operation).
+ */
+export function runningStatsEma(running: ArrayLike<number>, batch: ArrayLike<number>, keep: number, take: number): Float32Array {
+  const f = Math.fround;
+  const k = f(keep);
+  const t = f(take);
+  const out = new Float32Array(running.length);
+  for (let i = 0; i < out.length; i++) out[i] = f(f(running[i] * k) + f(batch[i] * t));
+  return out;
 }
