@@ -256,6 +256,9 @@ export class WorkerSession {
     if (!this.fits(m.seq, () => this.memory.check(replica, config, Math.min(indices.length, m.batchSize), 'forward', 'data.test_batch_size'))) return;
     let stats = emptyStats();
     for (let s = 0; s < indices.length; s += m.batchSize) {
+      // A shard of many batches can take minutes on a loaded CPU, and the tensor backend blocks the event loop:
+      // between batches the loop turns once, so heartbeats go out and the coordinator hears the worker is alive.
+      if (s > 0) await new Promise<void>((resolve) => setImmediate(resolve));
       const batch = await data.test.load(indices.subarray(s, s + m.batchSize), { augment: false, seed: 0 });
       stats = addStats(stats, replica.evaluate(batch));
     }

@@ -116,3 +116,25 @@ test('BN statistics are averaged into every replica; sharded evaluation equals o
     await run.close();
   }
 });
+
+test("a worker's event loop turns between the batches of an evaluation, so its heartbeats go out during a long one", async () => {
+  // In-process workers share this event loop: a check-phase counter advances only when a worker yields.
+  const run = await startInProcess(tinyConfig({ data: { type: 'mnist', batch_size: 8, test_batch_size: 4 } }), { workers: 1, loadData: tinyData, log: noLog });
+  try {
+    let turns = 0;
+    let counting = true;
+    const count = () => {
+      turns++;
+      if (counting) setImmediate(count);
+    };
+    const idx = Int32Array.from({ length: 64 }, (_, i) => i);
+    setImmediate(count);
+    const stats = await run.coordinator.evaluate(idx);
+    counting = false;
+    assert.equal(stats.count, 64);
+    // 16 batches of 4: at least one turn between each two (before: none while the shard was evaluated).
+    assert.ok(turns >= 15, `${turns} event-loop turns during an evaluation of 16 batches`);
+  } finally {
+    await run.close();
+  }
+});
