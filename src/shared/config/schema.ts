@@ -217,6 +217,10 @@ const gbn = z
 const dist = z
   .object({
     checksum_every: z.number().int().positive().default(50),
+    /**
+     * Largest gradient bucket, in MiB. The star's buckets are also at most an eighth of the model (never under 64 KiB:
+     * protocol/version.ts exchangeBucketElements), so that a small model's exchange pipelines too.
+     */
     bucket_mib: z.number().positive().max(64).default(16),
     grad_dtype: z.enum(['float32', 'float16']).default('float32'),
     /**
