@@ -13,7 +13,7 @@ import { BatchNorm2d } from '../shared/nn/layers.js';
 import { measureLatency } from './bench.js';
 import { fmt, mega, say, type Common } from './cli_common.js';
 import { importTfjsFile } from './import_tfjs.js';
-import { checkBatch, load, startBackend } from './run_common.js';
+import { checkBatch, load, startBackend, withModel } from './run_common.js';
 import { exportGraphTfjs } from '../shared/io/tfjs_graph_export.js';
 import { exportGraphKeras } from '../shared/io/keras_export.js';
 import { isKerasFile, KERAS_SUFFIXES } from '../shared/io/keras_files.js';
@@ -45,9 +45,7 @@ export type BenchOptions = Common & { weights?: string; arch?: string; batches: 
 
 /** `gdp-model info`: weights file: layers, widths, MACs, parameters, masked channels; with --html, the width page. */
 export async function info(o: InfoOptions): Promise<void> {
-  await startBackend(o);
-  const m = await load(o.weights, o.arch, o);
-  try {
+  await withModel(o, async (m) => {
     if (o.html) say(o, `width profile: ${writeWidthPage(o.weights, o.html, m.arch, m.numClasses)}`);
     const cost = modelCost(m.model, m.inputShape);
     const widths = layerWidths(m.model);
@@ -72,9 +70,7 @@ export async function info(o: InfoOptions): Promise<void> {
     for (const l of layers) say(o, `${l.path.padEnd(w)}  ${l.kind.padEnd(6)} ${String(l.in).padStart(4)}  ${String(l.out).padStart(5)}  ${fmt(l.macs)}`);
     say(o, `MACs ${fmt(cost.macs)} (${mega(cost.macs)})  params ${fmt(cost.params)} (${mega(cost.params)})`);
     if (m.gated) say(o, `masked channels (GBN mask 0, removed by melting): ${masked}`);
-  } finally {
-    m.model.dispose();
-  }
+  });
 }
 
 /** `gdp-model flops`: MACs and parameters of an unpruned architecture. */
@@ -96,9 +92,7 @@ export async function flops(o: FlopsOptions): Promise<void> {
 
 /** `gdp-model predict`: eval-mode logits of raw NCHW float32 images; `shape` is --shape parsed, N,C,H,W. */
 export async function predict(o: PredictOptions, shape: number[]): Promise<void> {
-  await startBackend(o);
-  const m = await load(o.weights, o.arch, o);
-  try {
+  await withModel(o, async (m) => {
     const [n, c, h, w] = shape;
     const [ih, iw, ic] = m.inputShape;
     if (c !== ic || h !== ih || w !== iw) {
@@ -109,16 +103,12 @@ export async function predict(o: PredictOptions, shape: number[]): Promise<void>
     const logits = predictLogits(m.model, x, [n, h, w, c], o.batch);
     await writeF32(o.out, logits);
     say(o, `wrote ${n}x${m.numClasses} logits to ${o.out}`);
-  } finally {
-    m.model.dispose();
-  }
+  });
 }
 
 /** `gdp-model melt`: folds the GBN gates of a gated checkpoint and cuts its masked channels. */
 export async function meltFile(o: MeltOptions): Promise<void> {
-  await startBackend(o);
-  const m = await load(o.weights, o.arch, o);
-  try {
+  await withModel(o, async (m) => {
     if (!m.gated) throw new GdpError('NOT_GATED', `${o.weights}: no BatchNorm is gated (no '<name>.g' / '<name>.bn_mask' tensors): nothing to melt`);
     const before = modelCost(m.model, m.inputShape);
     const record = melt(m.model, m.inputShape);
@@ -136,16 +126,12 @@ export async function meltFile(o: MeltOptions): Promise<void> {
     say(o, `MACs   ${fmt(before.macs)} -> ${fmt(after.macs)} (${(100 * ratio).toFixed(1)}% kept, ${(100 * (1 - ratio)).toFixed(1)}% removed)`);
     say(o, `params ${fmt(before.params)} -> ${fmt(after.params)} (${((100 * after.params) / before.params).toFixed(1)}% kept)`);
     say(o, `wrote ${o.out}`);
-  } finally {
-    m.model.dispose();
-  }
+  });
 }
 
 /** `gdp-model export` (one of --out and --keras, checked by the command line): a TF.js layers model, or a Keras file of an imported model. */
 export async function exportModel(o: ExportOptions): Promise<void> {
-  await startBackend(o);
-  const m = await load(o.weights, o.arch, o);
-  try {
+  await withModel(o, async (m) => {
     const note = (line: string) => say(o, `note: ${line}`);
     if (o.keras !== undefined) {
       if (!(m.model instanceof GraphModel))
@@ -159,9 +145,7 @@ export async function exportModel(o: ExportOptions): Promise<void> {
     const r =
       m.model instanceof GraphModel ? await exportGraphTfjs(m.model, tfjsDirWriter(out), note) : await exportTfjs(m.model, m.inputShape, tfjsDirWriter(out));
     say(o, `wrote ${out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
-  } finally {
-    m.model.dispose();
-  }
+  });
 }
 
 /** `gdp-model import` (one of --tfjs and --keras, checked by the command line): a TF.js layers model or a Keras file into a gdp model file. */

@@ -4,7 +4,7 @@ import { GdpError } from '../shared/errors.js';
 import { Rng } from '../shared/rng.js';
 import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { say, type Common } from './cli_common.js';
-import { checkBatch, load, startBackend } from './run_common.js';
+import { checkBatch, withModel } from './run_common.js';
 
 export interface EvalOptions extends Common {
   weights: string;
@@ -45,55 +45,54 @@ export function evalData(o: Pick<EvalOptions, 'data' | 'dataDir' | 'batchSize' |
 export async function evalCommand(o: EvalOptions): Promise<void> {
   const seed = Number(o.seed);
   if (!Number.isInteger(seed)) throw new GdpError('BAD_FLAG', `--seed must be an integer, got '${o.seed}'`);
-  await startBackend(o);
-  const m = await load(o.weights, o.arch, o);
-  const config = configSchema.parse({
-    base: { task_name: 'eval', seed },
-    model: { name: m.arch, num_class: m.numClasses },
-    train: { max_epoch: 0 },
-    data: evalData(o, m.inputShape),
-    loss: { criterion: 'softmax' },
+  await withModel(o, async (m) => {
+    const config = configSchema.parse({
+      base: { task_name: 'eval', seed },
+      model: { name: m.arch, num_class: m.numClasses },
+      train: { max_epoch: 0 },
+      data: evalData(o, m.inputShape),
+      loss: { criterion: 'softmax' },
+    });
+    const data = await loadDataset(config);
+    try {
+      const shape = data.test.shape;
+      if (shape.join('x') !== m.inputShape.join('x')) {
+        throw new GdpError('SHAPE_MISMATCH', `${o.data} images are ${shape.join('x')} (HWC), ${m.arch} takes ${m.inputShape.join('x')}`);
+      }
+      // The largest pass: a recalibration batch (training images), else a test batch.
+      checkBatch(m, Math.min(o.batchSize, Math.max(data.test.size, o.recalibrateBn ? data.train.size : 0)), '--batch-size', o.batchSize);
+      const replica = new Replica(m.model, m.inputShape);
+      if (o.recalibrateBn) {
+        const order = Int32Array.from({ length: data.train.size }, (_, i) => i);
+        new Rng(seed).shuffle(order);
+        const n = Math.min(o.recalibrateBn, Math.floor(data.train.size / o.batchSize) || 1);
+        const batches = (async function* () {
+          for (let b = 0; b < n; b++) yield await data.train.load(order.subarray(b * o.batchSize, (b + 1) * o.batchSize), { augment: false, seed });
+        })();
+        await replica.recalibrateBatchNorm(batches);
+        say(o, `BN statistics re-estimated over ${n} training batches of ${o.batchSize}`);
+      }
+      let stats = emptyStats();
+      for (let s = 0; s < data.test.size; s += o.batchSize) {
+        const idx = Int32Array.from({ length: Math.min(o.batchSize, data.test.size - s) }, (_, i) => s + i);
+        stats = addStats(stats, replica.evaluate(await data.test.load(idx, { augment: false, seed: 0 })));
+      }
+      const r = {
+        weights: o.weights,
+        data: data.test.name,
+        samples: stats.count,
+        top1: stats.correct1 / stats.count,
+        top5: stats.correct5 / stats.count,
+        loss: stats.lossSum / stats.count,
+        recalibrated_batches: o.recalibrateBn ?? 0,
+      };
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+        return;
+      }
+      say(o, `${data.test.name}: ${r.samples} images, top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}%, loss ${r.loss.toFixed(4)}`);
+    } finally {
+      await data.close?.();
+    }
   });
-  const data = await loadDataset(config);
-  try {
-    const shape = data.test.shape;
-    if (shape.join('x') !== m.inputShape.join('x')) {
-      throw new GdpError('SHAPE_MISMATCH', `${o.data} images are ${shape.join('x')} (HWC), ${m.arch} takes ${m.inputShape.join('x')}`);
-    }
-    // The largest pass: a recalibration batch (training images), else a test batch.
-    checkBatch(m, Math.min(o.batchSize, Math.max(data.test.size, o.recalibrateBn ? data.train.size : 0)), '--batch-size', o.batchSize);
-    const replica = new Replica(m.model, m.inputShape);
-    if (o.recalibrateBn) {
-      const order = Int32Array.from({ length: data.train.size }, (_, i) => i);
-      new Rng(seed).shuffle(order);
-      const n = Math.min(o.recalibrateBn, Math.floor(data.train.size / o.batchSize) || 1);
-      const batches = (async function* () {
-        for (let b = 0; b < n; b++) yield await data.train.load(order.subarray(b * o.batchSize, (b + 1) * o.batchSize), { augment: false, seed });
-      })();
-      await replica.recalibrateBatchNorm(batches);
-      say(o, `BN statistics re-estimated over ${n} training batches of ${o.batchSize}`);
-    }
-    let stats = emptyStats();
-    for (let s = 0; s < data.test.size; s += o.batchSize) {
-      const idx = Int32Array.from({ length: Math.min(o.batchSize, data.test.size - s) }, (_, i) => s + i);
-      stats = addStats(stats, replica.evaluate(await data.test.load(idx, { augment: false, seed: 0 })));
-    }
-    const r = {
-      weights: o.weights,
-      data: data.test.name,
-      samples: stats.count,
-      top1: stats.correct1 / stats.count,
-      top5: stats.correct5 / stats.count,
-      loss: stats.lossSum / stats.count,
-      recalibrated_batches: o.recalibrateBn ?? 0,
-    };
-    if (o.json) {
-      process.stdout.write(`${JSON.stringify(r)}\n`);
-      return;
-    }
-    say(o, `${data.test.name}: ${r.samples} images, top-1 ${(100 * r.top1).toFixed(2)}%, top-5 ${(100 * r.top5).toFixed(2)}%, loss ${r.loss.toFixed(4)}`);
-  } finally {
-    await data.close?.();
-    m.model.dispose();
-  }
 }

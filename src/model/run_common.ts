@@ -20,6 +20,20 @@ export async function load(weights: string, arch: string | undefined, o: Common)
   return m;
 }
 
+/**
+ * Starts the backend, loads `o.weights` and runs `use` on the model, which is freed however `use` ends. Throws what
+ * startBackend and load throw, and what `use` throws.
+ */
+export async function withModel<T>(o: Common & { weights: string; arch?: string }, use: (m: LoadedModel) => Promise<T>): Promise<T> {
+  await startBackend(o);
+  const m = await load(o.weights, o.arch, o);
+  try {
+    return await use(m);
+  } finally {
+    m.model.dispose();
+  }
+}
+
 /** Throws BATCH_TOO_LARGE before a forward pass over `batch` images could exhaust the backend's memory. */
 export function checkBatch(m: Pick<LoadedModel, 'model' | 'inputShape' | 'arch'>, batch: number, flag: string, setting = batch): void {
   checkShardFits(m, batch, tf.getBackend(), 'forward', { batch: `${flag} ${setting}`, advice: `use a smaller ${flag}` });
