@@ -1,7 +1,8 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
-import { BatchNorm2d, Conv2d, runningStatsEma } from '../../src/shared/nn/layers.js';
+import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
+import { runningStatsEma } from '../../src/shared/nn/running_stats.js';
 import { buildModel } from '../../src/shared/models/registry.js';
 import { modelCost } from '../../src/shared/graph/flops.js';
 import { trace } from '../../src/shared/graph/trace.js';

@@ -4,6 +4,7 @@ import type { Rng } from '../rng.js';
 import { GdpError } from '../errors.js';
 import { batchNormTrain } from './batchnorm_train.js';
 import { relu } from './relu.js';
+import { updatedRunningStat } from './running_stats.js';
 
 function expectChannels(layer: string, got: number, want: number): void {
   // Caught while tracing, so a model with inconsistent widths fails at load time, not mid-run.
@@ -267,17 +268,12 @@ export class BatchNorm2d extends Layer {
     });
   }
 
-  /**
-   * PyTorch's update, running = (1 - momentum) * running + momentum * batch statistic (the variance unbiased), on
-   * the host: a few values per channel, where four tensor ops and their scalars per BN per step cost kernel launches.
-   * The bits are those of the tensor ops (runningStatsEma).
-   */
+  /** PyTorch's update: running = (1 - momentum) * running + momentum * batch statistic, the variance unbiased. */
   private updateRunningStats(mean: tf.Tensor, variance: tf.Tensor, n: number): void {
     const m = this.momentum;
     const unbiased = n > 1 ? n / (n - 1) : 1;
-    const shape = this.runningMean.value.shape;
-    this.runningMean.set(tf.tensor(runningStatsEma(this.runningMean.value.dataSync(), mean.dataSync(), 1 - m, m), shape));
-    this.runningVar.set(tf.tensor(runningStatsEma(this.runningVar.value.dataSync(), variance.dataSync(), 1 - m, m * unbiased), shape));
+    this.runningMean.set(updatedRunningStat(this.runningMean.value, mean, 1 - m, m));
+    this.runningVar.set(updatedRunningStat(this.runningVar.value, variance, 1 - m, m * unbiased));
   }
 
   outShape(s: readonly number[]): number[] {
@@ -387,18 +383,4 @@ export class AvgPool2d extends Layer {
   outShape([h, w, c]: readonly number[]): number[] {
     return [outSize(h, this.kernel, this.stride, 0), outSize(w, this.kernel, this.stride, 0), c];
   }
-}
-
-/**
- * running * keep + batch * take per element, as the tensor ops tf.add(tf.mul(running, keep), tf.mul(batch, take))
- * compute it in float32: the factors rounded to float32 (as tfjs makes a scalar of a number), then every product and
- * the sum rounded (a float32 product or sum is exact in float64, so Math.fround of it is the float32 operation).
- */
-export function runningStatsEma(running: ArrayLike<number>, batch: ArrayLike<number>, keep: number, take: number): Float32Array {
-  const f = Math.fround;
-  const k = f(keep);
-  const t = f(take);
-  const out = new Float32Array(running.length);
-  for (let i = 0; i < out.length; i++) out[i] = f(f(running[i] * k) + f(batch[i] * t));
-  return out;
 }
