@@ -49,8 +49,9 @@ export function coordinatorFor(
   const weights = initialWeightsPath(config);
   if (resume) restoreCoordinator(coordinator, resume);
   else if (weights) {
-    const { gated } = loadInitialWeights(coordinator, weights);
-    log(`gdp-coord: starting from ${weights}${gated ? ' (gated form)' : ''}`);
+    const { gated, pruned } = loadInitialWeights(coordinator, weights);
+    const form = [pruned && 'pruned', gated && 'gated'].filter(Boolean).join(', ');
+    log(`gdp-coord: starting from ${weights}${form ? ` (${form} form)` : ''}`);
   }
   return coordinator;
 }

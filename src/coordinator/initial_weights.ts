@@ -1,12 +1,15 @@
 import { readFileSync } from 'node:fs';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
-import { layerWidths, loadModel, type LoadedModel, type Widths } from '../shared/io/model_file.js';
+import { layerWidths, loadModel, type LoadedModel } from '../shared/io/model_file.js';
 import { parseSafetensors } from '../shared/io/safetensors.js';
 import { readImportedModelSync } from '../shared/io/keras_files.js';
 import { GRAPH_ARCH, modelFromImport } from '../shared/models/graph_model.js';
 import { Rng } from '../shared/rng.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
+import { configModel } from '../shared/models/registry.js';
+import { channelStructure } from '../shared/pruning/groups.js';
+import { applyMelt, planNarrowing, type MeltRecord } from '../shared/pruning/melt.js';
 import { pruningUpdate } from '../shared/pruning/updates.js';
 import type { Coordinator } from './cluster.js';
 
@@ -40,48 +43,61 @@ function importedModel(path: string): LoadedModel {
   return { model, arch: GRAPH_ARCH, numClasses: model.numClasses, inputShape: model.inputShape, gated: false, metadata: {} };
 }
 
+/** The starting weights as read, with the melt that narrows the config's full-width model to them (if pruned). */
+export interface InitialWeights {
+  loaded: LoadedModel;
+  narrowing?: MeltRecord;
+}
+
 /**
  * Reads the run's starting weights and checks them against the config: the architecture it names, its class count
- * and `want` (the widths the config's model builds, [in, out] by layer path). The caller disposes the model.
+ * and its layer widths. A pruned file (melted, e.g. `pruned.safetensors` or a save point of an earlier run) fits
+ * when every narrower layer belongs to a prunable channel group of the config's model: `narrowing` then gives every
+ * replica those widths. The caller disposes `loaded.model`.
  * @throws GdpError FILE_NOT_FOUND, BAD_SAFETENSORS, ARCH_MISMATCH, SHAPE_MISMATCH (and loadModel's codes).
  */
-export function readInitialWeights(config: Config, path: string, want: Widths): LoadedModel {
+export function readInitialWeights(config: Config, path: string): InitialWeights {
   const loaded = path === config.model.file && config.model.weights === undefined ? importedModel(path) : readWeightsFile(config, path);
+  const { model: scratch, inputShape } = configModel(config.model, 0);
   try {
     if (loaded.numClasses !== config.model.num_class) {
       throw new GdpError('SHAPE_MISMATCH', `${path}: the classifier has ${loaded.numClasses} classes, config.model.num_class is ${config.model.num_class}`);
     }
     const got = layerWidths(loaded.model);
+    const narrowing = planNarrowing(channelStructure(scratch, inputShape), got, path);
+    if (narrowing) applyMelt(scratch, narrowing);
+    const want = layerWidths(scratch);
     const changed = Object.keys(want).filter((k) => want[k][0] !== got[k]?.[0] || want[k][1] !== got[k]?.[1]);
     if (changed.length) {
       throw new GdpError(
         'SHAPE_MISMATCH',
         `${path}: layer ${changed[0]} is [${got[changed[0]]}] (in, out), ${config.model.name} builds [${want[changed[0]]}]` +
-          `${changed.length > 1 ? ` (and ${changed.length - 1} more layers)` : ''}: a run starts from a full-width network, gated or not`,
+          `${changed.length > 1 ? ` (and ${changed.length - 1} more layers)` : ''}: a run starts from the full-width network or a pruned form of it, gated or not`,
       );
     }
-    return loaded;
+    return { loaded, narrowing };
   } catch (e) {
     loaded.model.dispose();
     throw e;
+  } finally {
+    scratch.dispose();
   }
 }
 
 /**
  * Loads the run's starting weights into the coordinator's model before any worker joins; workers then receive them
- * with the rest of the state. A file in the paper's gated form (e.g. a save point of an earlier run) gates the
- * model first, as a replayable update, so that workers build the same structure. The file must hold the
- * architecture the config names at its full widths: a melted network has other layer shapes than the workers
- * build from the config.
+ * with the rest of the state. Structure first, as replayable updates, so that workers build the same shapes: a
+ * pruned file narrows the model (`readInitialWeights`), a file in the paper's gated form (e.g. a save point of an
+ * earlier run) gates it; then every slot takes the file's values.
  */
-export function loadInitialWeights(coordinator: Coordinator, path: string): { gated: boolean } {
-  const loaded = readInitialWeights(coordinator.config, path, layerWidths(coordinator.model));
+export function loadInitialWeights(coordinator: Coordinator, path: string): { gated: boolean; pruned: boolean } {
+  const { loaded, narrowing } = readInitialWeights(coordinator.config, path);
   try {
-    // The starting state: gated first when the file is (so that workers replay the same structure), then every slot.
     const layers = [...loaded.model.namedModules()].filter(([, m]) => m instanceof BatchNorm2d && m.gated).map(([p]) => p);
+    const updates = [...(narrowing ? [pruningUpdate(narrowing)] : []), ...(loaded.gated ? [pruningUpdate({ kind: 'gate', layers })] : [])];
     const slots = new Map([...loaded.model.namedSlots()].map(([name, s]) => [name, s.value.dataSync() as Float32Array]));
-    coordinator.restore({ updates: loaded.gated ? [pruningUpdate({ kind: 'gate', layers })] : [], slots, momentum: [], steps: 0 });
-    return { gated: loaded.gated };
+    coordinator.restore({ updates, slots, momentum: [], steps: 0 });
+    return { gated: loaded.gated, pruned: narrowing !== undefined };
   } finally {
     loaded.model.dispose();
   }

@@ -2,7 +2,6 @@ import type { Config } from '../shared/config/schema.js';
 import { loadDataset } from '../shared/data/index.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { SubsetDataset } from '../shared/data/subset.js';
-import { layerWidths } from '../shared/io/model_file.js';
 import { checkModelFitsData, configModel } from '../shared/models/registry.js';
 import { GdpError } from '../shared/errors.js';
 import { channelStructure, prunableGroups, whyNothingToPrune } from '../shared/pruning/groups.js';
@@ -48,10 +47,7 @@ export function checkBatchFits(config: Config, workers: number, backend: string)
 export function checkInitialWeights(config: Config): void {
   const path = initialWeightsPath(config);
   if (!path) return;
-  const { model } = configModel(config.model, 0);
-  const want = layerWidths(model);
-  model.dispose();
-  readInitialWeights(config, path, want).model.dispose();
+  readInitialWeights(config, path).loaded.model.dispose();
 }
 
 /**

@@ -11,7 +11,8 @@ import { buildModel } from '../../src/shared/models/registry.js';
 import { BatchNorm2d } from '../../src/shared/nn/layers.js';
 import { applyModelUpdate } from '../../src/shared/train/apply_update.js';
 import { stateChecksum } from '../../src/shared/train/model_state.js';
-import { planMelt } from '../../src/shared/pruning/melt.js';
+import { planMelt, planNarrowing } from '../../src/shared/pruning/melt.js';
+import { layerWidths } from '../../src/shared/io/model_file.js';
 import { channelStructure } from '../../src/shared/pruning/groups.js';
 import { pruningUpdate } from '../../src/shared/pruning/updates.js';
 import { Rng } from '../../src/shared/rng.js';
@@ -26,6 +27,15 @@ function trainedLike(seed: number) {
     if (m instanceof BatchNorm2d) m.runningMean.set(tf.tensor1d(Float32Array.from({ length: m.channels }, () => rng.normal())));
   }
   return model;
+}
+
+/** A TINY model pruned and melted to conv1 [1,4], conv2 [4,6]: the form of a run's `pruned.safetensors`. */
+function meltedLike(seed: number) {
+  const src = trainedLike(seed);
+  applyModelUpdate(src, pruningUpdate({ kind: 'gate', layers: ['bn1', 'bn2'] }));
+  (src as unknown as { bn1: BatchNorm2d }).bn1.mask!.set(tf.tensor1d([1, 0, 1, 1, 0, 1]));
+  applyModelUpdate(src, pruningUpdate(planMelt(src, channelStructure(src, [8, 8, 1]))));
+  return src;
 }
 
 const errCode = (code: string, pattern: RegExp) => (e: unknown) => e instanceof GdpError && e.code === code && pattern.test(e.message);
@@ -78,18 +88,54 @@ describe('a run starts from model.weights (or base.checkpoint_path)', () => {
     }
   });
 
+  it('a pruned (melted) file starts a run at its widths: every replica narrows the same way, then takes its values', async () => {
+    const src = meltedLike(45);
+    const file = join(dir, 'pruned.safetensors');
+    writeFileSync(file, serializeSafetensors(exportTorchState(src)));
+    const lines: string[] = [];
+    const config = tinyConfig({ model: { name: TINY, num_class: 10, weights: file } });
+    const run = await startInProcess(config, { workers: 2, loadData: tinyData, log: (l) => lines.push(l) });
+    try {
+      // Two paths to the same network: masks then melt (src), and narrowing to the file's widths then its values.
+      const want = stateChecksum(src);
+      assert.equal(stateChecksum(run.coordinator.model), want);
+      for (const w of run.workers) assert.equal(stateChecksum(w.replica!.model), want);
+      assert.deepEqual(layerWidths(run.coordinator.model), layerWidths(src));
+      assert.deepEqual(
+        run.coordinator.updates.map((u) => (u.kind === 'custom' ? u.handler : u.kind)),
+        ['gdp.prune.melt'],
+      );
+      assert.ok(lines.some((l) => /starting from .*pruned\.safetensors \(pruned form\)/.test(l)), lines.join('\n'));
+      await run.coordinator.step(Int32Array.from([0, 1, 2, 3, 4, 5]), 'all', { lr: 0.1, momentum: 0.9, weightDecay: 0, nesterov: false });
+      await run.coordinator.verifyChecksums();
+    } finally {
+      await run.close();
+      src.dispose();
+    }
+  });
+
+  it('a file wider than the config\'s network is not a pruned form of it; a narrower group keeps its first channels', () => {
+    const model = buildModel(TINY, { numClasses: 10, seed: 1 });
+    try {
+      const s = channelStructure(model, [8, 8, 1]);
+      const w = layerWidths(model);
+      assert.throws(() => planNarrowing(s, { ...w, conv1: [1, 8] }, 'f.safetensors'), errCode('SHAPE_MISMATCH', /f\.safetensors: channel group 'bn1' has 8 channels, wider than the model's 6/));
+      assert.equal(planNarrowing(s, w, 'f.safetensors'), undefined, 'full widths need no narrowing');
+      const r = planNarrowing(s, { ...w, conv2: [6, 2] }, 'f.safetensors')!;
+      assert.deepEqual(r.groups, { bn2: [0, 1] });
+      assert.deepEqual(r.ungate, []);
+    } finally {
+      model.dispose();
+    }
+  });
+
   it('bad starting weights stop the run at start with the file and the reason', () => {
     assert.throws(() => coordinatorFor(tinyConfig({ model: { name: TINY, num_class: 10, weights: join(dir, 'absent.safetensors') } }), noLog), errCode('FILE_NOT_FOUND', /absent\.safetensors/));
 
-    // A melted (narrower) network: the workers would build other shapes from the config.
-    const src = trainedLike(43);
-    applyModelUpdate(src, pruningUpdate({ kind: 'gate', layers: ['bn1', 'bn2'] }));
-    (src as unknown as { bn1: BatchNorm2d }).bn1.mask!.set(tf.tensor1d([1, 0, 1, 1, 0, 1]));
-    applyModelUpdate(src, pruningUpdate(planMelt(src, channelStructure(src, [8, 8, 1]))));
     const melted = join(dir, 'melted.safetensors');
-    writeFileSync(melted, serializeSafetensors(exportTorchState(src)));
-    src.dispose();
-    assert.throws(() => coordinatorFor(tinyConfig({ model: { name: TINY, num_class: 10, weights: melted } }), noLog), errCode('SHAPE_MISMATCH', /melted\.safetensors: layer conv1 is \[1,4\]/));
+    const m = meltedLike(43);
+    writeFileSync(melted, serializeSafetensors(exportTorchState(m)));
+    m.dispose();
 
     const other = join(dir, 'other.safetensors');
     writeFileSync(other, serializeSafetensors(exportTorchState(buildModel(TINY, { numClasses: 7, seed: 1 }))));

@@ -4,7 +4,7 @@ import { trace } from '../graph/trace.js';
 import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { aliveChannels, batchNorms } from './gates.js';
-import { channelStructure, type ChannelStructure } from './groups.js';
+import { channelStructure, type ChannelGroup, type ChannelStructure } from './groups.js';
 
 /** The layers one group's surgery touches, and the width they must have before it. */
 export type MeltGroupLayers = {
@@ -61,13 +61,46 @@ export function planMelt(model: Module, s: ChannelStructure): MeltRecord {
     if (keep.length === g.width) continue;
     if (keep.length === 0) throw new GdpError('EMPTY_GROUP', `group '${g.id}' has every channel masked: melting would cut the network`);
     record.groups[g.id] = keep;
-    const layers: MeltGroupLayers = { width: g.width, bns: [...g.bns], producers: [...g.producers], consumers: [...g.consumers] };
-    if (g.depthwise.length) layers.depthwise = [...g.depthwise];
-    const sliced = Object.entries(g.slices);
-    if (sliced.length) layers.slices = Object.fromEntries(sliced.map(([p, sl]) => [p, [sl.offset, sl.area]]));
-    record.layers[g.id] = layers;
+    record.layers[g.id] = meltLayers(g);
   }
   return record;
+}
+
+/** The layers a melt of group `g` touches, as the record carries them. */
+function meltLayers(g: ChannelGroup): MeltGroupLayers {
+  const layers: MeltGroupLayers = { width: g.width, bns: [...g.bns], producers: [...g.producers], consumers: [...g.consumers] };
+  if (g.depthwise.length) layers.depthwise = [...g.depthwise];
+  const sliced = Object.entries(g.slices);
+  if (sliced.length) layers.slices = Object.fromEntries(sliced.map(([p, sl]) => [p, [sl.offset, sl.area]]));
+  return layers;
+}
+
+/**
+ * The melt that narrows a full-width model to the widths of a pruned file: every prunable group whose producers
+ * are narrower in `widths` keeps its first channels. Which channels are kept does not matter to a caller that then
+ * overwrites every parameter and buffer with the file's (a run starting from `pruned.safetensors`); the record makes
+ * every replica build the same shapes. No BN is ungated. Returns undefined when no group is narrower.
+ * `widths`: [in, out] by layer path, as `layerWidths` gives them. The caller checks that the result has the file's
+ * widths everywhere (a non-prunable layer that differs is not a pruned form of the model).
+ * @throws GdpError SHAPE_MISMATCH naming a group whose producers disagree on its width, or that is narrower than
+ *   the model but cannot be pruned.
+ */
+export function planNarrowing(s: ChannelStructure, widths: Readonly<Record<string, readonly [number, number]>>, source: string): MeltRecord | undefined {
+  const record: MeltRecord = { kind: 'melt', ungate: [], groups: {}, layers: {} };
+  for (const g of s.groups) {
+    const outs = new Set(g.producers.map((p) => widths[p]?.[1] ?? g.width));
+    if (outs.size > 1)
+      throw new GdpError('SHAPE_MISMATCH', `${source}: the producers of channel group '${g.id}' (${g.producers.join(', ')}) have different widths`);
+    const [w] = outs;
+    if (w === undefined || w === g.width) continue;
+    if (w > g.width || !g.prunable) {
+      const why = w > g.width ? `wider than the model's ${g.width}` : `not prunable (${g.blockReason ?? 'fixed width'})`;
+      throw new GdpError('SHAPE_MISMATCH', `${source}: channel group '${g.id}' has ${w} channels, ${why}: not a pruned form of the model`);
+    }
+    record.groups[g.id] = Array.from({ length: w }, (_, i) => i);
+    record.layers[g.id] = meltLayers(g);
+  }
+  return Object.keys(record.groups).length ? record : undefined;
 }
 
 function modulesByPath(model: Module): Map<string, Module> {
