@@ -51,7 +51,7 @@ export interface InitialWeights {
 
 /**
  * Reads the run's starting weights and checks them against the config: the architecture it names, its class count
- * and its layer widths. A pruned file (melted, e.g. `pruned.safetensors` or a save point of an earlier run) fits
+ * and its layer widths. A pruned file (melted: `pruned.safetensors` or `finetuned.safetensors` of an earlier run) fits
  * when every narrower layer belongs to a prunable channel group of the config's model: `narrowing` then gives every
  * replica those widths. The caller disposes `loaded.model`.
  * @throws GdpError FILE_NOT_FOUND, BAD_SAFETENSORS, ARCH_MISMATCH, SHAPE_MISMATCH (and loadModel's codes).
