@@ -1,3 +1,4 @@
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { loadDataset } from '../shared/data/index.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
@@ -43,10 +44,24 @@ export function checkBatchFits(config: Config, workers: number, backend: string)
   }
 }
 
-/** Throws unless the starting weights (model.weights or base.checkpoint_path) load into the config's model. */
+/**
+ * Throws unless the starting weights (model.weights or base.checkpoint_path) load into the config's model, and lie
+ * outside the run's own log folder: a new run there rewrites the earlier run's results (summary.json, its
+ * checkpoints), e.g. a finetune of `logs/<task>/pruned.safetensors` under the same task name.
+ * @throws GdpError BAD_CONFIG naming the file and the folder; readInitialWeights' codes.
+ */
 export function checkInitialWeights(config: Config): void {
   const path = initialWeightsPath(config);
   if (!path) return;
+  const dir = join(config.base.log_dir, config.base.task_name);
+  const rel = relative(resolve(dir), resolve(path));
+  if (rel && !rel.startsWith('..') && !isAbsolute(rel)) {
+    const key = config.model.weights ? 'model.weights' : config.model.file ? 'model.file' : 'base.checkpoint_path';
+    throw new GdpError(
+      'BAD_CONFIG',
+      `${key} '${path}' is inside this run's log folder ${dir}, whose results a new run rewrites: set base.task_name to another name`,
+    );
+  }
   readInitialWeights(config, path).loaded.model.dispose();
 }
 

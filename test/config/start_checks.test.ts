@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { parseConfig } from '../../src/shared/config/load.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { archSpec, buildModel, checkModelFitsData } from '../../src/shared/models/registry.js';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkBatchFits, checkDataSizes, checkInitialWeights, checkPrunable } from '../../src/coordinator/start_checks.js';
@@ -93,6 +93,15 @@ test('the starting weights are read and checked against the config before any wo
       code('SHAPE_MISMATCH', '10 classes', 'num_class is 100'),
     );
     assert.doesNotThrow(() => checkInitialWeights(parseConfig(BASE)));
+    // A file inside the run's own log folder: the new run would rewrite the results it came from.
+    const logDir = join(dir, 'logs');
+    const inside = join(logDir, 't', 'pruned.safetensors');
+    mkdirSync(join(logDir, 't'), { recursive: true });
+    copyFileSync(own, inside);
+    const from = (task: string, weights: string) => parseConfig({ ...BASE, base: { task_name: task, log_dir: logDir }, model: { ...BASE.model, weights } });
+    assert.throws(() => checkInitialWeights(from('t', inside)), code('BAD_CONFIG', 'model.weights', inside, 'set base.task_name'));
+    assert.doesNotThrow(() => checkInitialWeights(from('t2', inside)), 'another task name writes elsewhere');
+    assert.doesNotThrow(() => checkInitialWeights(from('t', own)), 'a file outside the folder');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
