@@ -45,9 +45,10 @@ export function checkBatchFits(config: Config, workers: number, backend: string)
 }
 
 /**
- * Throws unless the starting weights (model.weights or base.checkpoint_path) load into the config's model, and lie
- * outside the run's own log folder: a new run there rewrites the earlier run's results (summary.json, its
- * checkpoints), e.g. a finetune of `logs/<task>/pruned.safetensors` under the same task name.
+ * Throws unless the starting weights (model.weights or base.checkpoint_path) load into the config's model, and, for
+ * a run that starts afresh, lie outside the run's own log folder: it would rewrite the earlier run's results
+ * (summary.json, its checkpoints), e.g. a finetune of `logs/<task>/pruned.safetensors` under the same task name. A
+ * continuation (`base.epoch` > 0) numbers its epochs on in the same folder, as the paper's main.py does.
  * @throws GdpError BAD_CONFIG naming the file and the folder; readInitialWeights' codes.
  */
 export function checkInitialWeights(config: Config): void {
@@ -55,7 +56,7 @@ export function checkInitialWeights(config: Config): void {
   if (!path) return;
   const dir = join(config.base.log_dir, config.base.task_name);
   const rel = relative(resolve(dir), resolve(path));
-  if (rel && !rel.startsWith('..') && !isAbsolute(rel)) {
+  if (config.base.epoch === 0 && rel && !rel.startsWith('..') && !isAbsolute(rel)) {
     const key = config.model.weights ? 'model.weights' : config.model.file ? 'model.file' : 'base.checkpoint_path';
     throw new GdpError(
       'BAD_CONFIG',

@@ -102,6 +102,8 @@ test('the starting weights are read and checked against the config before any wo
     assert.throws(() => checkInitialWeights(from('t', inside)), code('BAD_CONFIG', 'model.weights', inside, 'set base.task_name'));
     assert.doesNotThrow(() => checkInitialWeights(from('t2', inside)), 'another task name writes elsewhere');
     assert.doesNotThrow(() => checkInitialWeights(from('t', own)), 'a file outside the folder');
+    const continued = parseConfig({ ...BASE, base: { task_name: 't', log_dir: logDir, epoch: 1, checkpoint_path: inside } });
+    assert.doesNotThrow(() => checkInitialWeights(continued), "base.epoch continues in the folder, as the paper's main.py");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
