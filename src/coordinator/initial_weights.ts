@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
-import { layerWidths, loadModel, type LoadedModel } from '../shared/io/model_file.js';
+import { layerWidths, loadModel, type LoadedModel, type Widths } from '../shared/io/model_file.js';
+import type { Module } from '../shared/nn/module.js';
 import { parseSafetensors } from '../shared/io/safetensors.js';
 import { readImportedModelSync } from '../shared/io/keras_files.js';
 import { GRAPH_ARCH, modelFromImport } from '../shared/models/graph_model.js';
@@ -14,16 +15,23 @@ import { pruningUpdate } from '../shared/pruning/updates.js';
 import type { Coordinator } from './cluster.js';
 
 /**
- * The weights file a run starts from: `model.weights` (gdp), the paper's `base.checkpoint_path`, or else the
- * imported TF.js model `model.file`.
+ * The weights file a run starts from and the config key that names it: `model.weights` (gdp), the paper's
+ * `base.checkpoint_path`, or else the imported TF.js model `model.file`. Undefined when the run starts afresh.
+ * @throws GdpError BAD_CONFIG when model.weights and base.checkpoint_path name different files.
  */
-export function initialWeightsPath(config: Config): string | undefined {
+export function initialWeightsSource(config: Config): { key: string; path: string } | undefined {
   const a = config.model.weights ?? config.model.file;
   const b = config.base.checkpoint_path || undefined;
   if (a && b && a !== b) {
     throw new GdpError('BAD_CONFIG', `model.weights ('${a}') and base.checkpoint_path ('${b}') name different files: set one`);
   }
-  return a ?? b;
+  if (a) return { key: config.model.weights ? 'model.weights' : 'model.file', path: a };
+  return b ? { key: 'base.checkpoint_path', path: b } : undefined;
+}
+
+/** The path of `initialWeightsSource`. */
+export function initialWeightsPath(config: Config): string | undefined {
+  return initialWeightsSource(config)?.path;
 }
 
 function readWeightsFile(config: Config, path: string): LoadedModel {
@@ -51,23 +59,25 @@ export interface InitialWeights {
 
 /**
  * Reads the run's starting weights and checks them against the config: the architecture it names, its class count
- * and its layer widths. A pruned file (melted: `pruned.safetensors` or `finetuned.safetensors` of an earlier run) fits
- * when every narrower layer belongs to a prunable channel group of the config's model: `narrowing` then gives every
- * replica those widths. The caller disposes `loaded.model`.
+ * and its layer widths against `full`, the config's model as built (not yet loaded or pruned). A pruned file (melted:
+ * `pruned.safetensors` or `finetuned.safetensors` of an earlier run) fits when every narrower layer belongs to a
+ * prunable channel group of that model: `narrowing` then gives every replica those widths. The caller disposes
+ * `loaded.model`.
  * @throws GdpError FILE_NOT_FOUND, BAD_SAFETENSORS, ARCH_MISMATCH, SHAPE_MISMATCH (and loadModel's codes).
  */
-export function readInitialWeights(config: Config, path: string): InitialWeights {
+export function readInitialWeights(config: Config, path: string, full: { model: Module; inputShape: readonly number[] }): InitialWeights {
   const loaded = path === config.model.file && config.model.weights === undefined ? importedModel(path) : readWeightsFile(config, path);
-  const { model: scratch, inputShape } = configModel(config.model, 0);
   try {
     if (loaded.numClasses !== config.model.num_class) {
       throw new GdpError('SHAPE_MISMATCH', `${path}: the classifier has ${loaded.numClasses} classes, config.model.num_class is ${config.model.num_class}`);
     }
     const got = layerWidths(loaded.model);
-    const narrowing = planNarrowing(channelStructure(scratch, inputShape), got, path);
-    if (narrowing) applyMelt(scratch, narrowing);
-    const want = layerWidths(scratch);
-    const changed = Object.keys(want).filter((k) => want[k][0] !== got[k]?.[0] || want[k][1] !== got[k]?.[1]);
+    const fullWidths = layerWidths(full.model);
+    const differs = (want: Widths) => Object.keys(want).filter((k) => want[k][0] !== got[k]?.[0] || want[k][1] !== got[k]?.[1]);
+    if (!differs(fullWidths).length) return { loaded };
+    const narrowing = planNarrowing(channelStructure(full.model, full.inputShape), got, path);
+    const want = narrowing ? narrowedWidths(config, narrowing) : fullWidths;
+    const changed = differs(want);
     if (changed.length) {
       throw new GdpError(
         'SHAPE_MISMATCH',
@@ -79,8 +89,17 @@ export function readInitialWeights(config: Config, path: string): InitialWeights
   } catch (e) {
     loaded.model.dispose();
     throw e;
+  }
+}
+
+/** The layer widths of the config's model after `narrowing`: the melt replayed on a model built for it. */
+function narrowedWidths(config: Config, narrowing: MeltRecord): Widths {
+  const { model } = configModel(config.model, 0);
+  try {
+    applyMelt(model, narrowing);
+    return layerWidths(model);
   } finally {
-    scratch.dispose();
+    model.dispose();
   }
 }
 
@@ -91,7 +110,7 @@ export function readInitialWeights(config: Config, path: string): InitialWeights
  * earlier run) gates it; then every slot takes the file's values.
  */
 export function loadInitialWeights(coordinator: Coordinator, path: string): { gated: boolean; pruned: boolean } {
-  const { loaded, narrowing } = readInitialWeights(coordinator.config, path);
+  const { loaded, narrowing } = readInitialWeights(coordinator.config, path, coordinator.replica);
   try {
     const layers = [...loaded.model.namedModules()].filter(([, m]) => m instanceof BatchNorm2d && m.gated).map(([p]) => p);
     const updates = [...(narrowing ? [pruningUpdate(narrowing)] : []), ...(loaded.gated ? [pruningUpdate({ kind: 'gate', layers })] : [])];

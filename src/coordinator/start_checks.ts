@@ -7,7 +7,7 @@ import { checkModelFitsData, configModel } from '../shared/models/registry.js';
 import { GdpError } from '../shared/errors.js';
 import { channelStructure, prunableGroups, whyNothingToPrune } from '../shared/pruning/groups.js';
 import { backendMemoryLimit, checkShardFits } from '../shared/train/memory.js';
-import { initialWeightsPath, readInitialWeights } from './initial_weights.js';
+import { initialWeightsSource, readInitialWeights } from './initial_weights.js';
 
 export interface StartCheckOptions {
   /** `--data-dir`, over the config's data.dir. */
@@ -52,18 +52,23 @@ export function checkBatchFits(config: Config, workers: number, backend: string)
  * @throws GdpError BAD_CONFIG naming the file and the folder; readInitialWeights' codes.
  */
 export function checkInitialWeights(config: Config): void {
-  const path = initialWeightsPath(config);
-  if (!path) return;
+  const source = initialWeightsSource(config);
+  if (!source) return;
+  const { key, path } = source;
   const dir = join(config.base.log_dir, config.base.task_name);
   const rel = relative(resolve(dir), resolve(path));
   if (config.base.epoch === 0 && rel && !rel.startsWith('..') && !isAbsolute(rel)) {
-    const key = config.model.weights ? 'model.weights' : config.model.file ? 'model.file' : 'base.checkpoint_path';
     throw new GdpError(
       'BAD_CONFIG',
       `${key} '${path}' is inside this run's log folder ${dir}, whose results a new run rewrites: set base.task_name to another name`,
     );
   }
-  readInitialWeights(config, path).loaded.model.dispose();
+  const full = configModel(config.model, 0);
+  try {
+    readInitialWeights(config, path, full).loaded.model.dispose();
+  } finally {
+    full.model.dispose();
+  }
 }
 
 /**

@@ -119,11 +119,13 @@ test('gdp-model import --keras and export --keras: .keras and .h5 through the co
   await loadHdf5();
   const graphs = ['net.keras', 'net.h5'].map((f) => {
     const c = resolveModelGraph(parseConfig({ ...base, model: { name: 'graph', num_class: 2, file: join(dir, f) } }));
+    const built = configModel(c.model, 0);
     // The run's starting weights come from the Keras file, as for a TF.js model.json.
-    const { loaded, narrowing } = readInitialWeights(c, join(dir, f));
+    const { loaded, narrowing } = readInitialWeights(c, join(dir, f), built);
     assert.equal(narrowing, undefined);
     assert.ok(maxAbsDiff(predictLogits(loaded.model, x.dataSync() as Float32Array, [3, 9, 8, 2]), want) <= 1e-5, f);
     loaded.model.dispose();
+    built.model.dispose();
     return parseLayersTopology(c.model.graph, f).nodes;
   });
   // The two files spell the config in Keras 3 and Keras 2 form: the same graph.
