@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { before, describe, it } from 'node:test';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { modelCost } from '../../src/shared/graph/flops.js';
@@ -14,6 +15,12 @@ import { batchNorms, groupMask } from '../../src/shared/pruning/gates.js';
 import type { Module } from '../../src/shared/nn/module.js';
 import { channelStructure, prunableGroups } from '../../src/shared/pruning/groups.js';
 import { melt } from '../../src/shared/pruning/melt.js';
+import { coordinatorFor } from '../../src/coordinator/in_process.js';
+import { layerWidths } from '../../src/shared/io/model_file.js';
+import { serializeSafetensors } from '../../src/shared/io/safetensors.js';
+import { exportTorchState } from '../../src/shared/io/torch_state.js';
+import { stateChecksum } from '../../src/shared/train/model_state.js';
+import { noLog, tinyConfig } from '../dist/helpers.js';
 import { useBackend, addGates, isGated } from '../helpers.js';
 import { evalLogits, maxAbsDiff } from './helpers.js';
 
@@ -88,5 +95,44 @@ describe("the paper's pruned ResNet-56 (gbn70 fixture)", () => {
     assert.equal(effectiveCost(base, channelStructure(base, [32, 32, 3])).macs, effectiveCost(paper, s).macs);
     base.dispose();
     paper.dispose();
+  });
+
+  describe('as the starting weights of a run', () => {
+    let dir: string;
+    before(() => (dir = mkdtempSync(join(tmpdir(), 'gdp-gbn70-'))));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+    const config = (over: object) => tinyConfig({ base: { task_name: 'gbn70', seed: 3 }, model: { name: 'cifar.resnet56', num_class: 10 }, ...over });
+    const input = () => tf.tidy(() => tf.transpose(tf.tensor4d(f32('input_a.f32'), [8, 3, 32, 32]), [0, 2, 3, 1]));
+    const kinds = (c: ReturnType<typeof coordinatorFor>) => c.updates.map((u) => (u.kind === 'custom' ? u.handler : u.kind));
+
+    it("the gated file (base.checkpoint_path) starts a gated run with the paper's masks; its melted form starts one at the melted widths, both with PyTorch's logits", () => {
+      const want = f32('logits_gbn70_a.f32');
+      const x = input();
+      const gated = coordinatorFor(
+        config({ base: { task_name: 'gbn70', seed: 3, checkpoint_path: resolve(FIXTURES, 'resnet56_cifar10_gbn70.safetensors') } }),
+        noLog,
+      );
+      assert.deepEqual(kinds(gated), ['gdp.prune.gate']);
+      const model = gated.model;
+      const alive = [...batchNorms(model)].reduce((n, [, bn]) => n + Array.from(bn.mask!.value.dataSync()).reduce((a, v) => a + v, 0), 0);
+      const all = [...batchNorms(model)].reduce((n, [, bn]) => n + bn.channels, 0);
+      assert.ok(alive < 0.7 * all, `the file's masks prune channels: ${alive} of ${all} alive`);
+      assert.ok(maxAbsDiff(evalLogits(model, x), want) <= 1e-4, 'gated run vs PyTorch');
+
+      // Melt it (as the prune stage ends), save it as a run saves pruned.safetensors, and start a run from that file.
+      melt(model, [32, 32, 3]);
+      const file = join(dir, 'pruned.safetensors');
+      writeFileSync(file, serializeSafetensors(exportTorchState(model)));
+      const narrowed = coordinatorFor(config({ model: { name: 'cifar.resnet56', num_class: 10, weights: file } }), noLog);
+      assert.deepEqual(kinds(narrowed), ['gdp.prune.melt']);
+      // Two paths to the same network: the paper's masks melted in memory, and narrowing to the file's widths.
+      assert.deepEqual(layerWidths(narrowed.model), layerWidths(model));
+      assert.equal(stateChecksum(narrowed.model), stateChecksum(model));
+      assert.ok(maxAbsDiff(evalLogits(narrowed.model, x), want) <= 1e-4, 'narrowed run vs PyTorch');
+      assert.ok(modelCost(narrowed.model, [32, 32, 3]).macs / BASELINE_MACS < 0.35);
+      x.dispose();
+      model.dispose();
+      narrowed.model.dispose();
+    });
   });
 });
