@@ -1,5 +1,6 @@
 /**
  * `npm run bench:quality -- [--recipe default|paper] [--seeds 0,1,2] [--set key=value ...] [--out FILE.json]`
+ * `npm run bench:quality -- ... --baselines DIR` (prune and finetune only, from the baselines of an earlier run in DIR)
  * `npm run bench:quality -- --merge A.json B.json ...` (the summary over the runs of several such files)
  *
  * Pruning quality over seeds: runs a named recipe end to end (train, prune, finetune) with `gdp-coord --workers 2
@@ -19,7 +20,7 @@
  *   without momentum, and the paper's Tick: one pass over the training set (`tick_batches` unset).
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -102,9 +103,31 @@ function stageTimes(lines: [number, string][], end: number): Record<string, numb
   return Object.fromEntries(starts.map(([t, s], i) => [s, Number((((starts[i + 1]?.[0] ?? end) - t) / 1000).toFixed(1))]));
 }
 
-async function oneSeed(recipe: string, seed: number, extra: string[], config: string[], dir: string): Promise<SeedResult> {
+/**
+ * The baseline seed `seed` trained in an earlier bench:quality run folder `dir` (what it printed as `runs in ...`):
+ * the last `train-epoch<N>.safetensors` of its task. Exits with a message naming the folder when there is none.
+ */
+function earlierBaseline(dir: string, recipe: string, seed: number): string {
+  const logDir = join(resolve(dir), 'logs', `quality_${recipe}_${seed}`);
+  let names: string[] = [];
+  try {
+    names = readdirSync(logDir);
+  } catch {
+    // reported below
+  }
+  const epochs = names.flatMap((n) => /^train-epoch(\d+)\.safetensors$/.exec(n)?.[1] ?? []).map(Number);
+  if (!epochs.length) program.error(`--baselines: no train-epoch<N>.safetensors of seed ${seed} in ${logDir}`);
+  return join(logDir, `train-epoch${Math.max(...epochs)}.safetensors`);
+}
+
+/**
+ * One seed of `recipe` end to end, or with `baseline` (a weights file) its prune and finetune from that baseline,
+ * which repeats the whole run's prune and finetune (checked bit for bit on seed 0 of `default`, README "Pruning").
+ */
+async function oneSeed(recipe: string, seed: number, extra: string[], config: string[], dir: string, baseline?: string): Promise<SeedResult> {
   const task = `quality_${recipe}_${seed}`;
-  const sets = [...RECIPES[recipe], ...extra, `base.seed=${seed}`, `base.task_name=${task}`].flatMap((s) => ['--set', s]);
+  const from = baseline ? [`model.weights=${baseline}`, 'stages=["prune","finetune"]'] : [];
+  const sets = [...RECIPES[recipe], ...extra, ...from, `base.seed=${seed}`, `base.task_name=${task}`].flatMap((s) => ['--set', s]);
   const prefix = `[seed ${seed}] `;
   const { lines } = await run([COORD, '--workers', '2', '--local', '--listen', '127.0.0.1:0', ...config, ...sets], dir, prefix, join(dir, `${task}.log`));
   const end = performance.now();
@@ -142,6 +165,8 @@ function meanStd(xs: number[]): { mean: number; std: number } {
 interface QualityFile {
   recipe: string;
   set: string[];
+  /** The earlier run folder whose baselines the seeds started from (`--baselines`). */
+  baselines?: string;
   seeds: number[];
   runs: SeedResult[];
   failed?: { seed: number; error: string }[];
@@ -158,10 +183,11 @@ const program = new Command()
     [] as string[],
   )
   .option('--config <file>', "the run's base config (default: the embedded default job's)")
+  .option('--baselines <dir>', 'the folder of an earlier bench:quality run of this recipe: every seed starts from its baseline there (prune and finetune only)')
   .option('--out <file>', 'also write the figures as JSON (rewritten after every seed)')
   .option('--merge <files...>', 'run nothing: print the summary over the runs of these --out files (same recipe and overrides)')
   .parse();
-const o = program.opts<{ recipe: string; seeds: string; set: string[]; config?: string; out?: string; merge?: string[] }>();
+const o = program.opts<{ recipe: string; seeds: string; set: string[]; config?: string; baselines?: string; out?: string; merge?: string[] }>();
 
 /** The summary (mean ± std over seeds) of `runs`; also what `--out` holds besides the runs. */
 function summarize(runs: SeedResult[]) {
@@ -169,7 +195,8 @@ function summarize(runs: SeedResult[]) {
   const stats = Object.fromEntries(keys.map((k) => [k, meanStd(runs.map((r) => r[k]))]));
   const drop = meanStd(runs.map((r) => r.baseline_top1 - r.final_top1));
   const stages = [...new Set(runs.flatMap((r) => Object.keys(r.stage_s)))];
-  const stageStats = Object.fromEntries(stages.map((s) => [s, meanStd(runs.map((r) => r.stage_s[s] ?? 0))]));
+  // Over the runs that had the stage (a run from --baselines has no 'train').
+  const stageStats = Object.fromEntries(stages.map((s) => [s, meanStd(runs.flatMap((r) => r.stage_s[s] ?? []))]));
   const fmt = (m: { mean: number; std: number }, unit = '') => `${m.mean.toFixed(2)}${unit} ± ${m.std.toFixed(2)}`;
   const lines = [
     ...keys.map((k) => `${k.padEnd(18)} ${fmt(stats[k], k === 'ticks' ? '' : '%')}`),
@@ -197,6 +224,8 @@ if (o.merge) {
 if (!RECIPES[o.recipe]) program.error(`--recipe must be one of ${Object.keys(RECIPES).join(', ')}, got '${o.recipe}'`);
 const seeds = o.seeds.split(',').map(Number);
 if (!seeds.length || seeds.some((s) => !Number.isInteger(s))) program.error(`--seeds must be integers, got '${o.seeds}'`);
+// Every seed's baseline is found before anything runs.
+const baselines = o.baselines ? Object.fromEntries(seeds.map((s) => [s, earlierBaseline(o.baselines!, o.recipe, s)])) : undefined;
 
 const dir = mkdtempSync(join(tmpdir(), 'gdp-quality-'));
 process.stderr.write(`bench:quality: recipe '${o.recipe}', seeds ${seeds.join(', ')}; runs in ${dir}\n`);
@@ -204,12 +233,20 @@ const results: SeedResult[] = [];
 const failed: { seed: number; error: string }[] = [];
 const save = () => {
   if (!o.out) return;
-  const file: QualityFile & { mean_std: object } = { recipe: o.recipe, set: o.set, seeds, runs: results, failed, mean_std: summarize(results).mean_std };
+  const file: QualityFile & { mean_std: object } = {
+    recipe: o.recipe,
+    set: o.set,
+    ...(o.baselines ? { baselines: resolve(o.baselines) } : {}),
+    seeds,
+    runs: results,
+    failed,
+    mean_std: summarize(results).mean_std,
+  };
   writeFileSync(o.out, `${JSON.stringify(file, null, 2)}\n`);
 };
 for (const seed of seeds) {
   try {
-    results.push(await oneSeed(o.recipe, seed, o.set, o.config ? ['--config', resolve(o.config)] : [], dir));
+    results.push(await oneSeed(o.recipe, seed, o.set, o.config ? ['--config', resolve(o.config)] : [], dir, baselines?.[seed]));
   } catch (err) {
     failed.push({ seed, error: (err as Error).message });
     process.stderr.write(`[seed ${seed}] failed: ${(err as Error).message}\n`);
