@@ -15,10 +15,20 @@ import { registerWasmTrainingKernels } from '../../src/shared/kernels/wasm/regis
 
 export { tf };
 
-export async function useWasm(): Promise<void> {
-  registerWasmTrainingKernels();
-  assert.ok(await tf.setBackend('wasm'));
-  await tf.ready();
+let wasmReady: Promise<void> | undefined;
+
+/**
+ * Selects the wasm backend with gdp's training kernels. One initialisation per process: node:test runs a file's
+ * top-level `before` once per top-level suite, and a second `tf.setBackend('wasm')` while the first is still
+ * initialising can resolve false.
+ */
+export function useWasm(): Promise<void> {
+  wasmReady ??= (async () => {
+    registerWasmTrainingKernels();
+    assert.ok(await tf.setBackend('wasm'));
+    await tf.ready();
+  })();
+  return wasmReady;
 }
 
 /** Deterministic uniform(-1, 1) values (mulberry32). */
