@@ -192,6 +192,9 @@ test("the format's header and layout rules: each broken one is BAD_SAFETENSORS n
   assert.throws(() => parseSafetensors(huge), badFile(`limit of ${MAX_HEADER_BYTES} bytes`));
   const long = build([a]);
   assert.throws(() => parseSafetensors(long.subarray(0, 20)), badFile('exceeds the file', 'truncated'));
+  // A TF.js model.json where a weights file is wanted: said so, not as a header length in the quintillions.
+  const modelJson = new TextEncoder().encode('{"modelTopology": {"class_name": "Sequential"}, "weightsManifest": []}');
+  assert.throws(() => parseSafetensors(modelJson, 'model.json'), badFile('model.json: this is a JSON file, not safetensors', 'gdp-model import'));
   assert.throws(() => parseSafetensors(header(` {${at(0, 8)}}`)), badFile("must start with '{'"));
   assert.throws(() => parseSafetensors(header(`{${at(0, 8)},}`)), badFile('not valid JSON'));
   const notUtf8 = header(`{${at(0, 8)}}`);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/shared/backend.js';
 import { GdpError } from '../../src/shared/errors.js';
-import { readTfjsModel, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
+import { readTfjsModel, readTfjsModelSync, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
 import { mobileBlock } from './tfjs_models.js';
 
 await initBackend('cpu');
@@ -136,6 +136,15 @@ test('a malformed model.json or a weight missing from the shards is BAD_TFJS_MOD
   await tf.sequential({ layers: [tf.layers.dense({ inputShape: [3], units: 2 })] }).save(tfjsDirWriter(bad));
   await writeFile(join(bad, 'model.json'), '{"modelTopology": ');
   await assert.rejects(readTfjsModel(bad), (e: unknown) => e instanceof GdpError && e.code === 'BAD_TFJS_MODEL' && e.message.includes('model.json'));
+  // A file that is neither a model.json nor a folder holding one (a script, say): what gdp reads, not ENOTDIR.
+  const script = join(dir, 'make_model.mjs');
+  await writeFile(script, 'export {};');
+  for (const read of [readTfjsModel, async (p: string) => readTfjsModelSync(p)]) {
+    await assert.rejects(
+      read(script),
+      (e: unknown) => e instanceof GdpError && e.code === 'BAD_TFJS_MODEL' && e.message.includes(`${script} is not a model gdp reads`),
+    );
+  }
 
   const m = mobileBlock();
   const out = join(dir, 'noweights');

@@ -135,9 +135,15 @@ export function parseSafetensors(buf: Uint8Array, source = 'safetensors'): Safet
   if (buf.byteLength < 8) throw bad(`file is ${buf.byteLength} bytes, shorter than the 8-byte header length`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const n64 = dv.getBigUint64(0, true);
-  if (n64 > BigInt(MAX_HEADER_BYTES)) throw bad(`header length ${n64} exceeds the format's limit of ${MAX_HEADER_BYTES} bytes`);
+  if (n64 > BigInt(MAX_HEADER_BYTES) || 8 + Number(n64) > buf.byteLength) {
+    // A JSON file (e.g. a TF.js model.json given where a weights file is wanted) reads as a huge header length.
+    if (/^\s*[[{]/.test(new TextDecoder().decode(buf.subarray(0, 8)))) {
+      throw bad('this is a JSON file, not safetensors (a TF.js model.json? `gdp-model import` reads those)');
+    }
+    if (n64 > BigInt(MAX_HEADER_BYTES)) throw bad(`header length ${n64} exceeds the format's limit of ${MAX_HEADER_BYTES} bytes`);
+    throw bad(`header length ${n64} exceeds the file (${buf.byteLength} bytes): truncated?`);
+  }
   const n = Number(n64);
-  if (8 + n > buf.byteLength) throw bad(`header length ${n} exceeds the file (${buf.byteLength} bytes): truncated?`);
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + n));

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -73,7 +73,26 @@ export interface TfjsModel {
   graph: ImportedGraph;
 }
 
-const splitPath = (path: string): [string, string] => (path.endsWith('.json') ? [dirname(path), basename(path)] : [path, MODEL_JSON]);
+/**
+ * The folder and file name of a TF.js model's model.json: `path` itself when it ends in .json, else `path` is the folder
+ * holding one. Throws BAD_TFJS_MODEL for another file (e.g. a script or a weights file), which is neither.
+ */
+function splitPath(path: string): [string, string] {
+  if (path.endsWith('.json')) return [dirname(path), basename(path)];
+  let file = false;
+  try {
+    file = statSync(path).isFile();
+  } catch {
+    // absent: reading model.json below reports it
+  }
+  if (file) {
+    throw new GdpError(
+      'BAD_TFJS_MODEL',
+      `${path} is not a model gdp reads: give a TF.js layers model (its model.json, or the folder holding one) or a Keras .keras, .h5 or .hdf5 file`,
+    );
+  }
+  return [path, MODEL_JSON];
+}
 
 /** The importer's graph of loaded model artifacts; see readTfjsModel for the errors. */
 function modelFromArtifacts(artifacts: tf.io.ModelArtifacts, path: string): TfjsModel {
