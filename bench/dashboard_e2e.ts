@@ -63,6 +63,8 @@ async function smokeRun(logDir: string, browser: Browser | undefined): Promise<T
     join(ROOT, 'bin', 'gdp-coord.js'),
     ...['--workers', '2', '--local', '--listen', '127.0.0.1:0', '--config', join(ROOT, 'configs', 'smoke.json')],
     ...['--set', 'stages=["train"]', '--set', `train.max_steps_per_epoch=${steps}`, '--set', `base.log_dir=${logDir}`],
+    // Every run replaces the previous one in the same folder.
+    '--overwrite',
     ...(browser ? [] : ['--no-dashboard']),
   ];
   const t0 = performance.now();

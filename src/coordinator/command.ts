@@ -21,6 +21,7 @@ import { LocalWorkers } from './local_workers.js';
 import { readResumePoint, resumedConfig, type ResumePoint } from './resume_point.js';
 import { checkResumable, runDir, runStages } from './run.js';
 import { RunFiles } from './run_files.js';
+import { clearRunFolder, runFolder } from './run_folder.js';
 import { FeedObserver } from './run_observer.js';
 import { runStartChecks } from './start_checks.js';
 import { assertStagesAvailable } from './stages.js';
@@ -58,6 +59,8 @@ export interface CoordOptions {
   dataDir?: string;
   dryRun?: boolean;
   resume?: string;
+  /** Start afresh in a run folder that holds an earlier run, deleting its files first (not with --resume). */
+  overwrite?: boolean;
   /** false with --no-dashboard. */
   dashboard: boolean;
 }
@@ -118,6 +121,7 @@ export async function runCoordinator(o: CoordOptions): Promise<void> {
     workers: o.workers,
     workerBackend,
     resumed: resume !== undefined,
+    overwrite: o.overwrite,
     note: (l) => note(`gdp-coord: ${l}`),
   });
   if (o.dryRun || o.workers === undefined) {
@@ -195,6 +199,11 @@ export async function runCoordinator(o: CoordOptions): Promise<void> {
         log(`start each worker with:\n  ${token !== undefined ? 'GDP_TOKEN=<the token> ' : ''}gdp-worker --connect ${shown}${tls ? ' [--ca CERT.pem]' : ''}`);
       }
       await coordinator.waitForWorkers(o.workers, o.local ? 300000 : Infinity, o.local ? () => local.checkAlive() : undefined);
+    }
+    if (o.overwrite && !resume) {
+      // Only now, once the run is sure to start: a run that failed its checks or got no workers deleted nothing.
+      const gone = clearRunFolder(runFolder(config));
+      if (gone.length) log(`gdp-coord: --overwrite: deleted the earlier run's ${gone.length} file(s) from ${runFolder(config)}`);
     }
     const files = new RunFiles(config, resume && runDir(config, o.resume!), observer && ((r) => observer.epoch(r)));
     files.writeConfig(config);

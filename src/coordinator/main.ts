@@ -29,10 +29,13 @@ export async function main(argv: string[]): Promise<number> {
     .option('--data-dir <dir>', "dataset folder (overrides the config's data.dir)")
     .option(
       '--dry-run',
-      'run every start-up check that needs no worker (config, flags, data, model, weights, batch size), print the config resolved as JSON and exit',
+      'run every start-up check that needs no worker (config, flags, run folder, data, model, weights, batch size), print the config resolved as JSON and exit',
     )
     .option('--no-dashboard', 'serve no live dashboard (by default its page is on the --listen address, its URL printed at the start)')
-    .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config');
+    .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config')
+    .addOption(
+      new Option('--overwrite', "start afresh even if the run's logs/<task_name> folder holds an earlier run: its files are deleted first").conflicts('resume'),
+    );
   // The run's modules (TF.js, the wasm backend, zod schemas) take about a second of CPU to load: imported only once the
   // flags have parsed, so --help and a flag error never pay it.
   return runCommand<CoordOptions>(program, argv, async (o) => (await import('./command.js')).runCoordinator(o));

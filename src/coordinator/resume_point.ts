@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { applyOverrides, parseConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
-import { parseSafetensors, serializeSafetensors, type HostTensor } from '../shared/io/safetensors.js';
+import { MAX_HEADER_BYTES, parseSafetensors, parseSafetensorsMetadata, serializeSafetensors, type HostTensor } from '../shared/io/safetensors.js';
 import { decodeUpdateLog, encodeUpdateLog, type ModelUpdate } from '../shared/protocol/model_update.js';
 import { writeFileAtomic } from './atomic_write.js';
 import type { Coordinator } from './cluster.js';
@@ -132,6 +132,57 @@ export function readResumePoint(dir: string): ResumePoint {
     else throw bad(`unexpected tensor '${name}'`);
   }
   return { file, config, run: r.data, updates, slots, momentum };
+}
+
+/** Where a resume point's run stands, read from its header alone: the stages of its config and its position. */
+export interface ResumePointSummary {
+  file: string;
+  stages: string[];
+  run: RunPosition;
+}
+
+/**
+ * The run position and stages of the resume point in `dir`, reading only the file's header (a large model's resume
+ * point is not read whole to say whether its run finished); undefined when there is none. Not a check that the
+ * point can resume: readResumePoint does that.
+ * @throws GdpError BAD_RESUME naming the file when it cannot be read or its header is not a resume point's.
+ */
+export function readResumeSummary(dir: string): ResumePointSummary | undefined {
+  const file = join(dir, RESUME_FILE);
+  const bad = (msg: string) => new GdpError('BAD_RESUME', `${file}: ${msg}`);
+  let metadata: Record<string, string>;
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw bad(`cannot read it: ${(err as Error).message}`);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const length = Buffer.alloc(8);
+    readSync(fd, length, 0, 8, 0);
+    const n = size >= 8 ? length.readBigUint64LE(0) : 0n;
+    const head = Buffer.alloc(n > BigInt(MAX_HEADER_BYTES) ? 8 : Math.min(size, 8 + Number(n)));
+    readSync(fd, head, 0, head.length, 0);
+    metadata = parseSafetensorsMetadata(head, size, file);
+  } catch (err) {
+    throw new GdpError('BAD_RESUME', (err as Error).message);
+  } finally {
+    closeSync(fd);
+  }
+  if (metadata.format !== FORMAT) throw bad(`format '${metadata.format ?? '(none)'}', expected '${FORMAT}'`);
+  let stages: unknown;
+  let run;
+  try {
+    stages = (JSON.parse(metadata.config ?? '{}') as { stages?: unknown }).stages;
+    run = runPositionSchema.safeParse(JSON.parse(metadata.run ?? 'null'));
+  } catch (err) {
+    throw bad(`metadata is not valid JSON (${(err as Error).message})`);
+  }
+  if (!Array.isArray(stages) || !stages.every((s) => typeof s === 'string')) throw bad('its config names no stages');
+  if (!run.success) throw bad('invalid run position');
+  return { file, stages, run: run.data };
 }
 
 /** Puts the coordinator where the resume point was written (before any worker joins); errors name the file. */

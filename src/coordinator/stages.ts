@@ -44,9 +44,10 @@ export function registerStage(name: string, run: Stage, position: z.ZodType): vo
   stages.set(name, { run, position });
 }
 
+/** The registered stage `name`; a config names only stages of the schema, each registered by all_stages.ts. */
 function entry(name: string): StageEntry {
   const s = stages.get(name);
-  if (!s) throw new GdpError('UNKNOWN_STAGE', `stage '${name}' is not available in this build (available: ${[...stages.keys()].join(', ') || 'none'})`);
+  if (!s) throw new GdpError('INTERNAL', `stage '${name}' has no registered runner (registered: ${[...stages.keys()].join(', ') || 'none'})`);
   return s;
 }
 
@@ -60,14 +61,18 @@ export function positionProblem(name: string, position: unknown): string | undef
   return r.success ? undefined : r.error.issues.map((i) => `${i.path.join('.') || '(position)'}: ${i.message}`).join('; ');
 }
 
-/** Checked at start-up (and by --dry-run), so that a missing stage fails now rather than after hours of training. */
+/**
+ * Checked at start-up (and by --dry-run), so that a stage without a runner fails now rather than after hours of
+ * training. The config schema admits only gdp's stages (another name is BAD_CONFIG) and all_stages.ts registers each,
+ * so a missing one is a bug of the build.
+ * @throws GdpError INTERNAL naming the stages without a runner.
+ */
 export function assertStagesAvailable(names: readonly string[]): void {
   const missing = names.filter((n) => !stages.has(n));
   if (missing.length) {
     throw new GdpError(
-      'UNKNOWN_STAGE',
-      `config.stages names ${missing.map((m) => `'${m}'`).join(', ')}, not available in this build (available: ${[...stages.keys()].join(', ')}); ` +
-        `drop them with --set 'stages=["train"]'`,
+      'INTERNAL',
+      `config.stages names ${missing.map((m) => `'${m}'`).join(', ')}, which have no registered runner (registered: ${[...stages.keys()].join(', ')})`,
     );
   }
 }

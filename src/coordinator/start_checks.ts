@@ -1,4 +1,4 @@
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { isAbsolute, relative, resolve } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { loadDataset } from '../shared/data/index.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
@@ -8,6 +8,7 @@ import { GdpError } from '../shared/errors.js';
 import { channelStructure, prunableGroups, whyNothingToPrune } from '../shared/pruning/groups.js';
 import { backendMemoryLimit, checkShardFits } from '../shared/train/memory.js';
 import { initialWeightsSource, readInitialWeights } from './initial_weights.js';
+import { checkRunFolder, runFolder } from './run_folder.js';
 
 export interface StartCheckOptions {
   /** `--data-dir`, over the config's data.dir. */
@@ -21,8 +22,10 @@ export interface StartCheckOptions {
   workerBackend?: string;
   /** Where to say which backend the shard-size check assumed, or why it was skipped. */
   note?: (line: string) => void;
-  /** A resumed run takes its weights from the resume point, not model.weights. */
+  /** A resumed run takes its weights from the resume point, not model.weights, and writes on in its folder. */
   resumed: boolean;
+  /** `--overwrite`: an earlier run in the run's folder is to be replaced (checkRunFolder). */
+  overwrite?: boolean;
 }
 
 /**
@@ -55,7 +58,7 @@ export function checkInitialWeights(config: Config): void {
   const source = initialWeightsSource(config);
   if (!source) return;
   const { key, path } = source;
-  const dir = join(config.base.log_dir, config.base.task_name);
+  const dir = runFolder(config);
   const rel = relative(resolve(dir), resolve(path));
   if (config.base.epoch === 0 && rel && !rel.startsWith('..') && !isAbsolute(rel)) {
     throw new GdpError(
@@ -123,13 +126,16 @@ function checkShards(config: Config, o: StartCheckOptions): void {
 }
 
 /**
- * Every start-up check that needs no worker, in the order a start meets them: the data (files, sizes, labels, the
+ * Every start-up check that needs no worker, in the order a start meets them: for a run that is not resumed, its
+ * log folder (no earlier run's files there, unless `overwrite`: checkRunFolder), the data (files, sizes, labels, the
  * batch and test subset against them), the model against the data, a prunable group when a prune stage runs, the
  * starting weights, the shard size against the workers' backend memory. `--dry-run` runs
  * exactly these, so that it says yes only to what starts. Needs an initialised tensor backend.
  * @returns the dataset (closed: the coordinator needs only its sizes and fingerprint).
+ * @throws GdpError the codes of each check (checkRunFolder's BAD_CONFIG first).
  */
 export async function runStartChecks(config: Config, o: StartCheckOptions): Promise<DatasetPair> {
+  if (!o.resumed) checkRunFolder(config, { overwrite: o.overwrite, note: o.note });
   // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.
   // loadDataset shrinks the test set to data.test_subset: check against the full size, then take the subset as it does.
   const full = await loadDataset({ ...config, data: { ...config.data, test_subset: undefined } }, { dataDir: o.dataDir, numWorkers: 0 });

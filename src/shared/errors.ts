@@ -12,10 +12,8 @@ export const ERROR_CODES = {
   // --- input: flags, configs, files, data ---
   BAD_FLAG: { exit: 2, retryable: false, meaning: 'a command-line flag is missing, malformed or contradicts another' },
   BAD_CONFIG: { exit: 2, retryable: false, meaning: 'the config fails validation or does not fit the model, data or stages' },
-  UNKNOWN_STAGE: { exit: 2, retryable: false, meaning: 'the config names a stage gdp does not have' },
   UNKNOWN_ARCH: { exit: 2, retryable: false, meaning: 'the architecture name is not one gdp builds' },
   BAD_DATA: { exit: 2, retryable: false, meaning: 'a dataset file is missing, truncated, undecodable or differs between machines' },
-  DECODE_FAILED: { exit: 2, retryable: false, meaning: 'an image could not be decoded' },
   FILE_NOT_FOUND: { exit: 2, retryable: false, meaning: 'a file named on the command line or in the config cannot be read' },
   BAD_INPUT: { exit: 2, retryable: false, meaning: 'a raw input tensor file does not match the shape given' },
   BAD_SAFETENSORS: { exit: 2, retryable: false, meaning: 'a weights file breaks the safetensors format' },

@@ -285,6 +285,15 @@ describe('files named in a config', () => {
     assert.equal(set.base.checkpoint_path, 'c.safetensors');
   });
 
+  it('a relative base.log_dir in a config file is relative to its folder too; unset, it is logs/ of the working directory', () => {
+    const file = join(dir, 'logdir.json');
+    writeFileSync(file, JSON.stringify({ ...VGG16_DEMO, base: { ...VGG16_DEMO.base, log_dir: 'runs' } }));
+    assert.equal(loadConfig(file).base.log_dir, join(dir, 'runs'));
+    assert.equal(loadConfig(file, ['base.log_dir=out']).base.log_dir, 'out', '--set: the working directory');
+    assert.equal(loadConfig(write('nolog.json', {})).base.log_dir, 'logs');
+    assert.equal(loadConfig(join(ROOT, 'configs', 'mnist-resnet20.json')).base.log_dir, 'logs', 'the embedded default job writes to ./logs');
+  });
+
   it('the shipped configs name the same folders from their own folder as before from the repository root', () => {
     assert.equal(loadConfig(join(ROOT, 'configs', 'cifar10-resnet56.json')).data.dir, join(ROOT, 'data'));
     const imagenet = loadConfig(join(ROOT, 'configs', 'imagenet-resnet50.json'));

@@ -152,9 +152,12 @@ test('without --dry-run, --workers is required', async () => {
   assert.match(r.err, /BAD_FLAG.*--workers <n> is required/);
 });
 
-test('an unregistered stage is an error at start-up', () => {
+test('an unknown stage is BAD_CONFIG; one without a registered runner (a bug of the build) INTERNAL at start-up', async () => {
+  const r = await coord(['--dry-run', '--set', 'stages=["distill"]'], 30000);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /BAD_CONFIG.*stages\.0: Invalid option/s);
   assert.doesNotThrow(() => assertStagesAvailable(['train']));
-  assert.throws(() => assertStagesAvailable(['train', 'distill']), (e: unknown) => e instanceof GdpError && e.code === 'UNKNOWN_STAGE' && /'distill'/.test(e.message));
+  assert.throws(() => assertStagesAvailable(['train', 'distill']), (e: unknown) => e instanceof GdpError && e.code === 'INTERNAL' && /'distill'/.test(e.message));
 });
 
 test('--local: Ctrl-C ends the coordinator and its workers', async () => {

@@ -51,7 +51,7 @@ describe('pruning over the coordinator and two workers', () => {
     const data = { train: syntheticDataset(16, [8, 8, 1], 1), test: syntheticDataset(8, [8, 8, 1], 2) };
     const run = await startInProcess(config, { workers: 2, loadData: async () => data });
     try {
-      // Importing the pruner registered both stages (getStage throws UNKNOWN_STAGE otherwise).
+      // Importing the pruner registered both stages (getStage throws INTERNAL otherwise).
       getStage('prune');
       getStage('finetune');
       const lines: string[] = [];

@@ -87,11 +87,16 @@ export function readConfigFile(path: string): Record<string, unknown> {
   return raw as Record<string, unknown>;
 }
 
-/** The keys naming input files or folders: relative in a config file, they are relative to that file's folder. */
+/**
+ * The keys naming files or folders: relative in a config file, they are relative to that file's folder, the run's
+ * output folder `base.log_dir` as much as its inputs (a config file gives the same paths from any working directory).
+ * A `base.log_dir` the file does not set is the default `logs`, of the working directory.
+ */
 const CONFIG_PATH_KEYS = [
   ['model', 'file'],
   ['model', 'weights'],
   ['base', 'checkpoint_path'],
+  ['base', 'log_dir'],
   ['data', 'dir'],
 ] as const;
 

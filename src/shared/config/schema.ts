@@ -31,7 +31,7 @@ const base = z
           'gdp trains in float32, as the paper\'s code does (its fp16 switch only re-enables cuDNN); set it false, and for half-precision gradient uploads set dist.grad_dtype: "float16"',
       })
       .default(false),
-    /** gdp: where logs/<task_name>/ goes. */
+    /** gdp: where logs/<task_name>/ goes; relative in a config file: to its folder, else to the working directory. */
     log_dir: z.string().default('logs'),
     /**
      * gdp: write the resume point (logs/<task_name>/resume.safetensors) every this many global steps, besides the

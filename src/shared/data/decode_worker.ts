@@ -14,6 +14,7 @@ export default async function decodeInWorker(task: DecodeTask): Promise<Float32A
     return move(await runDecodeTask(task)) as Float32Array;
   } catch (err) {
     if (err instanceof GdpError) return { code: err.code, message: err.message };
-    return { code: 'DECODE_FAILED', message: (err as Error)?.message ?? String(err) };
+    // Every read and decode failure is BAD_DATA naming the file (image_decode.ts): anything else is gdp's bug.
+    return { code: 'INTERNAL', message: `image decode thread: ${(err as Error)?.message ?? String(err)}` };
   }
 }

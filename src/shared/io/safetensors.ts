@@ -123,25 +123,20 @@ function checkCoverage(entries: Entry[], dataLen: number, bad: (m: string) => Gd
 }
 
 /**
- * Parses a safetensors buffer by the format's rules (the `safetensors` README): an 8-byte little-endian header
- * length of at most MAX_HEADER_BYTES; a UTF-8 JSON object header (starting with '{', no key twice at any depth)
- * mapping names to `{dtype, shape, data_offsets}` plus an optional `__metadata__` of string values; offsets
- * [begin, end) relative to the data buffer, `end - begin` = item size x shape product, covering the buffer exactly
- * (no gap, no overlap, nothing trailing). Floating-point tensors come back as float32, the others as raw bytes.
- * @throws GdpError BAD_SAFETENSORS naming `source` and the rule broken.
+ * The header of a safetensors file of `fileBytes` bytes whose first bytes (at least the header) are `buf`: its
+ * length `n`, metadata and tensor entries, checked by parseSafetensors' header rules.
  */
-export function parseSafetensors(buf: Uint8Array, source = 'safetensors'): SafetensorsFile {
-  const bad = (msg: string) => new GdpError('BAD_SAFETENSORS', `${source}: ${msg}`);
-  if (buf.byteLength < 8) throw bad(`file is ${buf.byteLength} bytes, shorter than the 8-byte header length`);
+function parseHeader(buf: Uint8Array, fileBytes: number, bad: (m: string) => GdpError): { n: number; metadata: Record<string, string>; entries: Entry[] } {
+  if (fileBytes < 8) throw bad(`file is ${fileBytes} bytes, shorter than the 8-byte header length`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const n64 = dv.getBigUint64(0, true);
-  if (n64 > BigInt(MAX_HEADER_BYTES) || 8 + Number(n64) > buf.byteLength) {
+  if (n64 > BigInt(MAX_HEADER_BYTES) || 8 + Number(n64) > fileBytes) {
     // A JSON file (e.g. a TF.js model.json given where a weights file is wanted) reads as a huge header length.
     if (/^\s*[[{]/.test(new TextDecoder().decode(buf.subarray(0, 8)))) {
       throw bad('this is a JSON file, not safetensors (a TF.js model.json? `gdp-model import` reads those)');
     }
     if (n64 > BigInt(MAX_HEADER_BYTES)) throw bad(`header length ${n64} exceeds the format's limit of ${MAX_HEADER_BYTES} bytes`);
-    throw bad(`header length ${n64} exceeds the file (${buf.byteLength} bytes): truncated?`);
+    throw bad(`header length ${n64} exceeds the file (${fileBytes} bytes): truncated?`);
   }
   const n = Number(n64);
   let text: string;
@@ -174,6 +169,30 @@ export function parseSafetensors(buf: Uint8Array, source = 'safetensors'): Safet
       metadata[k] = v;
     }
   }
+  return { n, metadata, entries };
+}
+
+/**
+ * The `__metadata__` of a safetensors file of `fileBytes` bytes from its first bytes `head` (at least 8, and the
+ * header when its length is within the limit), so that a caller reads the header alone, not the tensors. The header
+ * is checked as parseSafetensors checks it; the data is not.
+ * @throws GdpError BAD_SAFETENSORS naming `source` and the rule broken.
+ */
+export function parseSafetensorsMetadata(head: Uint8Array, fileBytes: number, source = 'safetensors'): Record<string, string> {
+  return parseHeader(head, fileBytes, (msg) => new GdpError('BAD_SAFETENSORS', `${source}: ${msg}`)).metadata;
+}
+
+/**
+ * Parses a safetensors buffer by the format's rules (the `safetensors` README): an 8-byte little-endian header
+ * length of at most MAX_HEADER_BYTES; a UTF-8 JSON object header (starting with '{', no key twice at any depth)
+ * mapping names to `{dtype, shape, data_offsets}` plus an optional `__metadata__` of string values; offsets
+ * [begin, end) relative to the data buffer, `end - begin` = item size x shape product, covering the buffer exactly
+ * (no gap, no overlap, nothing trailing). Floating-point tensors come back as float32, the others as raw bytes.
+ * @throws GdpError BAD_SAFETENSORS naming `source` and the rule broken.
+ */
+export function parseSafetensors(buf: Uint8Array, source = 'safetensors'): SafetensorsFile {
+  const bad = (msg: string) => new GdpError('BAD_SAFETENSORS', `${source}: ${msg}`);
+  const { n, metadata, entries } = parseHeader(buf, buf.byteLength, bad);
   const dataStart = 8 + n;
   checkCoverage(entries, buf.byteLength - dataStart, bad);
 

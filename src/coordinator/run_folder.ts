@@ -1,0 +1,100 @@
+import { readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { DASHBOARD_FILE, REPORT_FILE } from '../dashboard/report.js';
+import type { Config } from '../shared/config/schema.js';
+import { GdpError } from '../shared/errors.js';
+import { RESUME_FILE, readResumeSummary } from './resume_point.js';
+
+/** logs/<task_name>/ of a config (base.log_dir, base.task_name): the folder its run writes. */
+export function runFolder(config: Config): string {
+  return join(config.base.log_dir, config.base.task_name);
+}
+
+const escape = (name: string) => name.replace(/\./g, '\\.');
+const NAMES = ['cfg.json', 'log.json', 'summary.json', 'prune_log.json', 'finetune_log.json', DASHBOARD_FILE, REPORT_FILE, RESUME_FILE];
+/**
+ * The files a run writes: its logs (RunFiles, run.ts), report and dashboard record, resume point, checkpoints
+ * (`train-epoch<N>` with its `.optim`, the save points `gbn_<pct>`, `pruned`, `finetuned`), and the temp files of
+ * writeFileAtomic that a killed run may leave. Anything else in the folder is not the run's and is left alone.
+ */
+const RUN_FILE = new RegExp(`^(?:${NAMES.map(escape).join('|')}|(?:train-epoch\\d+(?:\\.optim)?|gbn_\\d+|pruned|finetuned)\\.safetensors)(?:\\.tmp-\\d+)?$`);
+
+/** The files of a run in `dir`, sorted; none for a missing, empty or unrelated folder. */
+export function runFilesIn(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => RUN_FILE.test(n)).sort();
+}
+
+/** What the run that left `dir` did, by its resume point (read from its header alone). */
+function earlierRun(dir: string): { what: string; resumable: boolean } {
+  try {
+    const r = readResumeSummary(dir);
+    if (!r) return { what: 'the files of a run that stopped before its first resume point', resumable: false };
+    if (r.run.stage >= r.stages.length) return { what: `a finished run (stages ${r.stages.join(', ')})`, resumable: false };
+    return { what: `an interrupted run (its resume point: stage '${r.stages[r.run.stage]}', step ${r.run.steps})`, resumable: true };
+  } catch (err) {
+    return { what: `the files of a run whose resume point cannot be read (${(err as Error).message})`, resumable: false };
+  }
+}
+
+function listed(files: readonly string[]): string {
+  const shown = files.slice(0, 8).join(', ');
+  return files.length > 8 ? `${shown} and ${files.length - 8} more` : shown;
+}
+
+export interface RunFolderOptions {
+  /** `--overwrite`: the earlier run's files are to be deleted (clearRunFolder) before the new run writes. */
+  overwrite?: boolean;
+  /** Where to say, with --overwrite, what will be deleted. */
+  note?: (line: string) => void;
+}
+
+/**
+ * Throws unless a fresh run may write into its folder (runFolder): a run writes cfg.json, log.json, summary.json,
+ * its checkpoints and resume point there, so starting in a folder that holds an earlier run's files would replace
+ * some of them and leave the others, a folder mixing two runs, and lose an interrupted run's resume point. The
+ * message names the folder, what is there (a finished run, an interrupted one with its resume point) and the ways
+ * on: --resume, another base.task_name, --overwrite. Not for a resumed run (the caller skips it). A continuation
+ * (`base.epoch` > 0) numbers its epochs on in the folder, as the paper's main.py does, and passes.
+ * @throws GdpError BAD_CONFIG naming the folder and its run's files; BAD_FLAG for --overwrite with `base.epoch` > 0.
+ */
+export function checkRunFolder(config: Config, o: RunFolderOptions = {}): void {
+  const dir = runFolder(config);
+  const files = runFilesIn(dir);
+  if (config.base.epoch > 0) {
+    if (o.overwrite && files.length) {
+      throw new GdpError('BAD_FLAG', `--overwrite: base.epoch ${config.base.epoch} continues the run in ${dir}, whose files --overwrite would delete`);
+    }
+    return;
+  }
+  if (!files.length) return;
+  if (o.overwrite) {
+    o.note?.(`--overwrite: the ${files.length} file(s) of the earlier run in ${dir} are deleted before the new run writes`);
+    return;
+  }
+  const { what, resumable } = earlierRun(dir);
+  const ways = [
+    ...(resumable ? [`continue it with --resume ${dir}`] : []),
+    'keep it and write beside it with another base.task_name (--set base.task_name=NAME)',
+    'replace it with --overwrite (deletes its files first)',
+  ];
+  throw new GdpError(
+    'BAD_CONFIG',
+    `${dir} holds ${what}: ${listed(files)}. A new run there would replace some of its results and leave the rest, ` + `mixing two runs: ${ways.join('; or ')}`,
+  );
+}
+
+/**
+ * Deletes the files of an earlier run (runFilesIn) from `dir`, so that a run started with --overwrite leaves only
+ * its own files; other files stay. Returns the names deleted.
+ */
+export function clearRunFolder(dir: string): string[] {
+  const files = runFilesIn(dir);
+  for (const f of files) rmSync(join(dir, f), { force: true });
+  return files;
+}

@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { checkRunFolder, clearRunFolder, runFilesIn, runFolder } from '../../src/coordinator/run_folder.js';
+import { runStartChecks } from '../../src/coordinator/start_checks.js';
+import { initBackend } from '../../src/shared/backend.js';
+import { parseConfig } from '../../src/shared/config/load.js';
+import { GdpError } from '../../src/shared/errors.js';
+import { serializeSafetensors } from '../../src/shared/io/safetensors.js';
+
+await initBackend('cpu');
+
+const root = mkdtempSync(join(tmpdir(), 'gdp-run-folder-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+let n = 0;
+/** A config whose run folder is a new, not yet existing folder under `root`. */
+function config(base: Record<string, unknown> = {}) {
+  return parseConfig({
+    base: { task_name: 't', log_dir: join(root, `logs${n++}`), ...base },
+    model: { name: 'mnist.resnet20', num_class: 10 },
+    train: { max_epoch: 1, steplr: [[1, 0.1]] },
+    data: { type: 'mnist', batch_size: 8, test_batch_size: 8, test_subset: 16 },
+    loss: { criterion: 'softmax' },
+  });
+}
+
+/** A resume point's header as writeResumePoint writes it (no tensors: only the header is read), at `stage` of 3. */
+function resumePoint(dir: string, stage: number, steps: number): void {
+  const run = { stage, steps, workers: 2, files: { records: [], logs: {} }, summary: [] };
+  const metadata = { format: 'gdp-resume/1', config: JSON.stringify({ stages: ['train', 'prune', 'finetune'] }), updates: '[]', run: JSON.stringify(run) };
+  writeFileSync(join(dir, 'resume.safetensors'), serializeSafetensors(new Map(), metadata));
+}
+
+function folder(c: ReturnType<typeof config>, files: string[]): string {
+  const dir = runFolder(c);
+  mkdirSync(dir, { recursive: true });
+  for (const f of files) writeFileSync(join(dir, f), `${f}\n`);
+  return dir;
+}
+
+const code =
+  (c: string, ...mention: string[]) =>
+  (e: unknown) => {
+    assert.ok(e instanceof GdpError && e.code === c, String(e));
+    for (const m of mention) assert.ok(e.message.includes(m), `'${m}' not in: ${e.message}`);
+    return true;
+  };
+
+describe('checkRunFolder: a fresh run never writes into an earlier run', () => {
+  it('a missing, empty or unrelated folder is fine', () => {
+    assert.doesNotThrow(() => checkRunFolder(config()));
+    const empty = config();
+    folder(empty, []);
+    assert.doesNotThrow(() => checkRunFolder(empty));
+    const unrelated = config();
+    folder(unrelated, ['notes.txt', 'my_weights.safetensors', 'cfg.json.bak']);
+    assert.doesNotThrow(() => checkRunFolder(unrelated));
+    assert.deepEqual(runFilesIn(runFolder(unrelated)), []);
+  });
+
+  it('a finished run: BAD_CONFIG naming the folder and its files, with another task name or --overwrite as the ways on', () => {
+    const c = config();
+    const dir = folder(c, ['cfg.json', 'log.json', 'summary.json', 'pruned.safetensors']);
+    resumePoint(dir, 3, 40);
+    assert.throws(
+      () => checkRunFolder(c),
+      code('BAD_CONFIG', dir, 'a finished run', 'cfg.json, log.json, pruned.safetensors, resume.safetensors, summary.json', 'base.task_name', '--overwrite'),
+    );
+    assert.throws(
+      () => checkRunFolder(c),
+      (e: Error) => !e.message.includes('--resume'),
+    );
+  });
+
+  it('an interrupted run: its resume point is named, and --resume offered first', () => {
+    const c = config();
+    const dir = folder(c, ['cfg.json', 'log.json', 'train-epoch1.safetensors', 'train-epoch1.optim.safetensors']);
+    resumePoint(dir, 1, 7);
+    assert.throws(
+      () => checkRunFolder(c),
+      code('BAD_CONFIG', "an interrupted run (its resume point: stage 'prune', step 7)", `continue it with --resume ${dir}`),
+    );
+  });
+
+  it('a run without a readable resume point is refused too, saying so', () => {
+    const early = config();
+    folder(early, ['cfg.json']);
+    assert.throws(() => checkRunFolder(early), code('BAD_CONFIG', 'stopped before its first resume point', 'cfg.json'));
+    const broken = config();
+    folder(broken, ['cfg.json', 'resume.safetensors']);
+    assert.throws(() => checkRunFolder(broken), code('BAD_CONFIG', 'resume point cannot be read', 'resume.safetensors'));
+  });
+
+  it("a base.epoch continuation numbers its epochs on in the folder, as the paper's main.py; --overwrite would delete it", () => {
+    const c = config({ epoch: 1, checkpoint_path: 'w.safetensors' });
+    const dir = folder(c, ['cfg.json', 'log.json', 'train-epoch1.safetensors']);
+    resumePoint(dir, 3, 40);
+    assert.doesNotThrow(() => checkRunFolder(c));
+    assert.throws(() => checkRunFolder(c, { overwrite: true }), code('BAD_FLAG', '--overwrite', 'base.epoch 1'));
+  });
+
+  it('--overwrite passes, saying what will go; clearRunFolder deletes the run files only', () => {
+    const c = config();
+    const run = ['cfg.json', 'dashboard.json', 'finetune_log.json', 'finetuned.safetensors', 'gbn_90.safetensors', 'log.json', 'log.json.tmp-123'];
+    const dir = folder(c, [...run, 'notes.txt', 'my_weights.safetensors']);
+    resumePoint(dir, 3, 40);
+    const notes: string[] = [];
+    assert.doesNotThrow(() => checkRunFolder(c, { overwrite: true, note: (l) => notes.push(l) }));
+    assert.match(notes.join('\n'), /--overwrite: the 8 file\(s\) of the earlier run in .* are deleted/);
+    assert.ok(existsSync(join(dir, 'cfg.json')), 'the check deletes nothing');
+    assert.deepEqual(clearRunFolder(dir), [...run, 'resume.safetensors'].sort());
+    assert.deepEqual(readdirSync(dir).sort(), ['my_weights.safetensors', 'notes.txt']);
+    assert.doesNotThrow(() => checkRunFolder(c));
+  });
+});
+
+describe('runStartChecks', () => {
+  it('checks the run folder first (also for --dry-run), and not for a resumed run', async () => {
+    const c = config();
+    resumePoint(folder(c, ['cfg.json']), 1, 3);
+    await assert.rejects(runStartChecks(c, { resumed: false }), code('BAD_CONFIG', 'an interrupted run', '--resume'));
+    const data = await runStartChecks(c, { resumed: true });
+    assert.equal(data.test.size, 16);
+  });
+});
