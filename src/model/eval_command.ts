@@ -1,12 +1,13 @@
 import { configSchema } from '../shared/config/schema.js';
-import { loadDataset } from '../shared/data/index.js';
+import { loadDataset, resolveNormalisation } from '../shared/data/index.js';
 import { GdpError } from '../shared/errors.js';
 import { Rng } from '../shared/rng.js';
 import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { say, type Common } from './cli_common.js';
+import { chooseNormalisation, describeNormalisation, type NormFlags } from './input_norm.js';
 import { checkBatch, withModel } from './run_common.js';
 
-export interface EvalOptions extends Common {
+export interface EvalOptions extends Common, NormFlags {
   weights: string;
   arch?: string;
   data: string;
@@ -32,15 +33,16 @@ export function evalData(o: Pick<EvalOptions, 'data' | 'dataDir' | 'batchSize' |
   if (h !== w || (c !== 1 && c !== 3)) {
     throw new GdpError('SHAPE_MISMATCH', `--data folder gives square images of 1 or 3 channels; the model takes ${inputShape.join('x')} (HWC)`);
   }
-  // Normalisation: computed from the folder's training images, as a folder run without data.mean / data.std does.
   return { ...data, image_size: h, channels: c };
 }
 
 /**
  * `gdp-model eval`: top-1 / top-5 accuracy and mean loss of a weights file on a dataset's test set, after an
- * optional re-estimation of BN running statistics over `recalibrateBn` shuffled training batches. Throws BAD_FLAG
- * (a non-integer seed, a missing --data-dir), SHAPE_MISMATCH (the dataset's images do not fit the model), BATCH_TOO_LARGE, and the
- * errors of loading the model file and the dataset.
+ * optional re-estimation of BN running statistics over `recalibrateBn` shuffled training batches. Images are
+ * normalised with --mean/--std, else the normalisation the file records, else the dataset's own (its constants, or
+ * computed from a folder's training images), and eval says which. Throws BAD_FLAG (a non-integer seed, a missing
+ * --data-dir, bad --mean/--std), SHAPE_MISMATCH (the dataset's images do not fit the model), BATCH_TOO_LARGE, and
+ * the errors of loading the model file and the dataset.
  */
 export async function evalCommand(o: EvalOptions): Promise<void> {
   const seed = Number(o.seed);
@@ -53,7 +55,16 @@ export async function evalCommand(o: EvalOptions): Promise<void> {
       data: evalData(o, m.inputShape),
       loss: { criterion: 'softmax' },
     });
-    const data = await loadDataset(config);
+    const chosen = chooseNormalisation(o, m, o.weights);
+    let norm = chosen.norm;
+    const source = chosen.norm ? (o.mean !== undefined ? 'flags' : 'file') : 'dataset';
+    if (norm) say(o, chosen.line);
+    else {
+      const own = await resolveNormalisation(config);
+      norm = own.norm;
+      say(o, `${chosen.line}: using ${config.data.type}'s own, ${own.source}: ${describeNormalisation(norm)}`);
+    }
+    const data = await loadDataset(config, { norm });
     try {
       const shape = data.test.shape;
       if (shape.join('x') !== m.inputShape.join('x')) {
@@ -85,6 +96,7 @@ export async function evalCommand(o: EvalOptions): Promise<void> {
         top5: stats.correct5 / stats.count,
         loss: stats.lossSum / stats.count,
         recalibrated_batches: o.recalibrateBn ?? 0,
+        normalisation: { mean: norm.mean, std: norm.std, source },
       };
       if (o.json) {
         process.stdout.write(`${JSON.stringify(r)}\n`);
