@@ -149,6 +149,18 @@ describe("gdp-model uses the model file's input normalisation", () => {
     }
   });
 
+  it('--recalibrate-bn says how many batches of how many images it used, and warns when the set is smaller than asked', async () => {
+    const model = buildModel('cifar.resnet20', { seed: 5, numClasses: 3 });
+    const file = join(dir, 'recal.safetensors');
+    await saveModelFile(file, model, { arch: 'cifar.resnet20', numClasses: 3 });
+    model.dispose();
+    const r = await gdpModel('eval', '--weights', file, '--data', 'folder', '--data-dir', folder.dir, '--json', '--backend', 'wasm', '--recalibrate-bn', '20');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: --recalibrate-bn 20 asks for 20 batches of 500 \(10000 images\); folder\/train has 7 images: 1 batch of 7 used/);
+    assert.match(r.stderr, /BN statistics re-estimated over 1 training batch of 7 images \(7 images\)/);
+    assert.equal(JSON.parse(r.stdout).recalibrated_batches, 1);
+  });
+
   it('info prints it, export writes it into model.json, predict --pixels applies it', async () => {
     const model = buildModel('cifar.resnet20', { seed: 6, numClasses: 3 });
     const norm = { mean: [0.4, 0.5, 0.6], std: [0.2, 0.25, 0.3] };
