@@ -1,12 +1,17 @@
 import type { Config } from '../shared/config/schema.js';
+import { configNormalisation } from '../shared/data/index.js';
 import { serializeModel, type ModelDescription } from '../shared/io/model_file.js';
 import type { Module } from '../shared/nn/module.js';
 import { writeFileAtomic } from './atomic_write.js';
 import type { Cluster } from './cluster.js';
 
-/** The model-file fields of the run's network (arch, num_class), from its config. */
+/**
+ * The model-file fields of the run's network (arch, num_class, input size and the input normalisation), from its
+ * config. A folder run's normalisation is in the config once `decideNormalisation` has run (gdp-coord's start); a run
+ * started without it (an in-process run of a test or benchmark) records none.
+ */
 export function modelDescription(config: Config): ModelDescription {
-  return { arch: config.model.name, numClasses: config.model.num_class, inputSize: config.model.input_size };
+  return { arch: config.model.name, numClasses: config.model.num_class, inputSize: config.model.input_size, norm: configNormalisation(config) };
 }
 
 /**

@@ -7,6 +7,7 @@ import { GdpError } from '../shared/errors.js';
 import { MAX_HEADER_BYTES, parseSafetensors, parseSafetensorsMetadata, serializeSafetensors, type HostTensor } from '../shared/io/safetensors.js';
 import { decodeUpdateLog, encodeUpdateLog, type ModelUpdate } from '../shared/protocol/model_update.js';
 import { writeFileAtomic } from './atomic_write.js';
+import { modelDescription } from './checkpoint.js';
 import type { Coordinator } from './cluster.js';
 
 /**
@@ -68,7 +69,15 @@ export async function writeResumePoint(cluster: Coordinator, dir: string, run: R
   const tensors = new Map<string, HostTensor>();
   for (const [name, s] of cluster.model.namedSlots()) tensors.set(SLOT + name, { shape: [...s.value.shape], data: s.value.dataSync() as Float32Array });
   for (const [name, b] of cluster.replica.momentumState()) tensors.set(MOMENTUM + name, { shape: [b.length], data: b });
-  const metadata = { format: FORMAT, config: JSON.stringify(cluster.config), updates: encodeUpdateLog(cluster.updates), run: JSON.stringify(run) };
+  const metadata: Record<string, string> = {
+    format: FORMAT,
+    config: JSON.stringify(cluster.config),
+    updates: encodeUpdateLog(cluster.updates),
+    run: JSON.stringify(run),
+  };
+  // The input normalisation as model files record it (a folder run's is also in the config).
+  const norm = modelDescription(cluster.config).norm;
+  if (norm) Object.assign(metadata, { input_mean: JSON.stringify(norm.mean), input_std: JSON.stringify(norm.std) });
   const path = join(dir, RESUME_FILE);
   writeFileAtomic(path, serializeSafetensors(tensors, metadata));
   return path;

@@ -1,6 +1,6 @@
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
-import { loadDataset } from '../shared/data/index.js';
+import { loadDataset, resolveNormalisation } from '../shared/data/index.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { SubsetDataset } from '../shared/data/subset.js';
 import { checkModelFitsData, configModel } from '../shared/models/registry.js';
@@ -125,17 +125,37 @@ function checkShards(config: Config, o: StartCheckOptions): void {
   say(`shard-size memory check: ${o.workers} worker(s) fit on the ${backend} backend (${how})`);
 }
 
+const fmtList = (v: readonly number[]): string => `[${v.map((x) => x.toPrecision(6)).join(', ')}]`;
+
+/**
+ * Decides the run's input normalisation once, before any worker loads the data, and says it through `note`. A folder
+ * run without `data.mean`/`data.std` gets the values computed from its training images written into `config` (so the
+ * workers, cfg.json, the resume points and every checkpoint carry the same numbers, and no worker computes its own).
+ * Throws resolveNormalisation's errors.
+ */
+export async function decideNormalisation(config: Config, o: Pick<StartCheckOptions, 'dataDir' | 'note'>): Promise<void> {
+  const { norm, source } = await resolveNormalisation(config, { dataDir: o.dataDir });
+  if (config.data.type === 'folder' && !config.data.mean) {
+    config.data.mean = [...norm.mean];
+    config.data.std = [...norm.std];
+  }
+  o.note?.(`input normalisation (x / 255 - mean) / std, ${source}: mean ${fmtList(norm.mean)}, std ${fmtList(norm.std)}`);
+}
+
 /**
  * Every start-up check that needs no worker, in the order a start meets them: for a run that is not resumed, its
  * log folder (no earlier run's files there, unless `overwrite`: checkRunFolder), the data (files, sizes, labels, the
  * batch and test subset against them), the model against the data, a prunable group when a prune stage runs, the
  * starting weights, the shard size against the workers' backend memory. `--dry-run` runs
- * exactly these, so that it says yes only to what starts. Needs an initialised tensor backend.
+ * exactly these, so that it says yes only to what starts. Needs an initialised tensor backend. Fixes a folder run's
+ * computed normalisation into `config` (`decideNormalisation`).
  * @returns the dataset (closed: the coordinator needs only its sizes and fingerprint).
  * @throws GdpError the codes of each check (checkRunFolder's BAD_CONFIG first).
  */
 export async function runStartChecks(config: Config, o: StartCheckOptions): Promise<DatasetPair> {
   if (!o.resumed) checkRunFolder(config, { overwrite: o.overwrite, note: o.note });
+  // Then the normalisation: it is part of the data's fingerprint, which the workers' copies must match.
+  await decideNormalisation(config, o);
   // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.
   // loadDataset shrinks the test set to data.test_subset: check against the full size, then take the subset as it does.
   const full = await loadDataset({ ...config, data: { ...config.data, test_subset: undefined } }, { dataDir: o.dataDir, numWorkers: 0 });

@@ -46,6 +46,9 @@ export function buildProgram(): Command {
     .requiredOption('--shape <N,C,H,W>', 'shape of --input')
     .requiredOption('--out <file>', 'raw float32 LE logits [N, classes]')
     .option('--batch <n>', 'images per forward pass', positiveInt('--batch'), 64)
+    .option('--pixels', "--input holds pixels in [0, 1]: normalise them with the file's input normalisation (or --mean/--std)")
+    .option('--mean <list>', "with --pixels: per-channel mean, comma-separated (overrides the file's)")
+    .option('--std <list>', "with --pixels: per-channel std, comma-separated (overrides the file's)")
     .addOption(backendOption())
     .action(async (o: PredictOptions) => {
       const shape = parseShape(o.shape);
@@ -106,6 +109,8 @@ export function buildProgram(): Command {
     .option('--test-subset <n>', 'evaluate on N test images, every class in proportion (as data.test_subset)', positiveInt('--test-subset'))
     .option('--recalibrate-bn <batches>', 'first re-estimate BN running statistics over this many training batches', positiveInt('--recalibrate-bn'))
     .option('--seed <n>', 'seed of the training batches drawn for --recalibrate-bn', '0')
+    .option('--mean <list>', "per-channel mean of pixels in [0, 1], comma-separated (default: the file's, else the dataset's)")
+    .option('--std <list>', "per-channel std of pixels in [0, 1], comma-separated (default: the file's, else the dataset's)")
     .option('--json', 'print one JSON object')
     .addOption(backendOption())
     .action(async (o: EvalOptions) => (await import('./eval_command.js')).evalCommand(o));

@@ -13,6 +13,7 @@ import { BatchNorm2d } from '../shared/nn/layers.js';
 import { measureLatency } from './bench.js';
 import { fmt, mega, say, type Common } from './cli_common.js';
 import { importTfjsFile } from './import_tfjs.js';
+import { chooseNormalisation, describeNormalisation, type NormFlags } from './input_norm.js';
 import { checkBatch, load, startBackend, withModel } from './run_common.js';
 import { exportGraphTfjs } from '../shared/io/tfjs_graph_export.js';
 import { exportGraphKeras } from '../shared/io/keras_export.js';
@@ -37,7 +38,8 @@ function maskedChannels(m: LoadedModel): number {
 
 export type InfoOptions = Common & { weights: string; arch?: string; html?: string };
 export type FlopsOptions = Common & { arch: string; numClass?: number; widthMult?: number; inputSize?: number };
-export type PredictOptions = Common & { arch?: string; weights: string; input: string; shape: string; out: string; batch: number };
+export type PredictOptions = Common &
+  NormFlags & { arch?: string; weights: string; input: string; shape: string; out: string; batch: number; pixels?: boolean };
 export type MeltOptions = Common & { arch?: string; weights: string; out: string; record?: string };
 export type ExportOptions = Common & { weights: string; arch?: string; out?: string; keras?: string };
 export type ImportOptions = Common & { tfjs?: string; keras?: string; out: string };
@@ -57,6 +59,7 @@ export async function info(o: InfoOptions): Promise<void> {
         numClasses: m.numClasses,
         inputShape: m.inputShape,
         gated: m.gated,
+        ...(m.norm ? { normalisation: { mean: m.norm.mean, std: m.norm.std } } : {}),
         maskedChannels: masked,
         macs: cost.macs,
         params: cost.params,
@@ -70,6 +73,7 @@ export async function info(o: InfoOptions): Promise<void> {
     for (const l of layers) say(o, `${l.path.padEnd(w)}  ${l.kind.padEnd(6)} ${String(l.in).padStart(4)}  ${String(l.out).padStart(5)}  ${fmt(l.macs)}`);
     say(o, `MACs ${fmt(cost.macs)} (${mega(cost.macs)})  params ${fmt(cost.params)} (${mega(cost.params)})`);
     if (m.gated) say(o, `masked channels (GBN mask 0, removed by melting): ${masked}`);
+    say(o, m.norm ? `input normalisation (pixel in [0, 1] - mean) / std: ${describeNormalisation(m.norm)}` : 'input normalisation: not recorded');
   });
 }
 
@@ -90,7 +94,12 @@ export async function flops(o: FlopsOptions): Promise<void> {
   }
 }
 
-/** `gdp-model predict`: eval-mode logits of raw NCHW float32 images; `shape` is --shape parsed, N,C,H,W. */
+/**
+ * `gdp-model predict`: eval-mode logits of raw NCHW float32 images; `shape` is --shape parsed, N,C,H,W. The input is
+ * fed as given (already normalised), or with --pixels taken as pixels in [0, 1] and normalised with --mean/--std or
+ * the file's normalisation. Throws BAD_FLAG for a --shape the model does not take, --mean/--std without --pixels,
+ * and --pixels without a normalisation; chooseNormalisation's errors.
+ */
 export async function predict(o: PredictOptions, shape: number[]): Promise<void> {
   await withModel(o, async (m) => {
     const [n, c, h, w] = shape;
@@ -98,12 +107,25 @@ export async function predict(o: PredictOptions, shape: number[]): Promise<void>
     if (c !== ic || h !== ih || w !== iw) {
       throw new GdpError('BAD_FLAG', `--shape ${o.shape} does not fit ${m.arch}, which takes N,${ic},${ih},${iw}`);
     }
+    if (!o.pixels && (o.mean !== undefined || o.std !== undefined))
+      throw new GdpError('BAD_FLAG', '--mean/--std normalise pixels: add --pixels (without it --input is fed as already normalised)');
+    const chosen = chooseNormalisation(o, m, o.weights);
+    if (o.pixels && !chosen.norm) throw new GdpError('BAD_FLAG', `--pixels: ${chosen.line}: pass --mean and --std`);
+    if (o.pixels) say(o, chosen.line);
+    else if (m.norm) say(o, `--input fed as given; the model expects (pixel - mean) / std with ${describeNormalisation(m.norm)} (--pixels applies it)`);
     checkBatch(m, Math.min(o.batch, n), '--batch');
     const x = nchwToNhwc(await readF32(o.input, shape), shape);
+    if (o.pixels) normaliseNhwc(x, chosen.norm!);
     const logits = predictLogits(m.model, x, [n, h, w, c], o.batch);
     await writeF32(o.out, logits);
     say(o, `wrote ${n}x${m.numClasses} logits to ${o.out}`);
   });
+}
+
+/** Normalises NHWC pixels in [0, 1] in place: (x - mean[c]) / std[c]. */
+function normaliseNhwc(x: Float32Array, norm: { mean: readonly number[]; std: readonly number[] }): void {
+  const c = norm.mean.length;
+  for (let i = 0; i < x.length; i++) x[i] = (x[i] - norm.mean[i % c]) / norm.std[i % c];
 }
 
 /** `gdp-model melt`: folds the GBN gates of a gated checkpoint and cuts its masked channels. */
@@ -114,7 +136,7 @@ export async function meltFile(o: MeltOptions): Promise<void> {
     const record = melt(m.model, m.inputShape);
     const after = modelCost(m.model, m.inputShape);
     const inputSize = m.metadata.input_size !== undefined ? m.inputShape[0] : undefined;
-    await saveModelFile(o.out, m.model, { arch: m.arch, numClasses: m.numClasses, inputSize });
+    await saveModelFile(o.out, m.model, { arch: m.arch, numClasses: m.numClasses, inputSize, norm: m.norm });
     if (o.record) await writeFile(o.record, `${JSON.stringify(record)}\n`);
     const ratio = after.macs / before.macs;
     if (o.json) {
@@ -142,9 +164,13 @@ export async function exportModel(o: ExportOptions): Promise<void> {
     }
     const out = o.out!;
     // An imported model goes back to its own topology (names, classes, fused activations); others are rebuilt.
-    const r =
-      m.model instanceof GraphModel ? await exportGraphTfjs(m.model, tfjsDirWriter(out), note) : await exportTfjs(m.model, m.inputShape, tfjsDirWriter(out));
+    // The input preprocessing travels in model.json's userDefinedMetadata, which tf.loadLayersModel keeps.
+    const meta = m.norm ? { gdp: { input: { layout: 'NHWC', pixels: '[0, 1]', mean: m.norm.mean, std: m.norm.std } } } : undefined;
+    const writer = tfjsDirWriter(out, meta);
+    const r = m.model instanceof GraphModel ? await exportGraphTfjs(m.model, writer, note) : await exportTfjs(m.model, m.inputShape, writer);
     say(o, `wrote ${out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
+    if (m.norm) say(o, `input: (pixel in [0, 1] - mean) / std per channel, ${describeNormalisation(m.norm)} (model.json userDefinedMetadata.gdp.input)`);
+    else note(`${o.weights} records no input normalisation: model.json carries none`);
   });
 }
 

@@ -1,12 +1,13 @@
 import { configSchema } from '../shared/config/schema.js';
-import { loadDataset } from '../shared/data/index.js';
+import { loadDataset, resolveNormalisation } from '../shared/data/index.js';
 import { GdpError } from '../shared/errors.js';
 import { Rng } from '../shared/rng.js';
 import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { say, type Common } from './cli_common.js';
+import { chooseNormalisation, describeNormalisation, type NormFlags } from './input_norm.js';
 import { checkBatch, withModel } from './run_common.js';
 
-export interface EvalOptions extends Common {
+export interface EvalOptions extends Common, NormFlags {
   weights: string;
   arch?: string;
   data: string;
@@ -32,15 +33,26 @@ export function evalData(o: Pick<EvalOptions, 'data' | 'dataDir' | 'batchSize' |
   if (h !== w || (c !== 1 && c !== 3)) {
     throw new GdpError('SHAPE_MISMATCH', `--data folder gives square images of 1 or 3 channels; the model takes ${inputShape.join('x')} (HWC)`);
   }
-  // Normalisation: computed from the folder's training images, as a folder run without data.mean / data.std does.
   return { ...data, image_size: h, channels: c };
 }
 
 /**
+ * The batches `--recalibrate-bn` draws: `asked` batches of `batchSize`, at most as many whole batches as the training
+ * set holds, and one batch of the whole set when it is smaller than a batch. `images` is their total.
+ */
+function recalibrationPlan(asked: number, batchSize: number, trainSize: number): { batches: number; batchSize: number; images: number } {
+  const size = Math.min(batchSize, trainSize);
+  const batches = Math.min(asked, Math.floor(trainSize / size));
+  return { batches, batchSize: size, images: batches * size };
+}
+
+/**
  * `gdp-model eval`: top-1 / top-5 accuracy and mean loss of a weights file on a dataset's test set, after an
- * optional re-estimation of BN running statistics over `recalibrateBn` shuffled training batches. Throws BAD_FLAG
- * (a non-integer seed, a missing --data-dir), SHAPE_MISMATCH (the dataset's images do not fit the model), BATCH_TOO_LARGE, and the
- * errors of loading the model file and the dataset.
+ * optional re-estimation of BN running statistics over `recalibrateBn` shuffled training batches. Images are
+ * normalised with --mean/--std, else the normalisation the file records, else the dataset's own (its constants, or
+ * computed from a folder's training images), and eval says which. Throws BAD_FLAG (a non-integer seed, a missing
+ * --data-dir, bad --mean/--std), SHAPE_MISMATCH (the dataset's images do not fit the model), BATCH_TOO_LARGE, and
+ * the errors of loading the model file and the dataset.
  */
 export async function evalCommand(o: EvalOptions): Promise<void> {
   const seed = Number(o.seed);
@@ -53,7 +65,16 @@ export async function evalCommand(o: EvalOptions): Promise<void> {
       data: evalData(o, m.inputShape),
       loss: { criterion: 'softmax' },
     });
-    const data = await loadDataset(config);
+    const chosen = chooseNormalisation(o, m, o.weights);
+    let norm = chosen.norm;
+    const source = chosen.norm ? (o.mean !== undefined ? 'flags' : 'file') : 'dataset';
+    if (norm) say(o, chosen.line);
+    else {
+      const own = await resolveNormalisation(config);
+      norm = own.norm;
+      say(o, `${chosen.line}: using ${config.data.type}'s own, ${own.source}: ${describeNormalisation(norm)}`);
+    }
+    const data = await loadDataset(config, { norm });
     try {
       const shape = data.test.shape;
       if (shape.join('x') !== m.inputShape.join('x')) {
@@ -62,15 +83,27 @@ export async function evalCommand(o: EvalOptions): Promise<void> {
       // The largest pass: a recalibration batch (training images), else a test batch.
       checkBatch(m, Math.min(o.batchSize, Math.max(data.test.size, o.recalibrateBn ? data.train.size : 0)), '--batch-size', o.batchSize);
       const replica = new Replica(m.model, m.inputShape);
+      let recalibrated = 0;
       if (o.recalibrateBn) {
         const order = Int32Array.from({ length: data.train.size }, (_, i) => i);
         new Rng(seed).shuffle(order);
-        const n = Math.min(o.recalibrateBn, Math.floor(data.train.size / o.batchSize) || 1);
+        const plan = recalibrationPlan(o.recalibrateBn, o.batchSize, data.train.size);
+        if (plan.batches < o.recalibrateBn) {
+          say(
+            o,
+            `warning: --recalibrate-bn ${o.recalibrateBn} asks for ${o.recalibrateBn} batches of ${o.batchSize} (${o.recalibrateBn * o.batchSize} images); ` +
+              `${data.train.name} has ${data.train.size} images: ${plan.batches} batch${plan.batches === 1 ? '' : 'es'} of ${plan.batchSize} used`,
+          );
+        }
         const batches = (async function* () {
-          for (let b = 0; b < n; b++) yield await data.train.load(order.subarray(b * o.batchSize, (b + 1) * o.batchSize), { augment: false, seed });
+          for (let b = 0; b < plan.batches; b++)
+            yield await data.train.load(order.subarray(b * plan.batchSize, (b + 1) * plan.batchSize), { augment: false, seed });
         })();
-        await replica.recalibrateBatchNorm(batches);
-        say(o, `BN statistics re-estimated over ${n} training batches of ${o.batchSize}`);
+        recalibrated = await replica.recalibrateBatchNorm(batches);
+        say(
+          o,
+          `BN statistics re-estimated over ${recalibrated} training batch${recalibrated === 1 ? '' : 'es'} of ${plan.batchSize} images (${plan.images} images)`,
+        );
       }
       let stats = emptyStats();
       for (let s = 0; s < data.test.size; s += o.batchSize) {
@@ -84,7 +117,8 @@ export async function evalCommand(o: EvalOptions): Promise<void> {
         top1: stats.correct1 / stats.count,
         top5: stats.correct5 / stats.count,
         loss: stats.lossSum / stats.count,
-        recalibrated_batches: o.recalibrateBn ?? 0,
+        recalibrated_batches: recalibrated,
+        normalisation: { mean: norm.mean, std: norm.std, source },
       };
       if (o.json) {
         process.stdout.write(`${JSON.stringify(r)}\n`);

@@ -226,3 +226,34 @@ test('loading does not leak tensors', async () => {
   loaded.model.dispose();
   assert.equal(tf.memory().numTensors, before);
 });
+
+test('the input normalisation round-trips through the metadata; a file without it loads without one', async () => {
+  const model = buildModel('cifar.resnet20', { seed: 2, numClasses: 3 });
+  try {
+    const norm = { mean: [0.1, 0.2, 0.30000000000000004], std: [0.25, 1, 0.123456789] };
+    const bytes = serializeModel(model, { arch: 'cifar.resnet20', numClasses: 3, norm }, { stage: 'train' });
+    const parsed = parseSafetensors(bytes);
+    assert.equal(parsed.metadata.input_mean, JSON.stringify(norm.mean));
+    const loaded = loadModel(parsed);
+    loaded.model.dispose();
+    assert.deepEqual(loaded.norm, norm, 'bit for bit');
+    const plain = loadModel(parseSafetensors(serializeModel(model, { arch: 'cifar.resnet20', numClasses: 3 })));
+    plain.model.dispose();
+    assert.equal(plain.norm, undefined);
+    assert.equal(plain.metadata.input_mean, undefined);
+
+    const state = exportTorchState(model);
+    const bad = (meta: Record<string, string>) =>
+      loadModel(parseSafetensors(serializeSafetensors(state, { arch: 'cifar.resnet20', num_class: '3', ...meta })), {}, 'f.safetensors');
+    const is =
+      (c: string, ...mention: string[]) =>
+      (e: unknown) =>
+        e instanceof GdpError && e.code === c && mention.every((m) => e.message.includes(m));
+    assert.throws(() => bad({ input_mean: '[0,0,0]' }), is('BAD_METADATA', 'f.safetensors', "'input_std' is absent"));
+    assert.throws(() => bad({ input_mean: '[0,0]', input_std: '[1,1]' }), is('BAD_METADATA', "'input_mean' has 2 value(s)", '3 channel(s)'));
+    assert.throws(() => bad({ input_mean: '[0,0,0]', input_std: '[1,0,1]' }), is('BAD_METADATA', "'input_std' must be positive", 'channel 1'));
+    assert.throws(() => bad({ input_mean: '[0,"a",0]', input_std: '[1,1,1]' }), is('BAD_METADATA', "'input_mean' must be a non-empty array of numbers"));
+  } finally {
+    model.dispose();
+  }
+});

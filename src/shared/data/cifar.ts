@@ -136,12 +136,21 @@ export class CifarDataset implements Dataset {
   }
 }
 
-/** Reads CIFAR-10 or CIFAR-100 (binary version) from `dir`; the decoding runs on `pool`. */
-export function loadCifar(variant: CifarVariant, dir: string, pool: DecodePool): DatasetPair {
+/** The paper's normalisation constants of CIFAR-10 or CIFAR-100. */
+export function cifarNormalisation(variant: CifarVariant): Normalisation {
+  return LAYOUTS[variant].norm;
+}
+
+/**
+ * Reads CIFAR-10 or CIFAR-100 (binary version) from `dir`, normalised by `norm` (3 channels; default: the paper's
+ * constants); the decoding runs on `pool`.
+ */
+export function loadCifar(variant: CifarVariant, dir: string, pool: DecodePool, norm?: Normalisation): DatasetPair {
   const l = LAYOUTS[variant];
   const folder = resolveCifarFolder(variant, dir);
+  const n = norm ?? l.norm;
   return {
-    train: new CifarDataset(`${variant}/train`, readSplit(variant, folder, l.train), l.numClasses, l.norm, pool),
-    test: new CifarDataset(`${variant}/test`, readSplit(variant, folder, l.test), l.numClasses, l.norm, pool),
+    train: new CifarDataset(`${variant}/train`, readSplit(variant, folder, l.train), l.numClasses, n, pool),
+    test: new CifarDataset(`${variant}/test`, readSplit(variant, folder, l.test), l.numClasses, n, pool),
   };
 }

@@ -1,7 +1,7 @@
 import type { DatasetPair } from './dataset.js';
 import type { DecodePool } from './decode_pool.js';
 import { folderImageSpec, loadFolderPair, type FolderSetup } from './image_folder.js';
-import { IMAGENET_NORM } from './transforms.js';
+import { IMAGENET_NORM, type Normalisation } from './transforms.js';
 
 /**
  * ImageNet is an image-folder dataset at 224x224 RGB with the paper's normalisation constants: training takes
@@ -11,8 +11,8 @@ export const IMAGENET: FolderSetup = { name: 'imagenet', spec: folderImageSpec(2
 
 /**
  * ImageNet as torchvision's ImageFolder sees it: `dir/train/<wnid>/*.JPEG` and `dir/val/<wnid>/*.JPEG`, decoded
- * on `pool`. Throws BAD_DATA as `loadFolderPair` does.
+ * on `pool`, normalised by `norm` (default: the paper's constants). Throws BAD_DATA as `loadFolderPair` does.
  */
-export function loadImageFolders(dir: string, pool: DecodePool): DatasetPair {
-  return loadFolderPair(dir, pool, IMAGENET);
+export function loadImageFolders(dir: string, pool: DecodePool, norm?: Normalisation): DatasetPair {
+  return loadFolderPair(dir, pool, norm ? { ...IMAGENET, norm } : IMAGENET);
 }

@@ -1,13 +1,14 @@
 import type { Config } from '../config/schema.js';
 import { GdpError } from '../errors.js';
 import { modelInputShape, modelOptions } from '../models/registry.js';
-import { loadCifar } from './cifar.js';
+import { cifarNormalisation, loadCifar } from './cifar.js';
 import type { DatasetPair } from './dataset.js';
 import { DecodePool } from './decode_pool.js';
-import { folderImageSpec, loadFolderPair, type FolderSetup } from './image_folder.js';
+import { folderImageSpec, loadFolderPair, type FolderSetup, type ImageFolderDataset } from './image_folder.js';
 import { loadImageFolders } from './imagenet.js';
-import { loadMnist } from './mnist.js';
+import { loadMnist, mnistNormalisation } from './mnist.js';
 import { SubsetDataset } from './subset.js';
+import { IMAGENET_NORM, type Normalisation } from './transforms.js';
 
 export type { DatasetPair } from './dataset.js';
 export { dataFingerprint } from './dataset.js';
@@ -17,6 +18,11 @@ export interface LoadDatasetOptions {
   dataDir?: string;
   /** Overrides `data.num_workers` (0: decode in the calling thread). */
   numWorkers?: number;
+  /**
+   * Overrides the dataset's normalisation (constants, MNIST's own, `data.mean`/`data.std` or computed): what
+   * `gdp-model eval` takes from a model file. One value per channel of the images, pixels in [0, 1].
+   */
+  norm?: Normalisation;
 }
 
 /**
@@ -48,16 +54,19 @@ function folderSetup(config: Config): FolderSetup {
 export async function loadDataset(config: Config, opts: LoadDatasetOptions = {}): Promise<DatasetPair> {
   const type = config.data.type;
   let pair: DatasetPair;
+  const norm = opts.norm;
+  if (norm && norm.mean.length !== (type === 'mnist' ? 1 : type === 'folder' ? folderSetup(config).spec.channels : 3))
+    throw new GdpError('BAD_CONFIG', `normalisation of ${norm.mean.length} channel(s) for ${type} images`);
   if (type === 'mnist') {
-    pair = loadMnist();
+    pair = loadMnist(norm);
   } else {
     const dir = opts.dataDir ?? config.data.dir;
     if (!dir) throw new GdpError('BAD_CONFIG', `data.dir: ${type} needs a dataset folder (set data.dir in the config or pass --data-dir)`);
     const pool = new DecodePool(opts.numWorkers ?? config.data.num_workers);
     try {
-      if (type === 'imagenet') pair = loadImageFolders(dir, pool);
-      else if (type === 'folder') pair = loadFolderPair(dir, pool, folderSetup(config));
-      else pair = loadCifar(type, dir, pool);
+      if (type === 'imagenet') pair = loadImageFolders(dir, pool, norm);
+      else if (type === 'folder') pair = loadFolderPair(dir, pool, norm ? { ...folderSetup(config), norm } : folderSetup(config));
+      else pair = loadCifar(type, dir, pool, norm);
     } catch (err) {
       await pool.close();
       throw err;
@@ -71,4 +80,52 @@ export async function loadDataset(config: Config, opts: LoadDatasetOptions = {})
   const subset = config.data.test_subset;
   if (subset !== undefined && subset < pair.test.size) pair = { ...pair, test: new SubsetDataset(pair.test, subset) };
   return pair;
+}
+
+/**
+ * The normalisation a run of `config` trains with when it is known without reading images: `data.mean`/`data.std`,
+ * the paper's constants (CIFAR, ImageNet), or MNIST's own (computed from the bundled digits). Undefined for a folder
+ * run without `data.mean`/`data.std`, computed from its images (`resolveNormalisation`). Per channel, pixels in [0, 1].
+ */
+export function configNormalisation(config: Config): Normalisation | undefined {
+  const d = config.data;
+  switch (d.type) {
+    case 'mnist':
+      return mnistNormalisation();
+    case 'cifar10':
+    case 'cifar100':
+      return cifarNormalisation(d.type);
+    case 'imagenet':
+      return IMAGENET_NORM;
+    case 'folder':
+      return d.mean && d.std ? { mean: d.mean, std: d.std } : undefined;
+  }
+}
+
+export interface ResolvedNormalisation {
+  norm: Normalisation;
+  /** Where it comes from, for messages: `data.mean/data.std`, `the cifar10 constants`, `computed from N training images of DIR`. */
+  source: string;
+}
+
+/**
+ * The normalisation of a run of `config`, decided once: `configNormalisation`, else (a folder run without
+ * `data.mean`/`data.std`) computed from the training images as `loadFolderPair` computes it (decoded on
+ * `data.num_workers` threads). Throws loadDataset's errors and BAD_DATA for a channel of one value in every image.
+ */
+export async function resolveNormalisation(config: Config, opts: Pick<LoadDatasetOptions, 'dataDir'> = {}): Promise<ResolvedNormalisation> {
+  const d = config.data;
+  const known = configNormalisation(config);
+  if (known) {
+    const source = d.type === 'folder' ? 'data.mean/data.std' : d.type === 'mnist' ? "MNIST's training digits" : `the ${d.type} constants`;
+    return { norm: known, source };
+  }
+  const pair = await loadDataset({ ...config, data: { ...d, test_subset: undefined } }, opts);
+  try {
+    const train = pair.train as ImageFolderDataset;
+    const norm = await train.normalisation();
+    return { norm, source: `computed from the training images of ${opts.dataDir ?? d.dir}` };
+  } finally {
+    await pair.close?.();
+  }
 }

