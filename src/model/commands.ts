@@ -8,6 +8,8 @@ import { exportTfjs } from '../shared/io/tfjs_export.js';
 import { tfjsDirWriter } from '../shared/io/tfjs_files.js';
 import { predictLogits } from '../shared/models/infer.js';
 import { archSpec, buildModel, modelInputShape } from '../shared/models/registry.js';
+import { effectiveCost } from '../shared/pruning/cost.js';
+import { channelStructure } from '../shared/pruning/groups.js';
 import { melt } from '../shared/pruning/melt.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
 import { measureLatency } from './bench.js';
@@ -45,7 +47,10 @@ export type ExportOptions = Common & { weights: string; arch?: string; out?: str
 export type ImportOptions = Common & { tfjs?: string; keras?: string; out: string };
 export type BenchOptions = Common & { weights?: string; arch?: string; batches: string; runs: number };
 
-/** `gdp-model info`: weights file: layers, widths, MACs, parameters, masked channels; with --html, the width page. */
+/**
+ * `gdp-model info`: weights file: layers, widths, MACs, parameters; for a gated checkpoint, its masked channels and the
+ * MACs and parameters its melted form has (`effectiveCost`); with --html, the width page.
+ */
 export async function info(o: InfoOptions): Promise<void> {
   await withModel(o, async (m) => {
     if (o.html) say(o, `width profile: ${writeWidthPage(o.weights, o.html, m.arch, m.numClasses)}`);
@@ -53,6 +58,8 @@ export async function info(o: InfoOptions): Promise<void> {
     const widths = layerWidths(m.model);
     const layers = cost.layers.map((l) => ({ path: l.path, kind: l.kind, in: widths[l.path][0], out: widths[l.path][1], macs: l.macs }));
     const masked = m.gated ? maskedChannels(m) : 0;
+    // A gated checkpoint's masks already decide the network melting gives: its cost, without melting.
+    const melted = m.gated ? effectiveCost(m.model, channelStructure(m.model, m.inputShape)) : undefined;
     if (o.json) {
       const out = {
         arch: m.arch,
@@ -63,6 +70,7 @@ export async function info(o: InfoOptions): Promise<void> {
         maskedChannels: masked,
         macs: cost.macs,
         params: cost.params,
+        ...(melted ? { melted: { macs: melted.macs, params: melted.params } } : {}),
         layers,
       };
       process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -72,7 +80,14 @@ export async function info(o: InfoOptions): Promise<void> {
     say(o, `${'layer'.padEnd(w)}  kind    in    out  MACs`);
     for (const l of layers) say(o, `${l.path.padEnd(w)}  ${l.kind.padEnd(6)} ${String(l.in).padStart(4)}  ${String(l.out).padStart(5)}  ${fmt(l.macs)}`);
     say(o, `MACs ${fmt(cost.macs)} (${mega(cost.macs)})  params ${fmt(cost.params)} (${mega(cost.params)})`);
-    if (m.gated) say(o, `masked channels (GBN mask 0, removed by melting): ${masked}`);
+    if (melted) {
+      say(o, `masked channels (GBN mask 0, removed by melting): ${masked}`);
+      const pct = (a: number, b: number) => `${((100 * a) / b).toFixed(1)}%`;
+      say(
+        o,
+        `melted: MACs ${fmt(melted.macs)} (${pct(melted.macs, cost.macs)})  params ${fmt(melted.params)} (${pct(melted.params, cost.params)}): \`gdp-model melt\` gives that network`,
+      );
+    }
     say(o, m.norm ? `input normalisation (pixel in [0, 1] - mean) / std: ${describeNormalisation(m.norm)}` : 'input normalisation: not recorded');
   });
 }

@@ -160,6 +160,11 @@ test('melt: the gated 70% checkpoint melts to ~30% of the MACs, loads without --
   assert.equal(info.arch, 'cifar.resnet56');
   assert.equal(info.gated, false);
   assert.equal(info.macs, m.after.macs);
+  // Two paths to the melted cost: info of the gated file (its masks) and the melted file itself.
+  const gatedInfo = JSON.parse(
+    (await gdpModel('info', '--arch', 'cifar.resnet56', '--weights', fixture('resnet56_cifar10_gbn70.safetensors'), '--json', '--backend', 'cpu')).stdout,
+  );
+  assert.deepEqual(gatedInfo.melted, { macs: info.macs, params: info.params });
   const out = join(dir, 'melted-logits.f32');
   const p = await gdpModel('predict', '--weights', melted, '--input', fixture('input_a.f32'), '--shape', '8,3,32,32', '--out', out, '--backend', 'wasm');
   assert.equal(p.code, 0, p.stderr);
