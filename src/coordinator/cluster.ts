@@ -112,7 +112,10 @@ export class Coordinator implements Cluster {
     this.members.accept(transport);
   }
 
-  /** Resolves once `n` workers are active; `check` may throw to give up early (e.g. local workers died). */
+  /**
+   * Resolves once `n` workers are active; `check` may throw to give up early (e.g. local workers died). Throws
+   * WORKERS_MISSING after `timeoutMs`, and a worker's error that ends the run (BAD_DATA...) as soon as it arrives.
+   */
   waitForWorkers(n: number, timeoutMs = Infinity, check?: () => void): Promise<void> {
     return this.members.waitForWorkers(n, timeoutMs, check);
   }

@@ -61,7 +61,7 @@ function checkStats(s: StepStats, samples: number, what: string): void {
 /**
  * Awaits every answer of a request sent to several workers (so no request is left half-read before a retry), then
  * throws what decides the operation, in this order: a failure no retry fixes (BATCH_TOO_LARGE: re-sending the shard
- * would only make it bigger); DIVERGED at `site` when every worker answered that its result (loss, gradient, BN
+ * would only make it bigger; a worker's own error that ends the run, e.g. BAD_DATA naming an image); DIVERGED at `site` when every worker answered that its result (loss, gradient, BN
  * statistics) is non-finite;
  * the first WORKER_LOST (redone, blaming no one); WORKER_LOST after closing the connections of the workers that
  * answered non-finite while others did not (faulty workers: the others redo it).

@@ -58,7 +58,8 @@ export function coordinatorFor(
 
 /**
  * A coordinator and N workers in this process, linked by in-memory transports: the same messages and code as
- * separate processes, for tests and single-process training.
+ * separate processes, for tests and single-process training. Throws WORKERS_MISSING when they are not all active
+ * within 60 s, and a worker's error that ends the run (Membership: e.g. BAD_DATA) as it comes, after closing them.
  */
 export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
   const log = opts.log ?? (() => {});
@@ -84,13 +85,16 @@ export async function startInProcess(config: Config, opts: InProcessOptions): Pr
     workers.push(session);
     runs.push(session.run().catch((err) => log(`[w${i}] ended: ${(err as Error).message}`)));
   }
-  await coordinator.waitForWorkers(opts.workers, 60000);
-  return {
-    coordinator,
-    workers,
-    close: async () => {
-      coordinator.shutdown('in-process run finished');
-      await Promise.all(runs);
-    },
+  const close = async (reason: string) => {
+    coordinator.shutdown(reason);
+    await Promise.all(runs);
   };
+  try {
+    await coordinator.waitForWorkers(opts.workers, 60000);
+  } catch (err) {
+    // A worker that failed to start (its data, e.g. BAD_DATA) or too few in time: no session is left running.
+    await close('in-process workers failed to start');
+    throw err;
+  }
+  return { coordinator, workers, close: () => close('in-process run finished') };
 }

@@ -8,7 +8,7 @@ import { PROTOCOL_VERSION } from '../shared/protocol/version.js';
 import { flattenState } from '../shared/train/model_state.js';
 import type { Replica } from '../shared/train/replica.js';
 import type { RunObserver } from './run_observer.js';
-import { RequestNumbers, WorkerLink, type Hello } from './worker_link.js';
+import { RequestNumbers, WorkerLink, type Hello, type WorkerReportedError } from './worker_link.js';
 
 export interface MembershipOptions {
   config: Config;
@@ -41,7 +41,8 @@ export function isLost(err: unknown): boolean {
  * that moment; they receive every later update (averaged gradients, model updates, BN statistics) but no shards, so
  * loading data on a slow machine never holds up training. `active`: their 'ready' checked out; they take shards from
  * the next operation on, in join order (which fixes the reduction order). Operations run one at a time
- * (`exclusive`); each starts at a boundary, where waiting workers are admitted.
+ * (`exclusive`); each starts at a boundary, where waiting workers are admitted. A worker that reports an error no
+ * retry fixes (bad data, config: WorkerLink.fatal) ends the run: every operation and wait from then on throws it.
  */
 export class Membership {
   private readonly links: WorkerLink[] = [];
@@ -50,6 +51,8 @@ export class Membership {
   private queue: Promise<unknown> = Promise.resolve();
   private waiters: (() => void)[] = [];
   private closed = false;
+  /** The first error a worker reported that ends the run. */
+  private fatal?: WorkerReportedError;
   /** One numbering for every worker's requests: a step's messages then carry the same number to all of them. */
   private readonly numbers = new RequestNumbers();
   /** Called while paused for workers; may throw to give up (e.g. every local worker process exited). */
@@ -77,6 +80,7 @@ export class Membership {
   /** Runs collective operations one at a time; each starts at a boundary, where waiting workers are admitted. */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const start = () => {
+      this.throwIfFatal();
       this.admitPending();
       return fn();
     };
@@ -98,6 +102,8 @@ export class Membership {
         return await fn(this.active());
       } catch (err) {
         if (!isLost(err)) throw err;
+        // A worker's own error that no redo fixes, while another was lost.
+        this.throwIfFatal();
         this.o.log(`${what}: ${(err as Error).message}; redoing it with ${this.active().length} worker(s)`);
       }
     }
@@ -135,6 +141,11 @@ export class Membership {
       link = l;
       peer.onClose(() => {
         if (this.closed) return;
+        const fatal = l.fatal;
+        if (fatal && !this.fatal) {
+          this.fatal = fatal;
+          this.o.log(`worker ${l.id} reported ${fatal.code}, which no retry and no other worker fixes: the run stops`);
+        }
         // Step numbers: the worker contributes nothing to step `steps + 1` (a step it was computing is redone).
         if (l.active) {
           this.o.log(`worker ${l.id} lost at step ${this.o.steps() + 1} (${l.lostReason}); ${this.active().length} worker(s) remain`);
@@ -145,7 +156,7 @@ export class Membership {
       this.joining.push(l);
       this.wake();
       // When no operation is running, this one admits it now.
-      void this.exclusive(async () => undefined);
+      this.admitSoon();
     });
   }
 
@@ -206,7 +217,7 @@ export class Membership {
             link.ready = true;
             link.ringUrl = ready.ring;
             this.wake();
-            void this.exclusive(async () => undefined);
+            this.admitSoon();
           },
           () => undefined,
         );
@@ -229,6 +240,16 @@ export class Membership {
     return [head, ...splitBuckets(flat, this.o.bucketElems).map((data, index): Message => ({ type: 'bucket', stream: 'state', seq: 0, index, data }))];
   }
 
+  /** Admits waiting workers at the next boundary: at once when no operation runs (after a fatal error, none). */
+  private admitSoon(): void {
+    this.exclusive(async () => undefined).catch(() => undefined);
+  }
+
+  /** Throws the error a worker reported that ends the run, if one did. */
+  private throwIfFatal(): void {
+    if (this.fatal) throw this.fatal;
+  }
+
   private wake(): void {
     const w = this.waiters.splice(0);
     for (const fn of w) fn();
@@ -245,10 +266,14 @@ export class Membership {
     });
   }
 
-  /** Resolves once `n` workers are active; `check` may throw to give up early (e.g. local workers died). */
+  /**
+   * Resolves once `n` workers are active; `check` may throw to give up early (e.g. local workers died). Throws
+   * WORKERS_MISSING after `timeoutMs`, and a worker's error that ends the run (its code) as soon as it arrives.
+   */
   async waitForWorkers(n: number, timeoutMs = Infinity, check?: () => void): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (this.active().length < n) {
+      this.throwIfFatal();
       check?.();
       const left = deadline - Date.now();
       if (left <= 0) throw new GdpError('WORKERS_MISSING', `only ${this.active().length} of ${n} workers joined within ${timeoutMs} ms`);
@@ -259,9 +284,10 @@ export class Membership {
   /**
    * Holding the lock at a boundary: returns at once with enough active workers, else pauses (logged) until enough
    * have joined. Joining workers are admitted here, since no other operation can run meanwhile. Throws NO_WORKERS
-   * when the pause outlasts `pauseMs`, SHUTTING_DOWN after shutdown().
+   * when the pause outlasts `pauseMs`, SHUTTING_DOWN after shutdown(), a worker's error that ends the run (its code).
    */
   async untilEnoughWorkers(what: string): Promise<void> {
+    this.throwIfFatal();
     const min = Math.max(1, this.o.minWorkers ?? 1);
     if (this.active().length >= min) return;
     const pauseMs = this.o.pauseMs ?? Infinity;
@@ -270,6 +296,7 @@ export class Membership {
     this.o.log(`paused before ${what}: ${this.active().length} worker(s) active, at least ${min} needed (--min-workers); waiting for workers to join`);
     while (this.active().length < min) {
       if (this.closed) throw new GdpError('SHUTTING_DOWN', `${what}: the coordinator is shutting down`);
+      this.throwIfFatal();
       this.pauseCheck?.();
       if (Date.now() - started > pauseMs) throw new GdpError('NO_WORKERS', `${what}: fewer than ${min} worker(s) for ${pauseMs} ms`);
       await this.changed(500);

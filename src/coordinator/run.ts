@@ -6,6 +6,7 @@ import type { Coordinator } from './cluster.js';
 import { writeResumePoint, type RunPosition } from './resume_point.js';
 import type { EpochRecord, RunFiles } from './run_files.js';
 import type { RunObserver } from './run_observer.js';
+import { WorkerReportedError } from './worker_link.js';
 import { formatSummary, snapshot, type ModelSnapshot } from './run_summary.js';
 import { getStage, positionProblem, type ResumeWhen } from './stages.js';
 
@@ -50,7 +51,8 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
     const where = stage < config.stages.length ? `stage '${config.stages[stage]}'${pos === undefined ? ' (start)' : ''}` : 'run finished';
     log(`resume point: ${where}, step ${cluster.steps}: ${path}`);
   };
-  // The last position reported and the state it goes with: a run stopped by DIVERGED or BATCH_TOO_LARGE writes it,
+  // The last position reported and the state it goes with: a run stopped by DIVERGED, BATCH_TOO_LARGE or a worker's
+  // error that ends the run (BAD_DATA...) writes it,
   // so that the point on disk is its last good step. Taken at every report (positions are small): by the time a
   // step fails, the stage has moved on (its sampler drew the failed batch).
   let last: { position: unknown; steps: number; updates: number } | undefined;
@@ -90,8 +92,14 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   return summary;
 }
 
-/** Errors that stop a run whose state is still whole (nothing of the failed operation was applied). */
+/**
+ * Errors that stop a run whose state is still whole (nothing of the failed operation was applied): DIVERGED,
+ * BATCH_TOO_LARGE, and a worker's own error that ends the run (an undecodable image): operations apply nothing
+ * before every answer checked out.
+ */
 const STOPS_WHOLE: ReadonlySet<string> = new Set(['DIVERGED', 'BATCH_TOO_LARGE']);
+const stopsWhole = (err: unknown): err is GdpError =>
+  (err instanceof WorkerReportedError && err.endsRun) || (err instanceof GdpError && STOPS_WHOLE.has(err.code));
 
 /**
  * When `err` is such a stop and nothing changed since the stage last reported its position (no step, no model
@@ -105,7 +113,7 @@ async function writeLastGood(
   write: (pos: unknown) => Promise<void>,
   log: (line: string) => void,
 ): Promise<void> {
-  if (!(err instanceof GdpError) || !STOPS_WHOLE.has(err.code) || !last) return;
+  if (!stopsWhole(err) || !last) return;
   if (last.steps !== cluster.steps || last.updates !== cluster.updates.length) {
     log(`gdp-coord: ${err.code}: the model changed since the last reported position; the resume point on disk is the last one written`);
     return;

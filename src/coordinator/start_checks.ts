@@ -144,11 +144,11 @@ export async function decideNormalisation(config: Config, o: Pick<StartCheckOpti
 
 /**
  * Every start-up check that needs no worker, in the order a start meets them: for a run that is not resumed, its
- * log folder (no earlier run's files there, unless `overwrite`: checkRunFolder), the data (files, sizes, labels, the
- * batch and test subset against them), the model against the data, a prunable group when a prune stage runs, the
- * starting weights, the shard size against the workers' backend memory. `--dry-run` runs
- * exactly these, so that it says yes only to what starts. Needs an initialised tensor backend. Fixes a folder run's
- * computed normalisation into `config` (`decideNormalisation`).
+ * log folder (no earlier run's files there, unless `overwrite`: checkRunFolder), the input normalisation, the data
+ * (files, sizes, labels, each image's first bytes (Dataset.checkFiles), the batch and test subset against them), the
+ * model against the data, a prunable group when a prune stage runs, the starting weights, the shard size against the
+ * workers' backend memory. `--dry-run` runs exactly these, so that it says yes only to what starts. Needs an
+ * initialised tensor backend. Fixes a folder run's computed normalisation into `config` (`decideNormalisation`).
  * @returns the dataset (closed: the coordinator needs only its sizes and fingerprint).
  * @throws GdpError the codes of each check (checkRunFolder's BAD_CONFIG first).
  */
@@ -160,6 +160,7 @@ export async function runStartChecks(config: Config, o: StartCheckOptions): Prom
   // loadDataset shrinks the test set to data.test_subset: check against the full size, then take the subset as it does.
   const full = await loadDataset({ ...config, data: { ...config.data, test_subset: undefined } }, { dataDir: o.dataDir, numWorkers: 0 });
   await full.close?.();
+  for (const d of [full.train, full.test]) d.checkFiles?.();
   checkDataSizes(config, { train: full.train.size, test: full.test.size });
   const subset = config.data.test_subset;
   const data = subset !== undefined && subset < full.test.size ? { ...full, test: new SubsetDataset(full.test, subset) } : full;

@@ -1,4 +1,4 @@
-import { GdpError, codeFromRemote } from '../shared/errors.js';
+import { GdpError, codeFromRemote, endsRunWhenReported, type ErrorCode } from '../shared/errors.js';
 import type { EncodedMessage } from '../shared/protocol/codec.js';
 import type { Message, MessageOf, NonFiniteWhat } from '../shared/protocol/messages.js';
 import type { Peer } from '../shared/protocol/peer.js';
@@ -48,6 +48,25 @@ export class NonFiniteAnswer extends GdpError {
 }
 const NON_FINITE_NAMES: Record<NonFiniteWhat, string> = { loss: 'loss is', gradient: 'gradient is', bn_stats: 'BN running statistics are' };
 
+/**
+ * An error a worker reported about itself (an 'error' message, which ends its connection), with the worker's code
+ * and its message (e.g. BAD_DATA naming the image that did not decode).
+ */
+export class WorkerReportedError extends GdpError {
+  constructor(
+    readonly workerId: string,
+    code: ErrorCode,
+    message: string,
+  ) {
+    super(code, `worker ${workerId}: ${message}`);
+  }
+
+  /** Whether it ends the run (endsRunWhenReported): a wrong input no retry and no other worker fixes. */
+  get endsRun(): boolean {
+    return endsRunWhenReported(this.code);
+  }
+}
+
 /** Codes a worker may answer a request with ('failed') without its connection being closed. */
 const REQUEST_FAILURES: ReadonlySet<string> = new Set(['BATCH_TOO_LARGE']);
 
@@ -78,7 +97,8 @@ export class RequestNumbers {
  * The coordinator's view of one worker: a request layer over its Peer. It numbers its requests itself (the
  * welcome is request 0, since 'ready' carries no number; then increasing numbers from `numbers`, its own unless a
  * shared one is given) and pairs every answer with its request (sequence number, type, bucket layout); anything
- * else ends the connection. When the connection ends, every pending request is rejected with WORKER_LOST.
+ * else ends the connection. When the connection ends, every pending request is rejected with WORKER_LOST, or with
+ * the worker's own error when it reported one that ends the run (`fatal`).
  */
 export class WorkerLink {
   private pending = new Map<number, Pending>();
@@ -87,6 +107,8 @@ export class WorkerLink {
   /** Set when its 'ready' checked out: it becomes active at the next boundary between collective operations. */
   ready = false;
   lostReason?: string;
+  /** What the worker reported before its connection ended ('error'), if it did. */
+  reported?: WorkerReportedError;
   /** Its ring listener's address, from its 'ready' (absent: it takes part in star steps only). */
   ringUrl?: string;
   /** Training samples of committed steps since the last BN synchronisation: the weight it must report. */
@@ -107,9 +129,10 @@ export class WorkerLink {
     peer.onMessage((m) => this.receive(m));
     peer.onClose((reason, err) => {
       this.lostReason = err ? `${err.code}: ${err.message}` : reason;
+      const fatal = this.fatal;
       for (const [, p] of this.pending) {
         clearTimeout(p.timer);
-        p.reject(new GdpError('WORKER_LOST', `worker ${this.id} left: ${this.lostReason}`));
+        p.reject(fatal ?? new GdpError('WORKER_LOST', `worker ${this.id} left: ${this.lostReason}`));
       }
       this.pending.clear();
     });
@@ -118,6 +141,11 @@ export class WorkerLink {
   get id(): string {
     return this.hello.workerId;
   }
+  /** The error the worker reported about itself, when it ends the run (bad data, config...); else undefined. */
+  get fatal(): WorkerReportedError | undefined {
+    return this.reported?.endsRun ? this.reported : undefined;
+  }
+
   /** Closed, or closing (failed for a bad message): either way out of every operation from now on. */
   get closed(): boolean {
     return this.peer.closed || this.peer.ending;
@@ -250,8 +278,12 @@ export class WorkerLink {
         );
         return;
       }
-      case 'error':
-        throw new GdpError(codeFromRemote(m.code), `worker reported ${m.code}: ${oneLine(m.message)}`);
+      case 'error': {
+        // Kept before the connection closes: a request pending now, and the membership, learn the worker's own code.
+        const code = codeFromRemote(m.code);
+        this.reported = new WorkerReportedError(this.id, code, `${code === m.code ? '' : `${m.code}: `}${oneLine(m.message)}`);
+        throw this.reported;
+      }
       default:
         throw new GdpError('PROTOCOL', `unexpected '${m.type}' message from a worker`);
     }

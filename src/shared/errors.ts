@@ -96,6 +96,16 @@ export function codeFromRemote(code: string): ErrorCode {
   return isErrorCode(code) ? code : 'REMOTE_ERROR';
 }
 
+/**
+ * Whether a worker that reports `code` about itself ends the run with it, rather than leaving while the others go
+ * on: its input is wrong (exit 2: data, config, weights, backend), so neither a retry nor another worker fixes it.
+ * Every other code loses that worker only: retryable ones, a stop, a complaint about what it received (the
+ * connection is closed, as for any bad peer), INTERNAL (a bug, or memory, on that machine), REMOTE_ERROR.
+ */
+export function endsRunWhenReported(code: ErrorCode): boolean {
+  return ERROR_CODES[code].exit === 2;
+}
+
 /** Errors carry a stable `code` from the catalogue, so that callers and tests match codes, not message text. */
 export class GdpError extends Error {
   constructor(

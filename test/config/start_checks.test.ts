@@ -6,7 +6,8 @@ import { archSpec, buildModel, checkModelFitsData } from '../../src/shared/model
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkBatchFits, checkDataSizes, checkInitialWeights, checkPrunable } from '../../src/coordinator/start_checks.js';
+import { checkBatchFits, checkDataSizes, checkInitialWeights, checkPrunable, runStartChecks } from '../../src/coordinator/start_checks.js';
+import { writeSolidFolder } from '../data/folder_files.js';
 import { resolveModelGraph } from '../../src/shared/config/model_graph.js';
 import { tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
 import { convFlattenDense } from '../io/tfjs_models.js';
@@ -146,4 +147,22 @@ test('data.batch_size and data.test_subset must fit the training and test sets, 
   assert.throws(() => checkDataSizes(c({ batch_size: 60001 }), sizes), code('BAD_CONFIG', 'data.batch_size: 60001', 'training set (60000 samples)'));
   assert.throws(() => checkDataSizes(c({ test_subset: 10001 }), sizes), code('BAD_CONFIG', 'data.test_subset: 10001', 'test set (10000 samples)'));
   assert.doesNotThrow(() => checkDataSizes(c({ batch_size: 60000, test_subset: 10000 }), sizes));
+});
+
+test('the data check (a start, --dry-run) reads every image header: a folder image holding text stops it with BAD_DATA naming the file', async () => {
+  const fx = await writeSolidFolder(1);
+  try {
+    const config = parseConfig({
+      ...BASE,
+      model: { name: 'mnist.resnet20', num_class: 3 },
+      data: { type: 'folder', batch_size: 4, test_batch_size: 4, num_workers: 0 },
+    });
+    const data = await runStartChecks(config, { dataDir: fx.dir, resumed: false });
+    assert.equal(data.train.size, fx.train.length);
+    const broken = join(fx.dir, 'val', 'moth', 'broken.png');
+    writeFileSync(broken, 'not a picture');
+    await assert.rejects(runStartChecks(config, { dataDir: fx.dir, resumed: false }), code('BAD_DATA', 'folder/val: ', broken, 'is not an image'));
+  } finally {
+    rmSync(fx.dir, { recursive: true, force: true });
+  }
 });

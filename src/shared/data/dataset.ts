@@ -25,6 +25,11 @@ export interface Dataset {
    */
   readonly identity?: string;
   load(indices: ArrayLike<number>, opts: { augment: boolean; seed: number }): Promise<Batch>;
+  /**
+   * The start-up check of what `load` reads beyond the loader's own checks, when it is cheap enough for every start
+   * (image folders: each file's first bytes, `checkImageHeaders`). Throws BAD_DATA naming the file.
+   */
+  checkFiles?(): void;
 }
 
 export interface DatasetPair {

@@ -4,6 +4,7 @@ import { extname, join } from 'node:path';
 import { GdpError } from '../errors.js';
 import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './dataset.js';
 import type { DecodePool } from './decode_pool.js';
+import { checkImageHeaders } from './image_headers.js';
 import type { ImageSpec } from './image_decode.js';
 import { stratifiedSubset } from './subset.js';
 import type { Normalisation } from './transforms.js';
@@ -128,6 +129,11 @@ export class ImageFolderDataset implements Dataset {
     const { idx, y } = checkedIndices(this.name, this.labels, indices);
     const x = await this.decode(idx, opts, await this.normalisation());
     return { x, y, n: idx.length };
+  }
+
+  /** Throws BAD_DATA naming the first file whose first bytes are no JPEG, PNG, WebP or TIFF (checkImageHeaders). */
+  checkFiles(): void {
+    checkImageHeaders(this.name, this.files);
   }
 
   /** Samples `idx` (already checked) as NHWC floats normalised by `norm`, decoded in the pool. */
