@@ -12,7 +12,8 @@ after(() => {
 });
 
 /** A config file for gdp-coord: mnist.resnet20 on a folder of 3 classes, 2 steps; its logs in a fresh folder. */
-function configFile(): { file: string; logDir: string } {
+/** A folder-run config in a fresh folder; `norm` sets data.mean/data.std (else computed from the images at start). */
+function configFile(norm: { mean?: number[]; std?: number[] } = {}): { file: string; logDir: string } {
   const logDir = mkdtempSync(join(tmpdir(), 'gdp-bad-cli-'));
   dirs.push(logDir);
   const file = join(logDir, 'cfg.json');
@@ -20,7 +21,7 @@ function configFile(): { file: string; logDir: string } {
     base: { task_name: 'bad', seed: 0, log_dir: logDir },
     model: { name: 'mnist.resnet20', num_class: 3 },
     train: { max_epoch: 1, steplr: [[1, 0.05]], max_steps_per_epoch: 2 },
-    data: { type: 'folder', batch_size: 4, test_batch_size: 4, num_workers: 0 },
+    data: { type: 'folder', batch_size: 4, test_batch_size: 4, num_workers: 0, ...norm },
     loss: { criterion: 'softmax' },
     stages: ['train'],
   };
@@ -45,7 +46,8 @@ test('--local: an image that does not decode (a cut PNG) ends the run with BAD_D
   const bad = join(fx.dir, 'train', fx.train[2].file);
   const bytes = readFileSync(bad);
   writeFileSync(bad, bytes.subarray(0, bytes.length >> 1));
-  const { file } = configFile();
+  // With the normalisation given, the coordinator decodes nothing at start: the worker meets the cut PNG first.
+  const { file } = configFile({ mean: [0.5], std: [0.25] });
   const args = ['--workers', '1', '--local', '--listen', '127.0.0.1:0', '--backend', 'wasm', '--no-dashboard', '--config', file, '--data-dir', fx.dir];
   const r = await coord(args, 180000);
   assert.equal(r.code, 2, `exit ${r.code} ${r.signal}\n${r.out}\n${r.err}`);

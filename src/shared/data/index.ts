@@ -123,6 +123,8 @@ export async function resolveNormalisation(config: Config, opts: Pick<LoadDatase
   const pair = await loadDataset({ ...config, data: { ...d, test_subset: undefined } }, opts);
   try {
     const train = pair.train as ImageFolderDataset;
+    // The cheap header check first, so that a file that is no image is named as such rather than as a failed decode.
+    train.checkFiles();
     const norm = await train.normalisation();
     return { norm, source: `computed from the training images of ${opts.dataDir ?? d.dir}` };
   } finally {
