@@ -74,7 +74,7 @@ export async function evalCommand(o: EvalOptions): Promise<void> {
       norm = own.norm;
       say(o, `${chosen.line}: using ${config.data.type}'s own, ${own.source}: ${describeNormalisation(norm)}`);
     }
-    const data = await loadDataset(config, { norm });
+    const data = await loadDataset(config, { norm, classesOf: `${o.weights} (evaluated on --data ${o.data})` });
     try {
       const shape = data.test.shape;
       if (shape.join('x') !== m.inputShape.join('x')) {

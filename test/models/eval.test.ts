@@ -169,6 +169,17 @@ describe('BN re-estimation and gdp-model eval', () => {
     }
   });
 
+  it("a model whose class count is not the data's is named with --data, not a config key there is none of", async () => {
+    const file = join(dir, 'r20-3.safetensors');
+    const m = buildModel('mnist.resnet20', { seed: 1, numClasses: 3 });
+    await saveModelFile(file, m, { arch: 'mnist.resnet20', numClasses: 3 });
+    m.dispose();
+    const r = await gdpModel('eval', '--weights', file, '--backend', 'cpu');
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /SHAPE_MISMATCH\]: .*r20-3\.safetensors \(evaluated on --data mnist\) has 3 classes, but mnist has 10 classes/);
+    assert.doesNotMatch(r.stderr, /model\.num_class/);
+  });
+
   it('a batch over the wasm heap stops with BATCH_TOO_LARGE before any pass (eval, predict, bench)', async () => {
     const file = join(dir, 'r20.safetensors');
     const m = buildModel('mnist.resnet20', { seed: 1 });

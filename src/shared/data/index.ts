@@ -23,6 +23,11 @@ export interface LoadDatasetOptions {
    * `gdp-model eval` takes from a model file. One value per channel of the images, pixels in [0, 1].
    */
   norm?: Normalisation;
+  /**
+   * What the dataset's class count is checked against, for the error: a model file (`gdp-model eval`), which then
+   * fails with SHAPE_MISMATCH naming it. Unset: the config's `model.num_class` (BAD_CONFIG).
+   */
+  classesOf?: string;
 }
 
 /**
@@ -49,7 +54,9 @@ function folderSetup(config: Config): FolderSetup {
 /**
  * The train and test sets named by `config.data.type`. CIFAR, ImageNet and image folders decode and augment on a
  * pool of `data.num_workers` threads (at most one per core) shared by both sets; call `close()` when done. With
- * `data.test_subset`, the test set is that many samples in class proportion (`stratifiedSubset`).
+ * `data.test_subset`, the test set is that many samples in class proportion (`stratifiedSubset`). Throws BAD_CONFIG
+ * when the data's class count is not `model.num_class` (SHAPE_MISMATCH naming `opts.classesOf` when given), and the
+ * loaders' errors (BAD_DATA, FILE_NOT_FOUND...).
  */
 export async function loadDataset(config: Config, opts: LoadDatasetOptions = {}): Promise<DatasetPair> {
   const type = config.data.type;
@@ -75,7 +82,9 @@ export async function loadDataset(config: Config, opts: LoadDatasetOptions = {})
   }
   if (pair.train.numClasses !== config.model.num_class) {
     await pair.close?.();
-    throw new GdpError('BAD_CONFIG', `model.num_class: ${config.model.num_class}, but ${type} has ${pair.train.numClasses} classes`);
+    const has = `${type} has ${pair.train.numClasses} classes`;
+    if (opts.classesOf) throw new GdpError('SHAPE_MISMATCH', `${opts.classesOf} has ${config.model.num_class} classes, but ${has}`);
+    throw new GdpError('BAD_CONFIG', `model.num_class: ${config.model.num_class}, but ${has}`);
   }
   const subset = config.data.test_subset;
   if (subset !== undefined && subset < pair.test.size) pair = { ...pair, test: new SubsetDataset(pair.test, subset) };
