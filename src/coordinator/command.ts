@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Dashboard } from '../dashboard/dashboard.js';
@@ -243,6 +244,8 @@ export async function runCoordinator(o: CoordOptions): Promise<void> {
 
 /** Writes the run's report.html (with the dashboard's history when there is one) and logs its path; a failure is only logged. */
 function reportRun(dir: string, dash: Dashboard | undefined): void {
+  // A run stopped before its first epoch ended has nothing to report yet.
+  if (!existsSync(join(dir, 'log.json'))) return log(`gdp-coord: no report: the run stopped before its first epoch ended`);
   try {
     log(`report: ${writeReport(dir, { live: dash?.history.view() })}`);
   } catch (err) {

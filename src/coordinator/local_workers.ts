@@ -38,6 +38,9 @@ export class LocalWorkers {
         {
           stdio: ['ignore', 'pipe', 'pipe'],
           env,
+          // Its own process group: Ctrl-C in a terminal reaches the coordinator alone, which ends the run and then
+          // its workers (stop), instead of every worker leaving on its own while the coordinator redoes the step.
+          detached: true,
         },
       );
       for (const stream of [child.stdout, child.stderr]) {

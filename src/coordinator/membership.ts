@@ -104,6 +104,8 @@ export class Membership {
         if (!isLost(err)) throw err;
         // A worker's own error that no redo fixes, while another was lost.
         this.throwIfFatal();
+        // Workers leaving because the run is ending: nothing to redo.
+        if (this.closed) throw new GdpError('SHUTTING_DOWN', `${what}: the coordinator is shutting down`);
         this.o.log(`${what}: ${(err as Error).message}; redoing it with ${this.active().length} worker(s)`);
       }
     }

@@ -160,18 +160,26 @@ test('an unknown stage is BAD_CONFIG; one without a registered runner (a bug of 
   assert.throws(() => assertStagesAvailable(['train', 'distill']), (e: unknown) => e instanceof GdpError && e.code === 'INTERNAL' && /'distill'/.test(e.message));
 });
 
-test('--local: Ctrl-C ends the coordinator and its workers', async () => {
+test('--local: Ctrl-C (SIGINT to the process group, as a terminal sends it) ends the coordinator and then its workers', async () => {
   const logDir = mkdtempSync(join(tmpdir(), 'gdp-cli-'));
   try {
     let sent = false;
-    const r = await coord(smokeArgs(logDir), 120000, (out, kill) => {
-      if (!sent && /stage 'train'/.test(out)) {
-        sent = true;
-        kill('SIGINT');
-      }
-    });
+    const r = await coord(
+      smokeArgs(logDir),
+      120000,
+      (out, kill) => {
+        if (!sent && /train epoch 1\/\d+ step 1\//.test(out)) {
+          sent = true;
+          kill('SIGINT');
+        }
+      },
+      undefined,
+      true,
+    );
     assert.ok(sent, r.out + r.err);
     assert.equal(r.code, 130, r.out + r.err);
+    // The workers are in their own group: the coordinator stops them, rather than each leaving mid-step.
+    assert.doesNotMatch(r.out, /redoing it|paused before|SIGINT: leaving/, r.out);
     const pids = workerPids(r.out);
     assert.equal(pids.length, 2);
     for (const pid of pids) assert.ok(!alive(pid), `worker ${pid} still running`);

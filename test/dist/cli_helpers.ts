@@ -14,14 +14,18 @@ export interface Result {
   err: string;
 }
 
-/** Runs gdp-coord; `onOutput` may act on the output so far (e.g. send SIGINT). Killed after `timeoutMs`. */
+/**
+ * Runs gdp-coord; `onOutput` may act on the output so far (e.g. send SIGINT). Killed after `timeoutMs`. With
+ * `group`, it leads its own process group and `kill` signals the whole group, as Ctrl-C in a terminal does.
+ */
 export function coord(
   args: string[],
   timeoutMs: number,
   onOutput?: (out: string, kill: (s: NodeJS.Signals) => void) => void,
   env?: NodeJS.ProcessEnv,
+  group = false,
 ): Promise<Result> {
-  return run(COORD, args, timeoutMs, onOutput, env);
+  return run(COORD, args, timeoutMs, onOutput, env, group);
 }
 
 /** Runs gdp-worker, like `coord`. */
@@ -35,15 +39,17 @@ function run(
   timeoutMs: number,
   onOutput?: (out: string, kill: (s: NodeJS.Signals) => void) => void,
   env?: NodeJS.ProcessEnv,
+  group = false,
 ): Promise<Result> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [bin, ...args], { cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+    const child = spawn(process.execPath, [bin, ...args], { cwd: tmpdir(), stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env, detached: group });
+    const signal = (s: NodeJS.Signals) => (group ? process.kill(-child.pid!, s) : child.kill(s));
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
       out += d;
-      onOutput?.(out, (s) => child.kill(s));
+      onOutput?.(out, signal);
     });
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
     child.on('exit', (code, signal) => {
