@@ -2,6 +2,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { extname, join } from 'node:path';
 import sharp from 'sharp';
+import { parseConfig } from '../../src/shared/config/load.js';
+import type { Config } from '../../src/shared/config/schema.js';
 
 /** Writes `pixels` (interleaved, `channels` per pixel) as PNG, lossless WebP or JPEG, by the file's extension. */
 export async function writeImage(path: string, width: number, height: number, channels: 1 | 3, pixels: Uint8Array): Promise<void> {
@@ -99,4 +101,15 @@ export async function writeSolidFolder(channels: 1 | 3): Promise<SolidFolder> {
   }
   for (const split of ['train', 'val'] as const) out[split].sort((a, b) => a.label - b.label || (a.file < b.file ? -1 : 1));
   return out;
+}
+
+/** An eval-only config of `cifar.resnet20` with 3 classes on the folder `dir` (batches of 4, decoding in-thread). */
+export function solidFolderConfig(dir: string): Config {
+  return parseConfig({
+    base: { task_name: 'eval' },
+    model: { name: 'cifar.resnet20', num_class: 3 },
+    train: { max_epoch: 0 },
+    data: { type: 'folder', dir, batch_size: 4, test_batch_size: 4, num_workers: 0 },
+    loss: { criterion: 'softmax' },
+  });
 }

@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
-import { parseConfig } from '../../src/shared/config/load.js';
 import { loadDataset } from '../../src/shared/data/index.js';
 import { loadMnist } from '../../src/shared/data/mnist.js';
 import { stratifiedSubset } from '../../src/shared/data/subset.js';
@@ -14,7 +13,7 @@ import { BatchNorm2d, Conv2d } from '../../src/shared/nn/layers.js';
 import { Rng } from '../../src/shared/rng.js';
 import { Replica, addStats, emptyStats } from '../../src/shared/train/replica.js';
 import { useBackend } from '../helpers.js';
-import { writeSolidFolder } from '../data/folder_files.js';
+import { solidFolderConfig, writeSolidFolder } from '../data/folder_files.js';
 import { gdpModel } from './gdp_model.js';
 
 describe('BN re-estimation and gdp-model eval', () => {
@@ -122,13 +121,7 @@ describe('BN re-estimation and gdp-model eval', () => {
       const model = buildModel('cifar.resnet20', { seed: 5, numClasses: 3 });
       const file = join(dir, 'own.safetensors');
       await saveModelFile(file, model, { arch: 'cifar.resnet20', numClasses: 3 });
-      const config = parseConfig({
-        base: { task_name: 'eval' },
-        model: { name: 'cifar.resnet20', num_class: 3 },
-        train: { max_epoch: 0 },
-        data: { type: 'folder', dir: folder.dir, batch_size: 4, test_batch_size: 4, num_workers: 0 },
-        loss: { criterion: 'softmax' },
-      });
+      const config = solidFolderConfig(folder.dir);
       const data = await loadDataset(config);
       const replica = new Replica(model, [32, 32, 3]);
       const all = (n: number) => Int32Array.from({ length: n }, (_, i) => i);

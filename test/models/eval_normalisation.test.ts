@@ -3,7 +3,6 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parseConfig } from '../../src/shared/config/load.js';
 import { loadDataset } from '../../src/shared/data/index.js';
 import { loadMnist, mnistNormalisation } from '../../src/shared/data/mnist.js';
 import { stratifiedSubset } from '../../src/shared/data/subset.js';
@@ -15,20 +14,14 @@ import type { Module } from '../../src/shared/nn/module.js';
 import { Replica } from '../../src/shared/train/replica.js';
 import { coord } from '../dist/cli_helpers.js';
 import { useBackend } from '../helpers.js';
-import { writeSolidFolder, type SolidFolder } from '../data/folder_files.js';
+import { solidFolderConfig, writeSolidFolder, type SolidFolder } from '../data/folder_files.js';
 import { gdpModel } from './gdp_model.js';
 
 const all = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
 
 /** Top-1 and mean loss of `model` on the folder's val split loaded with `norm` (undefined: computed from the folder). */
 async function reference(model: Module, folder: SolidFolder, norm?: Normalisation): Promise<{ top1: number; loss: number }> {
-  const config = parseConfig({
-    base: { task_name: 'eval' },
-    model: { name: 'cifar.resnet20', num_class: 3 },
-    train: { max_epoch: 0 },
-    data: { type: 'folder', dir: folder.dir, batch_size: 4, test_batch_size: 4, num_workers: 0 },
-    loss: { criterion: 'softmax' },
-  });
+  const config = solidFolderConfig(folder.dir);
   const data = await loadDataset(config, { norm });
   try {
     const s = new Replica(model, [32, 32, 3]).evaluate(await data.test.load(all(data.test.size), { augment: false, seed: 0 }));
