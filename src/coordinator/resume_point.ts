@@ -62,10 +62,12 @@ export interface ResumePoint {
 
 /**
  * Writes the resume point of `cluster` at `run`. BN running statistics are averaged over the workers first (as for
- * every checkpoint), so that a resumed run's workers start from what this run's workers hold afterwards.
+ * every checkpoint), so that a resumed run's workers start from what this run's workers hold afterwards; with
+ * `syncBn` false (the workers can no longer answer: one reported an error that ends the run), the coordinator's own,
+ * as last synchronised, which only evaluation reads (training normalises by batch statistics).
  */
-export async function writeResumePoint(cluster: Coordinator, dir: string, run: RunPosition): Promise<string> {
-  await cluster.syncBatchNormStats();
+export async function writeResumePoint(cluster: Coordinator, dir: string, run: RunPosition, syncBn = true): Promise<string> {
+  if (syncBn) await cluster.syncBatchNormStats();
   const tensors = new Map<string, HostTensor>();
   for (const [name, s] of cluster.model.namedSlots()) tensors.set(SLOT + name, { shape: [...s.value.shape], data: s.value.dataSync() as Float32Array });
   for (const [name, b] of cluster.replica.momentumState()) tensors.set(MOMENTUM + name, { shape: [b.length], data: b });

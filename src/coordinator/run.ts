@@ -38,7 +38,7 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   let position = o.resume?.position;
   if (o.resume) files.restore({ records: o.resume.files.records as unknown as EpochRecord[], logs: o.resume.files.logs });
 
-  const write = async (pos: unknown) => {
+  const write = async (pos: unknown, syncBn = true) => {
     const run: RunPosition = {
       stage,
       position: pos as RunPosition['position'],
@@ -47,7 +47,7 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
       files: files.state() as unknown as RunPosition['files'],
       summary,
     };
-    const path = await writeResumePoint(cluster, files.dir, run);
+    const path = await writeResumePoint(cluster, files.dir, run, syncBn);
     const where = stage < config.stages.length ? `stage '${config.stages[stage]}'${pos === undefined ? ' (start)' : ''}` : 'run finished';
     log(`resume point: ${where}, step ${cluster.steps}: ${path}`);
   };
@@ -110,7 +110,7 @@ async function writeLastGood(
   err: unknown,
   last: { position: unknown; steps: number; updates: number } | undefined,
   cluster: Coordinator,
-  write: (pos: unknown) => Promise<void>,
+  write: (pos: unknown, syncBn: boolean) => Promise<void>,
   log: (line: string) => void,
 ): Promise<void> {
   if (!stopsWhole(err) || !last) return;
@@ -119,7 +119,8 @@ async function writeLastGood(
     return;
   }
   try {
-    await write(last.position);
+    // After a worker's error the workers no longer answer: the coordinator's own BN statistics go in.
+    await write(last.position, !(err instanceof WorkerReportedError));
   } catch (e) {
     log(`gdp-coord: could not write the resume point after ${err.code}: ${(e as Error).message}`);
   }

@@ -187,6 +187,8 @@ test('in-process: an image that becomes undecodable during training ends the run
     assert.ok(existsSync(join(dir, RESUME_FILE)));
     assert.equal(readResumePoint(dir).run.steps, 1);
     assert.ok(lines.some((l) => /^resume point: stage 'train', step 1: /.test(l)), lines.join('\n'));
+    // Written again at the stop, without asking the workers (who can no longer answer) for BN statistics.
+    assert.ok(!lines.some((l) => /could not write the resume point/.test(l)), lines.join('\n'));
     assert.ok(!lines.some((l) => /NO_WORKERS|redoing it|paused/.test(l)), lines.join('\n'));
   } finally {
     await run.close();
