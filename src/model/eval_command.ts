@@ -1,5 +1,7 @@
 import { configSchema } from '../shared/config/schema.js';
 import { loadDataset, resolveNormalisation } from '../shared/data/index.js';
+import { MNIST_SHAPE } from '../shared/data/mnist.js';
+import { CIFAR_SIDE } from '../shared/data/transforms.js';
 import { GdpError } from '../shared/errors.js';
 import { Rng } from '../shared/rng.js';
 import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
@@ -21,13 +23,23 @@ export interface EvalOptions extends Common, NormFlags {
 /**
  * The `data` section eval loads: `--data`, `--data-dir`, and for `folder` the image size and channels of the model's
  * input (HWC `inputShape`; folder images are square), so a model pruned on its own images is evaluated on them.
- * Throws BAD_FLAG for a dataset other than mnist without --data-dir, and SHAPE_MISMATCH for a folder and a model
- * whose input is not square or has neither 1 nor 3 channels.
+ * Throws BAD_FLAG for a dataset other than mnist without --data-dir, and SHAPE_MISMATCH for a dataset of one image
+ * shape (mnist, CIFAR) that is not the model's input, or a folder and a model whose input is not square or has
+ * neither 1 nor 3 channels.
  */
 export function evalData(o: Pick<EvalOptions, 'data' | 'dataDir' | 'batchSize' | 'testSubset'>, inputShape: readonly number[]): Record<string, unknown> {
   // loadDataset's own message names the config key data.dir, which eval does not read.
   if (o.data !== 'mnist' && o.dataDir === undefined) throw new GdpError('BAD_FLAG', `--data ${o.data} needs the dataset folder: pass --data-dir <dir>`);
   const data = { type: o.data, batch_size: o.batchSize, test_batch_size: o.batchSize, dir: o.dataDir, num_workers: 1, test_subset: o.testSubset };
+  // Datasets of one image shape, checked before anything reads them (the default --data is mnist).
+  const fixed: Record<string, readonly number[]> = { mnist: MNIST_SHAPE, cifar10: [CIFAR_SIDE, CIFAR_SIDE, 3], cifar100: [CIFAR_SIDE, CIFAR_SIDE, 3] };
+  const shape = fixed[o.data];
+  if (shape && shape.join('x') !== inputShape.join('x')) {
+    throw new GdpError(
+      'SHAPE_MISMATCH',
+      `--data ${o.data} gives ${shape.join('x')} images (HWC), the model takes ${inputShape.join('x')}: pick its dataset with --data (your own images: --data folder --data-dir DIR)`,
+    );
+  }
   if (o.data !== 'folder') return data;
   const [h, w, c] = inputShape;
   if (h !== w || (c !== 1 && c !== 3)) {

@@ -171,6 +171,14 @@ describe('BN re-estimation and gdp-model eval', () => {
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /SHAPE_MISMATCH\]: .*r20-3\.safetensors \(evaluated on --data mnist\) has 3 classes, but mnist has 10 classes/);
     assert.doesNotMatch(r.stderr, /model\.num_class/);
+    // A model for 32x32x3 images on the default digits: the shapes, and where the user's own images go.
+    const c = join(dir, 'c20-3.safetensors');
+    const cm = buildModel('cifar.resnet20', { seed: 1, numClasses: 3 });
+    await saveModelFile(c, cm, { arch: 'cifar.resnet20', numClasses: 3 });
+    cm.dispose();
+    const rc = await gdpModel('eval', '--weights', c, '--backend', 'cpu');
+    assert.equal(rc.code, 2, rc.stderr);
+    assert.match(rc.stderr, /SHAPE_MISMATCH\]: --data mnist gives 28x28x1 images \(HWC\), the model takes 32x32x3: .*--data folder --data-dir DIR/);
   });
 
   it('a batch over the wasm heap stops with BATCH_TOO_LARGE before any pass (eval, predict, bench)', async () => {

@@ -3,6 +3,8 @@ import { checkedIndices, type Batch, type Dataset, type DatasetPair } from './da
 import type { Normalisation } from './transforms.js';
 
 const SIDE = 28;
+/** The digits' image shape, HWC. */
+export const MNIST_SHAPE = [SIDE, SIDE, 1] as const;
 const PIXELS = SIDE * SIDE;
 
 /** An in-memory dataset of already-normalised images. */
