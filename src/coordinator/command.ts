@@ -235,6 +235,8 @@ export async function runCoordinator(o: CoordOptions): Promise<void> {
       reportRun(files.dir, dash);
     }
   } catch (err) {
+    // The workers hear why the run ended (`stop` is idempotent: a signal has already given its reason).
+    await stop(err instanceof GdpError ? `the run failed: ${err.code}` : 'the run failed');
     if (interruptedBy) throw new GdpError('INTERRUPTED', `stopped by ${interruptedBy}`);
     throw err;
   } finally {
