@@ -74,7 +74,7 @@ export function checkRunFolder(config: Config, o: RunFolderOptions = {}): void {
   }
   if (!files.length) return;
   if (o.overwrite) {
-    o.note?.(`--overwrite: the ${files.length} file(s) of the earlier run in ${dir} are deleted before the new run writes`);
+    o.note?.(`--overwrite: the ${files.length} file(s) of the earlier run in ${dir} will be deleted once the workers have joined (a dry run deletes nothing)`);
     return;
   }
   const { what, resumable } = earlierRun(dir);

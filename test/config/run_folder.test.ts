@@ -109,7 +109,7 @@ describe('checkRunFolder: a fresh run never writes into an earlier run', () => {
     resumePoint(dir, 3, 40);
     const notes: string[] = [];
     assert.doesNotThrow(() => checkRunFolder(c, { overwrite: true, note: (l) => notes.push(l) }));
-    assert.match(notes.join('\n'), /--overwrite: the 8 file\(s\) of the earlier run in .* are deleted/);
+    assert.match(notes.join('\n'), /--overwrite: the 8 file\(s\) of the earlier run in .* will be deleted once the workers have joined/);
     assert.ok(existsSync(join(dir, 'cfg.json')), 'the check deletes nothing');
     assert.deepEqual(clearRunFolder(dir), [...run, 'resume.safetensors'].sort());
     assert.deepEqual(readdirSync(dir).sort(), ['my_weights.safetensors', 'notes.txt']);
