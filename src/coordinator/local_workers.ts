@@ -73,8 +73,16 @@ export class LocalWorkers {
     }
   }
 
-  /** Ends every child still running: SIGTERM, then SIGKILL after `graceMs`. */
-  async stop(graceMs = 3000): Promise<void> {
+  /**
+   * Ends every child still running: first `politeMs` for them to end on the coordinator's shutdown message (so that
+   * each says why the session ended), then SIGTERM, then SIGKILL after `graceMs`.
+   */
+  async stop(graceMs = 3000, politeMs = 1000): Promise<void> {
+    const exited = (c: ChildProcess) =>
+      new Promise<void>((resolve) => (c.exitCode !== null || c.signalCode !== null ? resolve() : c.once('exit', () => resolve())));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(this.children.map(exited)), new Promise<void>((resolve) => (timer = setTimeout(resolve, politeMs)))]);
+    clearTimeout(timer);
     const running = this.children.filter((c) => c.exitCode === null && c.signalCode === null);
     await Promise.all(
       running.map(
