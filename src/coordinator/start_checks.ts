@@ -1,6 +1,7 @@
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { loadDataset, resolveNormalisation } from '../shared/data/index.js';
+import { describeNormalisation } from '../shared/data/transforms.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { SubsetDataset } from '../shared/data/subset.js';
 import { checkModelFitsData, configModel } from '../shared/models/registry.js';
@@ -125,8 +126,6 @@ function checkShards(config: Config, o: StartCheckOptions): void {
   say(`shard-size memory check: ${o.workers} worker(s) fit on the ${backend} backend (${how})`);
 }
 
-const fmtList = (v: readonly number[]): string => `[${v.map((x) => x.toPrecision(6)).join(', ')}]`;
-
 /**
  * Decides the run's input normalisation once, before any worker loads the data, and says it through `note`. A folder
  * run without `data.mean`/`data.std` gets the values computed from its training images written into `config` (so the
@@ -139,7 +138,7 @@ export async function decideNormalisation(config: Config, o: Pick<StartCheckOpti
     config.data.mean = [...norm.mean];
     config.data.std = [...norm.std];
   }
-  o.note?.(`input normalisation (x / 255 - mean) / std, ${source}: mean ${fmtList(norm.mean)}, std ${fmtList(norm.std)}`);
+  o.note?.(`input normalisation (x / 255 - mean) / std, ${source}: ${describeNormalisation(norm)}`);
 }
 
 /**

@@ -1,12 +1,12 @@
 import { configSchema } from '../shared/config/schema.js';
 import { loadDataset, resolveNormalisation } from '../shared/data/index.js';
 import { MNIST_SHAPE } from '../shared/data/mnist.js';
-import { CIFAR_SIDE } from '../shared/data/transforms.js';
+import { CIFAR_SIDE, describeNormalisation } from '../shared/data/transforms.js';
 import { GdpError } from '../shared/errors.js';
 import { Rng } from '../shared/rng.js';
 import { Replica, addStats, emptyStats } from '../shared/train/replica.js';
 import { say, type Common } from './cli_common.js';
-import { chooseNormalisation, describeNormalisation, type NormFlags } from './input_norm.js';
+import { chooseNormalisation, type NormFlags } from './input_norm.js';
 import { checkBatch, withModel } from './run_common.js';
 
 export interface EvalOptions extends Common, NormFlags {

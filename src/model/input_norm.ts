@@ -1,4 +1,4 @@
-import type { Normalisation } from '../shared/data/transforms.js';
+import { describeNormalisation, type Normalisation } from '../shared/data/transforms.js';
 import { GdpError } from '../shared/errors.js';
 import type { LoadedModel } from '../shared/io/model_file.js';
 
@@ -13,13 +13,6 @@ export interface ChosenNormalisation {
   /** Undefined: neither the flags nor the file give one (the dataset's own, as before files recorded it). */
   norm?: Normalisation;
   line: string;
-}
-
-const fmtList = (v: readonly number[]): string => `[${v.map((x) => x.toPrecision(6)).join(', ')}]`;
-
-/** `mean [..], std [..]`, for messages. */
-export function describeNormalisation(n: Normalisation): string {
-  return `mean ${fmtList(n.mean)}, std ${fmtList(n.std)}`;
 }
 
 function parseList(flag: string, v: string, channels: number): number[] {

@@ -10,6 +10,12 @@ export interface Normalisation {
   std: readonly number[];
 }
 
+/** `mean [..], std [..]` (6 significant digits), for messages. */
+export function describeNormalisation(n: Normalisation): string {
+  const list = (v: readonly number[]) => `[${v.map((x) => x.toPrecision(6)).join(', ')}]`;
+  return `mean ${list(n.mean)}, std ${list(n.std)}`;
+}
+
 /** The constants of the paper's loaders (loader/cifar10.py, cifar100.py, imagenet.py). */
 export const CIFAR10_NORM: Normalisation = { mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.243, 0.261] };
 export const CIFAR100_NORM: Normalisation = { mean: [0.5071, 0.4867, 0.4408], std: [0.2675, 0.2565, 0.2761] };
