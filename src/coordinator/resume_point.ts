@@ -7,6 +7,7 @@ import { GdpError } from '../shared/errors.js';
 import { MAX_HEADER_BYTES, parseSafetensors, parseSafetensorsMetadata, serializeSafetensors, type HostTensor } from '../shared/io/safetensors.js';
 import { decodeUpdateLog, encodeUpdateLog, type ModelUpdate } from '../shared/protocol/model_update.js';
 import { writeFileAtomic } from './atomic_write.js';
+import { normalisationMetadata } from '../shared/io/model_file.js';
 import { modelDescription } from './checkpoint.js';
 import type { Coordinator } from './cluster.js';
 
@@ -79,7 +80,7 @@ export async function writeResumePoint(cluster: Coordinator, dir: string, run: R
   };
   // The input normalisation as model files record it (a folder run's is also in the config).
   const norm = modelDescription(cluster.config).norm;
-  if (norm) Object.assign(metadata, { input_mean: JSON.stringify(norm.mean), input_std: JSON.stringify(norm.std) });
+  if (norm) Object.assign(metadata, normalisationMetadata(norm));
   const path = join(dir, RESUME_FILE);
   writeFileAtomic(path, serializeSafetensors(tensors, metadata));
   return path;

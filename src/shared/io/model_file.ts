@@ -33,6 +33,11 @@ export interface ModelDescription {
   norm?: Normalisation;
 }
 
+/** The metadata fields recording an input normalisation: `input_mean`, `input_std` (JSON arrays, one value a channel). */
+export function normalisationMetadata(norm: Normalisation): { input_mean: string; input_std: string } {
+  return { input_mean: JSON.stringify(norm.mean), input_std: JSON.stringify(norm.std) };
+}
+
 /**
  * The file metadata that lets a pruned or melted model load without its config: the architecture, the class count
  * and the per-layer widths (the tensors carry the widths too; the copy here is checked against them). `extra`
@@ -48,10 +53,7 @@ export function modelMetadata(model: Module, desc: ModelDescription, extra: Reco
     widths: JSON.stringify(layerWidths(model)),
   };
   if (desc.inputSize !== undefined) meta.input_size = String(desc.inputSize);
-  if (desc.norm) {
-    meta.input_mean = JSON.stringify(desc.norm.mean);
-    meta.input_std = JSON.stringify(desc.norm.std);
-  }
+  if (desc.norm) Object.assign(meta, normalisationMetadata(desc.norm));
   // An imported architecture travels with its weights: the TF.js topology it is built from.
   if (model instanceof GraphModel) meta.graph = JSON.stringify(model.topology);
   return meta;
