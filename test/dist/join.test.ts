@@ -18,7 +18,7 @@ test('a worker joining mid-run takes shards and ends with the replica of the oth
   const envSeen: boolean[] = [];
   try {
     const args = ['--workers', '2', '--local', '--listen', '127.0.0.1:0', '--backend', 'wasm', '--config', join(ROOT, 'configs', 'smoke.json')];
-    for (const s of ['stages=["train"]', 'train.max_epoch=2', 'train.max_steps_per_epoch=10', 'data.batch_size=24', 'data.test_batch_size=48', 'data.test_subset=96', 'dist.checksum_every=1', `base.log_dir=${logDir}`]) {
+    for (const s of ['stages=["train"]', 'train.max_epoch=2', 'train.max_steps_per_epoch=10', 'data.batch_size=96', 'data.test_batch_size=48', 'data.test_subset=96', 'dist.checksum_every=1', `base.log_dir=${logDir}`]) {
       args.push('--set', s);
     }
     const r = await coord(
