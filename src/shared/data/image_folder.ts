@@ -108,6 +108,8 @@ export class ImageFolderDataset implements Dataset {
 
   constructor(
     readonly name: string,
+    /** The listing of both splits this set was built from: builds the pair again without reading the folder. */
+    readonly listing: FolderListing,
     split: ScannedSplit,
     readonly numClasses: number,
     readonly spec: ImageSpec,
@@ -189,14 +191,22 @@ async function folderNormalisation(train: ImageFolderDataset): Promise<Normalisa
   return { mean, std };
 }
 
+/** The class folders and images of both splits of a folder dataset, as read from disk once (`listFolderPair`). */
+export interface FolderListing {
+  /** The training split's class folders, sorted: class k is `classes[k]`. */
+  classes: readonly string[];
+  train: ScannedSplit;
+  val: ScannedSplit;
+}
+
 /**
- * Class folders as torchvision's ImageFolder sees them: `dir/train/<class>/*` and `dir/val/<class>/*`, classes
- * numbered by sorted train folder name, so a validation split missing a class still numbers the rest right.
- * Throws BAD_DATA for a missing split folder, a split without class folders, a class folder without images, or a
- * validation class that training lacks.
+ * Lists class folders as torchvision's ImageFolder sees them: `dir/train/<class>/*` and `dir/val/<class>/*`, classes
+ * numbered by sorted train folder name, so a validation split missing a class still numbers the rest right. `name`
+ * (`FolderSetup.name`) starts every error message.
+ * @throws GdpError BAD_DATA for a missing split folder, a split without class folders, a class folder without images,
+ * or a validation class that training lacks.
  */
-export function loadFolderPair(dir: string, pool: DecodePool, setup: FolderSetup): DatasetPair {
-  const { name, spec } = setup;
+function listFolderPair(dir: string, name: string): FolderListing {
   const trainRoot = join(dir, 'train');
   const valRoot = join(dir, 'val');
   for (const root of [trainRoot, valRoot]) if (!isDir(root)) throw new GdpError('BAD_DATA', `${name}: ${root} is not a folder; expected ${layout(name)}`);
@@ -205,21 +215,31 @@ export function loadFolderPair(dir: string, pool: DecodePool, setup: FolderSetup
   const valClasses = classFolders(name, valRoot);
   const stray = valClasses.filter((c) => !known.has(c));
   if (stray.length) throw new GdpError('BAD_DATA', `${name}: ${valRoot} has class folder(s) ${stray.slice(0, 5).join(', ')} missing from ${trainRoot}`);
+  return { classes, train: scanSplit(name, trainRoot, classes, classes), val: scanSplit(name, valRoot, valClasses, classes) };
+}
 
+/**
+ * The train and val datasets of `listing`, decoded on `pool` as `setup` says; reads nothing from disk. Without
+ * `setup.norm`, the normalisation is computed from the training images on first use (`folderNormalisation`), once
+ * for both sets.
+ */
+export function folderPair(listing: FolderListing, pool: DecodePool, setup: FolderSetup): DatasetPair {
+  const { name, spec } = setup;
+  const { classes } = listing;
   let computed: Promise<Normalisation> | undefined;
   const given = setup.norm;
   const normalisation = (): Promise<Normalisation> => (given ? Promise.resolve(given) : (computed ??= folderNormalisation(train)));
   // What a worker's copy must match besides labels: sample k must be the same file, transformed the same way.
   const setupText = `${spec.size}x${spec.size}x${spec.channels} ${spec.augment} resize ${spec.resize} pad ${spec.pad} norm ${given ? JSON.stringify(given) : 'from train'} classes ${createHash('sha256').update(classes.join('\n')).digest('hex').slice(0, 16)}`;
-  const train: ImageFolderDataset = new ImageFolderDataset(
-    `${name}/train`,
-    scanSplit(name, trainRoot, classes, classes),
-    classes.length,
-    spec,
-    normalisation,
-    pool,
-    setupText,
-  );
-  const test = new ImageFolderDataset(`${name}/val`, scanSplit(name, valRoot, valClasses, classes), classes.length, spec, normalisation, pool, setupText);
+  const train: ImageFolderDataset = new ImageFolderDataset(`${name}/train`, listing, listing.train, classes.length, spec, normalisation, pool, setupText);
+  const test = new ImageFolderDataset(`${name}/val`, listing, listing.val, classes.length, spec, normalisation, pool, setupText);
   return { train, test };
+}
+
+/**
+ * The train and val datasets of the class folders under `dir` (`listFolderPair`, then `folderPair`).
+ * @throws GdpError BAD_DATA as listFolderPair.
+ */
+export function loadFolderPair(dir: string, pool: DecodePool, setup: FolderSetup): DatasetPair {
+  return folderPair(listFolderPair(dir, setup.name), pool, setup);
 }

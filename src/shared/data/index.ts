@@ -4,7 +4,7 @@ import { modelInputShape, modelOptions } from '../models/registry.js';
 import { cifarNormalisation, loadCifar } from './cifar.js';
 import type { DatasetPair } from './dataset.js';
 import { DecodePool } from './decode_pool.js';
-import { folderImageSpec, loadFolderPair, type FolderSetup, type ImageFolderDataset } from './image_folder.js';
+import { folderImageSpec, folderPair, loadFolderPair, type FolderListing, type FolderSetup, type ImageFolderDataset } from './image_folder.js';
 import { loadImageFolders } from './imagenet.js';
 import { loadMnist, mnistNormalisation } from './mnist.js';
 import { SubsetDataset } from './subset.js';
@@ -28,6 +28,11 @@ export interface LoadDatasetOptions {
    * fails with SHAPE_MISMATCH naming it. Unset: the config's `model.num_class` (BAD_CONFIG).
    */
   classesOf?: string;
+  /**
+   * A folder run's listing of `data.dir` already read (`ImageFolderDataset.listing` of an earlier load of the same
+   * folder): the datasets are built from it without reading the folder again. Other data types ignore it.
+   */
+  listing?: FolderListing;
 }
 
 /**
@@ -72,8 +77,10 @@ export async function loadDataset(config: Config, opts: LoadDatasetOptions = {})
     const pool = new DecodePool(opts.numWorkers ?? config.data.num_workers);
     try {
       if (type === 'imagenet') pair = loadImageFolders(dir, pool, norm);
-      else if (type === 'folder') pair = loadFolderPair(dir, pool, norm ? { ...folderSetup(config), norm } : folderSetup(config));
-      else pair = loadCifar(type, dir, pool, norm);
+      else if (type === 'folder') {
+        const setup = norm ? { ...folderSetup(config), norm } : folderSetup(config);
+        pair = opts.listing ? folderPair(opts.listing, pool, setup) : loadFolderPair(dir, pool, setup);
+      } else pair = loadCifar(type, dir, pool, norm);
     } catch (err) {
       await pool.close();
       throw err;
