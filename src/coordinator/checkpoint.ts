@@ -7,8 +7,8 @@ import type { Cluster } from './cluster.js';
 
 /**
  * The model-file fields of the run's network (arch, num_class, input size and the input normalisation), from its
- * config. A folder run's normalisation is in the config once `decideNormalisation` has run (gdp-coord's start); a run
- * started without it (an in-process run of a test or benchmark) records none.
+ * config. A folder run's normalisation is in the config once `decideNormalisation` has run (gdp-coord's start, or
+ * startInProcess for a run started from code).
  */
 export function modelDescription(config: Config): ModelDescription {
   return { arch: config.model.name, numClasses: config.model.num_class, inputSize: config.model.input_size, norm: configNormalisation(config) };

@@ -1,5 +1,6 @@
 import type { Config } from '../shared/config/schema.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
+import { computesNormalisation } from '../shared/data/index.js';
 import { configModel } from '../shared/models/registry.js';
 import { memoryPair } from '../shared/protocol/transport.js';
 import { exchangeBucketElements } from '../shared/protocol/version.js';
@@ -8,6 +9,7 @@ import { WorkerSession } from '../worker/session.js';
 import { Coordinator, type ClusterOptions } from './cluster.js';
 import { initialWeightsPath, loadInitialWeights } from './initial_weights.js';
 import { restoreCoordinator, type ResumePoint } from './resume_point.js';
+import { decideNormalisation } from './start_checks.js';
 
 export interface InProcessOptions {
   workers: number;
@@ -58,11 +60,17 @@ export function coordinatorFor(
 
 /**
  * A coordinator and N workers in this process, linked by in-memory transports: the same messages and code as
- * separate processes, for tests and single-process training. Throws WORKERS_MISSING when they are not all active
- * within 60 s, and a worker's error that ends the run (Membership: e.g. BAD_DATA) as it comes, after closing them.
+ * separate processes, for tests and single-process training. A folder run without `data.mean`/`data.std` first has
+ * its normalisation decided as gdp-coord's start decides it (decideNormalisation: computed from the training images
+ * of `data.dir` and written into `config`), so that its checkpoints record it. Throws decideNormalisation's errors
+ * (BAD_DATA...), WORKERS_MISSING when the workers are not all active within 60 s, and a worker's error that ends the
+ * run (Membership: e.g. BAD_DATA) as it comes, after closing them.
  */
 export async function startInProcess(config: Config, opts: InProcessOptions): Promise<InProcessCluster> {
   const log = opts.log ?? (() => {});
+  // Only a computed one needs deciding: a known one (the config's, the dataset's constants) reads no data, and
+  // gdp-coord --in-process has decided it at start already.
+  if (computesNormalisation(config)) await decideNormalisation(config, { note: (l) => log(`gdp-coord: ${l}`) });
   // No in-process worker comes back once gone: losing every worker fails at once rather than pausing.
   const coordinator = coordinatorFor(config, log, { pauseMs: 0, observer: opts.observer }, opts.resume);
   const workers: WorkerSession[] = [];

@@ -1,6 +1,6 @@
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
-import { loadDataset, resolveNormalisation } from '../shared/data/index.js';
+import { computesNormalisation, loadDataset, resolveNormalisation } from '../shared/data/index.js';
 import { describeNormalisation } from '../shared/data/transforms.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { SubsetDataset } from '../shared/data/subset.js';
@@ -130,11 +130,12 @@ function checkShards(config: Config, o: StartCheckOptions): void {
  * Decides the run's input normalisation once, before any worker loads the data, and says it through `note`. A folder
  * run without `data.mean`/`data.std` gets the values computed from its training images written into `config` (so the
  * workers, cfg.json, the resume points and every checkpoint carry the same numbers, and no worker computes its own).
+ * gdp-coord's start (runStartChecks) and an in-process run started from code (startInProcess) both decide it here.
  * Throws resolveNormalisation's errors.
  */
 export async function decideNormalisation(config: Config, o: Pick<StartCheckOptions, 'dataDir' | 'note'>): Promise<void> {
   const { norm, source } = await resolveNormalisation(config, { dataDir: o.dataDir });
-  if (config.data.type === 'folder' && !config.data.mean) {
+  if (computesNormalisation(config)) {
     config.data.mean = [...norm.mean];
     config.data.std = [...norm.std];
   }

@@ -12,6 +12,7 @@ import { ImageFolderDataset } from '../../src/shared/data/image_folder.js';
 import { loadDataset } from '../../src/shared/data/index.js';
 import { IMAGENET_NORM, padCropAugment } from '../../src/shared/data/transforms.js';
 import { GdpError } from '../../src/shared/errors.js';
+import { parseSafetensors } from '../../src/shared/io/safetensors.js';
 import { checkModelFitsData } from '../../src/shared/models/registry.js';
 import { Rng } from '../../src/shared/rng.js';
 import { maxAbsDiff, useBackend } from '../helpers.js';
@@ -330,7 +331,7 @@ describe('image folders (data.type folder)', () => {
   });
 });
 
-test('the smoke config with data.type folder trains a few steps on 2 in-process workers', async () => {
+test('the smoke config with data.type folder trains a few steps on 2 in-process workers; its checkpoints record the normalisation', async () => {
   await useBackend('wasm');
   const fx = await writeSolidFolder(1);
   const logDir = mkdtempSync(join(tmpdir(), 'gdp-folder-run-'));
@@ -346,10 +347,13 @@ test('the smoke config with data.type folder trains a few steps on 2 in-process 
     `base.log_dir=${logDir}`,
   ];
   const config = parseConfig(applyOverrides(readConfigFile(join(ROOT, 'configs', 'smoke.json')), sets));
-  // The coordinator's view (sizes, fingerprint); image size and channels default to mnist.resnet20's 28x28x1.
-  const data = await loadDataset(config, { numWorkers: 0 });
-  assert.deepEqual(data.train.shape, [28, 28, 1]);
-  checkModelFitsData(config, data.train);
+  // What each worker computed for itself before the run decided it; image size and channels default to
+  // mnist.resnet20's 28x28x1.
+  const own = await loadDataset(config, { numWorkers: 0 });
+  assert.deepEqual(own.train.shape, [28, 28, 1]);
+  checkModelFitsData(config, own.train);
+  const computed = await normalisationOf(own);
+  await own.close?.();
   const prints: string[] = [];
   // A worker reads its own --data-dir: the config it is sent carries no path.
   const loadData = async (c: typeof config) => {
@@ -359,7 +363,16 @@ test('the smoke config with data.type folder trains a few steps on 2 in-process 
   };
   const log: string[] = [];
   const run = await startInProcess(config, { workers: 2, backend: 'wasm', loadData, log: (l) => log.push(l) });
+  let data: DatasetPair | undefined;
   try {
+    // The coordinator's view (sizes, fingerprint), of the config the run started with.
+    data = await loadDataset(config, { numWorkers: 0 });
+    // Decided at start, as gdp-coord's start decides it: in the config the workers are sent.
+    assert.deepEqual({ mean: config.data.mean, std: config.data.std }, computed);
+    assert.ok(
+      log.some((l) => /^gdp-coord: input normalisation .*computed from the training images of /.test(l)),
+      log.join('\n'),
+    );
     await trainStage({
       cluster: run.coordinator,
       config,
@@ -371,13 +384,16 @@ test('the smoke config with data.type folder trains a few steps on 2 in-process 
     assert.equal(run.coordinator.steps, 2);
     assert.equal(run.coordinator.workerIds.length, 2, log.join('\n'));
     assert.deepEqual(prints, [dataFingerprint(data), dataFingerprint(data)]);
+    // Its checkpoints record the normalisation, as those of a run started by gdp-coord.
+    const meta = parseSafetensors(readFileSync(join(logDir, 'smoke', 'train-epoch1.safetensors'))).metadata;
+    assert.deepEqual([meta.input_mean, meta.input_std], [JSON.stringify(computed.mean), JSON.stringify(computed.std)]);
     const epochs = JSON.parse(readFileSync(join(logDir, 'smoke', 'log.json'), 'utf8'));
     assert.equal(epochs.length, 1);
     assert.ok(Number.isFinite(epochs[0].train_loss) && epochs[0].train_loss > 0, JSON.stringify(epochs[0]));
     assert.ok(epochs[0]['acc@1'] >= 0 && epochs[0]['acc@1'] <= 1);
   } finally {
     await run.close();
-    await data.close?.();
+    await data?.close?.();
     rmSync(fx.dir, { recursive: true, force: true });
     rmSync(logDir, { recursive: true, force: true });
   }

@@ -147,8 +147,13 @@ test('in-process: an image that does not decode ends the run with BAD_DATA namin
   dirs.push(fx.dir, logDir);
   const bad = join(fx.dir, 'train', fx.train[3].file);
   truncate(bad);
-  // The normalisation is computed from the training images: every worker decodes each one at its first batch.
-  const config = folderRun(fx, logDir);
+  // Computing the normalisation from the training images decodes each one: the start fails, as gdp-coord's does.
+  await assert.rejects(
+    within(startInProcess(folderRun(fx, logDir), { workers: 2 }), 30000, 'the start'),
+    endsWith('BAD_DATA', bad, 2),
+  );
+  // Fixed constants: nothing decodes an image before the first batch (all 7 training images) does.
+  const config = folderRun(fx, logDir, { mean: [0.5], std: [0.25] });
   const lines: string[] = [];
   const run = await startInProcess(config, { workers: 2, log: (l) => lines.push(l) });
   try {

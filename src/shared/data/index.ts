@@ -118,6 +118,11 @@ export function configNormalisation(config: Config): Normalisation | undefined {
   }
 }
 
+/** Whether a run of `config` computes its normalisation from its training images: a folder run without `data.mean`/`data.std`. */
+export function computesNormalisation(config: Config): boolean {
+  return config.data.type === 'folder' && !(config.data.mean && config.data.std);
+}
+
 export interface ResolvedNormalisation {
   norm: Normalisation;
   /** Where it comes from, for messages: `data.mean/data.std`, `the cifar10 constants`, `computed from N training images of DIR`. */
