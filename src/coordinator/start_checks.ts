@@ -1,6 +1,6 @@
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
-import { computesNormalisation, loadDataset, resolveNormalisation } from '../shared/data/index.js';
+import { computesNormalisation, loadRunData, resolveNormalisation, type ResolvedNormalisation } from '../shared/data/index.js';
 import { describeNormalisation } from '../shared/data/transforms.js';
 import type { DatasetPair } from '../shared/data/dataset.js';
 import { SubsetDataset } from '../shared/data/subset.js';
@@ -127,19 +127,28 @@ function checkShards(config: Config, o: StartCheckOptions): void {
 }
 
 /**
- * Decides the run's input normalisation once, before any worker loads the data, and says it through `note`. A folder
- * run without `data.mean`/`data.std` gets the values computed from its training images written into `config` (so the
- * workers, cfg.json, the resume points and every checkpoint carry the same numbers, and no worker computes its own).
- * gdp-coord's start (runStartChecks) and an in-process run started from code (startInProcess) both decide it here.
- * Throws resolveNormalisation's errors.
+ * Fixes the run's input normalisation, decided by `resolved`, and says it through `note`: a folder run without
+ * `data.mean`/`data.std` gets the values computed from its training images written into `config` (so the workers,
+ * cfg.json, the resume points and every checkpoint carry the same numbers, and no worker computes its own).
  */
-export async function decideNormalisation(config: Config, o: Pick<StartCheckOptions, 'dataDir' | 'note'>): Promise<void> {
-  const { norm, source } = await resolveNormalisation(config, { dataDir: o.dataDir });
+function fixNormalisation(config: Config, resolved: ResolvedNormalisation, note: ((line: string) => void) | undefined): void {
+  const { norm, source } = resolved;
   if (computesNormalisation(config)) {
     config.data.mean = [...norm.mean];
     config.data.std = [...norm.std];
   }
-  o.note?.(`input normalisation (x / 255 - mean) / std, ${source}: ${describeNormalisation(norm)}`);
+  note?.(`input normalisation (x / 255 - mean) / std, ${source}: ${describeNormalisation(norm)}`);
+}
+
+/**
+ * Decides the run's input normalisation once, before any worker loads the data (resolveNormalisation, which reads
+ * the data as loadRunData does), and fixes it into `config` (a computed one: `data.mean`/`data.std`), saying it
+ * through `note`: gdp-coord's start decision (runStartChecks takes it from its own reading of the data), for a run
+ * started without that start: an in-process run started from code (startInProcess).
+ * @throws GdpError resolveNormalisation's errors.
+ */
+export async function decideNormalisation(config: Config, o: Pick<StartCheckOptions, 'dataDir' | 'note'>): Promise<void> {
+  fixNormalisation(config, await resolveNormalisation(config, { dataDir: o.dataDir }), o.note);
 }
 
 /**
@@ -148,19 +157,20 @@ export async function decideNormalisation(config: Config, o: Pick<StartCheckOpti
  * (files, sizes, labels, each image's first bytes (Dataset.checkFiles), the batch and test subset against them), the
  * model against the data, a prunable group when a prune stage runs, the starting weights, the shard size against the
  * workers' backend memory. `--dry-run` runs exactly these, so that it says yes only to what starts. Needs an
- * initialised tensor backend. Fixes a folder run's computed normalisation into `config` (`decideNormalisation`).
+ * initialised tensor backend. Fixes a folder run's computed normalisation into `config` (as `decideNormalisation`).
+ * The data is read once (loadRunData): a folder is listed, and each image's first bytes read, once.
  * @returns the dataset (closed: the coordinator needs only its sizes and fingerprint).
  * @throws GdpError the codes of each check (checkRunFolder's BAD_CONFIG first).
  */
 export async function runStartChecks(config: Config, o: StartCheckOptions): Promise<DatasetPair> {
   if (!o.resumed) checkRunFolder(config, { overwrite: o.overwrite, note: o.note });
-  // Then the normalisation: it is part of the data's fingerprint, which the workers' copies must match.
-  await decideNormalisation(config, o);
+  // The normalisation and the data from one reading: the normalisation is part of the data's fingerprint, which the
+  // workers' copies must match; it is fixed and said as soon as decided (before the data is read when it is known).
   // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.
-  // loadDataset shrinks the test set to data.test_subset: check against the full size, then take the subset as it does.
-  const full = await loadDataset({ ...config, data: { ...config.data, test_subset: undefined } }, { dataDir: o.dataDir, numWorkers: 0 });
-  await full.close?.();
-  for (const d of [full.train, full.test]) d.checkFiles?.();
+  const { pair: full } = await loadRunData(config, { dataDir: o.dataDir, decided: (n) => fixNormalisation(config, n, o.note) });
+  // loadRunData checked the training images; loadDataset shrinks the test set to data.test_subset: check against
+  // the full size, then take the subset as it does.
+  full.test.checkFiles?.();
   checkDataSizes(config, { train: full.train.size, test: full.test.size });
   const subset = config.data.test_subset;
   const data = subset !== undefined && subset < full.test.size ? { ...full, test: new SubsetDataset(full.test, subset) } : full;

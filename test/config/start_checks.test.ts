@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
+import { mock, test } from 'node:test';
 import { parseConfig } from '../../src/shared/config/load.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { archSpec, buildModel, checkModelFitsData } from '../../src/shared/models/registry.js';
@@ -7,6 +9,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkBatchFits, checkDataSizes, checkInitialWeights, checkPrunable, runStartChecks } from '../../src/coordinator/start_checks.js';
+import { dataFingerprint, loadDataset } from '../../src/shared/data/index.js';
 import { writeSolidFolder } from '../data/folder_files.js';
 import { resolveModelGraph } from '../../src/shared/config/model_graph.js';
 import { tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
@@ -162,6 +165,95 @@ test('the data check (a start, --dry-run) reads every image header: a folder ima
     const broken = join(fx.dir, 'val', 'moth', 'broken.png');
     writeFileSync(broken, 'not a picture');
     await assert.rejects(runStartChecks(config, { dataDir: fx.dir, resumed: false }), code('BAD_DATA', 'folder/val: ', broken, 'is not an image'));
+  } finally {
+    rmSync(fx.dir, { recursive: true, force: true });
+  }
+});
+
+/** A start's config of a 3-class folder run on cifar.resnet20 (32x32x3), `extra` over its data section. */
+const folderRun = (dir: string, extra: Record<string, unknown> = {}) =>
+  parseConfig({
+    ...BASE,
+    base: { task_name: 'fp', log_dir: `${dir}.logs` },
+    model: { name: 'cifar.resnet20', num_class: 3 },
+    data: { type: 'folder', dir, batch_size: 4, test_batch_size: 4, num_workers: 0, ...extra },
+  });
+
+/**
+ * Runs `f` with node:fs's readdirSync and openSync counted (every ESM importer sees the spies: syncBuiltinESMExports),
+ * and returns how often each listed folder and each opened file under `root` was, by path relative to `root`.
+ */
+async function countReads(root: string, f: () => Promise<unknown>): Promise<{ listed: Map<string, number>; opened: Map<string, number> }> {
+  const listed = new Map<string, number>();
+  const opened = new Map<string, number>();
+  const count = (into: Map<string, number>, path: unknown) => {
+    const p = String(path);
+    if (!p.startsWith(`${root}/`)) return;
+    const rel = p.slice(root.length + 1);
+    into.set(rel, (into.get(rel) ?? 0) + 1);
+  };
+  const readdir = fs.readdirSync;
+  const open = fs.openSync;
+  mock.method(fs, 'readdirSync', (path: fs.PathLike, ...rest: unknown[]) => (count(listed, path), (readdir as (...a: unknown[]) => unknown)(path, ...rest)));
+  mock.method(fs, 'openSync', (path: fs.PathLike, ...rest: unknown[]) => (count(opened, path), (open as (...a: unknown[]) => unknown)(path, ...rest)));
+  syncBuiltinESMExports();
+  try {
+    await f();
+  } finally {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+  }
+  return { listed, opened };
+}
+
+test('a folder start lists the folder and reads each image header once, with or without data.mean/std, and computes the same normalisation', async () => {
+  const fx = await writeSolidFolder(3);
+  try {
+    const folders = ['train', 'val', ...fx.classes.flatMap((c) => [`train/${c}`, `val/${c}`])].sort();
+    const images = [...fx.train.map((i) => `train/${i.file}`), ...fx.val.map((i) => `val/${i.file}`)].sort();
+    // What a worker computed for itself before the start decided it.
+    const own = await loadDataset(folderRun(fx.dir));
+    const computed = await (own.train as unknown as { normalisation(): Promise<unknown> }).normalisation();
+    await own.close?.();
+    for (const extra of [{}, { mean: [0.5, 0.25, 0.125], std: [0.2, 0.3, 0.4] }]) {
+      const config = folderRun(fx.dir, extra);
+      const { listed, opened } = await countReads(fx.dir, () => runStartChecks(config, { resumed: false }));
+      assert.deepEqual([...listed.keys()].sort(), folders);
+      assert.ok(
+        [...listed.values()].every((n) => n === 1),
+        `folder listings: ${JSON.stringify([...listed])}`,
+      );
+      assert.deepEqual([...opened.keys()].sort(), images);
+      assert.ok(
+        [...opened.values()].every((n) => n === 1),
+        `header reads: ${JSON.stringify([...opened])}`,
+      );
+      if (!('mean' in extra)) assert.deepEqual({ mean: config.data.mean, std: config.data.std }, computed);
+    }
+  } finally {
+    rmSync(fx.dir, { recursive: true, force: true });
+  }
+});
+
+test("a folder start's fingerprint is the one earlier gdp versions gave and the workers' copies give, for a given and a computed normalisation", async () => {
+  const fx = await writeSolidFolder(3);
+  try {
+    // Fingerprints of this folder as gdp gave them when the start read the folder twice (36e5dd4): a resumed run's
+    // workers, and the workers of a run that started then, must still agree with the coordinator.
+    const cases = [
+      { extra: {}, print: 'train 7, test 3, labels 3fe02c825efb1d7c' },
+      { extra: { mean: [0.5, 0.25, 0.125], std: [0.2, 0.3, 0.4] }, print: 'train 7, test 3, labels 4169d6e8c0cd7490' },
+      { extra: { test_subset: 2 }, print: 'train 7, test 2, labels 90eb3a08801f16d2' },
+    ];
+    for (const { extra, print } of cases) {
+      const config = folderRun(fx.dir, extra);
+      const data = await runStartChecks(config, { resumed: false });
+      assert.equal(dataFingerprint(data), print, JSON.stringify(extra));
+      // A worker loads the config the start fixed (a computed normalisation written into it).
+      const worker = await loadDataset(config);
+      assert.equal(dataFingerprint(worker), print);
+      await worker.close?.();
+    }
   } finally {
     rmSync(fx.dir, { recursive: true, force: true });
   }

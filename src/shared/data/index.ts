@@ -129,26 +129,72 @@ export interface ResolvedNormalisation {
   source: string;
 }
 
+/** `configNormalisation` with its source, for messages; undefined when it is computed from the images. */
+function knownNormalisation(config: Config): ResolvedNormalisation | undefined {
+  const d = config.data;
+  const norm = configNormalisation(config);
+  if (!norm) return undefined;
+  return { norm, source: d.type === 'folder' ? 'data.mean/data.std' : d.type === 'mnist' ? "MNIST's training digits" : `the ${d.type} constants` };
+}
+
+export interface LoadRunDataOptions {
+  /** `--data-dir`: overrides `data.dir`. */
+  dataDir?: string;
+  /**
+   * Told the normalisation as soon as it is decided: before any data is read when it is known, else once computed,
+   * before the pair is built again with it.
+   */
+  decided?: (normalisation: ResolvedNormalisation) => void;
+}
+
+export interface RunData {
+  /**
+   * The train set and the full test set (`data.test_subset` not applied), closed: sizes, shapes, labels and
+   * `dataFingerprint`. A computed normalisation is built in as given, as the workers build theirs once it is in
+   * the config (`data.mean`/`data.std`), so that the fingerprints agree.
+   */
+  pair: DatasetPair;
+  normalisation: ResolvedNormalisation;
+}
+
+/**
+ * A run's data as its start reads it, each part once: the dataset loaded (a folder listed once), the training
+ * images' first bytes checked (`Dataset.checkFiles`; the test set's are the caller's to check), and the
+ * normalisation decided from that same copy: `configNormalisation`, else (a folder run without
+ * `data.mean`/`data.std`) computed from the training images after their header check (decoded on
+ * `data.num_workers` threads), and the pair built again from the same listing with it as given. Decodes nothing
+ * when the normalisation is known. `opts.decided` is told it as soon as it is decided.
+ * @throws GdpError loadDataset's errors; BAD_DATA naming a training file that is no image or does not decode, or a
+ * channel of one value in every image.
+ */
+export async function loadRunData(config: Config, opts: LoadRunDataOptions = {}): Promise<RunData> {
+  const d = config.data;
+  // Checked against the full test set: the caller takes data.test_subset as loadDataset does.
+  const full = { ...config, data: { ...d, test_subset: undefined } };
+  const known = knownNormalisation(config);
+  if (known) opts.decided?.(known);
+  const first = await loadDataset(full, { dataDir: opts.dataDir, numWorkers: known ? 0 : undefined });
+  try {
+    // The cheap header check first, so that a file that is no image is named as such rather than as a failed decode.
+    first.train.checkFiles?.();
+    if (known) return { pair: first, normalisation: known };
+    const train = first.train as ImageFolderDataset;
+    const norm = await train.normalisation();
+    const normalisation = { norm, source: `computed from the training images of ${opts.dataDir ?? d.dir}` };
+    opts.decided?.(normalisation);
+    const pair = await loadDataset(full, { dataDir: opts.dataDir, numWorkers: 0, norm, listing: train.listing });
+    await pair.close?.();
+    return { pair, normalisation };
+  } finally {
+    await first.close?.();
+  }
+}
+
 /**
  * The normalisation of a run of `config`, decided once: `configNormalisation`, else (a folder run without
- * `data.mean`/`data.std`) computed from the training images as `loadFolderPair` computes it (decoded on
- * `data.num_workers` threads). Throws loadDataset's errors and BAD_DATA for a channel of one value in every image.
+ * `data.mean`/`data.std`) computed from the training images by `loadRunData`. Per channel, pixels in [0, 1].
+ * @throws GdpError loadRunData's errors.
  */
 export async function resolveNormalisation(config: Config, opts: Pick<LoadDatasetOptions, 'dataDir'> = {}): Promise<ResolvedNormalisation> {
-  const d = config.data;
-  const known = configNormalisation(config);
-  if (known) {
-    const source = d.type === 'folder' ? 'data.mean/data.std' : d.type === 'mnist' ? "MNIST's training digits" : `the ${d.type} constants`;
-    return { norm: known, source };
-  }
-  const pair = await loadDataset({ ...config, data: { ...d, test_subset: undefined } }, opts);
-  try {
-    const train = pair.train as ImageFolderDataset;
-    // The cheap header check first, so that a file that is no image is named as such rather than as a failed decode.
-    train.checkFiles();
-    const norm = await train.normalisation();
-    return { norm, source: `computed from the training images of ${opts.dataDir ?? d.dir}` };
-  } finally {
-    await pair.close?.();
-  }
+  return knownNormalisation(config) ?? (await loadRunData(config, opts)).normalisation;
 }
