@@ -17,7 +17,8 @@
  * - `default`: the embedded default job (configs/mnist-resnet20.json) as it ships.
  * - `paper`: the paper code's recipe on the digits (issue 16): baseline 12 epochs (lr 0.1 / 0.01 / 0.001 from epochs
  *   1 / 7 / 10), p = 0.01, a 2-epoch Tock every 5 Ticks, lr_max 0.01, stop at 30% of the MACs, finetune 6 epochs
- *   without momentum, and the paper's Tick: one pass over the training set (`tick_batches` unset).
+ *   without momentum, and the paper's Tick: one pass over the training set (`tick_batches` unset) training all but
+ *   the convolutions (`tick_trains: all_but_conv`, the paper's freeze_conv).
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -39,6 +40,7 @@ const RECIPES: Record<string, string[]> = {
     'gbn.finetune_epoch=6',
     'gbn.finetune_momentum=0',
     'gbn.tick_batches=null',
+    'gbn.tick_trains=all_but_conv',
   ],
 };
 
