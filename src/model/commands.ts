@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs-core';
 import { GdpError } from '../shared/errors.js';
 import { modelCost } from '../shared/graph/flops.js';
-import { layerWidths, saveModelFile, type LoadedModel } from '../shared/io/model_file.js';
+import { exportedInputMetadata, layerWidths, saveModelFile, type LoadedModel } from '../shared/io/model_file.js';
 import { nchwToNhwc, readF32, writeF32 } from '../shared/io/raw_tensor.js';
 import { exportTfjs } from '../shared/io/tfjs_export.js';
 import { tfjsDirWriter } from '../shared/io/tfjs_files.js';
@@ -181,7 +181,7 @@ export async function exportModel(o: ExportOptions): Promise<void> {
     const out = o.out!;
     // An imported model goes back to its own topology (names, classes, fused activations); others are rebuilt.
     // The input preprocessing travels in model.json's userDefinedMetadata, which tf.loadLayersModel keeps.
-    const meta = m.norm ? { gdp: { input: { layout: 'NHWC', pixels: '[0, 1]', mean: m.norm.mean, std: m.norm.std } } } : undefined;
+    const meta = m.norm ? { gdp: exportedInputMetadata(m.norm) } : undefined;
     const writer = tfjsDirWriter(out, meta);
     const r = m.model instanceof GraphModel ? await exportGraphTfjs(m.model, writer, note) : await exportTfjs(m.model, m.inputShape, writer);
     say(o, `wrote ${out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);

@@ -158,6 +158,15 @@ export function metadataNormalisation(meta: Record<string, string>, channels: nu
   return { mean, std };
 }
 
+/**
+ * What an exported model file records of the input its network expects, as the value of its `gdp` entry
+ * (model.json's `userDefinedMetadata.gdp`): `{ input: { layout: 'NHWC', pixels: '[0, 1]', mean, std } }`, the
+ * network's input being (pixel - mean) / std per channel with pixels scaled to [0, 1].
+ */
+export function exportedInputMetadata(norm: Normalisation): { input: { layout: 'NHWC'; pixels: '[0, 1]'; mean: number[]; std: number[] } } {
+  return { input: { layout: 'NHWC', pixels: '[0, 1]', mean: [...norm.mean], std: [...norm.std] } };
+}
+
 /** Builds the architecture named by the options or the metadata, then loads the tensors (widths from the file). */
 export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source = 'weights'): LoadedModel {
   const meta = file.metadata;
