@@ -174,8 +174,10 @@ export async function exportModel(o: ExportOptions): Promise<void> {
     if (o.keras !== undefined) {
       if (!(m.model instanceof GraphModel))
         throw new GdpError('UNSUPPORTED_EXPORT', `${o.weights}: --keras exports imported ('graph') models; ${m.arch} exports to TF.js with --out`);
-      const r = await exportGraphKeras(m.model, o.keras, note);
+      const r = await exportGraphKeras(m.model, o.keras, { log: note, norm: m.norm });
       say(o, `wrote ${o.keras} (${fmt(r.bytes)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
+      if (m.norm) say(o, `input: (pixel in [0, 1] - mean) / std per channel, ${describeNormalisation(m.norm)} (${r.inputAt})`);
+      else note(`${o.weights} records no input normalisation: ${o.keras} carries none`);
       return;
     }
     const out = o.out!;

@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { unzipSync } from 'fflate';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { Group } from 'h5wasm/node';
+import h5wasm, { type Group } from 'h5wasm/node';
 import { initBackend } from '../../src/shared/backend.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { exportGraphKeras } from '../../src/shared/io/keras_export.js';
@@ -147,6 +148,17 @@ test('malformed Keras files stop the import with a coded error naming the file a
   leaky.dispose();
 });
 
+/** The `gdp` entry an exported Keras file holds: metadata.json's key (.keras), the root attribute (.h5). */
+function recordedGdp(path: string): unknown {
+  if (path.endsWith('.keras')) return JSON.parse(new TextDecoder().decode(unzipSync(readFileSync(path))['metadata.json'])).gdp;
+  const f = new h5wasm.File(path, 'r');
+  try {
+    return 'gdp' in f.attrs ? JSON.parse(String(f.attrs.gdp.value)) : undefined;
+  } finally {
+    f.close();
+  }
+}
+
 for (const suffix of ['keras', 'h5'] as const) {
   test(`export --keras .${suffix}: gdp reads its own Keras file back with the same topology and logits`, async () => {
     const stock = mobileBlock();
@@ -155,8 +167,12 @@ for (const suffix of ['keras', 'h5'] as const) {
     await (suffix === 'keras' ? writeKeras2H5(stock, src) : writeKeras3(stock, src));
     const m = await importKeras(src);
     const out = join(dir, `rt_out.${suffix}`);
-    const r = await exportGraphKeras(m, out);
+    const norm = { mean: [0.25, 0.5, 0.1], std: [0.125, 0.3333333333333333, 1] };
+    const r = await exportGraphKeras(m, out, { norm });
     assert.ok(r.bytes > 0);
+    // The normalisation sits where Keras keeps what it does not read: metadata.json, or a root attribute of the .h5.
+    assert.deepEqual(recordedGdp(out), { input: { layout: 'NHWC', pixels: '[0, 1]', ...norm } });
+    if (suffix === 'keras') assert.deepEqual(Object.keys(unzipSync(await readFile(out))).sort(), ['config.json', 'metadata.json', 'model.weights.h5']);
     const back = await importKeras(out);
     assert.deepEqual(back.graph.nodes, m.graph.nodes);
     const x = tf.randomNormal([3, ...m.inputShape], 0, 1, 'float32', 2) as tf.Tensor4D;
