@@ -206,6 +206,10 @@ export async function importModel(o: ImportOptions): Promise<void> {
     `model '${r.name}': ${r.layers} layers, input ${r.inputShape.join('x')} (HWC), ${r.numClasses} classes${r.softmax ? ' (output softmax left out: gdp gives logits)' : ''}`,
   );
   say(o, `MACs ${fmt(r.macs)}, params ${fmt(r.params)}`);
+  say(
+    o,
+    r.normalisation ? `input normalisation (pixel in [0, 1] - mean) / std: ${describeNormalisation(r.normalisation)}` : 'input normalisation: not recorded',
+  );
   say(o, `wrote ${o.out} (arch 'graph')`);
 }
 

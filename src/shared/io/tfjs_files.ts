@@ -2,6 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import type { Normalisation } from '../data/transforms.js';
 import { GdpError } from '../errors.js';
 import { readLayersTopology, type ImportedGraph } from './tfjs_graph.js';
 
@@ -77,6 +78,8 @@ export function tfjsDirReader(dir: string, file = MODEL_JSON): tf.io.IOHandler {
 export interface TfjsModel {
   topology: unknown;
   graph: ImportedGraph;
+  /** The input normalisation the file records (gdp-model export's `gdp` entry, exportedNormalisation); undefined without one. */
+  norm?: Normalisation;
 }
 
 /**
