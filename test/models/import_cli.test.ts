@@ -135,7 +135,7 @@ test('gdp-model import --keras and export --keras: .keras and .h5 through the co
   stock.dispose();
 });
 
-test('gdp-model export --keras then import --keras keeps the input normalisation; a file without one imports without one', async () => {
+test('gdp-model export then import (--keras .keras / .h5, TF.js) keeps the input normalisation; a file without one imports without one', async () => {
   const stock = flattenNet();
   randomizeWeights(stock, 6);
   await writeKeras3(stock, join(dir, 'plain.keras'));
@@ -150,13 +150,14 @@ test('gdp-model export --keras then import --keras keeps the input normalisation
   const trained = join(dir, 'trained.safetensors');
   await saveModelFile(trained, m.model, { arch: m.arch, numClasses: m.numClasses, norm });
   m.model.dispose();
-  for (const suffix of ['keras', 'h5']) {
-    const out = join(dir, `normed.${suffix}`);
-    const e = await gdpModel('export', '--weights', trained, '--keras', out, '--backend', 'cpu');
+  for (const suffix of ['keras', 'h5', 'tfjs']) {
+    // TF.js: model.json's userDefinedMetadata.gdp, read back as the Keras files' entry.
+    const [flag, out] = suffix === 'tfjs' ? ['--tfjs', join(dir, 'normed_web')] : ['--keras', join(dir, `normed.${suffix}`)];
+    const e = await gdpModel('export', '--weights', trained, flag === '--tfjs' ? '--out' : '--keras', out, '--backend', 'cpu');
     assert.equal(e.code, 0, e.stderr);
     assert.match(e.stdout, /input: \(pixel in \[0, 1\] - mean\) \/ std per channel, mean \[0\.100000, 0\.300000\]/);
     const back = join(dir, `normed_${suffix}.safetensors`);
-    const i = await gdpModel('import', '--keras', out, '--out', back, '--json', '--backend', 'cpu');
+    const i = await gdpModel('import', flag, out, '--out', back, '--json', '--backend', 'cpu');
     assert.equal(i.code, 0, i.stderr);
     assert.deepEqual(JSON.parse(i.stdout).normalisation, norm, suffix);
     const info = await gdpModel('info', '--weights', back, '--json', '--backend', 'cpu');
