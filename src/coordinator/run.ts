@@ -37,6 +37,12 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   let stage = o.resume?.stage ?? 0;
   let position = o.resume?.position;
   if (o.resume) files.restore({ records: o.resume.files.records as unknown as EpochRecord[], logs: o.resume.files.logs });
+  else if (config.base.epoch > 0) {
+    // A continuation numbers its epochs on in the earlier run's folder: log.json keeps that run's epochs before them.
+    const { kept, dropped } = files.continueEpochs(config.base.epoch);
+    if (kept + dropped > 0)
+      log(`log.json: ${kept} record(s) of the earlier run's train epochs 1..${config.base.epoch} kept${dropped ? `, ${dropped} later record(s) dropped` : ''}`);
+  }
 
   const write = async (pos: unknown, syncBn = true) => {
     const run: RunPosition = {

@@ -1,5 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { z } from 'zod';
+import { epochRecordSchema } from '../dashboard/run_records.js';
 import type { Config } from '../shared/config/schema.js';
+import { GdpError } from '../shared/errors.js';
 import { serializeSafetensors } from '../shared/io/safetensors.js';
 import { encodeUpdateLog } from '../shared/protocol/model_update.js';
 import { writeFileAtomic } from './atomic_write.js';
@@ -26,6 +30,41 @@ export interface RunFilesState {
   records: EpochRecord[];
   /** Event lists by file name (prune_log.json, finetune_log.json). */
   logs: Record<string, unknown[]>;
+}
+
+/**
+ * The records a `base.epoch` continuation keeps of the earlier run in `dir`: its log.json's train epochs 1..`upTo`,
+ * as stored (every field) and in file order. Later records (epochs past `upTo` of a longer or interrupted run, its
+ * Tock and finetune epochs) are left out, as a resumed run drops the epochs after its resume point. Nothing to keep
+ * without a log.json.
+ * @returns `kept`, the records, and `dropped`, how many were left out.
+ * @throws GdpError BAD_RUN_FILE naming the file: it cannot be read (a folder, no permission), is not JSON, or is not
+ *   a list of epoch records (naming the entry and field at fault).
+ */
+export function earlierEpochs(dir: string, upTo: number): { kept: EpochRecord[]; dropped: number } {
+  const path = join(dir, 'log.json');
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kept: [], dropped: 0 };
+    throw new GdpError('BAD_RUN_FILE', `${path}: cannot read the earlier run's epochs (${(err as Error).message})`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new GdpError('BAD_RUN_FILE', `${path}: not JSON (${(err as Error).message})`);
+  }
+  const r = z.array(epochRecordSchema).safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new GdpError('BAD_RUN_FILE', `${path}: ${issue.path.join('.') || '(root)'}: ${issue.message} (not a list of epoch records)`);
+  }
+  // The raw entries, not the parsed ones: the schema reads only what the dashboard needs.
+  const records = raw as EpochRecord[];
+  const kept = records.filter((e) => e.stage === 'train' && e.epoch <= upTo);
+  return { kept, dropped: records.length - kept.length };
 }
 
 /** logs/<task_name>/: cfg.json, log.json (one record per epoch) and checkpoints; every file written atomically. */
@@ -71,6 +110,18 @@ export class RunFiles {
 
   state(): RunFilesState {
     return structuredClone({ records: this.records, logs: Object.fromEntries(this.logs) });
+  }
+
+  /**
+   * Starts a `base.epoch` continuation's log.json with the earlier run's train epochs 1..`upTo` in this folder
+   * (earlierEpochs), before the records it appends. The file is rewritten with the first of those, so a continuation
+   * that stops before its first epoch ends leaves it as it was.
+   * @returns how many earlier records are kept and how many dropped. @throws as earlierEpochs.
+   */
+  continueEpochs(upTo: number): { kept: number; dropped: number } {
+    const { kept, dropped } = earlierEpochs(this.dir, upTo);
+    this.records = kept;
+    return { kept: kept.length, dropped };
   }
 
   /** Continues from a resume point's logs: the files are rewritten as they stood then. */

@@ -4,6 +4,7 @@ import { DASHBOARD_FILE, REPORT_FILE } from '../dashboard/report.js';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { RESUME_FILE, readResumeSummary } from './resume_point.js';
+import { earlierEpochs } from './run_files.js';
 
 /** logs/<task_name>/ of a config (base.log_dir, base.task_name): the folder its run writes. */
 export function runFolder(config: Config): string {
@@ -60,8 +61,10 @@ export interface RunFolderOptions {
  * some of them and leave the others, a folder mixing two runs, and lose an interrupted run's resume point. The
  * message names the folder, what is there (a finished run, an interrupted one with its resume point) and the ways
  * on: --resume, another base.task_name, --overwrite. Not for a resumed run (the caller skips it). A continuation
- * (`base.epoch` > 0) numbers its epochs on in the folder, as the paper's main.py does, and passes.
- * @throws GdpError BAD_CONFIG naming the folder and its run's files; BAD_FLAG for --overwrite with `base.epoch` > 0.
+ * (`base.epoch` > 0) numbers its epochs on in the folder, as the paper's main.py does, and passes when the earlier
+ * run's log.json, whose epochs it keeps (earlierEpochs), reads: a bad one stops it here, before any work is done.
+ * @throws GdpError BAD_CONFIG naming the folder and its run's files; BAD_FLAG for --overwrite with `base.epoch` > 0;
+ *   BAD_RUN_FILE for a continuation's log.json that cannot be read or is malformed.
  */
 export function checkRunFolder(config: Config, o: RunFolderOptions = {}): void {
   const dir = runFolder(config);
@@ -70,6 +73,7 @@ export function checkRunFolder(config: Config, o: RunFolderOptions = {}): void {
     if (o.overwrite && files.length) {
       throw new GdpError('BAD_FLAG', `--overwrite: base.epoch ${config.base.epoch} continues the run in ${dir}, whose files --overwrite would delete`);
     }
+    earlierEpochs(dir, config.base.epoch);
     return;
   }
   if (!files.length) return;

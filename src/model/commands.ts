@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs-core';
 import { GdpError } from '../shared/errors.js';
 import { modelCost } from '../shared/graph/flops.js';
-import { layerWidths, saveModelFile, type LoadedModel } from '../shared/io/model_file.js';
+import { exportedInputMetadata, layerWidths, saveModelFile, type LoadedModel } from '../shared/io/model_file.js';
 import { nchwToNhwc, readF32, writeF32 } from '../shared/io/raw_tensor.js';
 import { exportTfjs } from '../shared/io/tfjs_export.js';
 import { tfjsDirWriter } from '../shared/io/tfjs_files.js';
@@ -174,14 +174,16 @@ export async function exportModel(o: ExportOptions): Promise<void> {
     if (o.keras !== undefined) {
       if (!(m.model instanceof GraphModel))
         throw new GdpError('UNSUPPORTED_EXPORT', `${o.weights}: --keras exports imported ('graph') models; ${m.arch} exports to TF.js with --out`);
-      const r = await exportGraphKeras(m.model, o.keras, note);
+      const r = await exportGraphKeras(m.model, o.keras, { log: note, norm: m.norm });
       say(o, `wrote ${o.keras} (${fmt(r.bytes)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
+      if (m.norm) say(o, `input: (pixel in [0, 1] - mean) / std per channel, ${describeNormalisation(m.norm)} (${r.inputAt})`);
+      else note(`${o.weights} records no input normalisation: ${o.keras} carries none`);
       return;
     }
     const out = o.out!;
     // An imported model goes back to its own topology (names, classes, fused activations); others are rebuilt.
     // The input preprocessing travels in model.json's userDefinedMetadata, which tf.loadLayersModel keeps.
-    const meta = m.norm ? { gdp: { input: { layout: 'NHWC', pixels: '[0, 1]', mean: m.norm.mean, std: m.norm.std } } } : undefined;
+    const meta = m.norm ? { gdp: exportedInputMetadata(m.norm) } : undefined;
     const writer = tfjsDirWriter(out, meta);
     const r = m.model instanceof GraphModel ? await exportGraphTfjs(m.model, writer, note) : await exportTfjs(m.model, m.inputShape, writer);
     say(o, `wrote ${out}/model.json and weights.bin (${fmt(r.modelArtifactsInfo.weightDataBytes ?? 0)} bytes); input NHWC [N,${m.inputShape.join(',')}]`);
@@ -204,6 +206,10 @@ export async function importModel(o: ImportOptions): Promise<void> {
     `model '${r.name}': ${r.layers} layers, input ${r.inputShape.join('x')} (HWC), ${r.numClasses} classes${r.softmax ? ' (output softmax left out: gdp gives logits)' : ''}`,
   );
   say(o, `MACs ${fmt(r.macs)}, params ${fmt(r.params)}`);
+  say(
+    o,
+    r.normalisation ? `input normalisation (pixel in [0, 1] - mean) / std: ${describeNormalisation(r.normalisation)}` : 'input normalisation: not recorded',
+  );
   say(o, `wrote ${o.out} (arch 'graph')`);
 }
 

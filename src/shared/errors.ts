@@ -30,7 +30,7 @@ export const ERROR_CODES = {
   BAD_KERAS_FILE: { exit: 2, retryable: false, meaning: 'a Keras file (.keras zip, .h5) is malformed or its weights do not fit its config' },
   UNSUPPORTED_LAYER: { exit: 2, retryable: false, meaning: 'an imported model holds a layer or option gdp cannot compute exactly' },
   UNSUPPORTED_EXPORT: { exit: 2, retryable: false, meaning: 'the network holds a layer the export format cannot express' },
-  BAD_RUN_FILE: { exit: 2, retryable: false, meaning: "a run folder's log file (cfg.json, log.json, prune_log.json, summary.json) is malformed" },
+  BAD_RUN_FILE: { exit: 2, retryable: false, meaning: "a run folder's log file (cfg.json, log.json, prune_log.json, summary.json) is unreadable or malformed" },
   BAD_RESUME: { exit: 2, retryable: false, meaning: 'a resume point is missing, truncated or of another run' },
   RUN_FINISHED: { exit: 2, retryable: false, meaning: 'the run to resume has already finished' },
   NOT_GATED: { exit: 2, retryable: false, meaning: 'a pruning operation needs gated BatchNorms and the model has none' },

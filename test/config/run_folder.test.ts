@@ -41,6 +41,11 @@ function folder(c: ReturnType<typeof config>, files: string[]): string {
   return dir;
 }
 
+/** A log.json record of train epoch `epoch`, as RunFiles writes it. */
+function epochRecord(epoch: number) {
+  return { stage: 'train', epoch, lr: 0.1, train_loss: 1, train_acc: 0.5, test_loss: 1, 'acc@1': 0.5, 'acc@5': 0.9, img_s: 100, worker_img_s: { w1: 50 } };
+}
+
 const code =
   (c: string, ...mention: string[]) =>
   (e: unknown) => {
@@ -96,10 +101,30 @@ describe('checkRunFolder: a fresh run never writes into an earlier run', () => {
 
   it("a base.epoch continuation numbers its epochs on in the folder, as the paper's main.py; --overwrite would delete it", () => {
     const c = config({ epoch: 1, checkpoint_path: 'w.safetensors' });
-    const dir = folder(c, ['cfg.json', 'log.json', 'train-epoch1.safetensors']);
+    const dir = folder(c, ['cfg.json', 'train-epoch1.safetensors']);
+    writeFileSync(join(dir, 'log.json'), JSON.stringify([epochRecord(1), epochRecord(2)]));
     resumePoint(dir, 3, 40);
     assert.doesNotThrow(() => checkRunFolder(c));
     assert.throws(() => checkRunFolder(c, { overwrite: true }), code('BAD_FLAG', '--overwrite', 'base.epoch 1'));
+  });
+
+  it("a continuation keeps the earlier log.json's epochs, so one that cannot be read stops it: BAD_RUN_FILE naming it", async () => {
+    const spoilt: [string, (path: string) => void, string][] = [
+      ['not JSON', (p) => writeFileSync(p, '[{"stage": "train",'), 'not JSON'],
+      ['no list', (p) => writeFileSync(p, '{"epochs": []}'), '(root)'],
+      ['no record', (p) => writeFileSync(p, JSON.stringify([epochRecord(1), { stage: 'train', epoch: 2 }])), '1.lr'],
+      ['a folder', (p) => mkdirSync(p), 'cannot read'],
+    ];
+    for (const [what, spoil, mention] of spoilt) {
+      const c = config({ epoch: 1, checkpoint_path: 'w.safetensors' });
+      const dir = folder(c, ['cfg.json']);
+      spoil(join(dir, 'log.json'));
+      assert.throws(() => checkRunFolder(c), code('BAD_RUN_FILE', join(dir, 'log.json'), mention), what);
+      // Checked with the folder, first of the start checks: --dry-run says so too, before any worker joins.
+      await assert.rejects(runStartChecks(c, { resumed: false }), code('BAD_RUN_FILE', 'log.json'));
+    }
+    const fresh = config({ epoch: 1, checkpoint_path: 'w.safetensors' });
+    assert.doesNotThrow(() => checkRunFolder(fresh), 'without log.json there is nothing to keep');
   });
 
   it('--overwrite passes, saying what will go; clearRunFolder deletes the run files only', () => {

@@ -60,6 +60,7 @@ test('a second fresh run into a finished run is refused, the folder byte for byt
   );
 
   // A base.epoch continuation numbers its epochs on in the same folder, as before.
+  const earlier = (JSON.parse(readFileSync(join(dir, 'log.json'), 'utf8')) as unknown[])[0];
   const continued = await coord(
     args('stages=["train"]', 'base.epoch=1', `base.checkpoint_path=${join(dir, 'train-epoch1.safetensors')}`, 'train.max_epoch=2', 'train.steplr=[[2,0.05]]'),
     120_000,
@@ -67,6 +68,16 @@ test('a second fresh run into a finished run is refused, the folder byte for byt
   assert.equal(continued.code, 0, continued.out + continued.err);
   assert.match(continued.out, /train: continuing from epoch 2 of 2/);
   assert.ok(readdirSync(dir).includes('train-epoch2.safetensors'));
+  // Its log.json goes on from the earlier run's epoch 1, which it keeps as it was.
+  const records = JSON.parse(readFileSync(join(dir, 'log.json'), 'utf8')) as { stage: string; epoch: number }[];
+  assert.deepEqual(
+    records.map((r) => [r.stage, r.epoch]),
+    [
+      ['train', 1],
+      ['train', 2],
+    ],
+  );
+  assert.deepEqual(records[0], earlier);
 });
 
 test('an interrupted run: a fresh start is refused naming its resume point and --resume, which continues it', { timeout: 300_000 }, async () => {

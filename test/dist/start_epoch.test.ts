@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -78,6 +78,13 @@ function assertSameTensors(a: string, b: string): number {
   return x.size;
 }
 
+/** Every file of a run folder (a folder entry: its name alone), by name. */
+function folderBytes(dir: string): Record<string, string> {
+  return Object.fromEntries(
+    readdirSync(dir, { withFileTypes: true }).map((e) => [e.name, e.isDirectory() ? 'folder' : readFileSync(join(dir, e.name)).toString('base64')]),
+  );
+}
+
 /** The per-epoch figures that depend on the numbers only (not on timing). */
 const figures = (r: EpochRecord) => [r.stage, r.epoch, r.lr, r.train_loss, r.train_acc, r.test_loss, r['acc@1'], r['acc@5']];
 
@@ -125,6 +132,48 @@ describe('base.epoch: the train stage continues at epoch base.epoch+1 from the s
     assert.deepEqual(resumed.records.map(figures), straight.records.map(figures));
     assert.ok(!resumed.lines.some((l) => l.startsWith('train: continuing')), 'the resumed stage starts from its position, not from base.epoch');
     assertSameTensors(join(straight.dir, 'train-epoch2.safetensors'), join(resumed.dir, 'train-epoch2.safetensors'));
+  });
+
+  it("a continuation in the earlier run's folder: log.json holds that run's epochs 1..base.epoch, then its own; later ones are dropped", async () => {
+    const first = await run(data, logDir, 'cont', ['train.max_epoch=3', 'train.steplr=[[1,0.05],[3,0.01]]']);
+    assert.deepEqual(
+      first.records.map((r) => r.epoch),
+      [1, 2, 3],
+    );
+    const weights = join(first.dir, 'train-epoch1.safetensors');
+    // Epoch 2 again, at another rate than the first run's (whose epochs 2 and 3 go): the record is the continuation's.
+    const next = await run(data, logDir, 'cont', ['train.max_epoch=2', 'train.steplr=[[1,0.05],[2,0.002]]', 'base.epoch=1', `base.checkpoint_path=${weights}`]);
+    assert.deepEqual(
+      next.records.map((r) => [r.stage, r.epoch, r.lr]),
+      [
+        ['train', 1, 0.05],
+        ['train', 2, 0.002],
+      ],
+    );
+    assert.deepEqual(next.records[0], first.records[0], "the earlier run's record as it was, every field");
+    assert.ok(next.lines.includes("log.json: 1 record(s) of the earlier run's train epochs 1..1 kept, 2 later record(s) dropped"), next.lines.join('\n'));
+  });
+
+  it("an unreadable or malformed earlier log.json stops a continuation with BAD_RUN_FILE before it computes or rewrites anything", async () => {
+    const cases: [string, (dir: string) => void, RegExp][] = [
+      ['truncated', (d) => writeFileSync(join(d, 'log.json'), '[{"stage": "train", "epoch": 1,'), /log\.json: not JSON/],
+      ['foreign', (d) => writeFileSync(join(d, 'log.json'), '[{"stage": "train", "epoch": "one"}]\n'), /log\.json: 0\.epoch: .*not a list of epoch records/],
+      ['folder', (d) => mkdirSync(join(d, 'log.json')), /log\.json: cannot read the earlier run's epochs/],
+    ];
+    for (const [task, spoil, message] of cases) {
+      // The earlier run's files: its checkpoint (the continuation's weights) and resume point, and the log.json spoiled.
+      await run(data, logDir, task, []);
+      const dir = join(logDir, task);
+      const sets = [...TWO_EPOCHS, 'base.epoch=1', `base.checkpoint_path=${join(dir, 'train-epoch1.safetensors')}`];
+      rmSync(join(dir, 'log.json'));
+      spoil(dir);
+      const before = folderBytes(dir);
+      await assert.rejects(
+        run(data, logDir, task, sets),
+        (e: unknown) => e instanceof GdpError && e.code === 'BAD_RUN_FILE' && message.test(e.message) && e.message.includes(join(dir, 'log.json')),
+      );
+      assert.deepEqual(folderBytes(dir), before, `${task}: every file of the earlier run as it was`);
+    }
   });
 
   it('base.epoch >= max_epoch: the train stage has nothing to do and says so', async () => {

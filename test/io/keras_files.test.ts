@@ -1,15 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { unzipSync } from 'fflate';
+import { unzipSync, zipSync } from 'fflate';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { Group } from 'h5wasm/node';
+import h5wasm, { type Group } from 'h5wasm/node';
 import { initBackend } from '../../src/shared/backend.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { exportGraphKeras } from '../../src/shared/io/keras_export.js';
 import { readKerasModel, snakeCase } from '../../src/shared/io/keras_files.js';
+import { exportedInputMetadata } from '../../src/shared/io/model_file.js';
 import { readTfjsModel, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
 import { graphArtifacts } from '../../src/shared/io/tfjs_graph_export.js';
 import { modelFromImport, type GraphModel } from '../../src/shared/models/graph_model.js';
@@ -147,16 +149,33 @@ test('malformed Keras files stop the import with a coded error naming the file a
   leaky.dispose();
 });
 
+/** The `gdp` entry an exported Keras file holds: metadata.json's key (.keras), the root attribute (.h5). */
+function recordedGdp(path: string): unknown {
+  if (path.endsWith('.keras')) return JSON.parse(new TextDecoder().decode(unzipSync(readFileSync(path))['metadata.json'])).gdp;
+  const f = new h5wasm.File(path, 'r');
+  try {
+    return 'gdp' in f.attrs ? JSON.parse(String(f.attrs.gdp.value)) : undefined;
+  } finally {
+    f.close();
+  }
+}
+
 for (const suffix of ['keras', 'h5'] as const) {
-  test(`export --keras .${suffix}: gdp reads its own Keras file back with the same topology and logits`, async () => {
+  test(`export --keras .${suffix}: gdp reads its own Keras file back with the same topology, logits and normalisation`, async () => {
     const stock = mobileBlock();
     randomizeWeights(stock, 9);
     const src = join(dir, `rt_src.${suffix === 'keras' ? 'h5' : 'keras'}`);
     await (suffix === 'keras' ? writeKeras2H5(stock, src) : writeKeras3(stock, src));
     const m = await importKeras(src);
     const out = join(dir, `rt_out.${suffix}`);
-    const r = await exportGraphKeras(m, out);
+    const norm = { mean: [0.25, 0.5, 0.1], std: [0.125, 0.3333333333333333, 1] };
+    const r = await exportGraphKeras(m, out, { norm });
     assert.ok(r.bytes > 0);
+    // The normalisation sits where Keras keeps what it does not read: metadata.json, or a root attribute of the .h5.
+    assert.deepEqual(recordedGdp(out), { input: { layout: 'NHWC', pixels: '[0, 1]', ...norm } });
+    if (suffix === 'keras') assert.deepEqual(Object.keys(unzipSync(await readFile(out))).sort(), ['config.json', 'metadata.json', 'model.weights.h5']);
+    assert.deepEqual((await readKerasModel(out)).norm, norm, 'bit for bit');
+    assert.equal((await readKerasModel(src)).norm, undefined, 'a Keras file without it loads without one');
     const back = await importKeras(out);
     assert.deepEqual(back.graph.nodes, m.graph.nodes);
     const x = tf.randomNormal([3, ...m.inputShape], 0, 1, 'float32', 2) as tf.Tensor4D;
@@ -168,6 +187,40 @@ for (const suffix of ['keras', 'h5'] as const) {
     stock.dispose();
   });
 }
+
+test('a malformed gdp entry in a Keras file stops the import with BAD_KERAS_FILE naming the file and the field', async () => {
+  const stock = mobileBlock();
+  await writeKeras3(stock, join(dir, 'entry_src.keras'));
+  const m = await importKeras(join(dir, 'entry_src.keras'));
+  const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+  const good = join(dir, 'entry.keras');
+  await exportGraphKeras(m, good, { norm });
+  /** `good` with its metadata.json's gdp entry replaced by `gdp`. */
+  const withEntry = async (name: string, gdp: unknown) => {
+    const members = unzipSync(await readFile(good));
+    const meta = JSON.parse(new TextDecoder().decode(members['metadata.json']));
+    members['metadata.json'] = new TextEncoder().encode(JSON.stringify({ ...meta, gdp }));
+    await writeFile(join(dir, name), zipSync(members, { level: 0 }));
+    return join(dir, name);
+  };
+  const input = exportedInputMetadata(norm).input;
+  await rejects(
+    await withEntry('count.keras', { input: { ...input, mean: [0.5, 0.5] } }),
+    'BAD_KERAS_FILE',
+    'count.keras',
+    'metadata.json gdp.input.mean',
+    '3 channel(s)',
+  );
+  await rejects(await withEntry('flat.keras', { input: { ...input, std: [1, 0, 1] } }), 'BAD_KERAS_FILE', 'gdp.input.std must be positive', 'channel 1');
+  await rejects(await withEntry('nchw.keras', { input: { ...input, layout: 'NCHW' } }), 'BAD_KERAS_FILE', "gdp.input.layout must be 'NHWC'", 'NCHW');
+  await rejects(await withEntry('list.keras', [1, 2]), 'BAD_KERAS_FILE', 'metadata.json gdp must be an object');
+  // An entry without `input` (a gdp export of weights that record no normalisation) reads as none.
+  assert.equal((await readKerasModel(await withEntry('empty.keras', {}))).norm, undefined);
+  await writeKeras2H5(stock, join(dir, 'entry.h5'), (f) => f.create_attribute('gdp', '{"input":'));
+  await rejects(join(dir, 'entry.h5'), 'BAD_KERAS_FILE', 'entry.h5', "root attribute 'gdp' is not JSON");
+  m.dispose();
+  stock.dispose();
+});
 
 /** A Keras 3 config's structure: model class, outputs, and per layer its class, name, input shape and inbound layer names. */
 function keras3Structure(config: Record<string, unknown>): unknown {

@@ -167,3 +167,23 @@ test('a malformed model.json or a weight missing from the shards is BAD_TFJS_MOD
   m.dispose();
   await assert.rejects(readTfjsModel(out), (e: unknown) => e instanceof GdpError && e.code === 'BAD_TFJS_MODEL' && e.message.includes("'dw/depthwise_kernel'"));
 });
+
+test("model.json's userDefinedMetadata.gdp (gdp-model export's) reads back as the model's normalisation; a malformed one is BAD_TFJS_MODEL", async () => {
+  const norm = { mean: [0.25, 0.5, 0.75], std: [0.5, 0.25, 0.125] };
+  const write = async (name: string, gdp: unknown) => {
+    const m = mobileBlock();
+    await m.save(tfjsDirWriter(join(dir, name), { gdp }));
+    m.dispose();
+    return join(dir, name);
+  };
+  const good = await write('normed', { input: { layout: 'NHWC', pixels: '[0, 1]', ...norm } });
+  assert.deepEqual((await readTfjsModel(good)).norm, norm);
+  assert.deepEqual(readTfjsModelSync(good).norm, norm);
+  const bad = await write('bad_norm', { input: { layout: 'NHWC', pixels: '[0, 1]', mean: [0.5], std: [1] } });
+  for (const read of [readTfjsModel, async (p: string) => readTfjsModelSync(p)]) {
+    await assert.rejects(
+      read(bad),
+      (e: unknown) => e instanceof GdpError && e.code === 'BAD_TFJS_MODEL' && e.message.includes('userDefinedMetadata.gdp.input.mean has 1 value(s)'),
+    );
+  }
+});

@@ -14,6 +14,7 @@ import { maxAbsDiff } from '../helpers.js';
 import { flattenNet, randomizeWeights } from '../io/tfjs_models.js';
 import { writeKeras2H5, writeKeras3 } from '../io/keras_writer.js';
 import { loadHdf5 } from '../../src/shared/io/hdf5.js';
+import { loadModelFile, saveModelFile } from '../../src/shared/io/model_file.js';
 import { readKerasModel } from '../../src/shared/io/keras_files.js';
 import { parseLayersTopology } from '../../src/shared/io/tfjs_graph.js';
 import { modelFromImport } from '../../src/shared/models/graph_model.js';
@@ -132,4 +133,39 @@ test('gdp-model import --keras and export --keras: .keras and .h5 through the co
   assert.deepEqual(graphs[0], graphs[1]);
   tf.dispose(x);
   stock.dispose();
+});
+
+test('gdp-model export then import (--keras .keras / .h5, TF.js) keeps the input normalisation; a file without one imports without one', async () => {
+  const stock = flattenNet();
+  randomizeWeights(stock, 6);
+  await writeKeras3(stock, join(dir, 'plain.keras'));
+  stock.dispose();
+  const plain = join(dir, 'plain.safetensors');
+  const r = await gdpModel('import', '--keras', join(dir, 'plain.keras'), '--out', plain, '--json', '--backend', 'cpu');
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).normalisation, undefined);
+  // The imported model as training would save it: with the normalisation its weights were trained with.
+  const norm = { mean: [0.1, 0.30000000000000004], std: [0.2, 0.123456789] };
+  const m = await loadModelFile(plain);
+  const trained = join(dir, 'trained.safetensors');
+  await saveModelFile(trained, m.model, { arch: m.arch, numClasses: m.numClasses, norm });
+  m.model.dispose();
+  for (const suffix of ['keras', 'h5', 'tfjs']) {
+    // TF.js: model.json's userDefinedMetadata.gdp, read back as the Keras files' entry.
+    const [flag, out] = suffix === 'tfjs' ? ['--tfjs', join(dir, 'normed_web')] : ['--keras', join(dir, `normed.${suffix}`)];
+    const e = await gdpModel('export', '--weights', trained, flag === '--tfjs' ? '--out' : '--keras', out, '--backend', 'cpu');
+    assert.equal(e.code, 0, e.stderr);
+    assert.match(e.stdout, /input: \(pixel in \[0, 1\] - mean\) \/ std per channel, mean \[0\.100000, 0\.300000\]/);
+    const back = join(dir, `normed_${suffix}.safetensors`);
+    const i = await gdpModel('import', flag, out, '--out', back, '--json', '--backend', 'cpu');
+    assert.equal(i.code, 0, i.stderr);
+    assert.deepEqual(JSON.parse(i.stdout).normalisation, norm, suffix);
+    const info = await gdpModel('info', '--weights', back, '--json', '--backend', 'cpu');
+    assert.deepEqual(JSON.parse(info.stdout).normalisation, norm, `${suffix}: the imported model file records it, bit for bit`);
+  }
+  const e = await gdpModel('export', '--weights', plain, '--keras', join(dir, 'plain_out.h5'), '--backend', 'cpu');
+  assert.match(e.stdout, /records no input normalisation: .*plain_out\.h5 carries none/);
+  const i = await gdpModel('import', '--keras', join(dir, 'plain_out.h5'), '--out', join(dir, 'plain_again.safetensors'), '--backend', 'cpu');
+  assert.equal(i.code, 0, i.stderr);
+  assert.match(i.stdout, /input normalisation: not recorded/);
 });

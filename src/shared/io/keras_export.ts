@@ -5,27 +5,43 @@ import { strToU8, zipSync } from 'fflate';
 import * as tf from '@tensorflow/tfjs';
 import type { Group } from 'h5wasm/node';
 import { GdpError } from '../errors.js';
+import type { Normalisation } from '../data/transforms.js';
 import type { GraphModel } from '../models/graph_model.js';
 import { loadHdf5, withHdf5File, writeFloats } from './hdf5.js';
 import { toKeras3Config } from './keras_config.js';
+import { exportedInputMetadata } from './model_file.js';
 import { keras3LayerPaths } from './keras_files.js';
 import { expectedWeights, parseLayersTopology, topologyLayers, type ImportedNode } from './tfjs_graph.js';
 import { graphArtifacts } from './tfjs_graph_export.js';
+
+/** What exportGraphKeras writes besides the model. */
+export interface KerasExportOptions {
+  /** Notes on the conversion (graphArtifacts'). */
+  log?: (line: string) => void;
+  /** The input normalisation the weights were trained with, recorded as the file's `gdp` entry (exportedInputMetadata). */
+  norm?: Normalisation;
+}
 
 /**
  * Writes an imported ('graph') gdp model as a Keras file, in the layouts keras_files.ts reads (see there):
  * `.keras` (Keras 3: zip of config.json, metadata.json, model.weights.h5) or legacy `.h5` / `.hdf5` (Keras 2:
  * `model_config` + `model_weights`). Topology and weights are those of the TF.js export (graphArtifacts: current
- * widths, original layer options, gates folded; `log` as there). gdp reads these files back with the same outputs
- * (tested); loading them with Python Keras was not tested (no Keras where gdp is developed).
+ * widths, original layer options, gates folded; `o.log` as there). `o.norm` goes where each format keeps entries
+ * Keras itself ignores when loading: metadata.json's `gdp` key (Keras 3 writes keras_version and date_saved there and
+ * reads only config.json and the weights), or the `.h5` root attribute `gdp` (JSON, beside `model_config`); either
+ * holds exportedInputMetadata's `{ input: { layout, pixels, mean, std } }`, as model.json's userDefinedMetadata.gdp.
+ * gdp reads these files back with the same outputs (tested); loading them with Python Keras was not tested (no Keras
+ * where gdp is developed).
+ * @returns the bytes written, and with `o.norm` where the file records it (`metadata.json gdp.input`).
  * @throws GdpError UNSUPPORTED_EXPORT for another suffix; file system errors as thrown by Node.
  */
-export async function exportGraphKeras(model: GraphModel, out: string, log?: (line: string) => void): Promise<{ bytes: number }> {
+export async function exportGraphKeras(model: GraphModel, out: string, o: KerasExportOptions = {}): Promise<{ bytes: number; inputAt?: string }> {
   const lower = out.toLowerCase();
   const keras3 = lower.endsWith('.keras');
   if (!keras3 && !lower.endsWith('.h5') && !lower.endsWith('.hdf5'))
     throw new GdpError('UNSUPPORTED_EXPORT', `${out}: a Keras file ends in .keras (Keras 3) or .h5 / .hdf5 (legacy Keras 2)`);
-  const artifacts = await graphArtifacts(model, log);
+  const artifacts = await graphArtifacts(model, o.log);
+  const gdp = o.norm && exportedInputMetadata(o.norm);
   const topology = artifacts.modelTopology as Record<string, unknown>;
   const named = tf.io.decodeWeights(tf.io.CompositeArrayBuffer.join(artifacts.weightData as ArrayBuffer), artifacts.weightSpecs!);
   // The exported topology's graph: its shapes are the current (melted) widths.
@@ -46,7 +62,7 @@ export async function exportGraphKeras(model: GraphModel, out: string, log?: (li
     if (keras3) {
       withHdf5File(h5, 'w', (f) => writeKeras3Weights(f, layers, String((topology.config as { name?: unknown }).name ?? 'model')));
       const config = toKeras3Config(topology, g.nodes);
-      const metadata = { keras_version: '3.0.0', date_saved: new Date().toISOString(), generated_by: 'gdp-model export' };
+      const metadata = { keras_version: '3.0.0', date_saved: new Date().toISOString(), generated_by: 'gdp-model export', ...(gdp && { gdp }) };
       const zip = zipSync(
         {
           'metadata.json': strToU8(JSON.stringify(metadata)),
@@ -56,12 +72,15 @@ export async function exportGraphKeras(model: GraphModel, out: string, log?: (li
         { level: 0 },
       );
       writeFileSync(out, zip);
-      return { bytes: zip.length };
+      return { bytes: zip.length, ...(gdp && { inputAt: 'metadata.json gdp.input' }) };
     }
-    withHdf5File(h5, 'w', (f) => writeKeras2File(f, topology, layers));
+    withHdf5File(h5, 'w', (f) => {
+      writeKeras2File(f, topology, layers);
+      if (gdp) f.create_attribute('gdp', JSON.stringify(gdp));
+    });
     const bytes = readFileSync(h5);
     writeFileSync(out, bytes);
-    return { bytes: bytes.length };
+    return { bytes: bytes.length, ...(gdp && { inputAt: "root attribute 'gdp' (JSON), its input" }) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

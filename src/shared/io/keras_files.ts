@@ -3,9 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
 import type { Group } from 'h5wasm/node';
+import type { Normalisation } from '../data/transforms.js';
 import { GdpError } from '../errors.js';
 import { childDataset, childGroup, loadHdf5, readFloats, stringAttr, stringListAttr, withHdf5File } from './hdf5.js';
 import { toLayersTopology } from './keras_config.js';
+import { exportedNormalisation } from './model_file.js';
 import { readTfjsModel, readTfjsModelSync, type TfjsModel } from './tfjs_files.js';
 import { expectedWeights, parseLayersTopology, type ImportedGraph, type ImportedNode } from './tfjs_graph.js';
 
@@ -19,6 +21,8 @@ import { expectedWeights, parseLayersTopology, type ImportedGraph, type Imported
  *   weights under `model_weights/<layer>`, in the order of its `weight_names` attribute, as datasets named by them
  *   (`model_weights/conv/conv/kernel:0`).
  * Layer weights arrive in TF.js names (`conv/kernel`, `dw/depthwise_kernel`, `bn/gamma`); Keras' layouts are TF.js'.
+ * The input normalisation gdp-model export records (metadata.json's `gdp` key, the `.h5` root attribute `gdp`; see
+ * keras_export.ts) comes back as the model's `norm`; files without it (any Keras' own) have none.
  */
 
 export const KERAS_SUFFIXES = ['.keras', '.h5', '.hdf5'] as const;
@@ -129,10 +133,28 @@ function withHdf5Bytes<T>(bytes: Uint8Array, fn: (f: Group) => T): T {
   }
 }
 
+/** The normalisation in a `.keras` archive's metadata.json (its `gdp` key, keras_export.ts); none without it. */
+function keras3Normalisation(path: string, files: Record<string, Uint8Array>, channels: number): Normalisation | undefined {
+  if (!files['metadata.json']) return undefined;
+  const meta = parseJson(files['metadata.json'], `${path}: metadata.json`);
+  const gdp = meta && typeof meta === 'object' ? (meta as Record<string, unknown>).gdp : undefined;
+  return exportedNormalisation(gdp, channels, `${path}: metadata.json gdp`, 'BAD_KERAS_FILE');
+}
+
+/** The normalisation in a Keras 2 `.h5`'s root attribute `gdp` (JSON, keras_export.ts); none without it. */
+function keras2Normalisation(path: string, f: Group, channels: number): Normalisation | undefined {
+  if (!('gdp' in f.attrs)) return undefined;
+  const json = stringAttr(f, 'gdp');
+  if (json === undefined) throw new GdpError('BAD_KERAS_FILE', `${path}: root attribute 'gdp' is not a string (gdp writes JSON there)`);
+  const gdp = parseJson(new TextEncoder().encode(json), `${path}: root attribute 'gdp'`);
+  return exportedNormalisation(gdp, channels, `${path}: root attribute gdp`, 'BAD_KERAS_FILE');
+}
+
 function readKeras3Sync(path: string): TfjsModel {
   const files = unzipKeras(path);
   const { raw, topology } = keras3Topology(path, files);
   const g = parseLayersTopology(topology, path);
+  const norm = keras3Normalisation(path, files, g.nodes[0].shape[2]);
   const h5 = files['model.weights.h5'];
   if (!h5) throw new GdpError('BAD_KERAS_FILE', `${path}: the archive has no model.weights.h5 (sharded weights are not read)`);
   const rawLayers = ((raw.config as Record<string, unknown>).layers as Record<string, unknown>[]).map((l) => ({
@@ -156,7 +178,7 @@ function readKeras3Sync(path: string): TfjsModel {
       return out;
     }),
   );
-  return { topology, graph: { ...g, weights } };
+  return { topology, graph: { ...g, weights }, ...(norm && { norm }) };
 }
 
 function readKeras2Sync(path: string): TfjsModel {
@@ -166,6 +188,7 @@ function readKeras2Sync(path: string): TfjsModel {
       throw new GdpError('BAD_KERAS_FILE', `${path}: no 'model_config' attribute (a weights-only .h5 from save_weights has no architecture)`);
     const topology = toLayersTopology(parseJson(new TextEncoder().encode(json), `${path}: model_config`), `${path}: model_config`);
     const g = parseLayersTopology(topology, path);
+    const norm = keras2Normalisation(path, f, g.nodes[0].shape[2]);
     const mw = childGroup(f, 'model_weights');
     if (!mw) throw new GdpError('BAD_KERAS_FILE', `${path}: no 'model_weights' group`);
     const weights = collectWeights(g, path, (n) => {
@@ -178,7 +201,7 @@ function readKeras2Sync(path: string): TfjsModel {
         return readFloats(d, `${path}: model_weights/${n.name}/${w}`);
       });
     });
-    return { topology, graph: { ...g, weights } };
+    return { topology, graph: { ...g, weights }, ...(norm && { norm }) };
   });
 }
 
@@ -186,8 +209,8 @@ function readKeras2Sync(path: string): TfjsModel {
  * Reads a Keras file (`.keras`, or legacy `.h5` / `.hdf5`) into its Keras 2 form topology and the importer's graph.
  * Needs `loadHdf5()` to have resolved (readKerasModel does that).
  * @throws GdpError FILE_NOT_FOUND; BAD_KERAS_FILE (not a zip / HDF5, missing members, attributes or groups, weight
- *   counts or shapes that do not fit the config) naming the file and what is wrong; BAD_TFJS_MODEL and
- *   UNSUPPORTED_LAYER from the topology, as for a TF.js model.
+ *   counts or shapes that do not fit the config, a malformed `gdp` entry or metadata.json that is not JSON) naming
+ *   the file and what is wrong; BAD_TFJS_MODEL and UNSUPPORTED_LAYER from the topology, as for a TF.js model.
  */
 export function readKerasModelSync(path: string): TfjsModel {
   return path.toLowerCase().endsWith('.keras') ? readKeras3Sync(path) : readKeras2Sync(path);

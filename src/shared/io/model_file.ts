@@ -1,6 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Normalisation } from '../data/transforms.js';
-import { GdpError } from '../errors.js';
+import { GdpError, type ErrorCode } from '../errors.js';
 import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { GRAPH_ARCH, GraphModel } from '../models/graph_model.js';
@@ -120,17 +120,36 @@ function parseWidths(raw: string, source: string): Widths {
   return w as Widths;
 }
 
-function parseNumbers(meta: Record<string, string>, key: string, source: string): number[] {
-  const bad = (msg: string) => new GdpError('BAD_METADATA', `${source}: metadata field '${key}' ${msg}`);
-  let v: unknown;
+/** The JSON value of metadata field `key`. @throws GdpError BAD_METADATA naming the field when it is not JSON. */
+function parseField(meta: Record<string, string>, key: string, source: string): unknown {
   try {
-    v = JSON.parse(meta[key]);
+    return JSON.parse(meta[key]);
   } catch (e) {
-    throw bad(`is not JSON (${(e as Error).message})`);
+    throw new GdpError('BAD_METADATA', `${source}: metadata field '${key}' is not JSON (${(e as Error).message})`);
   }
-  if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
-    throw bad(`must be a non-empty array of numbers, got '${meta[key]}'`);
-  return v as number[];
+}
+
+/**
+ * A recorded mean and std checked as one normalisation: one finite number per input channel each, std positive.
+ * `bad` makes the error for the field at fault, naming the file and where that field is.
+ */
+function checkedNormalisation(mean: unknown, std: unknown, channels: number, bad: (field: 'mean' | 'std', msg: string) => GdpError): Normalisation {
+  const fields = [
+    ['mean', mean],
+    ['std', std],
+  ] as const;
+  const lists: number[][] = [];
+  for (const [field, v] of fields) {
+    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
+      throw bad(field, `must be a non-empty array of numbers, got '${JSON.stringify(v)}'`);
+    lists.push(v);
+  }
+  fields.forEach(([field], i) => {
+    if (lists[i].length !== channels) throw bad(field, `has ${lists[i].length} value(s), the model's input has ${channels} channel(s)`);
+  });
+  const flat = lists[1].findIndex((v) => !(v > 0));
+  if (flat >= 0) throw bad('std', `must be positive, channel ${flat} is ${lists[1][flat]}`);
+  return { mean: lists[0], std: lists[1] };
 }
 
 /**
@@ -144,18 +163,42 @@ export function metadataNormalisation(meta: Record<string, string>, channels: nu
   if (!hasMean && meta.input_std === undefined) return undefined;
   if (!hasMean || meta.input_std === undefined)
     throw new GdpError('BAD_METADATA', `${source}: metadata field '${hasMean ? 'input_std' : 'input_mean'}' is absent; input_mean and input_std go together`);
-  const mean = parseNumbers(meta, 'input_mean', source);
-  const std = parseNumbers(meta, 'input_std', source);
-  for (const [key, v] of [
-    ['input_mean', mean],
-    ['input_std', std],
-  ] as const) {
-    if (v.length !== channels)
-      throw new GdpError('BAD_METADATA', `${source}: metadata field '${key}' has ${v.length} value(s), the model's input has ${channels} channel(s)`);
+  const [mean, std] = [parseField(meta, 'input_mean', source), parseField(meta, 'input_std', source)];
+  return checkedNormalisation(mean, std, channels, (field, msg) => new GdpError('BAD_METADATA', `${source}: metadata field 'input_${field}' ${msg}`));
+}
+
+/**
+ * What an exported model file records of the input its network expects, as the value of its `gdp` entry
+ * (model.json's `userDefinedMetadata.gdp`; a Keras file's metadata.json `gdp` or `.h5` root attribute `gdp`, see
+ * keras_export.ts): `{ input: { layout: 'NHWC', pixels: '[0, 1]', mean, std } }`, the network's input being
+ * (pixel - mean) / std per channel with pixels scaled to [0, 1]. Read back by exportedNormalisation.
+ */
+export function exportedInputMetadata(norm: Normalisation): { input: { layout: 'NHWC'; pixels: '[0, 1]'; mean: number[]; std: number[] } } {
+  return { input: { layout: 'NHWC', pixels: '[0, 1]', mean: [...norm.mean], std: [...norm.std] } };
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The input normalisation of an exported file's `gdp` entry (exportedInputMetadata's form), or undefined when the
+ * entry is absent or holds no `input` (a file gdp did not write, or one exported without a normalisation).
+ * `where` names the entry in messages (`net.keras: metadata.json gdp`), `channels` is the model's input channels.
+ * @throws GdpError `code` (the file format's own: BAD_KERAS_FILE, BAD_TFJS_MODEL) naming `where` and the field: an
+ *   entry that is not an object, a layout other than NHWC or pixels other than [0, 1], a mean or std that is not one
+ *   finite number per channel, a std that is not positive.
+ */
+export function exportedNormalisation(gdp: unknown, channels: number, where: string, code: ErrorCode): Normalisation | undefined {
+  if (gdp === undefined) return undefined;
+  if (!isRecord(gdp)) throw new GdpError(code, `${where} must be an object, got ${JSON.stringify(gdp)}`);
+  const input = gdp.input;
+  if (input === undefined) return undefined;
+  if (!isRecord(input)) throw new GdpError(code, `${where}.input must be an object, got ${JSON.stringify(input)}`);
+  const want = exportedInputMetadata({ mean: [], std: [] }).input;
+  for (const key of ['layout', 'pixels'] as const) {
+    if (input[key] !== want[key])
+      throw new GdpError(code, `${where}.input.${key} must be '${want[key]}' (what gdp reads), got ${JSON.stringify(input[key]) ?? 'none'}`);
   }
-  const flat = std.findIndex((v) => !(v > 0));
-  if (flat >= 0) throw new GdpError('BAD_METADATA', `${source}: metadata field 'input_std' must be positive, channel ${flat} is ${std[flat]}`);
-  return { mean, std };
+  return checkedNormalisation(input.mean, input.std, channels, (field, msg) => new GdpError(code, `${where}.input.${field} ${msg}`));
 }
 
 /** Builds the architecture named by the options or the metadata, then loads the tensors (widths from the file). */

@@ -2,7 +2,9 @@ import { readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import type { Normalisation } from '../data/transforms.js';
 import { GdpError } from '../errors.js';
+import { exportedNormalisation } from './model_file.js';
 import { readLayersTopology, type ImportedGraph } from './tfjs_graph.js';
 
 export const MODEL_JSON = 'model.json';
@@ -77,6 +79,8 @@ export function tfjsDirReader(dir: string, file = MODEL_JSON): tf.io.IOHandler {
 export interface TfjsModel {
   topology: unknown;
   graph: ImportedGraph;
+  /** The input normalisation the file records (gdp-model export's `gdp` entry, exportedNormalisation); undefined without one. */
+  norm?: Normalisation;
 }
 
 /**
@@ -115,18 +119,24 @@ function modelFromArtifacts(artifacts: tf.io.ModelArtifacts, path: string): Tfjs
   } catch (e) {
     throw new GdpError('BAD_TFJS_MODEL', `${path}: its weights do not match the manifest: ${(e as Error).message}`);
   }
+  let graph: ImportedGraph;
   try {
-    return { topology: artifacts.modelTopology, graph: readLayersTopology(artifacts.modelTopology, weights, path) };
+    graph = readLayersTopology(artifacts.modelTopology, weights, path);
   } finally {
     tf.dispose(Object.values(weights));
   }
+  // gdp-model export's record of the input normalisation, checked against the input's channels (first node: [h, w, c]).
+  const gdp = (artifacts.userDefinedMetadata as Record<string, unknown> | undefined)?.gdp;
+  const norm = exportedNormalisation(gdp, graph.nodes[0].shape[2], `${path}: userDefinedMetadata.gdp`, 'BAD_TFJS_MODEL');
+  return { topology: artifacts.modelTopology, graph, ...(norm && { norm }) };
 }
 
 /**
  * Reads a TF.js layers model from `path` (its model.json, or the folder holding one) with its weight shards: the
  * topology as stored (what a 'graph' architecture is built from) and the importer's graph (see
- * readLayersTopology). Quantized weights are dequantized to float32 by tfjs. Throws FILE_NOT_FOUND (model.json or a
- * weight shard cannot be read), BAD_TFJS_MODEL (malformed files, a graph model) and UNSUPPORTED_LAYER.
+ * readLayersTopology), with the input normalisation a gdp export records (`userDefinedMetadata.gdp`). Quantized
+ * weights are dequantized to float32 by tfjs. Throws FILE_NOT_FOUND (model.json or a weight shard cannot be read),
+ * BAD_TFJS_MODEL (malformed files, a graph model, a malformed `gdp` entry) and UNSUPPORTED_LAYER.
  */
 export async function readTfjsModel(path: string): Promise<TfjsModel> {
   const [dir, file] = splitPath(path);
@@ -166,6 +176,7 @@ export function readTfjsModelSync(path: string): TfjsModel {
       format: json.format,
       weightSpecs: manifest.flatMap((g) => g.weights),
       weightData: tf.io.CompositeArrayBuffer.join(shards),
+      userDefinedMetadata: json.userDefinedMetadata,
     },
     path,
   );
