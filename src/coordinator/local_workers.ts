@@ -10,6 +10,9 @@ const WORKER_CLI = fileURLToPath(new URL('../worker/cli.js', import.meta.url));
  */
 const LOCAL_RETRY_S = 60;
 
+/** Whether a child process has neither exited nor been ended by a signal. */
+const isRunning = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
+
 /**
  * Worker processes this coordinator started (--local). They are ended with the coordinator: on normal exit, on
  * error and on SIGINT/SIGTERM; and should the coordinator die without cleaning up, each worker exits by itself
@@ -67,7 +70,7 @@ export class LocalWorkers {
 
   /** Throws when fewer than `min` started worker processes still run (nothing left to wait for). */
   checkAlive(min = 1): void {
-    const running = this.children.filter((c) => c.exitCode === null && c.signalCode === null).length;
+    const running = this.children.filter(isRunning).length;
     if (this.children.length && running < min) {
       throw new GdpError('WORKERS_EXITED', `${running} of ${this.children.length} local worker processes still run, ${min} needed (see their output above)`);
     }
@@ -78,12 +81,11 @@ export class LocalWorkers {
    * each says why the session ended), then SIGTERM, then SIGKILL after `graceMs`.
    */
   async stop(graceMs = 3000, politeMs = 1000): Promise<void> {
-    const exited = (c: ChildProcess) =>
-      new Promise<void>((resolve) => (c.exitCode !== null || c.signalCode !== null ? resolve() : c.once('exit', () => resolve())));
+    const exited = (c: ChildProcess) => new Promise<void>((resolve) => (isRunning(c) ? c.once('exit', () => resolve()) : resolve()));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(this.children.map(exited)), new Promise<void>((resolve) => (timer = setTimeout(resolve, politeMs)))]);
     clearTimeout(timer);
-    const running = this.children.filter((c) => c.exitCode === null && c.signalCode === null);
+    const running = this.children.filter(isRunning);
     await Promise.all(
       running.map(
         (c) =>
@@ -101,6 +103,6 @@ export class LocalWorkers {
 
   /** Last resort from a synchronous 'exit' handler: no waiting possible. */
   killNow(): void {
-    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const c of this.children) if (isRunning(c)) c.kill('SIGKILL');
   }
 }
