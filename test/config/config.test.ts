@@ -247,6 +247,83 @@ describe('--set mistakes name the --set, not the config file', () => {
     }
   });
 
+  it('a check between keys names the --set of either key, not only of the key it reports', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gdp-config-pair-'));
+    try {
+      const file = join(dir, 'folder.json');
+      writeFileSync(file, JSON.stringify({ ...VGG16_DEMO, data: { ...VGG16_DEMO.data, type: 'folder', dir: 'images' } }));
+      // The issue: data.mean from --set without data.std, reported at data.std, blamed the file.
+      assert.throws(
+        () => loadConfig(file, ['data.mean=[0.5,0.5,0.5]']),
+        (e: unknown) =>
+          e instanceof GdpError &&
+          e.code === 'BAD_CONFIG' &&
+          e.message.startsWith(`invalid --set on ${file}:`) &&
+          e.message.includes('data.std: data.mean and data.std go together (from --set data.mean=[0.5,0.5,0.5])'),
+        'mean without std',
+      );
+      rejectsWith(
+        () => loadConfig(file, ['data.std=[0.2]']),
+        'BAD_CONFIG',
+        'invalid --set on',
+        'data.mean: data.mean and data.std go together (from --set data.std=[0.2])',
+      );
+      rejectsWith(
+        () => loadConfig(file, ['data.mean=[0.5]', 'data.std=[0.2,0.2,0.2]']),
+        'BAD_CONFIG',
+        'data.std: 3 value(s), data.mean has 1 (from --set data.std=[0.2,0.2,0.2])',
+      );
+      rejectsWith(() => loadConfig(file, ['data.channels=1', 'data.mean=[0.5,0.5,0.5]', 'data.std=[0.2,0.2,0.2]']), 'BAD_CONFIG', '(from --set data.mean=');
+      writeFileSync(file, JSON.stringify({ ...VGG16_DEMO, data: { ...VGG16_DEMO.data, type: 'folder', dir: 'images', channels: 1, mean: [0.5], std: [0.2] } }));
+      rejectsWith(
+        () => loadConfig(file, ['data.type=mnist']),
+        'BAD_CONFIG',
+        'invalid --set on',
+        "data.mean: applies to data.type 'folder' only, not 'mnist' (from --set data.type=mnist)",
+      );
+      rejectsWith(() => loadConfig(file, ['data.channels=3']), 'BAD_CONFIG', 'data.mean: 1 value(s) for 3 channel(s) (from --set data.channels=3)');
+      // The other checks between keys: the section they need, and the weights a continuation needs.
+      writeFileSync(file, JSON.stringify({ ...VGG16_DEMO, gbn: undefined }));
+      rejectsWith(
+        () => loadConfig(file, ['stages=["train","prune"]']),
+        'BAD_CONFIG',
+        'invalid --set on',
+        `gbn: stages 'prune' and 'finetune' need a 'gbn' section (from --set stages=["train","prune"])`,
+      );
+      writeFileSync(file, JSON.stringify({ ...VGG16_DEMO, base: { ...VGG16_DEMO.base, epoch: 4, checkpoint_path: 'w.safetensors' } }));
+      rejectsWith(
+        () => loadConfig(file, ['base.checkpoint_path=']),
+        'BAD_CONFIG',
+        'invalid --set on',
+        'base.epoch: continuing from epoch',
+        '(from --set base.checkpoint_path=)',
+      );
+      rejectsWith(
+        () => loadConfig(file, ['dist.heartbeat_ms=20000']),
+        'BAD_CONFIG',
+        'invalid --set on',
+        'dist.heartbeat_timeout_ms: ',
+        '(from --set dist.heartbeat_ms=20000)',
+      );
+      rejectsWith(
+        () => loadConfig(file, ['train.steplr=null']),
+        'BAD_CONFIG',
+        'invalid --set on',
+        'train: train needs a learning-rate schedule',
+        '(from --set train.steplr=null)',
+      );
+      // A mistake of the file alone still names the file.
+      writeFileSync(file, JSON.stringify({ ...VGG16_DEMO, data: { ...VGG16_DEMO.data, type: 'folder', dir: 'images', mean: [0.5] } }));
+      assert.throws(
+        () => loadConfig(file, ['train.momentum=0.5']),
+        (e: unknown) =>
+          e instanceof GdpError && e.message.startsWith(`invalid ${file}:`) && /data\.std: data\.mean and data\.std go together(\n|$)/.test(e.message),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a value starting like JSON must be JSON: BAD_CONFIG naming the --set and the parse error', () => {
     rejectsWith(() => applyOverrides(structuredClone(VGG16_DEMO), ['stages=[train]']), 'BAD_CONFIG', '--set stages=[train]', 'not JSON', 'Unexpected token');
     rejectsWith(() => applyOverrides(structuredClone(VGG16_DEMO), ['gbn={"p": 0.1']), 'BAD_CONFIG', '--set gbn={"p": 0.1');

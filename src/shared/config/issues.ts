@@ -55,11 +55,29 @@ function objectKeysAt(schema: z.ZodType, path: readonly PropertyKey[]): string[]
 const startsWith = (long: readonly PropertyKey[], short: readonly PropertyKey[]) => short.length <= long.length && short.every((k, i) => long[i] === k);
 
 /**
- * The `--set` an issue at `path` comes from: the last override that set that key or a section holding it (later
- * overrides overwrite earlier ones); for an unknown key, also one that created it on the way to a deeper key.
+ * The `params` of a custom issue (refine, superRefine) that checks its key against other keys: `related` names those
+ * keys, from the config's top (`data.mean`), so that the issue, reported at one key, is also traced to a `--set` of
+ * the others (data.std missing is reported at data.std, but it is the --set of data.mean that brought it in).
  */
-function originOf(path: readonly PropertyKey[], overrides: readonly Override[], unknownKey: boolean): Override | undefined {
-  return overrides.findLast((o) => startsWith(path, o.keys) || (unknownKey && startsWith(o.keys, path)));
+export function relatedKeys(...keys: string[]): { params: { related: string[] } } {
+  return { params: { related: keys } };
+}
+
+/** The key paths an issue's check read besides its own path (relatedKeys); [] for any other issue. */
+function relatedPaths(issue: z.core.$ZodIssue): string[][] {
+  const related: unknown = issue.code === 'custom' ? issue.params?.related : undefined;
+  return Array.isArray(related) ? related.map((k) => String(k).split('.')) : [];
+}
+
+/**
+ * The `--set` an issue at `path` comes from: the last override that set that key or a section holding it (later
+ * overrides overwrite earlier ones), or one of the keys its check reads (`related`); for an unknown key, also one
+ * that created it on the way to a deeper key.
+ */
+function originOf(path: readonly PropertyKey[], overrides: readonly Override[], unknownKey: boolean, related: readonly string[][] = []): Override | undefined {
+  return overrides.findLast(
+    (o) => startsWith(path, o.keys) || (unknownKey && startsWith(o.keys, path)) || related.some((r) => startsWith(r, o.keys) || startsWith(o.keys, r)),
+  );
 }
 
 /**
@@ -80,7 +98,7 @@ export function describeIssues(schema: z.ZodType, err: z.ZodError, overrides: re
         const near = nearestKey(key, known);
         line(issue.path, `unknown key '${key}'`, originOf([...issue.path, key], overrides, true), near ? `; did you mean '${near}'?` : '');
       }
-    } else line(issue.path, issue.message, originOf(issue.path, overrides, false));
+    } else line(issue.path, issue.message, originOf(issue.path, overrides, false, relatedPaths(issue)));
   }
   return { lines, fromOverrides };
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { relatedKeys } from './issues.js';
 
 /**
  * The paper's JSON config (`base`, `model`, `train`, `data`, `loss`, `gbn`), accepted as the paper's code writes
@@ -103,6 +104,7 @@ const train = z
   .strict()
   .refine((t) => t.steplr !== undefined || t.sgdr !== undefined || t.max_epoch === 0, {
     message: 'train needs a learning-rate schedule: steplr or sgdr',
+    ...relatedKeys('train.steplr', 'train.sgdr', 'train.max_epoch'),
   });
 
 /** Keys that only `data.type: "folder"` reads. */
@@ -135,14 +137,14 @@ const data = z
   .superRefine((d, ctx) => {
     for (const key of FOLDER_KEYS) {
       if (d[key] !== undefined && d.type !== 'folder')
-        ctx.addIssue({ code: 'custom', path: [key], message: `applies to data.type 'folder' only, not '${d.type}'` });
+        ctx.addIssue({ code: 'custom', path: [key], message: `applies to data.type 'folder' only, not '${d.type}'`, ...relatedKeys('data.type') });
     }
     if ((d.mean === undefined) !== (d.std === undefined))
-      ctx.addIssue({ code: 'custom', path: [d.mean ? 'std' : 'mean'], message: 'data.mean and data.std go together' });
+      ctx.addIssue({ code: 'custom', path: [d.mean ? 'std' : 'mean'], message: 'data.mean and data.std go together', ...relatedKeys('data.mean', 'data.std') });
     else if (d.mean && d.std && d.mean.length !== d.std.length)
-      ctx.addIssue({ code: 'custom', path: ['std'], message: `${d.std.length} value(s), data.mean has ${d.mean.length}` });
+      ctx.addIssue({ code: 'custom', path: ['std'], message: `${d.std.length} value(s), data.mean has ${d.mean.length}`, ...relatedKeys('data.mean') });
     if (d.mean && d.channels !== undefined && d.mean.length !== d.channels)
-      ctx.addIssue({ code: 'custom', path: ['mean'], message: `${d.mean.length} value(s) for ${d.channels} channel(s)` });
+      ctx.addIssue({ code: 'custom', path: ['mean'], message: `${d.mean.length} value(s) for ${d.channels} channel(s)`, ...relatedKeys('data.channels') });
   });
 
 const loss = z.object({ criterion: z.enum(['softmax']) }).strict();
@@ -243,6 +245,7 @@ const dist = z
   .refine((d) => d.heartbeat_timeout_ms >= 3 * d.heartbeat_ms, {
     message: 'heartbeat_timeout_ms must be at least 3 heartbeat_ms periods, or a worker on time is dropped',
     path: ['heartbeat_timeout_ms'],
+    ...relatedKeys('dist.heartbeat_ms'),
   });
 
 export const STAGES = ['train', 'prune', 'finetune'] as const;
@@ -264,6 +267,7 @@ export const configSchema = z
   .refine((c) => c.gbn !== undefined || !c.stages.some((s) => s === 'prune' || s === 'finetune'), {
     message: "stages 'prune' and 'finetune' need a 'gbn' section",
     path: ['gbn'],
+    ...relatedKeys('stages'),
   })
   // The paper's main.py continues from base.checkpoint_path at epoch base.epoch+1: without weights it would train
   // a fresh network on the tail of the schedule.
@@ -271,6 +275,7 @@ export const configSchema = z
     message:
       'continuing from epoch base.epoch+1 needs the weights that epoch ended with: set base.checkpoint_path or model.weights (or continue a gdp run exactly with --resume DIR)',
     path: ['base', 'epoch'],
+    ...relatedKeys('base.checkpoint_path', 'model.weights'),
   });
 
 export type Config = z.infer<typeof configSchema>;
