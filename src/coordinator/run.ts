@@ -3,6 +3,7 @@ import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { stateChecksum } from '../shared/train/model_state.js';
 import type { Coordinator } from './cluster.js';
+import { describeContinuation } from './continuation.js';
 import { writeResumePoint, type RunPosition } from './resume_point.js';
 import type { EpochRecord, RunFiles } from './run_files.js';
 import type { RunObserver } from './run_observer.js';
@@ -39,9 +40,8 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   if (o.resume) files.restore({ records: o.resume.files.records as unknown as EpochRecord[], logs: o.resume.files.logs });
   else if (config.base.epoch > 0) {
     // A continuation numbers its epochs on in the earlier run's folder: log.json keeps that run's epochs before them.
-    const { kept, dropped } = files.continueEpochs(config.base.epoch);
-    if (kept + dropped > 0)
-      log(`log.json: ${kept} record(s) of the earlier run's train epochs 1..${config.base.epoch} kept${dropped ? `, ${dropped} later record(s) dropped` : ''}`);
+    const earlier = files.continueEpochs(config.base.epoch);
+    for (const line of describeContinuation(config, files.dir, earlier)) log(`gdp-coord: ${line}`);
   }
 
   const write = async (pos: unknown, syncBn = true) => {

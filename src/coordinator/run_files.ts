@@ -32,22 +32,31 @@ export interface RunFilesState {
   logs: Record<string, unknown[]>;
 }
 
+/** What a `base.epoch` continuation keeps of the earlier run's log.json (earlierEpochs). */
+export interface EarlierEpochs {
+  /** Its records of train epochs 1..base.epoch, as stored, in file order. */
+  kept: EpochRecord[];
+  /** How many of its records were left out. */
+  dropped: number;
+  /** Whether the folder has a log.json at all. */
+  found: boolean;
+}
+
 /**
  * The records a `base.epoch` continuation keeps of the earlier run in `dir`: its log.json's train epochs 1..`upTo`,
  * as stored (every field) and in file order. Later records (epochs past `upTo` of a longer or interrupted run, its
  * Tock and finetune epochs) are left out, as a resumed run drops the epochs after its resume point. Nothing to keep
- * without a log.json.
- * @returns `kept`, the records, and `dropped`, how many were left out.
+ * without a log.json (`found` false).
  * @throws GdpError BAD_RUN_FILE naming the file: it cannot be read (a folder, no permission), is not JSON, or is not
  *   a list of epoch records (naming the entry and field at fault).
  */
-export function earlierEpochs(dir: string, upTo: number): { kept: EpochRecord[]; dropped: number } {
+export function earlierEpochs(dir: string, upTo: number): EarlierEpochs {
   const path = join(dir, 'log.json');
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kept: [], dropped: 0 };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kept: [], dropped: 0, found: false };
     throw new GdpError('BAD_RUN_FILE', `${path}: cannot read the earlier run's epochs (${(err as Error).message})`);
   }
   let raw: unknown;
@@ -64,7 +73,7 @@ export function earlierEpochs(dir: string, upTo: number): { kept: EpochRecord[];
   // The raw entries, not the parsed ones: the schema reads only what the dashboard needs.
   const records = raw as EpochRecord[];
   const kept = records.filter((e) => e.stage === 'train' && e.epoch <= upTo);
-  return { kept, dropped: records.length - kept.length };
+  return { kept, dropped: records.length - kept.length, found: true };
 }
 
 /** logs/<task_name>/: cfg.json, log.json (one record per epoch) and checkpoints; every file written atomically. */
@@ -116,12 +125,12 @@ export class RunFiles {
    * Starts a `base.epoch` continuation's log.json with the earlier run's train epochs 1..`upTo` in this folder
    * (earlierEpochs), before the records it appends. The file is rewritten with the first of those, so a continuation
    * that stops before its first epoch ends leaves it as it was.
-   * @returns how many earlier records are kept and how many dropped. @throws as earlierEpochs.
+   * @returns what earlierEpochs read (the records kept are copied into this log). @throws as earlierEpochs.
    */
-  continueEpochs(upTo: number): { kept: number; dropped: number } {
-    const { kept, dropped } = earlierEpochs(this.dir, upTo);
-    this.records = kept;
-    return { kept: kept.length, dropped };
+  continueEpochs(upTo: number): EarlierEpochs {
+    const earlier = earlierEpochs(this.dir, upTo);
+    this.records = structuredClone(earlier.kept);
+    return earlier;
   }
 
   /** Continues from a resume point's logs: the files are rewritten as they stood then. */

@@ -151,7 +151,32 @@ describe('base.epoch: the train stage continues at epoch base.epoch+1 from the s
       ],
     );
     assert.deepEqual(next.records[0], first.records[0], "the earlier run's record as it was, every field");
-    assert.ok(next.lines.includes("log.json: 1 record(s) of the earlier run's train epochs 1..1 kept, 2 later record(s) dropped"), next.lines.join('\n'));
+    assert.ok(next.lines.includes(`gdp-coord: continues ${next.dir} from epoch 1 (${weights}); log.json epochs kept: 1 (2 later record(s) dropped)`), next.lines.join('\n'));
+    assert.ok(!next.lines.some((l) => l.includes('warning')), 'nothing missing: no warning');
+  });
+
+  it('an earlier log.json without some of epochs 1..base.epoch: the start names the epochs kept and warns of those missing, then runs', async () => {
+    const first = await run(data, logDir, 'gap', ['train.max_epoch=4', 'train.steplr=[[4,0.05]]']);
+    // The issue's folder: base.epoch 4, but log.json holds epochs 1 and 2 only.
+    writeFileSync(join(first.dir, 'log.json'), JSON.stringify(first.records.slice(0, 2)));
+    const weights = join(first.dir, 'train-epoch4.safetensors');
+    const sets = ['train.max_epoch=5', 'train.steplr=[[5,0.05]]', 'base.epoch=4', `base.checkpoint_path=${weights}`];
+    const next = await run(data, logDir, 'gap', sets);
+    const said = next.lines.join('\n');
+    assert.ok(next.lines.includes(`gdp-coord: continues ${next.dir} from epoch 4 (${weights}); log.json epochs kept: 1-2`), said);
+    assert.ok(next.lines.includes(`gdp-coord: warning: ${join(next.dir, 'log.json')} has no record of train epoch(s) 3-4: the continued log.json and report will lack them (the run starts from ${weights} regardless)`), said);
+    assert.ok(!said.includes('1..4'), 'no claim of epochs it does not keep');
+    assert.deepEqual(next.records.map((r) => r.epoch), [1, 2, 5]);
+
+    // No log.json at all, or an empty one: said the same way.
+    rmSync(join(first.dir, 'log.json'));
+    const bare = await run(data, logDir, 'gap', sets);
+    assert.ok(bare.lines.includes(`gdp-coord: continues ${bare.dir} from epoch 4 (${weights}); log.json epochs kept: none (no log.json)`), bare.lines.join('\n'));
+    assert.ok(bare.lines.includes(`gdp-coord: warning: ${join(bare.dir, 'log.json')} has no record of train epoch(s) 1-4: the continued log.json and report will lack them (the run starts from ${weights} regardless)`), bare.lines.join('\n'));
+    writeFileSync(join(first.dir, 'log.json'), '[]\n');
+    const empty = await run(data, logDir, 'gap', sets);
+    assert.ok(empty.lines.includes(`gdp-coord: continues ${empty.dir} from epoch 4 (${weights}); log.json epochs kept: none`), empty.lines.join('\n'));
+    assert.ok(empty.lines.some((l) => l.includes('has no record of train epoch(s) 1-4')), empty.lines.join('\n'));
   });
 
   it("an unreadable or malformed earlier log.json stops a continuation with BAD_RUN_FILE before it computes or rewrites anything", async () => {

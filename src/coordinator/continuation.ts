@@ -1,0 +1,42 @@
+import { join } from 'node:path';
+import type { Config } from '../shared/config/schema.js';
+import { initialWeightsPath } from './initial_weights.js';
+import type { EarlierEpochs } from './run_files.js';
+
+/** Epoch numbers as ranges, ascending and without repeats: [5, 1, 2, 3] -> '1-3, 5'. */
+export function epochRanges(epochs: Iterable<number>): string {
+  const sorted = [...new Set(epochs)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length;) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(i === j ? `${sorted[i]}` : `${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(', ');
+}
+
+/**
+ * What a `base.epoch` continuation does with the earlier run in its folder `dir`, as lines for the start's log (the
+ * run says them as it starts, --dry-run before any worker joins: the same lines): the folder, the epoch and the
+ * weights it continues from, and which of the earlier log.json's train epochs 1..base.epoch it keeps (`earlier`), and a
+ * warning naming those it has no record of (a missing or empty log.json: all): the continued log.json and report
+ * lack them, but the run needs only the weights, so it goes on.
+ */
+export function describeContinuation(config: Config, dir: string, earlier: EarlierEpochs): string[] {
+  const e = config.base.epoch;
+  const weights = initialWeightsPath(config);
+  const keptEpochs = earlier.kept.map((r) => r.epoch);
+  const kept = keptEpochs.length ? epochRanges(keptEpochs) : 'none';
+  const why = earlier.found ? (earlier.dropped ? ` (${earlier.dropped} later record(s) dropped)` : '') : ' (no log.json)';
+  const lines = [`continues ${dir} from epoch ${e} (${weights}); log.json epochs kept: ${kept}${why}`];
+  const have = new Set(keptEpochs);
+  const missing = Array.from({ length: e }, (_, i) => i + 1).filter((n) => !have.has(n));
+  if (missing.length) {
+    lines.push(
+      `warning: ${join(dir, 'log.json')} has no record of train epoch(s) ${epochRanges(missing)}: ` +
+        `the continued log.json and report will lack them (the run starts from ${weights} regardless)`,
+    );
+  }
+  return lines;
+}

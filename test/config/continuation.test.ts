@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { describeContinuation, epochRanges } from '../../src/coordinator/continuation.js';
+import type { EpochRecord } from '../../src/coordinator/run_files.js';
+import { parseConfig } from '../../src/shared/config/load.js';
+
+/** A continuation from base.epoch `epoch` of a `max`-epoch run, its folder logs/t. */
+function config(epoch: number, max: number, base: Record<string, unknown> = {}) {
+  return parseConfig({
+    base: { task_name: 't', epoch, checkpoint_path: `logs/t/train-epoch${epoch}.safetensors`, ...base },
+    model: { name: 'mnist.resnet20', num_class: 10 },
+    train: { max_epoch: max, steplr: [[max, 0.1]] },
+    data: { type: 'mnist', batch_size: 8, test_batch_size: 8 },
+    loss: { criterion: 'softmax' },
+  });
+}
+
+const record = (epoch: number) => ({ stage: 'train', epoch }) as EpochRecord;
+
+describe('describeContinuation: what a base.epoch continuation keeps of the earlier run, exactly', () => {
+  it('epochRanges: ascending ranges without repeats', () => {
+    assert.equal(epochRanges([]), '');
+    assert.equal(epochRanges([3]), '3');
+    assert.equal(epochRanges([5, 1, 2, 3, 2]), '1-3, 5');
+    assert.equal(epochRanges([1, 3, 5, 6]), '1, 3, 5-6');
+  });
+
+  it('every epoch kept: the epochs and the records dropped, no warning', () => {
+    const lines = describeContinuation(config(2, 4), 'logs/t', { kept: [record(1), record(2)], dropped: 3, found: true });
+    assert.deepEqual(lines, ['continues logs/t from epoch 2 (logs/t/train-epoch2.safetensors); log.json epochs kept: 1-2 (3 later record(s) dropped)']);
+  });
+
+  it('epochs missing, no log.json, an empty one: said, and a warning names the epochs without a record', () => {
+    const gap = describeContinuation(config(6, 8), 'logs/t', { kept: [record(1), record(2), record(5)], dropped: 0, found: true });
+    assert.equal(gap[0], 'continues logs/t from epoch 6 (logs/t/train-epoch6.safetensors); log.json epochs kept: 1-2, 5');
+    assert.match(gap[1], /^warning: logs\/t\/log\.json has no record of train epoch\(s\) 3-4, 6: /);
+    const none = describeContinuation(config(3, 4), 'logs/t', { kept: [], dropped: 0, found: false });
+    assert.match(none[0], /log\.json epochs kept: none \(no log\.json\)$/);
+    assert.match(none[1], /has no record of train epoch\(s\) 1-3: /);
+    const empty = describeContinuation(config(3, 4), 'logs/t', { kept: [], dropped: 0, found: true });
+    assert.match(empty[0], /log\.json epochs kept: none$/);
+    assert.match(empty[1], /has no record of train epoch\(s\) 1-3: /);
+  });
+});
