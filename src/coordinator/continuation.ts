@@ -16,14 +16,28 @@ export function epochRanges(epochs: Iterable<number>): string {
   return parts.join(', ');
 }
 
+/** The epochs whose checkpoint (train-epoch<N>) this run's train stage saves: every model_saving_interval-th and the last. */
+function savedEpochs(config: Config): Set<number> {
+  const saved = new Set<number>();
+  if (!config.stages.includes('train')) return saved;
+  const max = config.train.max_epoch;
+  for (let n = config.base.epoch + 1; n <= max; n++) if (n % config.base.model_saving_interval === 0 || n === max) saved.add(n);
+  return saved;
+}
+
+const CHECKPOINT = /^train-epoch(\d+)(?:\.optim)?\.safetensors$/;
+
 /**
  * What a `base.epoch` continuation does with the earlier run in its folder `dir`, as lines for the start's log (the
  * run says them as it starts, --dry-run before any worker joins: the same lines): the folder, the epoch and the
  * weights it continues from, and which of the earlier log.json's train epochs 1..base.epoch it keeps (`earlier`), and a
  * warning naming those it has no record of (a missing or empty log.json: all): the continued log.json and report
- * lack them, but the run needs only the weights, so it goes on.
+ * lack them, but the run needs only the weights, so it goes on. Then the earlier run's checkpoints past base.epoch
+ * among `files` (the folder's run files, runFilesIn): a warning naming those this run overwrites as it reaches their
+ * epochs (nothing is deleted: a run stopped before then leaves them), a note naming those it leaves (epochs it does
+ * not save), which will then sit beside the continuation's own.
  */
-export function describeContinuation(config: Config, dir: string, earlier: EarlierEpochs): string[] {
+export function describeContinuation(config: Config, dir: string, earlier: EarlierEpochs, files: readonly string[]): string[] {
   const e = config.base.epoch;
   const weights = initialWeightsPath(config);
   const keptEpochs = earlier.kept.map((r) => r.epoch);
@@ -36,6 +50,22 @@ export function describeContinuation(config: Config, dir: string, earlier: Earli
     lines.push(
       `warning: ${join(dir, 'log.json')} has no record of train epoch(s) ${epochRanges(missing)}: ` +
         `the continued log.json and report will lack them (the run starts from ${weights} regardless)`,
+    );
+  }
+  const later = files.map((f) => Number(CHECKPOINT.exec(f)?.[1] ?? 0)).filter((n) => n > e);
+  const saved = savedEpochs(config);
+  const overwritten = later.filter((n) => saved.has(n));
+  const left = later.filter((n) => !saved.has(n));
+  if (overwritten.length) {
+    lines.push(
+      `warning: the earlier run's checkpoints train-epoch<N>.safetensors (and .optim) for N = ${epochRanges(overwritten)}, past epoch ${e}, ` +
+        `will be overwritten as this run reaches those epochs`,
+    );
+  }
+  if (left.length) {
+    lines.push(
+      `note: the earlier run's checkpoints train-epoch<N>.safetensors (and .optim) for N = ${epochRanges(left)}, past epoch ${e}, ` +
+        `stay as they are: this run does not save those epochs`,
     );
   }
   return lines;

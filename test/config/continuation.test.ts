@@ -26,19 +26,46 @@ describe('describeContinuation: what a base.epoch continuation keeps of the earl
   });
 
   it('every epoch kept: the epochs and the records dropped, no warning', () => {
-    const lines = describeContinuation(config(2, 4), 'logs/t', { kept: [record(1), record(2)], dropped: 3, found: true });
+    const lines = describeContinuation(config(2, 4), 'logs/t', { kept: [record(1), record(2)], dropped: 3, found: true }, []);
     assert.deepEqual(lines, ['continues logs/t from epoch 2 (logs/t/train-epoch2.safetensors); log.json epochs kept: 1-2 (3 later record(s) dropped)']);
   });
 
   it('epochs missing, no log.json, an empty one: said, and a warning names the epochs without a record', () => {
-    const gap = describeContinuation(config(6, 8), 'logs/t', { kept: [record(1), record(2), record(5)], dropped: 0, found: true });
+    const gap = describeContinuation(config(6, 8), 'logs/t', { kept: [record(1), record(2), record(5)], dropped: 0, found: true }, []);
     assert.equal(gap[0], 'continues logs/t from epoch 6 (logs/t/train-epoch6.safetensors); log.json epochs kept: 1-2, 5');
     assert.match(gap[1], /^warning: logs\/t\/log\.json has no record of train epoch\(s\) 3-4, 6: /);
-    const none = describeContinuation(config(3, 4), 'logs/t', { kept: [], dropped: 0, found: false });
+    const none = describeContinuation(config(3, 4), 'logs/t', { kept: [], dropped: 0, found: false }, []);
     assert.match(none[0], /log\.json epochs kept: none \(no log\.json\)$/);
     assert.match(none[1], /has no record of train epoch\(s\) 1-3: /);
-    const empty = describeContinuation(config(3, 4), 'logs/t', { kept: [], dropped: 0, found: true });
+    const empty = describeContinuation(config(3, 4), 'logs/t', { kept: [], dropped: 0, found: true }, []);
     assert.match(empty[0], /log\.json epochs kept: none$/);
     assert.match(empty[1], /has no record of train epoch\(s\) 1-3: /);
+  });
+
+  it("the earlier run's checkpoints past base.epoch: those this run saves are overwritten as it reaches them, the others stay", () => {
+    const files = [
+      'cfg.json',
+      'log.json',
+      'train-epoch2.safetensors',
+      'train-epoch10.optim.safetensors',
+      'train-epoch10.safetensors',
+      'train-epoch12.safetensors',
+    ];
+    for (let n = 3; n <= 9; n++) files.push(`train-epoch${n}.safetensors`, `train-epoch${n}.optim.safetensors`, `train-epoch${n}.safetensors.tmp-12`);
+    const all = [record(1), record(2)];
+    // Saving every 3rd epoch and the last of 10: 3, 6, 9, 10.
+    const lines = describeContinuation(config(2, 10, { model_saving_interval: 3 }), 'logs/t', { kept: all, dropped: 9, found: true }, files);
+    assert.deepEqual(lines.slice(1), [
+      "warning: the earlier run's checkpoints train-epoch<N>.safetensors (and .optim) for N = 3, 6, 9-10, past epoch 2, will be overwritten as this run reaches those epochs",
+      "note: the earlier run's checkpoints train-epoch<N>.safetensors (and .optim) for N = 4-5, 7-8, 12, past epoch 2, stay as they are: this run does not save those epochs",
+    ]);
+    // Without a train stage nothing is saved; with nothing past base.epoch nothing is said.
+    const prune = config(2, 10, {});
+    prune.stages = ['prune'];
+    assert.match(describeContinuation(prune, 'logs/t', { kept: all, dropped: 0, found: true }, files)[1], /^note: .* for N = 3-10, 12, past epoch 2, stay/);
+    assert.equal(
+      describeContinuation(config(2, 10), 'logs/t', { kept: all, dropped: 0, found: true }, ['train-epoch1.safetensors', 'train-epoch2.safetensors']).length,
+      1,
+    );
   });
 });

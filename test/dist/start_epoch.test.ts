@@ -152,7 +152,16 @@ describe('base.epoch: the train stage continues at epoch base.epoch+1 from the s
     );
     assert.deepEqual(next.records[0], first.records[0], "the earlier run's record as it was, every field");
     assert.ok(next.lines.includes(`gdp-coord: continues ${next.dir} from epoch 1 (${weights}); log.json epochs kept: 1 (2 later record(s) dropped)`), next.lines.join('\n'));
-    assert.ok(!next.lines.some((l) => l.includes('warning')), 'nothing missing: no warning');
+    // The earlier run's checkpoints past epoch 1: epoch 2's is the continuation's to write, epoch 3's it leaves.
+    const saidCheckpoints = next.lines.filter((l) => l.includes('checkpoints train-epoch<N>'));
+    assert.deepEqual(saidCheckpoints, [
+      "gdp-coord: warning: the earlier run's checkpoints train-epoch<N>.safetensors (and .optim) for N = 2, past epoch 1, will be overwritten as this run reaches those epochs",
+      "gdp-coord: note: the earlier run's checkpoints train-epoch<N>.safetensors (and .optim) for N = 3, past epoch 1, stay as they are: this run does not save those epochs",
+    ]);
+    const state = (f: string) => JSON.parse(parseSafetensors(readFileSync(join(next.dir, f))).metadata.state) as { epoch: number };
+    assert.equal(state('train-epoch2.safetensors').epoch, 2);
+    assert.ok(existsSync(join(next.dir, 'train-epoch3.safetensors')) && existsSync(join(next.dir, 'train-epoch3.optim.safetensors')), 'nothing deleted');
+    assert.ok(!next.lines.some((l) => l.includes('log.json has no record')), 'nothing missing: no warning about it');
   });
 
   it('an earlier log.json without some of epochs 1..base.epoch: the start names the epochs kept and warns of those missing, then runs', async () => {
