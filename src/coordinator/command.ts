@@ -17,6 +17,7 @@ import { listenWs, type WsListener } from '../shared/protocol/ws_listener.js';
 import '../shared/tfjs_quiet.js';
 import './all_stages.js';
 import type { Coordinator } from './cluster.js';
+import { continuationPlan } from './continuation.js';
 import { coordinatorFor, startInProcess } from './in_process.js';
 import { LocalWorkers } from './local_workers.js';
 import { readResumePoint, resumedConfig, type ResumePoint } from './resume_point.js';
@@ -126,6 +127,8 @@ export async function runCoordinator(o: CoordOptions): Promise<void> {
     note: (l) => note(`gdp-coord: ${l}`),
   });
   if (o.dryRun || o.workers === undefined) {
+    // What the start will say of a continuation: a resumed run goes on from its resume point instead.
+    if (!resume) for (const line of continuationPlan(config)) note(`gdp-coord: ${line}`);
     log(JSON.stringify(config, null, 2));
     return;
   }

@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
 import { initialWeightsPath } from './initial_weights.js';
-import type { EarlierEpochs } from './run_files.js';
+import { earlierEpochs, type EarlierEpochs } from './run_files.js';
+import { runFilesIn, runFolder } from './run_folder.js';
 
 /** Epoch numbers as ranges, ascending and without repeats: [5, 1, 2, 3] -> '1-3, 5'. */
 export function epochRanges(epochs: Iterable<number>): string {
@@ -69,4 +70,15 @@ export function describeContinuation(config: Config, dir: string, earlier: Earli
     );
   }
   return lines;
+}
+
+/**
+ * describeContinuation of `config`'s continuation as its folder stands now (runFolder): what --dry-run says, without
+ * changing anything; the run says the same when it starts. Nothing for a config that is not a continuation.
+ * @throws as earlierEpochs (BAD_RUN_FILE), which checkRunFolder has checked at start already.
+ */
+export function continuationPlan(config: Config): string[] {
+  if (config.base.epoch === 0) return [];
+  const dir = runFolder(config);
+  return describeContinuation(config, dir, earlierEpochs(dir, config.base.epoch), runFilesIn(dir));
 }

@@ -61,11 +61,19 @@ test('a second fresh run into a finished run is refused, the folder byte for byt
 
   // A base.epoch continuation numbers its epochs on in the same folder, as before.
   const earlier = (JSON.parse(readFileSync(join(dir, 'log.json'), 'utf8')) as unknown[])[0];
-  const continued = await coord(
-    args('stages=["train"]', 'base.epoch=1', `base.checkpoint_path=${join(dir, 'train-epoch1.safetensors')}`, 'train.max_epoch=2', 'train.steplr=[[2,0.05]]'),
-    120_000,
-  );
+  const weights = join(dir, 'train-epoch1.safetensors');
+  const continuation = ['stages=["train"]', 'base.epoch=1', `base.checkpoint_path=${weights}`, 'train.max_epoch=2', 'train.steplr=[[2,0.05]]'];
+  // --dry-run says what the start will: the folder it continues, from which epoch and weights, the epochs kept.
+  const said = `gdp-coord: continues ${dir} from epoch 1 (${weights}); log.json epochs kept: 1`;
+  const before = snapshot();
+  const plan = await coord([...args(...continuation), '--dry-run'], 60_000);
+  assert.equal(plan.code, 0, plan.out + plan.err);
+  assert.ok(plan.err.split('\n').includes(said), plan.err);
+  assert.equal((JSON.parse(plan.out) as { base: { epoch: number } }).base.epoch, 1, 'stdout: the resolved config alone');
+  assertUnchanged(before, 'dry run of the continuation');
+  const continued = await coord(args(...continuation), 120_000);
   assert.equal(continued.code, 0, continued.out + continued.err);
+  assert.ok(continued.out.split('\n').includes(said), continued.out);
   assert.match(continued.out, /train: continuing from epoch 2 of 2/);
   assert.ok(readdirSync(dir).includes('train-epoch2.safetensors'));
   // Its log.json goes on from the earlier run's epoch 1, which it keeps as it was.
