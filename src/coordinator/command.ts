@@ -17,7 +17,7 @@ import { listenWs, type WsListener } from '../shared/protocol/ws_listener.js';
 import '../shared/tfjs_quiet.js';
 import './all_stages.js';
 import type { Coordinator } from './cluster.js';
-import { continuationPlan } from './continuation.js';
+import { continuationPlan, nothingToTrain } from './continuation.js';
 import { coordinatorFor, startInProcess } from './in_process.js';
 import { LocalWorkers } from './local_workers.js';
 import { readResumePoint, resumedConfig, type ResumePoint } from './resume_point.js';
@@ -126,12 +126,16 @@ export async function runCoordinator(o: CoordOptions): Promise<void> {
     overwrite: o.overwrite,
     note: (l) => note(`gdp-coord: ${l}`),
   });
+  // A continuation with nothing left to train: said, and the folder left as it is (a resumed run has its position).
+  const idle = resume ? undefined : nothingToTrain(config);
   if (o.dryRun || o.workers === undefined) {
-    // What the start will say of a continuation: a resumed run goes on from its resume point instead.
-    if (!resume) for (const line of continuationPlan(config)) note(`gdp-coord: ${line}`);
+    // What the start will say of a continuation.
+    if (idle) note(`gdp-coord: ${idle}`);
+    else if (!resume) for (const line of continuationPlan(config)) note(`gdp-coord: ${line}`);
     log(JSON.stringify(config, null, 2));
     return;
   }
+  if (idle) return log(`gdp-coord: ${idle}`);
 
   let coordinator: Coordinator | undefined;
   let listener: WsListener | undefined;

@@ -82,3 +82,20 @@ export function continuationPlan(config: Config): string[] {
   const dir = runFolder(config);
   return describeContinuation(config, dir, earlierEpochs(dir, config.base.epoch), runFilesIn(dir));
 }
+
+/**
+ * Why a `base.epoch` continuation has nothing to do, or undefined when it has something: base.epoch has reached
+ * train.max_epoch and `train` is its only stage, so a start would train nothing and only rewrite the folder's
+ * cfg.json, summary.json, report and resume point over the earlier run's. gdp-coord then says this and exits 0
+ * without touching the folder. With a later stage (prune, finetune) there is work: the train stage is skipped and
+ * those run from the weights.
+ */
+export function nothingToTrain(config: Config): string | undefined {
+  const { epoch } = config.base;
+  const max = config.train.max_epoch;
+  if (epoch === 0 || epoch < max || config.stages.some((s) => s !== 'train')) return undefined;
+  return (
+    `nothing to do: base.epoch ${epoch} has reached train.max_epoch ${max} and the stages are only 'train'; ${runFolder(config)} is left as it is ` +
+    `(to train on, raise train.max_epoch; to prune from ${initialWeightsPath(config)}, add the stages: --set 'stages=["train","prune","finetune"]')`
+  );
+}

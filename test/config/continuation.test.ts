@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { describeContinuation, epochRanges } from '../../src/coordinator/continuation.js';
+import { describeContinuation, epochRanges, nothingToTrain } from '../../src/coordinator/continuation.js';
 import type { EpochRecord } from '../../src/coordinator/run_files.js';
 import { parseConfig } from '../../src/shared/config/load.js';
 
@@ -67,5 +67,20 @@ describe('describeContinuation: what a base.epoch continuation keeps of the earl
       describeContinuation(config(2, 10), 'logs/t', { kept: all, dropped: 0, found: true }, ['train-epoch1.safetensors', 'train-epoch2.safetensors']).length,
       1,
     );
+  });
+
+  it('nothingToTrain: only a continuation at or past max_epoch whose stages are all train', () => {
+    assert.match(
+      nothingToTrain(config(4, 4)) ?? '',
+      /^nothing to do: base\.epoch 4 has reached train\.max_epoch 4 and the stages are only 'train'; logs\/t is left as it is/,
+    );
+    assert.match(nothingToTrain(config(5, 4)) ?? '', /^nothing to do: base\.epoch 5 /);
+    assert.equal(nothingToTrain(config(3, 4)), undefined, 'an epoch left');
+    const fresh = config(0, 4);
+    fresh.train.max_epoch = 0;
+    assert.equal(nothingToTrain(fresh), undefined, 'not a continuation');
+    const prune = config(4, 4);
+    prune.stages = ['train', 'prune'];
+    assert.equal(nothingToTrain(prune), undefined, 'the prune stage still runs');
   });
 });

@@ -86,6 +86,19 @@ test('a second fresh run into a finished run is refused, the folder byte for byt
     ],
   );
   assert.deepEqual(records[0], earlier);
+
+  // Continued to epoch 2 of 2 with the train stage only: nothing to do, said, exit 0, no file touched (the issue:
+  // cfg.json, summary.json, the report and the resume point were rewritten); --dry-run says so too.
+  const done = args('stages=["train"]', 'base.epoch=2', `base.checkpoint_path=${join(dir, 'train-epoch2.safetensors')}`, 'train.max_epoch=2', 'train.steplr=[[2,0.05]]');
+  const finished2 = snapshot();
+  const idleDry = await coord([...done, '--dry-run'], 60_000);
+  assert.equal(idleDry.code, 0, idleDry.out + idleDry.err);
+  assert.match(idleDry.err, /gdp-coord: nothing to do: base\.epoch 2 has reached train\.max_epoch 2 and the stages are only 'train'/);
+  const idle = await coord(done, 60_000);
+  assert.equal(idle.code, 0, idle.out + idle.err);
+  assert.ok(idle.out.includes(`gdp-coord: nothing to do: base.epoch 2 has reached train.max_epoch 2 and the stages are only 'train'; ${dir} is left as it is`), idle.out);
+  assert.doesNotMatch(idle.out, /listening|stage 'train'|report:/, 'no worker, no stage, no report');
+  assertUnchanged(finished2, 'nothing to do');
 });
 
 test('an interrupted run: a fresh start is refused naming its resume point and --resume, which continues it', { timeout: 300_000 }, async () => {
