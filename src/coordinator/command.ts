@@ -105,7 +105,9 @@ async function resolveConfig(o: CoordOptions, resume?: ResumePoint): Promise<Con
 
 /**
  * Runs gdp-coord with its parsed options: checks the config, flags, data and model, then trains and prunes with the
- * workers (or, with --dry-run, prints the resolved config). Throws GdpError for bad input and a failed run.
+ * workers (or, with --dry-run, prints the resolved config, and on stderr what a continuation's start will say). A
+ * `base.epoch` continuation with nothing left to do (nothingToTrain) says so and returns before any worker joins,
+ * its folder untouched. Throws GdpError for bad input and a failed run.
  */
 export async function runCoordinator(o: CoordOptions): Promise<void> {
   const resume = o.resume === undefined ? undefined : readResumePoint(o.resume);
