@@ -141,7 +141,7 @@ function checkedNormalisation(mean: unknown, std: unknown, channels: number, bad
   const lists: number[][] = [];
   for (const [field, v] of fields) {
     if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
-      throw bad(field, `must be a non-empty array of numbers, got '${JSON.stringify(v)}'`);
+      throw bad(field, `must be a non-empty array of numbers, got ${JSON.stringify(v) ?? 'none'}`);
     lists.push(v);
   }
   fields.forEach(([field], i) => {
