@@ -1,10 +1,10 @@
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { applyOverrides, parseConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
-import { MAX_HEADER_BYTES, parseSafetensors, parseSafetensorsMetadata, serializeSafetensors, type HostTensor } from '../shared/io/safetensors.js';
+import { parseSafetensors, readSafetensorsMetadata, serializeSafetensors, type HostTensor } from '../shared/io/safetensors.js';
 import { decodeUpdateLog, encodeUpdateLog, type ModelUpdate } from '../shared/protocol/model_update.js';
 import { writeFileAtomic } from './atomic_write.js';
 import { normalisationMetadata } from '../shared/io/model_file.js';
@@ -163,25 +163,13 @@ export function readResumeSummary(dir: string): ResumePointSummary | undefined {
   const file = join(dir, RESUME_FILE);
   const bad = (msg: string) => new GdpError('BAD_RESUME', `${file}: ${msg}`);
   let metadata: Record<string, string>;
-  let fd: number;
   try {
-    fd = openSync(file, 'r');
+    metadata = readSafetensorsMetadata(file);
   } catch (err) {
+    // Its message names the file and the rule broken.
+    if (err instanceof GdpError) throw new GdpError('BAD_RESUME', err.message);
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw bad(`cannot read it: ${(err as Error).message}`);
-  }
-  try {
-    const size = fstatSync(fd).size;
-    const length = Buffer.alloc(8);
-    readSync(fd, length, 0, 8, 0);
-    const n = size >= 8 ? length.readBigUint64LE(0) : 0n;
-    const head = Buffer.alloc(n > BigInt(MAX_HEADER_BYTES) ? 8 : Math.min(size, 8 + Number(n)));
-    readSync(fd, head, 0, head.length, 0);
-    metadata = parseSafetensorsMetadata(head, size, file);
-  } catch (err) {
-    throw new GdpError('BAD_RESUME', (err as Error).message);
-  } finally {
-    closeSync(fd);
   }
   if (metadata.format !== FORMAT) throw bad(`format '${metadata.format ?? '(none)'}', expected '${FORMAT}'`);
   let stages: unknown;
