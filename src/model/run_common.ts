@@ -1,16 +1,31 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../shared/backend.js';
+import { GdpError } from '../shared/errors.js';
 import { loadModelFile, type LoadedModel } from '../shared/io/model_file.js';
+import { readSafetensorsMetadata } from '../shared/io/safetensors.js';
 import '../shared/tfjs_quiet.js';
 import { checkShardFits } from '../shared/train/memory.js';
 import { say, type Common } from './cli_common.js';
 
-/** What gdp-model's commands share once they run: backend start-up, model loading, the batch check. */
+/** What gdp-model's commands share once they run: backend start-up, a look at a file's header, model loading, the batch check. */
 
 /** Starts the tensor backend the flags ask for; throws BACKEND_* codes (see backend.ts). */
 export async function startBackend(o: Common): Promise<void> {
   const info = await initBackend(o.backend);
   say(o, `backend: ${info.description}`);
+}
+
+/**
+ * The metadata of weights file `path`, from its header alone: what a command checks before the backend starts or the
+ * file loads. Undefined when the header cannot be read (a missing or broken file): loading it says why, with its code.
+ */
+export function peekMetadata(path: string): Record<string, string> | undefined {
+  try {
+    return readSafetensorsMetadata(path);
+  } catch (e) {
+    if (e instanceof GdpError || (e as NodeJS.ErrnoException).code !== undefined) return undefined;
+    throw e;
+  }
 }
 
 /** Loads a weights file (errors: loadModelFile's) and says what it holds. */
