@@ -8,6 +8,7 @@ import { parseSafetensors, readSafetensorsMetadata, serializeSafetensors, type H
 import { decodeUpdateLog, encodeUpdateLog, type ModelUpdate } from '../shared/protocol/model_update.js';
 import { writeFileAtomic } from './atomic_write.js';
 import { normalisationMetadata } from '../shared/io/model_file.js';
+import { RESUME_FORMAT } from '../shared/io/run_file_kinds.js';
 import { modelDescription } from './checkpoint.js';
 import type { Coordinator } from './cluster.js';
 
@@ -18,7 +19,6 @@ import type { Coordinator } from './cluster.js';
  * stage, where the stage stands (its own JSON), the step count and the logs so far.
  */
 export const RESUME_FILE = 'resume.safetensors';
-const FORMAT = 'gdp-resume/1';
 const SLOT = 'slot/';
 const MOMENTUM = 'momentum/';
 
@@ -73,7 +73,7 @@ export async function writeResumePoint(cluster: Coordinator, dir: string, run: R
   for (const [name, s] of cluster.model.namedSlots()) tensors.set(SLOT + name, { shape: [...s.value.shape], data: s.value.dataSync() as Float32Array });
   for (const [name, b] of cluster.replica.momentumState()) tensors.set(MOMENTUM + name, { shape: [b.length], data: b });
   const metadata: Record<string, string> = {
-    format: FORMAT,
+    format: RESUME_FORMAT,
     config: JSON.stringify(cluster.config),
     updates: encodeUpdateLog(cluster.updates),
     run: JSON.stringify(run),
@@ -110,8 +110,8 @@ export function readResumePoint(dir: string): ResumePoint {
     throw new GdpError('BAD_RESUME', (err as Error).message);
   }
   const { tensors, metadata } = parsed;
-  if (metadata.format !== FORMAT)
-    throw bad(`format '${metadata.format ?? '(none)'}', expected '${FORMAT}' (written by another gdp version, or not a resume point)`);
+  if (metadata.format !== RESUME_FORMAT)
+    throw bad(`format '${metadata.format ?? '(none)'}', expected '${RESUME_FORMAT}' (written by another gdp version, or not a resume point)`);
   const json = (key: string): unknown => {
     if (metadata[key] === undefined) throw bad(`metadata lacks '${key}'`);
     try {
@@ -171,7 +171,7 @@ export function readResumeSummary(dir: string): ResumePointSummary | undefined {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw bad(`cannot read it: ${(err as Error).message}`);
   }
-  if (metadata.format !== FORMAT) throw bad(`format '${metadata.format ?? '(none)'}', expected '${FORMAT}'`);
+  if (metadata.format !== RESUME_FORMAT) throw bad(`format '${metadata.format ?? '(none)'}', expected '${RESUME_FORMAT}'`);
   let stages: unknown;
   let run;
   try {
