@@ -1,13 +1,14 @@
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { applyOverrides, parseConfig } from '../shared/config/load.js';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
-import { MAX_HEADER_BYTES, parseSafetensors, parseSafetensorsMetadata, serializeSafetensors, type HostTensor } from '../shared/io/safetensors.js';
+import { parseSafetensors, readSafetensorsMetadata, serializeSafetensors, type HostTensor } from '../shared/io/safetensors.js';
 import { decodeUpdateLog, encodeUpdateLog, type ModelUpdate } from '../shared/protocol/model_update.js';
 import { writeFileAtomic } from './atomic_write.js';
 import { normalisationMetadata } from '../shared/io/model_file.js';
+import { RESUME_FORMAT } from '../shared/io/run_file_kinds.js';
 import { modelDescription } from './checkpoint.js';
 import type { Coordinator } from './cluster.js';
 
@@ -18,7 +19,6 @@ import type { Coordinator } from './cluster.js';
  * stage, where the stage stands (its own JSON), the step count and the logs so far.
  */
 export const RESUME_FILE = 'resume.safetensors';
-const FORMAT = 'gdp-resume/1';
 const SLOT = 'slot/';
 const MOMENTUM = 'momentum/';
 
@@ -73,7 +73,7 @@ export async function writeResumePoint(cluster: Coordinator, dir: string, run: R
   for (const [name, s] of cluster.model.namedSlots()) tensors.set(SLOT + name, { shape: [...s.value.shape], data: s.value.dataSync() as Float32Array });
   for (const [name, b] of cluster.replica.momentumState()) tensors.set(MOMENTUM + name, { shape: [b.length], data: b });
   const metadata: Record<string, string> = {
-    format: FORMAT,
+    format: RESUME_FORMAT,
     config: JSON.stringify(cluster.config),
     updates: encodeUpdateLog(cluster.updates),
     run: JSON.stringify(run),
@@ -110,8 +110,8 @@ export function readResumePoint(dir: string): ResumePoint {
     throw new GdpError('BAD_RESUME', (err as Error).message);
   }
   const { tensors, metadata } = parsed;
-  if (metadata.format !== FORMAT)
-    throw bad(`format '${metadata.format ?? '(none)'}', expected '${FORMAT}' (written by another gdp version, or not a resume point)`);
+  if (metadata.format !== RESUME_FORMAT)
+    throw bad(`format '${metadata.format ?? '(none)'}', expected '${RESUME_FORMAT}' (written by another gdp version, or not a resume point)`);
   const json = (key: string): unknown => {
     if (metadata[key] === undefined) throw bad(`metadata lacks '${key}'`);
     try {
@@ -163,27 +163,15 @@ export function readResumeSummary(dir: string): ResumePointSummary | undefined {
   const file = join(dir, RESUME_FILE);
   const bad = (msg: string) => new GdpError('BAD_RESUME', `${file}: ${msg}`);
   let metadata: Record<string, string>;
-  let fd: number;
   try {
-    fd = openSync(file, 'r');
+    metadata = readSafetensorsMetadata(file);
   } catch (err) {
+    // Its message names the file and the rule broken.
+    if (err instanceof GdpError) throw new GdpError('BAD_RESUME', err.message);
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw bad(`cannot read it: ${(err as Error).message}`);
   }
-  try {
-    const size = fstatSync(fd).size;
-    const length = Buffer.alloc(8);
-    readSync(fd, length, 0, 8, 0);
-    const n = size >= 8 ? length.readBigUint64LE(0) : 0n;
-    const head = Buffer.alloc(n > BigInt(MAX_HEADER_BYTES) ? 8 : Math.min(size, 8 + Number(n)));
-    readSync(fd, head, 0, head.length, 0);
-    metadata = parseSafetensorsMetadata(head, size, file);
-  } catch (err) {
-    throw new GdpError('BAD_RESUME', (err as Error).message);
-  } finally {
-    closeSync(fd);
-  }
-  if (metadata.format !== FORMAT) throw bad(`format '${metadata.format ?? '(none)'}', expected '${FORMAT}'`);
+  if (metadata.format !== RESUME_FORMAT) throw bad(`format '${metadata.format ?? '(none)'}', expected '${RESUME_FORMAT}'`);
   let stages: unknown;
   let run;
   try {

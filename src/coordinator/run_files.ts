@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { epochRecordSchema } from '../dashboard/run_records.js';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
+import { MOMENTUM_FORMAT } from '../shared/io/run_file_kinds.js';
 import { serializeSafetensors } from '../shared/io/safetensors.js';
 import { encodeUpdateLog } from '../shared/protocol/model_update.js';
 import { writeFileAtomic } from './atomic_write.js';
@@ -162,7 +163,7 @@ export class RunFiles {
     const extra = { format: 'gdp-checkpoint/1', config: JSON.stringify(cluster.config), state: JSON.stringify(state), updates };
     const path = await writeCheckpoint(cluster, cluster.model, join(this.dir, `${name}.safetensors`), modelDescription(cluster.config), extra);
     const momentum = new Map(cluster.replica.momentumState().map(([n, b]) => [n, { shape: [b.length], data: b }]));
-    writeFileAtomic(join(this.dir, `${name}.optim.safetensors`), serializeSafetensors(momentum, { format: 'gdp-momentum/1' }));
+    writeFileAtomic(join(this.dir, `${name}.optim.safetensors`), serializeSafetensors(momentum, { format: MOMENTUM_FORMAT }));
     return path;
   }
 }

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { backendOption, runCommand } from '../shared/cli_options.js';
 import { GdpError } from '../shared/errors.js';
 import { parseShape } from '../shared/io/raw_tensor.js';
-import { archOption, positiveInt, positiveNumber } from './cli_common.js';
+import { archOption, kerasFile, positiveInt, positiveNumber } from './cli_common.js';
 import type { BenchOptions, ExportOptions, FlopsOptions, ImportOptions, InfoOptions, MeltOptions, PredictOptions } from './commands.js';
 import type { EvalOptions } from './eval_command.js';
 
@@ -74,7 +74,11 @@ export function buildProgram(): Command {
     .addOption(archOption(false))
     .addOption(new Option('--format <format>', 'output format').choices(['tfjs']).default('tfjs'))
     .option('--out <dir>', 'output directory (TF.js)')
-    .option('--keras <file>', 'an imported model as a Keras file instead: OUT.keras (Keras 3) or OUT.h5 (legacy Keras 2)')
+    .option(
+      '--keras <file>',
+      "an imported ('graph') model as a Keras file instead: OUT.keras (Keras 3) or OUT.h5 (legacy Keras 2); other models export to TF.js only",
+      kerasFile,
+    )
     .addOption(backendOption())
     .action(async (o: ExportOptions) => {
       if ((o.out === undefined) === (o.keras === undefined)) throw new GdpError('BAD_FLAG', 'export takes one of --out DIR (TF.js) and --keras FILE');
@@ -85,7 +89,7 @@ export function buildProgram(): Command {
     .command('import')
     .description('read a TF.js layers model or a Keras file (Sequential or functional) into a gdp model file: same layer names, weights and outputs')
     .option('--tfjs <path>', 'the model.json of a TF.js layers model (or its folder)')
-    .option('--keras <file>', 'a Keras 3 .keras file or a legacy Keras 2 .h5 file (whole model: config and weights)')
+    .option('--keras <file>', 'a Keras 3 .keras file or a legacy Keras 2 .h5 file (whole model: config and weights)', kerasFile)
     .requiredOption('--out <file>', 'gdp safetensors; its metadata carries the graph, so --weights and model.weights take it')
     .option('--json', 'print one JSON object')
     .addOption(backendOption())

@@ -1,5 +1,6 @@
 import { InvalidArgumentError, Option } from 'commander';
 import type { BackendChoice } from '../shared/backend_choice.js';
+import { KERAS_SUFFIXES, isKerasFile } from '../shared/io/keras_suffixes.js';
 import { ARCH_NAMES } from '../shared/models/arch_names.js';
 
 /**
@@ -37,6 +38,12 @@ export function positiveNumber(flag: string) {
     if (!(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`${flag} must be a positive number`);
     return n;
   };
+}
+
+/** A commander parser for a flag naming a Keras file: refused by its suffix before anything is read or loaded. */
+export function kerasFile(path: string): string {
+  if (!isKerasFile(path)) throw new InvalidArgumentError(`a Keras file ends in ${KERAS_SUFFIXES.join(', ')}`);
+  return path;
 }
 
 /** The --arch option, listing the architectures gdp builds. */

@@ -13,15 +13,16 @@ import { channelStructure } from '../shared/pruning/groups.js';
 import { melt } from '../shared/pruning/melt.js';
 import { BatchNorm2d } from '../shared/nn/layers.js';
 import { measureLatency } from './bench.js';
+import { describeResumePoint, resumePointInfo } from './resume_info.js';
+import { checkIsModelFile, RESUME_FORMAT } from '../shared/io/run_file_kinds.js';
 import { fmt, mega, say, type Common } from './cli_common.js';
 import { importTfjsFile } from './import_tfjs.js';
 import { chooseNormalisation, type NormFlags } from './input_norm.js';
 import { describeNormalisation } from '../shared/data/transforms.js';
-import { checkBatch, load, startBackend, withModel } from './run_common.js';
+import { checkBatch, load, peekMetadata, peekModelMetadata, startBackend, withModel } from './run_common.js';
 import { exportGraphTfjs } from '../shared/io/tfjs_graph_export.js';
 import { exportGraphKeras } from '../shared/io/keras_export.js';
-import { isKerasFile, KERAS_SUFFIXES } from '../shared/io/keras_files.js';
-import { GraphModel } from '../shared/models/graph_model.js';
+import { GRAPH_ARCH, GraphModel } from '../shared/models/graph_model.js';
 import { writeReport } from '../dashboard/report.js';
 import { writeWidthPage } from '../dashboard/width_page.js';
 
@@ -50,9 +51,19 @@ export type BenchOptions = Common & { weights?: string; arch?: string; batches: 
 
 /**
  * `gdp-model info`: weights file: layers, widths, MACs, parameters; for a gated checkpoint, its masked channels and the
- * MACs and parameters its melted form has (`effectiveCost`); with --html, the width page.
+ * MACs and parameters its melted form has (`effectiveCost`); with --html, the width page. A resume point is described
+ * instead (resume_info.ts: its run, where it stands, the run's model files), from its header, without a backend.
+ * Throws NOT_A_MODEL for --html with a resume point, or a momentum file; BAD_RESUME for a resume point's malformed
+ * metadata; what withModel throws.
  */
 export async function info(o: InfoOptions): Promise<void> {
+  const meta = peekMetadata(o.weights);
+  if (meta?.format === RESUME_FORMAT) {
+    // The width page draws a model's layers, which a resume point does not name.
+    if (o.html) checkIsModelFile(meta, o.weights);
+    describeResumePoint(o, resumePointInfo(o.weights, meta));
+    return;
+  }
   await withModel(o, async (m) => {
     if (o.html) say(o, `width profile: ${writeWidthPage(o.weights, o.html, m.arch, m.numClasses)}`);
     const cost = modelCost(m.model, m.inputShape);
@@ -167,8 +178,30 @@ export async function meltFile(o: MeltOptions): Promise<void> {
   });
 }
 
-/** `gdp-model export` (one of --out and --keras, checked by the command line): a TF.js layers model, or a Keras file of an imported model. */
+/**
+ * Throws NOT_A_MODEL (peekModelMetadata), then BAD_FLAG, before anything loads, when --keras is asked of a model that is not an imported ('graph') one (by
+ * the file's `arch`, else --arch): gdp writes Keras files of imported models only, whose layers came from Keras or
+ * TF.js; the built-in architectures export to TF.js (--out). A header that cannot be read is left for loading to report.
+ */
+function checkKerasExportable(o: ExportOptions): void {
+  const meta = peekModelMetadata(o.weights);
+  if (meta === undefined) return;
+  const arch = meta.arch ?? o.arch;
+  if (arch === GRAPH_ARCH) return;
+  const what = arch === undefined ? 'records no arch (a plain PyTorch state dict)' : `is a ${arch} model`;
+  throw new GdpError(
+    'BAD_FLAG',
+    `--keras writes imported ('graph') models only (gdp-model import, model.name "graph"); ${o.weights} ${what}: export it to TF.js with --out DIR`,
+  );
+}
+
+/**
+ * `gdp-model export` (one of --out and --keras, checked by the command line, as --keras' suffix): a TF.js layers
+ * model, or a Keras file of an imported model. Throws BAD_FLAG for --keras with another model before anything loads
+ * (checkKerasExportable), UNSUPPORTED_EXPORT for a layer the format cannot express, and what withModel throws.
+ */
 export async function exportModel(o: ExportOptions): Promise<void> {
+  if (o.keras !== undefined) checkKerasExportable(o);
   await withModel(o, async (m) => {
     const note = (line: string) => say(o, `note: ${line}`);
     if (o.keras !== undefined) {
@@ -192,9 +225,8 @@ export async function exportModel(o: ExportOptions): Promise<void> {
   });
 }
 
-/** `gdp-model import` (one of --tfjs and --keras, checked by the command line): a TF.js layers model or a Keras file into a gdp model file. */
+/** `gdp-model import` (one of --tfjs and --keras, checked by the command line, as --keras' suffix): a TF.js layers model or a Keras file into a gdp model file. */
 export async function importModel(o: ImportOptions): Promise<void> {
-  if (o.keras !== undefined && !isKerasFile(o.keras)) throw new GdpError('BAD_FLAG', `--keras ${o.keras}: a Keras file ends in ${KERAS_SUFFIXES.join(', ')}`);
   await startBackend(o);
   const r = await importTfjsFile((o.tfjs ?? o.keras)!, o.out);
   if (o.json) {
@@ -215,6 +247,7 @@ export async function importModel(o: ImportOptions): Promise<void> {
 
 /** `gdp-model bench`: inference latency per image at each of `batches` (--batches parsed); --weights or --arch given. */
 export async function bench(o: BenchOptions, batches: number[]): Promise<void> {
+  if (o.weights) peekModelMetadata(o.weights);
   await startBackend(o);
   const m: Pick<LoadedModel, 'model' | 'arch' | 'inputShape'> = o.weights
     ? await load(o.weights, o.arch, o)

@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   BAD_INPUT: { exit: 2, retryable: false, meaning: 'a raw input tensor file does not match the shape given' },
   BAD_SAFETENSORS: { exit: 2, retryable: false, meaning: 'a weights file breaks the safetensors format' },
   BAD_METADATA: { exit: 2, retryable: false, meaning: "a weights file's metadata (arch, num_class, widths) is malformed" },
+  NOT_A_MODEL: { exit: 2, retryable: false, meaning: 'a weights file is a run file of another kind (a resume point, SGD momentum), not a model' },
   BAD_DTYPE: { exit: 2, retryable: false, meaning: 'a weights tensor the model needs is stored as a non-float dtype' },
   BATCH_TOO_LARGE: { exit: 2, retryable: false, meaning: "a batch's shard needs more memory than the tensor backend has (wasm: 4 GiB)" },
   BAD_TENSOR: { exit: 2, retryable: false, meaning: "a tensor's shape does not match its values" },

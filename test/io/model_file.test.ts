@@ -252,7 +252,12 @@ test('the input normalisation round-trips through the metadata; a file without i
     assert.throws(() => bad({ input_mean: '[0,0,0]' }), is('BAD_METADATA', 'f.safetensors', "'input_std' is absent"));
     assert.throws(() => bad({ input_mean: '[0,0]', input_std: '[1,1]' }), is('BAD_METADATA', "'input_mean' has 2 value(s)", '3 channel(s)'));
     assert.throws(() => bad({ input_mean: '[0,0,0]', input_std: '[1,0,1]' }), is('BAD_METADATA', "'input_std' must be positive", 'channel 1'));
-    assert.throws(() => bad({ input_mean: '[0,"a",0]', input_std: '[1,1,1]' }), is('BAD_METADATA', "'input_mean' must be a non-empty array of numbers"));
+    assert.throws(
+      () => bad({ input_mean: '[0,"a",0]', input_std: '[1,1,1]' }),
+      is('BAD_METADATA', `'input_mean' must be a non-empty array of numbers, got [0,"a",0]`),
+    );
+    // A JSON value is quoted once, by JSON itself: a string as "x", not '"x"'.
+    assert.throws(() => bad({ input_mean: '"x"', input_std: '[1,1,1]' }), is('BAD_METADATA', `'input_mean' must be a non-empty array of numbers, got "x"`));
   } finally {
     model.dispose();
   }

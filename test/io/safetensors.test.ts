@@ -1,10 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { initBackend } from '../../src/shared/backend.js';
 import { GdpError } from '../../src/shared/errors.js';
 import { loadModel } from '../../src/shared/io/model_file.js';
-import { MAX_HEADER_BYTES, parseSafetensors, type HostTensor } from '../../src/shared/io/safetensors.js';
+import { MAX_HEADER_BYTES, parseSafetensors, readSafetensorsMetadata, type HostTensor } from '../../src/shared/io/safetensors.js';
 import { exportTorchState } from '../../src/shared/io/torch_state.js';
 import { maxAbsDiff } from '../helpers.js';
 import { predictLogits } from '../../src/shared/models/infer.js';
@@ -218,4 +220,23 @@ test("the format's header and layout rules: each broken one is BAD_SAFETENSORS n
   // Offsets need not follow the header's key order, only cover the buffer.
   const swapped = parseSafetensors(header(`{${at(8, 16, 'b')},${at(0, 8)}}`, 16));
   assert.deepEqual([...swapped.tensors.keys()], ['b', 'a']);
+});
+
+test("readSafetensorsMetadata reads a file's metadata from its header alone, checked by the same rules", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gdp-safetensors-'));
+  try {
+    const a: Stored = { name: 'a', dtype: 'F32', shape: [2], bytes: f32(Float32Array.from([1, 2])) };
+    const file = join(dir, 'a.safetensors');
+    writeFileSync(file, build([a], { format: 'gdp-resume/1' }));
+    assert.deepEqual(readSafetensorsMetadata(file), { format: 'gdp-resume/1' });
+    const huge = new Uint8Array(16);
+    new DataView(huge.buffer).setBigUint64(0, BigInt(MAX_HEADER_BYTES + 1), true);
+    writeFileSync(join(dir, 'huge.safetensors'), huge);
+    assert.throws(() => readSafetensorsMetadata(join(dir, 'huge.safetensors')), badFile('huge.safetensors', `limit of ${MAX_HEADER_BYTES} bytes`));
+    writeFileSync(join(dir, 'cut.safetensors'), build([a]).subarray(0, 20));
+    assert.throws(() => readSafetensorsMetadata(join(dir, 'cut.safetensors')), badFile('cut.safetensors', 'truncated'));
+    assert.throws(() => readSafetensorsMetadata(join(dir, 'absent.safetensors')), { code: 'ENOENT' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/shared/backend.js';
 import { readF32 } from '../../src/shared/io/raw_tensor.js';
+import { serializeSafetensors } from '../../src/shared/io/safetensors.js';
 import { tfjsDirReader, tfjsDirWriter } from '../../src/shared/io/tfjs_files.js';
 import { maxAbsDiff } from '../helpers.js';
 import { fixture, fixtureInputNhwc, fixtureLogits, hasFixture, INPUT_SHAPE_NHWC } from '../io/fixture.js';
@@ -53,6 +54,34 @@ test("commander's own rejections are BAD_FLAG with exit 2; help exits 0", async 
     const r = await gdpModel(...args);
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stdout, /^Usage: gdp-model/);
+  }
+});
+
+test('--keras: a name without a Keras suffix, or (export) a model that is not an imported one, is BAD_FLAG before anything loads', async () => {
+  // Headers alone: loading either file would fail (no tensors), so these errors come before any loading.
+  const builtIn = join(dir, 'resnet20-header.safetensors');
+  await writeFile(builtIn, serializeSafetensors(new Map(), { format: 'gdp', arch: 'cifar.resnet20', num_class: '10' }));
+  const plain = join(dir, 'plain-header.safetensors');
+  await writeFile(plain, serializeSafetensors(new Map(), { format: 'pt' }));
+  const cases: [string[], RegExp][] = [
+    [
+      ['export', '--weights', join(dir, 'absent.safetensors'), '--keras', 'out.onnx'],
+      /--keras.*'out\.onnx' is invalid\. a Keras file ends in \.keras, \.h5, \.hdf5/,
+    ],
+    [['import', '--keras', 'net/model.json', '--out', join(dir, 'x.safetensors')], /--keras.*'net\/model\.json' is invalid\. a Keras file ends in \.keras/],
+    [
+      ['export', '--weights', builtIn, '--keras', join(dir, 'out.keras')],
+      /--keras writes imported \('graph'\) models only.*resnet20-header\.safetensors is a cifar\.resnet20 model: .*--out DIR/,
+    ],
+    [['export', '--weights', plain, '--arch', 'cifar.resnet20', '--keras', join(dir, 'out.h5')], /plain-header\.safetensors is a cifar\.resnet20 model/],
+    [['export', '--weights', plain, '--keras', join(dir, 'out.h5')], /plain-header\.safetensors records no arch \(a plain PyTorch state dict\)/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await gdpModel(...args, '--backend', 'cpu');
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^gdp-model: error \[BAD_FLAG\]: /);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stdout, /backend:/, 'refused before the backend starts');
   }
 });
 

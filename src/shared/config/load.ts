@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { GdpError } from '../errors.js';
 import { loadHdf5 } from '../io/hdf5.js';
-import { isKerasFile } from '../io/keras_files.js';
+import { isKerasFile } from '../io/keras_suffixes.js';
 import { describeIssues, type Override } from './issues.js';
 import { resolveModelGraph } from './model_graph.js';
 import { configSchema, type Config } from './schema.js';

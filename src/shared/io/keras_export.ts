@@ -11,6 +11,7 @@ import { loadHdf5, withHdf5File, writeFloats } from './hdf5.js';
 import { toKeras3Config } from './keras_config.js';
 import { exportedInputMetadata } from './model_file.js';
 import { keras3LayerPaths } from './keras_files.js';
+import { isKerasFile } from './keras_suffixes.js';
 import { expectedWeights, parseLayersTopology, topologyLayers, type ImportedNode } from './tfjs_graph.js';
 import { graphArtifacts } from './tfjs_graph_export.js';
 
@@ -36,10 +37,8 @@ export interface KerasExportOptions {
  * @throws GdpError UNSUPPORTED_EXPORT for another suffix; file system errors as thrown by Node.
  */
 export async function exportGraphKeras(model: GraphModel, out: string, o: KerasExportOptions = {}): Promise<{ bytes: number; inputAt?: string }> {
-  const lower = out.toLowerCase();
-  const keras3 = lower.endsWith('.keras');
-  if (!keras3 && !lower.endsWith('.h5') && !lower.endsWith('.hdf5'))
-    throw new GdpError('UNSUPPORTED_EXPORT', `${out}: a Keras file ends in .keras (Keras 3) or .h5 / .hdf5 (legacy Keras 2)`);
+  const keras3 = out.toLowerCase().endsWith('.keras');
+  if (!isKerasFile(out)) throw new GdpError('UNSUPPORTED_EXPORT', `${out}: a Keras file ends in .keras (Keras 3) or .h5 / .hdf5 (legacy Keras 2)`);
   const artifacts = await graphArtifacts(model, o.log);
   const gdp = o.norm && exportedInputMetadata(o.norm);
   const topology = artifacts.modelTopology as Record<string, unknown>;

@@ -7,6 +7,7 @@ import type { Normalisation } from '../data/transforms.js';
 import { GdpError } from '../errors.js';
 import { childDataset, childGroup, loadHdf5, readFloats, stringAttr, stringListAttr, withHdf5File } from './hdf5.js';
 import { toLayersTopology } from './keras_config.js';
+import { isKerasFile } from './keras_suffixes.js';
 import { exportedNormalisation } from './model_file.js';
 import { readTfjsModel, readTfjsModelSync, type TfjsModel } from './tfjs_files.js';
 import { expectedWeights, parseLayersTopology, type ImportedGraph, type ImportedNode } from './tfjs_graph.js';
@@ -24,14 +25,6 @@ import { expectedWeights, parseLayersTopology, type ImportedGraph, type Imported
  * The input normalisation gdp-model export records (metadata.json's `gdp` key, the `.h5` root attribute `gdp`; see
  * keras_export.ts) comes back as the model's `norm`; files without it (any Keras' own) have none.
  */
-
-export const KERAS_SUFFIXES = ['.keras', '.h5', '.hdf5'] as const;
-
-/** Whether `path` names a Keras file (by its suffix) rather than a TF.js model.json or its folder. */
-export function isKerasFile(path: string): boolean {
-  const p = path.toLowerCase();
-  return KERAS_SUFFIXES.some((s) => p.endsWith(s));
-}
 
 type Weights = ImportedGraph['weights'];
 type Floats = { shape: number[]; data: Float32Array };

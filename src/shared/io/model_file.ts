@@ -5,6 +5,7 @@ import { BatchNorm2d, Conv2d, DepthwiseConv2d, Linear } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { GRAPH_ARCH, GraphModel } from '../models/graph_model.js';
 import { archSpec, buildModel, modelInputShape, type ArchSpec } from '../models/registry.js';
+import { checkIsModelFile } from './run_file_kinds.js';
 import { parseSafetensors, serializeSafetensors, type HostTensor, type SafetensorsFile } from './safetensors.js';
 import { exportTorchState, loadTorchState } from './torch_state.js';
 
@@ -141,7 +142,7 @@ function checkedNormalisation(mean: unknown, std: unknown, channels: number, bad
   const lists: number[][] = [];
   for (const [field, v] of fields) {
     if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
-      throw bad(field, `must be a non-empty array of numbers, got '${JSON.stringify(v)}'`);
+      throw bad(field, `must be a non-empty array of numbers, got ${JSON.stringify(v) ?? 'none'}`);
     lists.push(v);
   }
   fields.forEach(([field], i) => {
@@ -201,9 +202,15 @@ export function exportedNormalisation(gdp: unknown, channels: number, where: str
   return checkedNormalisation(input.mean, input.std, channels, (field, msg) => new GdpError(code, `${where}.input.${field} ${msg}`));
 }
 
-/** Builds the architecture named by the options or the metadata, then loads the tensors (widths from the file). */
+/**
+ * Builds the architecture named by the options or the metadata, then loads the tensors (widths from the file).
+ * @throws GdpError NOT_A_MODEL for a run's file that holds no model (a resume point, momentum: checkIsModelFile),
+ *   before anything else; ARCH_MISMATCH, MISSING_ARCH, UNKNOWN_ARCH, BAD_METADATA, MISSING_TENSOR and the tensor
+ *   loading's codes (SHAPE_MISMATCH, UNEXPECTED_TENSOR, BAD_DTYPE...), each naming `source`.
+ */
 export function loadModel(file: SafetensorsFile, opts: LoadOptions = {}, source = 'weights'): LoadedModel {
   const meta = file.metadata;
+  checkIsModelFile(meta, source);
   if (opts.arch && meta.arch && opts.arch !== meta.arch) {
     throw new GdpError('ARCH_MISMATCH', `${source}: the file records arch '${meta.arch}' but '${opts.arch}' was asked for`);
   }

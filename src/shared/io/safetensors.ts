@@ -1,3 +1,4 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { GdpError } from '../errors.js';
 import { findDuplicateKey } from './json_keys.js';
 
@@ -178,8 +179,30 @@ function parseHeader(buf: Uint8Array, fileBytes: number, bad: (m: string) => Gdp
  * is checked as parseSafetensors checks it; the data is not.
  * @throws GdpError BAD_SAFETENSORS naming `source` and the rule broken.
  */
-export function parseSafetensorsMetadata(head: Uint8Array, fileBytes: number, source = 'safetensors'): Record<string, string> {
+function parseSafetensorsMetadata(head: Uint8Array, fileBytes: number, source = 'safetensors'): Record<string, string> {
   return parseHeader(head, fileBytes, (msg) => new GdpError('BAD_SAFETENSORS', `${source}: ${msg}`)).metadata;
+}
+
+/**
+ * The `__metadata__` of safetensors file `path`, reading its header alone: what a file is (a model, a resume point)
+ * is known without reading its tensors.
+ * @throws GdpError BAD_SAFETENSORS naming `path` and the rule its header breaks; the file system's errors (ENOENT...)
+ *   as Node throws them.
+ */
+export function readSafetensorsMetadata(path: string): Record<string, string> {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const length = Buffer.alloc(8);
+    readSync(fd, length, 0, 8, 0);
+    const n = size >= 8 ? length.readBigUint64LE(0) : 0n;
+    // A length past the limit is refused from the first 8 bytes, without allocating it.
+    const head = Buffer.alloc(n > BigInt(MAX_HEADER_BYTES) ? 8 : Math.min(size, 8 + Number(n)));
+    readSync(fd, head, 0, head.length, 0);
+    return parseSafetensorsMetadata(head, size, path);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
