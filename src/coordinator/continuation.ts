@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { Config } from '../shared/config/schema.js';
+import { momentumFileEpoch, runModelFile } from '../shared/io/run_file_kinds.js';
 import { initialWeightsPath } from './initial_weights.js';
 import { earlierEpochs, type EarlierEpochs } from './run_files.js';
 import { runFilesIn, runFolder } from './run_folder.js';
@@ -17,6 +18,12 @@ export function epochRanges(epochs: Iterable<number>): string {
   return parts.join(', ');
 }
 
+/** The epoch N of an epoch checkpoint train-epoch<N>.safetensors or of its .optim momentum; undefined for any other file. */
+function checkpointEpoch(name: string): number | undefined {
+  const f = runModelFile(name);
+  return f?.kind === 'epoch' ? f.epoch : momentumFileEpoch(name);
+}
+
 /** The epochs whose checkpoint (train-epoch<N>) this run's train stage saves: every model_saving_interval-th and the last. */
 function savedEpochs(config: Config): Set<number> {
   const saved = new Set<number>();
@@ -25,8 +32,6 @@ function savedEpochs(config: Config): Set<number> {
   for (let n = config.base.epoch + 1; n <= max; n++) if (n % config.base.model_saving_interval === 0 || n === max) saved.add(n);
   return saved;
 }
-
-const CHECKPOINT = /^train-epoch(\d+)(?:\.optim)?\.safetensors$/;
 
 /**
  * What a `base.epoch` continuation does with the earlier run in its folder `dir`, as lines for the start's log (the
@@ -53,7 +58,7 @@ export function describeContinuation(config: Config, dir: string, earlier: Earli
         `the continued log.json and report will lack them (the run starts from ${weights} regardless)`,
     );
   }
-  const later = files.map((f) => Number(CHECKPOINT.exec(f)?.[1] ?? 0)).filter((n) => n > e);
+  const later = files.map((f) => checkpointEpoch(f) ?? 0).filter((n) => n > e);
   const saved = savedEpochs(config);
   const overwritten = later.filter((n) => saved.has(n));
   const left = later.filter((n) => !saved.has(n));

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { DASHBOARD_FILE, REPORT_FILE } from '../dashboard/report.js';
 import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
+import { momentumFileEpoch, runModelFile } from '../shared/io/run_file_kinds.js';
 import { RESUME_FILE, readResumeSummary } from './resume_point.js';
 import { earlierEpochs } from './run_files.js';
 
@@ -11,14 +12,29 @@ export function runFolder(config: Config): string {
   return join(config.base.log_dir, config.base.task_name);
 }
 
-const escape = (name: string) => name.replace(/\./g, '\\.');
-const NAMES = ['cfg.json', 'log.json', 'summary.json', 'prune_log.json', 'finetune_log.json', DASHBOARD_FILE, REPORT_FILE, RESUME_FILE];
+/** The run's logs (RunFiles, run.ts), report and dashboard record, and resume point. */
+const NAMES: ReadonlySet<string> = new Set([
+  'cfg.json',
+  'log.json',
+  'summary.json',
+  'prune_log.json',
+  'finetune_log.json',
+  DASHBOARD_FILE,
+  REPORT_FILE,
+  RESUME_FILE,
+]);
+/** The temp file of writeFileAtomic (and the report's writer) that a killed run may leave: `<name>.tmp-<pid>`. */
+const TEMP = /\.tmp-\d+$/;
+
 /**
- * The files a run writes: its logs (RunFiles, run.ts), report and dashboard record, resume point, checkpoints
- * (`train-epoch<N>` with its `.optim`, the save points `gbn_<pct>`, `pruned`, `finetuned`), and the temp files of
- * writeFileAtomic that a killed run may leave. Anything else in the folder is not the run's and is left alone.
+ * Whether `name` is a file a run writes: one of NAMES, a model file (run_file_kinds: `train-epoch<N>`, the save
+ * points `gbn_<pct>`, `pruned`, `finetuned`), an epoch checkpoint's `.optim` momentum, or the temp file of any of
+ * these. Anything else in the folder is not the run's and is left alone.
  */
-const RUN_FILE = new RegExp(`^(?:${NAMES.map(escape).join('|')}|(?:train-epoch\\d+(?:\\.optim)?|gbn_\\d+|pruned|finetuned)\\.safetensors)(?:\\.tmp-\\d+)?$`);
+function isRunFile(name: string): boolean {
+  const base = name.replace(TEMP, '');
+  return NAMES.has(base) || runModelFile(base) !== undefined || momentumFileEpoch(base) !== undefined;
+}
 
 /** The files of a run in `dir`, sorted; none for a missing, empty or unrelated folder. */
 export function runFilesIn(dir: string): string[] {
@@ -28,7 +44,7 @@ export function runFilesIn(dir: string): string[] {
   } catch {
     return [];
   }
-  return names.filter((n) => RUN_FILE.test(n)).sort();
+  return names.filter(isRunFile).sort();
 }
 
 /** What the run that left `dir` did, by its resume point (read from its header alone). */

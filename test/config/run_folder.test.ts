@@ -8,6 +8,7 @@ import { runStartChecks } from '../../src/coordinator/start_checks.js';
 import { initBackend } from '../../src/shared/backend.js';
 import { parseConfig } from '../../src/shared/config/load.js';
 import { GdpError } from '../../src/shared/errors.js';
+import { runModelFiles } from '../../src/shared/io/run_file_kinds.js';
 import { serializeSafetensors } from '../../src/shared/io/safetensors.js';
 
 await initBackend('cpu');
@@ -64,6 +65,15 @@ describe('checkRunFolder: a fresh run never writes into an earlier run', () => {
     folder(unrelated, ['notes.txt', 'my_weights.safetensors', 'cfg.json.bak']);
     assert.doesNotThrow(() => checkRunFolder(unrelated));
     assert.deepEqual(runFilesIn(runFolder(unrelated)), []);
+  });
+
+  it("runFilesIn: the run's logs, its model files as run_file_kinds tells them, an epoch checkpoint's .optim, their temp files", () => {
+    const c = config();
+    const models = ['finetuned', 'gbn_40', 'gbn_70', 'pruned', 'train-epoch10', 'train-epoch2'].map((m) => `${m}.safetensors`);
+    const dir = folder(c, [...models, 'train-epoch2.optim.safetensors', 'gbn_40.safetensors.tmp-99', 'prune_log.json.tmp-3']);
+    folder(c, ['pruned.optim.safetensors', 'gbn_x.safetensors', 'train-epoch.safetensors', 'resume.safetensors.bak', 'log.json.tmp-x']);
+    assert.deepEqual(runModelFiles(dir).sort(), models.sort());
+    assert.deepEqual(runFilesIn(dir), [...models, 'train-epoch2.optim.safetensors', 'gbn_40.safetensors.tmp-99', 'prune_log.json.tmp-3'].sort());
   });
 
   it('a finished run: BAD_CONFIG naming the folder and its files, with another task name or --overwrite as the ways on', () => {

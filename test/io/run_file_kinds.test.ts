@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { GdpError } from '../../src/shared/errors.js';
-import { checkIsModelFile, MOMENTUM_FORMAT, RESUME_FORMAT, runModelFiles } from '../../src/shared/io/run_file_kinds.js';
+import { checkIsModelFile, momentumFileEpoch, MOMENTUM_FORMAT, RESUME_FORMAT, runModelFile, runModelFiles } from '../../src/shared/io/run_file_kinds.js';
 
 test("runModelFiles lists a run folder's model files in the order the run writes them, and nothing else", () => {
   const dir = mkdtempSync(join(tmpdir(), 'gdp-run-files-'));
@@ -31,4 +31,18 @@ test('checkIsModelFile refuses a resume point and a momentum file by name, and p
   refused({ format: MOMENTUM_FORMAT }, 'SGD momentum', 'pass the checkpoint itself, logs/run/x.safetensors');
   const others: Record<string, string>[] = [{}, { format: 'gdp' }, { format: 'gdp-checkpoint/1', arch: 'cifar.resnet20' }, { format: 'pt' }];
   for (const meta of others) checkIsModelFile(meta, 'w.safetensors');
+});
+
+test('runModelFile and momentumFileEpoch tell the run model files and the epoch momentum by name, and nothing else', () => {
+  assert.deepEqual(runModelFile('train-epoch12.safetensors'), { kind: 'epoch', epoch: 12 });
+  assert.deepEqual(runModelFile('gbn_40.safetensors'), { kind: 'save_point', percent: 40 });
+  assert.deepEqual(runModelFile('pruned.safetensors'), { kind: 'pruned' });
+  assert.deepEqual(runModelFile('finetuned.safetensors'), { kind: 'finetuned' });
+  for (const other of ['train-epoch12.optim.safetensors', 'resume.safetensors', 'pruned.safetensors.tmp-7', 'gbn_.safetensors', 'my_pruned.safetensors']) {
+    assert.equal(runModelFile(other), undefined, other);
+  }
+  assert.equal(momentumFileEpoch('train-epoch12.optim.safetensors'), 12);
+  for (const other of ['train-epoch12.safetensors', 'pruned.optim.safetensors', 'train-epoch12.optim.safetensors.tmp-7']) {
+    assert.equal(momentumFileEpoch(other), undefined, other);
+  }
 });

@@ -4,8 +4,9 @@ import { GdpError } from '../errors.js';
 
 /**
  * The safetensors files of a run folder that hold no model, told apart by their `format` metadata field, and the run's
- * model files beside them. Their writers (coordinator/resume_point.ts, run_files.ts) take the formats from here;
- * loading a model refuses these files by name and points to the model files instead.
+ * model files beside them, told apart by their names. Their writers (coordinator/resume_point.ts, run_files.ts) take the
+ * formats from here; loading a model refuses these files by name and points to the model files instead. The names
+ * are read here only (the run folder's listing, a continuation's plan, gdp-model's advice).
  */
 
 /** The resume point, logs/<task_name>/resume.safetensors: a run's whole state under gdp's own names, for gdp-coord --resume. */
@@ -14,9 +15,30 @@ export const RESUME_FORMAT = 'gdp-resume/1';
 /** `<name>.optim.safetensors`: the SGD momentum saved beside the epoch checkpoint `<name>.safetensors`. */
 export const MOMENTUM_FORMAT = 'gdp-momentum/1';
 
+/** A run's model file told by its name: an epoch checkpoint, a save point, the melted network or its finetuned form. */
+export type RunModelFile = { kind: 'epoch'; epoch: number } | { kind: 'save_point'; percent: number } | { kind: 'pruned' } | { kind: 'finetuned' };
+
 /** The model files a run writes: epoch checkpoints, save points, the melted network and its finetuned form. */
-const RUN_MODEL_FILE = /^(?:train-epoch(\d+)|gbn_(\d+)|pruned|finetuned)\.safetensors$/;
-const ORDER = ['train-epoch', 'gbn_', 'pruned', 'finetuned'];
+const RUN_MODEL_FILE = /^(?:train-epoch(\d+)|gbn_(\d+)|(pruned)|finetuned)\.safetensors$/;
+/** `train-epoch<N>.optim.safetensors`: the only checkpoints saved with their momentum are the epoch checkpoints. */
+const MOMENTUM_FILE = /^train-epoch(\d+)\.optim\.safetensors$/;
+
+/** What run model file `name` (a file name, no folder) is; undefined for any other name, a momentum file included. */
+export function runModelFile(name: string): RunModelFile | undefined {
+  const m = RUN_MODEL_FILE.exec(name);
+  if (!m) return undefined;
+  if (m[1] !== undefined) return { kind: 'epoch', epoch: Number(m[1]) };
+  if (m[2] !== undefined) return { kind: 'save_point', percent: Number(m[2]) };
+  return { kind: m[3] !== undefined ? 'pruned' : 'finetuned' };
+}
+
+/** The epoch N of `name` when it is the SGD momentum file of an epoch checkpoint, train-epoch<N>.optim.safetensors. */
+export function momentumFileEpoch(name: string): number | undefined {
+  const m = MOMENTUM_FILE.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+const ORDER: readonly RunModelFile['kind'][] = ['epoch', 'save_point', 'pruned', 'finetuned'];
 
 /** The run's model files in folder `dir`, in the order the run writes them; none when the folder cannot be read. */
 export function runModelFiles(dir: string): string[] {
@@ -26,13 +48,13 @@ export function runModelFiles(dir: string): string[] {
   } catch {
     return [];
   }
-  const rank = (n: string) => ORDER.findIndex((p) => n.startsWith(p));
-  // Save points are written from the largest MACs ratio down: gbn_70 before gbn_40.
-  const number = (n: string) => {
-    const m = RUN_MODEL_FILE.exec(n)!;
-    return m[1] !== undefined ? Number(m[1]) : m[2] !== undefined ? -Number(m[2]) : 0;
-  };
-  return names.filter((n) => RUN_MODEL_FILE.test(n)).sort((a, b) => rank(a) - rank(b) || number(a) - number(b));
+  // Epochs ascending; save points from the largest MACs ratio down, as they are written: gbn_70 before gbn_40.
+  const key = (f: RunModelFile) => [ORDER.indexOf(f.kind), f.kind === 'epoch' ? f.epoch : f.kind === 'save_point' ? -f.percent : 0];
+  const files = names.flatMap((n) => {
+    const f = runModelFile(n);
+    return f ? [{ n, k: key(f) }] : [];
+  });
+  return files.sort((a, b) => a.k[0] - b.k[0] || a.k[1] - b.k[1]).map((f) => f.n);
 }
 
 /** What to pass instead of a run's non-model file `source`: the run's model files in its folder, or when it has none yet. */
