@@ -63,6 +63,8 @@ export interface CoordOptions {
   resume?: string;
   /** Start afresh in a run folder that holds an earlier run, deleting its files first (not with --resume). */
   overwrite?: boolean;
+  /** A base.epoch continuation may replace the resume point of an interrupted run in its folder (not with --resume). */
+  discardResume?: boolean;
   /** false with --no-dashboard. */
   dashboard: boolean;
 }
@@ -126,6 +128,7 @@ export async function runCoordinator(o: CoordOptions): Promise<void> {
     workerBackend,
     resumed: resume !== undefined,
     overwrite: o.overwrite,
+    discardResume: o.discardResume,
     note: (l) => note(`gdp-coord: ${l}`),
   });
   // A continuation with nothing left to train: said, and the folder left as it is (a resumed run has its position).

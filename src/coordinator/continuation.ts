@@ -3,7 +3,8 @@ import type { Config } from '../shared/config/schema.js';
 import { momentumFileEpoch, runModelFile } from '../shared/io/run_file_kinds.js';
 import { initialWeightsPath } from './initial_weights.js';
 import { earlierEpochs, type EarlierEpochs } from './run_files.js';
-import { runFilesIn, runFolder } from './run_folder.js';
+import { RESUME_FILE } from './resume_point.js';
+import { interruptedAt, runFilesIn, runFolder } from './run_folder.js';
 
 /** Epoch numbers as ranges, ascending and without repeats: [5, 1, 2, 3] -> '1-3, 5'. */
 export function epochRanges(epochs: Iterable<number>): string {
@@ -41,9 +42,11 @@ function savedEpochs(config: Config): Set<number> {
  * lack them, but the run needs only the weights, so it goes on. Then the earlier run's checkpoints past base.epoch
  * among `files` (the folder's run files, runFilesIn): a warning naming those this run overwrites as it reaches their
  * epochs (nothing is deleted: a run stopped before then leaves them), a note naming those it leaves (epochs it does
- * not save), which will then sit beside the continuation's own.
+ * not save), which will then sit beside the continuation's own. Last, with `interrupted` (interruptedAt: where the
+ * earlier run's resume point stands, when that run was interrupted), a warning that this run replaces that resume
+ * point as its first stage starts: gdp-coord goes on only with --discard-resume (checkRunFolder).
  */
-export function describeContinuation(config: Config, dir: string, earlier: EarlierEpochs, files: readonly string[]): string[] {
+export function describeContinuation(config: Config, dir: string, earlier: EarlierEpochs, files: readonly string[], interrupted?: string): string[] {
   const e = config.base.epoch;
   const weights = initialWeightsPath(config);
   const keptEpochs = earlier.kept.map((r) => r.epoch);
@@ -74,7 +77,18 @@ export function describeContinuation(config: Config, dir: string, earlier: Earli
         `stay as they are: this run does not save those epochs`,
     );
   }
+  if (interrupted !== undefined) {
+    lines.push(
+      `warning: the earlier run was interrupted (its resume point: ${interrupted}): this run replaces ${join(dir, RESUME_FILE)} ` +
+        `as its first stage starts, and that run can no longer be resumed`,
+    );
+  }
   return lines;
+}
+
+/** describeContinuation of the folder `dir` as it stands now: its run files (runFilesIn) and an interrupted run's resume point. */
+export function continuationLines(config: Config, dir: string, earlier: EarlierEpochs): string[] {
+  return describeContinuation(config, dir, earlier, runFilesIn(dir), interruptedAt(dir));
 }
 
 /**
@@ -85,7 +99,7 @@ export function describeContinuation(config: Config, dir: string, earlier: Earli
 export function continuationPlan(config: Config): string[] {
   if (config.base.epoch === 0) return [];
   const dir = runFolder(config);
-  return describeContinuation(config, dir, earlierEpochs(dir, config.base.epoch), runFilesIn(dir));
+  return continuationLines(config, dir, earlierEpochs(dir, config.base.epoch));
 }
 
 /**

@@ -35,6 +35,12 @@ export async function main(argv: string[]): Promise<number> {
     .option('--resume <dir>', 'continue the run in DIR (its logs/<task_name> folder) from its resume point, with its config')
     .addOption(
       new Option('--overwrite', "start afresh even if the run's logs/<task_name> folder holds an earlier run: its files are deleted first").conflicts('resume'),
+    )
+    .addOption(
+      new Option(
+        '--discard-resume',
+        'a base.epoch continuation goes on although its folder holds an interrupted run, whose resume point it replaces as its first stage starts',
+      ).conflicts('resume'),
     );
   // The run's modules (TF.js, the wasm backend, zod schemas) take about a second of CPU to load: imported only once the
   // flags have parsed, so --help and a flag error never pay it.

@@ -3,10 +3,9 @@ import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { stateChecksum } from '../shared/train/model_state.js';
 import type { Coordinator } from './cluster.js';
-import { describeContinuation } from './continuation.js';
+import { continuationLines } from './continuation.js';
 import { writeResumePoint, type RunPosition } from './resume_point.js';
 import type { EpochRecord, RunFiles } from './run_files.js';
-import { runFilesIn } from './run_folder.js';
 import type { RunObserver } from './run_observer.js';
 import { WorkerReportedError } from './worker_link.js';
 import { formatSummary, snapshot, type ModelSnapshot } from './run_summary.js';
@@ -42,7 +41,7 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   else if (config.base.epoch > 0) {
     // A continuation numbers its epochs on in the earlier run's folder: log.json keeps that run's epochs before them.
     const earlier = files.continueEpochs(config.base.epoch);
-    for (const line of describeContinuation(config, files.dir, earlier, runFilesIn(files.dir))) log(`gdp-coord: ${line}`);
+    for (const line of continuationLines(config, files.dir, earlier)) log(`gdp-coord: ${line}`);
   }
 
   const write = async (pos: unknown, syncBn = true) => {

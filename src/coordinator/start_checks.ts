@@ -27,6 +27,8 @@ export interface StartCheckOptions {
   resumed: boolean;
   /** `--overwrite`: an earlier run in the run's folder is to be replaced (checkRunFolder). */
   overwrite?: boolean;
+  /** `--discard-resume`: a continuation may replace an interrupted run's resume point in its folder (checkRunFolder). */
+  discardResume?: boolean;
 }
 
 /**
@@ -153,7 +155,8 @@ export async function decideNormalisation(config: Config, o: Pick<StartCheckOpti
 
 /**
  * Every start-up check that needs no worker, in the order a start meets them: for a run that is not resumed, its
- * log folder (no earlier run's files there, unless `overwrite`: checkRunFolder), the input normalisation, the data
+ * log folder (no earlier run's files there, unless `overwrite`; for a continuation, no interrupted run's resume point,
+ * unless `discardResume`: checkRunFolder), the input normalisation, the data
  * (files, sizes, labels, each image's first bytes (Dataset.checkFiles), the batch and test subset against them), the
  * model against the data, a prunable group when a prune stage runs, the starting weights, the shard size against the
  * workers' backend memory. `--dry-run` runs exactly these, so that it says yes only to what starts. Needs an
@@ -163,7 +166,7 @@ export async function decideNormalisation(config: Config, o: Pick<StartCheckOpti
  * @throws GdpError the codes of each check (checkRunFolder's BAD_CONFIG first).
  */
 export async function runStartChecks(config: Config, o: StartCheckOptions): Promise<DatasetPair> {
-  if (!o.resumed) checkRunFolder(config, { overwrite: o.overwrite, note: o.note });
+  if (!o.resumed) checkRunFolder(config, { overwrite: o.overwrite, discardResume: o.discardResume, note: o.note });
   // The normalisation and the data from one reading: the normalisation is part of the data's fingerprint, which the
   // workers' copies must match; it is fixed and said as soon as decided (before the data is read when it is known).
   // The coordinator needs only the sizes (sample indices are all it hands out); workers load the data themselves.

@@ -69,6 +69,19 @@ describe('describeContinuation: what a base.epoch continuation keeps of the earl
     );
   });
 
+  it('an interrupted earlier run: a warning that this run replaces its resume point as its first stage starts', () => {
+    const all = [record(1), record(2)];
+    const lines = describeContinuation(config(2, 4), 'logs/t', { kept: all, dropped: 0, found: true }, ['resume.safetensors'], "stage 'prune', step 7");
+    assert.deepEqual(lines.slice(1), [
+      "warning: the earlier run was interrupted (its resume point: stage 'prune', step 7): this run replaces logs/t/resume.safetensors as its first stage starts, and that run can no longer be resumed",
+    ]);
+    assert.equal(
+      describeContinuation(config(2, 4), 'logs/t', { kept: all, dropped: 0, found: true }, ['resume.safetensors']).length,
+      1,
+      'finished: nothing to say',
+    );
+  });
+
   it('nothingToTrain: only a continuation at or past max_epoch whose stages are all train', () => {
     assert.match(
       nothingToTrain(config(4, 4)) ?? '',

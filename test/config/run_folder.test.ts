@@ -118,6 +118,40 @@ describe('checkRunFolder: a fresh run never writes into an earlier run', () => {
     assert.throws(() => checkRunFolder(c, { overwrite: true }), code('BAD_FLAG', '--overwrite', 'base.epoch 1'));
   });
 
+  it('a continuation over an interrupted run would replace its resume point: BAD_CONFIG with --resume and --discard-resume as the ways on', async () => {
+    const c = config({ epoch: 1, checkpoint_path: 'w.safetensors' });
+    const dir = folder(c, ['cfg.json', 'train-epoch1.safetensors', 'train-epoch1.optim.safetensors']);
+    writeFileSync(join(dir, 'log.json'), JSON.stringify([epochRecord(1)]));
+    resumePoint(dir, 1, 7);
+    const refused = code(
+      'BAD_CONFIG',
+      `${dir} holds an interrupted run (its resume point: stage 'prune', step 7)`,
+      join(dir, 'resume.safetensors'),
+      `gdp-coord --resume ${dir}`,
+      '--discard-resume',
+    );
+    assert.throws(() => checkRunFolder(c), refused);
+    // Checked with the folder, first of the start checks: --dry-run says so too, before any worker joins.
+    await assert.rejects(runStartChecks(c, { resumed: false }), refused);
+    assert.doesNotThrow(() => checkRunFolder(c, { discardResume: true }), 'given up explicitly');
+    assert.ok(existsSync(join(dir, 'resume.safetensors')), 'the check deletes nothing');
+    // A finished run's resume point (a run keeps its last one), none, or one that cannot be read: nothing to resume.
+    resumePoint(dir, 3, 40);
+    assert.doesNotThrow(() => checkRunFolder(c));
+    rmSync(join(dir, 'resume.safetensors'));
+    assert.doesNotThrow(() => checkRunFolder(c));
+    writeFileSync(join(dir, 'resume.safetensors'), 'not safetensors');
+    assert.doesNotThrow(() => checkRunFolder(c));
+  });
+
+  it('--discard-resume is for a continuation: BAD_FLAG for a fresh run, which replaces an earlier run with --overwrite', () => {
+    const c = config();
+    const dir = folder(c, ['cfg.json']);
+    resumePoint(dir, 1, 7);
+    assert.throws(() => checkRunFolder(c, { discardResume: true }), code('BAD_FLAG', '--discard-resume', 'base.epoch is 0', '--overwrite'));
+    assert.throws(() => checkRunFolder(config(), { discardResume: true }), code('BAD_FLAG', '--discard-resume'), 'an empty folder too');
+  });
+
   it("a continuation keeps the earlier log.json's epochs, so one that cannot be read stops it: BAD_RUN_FILE naming it", async () => {
     const spoilt: [string, (path: string) => void, string][] = [
       ['not JSON', (p) => writeFileSync(p, '[{"stage": "train",'), 'not JSON'],
