@@ -5,6 +5,7 @@ import { initialWeightsPath } from './initial_weights.js';
 import { earlierEpochs, type EarlierEpochs } from './run_files.js';
 import { RESUME_FILE } from './resume_point.js';
 import { interruptedAt, runFilesIn, runFolder } from './run_folder.js';
+import { savePointName } from './tick_tock.js';
 
 /** Epoch numbers as ranges, ascending and without repeats: [5, 1, 2, 3] -> '1-3, 5'. */
 export function epochRanges(epochs: Iterable<number>): string {
@@ -35,6 +36,32 @@ function savedEpochs(config: Config): Set<number> {
 }
 
 /**
+ * The earlier run's files among `files` that its later stages and its end wrote, in the order a run writes them, each
+ * with whether this run writes its own in its place (overwriting it): the prune stage prune_log.json, the save points
+ * of its gbn.save_points (as it reaches them) and pruned.safetensors; the finetune stage finetune_log.json and
+ * finetuned.safetensors; every run summary.json, at its end.
+ */
+function laterResults(config: Config, files: readonly string[]): { name: string; rewritten: boolean }[] {
+  const prune = config.stages.includes('prune');
+  const finetune = config.stages.includes('finetune');
+  const savePoints = new Set((config.gbn?.save_points ?? []).map(savePointName));
+  const found: { name: string; rewritten: boolean; order: number[] }[] = [];
+  for (const name of files) {
+    const f = runModelFile(name);
+    const at = (order: number[], rewritten: boolean) => found.push({ name, rewritten, order });
+    if (name === 'prune_log.json') at([0], prune);
+    // Save points from the largest MACs ratio down: gbn_90 before gbn_70.
+    else if (f?.kind === 'save_point') at([1, -f.percent], prune && savePoints.has(name));
+    else if (f?.kind === 'pruned') at([2], prune);
+    else if (name === 'finetune_log.json') at([3], finetune);
+    else if (f?.kind === 'finetuned') at([4], finetune);
+    else if (name === 'summary.json') at([5], true);
+  }
+  found.sort((a, b) => a.order[0] - b.order[0] || (a.order[1] ?? 0) - (b.order[1] ?? 0));
+  return found.map(({ name, rewritten }) => ({ name, rewritten }));
+}
+
+/**
  * What a `base.epoch` continuation does with the earlier run in its folder `dir`, as lines for the start's log (the
  * run says them as it starts, --dry-run before any worker joins: the same lines): the folder, the epoch and the
  * weights it continues from, and which of the earlier log.json's train epochs 1..base.epoch it keeps (`earlier`), and a
@@ -42,7 +69,10 @@ function savedEpochs(config: Config): Set<number> {
  * lack them, but the run needs only the weights, so it goes on. Then the earlier run's checkpoints past base.epoch
  * among `files` (the folder's run files, runFilesIn): a warning naming those this run overwrites as it reaches their
  * epochs (nothing is deleted: a run stopped before then leaves them), a note naming those it leaves (epochs it does
- * not save), which will then sit beside the continuation's own. Last, with `interrupted` (interruptedAt: where the
+ * not save), which will then sit beside the continuation's own. Likewise the files of the earlier run's later stages
+ * and end (laterResults: its pruning logs, save points, pruned and finetuned networks, summary.json): a warning
+ * naming those this run overwrites as it writes its own, a note naming those it leaves (results of the earlier run,
+ * not of this one). Last, with `interrupted` (interruptedAt: where the
  * earlier run's resume point stands, when that run was interrupted), a warning that this run replaces that resume
  * point as its first stage starts: gdp-coord goes on only with --discard-resume (checkRunFolder).
  */
@@ -77,6 +107,12 @@ export function describeContinuation(config: Config, dir: string, earlier: Earli
         `stay as they are: this run does not save those epochs`,
     );
   }
+  const results = laterResults(config, files);
+  const rewritten = results.filter((r) => r.rewritten).map((r) => r.name);
+  const untouched = results.filter((r) => !r.rewritten).map((r) => r.name);
+  if (rewritten.length) lines.push(`warning: the earlier run's ${rewritten.join(', ')} will be overwritten as this run writes its own`);
+  if (untouched.length)
+    lines.push(`note: the earlier run's ${untouched.join(', ')} stay as they are: this run does not write them (they are that run's results, not this one's)`);
   if (interrupted !== undefined) {
     lines.push(
       `warning: the earlier run was interrupted (its resume point: ${interrupted}): this run replaces ${join(dir, RESUME_FILE)} ` +

@@ -69,6 +69,40 @@ describe('describeContinuation: what a base.epoch continuation keeps of the earl
     );
   });
 
+  it("the earlier run's pruning results and summary.json: those this run writes its own of are overwritten, the others stay", () => {
+    const gbn = { sparse_lambda: 1e-3, lr_min: 1e-3, lr_max: 1e-2, tock_epoch: 1, T: 2, p: 0.1, finetune_epoch: 1, save_points: [0.5, 0.9] };
+    const pruning = parseConfig({ ...config(2, 4), gbn, stages: ['train', 'prune', 'finetune'] });
+    const files = [
+      'cfg.json',
+      'finetune_log.json',
+      'finetuned.safetensors',
+      'gbn_70.safetensors',
+      'gbn_90.safetensors',
+      'log.json',
+      'prune_log.json',
+      'pruned.safetensors',
+      'pruned.safetensors.tmp-4',
+      'resume.safetensors',
+      'summary.json',
+      'train-epoch2.safetensors',
+    ];
+    const all = { kept: [record(1), record(2)], dropped: 0, found: true };
+    assert.deepEqual(describeContinuation(pruning, 'logs/t', all, files).slice(1), [
+      "warning: the earlier run's prune_log.json, gbn_90.safetensors, pruned.safetensors, finetune_log.json, finetuned.safetensors, summary.json will be overwritten as this run writes its own",
+      "note: the earlier run's gbn_70.safetensors stay as they are: this run does not write them (they are that run's results, not this one's)",
+    ]);
+    // The train stage alone writes only summary.json of these; the prune stage alone not the finetune stage's.
+    assert.deepEqual(describeContinuation(config(2, 4), 'logs/t', all, files).slice(1), [
+      "warning: the earlier run's summary.json will be overwritten as this run writes its own",
+      "note: the earlier run's prune_log.json, gbn_90.safetensors, gbn_70.safetensors, pruned.safetensors, finetune_log.json, finetuned.safetensors stay as they are: this run does not write them (they are that run's results, not this one's)",
+    ]);
+    const prune = parseConfig({ ...config(2, 4), gbn, stages: ['train', 'prune'] });
+    assert.match(
+      describeContinuation(prune, 'logs/t', all, files)[1],
+      /^warning: the earlier run's prune_log\.json, gbn_90\.safetensors, pruned\.safetensors, summary\.json will/,
+    );
+  });
+
   it('an interrupted earlier run: a warning that this run replaces its resume point as its first stage starts', () => {
     const all = [record(1), record(2)];
     const lines = describeContinuation(config(2, 4), 'logs/t', { kept: all, dropped: 0, found: true }, ['resume.safetensors'], "stage 'prune', step 7");

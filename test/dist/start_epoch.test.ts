@@ -158,6 +158,8 @@ describe('base.epoch: the train stage continues at epoch base.epoch+1 from the s
       "gdp-coord: warning: the earlier run's checkpoints train-epoch<N>.safetensors (and .optim) for N = 2, past epoch 1, will be overwritten as this run reaches those epochs",
       "gdp-coord: note: the earlier run's checkpoints train-epoch<N>.safetensors (and .optim) for N = 3, past epoch 1, stay as they are: this run does not save those epochs",
     ]);
+    // Its final table replaces the earlier run's, said with the checkpoints.
+    assert.ok(next.lines.includes("gdp-coord: warning: the earlier run's summary.json will be overwritten as this run writes its own"), next.lines.join('\n'));
     const state = (f: string) => JSON.parse(parseSafetensors(readFileSync(join(next.dir, f))).metadata.state) as { epoch: number };
     assert.equal(state('train-epoch2.safetensors').epoch, 2);
     assert.ok(existsSync(join(next.dir, 'train-epoch3.safetensors')) && existsSync(join(next.dir, 'train-epoch3.optim.safetensors')), 'nothing deleted');
