@@ -132,6 +132,7 @@ export async function runCoordinator(o: CoordOptions): Promise<void> {
     note: (l) => note(`gdp-coord: ${l}`),
   });
   // A continuation with nothing left to train: said, and the folder left as it is (a resumed run has its position).
+  // runStages would say it too, but only once the workers had joined, and after cfg.json was written.
   const idle = resume ? undefined : nothingToTrain(config);
   if (o.dryRun || o.workers === undefined) {
     // What the start will say of a continuation.

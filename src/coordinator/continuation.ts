@@ -141,9 +141,10 @@ export function continuationPlan(config: Config): string[] {
 /**
  * Why a `base.epoch` continuation has nothing to do, or undefined when it has something: base.epoch has reached
  * train.max_epoch and `train` is its only stage, so a start would train nothing and only rewrite the folder's
- * cfg.json, summary.json, report and resume point over the earlier run's. gdp-coord then says this and exits 0
- * without touching the folder. With a later stage (prune, finetune) there is work: the train stage is skipped and
- * those run from the weights.
+ * cfg.json, summary.json, report and resume point over the earlier run's. runStages then logs this and returns
+ * before writing anything, whoever started it; gdp-coord checks it first, to say it and exit 0 before any worker joins
+ * (and in --dry-run). With a later stage (prune, finetune) there is work: the train stage is skipped and those run
+ * from the weights.
  */
 export function nothingToTrain(config: Config): string | undefined {
   const { epoch } = config.base;

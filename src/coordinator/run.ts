@@ -3,7 +3,7 @@ import type { Config } from '../shared/config/schema.js';
 import { GdpError } from '../shared/errors.js';
 import { stateChecksum } from '../shared/train/model_state.js';
 import type { Coordinator } from './cluster.js';
-import { continuationLines } from './continuation.js';
+import { continuationLines, nothingToTrain } from './continuation.js';
 import { writeResumePoint, type RunPosition } from './resume_point.js';
 import type { EpochRecord, RunFiles } from './run_files.js';
 import type { RunObserver } from './run_observer.js';
@@ -29,7 +29,9 @@ export interface RunOptions {
 /**
  * Runs `config.stages` in order, then measures the final table. Resume points are written at the start of every
  * stage, at the boundaries each stage reports, every `base.resume_every_steps` global steps, and at the end; an
- * uninterrupted run writes them at the same points as a resumed one, so both average BN statistics alike.
+ * uninterrupted run writes them at the same points as a resumed one, so both average BN statistics alike. A
+ * `base.epoch` continuation with nothing to do (nothingToTrain) logs why and returns no rows before writing
+ * anything: its folder stays as the earlier run left it (gdp-coord has said so earlier, before any worker joined).
  */
 export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   const { coordinator: cluster, config, files, log } = o;
@@ -37,6 +39,12 @@ export async function runStages(o: RunOptions): Promise<ModelSnapshot[]> {
   const summary: ModelSnapshot[] = [...(o.resume?.summary ?? [])];
   let stage = o.resume?.stage ?? 0;
   let position = o.resume?.position;
+  const idle = o.resume ? undefined : nothingToTrain(config);
+  if (idle) {
+    // Before anything is written: the folder stays the earlier run's.
+    log(`gdp-coord: ${idle}`);
+    return [];
+  }
   if (o.resume) files.restore({ records: o.resume.files.records as unknown as EpochRecord[], logs: o.resume.files.logs });
   else if (config.base.epoch > 0) {
     // A continuation numbers its epochs on in the earlier run's folder: log.json keeps that run's epochs before them.

@@ -212,12 +212,25 @@ describe('base.epoch: the train stage continues at epoch base.epoch+1 from the s
     }
   });
 
-  it('base.epoch >= max_epoch: the train stage has nothing to do and says so', async () => {
+  it('base.epoch >= max_epoch, the train stage only: runStages has nothing to do, says so and writes nothing', async () => {
     const weights = join(logDir, 'smoke', 'train-epoch1.safetensors');
+    // An earlier run in the folder: its files stay byte for byte (the summary, the resume point were rewritten).
+    await run(data, logDir, 'done', []);
+    const before = folderBytes(join(logDir, 'done'));
     const done = await run(data, logDir, 'done', ['base.epoch=1', `model.weights=${weights}`]);
-    assert.deepEqual(done.records, []);
     assert.equal(done.steps, 0);
-    assert.ok(!existsSync(join(done.dir, 'train-epoch1.safetensors')));
-    assert.ok(done.lines.includes(`train: nothing to do: epoch 1 of 1 already done (base.epoch 1, weights ${weights})`), done.lines.join('\n'));
+    assert.deepEqual(folderBytes(done.dir), before);
+    const said = `gdp-coord: nothing to do: base.epoch 1 has reached train.max_epoch 1 and the stages are only 'train'; ${done.dir} is left as it is`;
+    assert.ok(done.lines.some((l) => l.startsWith(said)), done.lines.join('\n'));
+    assert.ok(!done.lines.some((l) => l.startsWith('gdp-coord: stage ') || l.startsWith('resume point:')), 'no stage, no resume point');
+  });
+
+  it('base.epoch >= max_epoch with a later stage: the train stage has nothing to do and says so, the later stage runs', async () => {
+    const weights = join(logDir, 'smoke', 'train-epoch1.safetensors');
+    const later = await run(data, logDir, 'later', ['base.epoch=1', `model.weights=${weights}`, 'stages=["train","finetune"]']);
+    assert.deepEqual(later.records.map((r) => r.stage), ['finetune']);
+    assert.ok(!existsSync(join(later.dir, 'train-epoch1.safetensors')));
+    assert.ok(existsSync(join(later.dir, 'finetuned.safetensors')));
+    assert.ok(later.lines.includes(`train: nothing to do: epoch 1 of 1 already done (base.epoch 1, weights ${weights})`), later.lines.join('\n'));
   });
 });
